@@ -1,0 +1,125 @@
+/* The effective configuration of one sluiced process: parsed from one INI
+ * file (libinih), every key with a default. Read by the control thread and,
+ * read-only after start, by workers. Reloadable keys are copied into workers
+ * through their control ring on SIGHUP. */
+#ifndef CTL_CONFIG_H
+#define CTL_CONFIG_H
+
+#include <stdint.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#define CTL_WORKERS_MAX   64
+#define CTL_LISTENERS_MAX 8
+#define CTL_USERS_MAX     32
+#define CTL_PATH_MAX      512
+
+enum ctl_mode { CTL_MODE_KERNEL, CTL_MODE_DPDK };
+enum ctl_idle { CTL_IDLE_POLL, CTL_IDLE_ADAPTIVE, CTL_IDLE_SLEEP };
+enum ctl_net_backend { CTL_NET_AUTO, CTL_NET_URING, CTL_NET_EPOLL, CTL_NET_CHAOS };
+enum ctl_log_level { CTL_LOG_ERROR, CTL_LOG_WARN, CTL_LOG_INFO, CTL_LOG_DEBUG };
+
+/* Protocols a listener can serve. TEST is the foundation's line-echo
+ * protocol used by integration tests of the runtime itself. */
+enum ctl_proto { CTL_PROTO_NATS, CTL_PROTO_KAFKA, CTL_PROTO_AMQP, CTL_PROTO_TEST, CTL_PROTO_COUNT };
+
+struct ctl_listener {
+	bool enabled;
+	char host[64]; /* numeric IPv4/IPv6 address, e.g. 127.0.0.1 or :: */
+	uint16_t port; /* 0 = let the kernel choose; the bound port is published */
+	char advertised_host[256]; /* empty = derive from host (never 0.0.0.0) */
+	uint16_t advertised_port;  /* 0 = the bound port */
+};
+
+struct ctl_limits {
+	uint32_t connections_max;          /* total, all protocols */
+	uint32_t connections_per_ip_max;
+	uint32_t frame_bytes_max;          /* largest frame/payload a client may send */
+	uint32_t control_line_bytes_max;   /* NATS control line */
+	uint32_t inflight_requests_max;    /* per connection */
+	uint64_t pending_response_bytes_max; /* outbound bytes queued per connection */
+	uint64_t pinned_bytes_per_conn_max;  /* receive buffers held by one connection */
+	uint64_t pinned_bytes_per_worker_max;
+	uint32_t partial_frame_timeout_ms; /* a frame must complete within this */
+	uint32_t idle_timeout_ms;          /* 0 = never */
+	uint32_t write_deadline_ms;        /* slow consumer: pending output older than this */
+	uint32_t subscriptions_max;        /* per connection (NATS) */
+};
+
+struct ctl_user {
+	char name[64];
+	char password[128];
+};
+
+struct ctl_config {
+	char path[CTL_PATH_MAX]; /* file it was read from, "" for defaults */
+
+	/* [server] */
+	enum ctl_mode mode;
+	char data_dir[CTL_PATH_MAX];
+	char name[64];
+	enum ctl_log_level log_level;
+
+	/* [cores] */
+	uint32_t worker_count;
+	int worker_cores[CTL_WORKERS_MAX]; /* -1 = not pinned */
+	int control_core;                  /* -1 = not pinned */
+	enum ctl_idle idle;
+	uint32_t idle_spin_us; /* adaptive: spin this long before sleeping */
+
+	/* [net] */
+	enum ctl_net_backend net_backend;
+	uint32_t chaos_seed;        /* chaos backend only */
+	uint32_t recv_buffers;      /* per worker, provided-buffer ring entries */
+	uint32_t recv_buffer_bytes;
+	uint32_t ring_slots;        /* per ordered worker pair */
+
+	/* [listeners] */
+	struct ctl_listener listeners[CTL_PROTO_COUNT];
+
+	/* [admin] */
+	bool admin_enabled;
+	char admin_host[64];
+	uint16_t admin_port;
+
+	/* [limits] */
+	struct ctl_limits limits;
+
+	/* [nats] */
+	uint32_t nats_ping_interval_ms;
+	uint32_t nats_ping_max_outstanding;
+	uint32_t nats_auth_timeout_ms;
+	char nats_token[128];
+	uint32_t nats_user_count;
+	struct ctl_user nats_users[CTL_USERS_MAX];
+};
+
+/* Fills cfg with every default. */
+void ctl_config_defaults(struct ctl_config *cfg);
+
+/* Parses path over the defaults already in cfg. On error returns -EINVAL
+ * and writes one line naming file, line and key into err. */
+int ctl_config_load(struct ctl_config *cfg, const char *path, char *err, size_t err_len);
+
+/* Parses an INI text held in memory (tests). name is used in messages. */
+int ctl_config_load_string(struct ctl_config *cfg, const char *text, const char *name, char *err,
+			   size_t err_len);
+
+/* Cross-key checks after loading: cores online, distinct ports, ... Returns
+ * -EINVAL with a message, 0 otherwise. Warnings (threads sharing cores) go
+ * to warn (may be NULL). */
+int ctl_config_validate(const struct ctl_config *cfg, char *err, size_t err_len, FILE *warn);
+
+/* Prints the effective configuration as INI and the core plan. */
+void ctl_config_print(const struct ctl_config *cfg, FILE *out);
+
+/* SIGHUP: applies the reloadable keys (log level, limits, nats ping/auth
+ * settings) of next to cur. Keys that differ but cannot change at run time
+ * make it fail with -EPERM and their names listed in err; nothing is applied
+ * then. */
+int ctl_config_reload(struct ctl_config *cur, const struct ctl_config *next, char *err,
+		      size_t err_len);
+
+const char *ctl_proto_name(enum ctl_proto p);
+
+#endif
