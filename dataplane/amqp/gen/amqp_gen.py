@@ -192,7 +192,10 @@ def gen_source(spec, classes, methods):
         out += [f"\tcase {c['id']}:", f"\t\treturn &amqp_class_descs[{i}];"]
     out += ["\tdefault:", "\t\treturn NULL;", "\t}", "}", ""]
 
-    codes = [k for k in spec["constants"] if k["value"] >= 200 and "FRAME" not in k["name"]]
+    # Reply codes: the error classes plus REPLY-SUCCESS; FRAME-END (206) and
+    # FRAME-MIN-SIZE are wire constants, not codes.
+    codes = [k for k in spec["constants"]
+             if "class" in k or (200 <= k["value"] < 1000 and not k["name"].startswith("FRAME-"))]
     out += ["const char *amqp_reply_name(uint16_t code)", "{", "\tswitch (code) {"]
     for k in codes:
         out += [f"\tcase {k['value']}:", f"\t\treturn {cstr(cname(k['name']))};"]
