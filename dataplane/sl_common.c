@@ -6,7 +6,7 @@
 
 void sl_assert_fail(const char *expr, const char *file, int line, const char *func)
 {
-	fprintf(stderr, "sluice: assertion failed: %s (%s:%d, %s)\n", expr, file, line, func);
-	fflush(stderr);
-	abort();
+        fprintf(stderr, "sluice: assertion failed: %s (%s:%d, %s)\n", expr, file, line, func);
+        fflush(stderr);
+        abort();
 }

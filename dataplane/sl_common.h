@@ -9,27 +9,27 @@
 #include <stdbool.h>
 #include <time.h>
 
-#define SL_CACHELINE 64
-#define sl_cacheline_aligned __attribute__((aligned(SL_CACHELINE)))
-#define sl_likely(x)   __builtin_expect(!!(x), 1)
-#define sl_unlikely(x) __builtin_expect(!!(x), 0)
-#define SL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define SL_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define SL_MAX(a, b) ((a) > (b) ? (a) : (b))
-#define SL_ALIGN_UP(x, a) (((x) + ((a)-1)) & ~((__typeof__(x))(a)-1))
+#define SL_CACHELINE                       64
+#define sl_cacheline_aligned               __attribute__((aligned(SL_CACHELINE)))
+#define sl_likely(x)                       __builtin_expect(!!(x), 1)
+#define sl_unlikely(x)                     __builtin_expect(!!(x), 0)
+#define SL_ARRAY_LEN(a)                    (sizeof(a) / sizeof((a)[0]))
+#define SL_MIN(a, b)                       ((a) < (b) ? (a) : (b))
+#define SL_MAX(a, b)                       ((a) > (b) ? (a) : (b))
+#define SL_ALIGN_UP(x, a)                  (((x) + ((a)-1)) & ~((__typeof__(x))(a)-1))
 #define SL_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-#define SL_UNUSED __attribute__((unused))
+#define SL_UNUSED                          __attribute__((unused))
 
 void sl_assert_fail(const char *expr, const char *file, int line, const char *func)
-	__attribute__((noreturn, cold));
+    __attribute__((noreturn, cold));
 
 /* SL_ASSERT stays on in every build: it guards invariants whose violation
  * would corrupt data or acknowledge something that is not there. */
 #define SL_ASSERT(e)                                                                               \
-	do {                                                                                       \
-		if (sl_unlikely(!(e)))                                                             \
-			sl_assert_fail(#e, __FILE__, __LINE__, __func__);                          \
-	} while (0)
+        do {                                                                                       \
+                if (sl_unlikely(!(e)))                                                             \
+                        sl_assert_fail(#e, __FILE__, __LINE__, __func__);                          \
+        } while (0)
 
 /* SL_DASSERT is for hot-path checks; it compiles out when NDEBUG is set
  * (release builds). */
@@ -41,21 +41,21 @@ void sl_assert_fail(const char *expr, const char *file, int line, const char *fu
 
 static inline uint64_t sl_time_ns(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static inline uint64_t sl_time_ms(void)
 {
-	return sl_time_ns() / 1000000ull;
+        return sl_time_ns() / 1000000ull;
 }
 
 static inline uint64_t sl_realtime_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000ull + (uint64_t)ts.tv_nsec / 1000000ull;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t)ts.tv_sec * 1000ull + (uint64_t)ts.tv_nsec / 1000000ull;
 }
 
 #endif
