@@ -24,74 +24,74 @@ enum ctl_log_level { CTL_LOG_ERROR, CTL_LOG_WARN, CTL_LOG_INFO, CTL_LOG_DEBUG };
 enum ctl_proto { CTL_PROTO_NATS, CTL_PROTO_KAFKA, CTL_PROTO_AMQP, CTL_PROTO_TEST, CTL_PROTO_COUNT };
 
 struct ctl_listener {
-	bool enabled;
-	char host[64]; /* numeric IPv4/IPv6 address, e.g. 127.0.0.1 or :: */
-	uint16_t port; /* 0 = let the kernel choose; the bound port is published */
-	char advertised_host[256]; /* empty = derive from host (never 0.0.0.0) */
-	uint16_t advertised_port;  /* 0 = the bound port */
+        bool enabled;
+        char host[64];             /* numeric IPv4/IPv6 address, e.g. 127.0.0.1 or :: */
+        uint16_t port;             /* 0 = let the kernel choose; the bound port is published */
+        char advertised_host[256]; /* empty = derive from host (never 0.0.0.0) */
+        uint16_t advertised_port;  /* 0 = the bound port */
 };
 
 struct ctl_limits {
-	uint32_t connections_max;          /* total, all protocols */
-	uint32_t connections_per_ip_max;
-	uint32_t frame_bytes_max;          /* largest frame/payload a client may send */
-	uint32_t control_line_bytes_max;   /* NATS control line */
-	uint32_t inflight_requests_max;    /* per connection */
-	uint64_t pending_response_bytes_max; /* outbound bytes queued per connection */
-	uint64_t pinned_bytes_per_conn_max;  /* receive buffers held by one connection */
-	uint64_t pinned_bytes_per_worker_max;
-	uint32_t partial_frame_timeout_ms; /* a frame must complete within this */
-	uint32_t idle_timeout_ms;          /* 0 = never */
-	uint32_t write_deadline_ms;        /* slow consumer: pending output older than this */
-	uint32_t subscriptions_max;        /* per connection (NATS) */
+        uint32_t connections_max; /* total, all protocols */
+        uint32_t connections_per_ip_max;
+        uint32_t frame_bytes_max;            /* largest frame/payload a client may send */
+        uint32_t control_line_bytes_max;     /* NATS control line */
+        uint32_t inflight_requests_max;      /* per connection */
+        uint64_t pending_response_bytes_max; /* outbound bytes queued per connection */
+        uint64_t pinned_bytes_per_conn_max;  /* receive buffers held by one connection */
+        uint64_t pinned_bytes_per_worker_max;
+        uint32_t partial_frame_timeout_ms; /* a frame must complete within this */
+        uint32_t idle_timeout_ms;          /* 0 = never */
+        uint32_t write_deadline_ms;        /* slow consumer: pending output older than this */
+        uint32_t subscriptions_max;        /* per connection (NATS) */
 };
 
 struct ctl_user {
-	char name[64];
-	char password[128];
+        char name[64];
+        char password[128];
 };
 
 struct ctl_config {
-	char path[CTL_PATH_MAX]; /* file it was read from, "" for defaults */
+        char path[CTL_PATH_MAX]; /* file it was read from, "" for defaults */
 
-	/* [server] */
-	enum ctl_mode mode;
-	char data_dir[CTL_PATH_MAX];
-	char name[64];
-	enum ctl_log_level log_level;
+        /* [server] */
+        enum ctl_mode mode;
+        char data_dir[CTL_PATH_MAX];
+        char name[64];
+        enum ctl_log_level log_level;
 
-	/* [cores] */
-	uint32_t worker_count;
-	int worker_cores[CTL_WORKERS_MAX]; /* -1 = not pinned */
-	int control_core;                  /* -1 = not pinned */
-	enum ctl_idle idle;
-	uint32_t idle_spin_us; /* adaptive: spin this long before sleeping */
+        /* [cores] */
+        uint32_t worker_count;
+        int worker_cores[CTL_WORKERS_MAX]; /* -1 = not pinned */
+        int control_core;                  /* -1 = not pinned */
+        enum ctl_idle idle;
+        uint32_t idle_spin_us; /* adaptive: spin this long before sleeping */
 
-	/* [net] */
-	enum ctl_net_backend net_backend;
-	uint32_t chaos_seed;        /* chaos backend only */
-	uint32_t recv_buffers;      /* per worker, provided-buffer ring entries */
-	uint32_t recv_buffer_bytes;
-	uint32_t ring_slots;        /* per ordered worker pair */
+        /* [net] */
+        enum ctl_net_backend net_backend;
+        uint32_t chaos_seed;   /* chaos backend only */
+        uint32_t recv_buffers; /* per worker, provided-buffer ring entries */
+        uint32_t recv_buffer_bytes;
+        uint32_t ring_slots; /* per ordered worker pair */
 
-	/* [listeners] */
-	struct ctl_listener listeners[CTL_PROTO_COUNT];
+        /* [listeners] */
+        struct ctl_listener listeners[CTL_PROTO_COUNT];
 
-	/* [admin] */
-	bool admin_enabled;
-	char admin_host[64];
-	uint16_t admin_port;
+        /* [admin] */
+        bool admin_enabled;
+        char admin_host[64];
+        uint16_t admin_port;
 
-	/* [limits] */
-	struct ctl_limits limits;
+        /* [limits] */
+        struct ctl_limits limits;
 
-	/* [nats] */
-	uint32_t nats_ping_interval_ms;
-	uint32_t nats_ping_max_outstanding;
-	uint32_t nats_auth_timeout_ms;
-	char nats_token[128];
-	uint32_t nats_user_count;
-	struct ctl_user nats_users[CTL_USERS_MAX];
+        /* [nats] */
+        uint32_t nats_ping_interval_ms;
+        uint32_t nats_ping_max_outstanding;
+        uint32_t nats_auth_timeout_ms;
+        char nats_token[128];
+        uint32_t nats_user_count;
+        struct ctl_user nats_users[CTL_USERS_MAX];
 };
 
 /* Fills cfg with every default. */
@@ -103,7 +103,7 @@ int ctl_config_load(struct ctl_config *cfg, const char *path, char *err, size_t 
 
 /* Parses an INI text held in memory (tests). name is used in messages. */
 int ctl_config_load_string(struct ctl_config *cfg, const char *text, const char *name, char *err,
-			   size_t err_len);
+                           size_t err_len);
 
 /* Cross-key checks after loading: cores online, distinct ports, ... Returns
  * -EINVAL with a message, 0 otherwise. Warnings (threads sharing cores) go
@@ -118,8 +118,16 @@ void ctl_config_print(const struct ctl_config *cfg, FILE *out);
  * make it fail with -EPERM and their names listed in err; nothing is applied
  * then. */
 int ctl_config_reload(struct ctl_config *cur, const struct ctl_config *next, char *err,
-		      size_t err_len);
+                      size_t err_len);
 
 const char *ctl_proto_name(enum ctl_proto p);
+
+/* "error", "warn", "info", "debug": the spelling the config file uses. */
+const char *ctl_log_level_name(enum ctl_log_level level);
+
+/* Parses a byte count as the config file writes it: decimal digits with an
+ * optional suffix k/K, m/M or g/G (powers of 1024). Returns 0, -EINVAL when
+ * text is not such a number, -ERANGE when it exceeds max. */
+int ctl_bytes_parse(const char *text, uint64_t max, uint64_t *out);
 
 #endif
