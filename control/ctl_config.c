@@ -731,10 +731,14 @@ static char *ctx_line_read(char *buf, int num, void *stream)
                 line++;
                 n--;
         }
-        /* inih's line buffer is fixed (200 bytes in Debian's build); a longer
-         * line would be cut and its tail read as a line of its own. */
-        if (n + 1 > (size_t)num) {
-                ctx_fail(ctx, "line longer than %d bytes", num - 1);
+        /* inih's line buffer is fixed (200 bytes in Debian's build) and must
+         * hold "\r\n\0" too; a longer line would be cut and its tail read
+         * as a line of its own. */
+        size_t content = n;
+        while (content > 0 && (line[content - 1] == '\n' || line[content - 1] == '\r'))
+                content--;
+        if (content + 3 > (size_t)num) {
+                ctx_fail(ctx, "line longer than %d characters", num - 3);
                 return NULL;
         }
         /* inih does not tell the handler about empty sections, so an unknown
