@@ -411,6 +411,8 @@ static void match_level(const struct nats_sl_node *n, const uint8_t *p, const ui
                                 add_node(m, n->pwc);
                 }
                 size_t len = (size_t)(tend - p);
+                if (!n->map.n)
+                        return; /* skip hashing on leaves */
                 n = map_find(&n->map, tok_hash(p, len), p, len);
                 if (!n)
                         return;
