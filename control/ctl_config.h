@@ -32,8 +32,8 @@ struct ctl_listener {
 };
 
 struct ctl_limits {
-        uint32_t connections_max; /* total, all protocols */
-        uint32_t connections_per_ip_max;
+        uint32_t connections_max;            /* total, all protocols */
+        uint32_t connections_per_ip_max;     /* 0 = unlimited */
         uint32_t frame_bytes_max;            /* largest frame/payload a client may send */
         uint32_t control_line_bytes_max;     /* NATS control line */
         uint32_t inflight_requests_max;      /* per connection */
@@ -43,7 +43,7 @@ struct ctl_limits {
         uint32_t partial_frame_timeout_ms; /* a frame must complete within this */
         uint32_t idle_timeout_ms;          /* 0 = never */
         uint32_t write_deadline_ms;        /* slow consumer: pending output older than this */
-        uint32_t subscriptions_max;        /* per connection (NATS) */
+        uint32_t subscriptions_max;        /* per connection (NATS), 0 = unlimited */
 };
 
 struct ctl_user {
@@ -98,25 +98,30 @@ struct ctl_config {
 void ctl_config_defaults(struct ctl_config *cfg);
 
 /* Parses path over the defaults already in cfg. On error returns -EINVAL
- * and writes one line naming file, line and key into err. */
+ * and writes one line naming file, line and key into err; -errno when the
+ * file cannot be read. cfg is left unchanged on any error. A key given
+ * twice: the last one wins. */
 int ctl_config_load(struct ctl_config *cfg, const char *path, char *err, size_t err_len);
 
 /* Parses an INI text held in memory (tests). name is used in messages. */
 int ctl_config_load_string(struct ctl_config *cfg, const char *text, const char *name, char *err,
                            size_t err_len);
 
-/* Cross-key checks after loading: cores online, distinct ports, ... Returns
- * -EINVAL with a message, 0 otherwise. Warnings (threads sharing cores) go
- * to warn (may be NULL). */
+/* Cross-key checks after loading: cores online (and in the CPU affinity
+ * sluiced was started with; call before pinning threads), distinct ports,
+ * ... Returns -EINVAL with a message, 0 otherwise. Warnings (threads
+ * sharing cores) go to warn (may be NULL). */
 int ctl_config_validate(const struct ctl_config *cfg, char *err, size_t err_len, FILE *warn);
 
-/* Prints the effective configuration as INI and the core plan. */
+/* Prints the effective configuration as INI and the core plan. The INI
+ * part re-parses to the same config, so secrets (token, passwords) are
+ * printed as they are: never serve this output over HTTP. */
 void ctl_config_print(const struct ctl_config *cfg, FILE *out);
 
 /* SIGHUP: applies the reloadable keys (log level, limits, nats ping/auth
- * settings) of next to cur. Keys that differ but cannot change at run time
- * make it fail with -EPERM and their names listed in err; nothing is applied
- * then. */
+ * settings, token and users) of next to cur. Keys that differ but cannot
+ * change at run time make it fail with -EPERM and their names listed in
+ * err; nothing is applied then. */
 int ctl_config_reload(struct ctl_config *cur, const struct ctl_config *next, char *err,
                       size_t err_len);
 

@@ -48,6 +48,8 @@ static void load_fails_starting(const char *text, const char *prefix)
 
 static void assert_contains(const char *haystack, const char *needle)
 {
+        assert_non_null(haystack);
+        assert_non_null(needle);
         if (!strstr(haystack, needle))
                 fail_msg("\"%s\" does not contain \"%s\"", haystack, needle);
 }
