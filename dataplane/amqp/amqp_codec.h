@@ -74,9 +74,12 @@ struct amqp_bytes {
         uint32_t len;
 };
 
+/* NULL gives the empty view, so array items can be written without names. */
 static inline struct amqp_bytes amqp_cstr(const char *s)
 {
         size_t n = 0;
+        if (!s)
+                return (struct amqp_bytes){(const uint8_t *)"", 0};
         while (s[n])
                 n++;
         return (struct amqp_bytes){(const uint8_t *)s, (uint32_t)n};

@@ -310,14 +310,14 @@ static void test_x_death_shape(void **state)
         struct amqp_bytes t;
         amqp_table_writer_init(&w, buf, sizeof(buf));
         amqp_table_begin(&w, "x-death", 'A');
-        amqp_table_begin(&w, "", 'F');
+        amqp_table_begin(&w, NULL, 'F');
         amqp_table_put_i64(&w, "count", 1);
         amqp_table_put_str(&w, "reason", amqp_cstr("rejected"));
         amqp_table_put_str(&w, "queue", amqp_cstr("q"));
         amqp_table_put(&w, &(struct amqp_field){.name = amqp_cstr("time"), .tag = 'T', .v.u = 5});
         amqp_table_put_str(&w, "exchange", amqp_cstr(""));
         amqp_table_begin(&w, "routing-keys", 'A');
-        amqp_table_put_str(&w, "", amqp_cstr("rk"));
+        amqp_table_put_str(&w, NULL, amqp_cstr("rk"));
         amqp_table_end(&w);
         amqp_table_end(&w);
         amqp_table_end(&w);
