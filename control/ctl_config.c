@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <ini.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -361,10 +362,10 @@ static void cpu_set_format(const cpu_set_t *set, char *buf, size_t len)
                 cpu_list_format(ids, n, buf, len);
 }
 
-/* The CPUs threads of this process can be pinned to: online, and in the
- * affinity mask sluiced was started with (a container's cpuset narrows it).
- * Call before threads pin themselves. */
-static void cpus_usable(cpu_set_t *usable)
+static cpu_set_t cpus_usable_at_start;
+static pthread_once_t cpus_usable_once = PTHREAD_ONCE_INIT;
+
+static void cpus_usable_probe(void)
 {
         cpu_set_t online, allowed;
         char text[4096];
@@ -384,9 +385,20 @@ static void cpus_usable(cpu_set_t *usable)
                         CPU_SET(cpu, &online);
         }
         if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0)
-                CPU_AND(usable, &online, &allowed);
+                CPU_AND(&cpus_usable_at_start, &online, &allowed);
         else
-                *usable = online;
+                cpus_usable_at_start = online;
+}
+
+/* The CPUs threads of this process can be pinned to: online, and in the
+ * affinity mask sluiced was started with (a container's cpuset narrows it).
+ * Probed once, at the first call: later the calling thread may have pinned
+ * itself to one core, and a SIGHUP reload would then see default workers
+ * change. */
+static void cpus_usable(cpu_set_t *usable)
+{
+        pthread_once(&cpus_usable_once, cpus_usable_probe);
+        *usable = cpus_usable_at_start;
 }
 
 /* ------------------------------------------------------------------ */

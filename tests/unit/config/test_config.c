@@ -173,6 +173,25 @@ static void test_defaults(void **state)
         free(warnings);
 }
 
+/* SIGHUP reloads on the control thread after it pinned itself to one core:
+ * the default worker set must not shrink to that core, or every reload of
+ * a file without [cores] workers would be refused. */
+static void test_defaults_survive_thread_pinning(void **state)
+{
+        (void)state;
+        cpu_set_t saved, one;
+        struct ctl_config before, after;
+        assert_int_equal(sched_getaffinity(0, sizeof(saved), &saved), 0);
+        ctl_config_defaults(&before);
+        CPU_ZERO(&one);
+        CPU_SET(first_cpu(), &one);
+        assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+        ctl_config_defaults(&after);
+        assert_int_equal(sched_setaffinity(0, sizeof(saved), &saved), 0);
+        assert_config_equal(&before, &after);
+        assert_int_equal(after.worker_count, before.worker_count);
+}
+
 /* Every key, each set away from its default. */
 static const char every_key[] = "; every key of the file, none at its default\n"
                                 "[server]\n"
@@ -995,6 +1014,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_defaults),
+            cmocka_unit_test(test_defaults_survive_thread_pinning),
             cmocka_unit_test(test_every_key_parsed),
             cmocka_unit_test(test_listener_off_and_admin_off),
             cmocka_unit_test(test_worker_count_unpinned),
