@@ -66,7 +66,11 @@ static void test_api_versions_request_v3(void **state)
         };
         assert_int_equal(kafka_frame_size(frame, 3, 1 << 20), 0); /* AGAIN */
         assert_int_equal(kafka_frame_size(frame, sizeof(frame), 1 << 20), sizeof(frame));
+        /* frame_max bounds the payload: 27 passes, 26 is refused before buffering. */
+        assert_int_equal(kafka_frame_size(frame, sizeof(frame), 27), sizeof(frame));
         assert_int_equal(kafka_frame_size(frame, sizeof(frame), 26), -EMSGSIZE);
+        static const uint8_t negative[] = {0x80, 0x00, 0x00, 0x00};
+        assert_int_equal(kafka_frame_size(negative, 4, 1 << 20), -EBADMSG);
 
         struct kafka_req_header h;
         const uint8_t *p = frame + 4;
