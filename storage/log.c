@@ -1,0 +1,1117 @@
+/* The partition log's running half: appends into a per-partition staging
+ * ring, O_DIRECT writes with the single-tail-write rule, group commit across
+ * the owner's partitions, acks per durability policy, reads from memory or
+ * disk, wake-ups, rolls, retention and trims.
+ *
+ * Positions: every appended byte has a "stream" position that grows forever;
+ * a segment maps stream [sbase, send) to file offsets [0, size). A roll
+ * aligns the stream up to the DIO block, so no block spans two files. The
+ * ring holds stream position s at ring[s % ring_bytes]; it keeps every byte
+ * not yet written plus the tail block, and what is left of older data is
+ * the in-memory read window. */
+#include "log_internal.h"
+#include "log_crc32c.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void log_config_default(struct log_config *c)
+{
+        memset(c, 0, sizeof(*c));
+        c->durability = LOG_DURABILITY_FSYNC;
+        c->flush_interval_ms = 1000;
+        c->segment_bytes = 1ull << 30;
+        c->retention_bytes = -1;
+        c->retention_ms = 7ll * 24 * 3600 * 1000;
+        c->index_interval_bytes = 4096;
+        c->ring_bytes = 4u << 20;
+        c->max_batch_bytes = 1u << 20;
+        c->max_write_bytes = 1u << 20;
+        c->max_pending = 1024;
+        c->preallocate = true;
+}
+
+/* ---- owner ---------------------------------------------------------- */
+
+struct log_owner *log_owner_create(struct log_io *io)
+{
+        struct log_owner *o = calloc(1, sizeof(*o));
+        if (!o)
+                return NULL;
+        o->io = io;
+        return o;
+}
+
+void log_owner_destroy(struct log_owner *o)
+{
+        free(o);
+}
+
+struct log_metrics *log_owner_metrics(struct log_owner *o)
+{
+        return &o->m;
+}
+
+static void work_add(struct log_partition *p)
+{
+        if (p->in_work)
+                return;
+        p->in_work = true;
+        p->work_next = p->o->work;
+        p->o->work = p;
+}
+
+/* ---- acks and wake-ups ---------------------------------------------- */
+
+static void ack_latency(struct log_metrics *m, uint64_t t_ns, uint64_t now_ns)
+{
+        uint64_t us = now_ns > t_ns ? (now_ns - t_ns) / 1000 : 0;
+        int b = us ? 63 - __builtin_clzll(us) : 0;
+        if (b >= LOG_LAT_BUCKETS)
+                b = LOG_LAT_BUCKETS - 1;
+        LOG_STAT_ADD(m, ack_latency_us[b], 1);
+}
+
+/* Ack, in order, every pending append whose bytes end at or before s. */
+static uint32_t pend_ack_upto(struct log_partition *p, uint64_t s)
+{
+        uint64_t now = sl_time_ns();
+        uint32_t n = 0;
+        while (p->npend) {
+                struct log_pending *e = &p->pend[p->pend_head];
+                if (e->s_end > s)
+                        break;
+                p->pend_head = (p->pend_head + 1) % p->cfg.max_pending;
+                p->npend--;
+                p->acked_next = e->last + 1;
+                if (p->cfg.durability == LOG_DURABILITY_FSYNC) {
+                        p->hw = p->acked_next;
+                        p->hw_dirty = true;
+                }
+                ack_latency(&p->o->m, e->t_ns, now);
+                n++;
+                if (e->cb)
+                        e->cb(e->ctx, e->base, 0);
+        }
+        return n;
+}
+
+static void pend_fail_all(struct log_partition *p, int err)
+{
+        while (p->npend) {
+                struct log_pending *e = &p->pend[p->pend_head];
+                p->pend_head = (p->pend_head + 1) % p->cfg.max_pending;
+                p->npend--;
+                if (e->cb)
+                        e->cb(e->ctx, e->base, err);
+        }
+}
+
+/* A failed write or sync: nothing acknowledged is touched, everything
+ * waiting fails, and the visible end goes back to what was acknowledged
+ * (for `none`/`interval` readers may have seen more; that is the policy). */
+static void part_fail(struct log_partition *p, int err)
+{
+        if (!p->err) {
+                p->err = err;
+                LOG_STAT_ADD(&p->o->m, io_errors, 1);
+        }
+        if (p->hw > p->acked_next) {
+                p->hw = p->acked_next;
+        }
+        pend_fail_all(p, p->err);
+}
+
+static void wake_waiters(struct log_partition *p)
+{
+        p->hw_dirty = false;
+        struct log_wait *w = p->waiters;
+        while (w) {
+                struct log_wait *n = w->next;
+                if (w->offset < p->hw) {
+                        log_wait_cancel(p, w);
+                        LOG_STAT_ADD(&p->o->m, waits_woken, 1);
+                        w->cb(w, p->hw);
+                }
+                w = n;
+        }
+}
+
+int log_wait_add(struct log_partition *p, struct log_wait *w)
+{
+        if (w->offset < p->hw)
+                return 1;
+        w->prev = NULL;
+        w->next = p->waiters;
+        if (p->waiters)
+                p->waiters->prev = w;
+        p->waiters = w;
+        return 0;
+}
+
+void log_wait_cancel(struct log_partition *p, struct log_wait *w)
+{
+        if (w->prev)
+                w->prev->next = w->next;
+        else if (p->waiters == w)
+                p->waiters = w->next;
+        else
+                return; /* not registered */
+        if (w->next)
+                w->next->prev = w->prev;
+        w->prev = w->next = NULL;
+}
+
+/* ---- write path ----------------------------------------------------- */
+
+static struct log_wseg *ws_at(struct log_partition *p, uint32_t i)
+{
+        return &p->ws[(p->ws_head + i) % LOG_WSEGS];
+}
+
+static struct log_wseg *ws_active(struct log_partition *p)
+{
+        return ws_at(p, p->nws - 1);
+}
+
+/* Lowest stream position the ring must keep: the oldest write in flight,
+ * or the block holding the first byte not yet submitted (it is rewritten). */
+static uint64_t ring_keep_low(const struct log_partition *p)
+{
+        if (p->nw)
+                return p->w[p->w_head].s_from;
+        return log_align_down(p->s_sub, p->align);
+}
+
+static void retire_wsegs(struct log_partition *p)
+{
+        while (p->nws > 1) {
+                struct log_wseg *ws = ws_at(p, 0);
+                bool synced = p->cfg.durability == LOG_DURABILITY_NONE || p->s_synced >= ws->send;
+                if (p->s_written < ws->send || !synced)
+                        break;
+                ws->seg = NULL;
+                p->ws_head = (p->ws_head + 1) % LOG_WSEGS;
+                p->nws--;
+        }
+}
+
+static void write_done(struct log_io_req *req, int res)
+{
+        struct log_write *w = SL_CONTAINER_OF(req, struct log_write, req);
+        struct log_partition *p = w->p;
+        w->done = true;
+        w->res = res;
+        if (p->tail_w == w)
+                p->tail_w = NULL;
+        if (res >= 0) {
+                LOG_STAT_ADD(&p->o->m, writes, 1);
+                LOG_STAT_ADD(&p->o->m, write_bytes, (uint64_t)res);
+        }
+        /* Completions may arrive out of order: advance over the done prefix. */
+        while (p->nw && p->w[p->w_head].done) {
+                struct log_write *h = &p->w[p->w_head];
+                if (h->res < 0 || (uint32_t)h->res != h->req.len)
+                        part_fail(p, h->res < 0 ? h->res : -EIO);
+                else if (!p->err && h->s_data_end > p->s_written)
+                        p->s_written = h->s_data_end;
+                p->w_head = (p->w_head + 1) % LOG_WRITES;
+                p->nw--;
+        }
+        if (!p->err && p->cfg.durability != LOG_DURABILITY_FSYNC)
+                pend_ack_upto(p, p->s_written);
+        retire_wsegs(p);
+        work_add(p);
+}
+
+static struct log_wseg *ws_for(struct log_partition *p, uint64_t s)
+{
+        for (uint32_t i = 0; i < p->nws; i++) {
+                struct log_wseg *ws = ws_at(p, i);
+                if (s >= ws->sbase && s < ws->send)
+                        return ws;
+        }
+        return NULL;
+}
+
+static void issue_writes(struct log_partition *p)
+{
+        const uint64_t R = p->cfg.ring_bytes;
+        const uint32_t B = p->align;
+        while (!p->err && p->s_sub < p->s_end && p->nw < LOG_WRITES) {
+                struct log_wseg *ws = ws_for(p, p->s_sub);
+                if (!ws) {
+                        /* s_sub sits at a sealed segment's end: skip the gap. */
+                        for (uint32_t i = 0; i < p->nws; i++)
+                                if (ws_at(p, i)->sbase > p->s_sub) {
+                                        p->s_sub = ws_at(p, i)->sbase;
+                                        break;
+                                }
+                        SL_ASSERT(ws_for(p, p->s_sub));
+                        continue;
+                }
+                /* The single-tail-write rule: the block holding s_sub was part of
+                 * a write still in flight; the device does not order
+                 * overlapping writes, so wait and merge into the next one. */
+                if (p->s_sub % B && p->tail_w)
+                        break;
+                uint64_t from = log_align_down(p->s_sub, B);
+                uint64_t data_end = SL_MIN(p->s_end, ws->send);
+                uint64_t to = log_align_up(data_end, B);
+                uint64_t wrap = from - from % R + R;
+                if (to > wrap)
+                        to = wrap;
+                if (to - from > p->cfg.max_write_bytes)
+                        to = from + p->cfg.max_write_bytes;
+                data_end = SL_MIN(data_end, to);
+                if (to > data_end)
+                        memset(p->ring + data_end % R, 0, to - data_end);
+                struct log_write *w = &p->w[(p->w_head + p->nw) % LOG_WRITES];
+                p->nw++;
+                memset(w, 0, sizeof(*w));
+                w->p = p;
+                w->s_from = from;
+                w->s_data_end = data_end;
+                w->req.op = LOG_IO_WRITE;
+                w->req.fd = ws->seg->fd;
+                w->req.buf = p->ring + from % R;
+                w->req.len = (uint32_t)(to - from);
+                w->req.off = from - ws->sbase;
+                w->req.cb = write_done;
+                SL_DASSERT(w->req.off % B == 0 && w->req.len % B == 0);
+                if (data_end % B)
+                        p->tail_w = w;
+                p->s_sub = data_end;
+                log_io_submit(p->o->io, &w->req);
+        }
+}
+
+/* ---- group commit ----------------------------------------------------- */
+
+static void sync_done(struct log_io_req *req, int res)
+{
+        struct log_sync *sy = SL_CONTAINER_OF(req, struct log_sync, req);
+        struct log_partition *p = sy->p;
+        if (res < 0 && !p->sync_err)
+                p->sync_err = res;
+        SL_ASSERT(p->sync_inflight > 0);
+        if (--p->sync_inflight)
+                return;
+        LOG_STAT_ADD(&p->o->m, fsyncs, 1);
+        if (p->sync_err) {
+                /* After a failed fdatasync the kernel may have dropped the
+                 * error state: nothing since the last good sync is trusted. */
+                part_fail(p, p->sync_err);
+        } else if (p->sync_target > p->s_synced) {
+                LOG_STAT_ADD(&p->o->m, synced_bytes, p->sync_target - p->s_synced);
+                p->s_synced = p->sync_target;
+                if (!p->err && p->cfg.durability == LOG_DURABILITY_FSYNC)
+                        LOG_STAT_ADD(&p->o->m, synced_appends, pend_ack_upto(p, p->s_synced));
+        }
+        retire_wsegs(p);
+        work_add(p);
+}
+
+static bool sync_due(struct log_partition *p, uint64_t now_ns)
+{
+        if (p->err || p->sync_inflight || p->s_written <= p->s_synced)
+                return false;
+        switch (p->cfg.durability) {
+        case LOG_DURABILITY_FSYNC:
+                return true;
+        case LOG_DURABILITY_INTERVAL:
+                if (p->o->draining)
+                        return true;
+                if (p->cfg.flush_interval_bytes &&
+                    p->s_written - p->s_synced >= p->cfg.flush_interval_bytes)
+                        return true;
+                return now_ns - p->last_sync_ns >= (uint64_t)p->cfg.flush_interval_ms * 1000000u;
+        case LOG_DURABILITY_NONE:
+                return false;
+        }
+        return false;
+}
+
+/* One fdatasync per file with data written since the last sync, plus the
+ * directory when a segment was created: all in flight together. */
+static void issue_sync(struct log_partition *p, uint64_t now_ns)
+{
+        uint32_t n = 0;
+        p->sync_target = p->s_written;
+        p->sync_err = 0;
+        p->last_sync_ns = now_ns;
+        for (uint32_t i = 0; i < p->nws; i++) {
+                struct log_wseg *ws = ws_at(p, i);
+                if (ws->sbase >= p->sync_target || ws->send <= p->s_synced)
+                        continue;
+                struct log_sync *sy = &p->syncs[n++];
+                sy->p = p;
+                sy->req =
+                    (struct log_io_req){.op = LOG_IO_FDATASYNC, .fd = ws->seg->fd, .cb = sync_done};
+        }
+        if (p->dir_dirty) {
+                p->dir_dirty = false;
+                struct log_sync *sy = &p->syncs[n++];
+                sy->p = p;
+                sy->req = (struct log_io_req){.op = LOG_IO_FSYNC, .fd = p->dirfd, .cb = sync_done};
+        }
+        SL_ASSERT(n > 0);
+        p->sync_inflight = n;
+        for (uint32_t i = 0; i < n; i++)
+                log_io_submit(p->o->io, &p->syncs[i].req);
+}
+
+static bool part_needs_work(const struct log_partition *p)
+{
+        if (p->err)
+                return false;
+        if (p->s_sub < p->s_end || p->nw || p->sync_inflight)
+                return true;
+        return p->cfg.durability != LOG_DURABILITY_NONE && p->s_written > p->s_synced;
+}
+
+int log_owner_poll(struct log_owner *o)
+{
+        int n = o->io->ops->reap(o->io);
+        if (n < 0)
+                return n;
+        uint64_t now_ns = sl_time_ns();
+        uint32_t rounds = 0;
+        struct log_partition *list = o->work;
+        o->work = NULL;
+        while (list) {
+                struct log_partition *p = list;
+                list = p->work_next;
+                p->in_work = false;
+                issue_writes(p);
+                if (sync_due(p, now_ns)) {
+                        issue_sync(p, now_ns);
+                        rounds = 1;
+                }
+                if (p->hw_dirty)
+                        wake_waiters(p);
+                /* Interval timers keep a partition on the list until synced;
+                 * completions put the others back. */
+                if (p->cfg.durability == LOG_DURABILITY_INTERVAL && !p->sync_inflight &&
+                    p->s_written > p->s_synced && !p->err)
+                        work_add(p);
+        }
+        LOG_STAT_ADD(&o->m, fsync_rounds, rounds);
+        uint64_t now_ms = sl_time_ms();
+        if (now_ms >= o->next_retention_ms) {
+                o->next_retention_ms = now_ms + 1000;
+                for (struct log_partition *p = o->all; p; p = p->all_next)
+                        log_retention_run(p, sl_realtime_ms());
+        }
+        int rc = o->io->ops->flush(o->io);
+        return rc < 0 ? rc : n;
+}
+
+bool log_owner_busy(const struct log_owner *o)
+{
+        if (o->io->inflight)
+                return true;
+        for (const struct log_partition *p = o->all; p; p = p->all_next)
+                if (part_needs_work(p) || p->hw_dirty)
+                        return true;
+        return false;
+}
+
+int log_owner_drain(struct log_owner *o)
+{
+        o->draining = true;
+        for (struct log_partition *p = o->all; p; p = p->all_next)
+                work_add(p);
+        int rc = 0;
+        for (;;) {
+                rc = log_owner_poll(o);
+                if (rc < 0 || !log_owner_busy(o))
+                        break;
+                if (o->io->inflight) {
+                        rc = o->io->ops->wait(o->io);
+                        if (rc < 0)
+                                break;
+                }
+        }
+        o->draining = false;
+        return rc < 0 ? rc : 0;
+}
+
+/* ---- append --------------------------------------------------------- */
+
+static void ring_put(struct log_partition *p, uint64_t s, const void *src, uint32_t n)
+{
+        const uint64_t R = p->cfg.ring_bytes;
+        uint32_t first = (uint32_t)SL_MIN((uint64_t)n, R - s % R);
+        memcpy(p->ring + s % R, src, first);
+        if (first < n)
+                memcpy(p->ring, (const uint8_t *)src + first, n - first);
+}
+
+static void ring_get(const struct log_partition *p, uint64_t s, void *dst, uint32_t n)
+{
+        const uint64_t R = p->cfg.ring_bytes;
+        uint32_t first = (uint32_t)SL_MIN((uint64_t)n, R - s % R);
+        memcpy(dst, p->ring + s % R, first);
+        if (first < n)
+                memcpy((uint8_t *)dst + first, p->ring, n - first);
+}
+
+static void put_be64(uint8_t *b, uint64_t v)
+{
+        for (int i = 7; i >= 0; i--, v >>= 8)
+                b[i] = (uint8_t)v;
+}
+
+static void put_be32(uint8_t *b, uint32_t v)
+{
+        for (int i = 3; i >= 0; i--, v >>= 8)
+                b[i] = (uint8_t)v;
+}
+
+/* Start a new segment at next_offset. Cold path: one openat, and an async
+ * fallocate; the directory entry is made durable by the next sync round
+ * before anything in the new file is acknowledged. */
+static int roll(struct log_partition *p, uint64_t now_ms)
+{
+        if (p->nws == LOG_WSEGS)
+                return -ENOBUFS;
+        struct log_seg *s = log_seg_new(p, p->next_offset);
+        if (!s)
+                return -ENOMEM;
+        int fd = p->o->io->ops->open(p->o->io, p->dirfd, s->unlink_name[0],
+                                     O_RDWR | O_CREAT | O_EXCL | O_DIRECT, 0644);
+        if (fd < 0) {
+                log_seg_put(s);
+                return fd;
+        }
+        s->fd = fd;
+        s->created_ms = now_ms;
+        int rc = log_segs_push(p, s);
+        if (rc < 0) {
+                unlinkat(p->dirfd, s->unlink_name[0], 0);
+                log_seg_put(s);
+                return rc;
+        }
+        struct log_wseg *old = ws_active(p);
+        old->send = p->s_end;
+        log_seg_write_index(p, old->seg);
+        p->s_end = log_align_up(p->s_end, p->align);
+        struct log_wseg *ws = &p->ws[(p->ws_head + p->nws++) % LOG_WSEGS];
+        ws->seg = s;
+        ws->sbase = p->s_end;
+        ws->send = UINT64_MAX;
+        p->dir_dirty = true;
+        if (p->cfg.preallocate) {
+                s->refs++;
+                s->falloc_req = (struct log_io_req){.op = LOG_IO_FALLOCATE,
+                                                    .fd = fd,
+                                                    .off = 0,
+                                                    .len = (uint32_t)p->cfg.segment_bytes};
+                s->falloc_req.cb = log_seg_falloc_done;
+                log_io_submit(p->o->io, &s->falloc_req);
+        }
+        LOG_STAT_ADD(&p->o->m, segments_rolled, 1);
+        return 0;
+}
+
+int log_append(struct log_partition *p, const void *batch, uint32_t len, log_append_cb cb,
+               void *ctx, int64_t *base_offset)
+{
+        struct log_metrics *m = &p->o->m;
+        if (p->fenced)
+                return -EUCLEAN;
+        if (p->err)
+                return p->err;
+        int rc = log_batch_validate(batch, len, p->cfg.max_batch_bytes);
+        if (rc < 0) {
+                LOG_STAT_ADD(m, corrupt_batches, 1);
+                return rc;
+        }
+        if (p->npend == p->cfg.max_pending) {
+                LOG_STAT_ADD(m, append_rejects, 1);
+                return -ENOBUFS;
+        }
+        struct log_seg *seg = ws_active(p)->seg;
+        uint64_t now_ms = sl_realtime_ms();
+        if (seg->size > 0 &&
+            (seg->size + len > p->cfg.segment_bytes ||
+             (p->cfg.segment_ms && now_ms - seg->created_ms >= p->cfg.segment_ms))) {
+                rc = roll(p, now_ms);
+                if (rc < 0) {
+                        if (rc == -ENOBUFS)
+                                LOG_STAT_ADD(m, append_rejects, 1);
+                        else
+                                LOG_STAT_ADD(m, append_errors, 1);
+                        return rc;
+                }
+                seg = ws_active(p)->seg;
+        }
+        if (log_align_up(p->s_end + len, p->align) - ring_keep_low(p) > p->cfg.ring_bytes) {
+                LOG_STAT_ADD(m, append_rejects, 1);
+                return -ENOBUFS;
+        }
+        const uint8_t *b = batch;
+        int32_t count = log_batch_last_delta(b) + 1;
+        int64_t max_ts = log_batch_max_timestamp(b);
+        int64_t base = p->next_offset;
+        uint8_t hdr[21];
+        memcpy(hdr, b, sizeof(hdr));
+        put_be64(hdr, (uint64_t)base);
+        put_be32(hdr + 12, (uint32_t)p->leader_epoch);
+        uint64_t s = p->s_end;
+        ring_put(p, s, hdr, sizeof(hdr));
+        ring_put(p, s + sizeof(hdr), b + sizeof(hdr), len - (uint32_t)sizeof(hdr));
+
+        if (seg->nidx == 0 ||
+            seg->size - seg->idx[seg->nidx - 1].pos >= p->cfg.index_interval_bytes) {
+                rc = log_seg_idx_push(seg, (uint32_t)(base - seg->base), (uint32_t)seg->size,
+                                      seg->max_ts);
+                SL_ASSERT(rc == 0); /* grows rarely; out of memory here is fatal */
+        }
+        struct log_bdir *d;
+        if (p->nbdir == p->bdir_cap) {
+                p->bdir_head = (p->bdir_head + 1) % p->bdir_cap;
+                p->nbdir--;
+        }
+        d = &p->bdir[(p->bdir_head + p->nbdir++) % p->bdir_cap];
+        *d = (struct log_bdir){
+            .base = base, .last = base + count - 1, .max_ts = max_ts, .s = s, .len = len};
+
+        seg->size += len;
+        seg->next = base + count;
+        if (max_ts > seg->max_ts)
+                seg->max_ts = max_ts;
+        p->total_bytes += len;
+        p->next_offset = base + count;
+        p->s_end = s + len;
+
+        struct log_pending *e = &p->pend[(p->pend_head + p->npend++) % p->cfg.max_pending];
+        *e = (struct log_pending){.base = base,
+                                  .last = base + count - 1,
+                                  .s_end = p->s_end,
+                                  .t_ns = sl_time_ns(),
+                                  .bytes = len,
+                                  .cb = cb,
+                                  .ctx = ctx};
+        if (p->cfg.durability != LOG_DURABILITY_FSYNC) {
+                p->hw = p->next_offset;
+                p->hw_dirty = true;
+        }
+        LOG_STAT_ADD(m, appends, 1);
+        LOG_STAT_ADD(m, append_bytes, len);
+        work_add(p);
+        if (base_offset)
+                *base_offset = base;
+        return 0;
+}
+
+/* ---- accessors ------------------------------------------------------ */
+
+int64_t log_start_offset(const struct log_partition *p)
+{
+        return p->start_offset;
+}
+
+int64_t log_end_offset(const struct log_partition *p)
+{
+        return p->next_offset;
+}
+
+int64_t log_high_watermark(const struct log_partition *p)
+{
+        return p->hw;
+}
+
+int log_partition_state(const struct log_partition *p)
+{
+        return p->fenced ? -EUCLEAN : p->err;
+}
+
+uint32_t log_dio_align(const struct log_partition *p)
+{
+        return p->align;
+}
+
+/* ---- reads ---------------------------------------------------------- */
+
+static struct log_seg *seg_for_offset(struct log_partition *p, int64_t off)
+{
+        uint32_t lo = 0, hi = p->nsegs;
+        while (hi - lo > 1) {
+                uint32_t mid = (lo + hi) / 2;
+                if (p->segs[mid]->base <= off)
+                        lo = mid;
+                else
+                        hi = mid;
+        }
+        return p->nsegs ? p->segs[lo] : NULL;
+}
+
+static uint32_t seg_index_of(struct log_partition *p, struct log_seg *s)
+{
+        for (uint32_t i = 0; i < p->nsegs; i++)
+                if (p->segs[i] == s)
+                        return i;
+        return UINT32_MAX;
+}
+
+/* Position to start scanning from for offset `off` / timestamp `ts`. */
+static uint32_t idx_lookup(const struct log_seg *s, const struct log_read *r)
+{
+        uint32_t lo = 0, hi = s->nidx;
+        if (!hi)
+                return 0;
+        while (hi - lo > 1) {
+                uint32_t mid = (lo + hi) / 2;
+                bool before = r->by_time ? s->idx[mid].ts_before < r->timestamp
+                                         : (int64_t)s->idx[mid].rel <= r->offset - s->base;
+                if (before)
+                        lo = mid;
+                else
+                        hi = mid;
+        }
+        return s->idx[lo].pos;
+}
+
+/* Bytes of segment s that are on disk (reads never see unwritten bytes). */
+static uint64_t seg_readable(struct log_partition *p, struct log_seg *s)
+{
+        for (uint32_t i = 0; i < p->nws; i++) {
+                struct log_wseg *ws = ws_at(p, i);
+                if (ws->seg == s)
+                        return p->s_written > ws->sbase ? SL_MIN(s->size, p->s_written - ws->sbase)
+                                                        : 0;
+        }
+        return s->size;
+}
+
+static bool batch_wanted(const struct log_read *r, int64_t last, int64_t max_ts)
+{
+        return r->by_time ? max_ts >= r->timestamp : last >= r->offset;
+}
+
+/* Serve from the batch directory when the wanted batches are still in the
+ * ring; returns bytes, 0 when memory cannot answer, or -ERANGE. */
+static int read_mem(struct log_partition *p, struct log_read *r, uint64_t min_s)
+{
+        if (!p->nbdir)
+                return 0;
+        uint64_t top = log_align_up(p->s_end, p->align);
+        uint64_t low = SL_MAX(p->s_mem_low, top > p->cfg.ring_bytes ? top - p->cfg.ring_bytes : 0);
+        struct log_bdir *d = NULL;
+        uint32_t i, n = p->nbdir;
+#define BD(k) (&p->bdir[(p->bdir_head + (k)) % p->bdir_cap])
+        if (r->by_time) {
+                /* Every batch from min_s on must be here: max_ts is not
+                 * monotonic, so scan forward from the index position. */
+                if (BD(0)->s > min_s || BD(0)->s < low)
+                        return 0;
+                for (i = 0; i < n; i++)
+                        if (BD(i)->s >= min_s && BD(i)->max_ts >= r->timestamp)
+                                break;
+                if (i == n)
+                        return -ERANGE;
+        } else {
+                uint32_t lo = 0, hi = n;
+                while (lo < hi) {
+                        uint32_t mid = (lo + hi) / 2;
+                        if (BD(mid)->last >= r->offset)
+                                hi = mid;
+                        else
+                                lo = mid + 1;
+                }
+                i = lo;
+                if (i == n || BD(i)->base > r->offset || BD(i)->s < low)
+                        return 0;
+        }
+        uint32_t got = 0;
+        for (; i < n; i++) {
+                d = BD(i);
+                if (d->base >= p->hw || (got && got + d->len > r->max_bytes) ||
+                    got + d->len > r->buf_cap)
+                        break;
+                if (!got)
+                        r->offset_found = d->base;
+                ring_get(p, d->s, (uint8_t *)r->buf + got, d->len);
+                got += d->len;
+        }
+#undef BD
+        if (!got)
+                return r->by_time ? -ERANGE : 0;
+        r->data_off = 0;
+        r->data_len = got;
+        r->hw = p->hw;
+        LOG_STAT_ADD(&p->o->m, reads_mem, 1);
+        LOG_STAT_ADD(&p->o->m, read_bytes, got);
+        return (int)got;
+}
+
+static void read_done(struct log_io_req *req, int res);
+
+static int read_issue(struct log_partition *p, struct log_read *r, struct log_seg *s, uint64_t pos)
+{
+        uint64_t end = seg_readable(p, s);
+        if (pos >= end)
+                return -ERANGE;
+        uint64_t from = log_align_down(pos, p->align);
+        uint64_t want = (uint64_t)r->max_bytes + 2ull * p->cfg.index_interval_bytes + p->align;
+        uint64_t to = SL_MIN(log_align_up(pos + want, p->align), log_align_up(end, p->align));
+        uint64_t cap = log_align_down(r->buf_cap, p->align);
+        if (to - from > cap)
+                to = from + cap;
+        if (to <= pos)
+                return -ENOBUFS;
+        r->p = p;
+        r->seg = s;
+        r->pos = pos;
+        s->refs++;
+        r->req = (struct log_io_req){.op = LOG_IO_READ,
+                                     .fd = s->fd,
+                                     .buf = r->buf,
+                                     .len = (uint32_t)(to - from),
+                                     .off = from,
+                                     .cb = read_done};
+        log_io_submit(p->o->io, &r->req);
+        return 0;
+}
+
+static void read_finish(struct log_read *r, int res)
+{
+        r->cb(r, res);
+}
+
+static void read_done(struct log_io_req *req, int res)
+{
+        struct log_read *r = SL_CONTAINER_OF(req, struct log_read, req);
+        struct log_partition *p = r->p;
+        struct log_seg *s = r->seg;
+        bool deleted = s->deleted;
+        uint64_t end = deleted ? 0 : seg_readable(p, s);
+        log_seg_put(s);
+        if (res < 0) {
+                read_finish(r, res);
+                return;
+        }
+        if (deleted) {
+                read_finish(r, -ERANGE);
+                return;
+        }
+        const uint8_t *buf = r->buf;
+        uint64_t from = req->off;
+        uint64_t pos = r->pos;
+        uint64_t lim = SL_MIN(from + (uint64_t)res, end);
+        uint32_t start = UINT32_MAX, got = 0;
+        while (pos + LOG_BATCH_HEADER_BYTES <= lim) {
+                const uint8_t *b = buf + (pos - from);
+                uint32_t len = log_batch_len(b);
+                int64_t base = log_batch_base_offset(b);
+                if (b[16] != 2 || len < LOG_BATCH_HEADER_BYTES || base >= r->hw)
+                        break;
+                if (pos + len > lim) {
+                        if (start == UINT32_MAX && got == 0 && from + res >= end)
+                                break;
+                        if (start == UINT32_MAX) {
+                                /* wanted batch not reached within this buffer */
+                                if (++r->tries < 16 && read_issue(p, r, s, pos) == 0)
+                                        return;
+                        }
+                        break;
+                }
+                if (start == UINT32_MAX) {
+                        if (batch_wanted(r, base + log_batch_last_delta(b),
+                                         log_batch_max_timestamp(b))) {
+                                start = (uint32_t)(pos - from);
+                                r->offset_found = base;
+                        }
+                } else if (got + len > r->max_bytes) {
+                        break;
+                }
+                if (start != UINT32_MAX)
+                        got += len;
+                pos += len;
+        }
+        if (start == UINT32_MAX) {
+                /* Nothing wanted in this segment: by time, go on to the next. */
+                uint32_t i = seg_index_of(p, s);
+                if (pos >= end && i + 1 < p->nsegs && ++r->tries < 64) {
+                        struct log_seg *n = p->segs[i + 1];
+                        if (read_issue(p, r, n, r->by_time ? idx_lookup(n, r) : 0) == 0)
+                                return;
+                }
+                read_finish(r, -ERANGE);
+                return;
+        }
+        r->data_off = start;
+        r->data_len = got;
+        LOG_STAT_ADD(&p->o->m, reads_disk, 1);
+        LOG_STAT_ADD(&p->o->m, read_bytes, got);
+        read_finish(r, (int)got);
+}
+
+int log_read_submit(struct log_partition *p, struct log_read *r)
+{
+        if (p->fenced)
+                return -EUCLEAN;
+        r->hw = p->hw;
+        r->tries = 0;
+        r->data_off = r->data_len = 0;
+        struct log_seg *s;
+        if (r->by_time) {
+                s = NULL;
+                for (uint32_t i = 0; i < p->nsegs; i++)
+                        if (p->segs[i]->max_ts >= r->timestamp && p->segs[i]->size) {
+                                s = p->segs[i];
+                                break;
+                        }
+        } else {
+                if (r->offset < p->start_offset || r->offset >= p->hw)
+                        return -ERANGE;
+                s = seg_for_offset(p, r->offset);
+        }
+        if (!s)
+                return -ERANGE;
+        uint64_t pos = idx_lookup(s, r);
+        /* stream position of pos, when s still maps onto the stream */
+        uint64_t min_s = UINT64_MAX;
+        for (uint32_t i = 0; i < p->nws; i++)
+                if (ws_at(p, i)->seg == s)
+                        min_s = ws_at(p, i)->sbase + pos;
+        if (min_s != UINT64_MAX) {
+                int n = read_mem(p, r, r->by_time ? min_s : UINT64_MAX);
+                if (n != 0)
+                        return n;
+        }
+        return read_issue(p, r, s, pos);
+}
+
+/* ---- trim and retention --------------------------------------------- */
+
+static void start_write_done(struct log_io_req *req, int res);
+
+static void start_persist(struct log_partition *p)
+{
+        if (p->start_inflight) {
+                p->start_dirty = true;
+                return;
+        }
+        int64_t v = p->start_offset;
+        memcpy(p->start_buf, "SLST", 4);
+        memcpy(p->start_buf + 8, &v, 8);
+        uint32_t crc = log_crc32c(0, p->start_buf + 8, 8);
+        memcpy(p->start_buf + 4, &crc, 4);
+        p->start_inflight = true;
+        p->start_req = (struct log_io_req){.op = LOG_IO_WRITE,
+                                           .fd = p->start_fd,
+                                           .buf = p->start_buf,
+                                           .len = sizeof(p->start_buf),
+                                           .off = 0,
+                                           .cb = start_write_done};
+        log_io_submit(p->o->io, &p->start_req);
+}
+
+static void start_write_done(struct log_io_req *req, int res)
+{
+        struct log_partition *p = SL_CONTAINER_OF(req, struct log_partition, start_req);
+        (void)res; /* losing a trim means redelivery, never loss */
+        p->start_inflight = false;
+        if (p->start_dirty) {
+                p->start_dirty = false;
+                start_persist(p);
+        }
+}
+
+static void unlink_done(struct log_io_req *req, int res)
+{
+        struct log_seg *s = (struct log_seg *)req->buf;
+        (void)res;
+        log_seg_put(s);
+}
+
+static void seg_delete(struct log_partition *p)
+{
+        struct log_seg *s = p->segs[0];
+        memmove(p->segs, p->segs + 1, sizeof(*p->segs) * --p->nsegs);
+        p->total_bytes -= s->size;
+        if (p->segs[0]->base > p->start_offset)
+                p->start_offset = p->segs[0]->base;
+        s->deleted = true;
+        for (int i = 0; i < 3; i++) {
+                s->refs++;
+                s->unlink_req[i] = (struct log_io_req){.op = LOG_IO_UNLINK,
+                                                       .fd = p->dirfd,
+                                                       .path = s->unlink_name[i],
+                                                       .buf = s,
+                                                       .cb = unlink_done};
+                log_io_submit(p->o->io, &s->unlink_req[i]);
+        }
+        LOG_STAT_ADD(&p->o->m, segments_deleted, 1);
+        log_seg_put(s); /* the list's reference */
+}
+
+static bool seg_in_wsegs(struct log_partition *p, struct log_seg *s)
+{
+        for (uint32_t i = 0; i < p->nws; i++)
+                if (ws_at(p, i)->seg == s)
+                        return true;
+        return false;
+}
+
+int log_retention_run(struct log_partition *p, uint64_t now_ms)
+{
+        int n = 0;
+        if (p->fenced)
+                return 0;
+        while (p->nsegs > 1) {
+                struct log_seg *s = p->segs[0];
+                if (seg_in_wsegs(p, s) || s->refs > 1)
+                        break;
+                bool by_trim = s->next <= p->start_offset;
+                bool by_size = p->cfg.retention_bytes >= 0 &&
+                               p->total_bytes - s->size >= (uint64_t)p->cfg.retention_bytes;
+                bool by_time = p->cfg.retention_ms >= 0 && s->max_ts >= 0 &&
+                               s->max_ts < (int64_t)now_ms - p->cfg.retention_ms;
+                if (!by_trim && !by_size && !by_time)
+                        break;
+                seg_delete(p);
+                n++;
+        }
+        if (n)
+                work_add(p);
+        return n;
+}
+
+int log_trim(struct log_partition *p, int64_t new_start)
+{
+        if (p->fenced)
+                return -EUCLEAN;
+        if (new_start > p->hw)
+                return -ERANGE;
+        if (new_start <= p->start_offset)
+                return 0;
+        p->start_offset = new_start;
+        start_persist(p);
+        /* Whole segments below the new start go now; the rest stays until
+         * the offset passes them. Retention limits do not apply here. */
+        int n = 0;
+        while (p->nsegs > 1 && p->segs[0]->next <= new_start && !seg_in_wsegs(p, p->segs[0]) &&
+               p->segs[0]->refs <= 1) {
+                seg_delete(p);
+                n++;
+        }
+        work_add(p);
+        return 0;
+}
+
+/* ---- open / close --------------------------------------------------- */
+
+static void part_free(struct log_partition *p)
+{
+        free(p->ring);
+        free(p->pend);
+        free(p->bdir);
+        free(p);
+}
+
+int log_partition_open(struct log_owner *o, const char *dir, const struct log_config *cfg,
+                       int32_t leader_epoch, struct log_partition **out)
+{
+        struct log_partition *p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        p->o = o;
+        p->cfg = *cfg;
+        p->leader_epoch = leader_epoch;
+        p->dirfd = p->start_fd = -1;
+        snprintf(p->dir, sizeof(p->dir), "%s", dir);
+        if (p->cfg.max_batch_bytes > p->cfg.ring_bytes / 2)
+                p->cfg.max_batch_bytes = p->cfg.ring_bytes / 2;
+        if (p->cfg.segment_bytes > (1ull << 31))
+                p->cfg.segment_bytes = 1ull << 31;
+        if (!p->cfg.max_pending)
+                p->cfg.max_pending = 1;
+        p->pend = calloc(p->cfg.max_pending, sizeof(*p->pend));
+        p->bdir_cap = SL_MAX(p->cfg.ring_bytes / 128, 16u);
+        p->bdir = calloc(p->bdir_cap, sizeof(*p->bdir));
+        if (!p->pend || !p->bdir) {
+                part_free(p);
+                return -ENOMEM;
+        }
+        int rc = log_part_load(p);
+        if (rc < 0) {
+                part_free(p);
+                return rc;
+        }
+        p->all_next = o->all;
+        if (o->all)
+                o->all->all_prev = p;
+        o->all = p;
+        *out = p;
+        return 0;
+}
+
+static void part_detach(struct log_partition *p)
+{
+        struct log_owner *o = p->o;
+        if (p->all_prev)
+                p->all_prev->all_next = p->all_next;
+        else
+                o->all = p->all_next;
+        if (p->all_next)
+                p->all_next->all_prev = p->all_prev;
+        struct log_partition **pp = &o->work;
+        while (*pp) {
+                if (*pp == p) {
+                        *pp = p->work_next;
+                        break;
+                }
+                pp = &(*pp)->work_next;
+        }
+}
+
+void log_partition_close(struct log_partition *p)
+{
+        if (!p)
+                return;
+        SL_ASSERT(!p->nw && !p->sync_inflight);
+        part_detach(p);
+        log_part_unload(p);
+        part_free(p);
+}
+
+void log_partition_abandon(struct log_partition *p)
+{
+        if (!p)
+                return;
+        part_detach(p);
+        for (uint32_t i = 0; i < p->nsegs; i++)
+                p->segs[i]->refs = 1;
+        log_part_unload(p);
+        part_free(p);
+}
+
+int log_partition_resume(struct log_partition *p)
+{
+        if (!p->err)
+                return 0;
+        if (p->nw || p->sync_inflight || p->start_inflight)
+                return -EBUSY;
+        for (uint32_t i = 0; i < p->nsegs; i++)
+                if (p->segs[i]->refs > 1)
+                        return -EBUSY;
+        /* Re-run recovery: it keeps exactly the valid prefix on disk. */
+        log_part_unload(p);
+        p->err = 0;
+        return log_part_load(p);
+}
+
+void log_seg_falloc_done(struct log_io_req *req, int res)
+{
+        struct log_seg *s = SL_CONTAINER_OF(req, struct log_seg, falloc_req);
+        (void)res; /* without preallocation writes still work, only slower */
+        log_seg_put(s);
+}

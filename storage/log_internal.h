@@ -1,0 +1,157 @@
+/* Private state of the partition log, shared by log.c (append, write path,
+ * group commit, reads) and log_recovery.c (open, scan, index load). Only the
+ * owning worker touches any of it. */
+#ifndef LOG_INTERNAL_H
+#define LOG_INTERNAL_H
+
+#include "log.h"
+#include "sl_common.h"
+
+#include <limits.h>
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "index files are little-endian host structs"
+#endif
+
+#define LOG_WSEGS  4 /* segments that may still have writes or syncs pending */
+#define LOG_WRITES 8 /* writes in flight per partition */
+
+struct log_idx {
+        uint32_t rel;      /* offset - segment base */
+        uint32_t pos;      /* byte position of the batch holding it */
+        int64_t ts_before; /* max timestamp of every batch before pos */
+};
+
+struct log_seg {
+        struct log_partition *p;
+        int64_t base, next; /* offsets [base, next) */
+        uint64_t size;      /* logical bytes (the file may be preallocated) */
+        int fd;
+        int64_t max_ts;
+        uint64_t created_ms;
+        struct log_idx *idx;
+        uint32_t nidx, idx_cap;
+        uint32_t refs; /* the segment list, plus reads, index writes, unlinks in flight */
+        bool deleted;
+        char name[24]; /* 20-digit base offset */
+        struct log_io_req falloc_req;
+        struct log_io_req ix_req[2];
+        void *ix_buf[2];
+        int ix_fd[2];
+        struct log_io_req unlink_req[3];
+        char unlink_name[3][40];
+};
+
+struct log_wseg {
+        struct log_seg *seg;
+        uint64_t sbase; /* stream position of file offset 0 */
+        uint64_t send;  /* stream end of its data; UINT64_MAX while active */
+};
+
+struct log_write {
+        struct log_io_req req;
+        struct log_partition *p;
+        uint64_t s_from, s_data_end;
+        int res;
+        bool done;
+};
+
+struct log_sync {
+        struct log_io_req req;
+        struct log_partition *p;
+};
+
+struct log_pending {
+        int64_t base, last;
+        uint64_t s_end;
+        uint64_t t_ns;
+        uint32_t bytes;
+        log_append_cb cb;
+        void *ctx;
+};
+
+struct log_bdir {
+        int64_t base, last, max_ts;
+        uint64_t s;
+        uint32_t len;
+};
+
+struct log_partition {
+        struct log_owner *o;
+        struct log_config cfg;
+        int32_t leader_epoch;
+        char dir[PATH_MAX];
+        int dirfd;
+        uint32_t align; /* O_DIRECT offset/length/buffer alignment */
+        int err;        /* sticky I/O error */
+        bool fenced;
+
+        struct log_seg **segs;
+        uint32_t nsegs, segs_cap;
+        uint64_t total_bytes;
+        int64_t start_offset, next_offset, hw, acked_next;
+
+        /* stream positions, see log.c */
+        uint8_t *ring;
+        uint64_t s_end, s_sub, s_written, s_synced, s_mem_low;
+        struct log_wseg ws[LOG_WSEGS];
+        uint32_t ws_head, nws;
+        struct log_write w[LOG_WRITES];
+        uint32_t w_head, nw;
+        struct log_write *tail_w; /* in-flight write ending in a partial block */
+        struct log_sync syncs[LOG_WSEGS + 1];
+        uint32_t sync_inflight;
+        uint64_t sync_target;
+        int sync_err;
+        bool dir_dirty;
+        uint64_t last_sync_ns;
+
+        struct log_pending *pend;
+        uint32_t pend_head, npend;
+        struct log_bdir *bdir;
+        uint32_t bdir_cap, bdir_head, nbdir;
+
+        struct log_wait *waiters;
+        bool hw_dirty;
+
+        int start_fd;
+        struct log_io_req start_req;
+        uint8_t start_buf[16];
+        bool start_inflight, start_dirty;
+
+        struct log_partition *work_next, *all_next, *all_prev;
+        bool in_work;
+};
+
+struct log_owner {
+        struct log_io *io;
+        struct log_metrics m;
+        struct log_partition *work;
+        struct log_partition *all;
+        uint64_t next_retention_ms;
+        bool draining;
+};
+
+static inline uint64_t log_align_down(uint64_t x, uint32_t a)
+{
+        return x / a * a;
+}
+
+static inline uint64_t log_align_up(uint64_t x, uint32_t a)
+{
+        return (x + a - 1) / a * a;
+}
+
+/* log_recovery.c */
+int log_part_load(struct log_partition *p);
+void log_part_unload(struct log_partition *p);
+struct log_seg *log_seg_new(struct log_partition *p, int64_t base);
+void log_seg_put(struct log_seg *s);
+int log_seg_idx_push(struct log_seg *s, uint32_t rel, uint32_t pos, int64_t ts_before);
+void log_seg_write_index(struct log_partition *p, struct log_seg *s);
+int log_segs_push(struct log_partition *p, struct log_seg *s);
+
+/* log.c */
+void log_seg_falloc_done(struct log_io_req *req, int res);
+
+#endif

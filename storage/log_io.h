@@ -1,0 +1,98 @@
+/* The I/O seam between the storage engine and whoever owns the io_uring.
+ * The log queues requests and gets completions through callbacks; a backend
+ * decides how they reach the kernel: io_uring (own ring or a worker's), or a
+ * fake for tests that reorders completions, injects errors and simulates a
+ * power cut. */
+#ifndef LOG_IO_H
+#define LOG_IO_H
+
+#include <stdint.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct io_uring;
+struct io_uring_cqe;
+
+enum log_io_op {
+        LOG_IO_WRITE = 1, /* pwrite(fd, buf, len, off) */
+        LOG_IO_READ,      /* pread(fd, buf, len, off) */
+        LOG_IO_FDATASYNC, /* fdatasync(fd) */
+        LOG_IO_FSYNC,     /* fsync(fd): directories */
+        LOG_IO_FALLOCATE, /* fallocate(fd, 0, off, len) */
+        LOG_IO_UNLINK,    /* unlinkat(fd, path, 0) */
+};
+
+struct log_io_req;
+/* res: bytes for READ/WRITE, 0 for the others, or -errno. */
+typedef void (*log_io_cb)(struct log_io_req *req, int res);
+
+/* Owned by the caller and lent to the backend from submit until its
+ * callback runs; buf and path are lent for as long. */
+struct log_io_req {
+        uint8_t op;
+        int fd;
+        void *buf;
+        uint32_t len;
+        uint64_t off;
+        const char *path;
+        log_io_cb cb;
+        struct log_io_req *next; /* backend-private queue link */
+};
+
+struct log_io;
+struct log_io_ops {
+        /* Queue a request. Never fails: a full submission queue keeps it on
+         * a backlog until the next flush. */
+        void (*submit)(struct log_io *io, struct log_io_req *req);
+        /* Hand queued requests to the kernel. Returns how many, or -errno. */
+        int (*flush)(struct log_io *io);
+        /* Run callbacks for finished requests without blocking; returns how
+         * many ran. With a worker-owned ring this only drains the backlog:
+         * the worker passes our CQEs to log_io_uring_complete(). */
+        int (*reap)(struct log_io *io);
+        /* Block until at least one request finished (tools and tests only). */
+        int (*wait)(struct log_io *io);
+        /* Synchronous namespace and sync calls for cold paths (open, roll,
+         * recovery, snapshot). Return an fd / 0 or -errno. */
+        int (*open)(struct log_io *io, int dirfd, const char *name, int flags, mode_t mode);
+        int (*fsync_now)(struct log_io *io, int fd);
+        void (*destroy)(struct log_io *io);
+};
+
+struct log_io {
+        const struct log_io_ops *ops;
+        uint32_t inflight; /* submitted, callback not yet run */
+};
+
+static inline void log_io_submit(struct log_io *io, struct log_io_req *req)
+{
+        io->inflight++;
+        io->ops->submit(io, req);
+}
+
+/* io_uring backend. With ring == NULL it creates and owns a ring of
+ * `entries`; otherwise it borrows the worker's ring and tags its SQEs'
+ * user_data with `tag` (1..7 in the pointer's low bits) so the worker can
+ * route CQEs back through log_io_uring_complete(). */
+struct log_io *log_io_uring_create(struct io_uring *ring, unsigned entries, unsigned tag);
+/* For a borrowed ring: returns 1 and runs the callback if the CQE is ours,
+ * 0 otherwise. */
+int log_io_uring_complete(struct log_io *io, const struct io_uring_cqe *cqe);
+
+/* Fake backend for tests: see log_io_fake.c. */
+struct log_io *log_io_fake_create(uint64_t seed);
+/* Completion order: 0 FIFO, 1 random subset in random order (default). */
+void log_io_fake_set_order(struct log_io *io, int mode);
+/* Fail the next `count` requests of `op` (0 = any data op) with -err, after
+ * `skip` matching ones succeed. count < 0: fail forever. */
+void log_io_fake_fail(struct log_io *io, int op, int err, int skip, int count);
+/* Simulated power cut: drop every request in flight without running its
+ * callback, put each tracked file back to what its last completed fsync
+ * covered and remove files whose directory entry was never fsynced. */
+void log_io_fake_power_cut(struct log_io *io);
+struct log_io_fake_stats {
+        uint64_t writes, fsyncs, reads, overlap_violations, max_inflight_writes_per_fd;
+};
+void log_io_fake_stats(struct log_io *io, struct log_io_fake_stats *st);
+
+#endif

@@ -1,0 +1,588 @@
+/* The partition log's cold half: open and recovery (scan and truncate the
+ * tail segment, zero what lies beyond, load or rebuild indexes, fence a
+ * partition damaged beyond its tail), segment objects and index files.
+ * Runs synchronously at open, before the partition serves anything. */
+#include "log_internal.h"
+#include "log_crc32c.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef STATX_DIOALIGN
+#define STATX_DIOALIGN 0x00002000U
+#endif
+
+#define IDX_END UINT32_MAX
+
+/* ---- segments ------------------------------------------------------- */
+
+struct log_seg *log_seg_new(struct log_partition *p, int64_t base)
+{
+        struct log_seg *s = calloc(1, sizeof(*s));
+        if (!s)
+                return NULL;
+        s->p = p;
+        s->base = s->next = base;
+        s->fd = s->ix_fd[0] = s->ix_fd[1] = -1;
+        s->max_ts = -1;
+        s->refs = 1;
+        snprintf(s->name, sizeof(s->name), "%020lld", (long long)base);
+        snprintf(s->unlink_name[0], sizeof(s->unlink_name[0]), "%s.log", s->name);
+        snprintf(s->unlink_name[1], sizeof(s->unlink_name[1]), "%s.index", s->name);
+        snprintf(s->unlink_name[2], sizeof(s->unlink_name[2]), "%s.timeindex", s->name);
+        return s;
+}
+
+void log_seg_put(struct log_seg *s)
+{
+        SL_ASSERT(s->refs > 0);
+        if (--s->refs)
+                return;
+        if (s->fd >= 0)
+                close(s->fd);
+        for (int i = 0; i < 2; i++) {
+                if (s->ix_fd[i] >= 0)
+                        close(s->ix_fd[i]);
+                free(s->ix_buf[i]);
+        }
+        free(s->idx);
+        free(s);
+}
+
+int log_seg_idx_push(struct log_seg *s, uint32_t rel, uint32_t pos, int64_t ts_before)
+{
+        if (s->nidx == s->idx_cap) {
+                /* Doubling: a handful of reallocations per segment life. */
+                uint32_t cap = s->idx_cap ? s->idx_cap * 2 : 256;
+                struct log_idx *n = realloc(s->idx, sizeof(*n) * cap);
+                if (!n)
+                        return -ENOMEM;
+                s->idx = n;
+                s->idx_cap = cap;
+        }
+        s->idx[s->nidx++] = (struct log_idx){.rel = rel, .pos = pos, .ts_before = ts_before};
+        return 0;
+}
+
+int log_segs_push(struct log_partition *p, struct log_seg *s)
+{
+        if (p->nsegs == p->segs_cap) {
+                uint32_t cap = p->segs_cap ? p->segs_cap * 2 : 16;
+                struct log_seg **n = realloc(p->segs, sizeof(*n) * cap);
+                if (!n)
+                        return -ENOMEM;
+                p->segs = n;
+                p->segs_cap = cap;
+        }
+        p->segs[p->nsegs++] = s;
+        return 0;
+}
+
+/* ---- index files ---------------------------------------------------- */
+/* .index: (rel u32, pos u32) per entry, then (IDX_END, size).
+ * .timeindex: (ts_before i64, rel u32) per entry, then (max_ts, next rel).
+ * Both little-endian. They are hints rebuilt from the log when missing or
+ * inconsistent, so they are written without an fsync. */
+
+static size_t idx_encode(const struct log_seg *s, int which, uint8_t **out)
+{
+        size_t esz = which == 0 ? 8 : 12, n = (size_t)s->nidx + 1;
+        uint8_t *b = malloc(esz * n);
+        if (!b)
+                return 0;
+        for (size_t i = 0; i <= s->nidx; i++) {
+                uint8_t *e = b + i * esz;
+                bool end = i == s->nidx;
+                uint32_t rel = end ? IDX_END : s->idx[i].rel;
+                if (which == 0) {
+                        uint32_t pos = end ? (uint32_t)s->size : s->idx[i].pos;
+                        memcpy(e, &rel, 4);
+                        memcpy(e + 4, &pos, 4);
+                } else {
+                        int64_t ts = end ? s->max_ts : s->idx[i].ts_before;
+                        uint32_t r = end ? (uint32_t)(s->next - s->base) : rel;
+                        memcpy(e, &ts, 8);
+                        memcpy(e + 8, &r, 4);
+                }
+        }
+        *out = b;
+        return esz * n;
+}
+
+static void ix_done(struct log_seg *s, int i)
+{
+        close(s->ix_fd[i]);
+        s->ix_fd[i] = -1;
+        free(s->ix_buf[i]);
+        s->ix_buf[i] = NULL;
+        log_seg_put(s);
+}
+
+static void ix0_done(struct log_io_req *req, int res)
+{
+        (void)res; /* a lost index is rebuilt at open */
+        ix_done(SL_CONTAINER_OF(req, struct log_seg, ix_req[0]), 0);
+}
+
+static void ix1_done(struct log_io_req *req, int res)
+{
+        (void)res;
+        ix_done(SL_CONTAINER_OF(req, struct log_seg, ix_req[1]), 1);
+}
+
+/* At seal: write both index files through the io seam. */
+void log_seg_write_index(struct log_partition *p, struct log_seg *s)
+{
+        struct log_io *io = p->o->io;
+        for (int i = 0; i < 2; i++) {
+                uint8_t *b;
+                size_t n = idx_encode(s, i, &b);
+                if (!n)
+                        continue;
+                int fd = io->ops->open(io, p->dirfd, s->unlink_name[i + 1],
+                                       O_WRONLY | O_CREAT | O_TRUNC, 0644);
+                if (fd < 0) {
+                        free(b);
+                        continue;
+                }
+                s->ix_fd[i] = fd;
+                s->ix_buf[i] = b;
+                s->refs++;
+                s->ix_req[i] = (struct log_io_req){.op = LOG_IO_WRITE,
+                                                   .fd = fd,
+                                                   .buf = b,
+                                                   .len = (uint32_t)n,
+                                                   .off = 0,
+                                                   .cb = i == 0 ? ix0_done : ix1_done};
+                log_io_submit(io, &s->ix_req[i]);
+        }
+}
+
+static int read_file(int dirfd, const char *name, uint8_t **out, size_t *len)
+{
+        int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        struct stat st;
+        if (fstat(fd, &st) < 0 || st.st_size > (64 << 20)) {
+                close(fd);
+                return -EINVAL;
+        }
+        uint8_t *b = malloc((size_t)st.st_size + 1);
+        ssize_t n = b ? pread(fd, b, (size_t)st.st_size, 0) : -1;
+        close(fd);
+        if (n != st.st_size) {
+                free(b);
+                return -EIO;
+        }
+        *out = b;
+        *len = (size_t)n;
+        return 0;
+}
+
+/* Load a sealed segment's indexes; false when missing or inconsistent. */
+static bool idx_load(struct log_partition *p, struct log_seg *s)
+{
+        uint8_t *a = NULL, *t = NULL;
+        size_t alen, tlen;
+        bool ok = false;
+        if (read_file(p->dirfd, s->unlink_name[1], &a, &alen) < 0 ||
+            read_file(p->dirfd, s->unlink_name[2], &t, &tlen) < 0)
+                goto out;
+        if (alen % 8 || tlen % 12 || alen / 8 != tlen / 12 || alen < 16)
+                goto out;
+        size_t n = alen / 8 - 1;
+        uint32_t rel, pos, trel, size, next_rel;
+        int64_t ts, max_ts;
+        memcpy(&rel, a + n * 8, 4);
+        memcpy(&size, a + n * 8 + 4, 4);
+        memcpy(&max_ts, t + n * 12, 8);
+        memcpy(&next_rel, t + n * 12 + 8, 4);
+        if (rel != IDX_END || next_rel == 0)
+                goto out;
+        s->nidx = 0;
+        for (size_t i = 0; i < n; i++) {
+                memcpy(&rel, a + i * 8, 4);
+                memcpy(&pos, a + i * 8 + 4, 4);
+                memcpy(&ts, t + i * 12, 8);
+                memcpy(&trel, t + i * 12 + 8, 4);
+                if (trel != rel || pos >= size || rel >= next_rel)
+                        goto out;
+                if (i == 0 ? (rel || pos) : (rel <= s->idx[i - 1].rel || pos <= s->idx[i - 1].pos))
+                        goto out;
+                if (log_seg_idx_push(s, rel, pos, ts) < 0)
+                        goto out;
+        }
+        s->size = size;
+        s->next = s->base + next_rel;
+        s->max_ts = max_ts;
+        ok = true;
+out:
+        free(a);
+        free(t);
+        if (!ok)
+                s->nidx = 0;
+        return ok;
+}
+
+static void idx_write_sync(struct log_partition *p, struct log_seg *s)
+{
+        for (int i = 0; i < 2; i++) {
+                uint8_t *b;
+                size_t n = idx_encode(s, i, &b);
+                if (!n)
+                        continue;
+                int fd = openat(p->dirfd, s->unlink_name[i + 1],
+                                O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                if (fd >= 0) {
+                        if (write(fd, b, n) != (ssize_t)n) {
+                                /* a short index is rejected at the next open */
+                        }
+                        close(fd);
+                }
+                free(b);
+        }
+}
+
+/* ---- scan ----------------------------------------------------------- */
+
+struct scan_buf {
+        uint8_t *b;
+        size_t cap;
+};
+
+/* Walk s from position 0 with O_DIRECT reads, keeping each batch whose
+ * length, magic, CRC and offset continuity check out, and stop at the first
+ * that does not. Fills the index; returns the logical end. */
+static uint64_t seg_scan(struct log_partition *p, struct log_seg *s, struct scan_buf *sb)
+{
+        const uint32_t B = p->align;
+        uint64_t pos = 0, chunk_from = 0, chunk_len = 0;
+        int64_t expect = s->base;
+        s->nidx = 0;
+        s->max_ts = -1;
+        for (;;) {
+                if (pos + 12 > chunk_from + chunk_len ||
+                    pos + log_batch_len(sb->b + (pos - chunk_from)) > chunk_from + chunk_len) {
+                        uint64_t from = log_align_down(pos, B);
+                        if (from == chunk_from && chunk_len == sb->cap)
+                                break; /* batch larger than any we accept */
+                        ssize_t n = pread(s->fd, sb->b, sb->cap, (off_t)from);
+                        if (n <= 0)
+                                break;
+                        chunk_from = from;
+                        chunk_len = (uint64_t)n;
+                        if (pos + 12 > chunk_from + chunk_len)
+                                break;
+                        if (pos + log_batch_len(sb->b + (pos - chunk_from)) >
+                            chunk_from + chunk_len) {
+                                if (chunk_len < sb->cap)
+                                        break; /* torn at end of file */
+                                continue;
+                        }
+                }
+                const uint8_t *b = sb->b + (pos - chunk_from);
+                uint32_t len = log_batch_len(b);
+                if (log_batch_validate(b, len, (uint32_t)(sb->cap - B)) < 0 ||
+                    log_batch_base_offset(b) != expect)
+                        break;
+                if (s->nidx == 0 || pos - s->idx[s->nidx - 1].pos >= p->cfg.index_interval_bytes)
+                        if (log_seg_idx_push(s, (uint32_t)(expect - s->base), (uint32_t)pos,
+                                             s->max_ts) < 0)
+                                break;
+                int64_t ts = log_batch_max_timestamp(b);
+                if (ts > s->max_ts)
+                        s->max_ts = ts;
+                expect += log_batch_last_delta(b) + 1;
+                pos += len;
+        }
+        s->next = expect;
+        s->size = pos;
+        return pos;
+}
+
+/* Make sure nothing past `end` can ever be read back as a batch: rewrite
+ * the tail block with zeros after `end`, zero-range the rest (cheap on
+ * ext4: it becomes unwritten extents). Skipped when already clean. */
+static int zero_beyond(struct log_partition *p, struct log_seg *s, uint8_t *blk)
+{
+        const uint32_t B = p->align;
+        uint64_t end = s->size, b0 = log_align_down(end, B);
+        bool dirty = false;
+        struct stat st;
+        if (fstat(s->fd, &st) < 0)
+                return -errno;
+        if (end % B) {
+                ssize_t n = pread(s->fd, blk, B, (off_t)b0);
+                if (n < 0)
+                        return -errno;
+                if ((uint64_t)n < B)
+                        memset(blk + n, 0, B - (size_t)n);
+                for (uint32_t i = (uint32_t)(end - b0); i < B; i++)
+                        if (blk[i]) {
+                                dirty = true;
+                                break;
+                        }
+                if (dirty) {
+                        memset(blk + (end - b0), 0, B - (end - b0));
+                        if (pwrite(s->fd, blk, B, (off_t)b0) != (ssize_t)B)
+                                return -EIO;
+                }
+        }
+        uint64_t rest = log_align_up(end, B);
+        if ((uint64_t)st.st_size > rest) {
+                off_t d = lseek(s->fd, (off_t)rest, SEEK_DATA);
+                if (d >= 0) {
+                        if (fallocate(s->fd, FALLOC_FL_ZERO_RANGE, (off_t)rest,
+                                      (off_t)((uint64_t)st.st_size - rest)) < 0)
+                                return -errno;
+                        dirty = true;
+                }
+        }
+        if (dirty)
+                return p->o->io->ops->fsync_now(p->o->io, s->fd);
+        return 0;
+}
+
+/* ---- load / unload -------------------------------------------------- */
+
+static int cmp_i64(const void *a, const void *b)
+{
+        int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+        return x < y ? -1 : x > y;
+}
+
+static uint32_t dio_align_of(int fd)
+{
+        struct statx stx;
+        uint32_t mem = 0, off = 0;
+        if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+            (stx.stx_mask & STATX_DIOALIGN)) {
+                mem = stx.stx_dio_mem_align;
+                off = stx.stx_dio_offset_align;
+        }
+        uint32_t a = SL_MAX(mem, off);
+        if (!a || a > 4096 || (a & (a - 1)))
+                a = 4096; /* unknown: the largest common logical block */
+        return SL_MAX(a, 512u);
+}
+
+static int mkdir_durable(struct log_partition *p)
+{
+        if (mkdir(p->dir, 0755) == 0) {
+                char parent[PATH_MAX];
+                snprintf(parent, sizeof(parent), "%s", p->dir);
+                char *slash = strrchr(parent, '/');
+                if (slash && slash != parent)
+                        *slash = 0;
+                else
+                        snprintf(parent, sizeof(parent), "%s", slash ? "/" : ".");
+                int pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (pfd < 0)
+                        return -errno;
+                int rc = p->o->io->ops->fsync_now(p->o->io, pfd);
+                close(pfd);
+                return rc;
+        }
+        return errno == EEXIST ? 0 : -errno;
+}
+
+static int64_t start_load(struct log_partition *p)
+{
+        uint8_t b[16];
+        int64_t v;
+        uint32_t crc;
+        if (pread(p->start_fd, b, sizeof(b), 0) != (ssize_t)sizeof(b) || memcmp(b, "SLST", 4))
+                return -1;
+        memcpy(&crc, b + 4, 4);
+        memcpy(&v, b + 8, 8);
+        return crc == log_crc32c(0, b + 8, 8) ? v : -1;
+}
+
+int log_part_load(struct log_partition *p)
+{
+        struct log_io *io = p->o->io;
+        int64_t *bases = NULL;
+        size_t nb = 0, capb = 0;
+        struct scan_buf sb = {0};
+        int rc = mkdir_durable(p);
+        if (rc < 0)
+                return rc;
+        p->dirfd = open(p->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (p->dirfd < 0)
+                return -errno;
+        p->start_fd = io->ops->open(io, p->dirfd, "log_start", O_RDWR | O_CREAT, 0644);
+        if (p->start_fd < 0) {
+                rc = p->start_fd;
+                goto fail;
+        }
+        int64_t start = start_load(p);
+
+        DIR *d = opendir(p->dir);
+        if (!d) {
+                rc = -errno;
+                goto fail;
+        }
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                long long base;
+                char tail[16];
+                if (strlen(de->d_name) != 24 ||
+                    sscanf(de->d_name, "%20lld%15s", &base, tail) != 2 || strcmp(tail, ".log"))
+                        continue;
+                if (nb == capb) {
+                        capb = capb ? capb * 2 : 16;
+                        int64_t *n = realloc(bases, capb * sizeof(*n));
+                        if (!n) {
+                                closedir(d);
+                                rc = -ENOMEM;
+                                goto fail;
+                        }
+                        bases = n;
+                }
+                bases[nb++] = base;
+        }
+        closedir(d);
+        qsort(bases, nb, sizeof(*bases), cmp_i64);
+
+        bool created = false;
+        if (nb == 0) {
+                struct log_seg *s = log_seg_new(p, start > 0 ? start : 0);
+                if (!s) {
+                        rc = -ENOMEM;
+                        goto fail;
+                }
+                s->fd = io->ops->open(io, p->dirfd, s->unlink_name[0], O_RDWR | O_CREAT | O_DIRECT,
+                                      0644);
+                if (s->fd < 0 || (rc = log_segs_push(p, s)) < 0) {
+                        rc = s->fd < 0 ? s->fd : rc;
+                        log_seg_put(s);
+                        goto fail;
+                }
+                created = true;
+        }
+        for (size_t i = 0; i < nb; i++) {
+                struct log_seg *s = log_seg_new(p, bases[i]);
+                if (!s) {
+                        rc = -ENOMEM;
+                        goto fail;
+                }
+                bool tail = i + 1 == nb;
+                s->fd = io->ops->open(io, p->dirfd, s->unlink_name[0],
+                                      (tail ? O_RDWR : O_RDONLY) | O_DIRECT, 0);
+                if (s->fd < 0 || (rc = log_segs_push(p, s)) < 0) {
+                        rc = s->fd < 0 ? s->fd : rc;
+                        log_seg_put(s);
+                        goto fail;
+                }
+        }
+        struct log_seg *tail = p->segs[p->nsegs - 1];
+        p->align = dio_align_of(tail->fd);
+        if (p->cfg.ring_bytes % 4096)
+                p->cfg.ring_bytes = (uint32_t)log_align_up(p->cfg.ring_bytes, 4096);
+        sb.cap = log_align_up((uint64_t)p->cfg.max_batch_bytes + (1u << 20), 4096);
+        sb.b = aligned_alloc(4096, sb.cap);
+        p->ring = aligned_alloc(4096, p->cfg.ring_bytes);
+        if (!sb.b || !p->ring) {
+                rc = -ENOMEM;
+                goto fail;
+        }
+        memset(p->ring, 0, p->cfg.ring_bytes);
+
+        for (uint32_t i = 0; i < p->nsegs; i++) {
+                struct log_seg *s = p->segs[i];
+                s->created_ms = sl_realtime_ms();
+                if (s != tail) {
+                        if (!idx_load(p, s)) {
+                                seg_scan(p, s, &sb);
+                                if (s->next != p->segs[i + 1]->base) {
+                                        p->fenced = true; /* damaged beyond the tail */
+                                } else {
+                                        idx_write_sync(p, s);
+                                }
+                        }
+                } else {
+                        /* The tail is always rescanned: its index files, if
+                         * any, predate the last appends. */
+                        unlinkat(p->dirfd, s->unlink_name[1], 0);
+                        unlinkat(p->dirfd, s->unlink_name[2], 0);
+                        seg_scan(p, s, &sb);
+                        rc = zero_beyond(p, s, sb.b);
+                        if (rc < 0)
+                                goto fail;
+                }
+                if (i > 0 && s->base != p->segs[i - 1]->next)
+                        p->fenced = true;
+                p->total_bytes += s->size;
+        }
+        if (created || tail->size == 0) {
+                if (p->cfg.preallocate)
+                        fallocate(tail->fd, 0, 0, (off_t)p->cfg.segment_bytes);
+                if (created) {
+                        if ((rc = io->ops->fsync_now(io, tail->fd)) < 0 ||
+                            (rc = io->ops->fsync_now(io, p->dirfd)) < 0)
+                                goto fail;
+                }
+        }
+
+        /* The stream starts at the tail's file offset 0; the partial tail
+         * block goes into the ring to be rewritten by the next append. */
+        p->ws_head = 0;
+        p->nws = 1;
+        p->ws[0] = (struct log_wseg){.seg = tail, .sbase = 0, .send = UINT64_MAX};
+        p->s_end = p->s_sub = p->s_written = p->s_synced = tail->size;
+        p->s_mem_low = log_align_down(tail->size, p->align);
+        if (tail->size % p->align) {
+                uint8_t *dst = p->ring + p->s_mem_low % p->cfg.ring_bytes;
+                if (pread(tail->fd, dst, p->align, (off_t)p->s_mem_low) <
+                    (ssize_t)(tail->size % p->align)) {
+                        rc = -EIO;
+                        goto fail;
+                }
+                memset(dst + tail->size % p->align, 0, p->align - tail->size % p->align);
+        }
+        p->nw = p->w_head = 0;
+        p->tail_w = NULL;
+        p->npend = p->pend_head = 0;
+        p->nbdir = p->bdir_head = 0;
+        p->sync_inflight = 0;
+        p->dir_dirty = false;
+        p->next_offset = tail->next;
+        p->hw = p->acked_next = p->next_offset;
+        p->start_offset = p->segs[0]->base;
+        if (start > p->start_offset)
+                p->start_offset = SL_MIN(start, p->next_offset);
+        free(bases);
+        free(sb.b);
+        return 0;
+fail:
+        free(bases);
+        free(sb.b);
+        log_part_unload(p);
+        return rc;
+}
+
+void log_part_unload(struct log_partition *p)
+{
+        for (uint32_t i = 0; i < p->nsegs; i++)
+                log_seg_put(p->segs[i]);
+        free(p->segs);
+        p->segs = NULL;
+        p->nsegs = p->segs_cap = 0;
+        p->total_bytes = 0;
+        if (p->dirfd >= 0)
+                close(p->dirfd);
+        if (p->start_fd >= 0)
+                close(p->start_fd);
+        p->dirfd = p->start_fd = -1;
+        free(p->ring);
+        p->ring = NULL;
+        p->nws = 0;
+        p->fenced = false;
+}
