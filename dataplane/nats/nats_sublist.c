@@ -43,6 +43,37 @@ struct nats_sl_node {
         uint8_t tok[];
 };
 
+#define CACHE_SUBS   6
+#define CACHE_GROUPS 2
+
+struct nats_sl_cache_entry {
+        uint64_t gen; /* sl->gen when filled */
+        uint16_t subj_len;
+        uint8_t nsubs, nparts, ngroups;
+        uint8_t subj[NATS_SL_CACHE_SUBJ_MAX];
+        struct nats_sub *subs[CACHE_SUBS];
+        struct nats_match_part parts[CACHE_GROUPS];
+        struct nats_match_group groups[CACHE_GROUPS];
+};
+
+/* Whole-subject hash for the cache: 8 bytes per step. */
+static uint64_t subj_hash(const uint8_t *s, size_t len)
+{
+        uint64_t h = 0x9e3779b97f4a7c15ull ^ len;
+        while (len >= 8) {
+                uint64_t w;
+                memcpy(&w, s, 8);
+                h = (h ^ w) * 0xff51afd7ed558ccdull;
+                h ^= h >> 32;
+                s += 8;
+                len -= 8;
+        }
+        uint64_t w = 0;
+        memcpy(&w, s, len);
+        h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
+        return h ^ (h >> 29);
+}
+
 /* FNV-1a; tokens are short, so a byte loop is as fast as anything. */
 static uint64_t tok_hash(const uint8_t *s, size_t len)
 {
@@ -166,11 +197,22 @@ static void prune(struct nats_sublist *sl, struct nats_sl_node *n)
         }
 }
 
-int nats_sublist_init(struct nats_sublist *sl)
+int nats_sublist_init(struct nats_sublist *sl, bool with_cache)
 {
         memset(sl, 0, sizeof(*sl));
+        sl->gen = 1; /* zeroed cache entries (gen 0) are stale */
         sl->root = node_new(NULL, 0, NODE_LITERAL);
-        return sl->root ? 0 : -ENOMEM;
+        if (!sl->root)
+                return -ENOMEM;
+        if (with_cache) {
+                sl->cache = calloc(NATS_SL_CACHE_SLOTS, sizeof(*sl->cache));
+                if (!sl->cache) {
+                        free(sl->root);
+                        sl->root = NULL;
+                        return -ENOMEM;
+                }
+        }
+        return 0;
 }
 
 static void node_free_all(struct nats_sl_node *n)
@@ -197,6 +239,7 @@ void nats_sublist_fini(struct nats_sublist *sl)
 {
         if (sl->root)
                 node_free_all(sl->root);
+        free(sl->cache);
         memset(sl, 0, sizeof(*sl));
 }
 
@@ -423,7 +466,40 @@ static void match_level(const struct nats_sl_node *n, const uint8_t *p, const ui
         add_node(m, n);
 }
 
-int nats_sublist_match(const struct nats_sublist *sl, const uint8_t *subject, size_t len,
+static bool cache_get(const struct nats_sl_cache_entry *e, uint64_t gen, const uint8_t *subject,
+                      size_t len, struct nats_match *m)
+{
+        if (e->gen != gen || e->subj_len != len || memcmp(e->subj, subject, len) != 0)
+                return false;
+        if (e->nsubs > m->subs_cap || e->nparts > m->parts_cap || e->ngroups > m->groups_cap)
+                return false; /* caller's arrays too small: take the slow path */
+        memcpy(m->subs, e->subs, e->nsubs * sizeof(e->subs[0]));
+        memcpy(m->parts, e->parts, e->nparts * sizeof(e->parts[0]));
+        memcpy(m->groups, e->groups, e->ngroups * sizeof(e->groups[0]));
+        m->nsubs = e->nsubs;
+        m->nparts = e->nparts;
+        m->ngroups = e->ngroups;
+        return true;
+}
+
+static void cache_put(struct nats_sl_cache_entry *e, uint64_t gen, const uint8_t *subject,
+                      size_t len, const struct nats_match *m)
+{
+        if (m->overflow || m->nsubs > CACHE_SUBS || m->nparts > CACHE_GROUPS ||
+            m->ngroups > CACHE_GROUPS)
+                return;
+        e->gen = gen;
+        e->subj_len = (uint16_t)len;
+        memcpy(e->subj, subject, len);
+        memcpy(e->subs, m->subs, m->nsubs * sizeof(e->subs[0]));
+        memcpy(e->parts, m->parts, m->nparts * sizeof(e->parts[0]));
+        memcpy(e->groups, m->groups, m->ngroups * sizeof(e->groups[0]));
+        e->nsubs = (uint8_t)m->nsubs;
+        e->nparts = (uint8_t)m->nparts;
+        e->ngroups = (uint8_t)m->ngroups;
+}
+
+int nats_sublist_match(struct nats_sublist *sl, const uint8_t *subject, size_t len,
                        struct nats_match *m)
 {
         m->nsubs = m->nparts = m->ngroups = 0;
@@ -431,7 +507,18 @@ int nats_sublist_match(const struct nats_sublist *sl, const uint8_t *subject, si
         if (len == 0 || subject[0] == '.' || subject[len - 1] == '.' ||
             memmem(subject, len, "..", 2))
                 return 0;
+        struct nats_sl_cache_entry *e = NULL;
+        if (sl->cache && len <= NATS_SL_CACHE_SUBJ_MAX) {
+                e = &sl->cache[subj_hash(subject, len) & (NATS_SL_CACHE_SLOTS - 1)];
+                if (cache_get(e, sl->gen, subject, len, m)) {
+                        sl->cache_hits++;
+                        return (int)(m->nsubs + m->ngroups);
+                }
+                sl->cache_misses++;
+        }
         match_level(sl->root, subject, subject + len, m);
+        if (e)
+                cache_put(e, sl->gen, subject, len, m);
         return (int)(m->nsubs + m->ngroups);
 }
 

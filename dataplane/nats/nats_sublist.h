@@ -24,9 +24,18 @@ struct nats_sub {
         uint32_t qidx;             /* index in qg's member array */
 };
 
+struct nats_sl_cache_entry;
+
+/* Match cache: direct-mapped, keyed by subject, for results of up to a few
+ * entries; every insert/remove bumps gen, which invalidates all of it. */
+#define NATS_SL_CACHE_SLOTS    1024
+#define NATS_SL_CACHE_SUBJ_MAX 48
+
 /* Single-owner (one worker): no locking. */
 struct nats_sublist {
         struct nats_sl_node *root;
+        struct nats_sl_cache_entry *cache; /* NULL: no cache */
+        uint64_t cache_hits, cache_misses;
         uint64_t gen;   /* bumped by every insert/remove: match results go stale */
         uint64_t count; /* subscriptions inserted */
         uint64_t nodes; /* trie nodes below the root */
@@ -67,8 +76,8 @@ struct nats_match {
         bool overflow;
 };
 
-/* 0 or -ENOMEM. */
-int nats_sublist_init(struct nats_sublist *sl);
+/* 0 or -ENOMEM. with_cache: allocate the match cache (~230 KiB). */
+int nats_sublist_init(struct nats_sublist *sl, bool with_cache);
 /* Frees the trie; subscriptions still inserted are simply forgotten. */
 void nats_sublist_fini(struct nats_sublist *sl);
 
@@ -86,9 +95,9 @@ void nats_sublist_remove(struct nats_sublist *sl, struct nats_sub *sub);
 /*
  * Match a literal (publish) subject. Resets and fills *m (arrays set by the
  * caller). Returns nsubs + ngroups; a subject with an empty token matches
- * nothing. Does not allocate.
+ * nothing. Does not allocate; may fill a cache entry (hence not const).
  */
-int nats_sublist_match(const struct nats_sublist *sl, const uint8_t *subject, size_t len,
+int nats_sublist_match(struct nats_sublist *sl, const uint8_t *subject, size_t len,
                        struct nats_match *m);
 
 /* The i-th member (i < g->nmembers) of a matched queue group. */

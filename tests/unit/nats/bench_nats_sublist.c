@@ -82,7 +82,7 @@ static double run(struct nats_sublist *sl, double *hits_avg)
         return best;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
         static struct nats_sub small_subs[SMALL];
         struct nats_sub *big_subs = calloc(BIG, sizeof(*big_subs));
@@ -91,7 +91,8 @@ int main(void)
 
         for (int i = 0; i < PROBES; i++)
                 gen(probes[i], false);
-        if (nats_sublist_init(&small) || nats_sublist_init(&big) || !big_subs)
+        bool cache = argc > 1 && strcmp(argv[1], "--cache") == 0;
+        if (nats_sublist_init(&small, cache) || nats_sublist_init(&big, cache) || !big_subs)
                 return 1;
         /* the 10: two wildcards every probe hits, eight probe subjects */
         static const char *wild[] = {">", "*.*.>"};
@@ -114,7 +115,7 @@ int main(void)
         printf("subscriptions %7d: %6.1f ns/match (avg %.2f hits)\n", SMALL, ns_small, h_small);
         printf("subscriptions %7d: %6.1f ns/match (avg %.2f hits, %llu trie nodes)\n", BIG, ns_big,
                h_big, (unsigned long long)big.nodes);
-        printf("ratio 100k/10: %.2f\n", ns_big / ns_small);
+        printf("ratio 100k/10: %.2f (match cache %s)\n", ns_big / ns_small, cache ? "on" : "off");
         nats_sublist_fini(&small);
         nats_sublist_fini(&big);
         free(big_subs);

@@ -441,7 +441,7 @@ static void test_max_control_line_boundary(void **state)
         struct nats_parser_config cfg = cfg_default();
         cfg.max_control_line = 8;
         static const struct err_case cases[] = {
-            {"SUB ab 12345\r\n", 0}, /* args of 8 bytes */
+            {"SUB ab 12345\r\n", 0},                          /* args of 8 bytes */
             {"SUB ab 12345\n", 0},                            /* bare LF */
             {"SUB ab 123456\r\n", NATS_ERR_MAX_CONTROL_LINE}, /* 9 */
             {"SUB ab 123456\n", NATS_ERR_MAX_CONTROL_LINE},

@@ -177,7 +177,7 @@ static void test_wildcards(void **state)
         struct nats_sublist sl;
         struct tsub s[16];
         memset(s, 0, sizeof(s));
-        assert_int_equal(nats_sublist_init(&sl), 0);
+        assert_int_equal(nats_sublist_init(&sl, true), 0);
         ins(&sl, &s[0], 1, "foo.bar", NULL);
         ins(&sl, &s[1], 2, "foo.*", NULL);
         ins(&sl, &s[2], 3, "foo.>", NULL);
@@ -219,7 +219,7 @@ static void test_queue_groups(void **state)
         (void)state;
         struct nats_sublist sl;
         struct tsub s[16];
-        assert_int_equal(nats_sublist_init(&sl), 0);
+        assert_int_equal(nats_sublist_init(&sl, true), 0);
         ins(&sl, &s[0], 1, "orders.new", "workers");
         ins(&sl, &s[1], 2, "orders.new", "workers");
         ins(&sl, &s[2], 3, "orders.*", "workers"); /* same group name, other node */
@@ -253,7 +253,7 @@ static void test_overflow_reported(void **state)
         struct tsub s[8];
         struct nats_sub *small[2];
         struct nats_match m = {.subs = small, .subs_cap = 2};
-        assert_int_equal(nats_sublist_init(&sl), 0);
+        assert_int_equal(nats_sublist_init(&sl, true), 0);
         for (int i = 0; i < 5; i++)
                 ins(&sl, &s[i], i, "a.b", NULL);
         ins(&sl, &s[5], 5, "a.b", "q");
@@ -348,7 +348,7 @@ static void ref_describe(struct rsub *rs, const char *subj, char *out, size_t ca
         }
 }
 
-static void check_random_matches(struct nats_sublist *sl, struct rsub *rs)
+static void check_random_matches_once(struct nats_sublist *sl, struct rsub *rs)
 {
         static struct nats_sub *subs[RN];
         static struct nats_match_part parts[RN];
@@ -374,12 +374,48 @@ static void check_random_matches(struct nats_sublist *sl, struct rsub *rs)
         }
 }
 
+/* twice: the second pass may hit the match cache (small results only) */
+static void check_random_matches(struct nats_sublist *sl, struct rsub *rs)
+{
+        uint64_t seed = rng_state;
+        check_random_matches_once(sl, rs);
+        rng_state = seed; /* the same subjects again */
+        check_random_matches_once(sl, rs);
+}
+
+/* A cached result is served until an insert or remove invalidates it. */
+static void test_match_cache_invalidation(void **state)
+{
+        (void)state;
+        struct nats_sublist sl;
+        struct tsub s[4];
+        assert_int_equal(nats_sublist_init(&sl, true), 0);
+        ins(&sl, &s[0], 1, "a.b", NULL);
+        ins(&sl, &s[1], 2, "a.*", "q");
+        expect_match(&sl, "a.b", "1|q:2");
+        assert_int_equal(sl.cache_hits, 0);
+        expect_match(&sl, "a.b", "1|q:2");
+        assert_int_equal(sl.cache_hits, 1);
+        ins(&sl, &s[2], 3, "a.>", NULL);
+        expect_match(&sl, "a.b", "1,3|q:2");
+        assert_int_equal(sl.cache_hits, 1);
+        expect_match(&sl, "a.b", "1,3|q:2");
+        assert_int_equal(sl.cache_hits, 2);
+        nats_sublist_remove(&sl, &s[1].node);
+        expect_match(&sl, "a.b", "1,3");
+        nats_sublist_remove(&sl, &s[0].node);
+        expect_match(&sl, "a.b", "3");
+        expect_match(&sl, "a.b", "3");
+        assert_int_equal(sl.cache_hits, 3);
+        nats_sublist_fini(&sl);
+}
+
 static void test_random_against_reference(void **state)
 {
         (void)state;
         static struct rsub rs[RN];
         struct nats_sublist sl;
-        assert_int_equal(nats_sublist_init(&sl), 0);
+        assert_int_equal(nats_sublist_init(&sl, true), 0);
         for (int i = 0; i < RN; i++) {
                 memset(&rs[i], 0, sizeof(rs[i]));
                 rs[i].t.id = i;
@@ -429,7 +465,7 @@ static void test_wide_level(void **state)
         static struct tsub s[N];
         struct nats_sublist sl;
         char subj[32];
-        assert_int_equal(nats_sublist_init(&sl), 0);
+        assert_int_equal(nats_sublist_init(&sl, false), 0);
         for (int i = 0; i < N; i++) {
                 snprintf(subj, sizeof(subj), "t%d.x", i);
                 ins(&sl, &s[i], i, subj, NULL);
@@ -458,6 +494,7 @@ int main(void)
             cmocka_unit_test(test_queue_groups),
             cmocka_unit_test(test_overflow_reported),
             cmocka_unit_test(test_random_against_reference),
+            cmocka_unit_test(test_match_cache_invalidation),
             cmocka_unit_test(test_wide_level),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
