@@ -190,6 +190,7 @@ int amqp_table_next(struct amqp_table_iter *it, struct amqp_field *f)
 /* Recursion is bounded by depth_max, so the stack use is too. */
 int amqp_table_validate(struct amqp_bytes tbl, bool array, unsigned depth_max)
 {
+        SL_ASSERT(depth_max <= 4 * AMQP_TABLE_DEPTH_MAX); /* keeps the stack small */
         struct amqp_table_iter it;
         struct amqp_field f;
         int rc;
