@@ -115,8 +115,9 @@ void net_conn_rx(struct sl_worker *w, struct sl_conn *c, const uint8_t *p, uint3
         if (c->flags & SL_CONN_RX_PAUSED)
                 return;
         conn_offer(w, c);
-        if ((c->flags & SL_CONN_RX_HELD) && !(c->flags & SL_CONN_RX_PAUSED)) {
+        if (c->flags & SL_CONN_RX_HELD) {
                 stat_add(&w->stats.rx_held_events, 1);
+
                 conn_hold(w, c);
         }
 }
@@ -226,6 +227,13 @@ static struct sl_buf *conn_chunk_alloc(struct sl_worker *w)
 
 static int conn_tx_refuse(struct sl_conn *c)
 {
+        struct sl_worker *w = c->w;
+        /* With output in flight, its completion calls writable(); without,
+         * (the pool was empty, not the cap) nothing would: the loop checks. */
+        if (c->tx_pending == 0 && !(c->flags & SL_CONN_WANT_WRITABLE)) {
+                c->next_writable = w->want_writable;
+                w->want_writable = c;
+        }
         c->flags |= SL_CONN_WANT_WRITABLE;
         stat_add(&c->w->stats.tx_cap_refusals, 1);
         return -ENOBUFS;
@@ -463,7 +471,30 @@ uint32_t sl_conn_chaos_step(struct sl_worker *w)
         return work;
 }
 
+/* Worker loop: connections refused output while nothing was in flight get
+ * their writable() call once there is room again. */
+uint32_t sl_conn_writable_step(struct sl_worker *w)
+{
+        uint32_t work = 0;
+        struct sl_conn *list = w->want_writable;
+        w->want_writable = NULL;
+        while (list) {
+                struct sl_conn *c = list;
+                list = c->next_writable;
+                if (!(c->flags & SL_CONN_WANT_WRITABLE) || c->state != SL_CONN_OPEN)
+                        continue;
+                if (c->tx_pending) /* a completion will come */
+                        continue;
+                c->flags &= ~SL_CONN_WANT_WRITABLE;
+                if (c->ops->writable)
+                        c->ops->writable(c);
+                work++;
+        }
+        return work;
+}
+
 /* Worker loop: one send per dirty connection. */
+
 uint32_t sl_conn_flush(struct sl_worker *w)
 {
         uint32_t n = 0;

@@ -137,6 +137,7 @@ struct sl_conn {
         struct sl_conn *next_held;
         struct sl_conn *next_starved;
         struct sl_conn *next_delayed;
+        struct sl_conn *next_writable;
 
         /* chaos: a send completion being held back */
         long chaos_tx_res;

@@ -85,8 +85,10 @@ static long tp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
                 size_t len = (size_t)(nl - (p + used));
                 int rc;
                 if (t->scratch_len) {
-                        if (t->scratch_len + len > TP_LINE_MAX)
+                        if (t->scratch_len + len > TP_LINE_MAX ||
+                            t->scratch_len + len > c->w->limits.frame_bytes_max)
                                 goto too_long;
+
                         /* Complete the split line in scratch; keep the bytes
                          * until the answer fits. */
                         char line[TP_LINE_MAX];

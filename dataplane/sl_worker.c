@@ -25,6 +25,7 @@
 uint32_t sl_conn_retry_held(struct sl_worker *w);
 uint32_t sl_conn_chaos_step(struct sl_worker *w);
 uint32_t sl_conn_flush(struct sl_worker *w);
+uint32_t sl_conn_writable_step(struct sl_worker *w);
 void sl_conn_tick_all(struct sl_worker *w);
 void sl_conn_close_all(struct sl_worker *w, enum sl_close_reason why);
 void sl_conn_abort_all(struct sl_worker *w);
@@ -182,6 +183,9 @@ static uint32_t worker_step(struct sl_worker *w)
                 work += w->pollers[i].fn(w, w->pollers[i].arg);
         if (w->chaos_delayed)
                 work += sl_conn_chaos_step(w);
+        if (w->want_writable)
+                work += sl_conn_writable_step(w);
+
         if (w->now_ms >= w->next_tick_ms) {
                 w->next_tick_ms = w->now_ms + WORKER_TICK_MS;
                 sl_conn_tick_all(w);
@@ -210,7 +214,8 @@ static void worker_idle(struct sl_worker *w, uint64_t *idle_since_ns, uint64_t n
         }
         /* Held bytes, starved receives and held-back completions are work we
          * cannot be woken for: keep polling while there are any. */
-        if (w->held || w->starved || w->chaos_delayed)
+        if (w->held || w->starved || w->chaos_delayed || w->want_writable)
+
                 return;
         if (!sl_mbox_sleep_begin(&w->mb))
                 return;

@@ -84,6 +84,7 @@ struct sl_worker {
         struct sl_conn *held;          /* bytes held, not paused: offered again next iteration */
         struct sl_conn *starved;       /* receive to re-arm when buffers return */
         struct sl_conn *chaos_delayed; /* send completions held back by chaos */
+        struct sl_conn *want_writable; /* refused while nothing was in flight */
 
         void *proto_ctx[CTL_PROTO_COUNT]; /* per-worker protocol state */
 
