@@ -14,7 +14,7 @@ PKGS=(
   libdpdk-dev dpdk
   # real clients for integration tests
   libnats-dev golang-go golang-github-nats-io-go-nats-dev
-  python3 curl iproute2 procps
+  python3 python3-pytest curl iproute2 procps
   # peers for benchmarks
   nats-server
 )
