@@ -753,13 +753,17 @@ static int read_mem(struct log_partition *p, struct log_read *r, uint64_t min_s)
 
 static void read_done(struct log_io_req *req, int res);
 
-static int read_issue(struct log_partition *p, struct log_read *r, struct log_seg *s, uint64_t pos)
+/* Read from pos at least `need` bytes (a batch known to be there), or
+ * enough to cover max_bytes past the sparse index's granularity. */
+static int read_issue(struct log_partition *p, struct log_read *r, struct log_seg *s, uint64_t pos,
+                      uint64_t need)
 {
         uint64_t end = seg_readable(p, s);
         if (pos >= end)
                 return -ERANGE;
         uint64_t from = log_align_down(pos, p->align);
-        uint64_t want = (uint64_t)r->max_bytes + 2ull * p->cfg.index_interval_bytes + p->align;
+        uint64_t want =
+            SL_MAX(need, (uint64_t)r->max_bytes + 2ull * p->cfg.index_interval_bytes) + p->align;
         uint64_t to = SL_MIN(log_align_up(pos + want, p->align), log_align_up(end, p->align));
         uint64_t cap = log_align_down(r->buf_cap, p->align);
         if (to - from > cap)
@@ -806,20 +810,18 @@ static void read_done(struct log_io_req *req, int res)
         uint64_t pos = r->pos;
         uint64_t lim = SL_MIN(from + (uint64_t)res, end);
         uint32_t start = UINT32_MAX, got = 0;
+        uint64_t need = LOG_BATCH_HEADER_BYTES;
+        bool bad = false;
         while (pos + LOG_BATCH_HEADER_BYTES <= lim) {
                 const uint8_t *b = buf + (pos - from);
                 uint32_t len = log_batch_len(b);
                 int64_t base = log_batch_base_offset(b);
-                if (b[16] != 2 || len < LOG_BATCH_HEADER_BYTES || base >= r->hw)
+                if (b[16] != 2 || len < LOG_BATCH_HEADER_BYTES || base >= r->hw) {
+                        bad = true;
                         break;
+                }
                 if (pos + len > lim) {
-                        if (start == UINT32_MAX && got == 0 && from + res >= end)
-                                break;
-                        if (start == UINT32_MAX) {
-                                /* wanted batch not reached within this buffer */
-                                if (++r->tries < 16 && read_issue(p, r, s, pos) == 0)
-                                        return;
-                        }
+                        need = len;
                         break;
                 }
                 if (start == UINT32_MAX) {
@@ -835,12 +837,20 @@ static void read_done(struct log_io_req *req, int res)
                         got += len;
                 pos += len;
         }
+        if (start == UINT32_MAX && !bad && pos < end) {
+                /* The wanted batch lies past what this read covered: read on
+                 * from the first batch we could not see whole. */
+                if (++r->tries < 16 && read_issue(p, r, s, pos, need) == 0)
+                        return;
+                read_finish(r, -EIO);
+                return;
+        }
         if (start == UINT32_MAX) {
                 /* Nothing wanted in this segment: by time, go on to the next. */
                 uint32_t i = seg_index_of(p, s);
-                if (pos >= end && i + 1 < p->nsegs && ++r->tries < 64) {
+                if (r->by_time && i + 1 < p->nsegs && ++r->tries < 64) {
                         struct log_seg *n = p->segs[i + 1];
-                        if (read_issue(p, r, n, r->by_time ? idx_lookup(n, r) : 0) == 0)
+                        if (read_issue(p, r, n, idx_lookup(n, r), 0) == 0)
                                 return;
                 }
                 read_finish(r, -ERANGE);
@@ -886,7 +896,7 @@ int log_read_submit(struct log_partition *p, struct log_read *r)
                 if (n != 0)
                         return n;
         }
-        return read_issue(p, r, s, pos);
+        return read_issue(p, r, s, pos, 0);
 }
 
 /* ---- trim and retention --------------------------------------------- */

@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "log_crc32c.h"
+#include "sl_common.h"
 
 static inline size_t st_varint(uint8_t *p, int64_t v)
 {

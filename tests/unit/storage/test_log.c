@@ -1,0 +1,370 @@
+/* Partition log behaviour on the real io_uring backend and on the fake:
+ * append and read back (memory and disk), segment roll, index lookups at
+ * boundaries, lookups by time, visibility and wake-ups per policy,
+ * retention, trim, the single-tail-write rule under reordered completions,
+ * and I/O errors that must not harm acknowledged data. */
+#include "st_harness.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+static struct log_io *uring(void)
+{
+        struct log_io *io = log_io_uring_create(NULL, 256, 0);
+        assert_non_null(io);
+        return io;
+}
+
+static int count_files(const char *dir, const char *suffix)
+{
+        DIR *d = opendir(dir);
+        int n = 0;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                size_t l = strlen(de->d_name), sl = strlen(suffix);
+                if (l > sl && !strcmp(de->d_name + l - sl, suffix))
+                        n++;
+        }
+        closedir(d);
+        return n;
+}
+
+/* Every offset reads back as the batch holding it, from wherever it is. */
+static void check_all_offsets(struct st_part *s)
+{
+        struct log_read r;
+        int64_t end = s->b[s->nb - 1].base + s->b[s->nb - 1].count;
+        for (int64_t off = log_start_offset(s->p); off < end; off++) {
+                int rc = st_read(s, &r, off, false, 0, 1);
+                assert_true(rc > 0);
+                int i = st_find(s, off);
+                assert_int_equal(r.offset_found, s->b[i].base);
+                assert_int_equal(st_check_view(s, &r, off), 1);
+        }
+}
+
+static void test_append_read(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        st_part_open(&s);
+        for (int i = 0; i < 50; i++)
+                st_append_ok(&s, 1 + i % 4, 100 + i, 1000 + i);
+        /* fsync policy: nothing is visible before the sync round */
+        assert_int_equal(log_high_watermark(s.p), 0);
+        st_drain(s.o);
+        int64_t end = log_end_offset(s.p);
+        assert_int_equal(log_high_watermark(s.p), end);
+        for (int i = 0; i < s.nb; i++)
+                assert_true(s.b[i].acked);
+        struct log_metrics *m = log_owner_metrics(s.o);
+        assert_true(m->fsyncs >= 1);
+        assert_int_equal(m->appends, 50);
+        /* from memory: the whole log in one read */
+        struct log_read r;
+        int rc = st_read(&s, &r, 0, false, 0, 1 << 20);
+        assert_true(rc > 0);
+        assert_int_equal(st_check_view(&s, &r, 0), 50);
+        assert_true(m->reads_mem >= 1);
+        /* after a reopen everything comes from disk */
+        st_part_reopen(&s);
+        assert_int_equal(log_end_offset(s.p), end);
+        assert_int_equal(log_high_watermark(s.p), end);
+        rc = st_read(&s, &r, 0, false, 0, 1 << 20);
+        assert_true(rc > 0);
+        assert_int_equal(st_check_view(&s, &r, 0), 50);
+        assert_true(m->reads_disk >= 1);
+        check_all_offsets(&s);
+        /* appends continue where the log ended, rewriting the tail block */
+        st_append_ok(&s, 2, 10, 5000);
+        st_drain(s.o);
+        st_part_reopen(&s);
+        check_all_offsets(&s);
+        /* a corrupt batch is refused and nothing is stored */
+        uint8_t bad[512];
+        uint32_t n = st_batch(bad, 1, 50, 1, 1);
+        bad[n - 2] ^= 1;
+        assert_int_equal(log_append(s.p, bad, n, NULL, NULL, NULL), -EBADMSG);
+        assert_int_equal(log_end_offset(s.p), end + 2);
+        st_part_free(&s);
+}
+
+static void test_roll_and_index_boundaries(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        st_part_open(&s);
+        for (int i = 0; i < 400; i++)
+                st_append_ok(&s, 1 + i % 3, 700, 10 * i);
+        st_drain(s.o);
+        int segs = count_files(s.dir, ".log");
+        assert_true(segs >= 4);
+        assert_true(log_owner_metrics(s.o)->segments_rolled >= 3);
+        /* sealed segments got their index files */
+        assert_int_equal(count_files(s.dir, ".index"), segs - 1);
+        assert_int_equal(count_files(s.dir, ".timeindex"), segs - 1);
+        st_part_reopen(&s);
+        check_all_offsets(&s);
+        /* boundaries: first, last, past the end, before the start */
+        struct log_read r;
+        int64_t hw = log_high_watermark(s.p);
+        assert_int_equal(st_read(&s, &r, hw, false, 0, 1), -ERANGE);
+        assert_int_equal(st_read(&s, &r, -1, false, 0, 1), -ERANGE);
+        assert_true(st_read(&s, &r, hw - 1, false, 0, 1) > 0);
+        assert_int_equal(r.offset_found, s.b[s.nb - 1].base);
+        /* a read spanning a segment end stops at it; the next starts there */
+        assert_true(st_read(&s, &r, 0, false, 0, 1 << 20) > 0);
+        int n = st_check_view(&s, &r, 0);
+        assert_true(n > 1 && n < s.nb);
+        int64_t next = s.b[n].base;
+        assert_true(st_read(&s, &r, next, false, 0, 1 << 20) > 0);
+        assert_int_equal(r.offset_found, next);
+        /* damaged index files are rebuilt from the log */
+        DIR *d = opendir(s.dir);
+        struct dirent *de;
+        int damaged = 0;
+        while ((de = readdir(d))) {
+                char path[600];
+                snprintf(path, sizeof(path), "%s/%s", s.dir, de->d_name);
+                if (strstr(de->d_name, ".timeindex") && damaged++ == 0)
+                        truncate(path, 13);
+                else if (strstr(de->d_name, ".index") && damaged++ == 1)
+                        unlink(path);
+        }
+        closedir(d);
+        st_part_reopen(&s);
+        assert_int_equal(log_partition_state(s.p), 0);
+        check_all_offsets(&s);
+        st_part_free(&s);
+}
+
+static void test_by_time(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        st_part_open(&s);
+        for (int i = 0; i < 300; i++)
+                st_append_ok(&s, 2, 500, 1000 + 10 * i);
+        st_drain(s.o);
+        for (int pass = 0; pass < 2; pass++) { /* memory, then disk */
+                struct log_read r;
+                for (int i = 0; i < 300; i += 7) {
+                        int64_t ts = 1000 + 10 * i;
+                        assert_true(st_read(&s, &r, 0, true, ts, 1) > 0);
+                        assert_int_equal(r.offset_found, s.b[i].base);
+                        assert_true(st_read(&s, &r, 0, true, ts - 5, 1) > 0);
+                        assert_int_equal(r.offset_found, s.b[i].base);
+                }
+                assert_true(st_read(&s, &r, 0, true, 0, 1) > 0);
+                assert_int_equal(r.offset_found, 0);
+                assert_int_equal(st_read(&s, &r, 0, true, 1000 + 10 * 300, 1), -ERANGE);
+                st_part_reopen(&s);
+        }
+        st_part_free(&s);
+}
+
+struct woke {
+        int n;
+        int64_t hw;
+};
+
+static void wake_cb(struct log_wait *w, int64_t hw)
+{
+        struct woke *k = w->ctx;
+        k->n++;
+        k->hw = hw;
+}
+
+static void test_visibility_and_waits(void **state)
+{
+        (void)state;
+        for (int pol = 0; pol < 3; pol++) {
+                struct st_part s;
+                st_part_init(&s, uring());
+                s.cfg.durability = (enum log_durability)pol;
+                s.cfg.flush_interval_ms = 0;
+                st_part_open(&s);
+                struct woke k = {0}, k2 = {0};
+                struct log_wait w = {.offset = 0, .cb = wake_cb, .ctx = &k};
+                struct log_wait w2 = {.offset = 0, .cb = wake_cb, .ctx = &k2};
+                assert_int_equal(log_wait_add(s.p, &w), 0);
+                assert_int_equal(log_wait_add(s.p, &w2), 0);
+                log_wait_cancel(s.p, &w2);
+                st_append_ok(&s, 3, 10, 1);
+                if (pol == LOG_DURABILITY_FSYNC)
+                        assert_int_equal(log_high_watermark(s.p), 0); /* visible means durable */
+                else
+                        assert_int_equal(log_high_watermark(s.p), 3); /* log end */
+                assert_int_equal(k.n, 0); /* callbacks run from the poll step */
+                st_drain(s.o);
+                assert_int_equal(k.n, 1);
+                assert_int_equal(k.hw, 3);
+                assert_int_equal(k2.n, 0);
+                assert_true(s.b[0].acked);
+                struct log_wait w3 = {.offset = 2, .cb = wake_cb, .ctx = &k};
+                assert_int_equal(log_wait_add(s.p, &w3), 1); /* already visible */
+                if (pol == LOG_DURABILITY_NONE)
+                        assert_int_equal(log_owner_metrics(s.o)->fsyncs, 0);
+                st_part_free(&s);
+        }
+}
+
+static void test_retention_and_trim(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        s.cfg.retention_bytes = 150 * 1024;
+        st_part_open(&s);
+        int64_t old = (int64_t)sl_realtime_ms() - 3600 * 1000;
+        for (int i = 0; i < 400; i++)
+                st_append_ok(&s, 1, 900, old);
+        st_drain(s.o);
+        int before = count_files(s.dir, ".log");
+        int n = log_retention_run(s.p, sl_realtime_ms());
+        st_drain(s.o);
+        assert_true(n > 0);
+        assert_int_equal(count_files(s.dir, ".log"), before - n);
+        int64_t start = log_start_offset(s.p);
+        assert_true(start > 0);
+        struct log_read r;
+        assert_int_equal(st_read(&s, &r, start - 1, false, 0, 1), -ERANGE);
+        check_all_offsets(&s);
+        /* what is left is at least the limit */
+        assert_true(count_files(s.dir, ".log") * 64 * 1024 >= 150 * 1024);
+        /* time retention: everything but the active segment is an hour old */
+        s.cfg.retention_ms = 1000;
+        st_part_reopen(&s);
+        assert_int_equal(log_start_offset(s.p), start);
+        assert_true(log_retention_run(s.p, sl_realtime_ms()) > 0);
+        st_drain(s.o);
+        assert_int_equal(count_files(s.dir, ".log"), 1);
+        /* explicit trim: into the middle of the active segment, persisted */
+        int64_t hw = log_high_watermark(s.p);
+        int64_t t = log_start_offset(s.p) + (hw - log_start_offset(s.p)) / 2;
+        assert_int_equal(log_trim(s.p, hw + 1), -ERANGE);
+        assert_int_equal(log_trim(s.p, t), 0);
+        assert_int_equal(log_start_offset(s.p), t);
+        assert_int_equal(st_read(&s, &r, t - 1, false, 0, 1), -ERANGE);
+        assert_true(st_read(&s, &r, t, false, 0, 1) > 0);
+        st_part_reopen(&s);
+        assert_int_equal(log_start_offset(s.p), t);
+        /* trimming past whole segments deletes them */
+        s.cfg.retention_ms = -1;
+        st_part_reopen(&s);
+        for (int i = 0; i < 200; i++)
+                st_append_ok(&s, 1, 900, 1);
+        st_drain(s.o);
+        before = count_files(s.dir, ".log");
+        assert_true(before > 2);
+        assert_int_equal(log_trim(s.p, log_high_watermark(s.p) - 1), 0);
+        st_drain(s.o);
+        assert_int_equal(count_files(s.dir, ".log"), 1);
+        st_part_reopen(&s);
+        assert_int_equal(log_start_offset(s.p), log_high_watermark(s.p) - 1);
+        st_part_free(&s);
+}
+
+/* The fake completes writes in random order and flags any two writes in
+ * flight on one file that overlap: the tail block must be written by at
+ * most one write at a time, later appends merging into the next one. */
+static void test_single_tail_write_out_of_order(void **state)
+{
+        (void)state;
+        for (uint64_t seed = 1; seed <= 4; seed++) {
+                struct st_part s;
+                st_part_init(&s, log_io_fake_create(seed));
+                s.cfg.max_write_bytes = 4096; /* several writes in flight at once */
+                st_part_open(&s);
+                for (int i = 0; i < 600; i++) {
+                        st_append_ok(&s, 1 + i % 5, (uint32_t)(37 + (i * 131) % 3000), i);
+                        if (i % 3 == 0)
+                                log_owner_poll(s.o);
+                }
+                st_drain(s.o);
+                struct log_io_fake_stats st;
+                log_io_fake_stats(s.io, &st);
+                assert_int_equal(st.overlap_violations, 0);
+                assert_true(st.max_inflight_writes_per_fd > 1);
+                for (int i = 0; i < s.nb; i++)
+                        assert_true(s.b[i].acked);
+                st_part_reopen(&s);
+                assert_int_equal(log_end_offset(s.p), s.b[s.nb - 1].base + s.b[s.nb - 1].count);
+                check_all_offsets(&s);
+                st_part_free(&s);
+        }
+}
+
+static void test_io_errors_keep_acked_data(void **state)
+{
+        (void)state;
+        int errs[] = {EIO, ENOSPC};
+        for (int e = 0; e < 2; e++) {
+                struct st_part s;
+                st_part_init(&s, log_io_fake_create(7));
+                st_part_open(&s);
+                for (int i = 0; i < 40; i++)
+                        st_append_ok(&s, 1, 300, i);
+                st_drain(s.o);
+                int acked = s.nb;
+                /* the next write fails */
+                log_io_fake_fail(s.io, LOG_IO_WRITE, errs[e], 0, -1);
+                for (int i = 0; i < 5; i++)
+                        st_append_ok(&s, 1, 300, i);
+                st_drain(s.o);
+                assert_int_equal(log_partition_state(s.p), -errs[e]);
+                for (int i = acked; i < s.nb; i++)
+                        assert_false(s.b[i].acked);
+                assert_int_equal(log_high_watermark(s.p), s.b[acked - 1].base + 1);
+                /* appends fail with the error; reads keep working */
+                uint8_t b[1024];
+                uint32_t n = st_batch(b, 1, 10, 1, 1);
+                assert_int_equal(log_append(s.p, b, n, NULL, NULL, NULL), -errs[e]);
+                struct log_read r;
+                assert_true(st_read(&s, &r, 0, false, 0, 1 << 20) > 0);
+                assert_int_equal(st_check_view(&s, &r, 0), acked);
+                /* space is back: resume from the last acknowledged batch */
+                log_io_fake_fail(s.io, 0, 0, 0, 0);
+                assert_int_equal(log_partition_resume(s.p), 0);
+                assert_true(log_end_offset(s.p) >= s.b[acked - 1].base + 1);
+                s.nb = acked;
+                for (int i = acked; i < acked + 5; i++)
+                        free(s.b[i].bytes);
+                /* unacked writes may or may not have reached the disk; drop
+                 * them from the shadow and continue from the log's end */
+                int64_t end = log_end_offset(s.p);
+                while (s.nb && s.b[s.nb - 1].base >= end)
+                        s.nb--;
+                st_append_ok(&s, 1, 300, 99);
+                st_drain(s.o);
+                assert_true(s.b[s.nb - 1].acked);
+                st_part_reopen(&s);
+                assert_true(st_read(&s, &r, 0, false, 0, 1 << 20) > 0);
+                assert_int_equal(st_check_view(&s, &r, 0), s.nb);
+                /* fsync failure: same contract */
+                log_io_fake_fail(s.io, LOG_IO_FDATASYNC, EIO, 0, -1);
+                st_append_ok(&s, 1, 300, 100);
+                st_drain(s.o);
+                assert_false(s.b[s.nb - 1].acked);
+                assert_int_equal(log_partition_state(s.p), -EIO);
+                log_io_fake_fail(s.io, 0, 0, 0, 0);
+                st_part_free(&s);
+        }
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_append_read),
+            cmocka_unit_test(test_roll_and_index_boundaries),
+            cmocka_unit_test(test_by_time),
+            cmocka_unit_test(test_visibility_and_waits),
+            cmocka_unit_test(test_retention_and_trim),
+            cmocka_unit_test(test_single_tail_write_out_of_order),
+            cmocka_unit_test(test_io_errors_keep_acked_data),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
