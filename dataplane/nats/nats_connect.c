@@ -181,6 +181,11 @@ static int scan_string(struct jscan *j, struct nats_view *out, bool decode)
                 return escaped ? 1 : 0;
 
         /* second pass: decode into the caller's buffer */
+        if (!j->buf) {
+                if (!j->err)
+                        j->err = -ENOBUFS;
+                return -1;
+        }
         size_t save = j->i;
         uint8_t *d = j->buf + j->buf_used;
         size_t dlen = 0;

@@ -168,7 +168,8 @@ static struct nats_sl_node *node_new(const uint8_t *tok, size_t len, uint8_t kin
         struct nats_sl_node *n = calloc(1, sizeof(*n) + len);
         if (!n)
                 return NULL;
-        memcpy(n->tok, tok, len);
+        if (len) /* the root has no token */
+                memcpy(n->tok, tok, len);
         n->tok_len = (uint32_t)len;
         n->hash = tok_hash(tok, len);
         n->kind = kind;
