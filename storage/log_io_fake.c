@@ -58,11 +58,20 @@ static uint64_t fake_rand(struct fio *f)
         return f->rng;
 }
 
+/* fd numbers are reused after close: trust the map only while the fd
+ * still names the file we recorded. */
 static int fd_file(struct fio *f, int fd)
 {
-        if (fd < 0 || fd >= FAKE_FDS)
+        if (fd < 0 || fd >= FAKE_FDS || f->fdmap[fd] < 0)
                 return -1;
-        return f->fdmap[fd];
+        char link[64], path[PATH_MAX];
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, path, sizeof(path) - 1);
+        if (n <= 0)
+                return -1;
+        path[n] = 0;
+        struct ffile *ff = &f->files[f->fdmap[fd]];
+        return ff->live && !strcmp(ff->path, path) ? f->fdmap[fd] : -1;
 }
 
 static int read_whole(const char *path, uint8_t **out, size_t *len)

@@ -473,9 +473,9 @@ int log_part_load(struct log_partition *p)
                         rc = -ENOMEM;
                         goto fail;
                 }
-                bool tail = i + 1 == nb;
+                bool recent = i + LOG_WSEGS >= nb;
                 s->fd = io->ops->open(io, p->dirfd, s->unlink_name[0],
-                                      (tail ? O_RDWR : O_RDONLY) | O_DIRECT, 0);
+                                      (recent ? O_RDWR : O_RDONLY) | O_DIRECT, 0);
                 if (s->fd < 0 || (rc = log_segs_push(p, s)) < 0) {
                         rc = s->fd < 0 ? s->fd : rc;
                         log_seg_put(s);
@@ -495,27 +495,46 @@ int log_part_load(struct log_partition *p)
         }
         memset(p->ring, 0, p->cfg.ring_bytes);
 
+        /* Segments in the last write window (LOG_WSEGS) may end in bytes
+         * that a crash never made durable, even while a later segment file
+         * exists: those are rescanned, and a short one becomes the tail
+         * (later ones can only hold unacknowledged data). A short segment
+         * older than that is damage: the partition is fenced. */
+        uint32_t recent_from = p->nsegs > LOG_WSEGS ? p->nsegs - LOG_WSEGS : 0;
         for (uint32_t i = 0; i < p->nsegs; i++) {
                 struct log_seg *s = p->segs[i];
                 s->created_ms = sl_realtime_ms();
-                if (s != tail) {
+                if (i < recent_from) {
                         if (!idx_load(p, s)) {
                                 seg_scan(p, s, &sb);
-                                if (s->next != p->segs[i + 1]->base) {
+                                if (s->next != p->segs[i + 1]->base)
                                         p->fenced = true; /* damaged beyond the tail */
-                                } else {
+                                else
                                         idx_write_sync(p, s);
-                                }
                         }
                 } else {
-                        /* The tail is always rescanned: its index files, if
-                         * any, predate the last appends. */
                         unlinkat(p->dirfd, s->unlink_name[1], 0);
                         unlinkat(p->dirfd, s->unlink_name[2], 0);
                         seg_scan(p, s, &sb);
-                        rc = zero_beyond(p, s, sb.b);
-                        if (rc < 0)
-                                goto fail;
+                        if (i + 1 < p->nsegs && s->next != p->segs[i + 1]->base &&
+                            (i == 0 || s->base == p->segs[i - 1]->next)) {
+                                for (uint32_t j = i + 1; j < p->nsegs; j++) {
+                                        for (int k = 0; k < 3; k++)
+                                                unlinkat(p->dirfd, p->segs[j]->unlink_name[k], 0);
+                                        log_seg_put(p->segs[j]);
+                                }
+                                p->nsegs = i + 1;
+                                tail = s;
+                                if ((rc = io->ops->fsync_now(io, p->dirfd)) < 0)
+                                        goto fail;
+                        }
+                        if (s != tail) {
+                                idx_write_sync(p, s);
+                        } else {
+                                rc = zero_beyond(p, s, sb.b);
+                                if (rc < 0)
+                                        goto fail;
+                        }
                 }
                 if (i > 0 && s->base != p->segs[i - 1]->next)
                         p->fenced = true;

@@ -82,7 +82,8 @@ static inline void st_part_free(struct st_part *s)
                 free(s->b[i].bytes);
         free(s->rbuf);
         char top[256];
-        snprintf(top, sizeof(top), "%s", s->dir);
+        memcpy(top, s->dir, sizeof(top));
+        top[sizeof(top) - 1] = 0;
         *strrchr(top, '/') = 0;
         st_rmrf(top);
 }
