@@ -1,7 +1,9 @@
 /* The table of protocol front-ends compiled into sluiced. */
 #include "sluiced_protos.h"
 
+#include "nats_proto.h"
+
 void sluiced_protos_fill(const struct sl_proto_ops *protos[CTL_PROTO_COUNT])
 {
-        (void)protos;
+	protos[CTL_PROTO_NATS] = &nats_proto_ops;
 }

@@ -239,7 +239,7 @@ static int conn_tx_refuse(struct sl_conn *c)
         return -ENOBUFS;
 }
 
-int sl_conn_sendv(struct sl_conn *c, const struct iovec *iov, int iovcnt)
+static int conn_sendv(struct sl_conn *c, const struct iovec *iov, int iovcnt, bool capped)
 {
         struct sl_worker *w = c->w;
         if (c->state != SL_CONN_OPEN && c->state != SL_CONN_CLOSING)
@@ -249,7 +249,7 @@ int sl_conn_sendv(struct sl_conn *c, const struct iovec *iov, int iovcnt)
                 total += iov[i].iov_len;
         if (total == 0)
                 return 0;
-        if (total > sl_conn_tx_room(c))
+        if (capped && total > sl_conn_tx_room(c))
                 return conn_tx_refuse(c);
 
         /* Reserve every chunk first so a failure queues nothing. */
@@ -303,10 +303,22 @@ int sl_conn_sendv(struct sl_conn *c, const struct iovec *iov, int iovcnt)
         return 0;
 }
 
+int sl_conn_sendv(struct sl_conn *c, const struct iovec *iov, int iovcnt)
+{
+        return conn_sendv(c, iov, iovcnt, true);
+}
+
 int sl_conn_send(struct sl_conn *c, const void *p, size_t n)
 {
         struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
-        return sl_conn_sendv(c, &iov, 1);
+        return conn_sendv(c, &iov, 1, true);
+}
+
+void sl_conn_send_last(struct sl_conn *c, const void *p, size_t n, enum sl_close_reason why)
+{
+        struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
+        conn_sendv(c, &iov, 1, false);
+        sl_conn_close(c, why);
 }
 
 void *sl_conn_tx_reserve(struct sl_conn *c, size_t n)
@@ -550,7 +562,7 @@ void sl_conn_close(struct sl_conn *c, enum sl_close_reason why)
         conn_set_state(c, SL_CONN_CLOSING);
         c->closing_since_ms = w->now_ms;
         c->flags |= SL_CONN_RX_PAUSED;
-        if (c->tx_pending == 0 || why == SL_CLOSE_SLOW_CONSUMER || why == SL_CLOSE_IO_ERROR)
+        if (c->tx_pending == 0 || why == SL_CLOSE_IO_ERROR)
                 conn_shutdown(w, c);
 }
 
@@ -710,7 +722,12 @@ void sl_conn_tick_all(struct sl_worker *w)
                 }
                 if (c->tx_pending && lim->write_deadline_ms &&
                     now - c->tx_stalled_since_ms > lim->write_deadline_ms) {
-                        sl_conn_close(c, SL_CLOSE_SLOW_CONSUMER);
+                        /* The peer has not read for too long: what is queued
+                         * cannot be delivered, drop it with the connection. */
+                        if (c->ops->tick_deadline)
+                                c->ops->tick_deadline(c);
+                        c->close_reason = SL_CLOSE_SLOW_CONSUMER;
+                        conn_shutdown(w, c);
                         continue;
                 }
         }

@@ -81,6 +81,10 @@ struct sl_proto_ops {
         void (*writable)(struct sl_conn *c);
         /* About every 100 ms: protocol timers (pings, auth timeout, ...). */
         void (*tick)(struct sl_conn *c, uint64_t now_ms);
+        /* Output stalled past the write deadline; the connection is dropped
+         * right after (count it, e.g. as a slow consumer). */
+        void (*tick_deadline)(struct sl_conn *c);
+
         /* The connection is going away; release protocol state. */
         void (*closed)(struct sl_conn *c, enum sl_close_reason why);
         /* Refused on accept by a limit: queue the protocol's error text. */
@@ -155,6 +159,10 @@ int sl_conn_send(struct sl_conn *c, const void *p, size_t n);
 
 /* Queues the concatenation of iov (copied), all or nothing. */
 int sl_conn_sendv(struct sl_conn *c, const struct iovec *iov, int iovcnt);
+
+/* Queues a protocol's last words (an error text) past the pending cap, then
+ * closes: the overshoot is bounded by the text. */
+void sl_conn_send_last(struct sl_conn *c, const void *p, size_t n, enum sl_close_reason why);
 
 /* Contiguous space for n bytes (n up to one chunk) at the queue's tail, to
  * format output in place; commit what was written. NULL as -ENOBUFS. */
