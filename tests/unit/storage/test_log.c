@@ -6,6 +6,7 @@
 #include "st_harness.h"
 
 #include <dirent.h>
+#include <liburing.h>
 #include <sys/stat.h>
 
 static struct log_io *uring(void)
@@ -355,6 +356,90 @@ static void test_io_errors_keep_acked_data(void **state)
         }
 }
 
+/* Worker mode: the ring belongs to the worker, which submits it and hands
+ * our CQEs (tagged in user_data) back through log_io_uring_complete(). */
+static void test_borrowed_ring(void **state)
+{
+        (void)state;
+        struct io_uring ring;
+        assert_int_equal(io_uring_queue_init(64, &ring, 0), 0);
+        struct log_io *io = log_io_uring_create(&ring, 0, 3);
+        assert_non_null(io);
+        assert_null(log_io_uring_create(&ring, 0, 0)); /* tag must be 1..7 */
+        struct st_part s;
+        st_part_init(&s, io);
+        st_part_open(&s);
+        for (int i = 0; i < 80; i++)
+                assert_int_equal(st_append(&s, 1, 500, i), 0);
+        int foreign = 0;
+        while (log_owner_busy(s.o)) {
+                log_owner_poll(s.o); /* queues SQEs, does not submit */
+                /* the worker's own request, with its own tag (0) */
+                struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+                io_uring_prep_nop(sqe);
+                io_uring_sqe_set_data64(sqe, 0x1000);
+                io_uring_submit_and_wait(&ring, 1);
+                struct io_uring_cqe *cqe;
+                while (io_uring_peek_cqe(&ring, &cqe) == 0) {
+                        if (!log_io_uring_complete(io, cqe)) {
+                                assert_int_equal(cqe->user_data, 0x1000);
+                                foreign++;
+                        }
+                        io_uring_cqe_seen(&ring, cqe);
+                }
+        }
+        assert_true(foreign > 0);
+        for (int i = 0; i < s.nb; i++)
+                assert_true(s.b[i].acked);
+        assert_int_equal(log_high_watermark(s.p), log_end_offset(s.p));
+        log_partition_close(s.p);
+        s.p = NULL;
+        log_owner_destroy(s.o);
+        s.o = NULL;
+        s.io = log_io_uring_create(NULL, 64, 0);
+        st_part_open(&s);
+        check_all_offsets(&s);
+        st_part_free(&s);
+        io->ops->destroy(io);
+        io_uring_queue_exit(&ring);
+}
+
+static uint64_t woke_ns;
+
+static void wake_time_cb(struct log_wait *w, int64_t hw)
+{
+        (void)w, (void)hw;
+        woke_ns = sl_time_ns();
+}
+
+/* A long-polling reader is woken by the append's sync round, not by its
+ * timeout: the bound is the fsync latency (milliseconds). */
+static void test_wake_latency(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        st_part_open(&s);
+        uint64_t worst = 0;
+        for (int i = 0; i < 20; i++) {
+                struct log_wait w = {.offset = log_end_offset(s.p), .cb = wake_time_cb};
+                assert_int_equal(log_wait_add(s.p, &w), 0);
+                woke_ns = 0;
+                uint64_t t0 = sl_time_ns();
+                st_append_ok(&s, 1, 100, i);
+                while (!woke_ns) {
+                        log_owner_poll(s.o);
+                        if (!woke_ns && s.io->inflight)
+                                s.io->ops->wait(s.io);
+                }
+                if (woke_ns - t0 > worst)
+                        worst = woke_ns - t0;
+        }
+        printf("append -> wake-up (fsync policy), worst of 20: %.3f ms\n", worst / 1e6);
+        assert_true(worst < 200 * 1000000ull);
+        st_part_free(&s);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -365,6 +450,8 @@ int main(void)
             cmocka_unit_test(test_retention_and_trim),
             cmocka_unit_test(test_single_tail_write_out_of_order),
             cmocka_unit_test(test_io_errors_keep_acked_data),
+            cmocka_unit_test(test_borrowed_ring),
+            cmocka_unit_test(test_wake_latency),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
