@@ -194,6 +194,10 @@ static void retire_wsegs(struct log_partition *p)
                 bool synced = p->cfg.durability == LOG_DURABILITY_NONE || p->s_synced >= ws->send;
                 if (p->s_written < ws->send || !synced)
                         break;
+                /* Written only now that the data is durable: at open, a
+                 * valid index proves the segment was complete, so a
+                 * short one is damage, not a crash in the write window. */
+                log_seg_write_index(p, ws->seg);
                 ws->seg = NULL;
                 p->ws_head = (p->ws_head + 1) % LOG_WSEGS;
                 p->nws--;
@@ -499,7 +503,6 @@ static int roll(struct log_partition *p, uint64_t now_ms)
         }
         struct log_wseg *old = ws_active(p);
         old->send = p->s_end;
-        log_seg_write_index(p, old->seg);
         p->s_end = log_align_up(p->s_end, p->align);
         struct log_wseg *ws = &p->ws[(p->ws_head + p->nws++) % LOG_WSEGS];
         ws->seg = s;

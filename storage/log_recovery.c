@@ -497,9 +497,11 @@ int log_part_load(struct log_partition *p)
 
         /* Segments in the last write window (LOG_WSEGS) may end in bytes
          * that a crash never made durable, even while a later segment file
-         * exists: those are rescanned, and a short one becomes the tail
-         * (later ones can only hold unacknowledged data). A short segment
-         * older than that is damage: the partition is fenced. */
+         * exists: those are rescanned, and a short one without an index
+         * (indexes are written only once a segment is durable) becomes the
+         * tail; later ones can only hold unacknowledged data. A short
+         * segment with a valid index, or older than the window, is damage:
+         * the partition is fenced. */
         uint32_t recent_from = p->nsegs > LOG_WSEGS ? p->nsegs - LOG_WSEGS : 0;
         for (uint32_t i = 0; i < p->nsegs; i++) {
                 struct log_seg *s = p->segs[i];
@@ -513,11 +515,18 @@ int log_part_load(struct log_partition *p)
                                         idx_write_sync(p, s);
                         }
                 } else {
-                        unlinkat(p->dirfd, s->unlink_name[1], 0);
-                        unlinkat(p->dirfd, s->unlink_name[2], 0);
+                        bool had_index = s != tail && idx_load(p, s);
+                        uint64_t ix_size = s->size;
+                        int64_t ix_next = s->next;
+                        if (!had_index) {
+                                unlinkat(p->dirfd, s->unlink_name[1], 0);
+                                unlinkat(p->dirfd, s->unlink_name[2], 0);
+                        }
                         seg_scan(p, s, &sb);
-                        if (i + 1 < p->nsegs && s->next != p->segs[i + 1]->base &&
-                            (i == 0 || s->base == p->segs[i - 1]->next)) {
+                        if (had_index && (s->size != ix_size || s->next != ix_next)) {
+                                p->fenced = true; /* was complete and durable: damage */
+                        } else if (i + 1 < p->nsegs && s->next != p->segs[i + 1]->base &&
+                                   (i == 0 || s->base == p->segs[i - 1]->next)) {
                                 for (uint32_t j = i + 1; j < p->nsegs; j++) {
                                         for (int k = 0; k < 3; k++)
                                                 unlinkat(p->dirfd, p->segs[j]->unlink_name[k], 0);
@@ -528,8 +537,17 @@ int log_part_load(struct log_partition *p)
                                 if ((rc = io->ops->fsync_now(io, p->dirfd)) < 0)
                                         goto fail;
                         }
+                        if (!had_index) {
+                                /* What a crashed process wrote may sit in the
+                                 * device cache only: make it durable before
+                                 * it is served or indexed, so an offset seen
+                                 * once is never reused. */
+                                if ((rc = io->ops->fsync_now(io, s->fd)) < 0)
+                                        goto fail;
+                        }
                         if (s != tail) {
-                                idx_write_sync(p, s);
+                                if (!had_index)
+                                        idx_write_sync(p, s);
                         } else {
                                 rc = zero_beyond(p, s, sb.b);
                                 if (rc < 0)

@@ -47,7 +47,7 @@ static void child(const char *dir, int fd, uint32_t seed)
         for (;;) {
                 seed = seed * 1103515245u + 12345u;
                 uint32_t n = st_batch(buf, 1 + (int)(seed >> 28), (seed >> 8) % 8000,
-                                     (int64_t)sl_realtime_ms(), seed);
+                                      (int64_t)sl_realtime_ms(), seed);
                 struct slot *s = &slots[k % 512];
                 int64_t base;
                 int rc = log_append(p, buf, n, child_ack, s, &base);
@@ -75,9 +75,10 @@ static void verify(struct st_part *s, const struct ackrec *a, int n)
                 struct log_read r;
                 int rc = st_read(s, &r, a[i].base, false, 0, 1);
                 if (rc <= 0)
-                        fail_msg("acked batch at %lld (len %u) unreadable: %d (start %lld end %lld)",
-                                 (long long)a[i].base, a[i].len, rc,
-                                 (long long)log_start_offset(s->p), (long long)log_end_offset(s->p));
+                        fail_msg(
+                            "acked batch at %lld (len %u) unreadable: %d (start %lld end %lld)",
+                            (long long)a[i].base, a[i].len, rc, (long long)log_start_offset(s->p),
+                            (long long)log_end_offset(s->p));
                 assert_int_equal(r.offset_found, a[i].base);
                 const uint8_t *v = (const uint8_t *)r.buf + r.data_off;
                 assert_int_equal(log_batch_len(v), a[i].len);
