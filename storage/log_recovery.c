@@ -449,7 +449,8 @@ int log_part_load(struct log_partition *p)
                 bases[nb++] = base;
         }
         closedir(d);
-        qsort(bases, nb, sizeof(*bases), cmp_i64);
+        if (nb)
+                qsort(bases, nb, sizeof(*bases), cmp_i64);
 
         bool created = false;
         if (nb == 0) {

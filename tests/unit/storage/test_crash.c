@@ -42,11 +42,11 @@ static void child(const char *dir, int fd, uint32_t seed)
         if (!io || !o || log_partition_open(o, dir, &cfg, 3, &p) < 0)
                 _exit(2);
         static struct slot slots[512];
-        static uint8_t buf[64 * 1024];
+        static uint8_t buf[128 * 1024]; /* 8 records x 8000 bytes at most */
         uint32_t k = 0;
         for (;;) {
                 seed = seed * 1103515245u + 12345u;
-                uint32_t n = st_batch(buf, 1 + (int)(seed >> 28), (seed >> 8) % 8000,
+                uint32_t n = st_batch(buf, 1 + (int)(seed >> 29), (seed >> 8) % 8000,
                                       (int64_t)sl_realtime_ms(), seed);
                 struct slot *s = &slots[k % 512];
                 int64_t base;
