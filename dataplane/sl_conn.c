@@ -87,9 +87,13 @@ static bool conn_offer(struct sl_worker *w, struct sl_conn *c)
         return r > 0;
 }
 
+/* The worker's lists are intrusive and singly linked; a flag says whether a
+ * connection is on one, so it is never pushed twice, and a slot reused
+ * while still listed keeps its place (see net_conn_accepted). */
 static void conn_hold(struct sl_worker *w, struct sl_conn *c)
 {
-        if (!(c->flags & SL_CONN_RX_PAUSED) && c->state == SL_CONN_OPEN) {
+        if (!(c->flags & (SL_CONN_RX_PAUSED | SL_CONN_IN_HELD)) && c->state == SL_CONN_OPEN) {
+                c->flags |= SL_CONN_IN_HELD;
                 c->next_held = w->held;
                 w->held = c;
         }
@@ -152,6 +156,7 @@ uint32_t sl_conn_retry_held(struct sl_worker *w)
         while (list) {
                 struct sl_conn *c = list;
                 list = c->next_held;
+                c->flags &= ~SL_CONN_IN_HELD;
                 if (!(c->flags & SL_CONN_RX_HELD) || (c->flags & SL_CONN_RX_PAUSED) ||
                     c->state != SL_CONN_OPEN)
                         continue;
@@ -215,13 +220,11 @@ static void conn_mark_dirty(struct sl_worker *w, struct sl_conn *c)
         w->dirty = c;
 }
 
+/* The chaos layer does not fake send-chunk exhaustion: a protocol treats
+ * real exhaustion as overload (a subscriber cut off as slow), which no test
+ * could tell from a bug. It fakes receive-buffer exhaustion instead. */
 static struct sl_buf *conn_chunk_alloc(struct sl_worker *w)
 {
-        if (w->chaos && net_chaos_exhaust(w->chaos)) {
-                atomic_fetch_add_explicit(&w->pool.stats.exhausted[SL_BUF_CHUNK], 1,
-                                          memory_order_relaxed);
-                return NULL;
-        }
         return sl_buf_alloc(&w->pool, SL_BUF_CHUNK);
 }
 
@@ -230,7 +233,8 @@ static int conn_tx_refuse(struct sl_conn *c)
         struct sl_worker *w = c->w;
         /* With output in flight, its completion calls writable(); without,
          * (the pool was empty, not the cap) nothing would: the loop checks. */
-        if (c->tx_pending == 0 && !(c->flags & SL_CONN_WANT_WRITABLE)) {
+        if (c->tx_pending == 0 && !(c->flags & SL_CONN_IN_WRITABLE)) {
+                c->flags |= SL_CONN_IN_WRITABLE;
                 c->next_writable = w->want_writable;
                 w->want_writable = c;
         }
@@ -493,6 +497,7 @@ uint32_t sl_conn_writable_step(struct sl_worker *w)
         while (list) {
                 struct sl_conn *c = list;
                 list = c->next_writable;
+                c->flags &= ~SL_CONN_IN_WRITABLE;
                 if (!(c->flags & SL_CONN_WANT_WRITABLE) || c->state != SL_CONN_OPEN)
                         continue;
                 if (c->tx_pending) /* a completion will come */
@@ -620,8 +625,21 @@ void net_conn_accepted(struct sl_worker *w, int fd, uint8_t proto)
                 w->conns_high = c->slot + 1;
         void *state = c->proto_state;
         uint32_t slot = c->slot, gen = c->gen + 1;
+        /* A slot freed while still on a worker list keeps its place there:
+         * the list entry now stands for the new connection (the processing
+         * code re-checks state), so links and membership flags survive. */
+        uint16_t listed = c->flags & (SL_CONN_IN_HELD | SL_CONN_RX_STARVED | SL_CONN_TX_DIRTY |
+                                      SL_CONN_IN_WRITABLE);
+        struct sl_conn *nh = c->next_held, *ns = c->next_starved, *nd = c->next_dirty,
+                       *nwr = c->next_writable;
         memset(c, 0, offsetof(struct sl_conn, pub));
+        c->flags = listed;
+        c->next_held = nh;
+        c->next_starved = ns;
+        c->next_dirty = nd;
+        c->next_writable = nwr;
         c->w = w;
+
         c->slot = slot;
         c->gen = gen;
         c->fd = fd;

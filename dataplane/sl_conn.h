@@ -62,6 +62,9 @@ enum sl_conn_flag {
         SL_CONN_RX_STARVED = 1 << 7,  /* receive found no buffer: re-arm later */
         SL_CONN_WANT_WRITABLE = 1 << 8,
         SL_CONN_RELEASE_PENDING = 1 << 9, /* released while chaos holds a completion */
+        SL_CONN_IN_HELD = 1 << 10,        /* on the worker's held list */
+        SL_CONN_IN_WRITABLE = 1 << 11,    /* on the worker's want_writable list */
+
 };
 
 #define SL_CONN_IOV_MAX 32

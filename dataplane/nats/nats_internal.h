@@ -47,6 +47,11 @@ struct nats_conn {
         uint32_t acks_outstanding;
         uint32_t oks_owed;
         bool ping_waiting;
+        /* Our own short replies (INFO, PONG, +OK, -ERR) that found no send
+         * buffer: sent from writable(), reading paused meanwhile. */
+        uint16_t owed_len;
+        char owed[1024];
+
         bool connected; /* CONNECT accepted */
         bool verbose, pedantic, echo, headers, no_responders;
         uint8_t pings_outstanding;

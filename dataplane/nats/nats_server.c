@@ -19,6 +19,24 @@ static const char nats_ok[] = "+OK\r\n";
 static const char nats_pong[] = "PONG\r\n";
 static const char nats_ping[] = "PING\r\n";
 
+/* Sends one of our own short replies. When no send buffer is free it is
+ * kept (in order, after anything already owed) and reading pauses until
+ * writable() gets it out: a reply is never silently lost. */
+static void nats_reply(struct sl_conn *c, const void *p, size_t n)
+{
+        struct nats_conn *nc = c->proto_state;
+        if (!nc->owed_len && sl_conn_send(c, p, n) == 0)
+                return;
+        if (nc->owed_len + n > sizeof(nc->owed)) {
+                sl_conn_close(c, SL_CLOSE_SLOW_CONSUMER);
+                return;
+        }
+        memcpy(nc->owed + nc->owed_len, p, n);
+        nc->owed_len = (uint16_t)(nc->owed_len + n);
+        sl_conn_want_writable(c);
+        sl_conn_rx_pause(c);
+}
+
 static bool auth_required(const struct ctl_config *cfg)
 {
         return cfg->nats_token[0] || cfg->nats_user_count;
@@ -33,7 +51,7 @@ static int send_err(struct sl_conn *c, int err)
                 sl_conn_send_last(c, line, (size_t)n, SL_CLOSE_PROTOCOL);
                 return -1;
         }
-        sl_conn_send(c, line, (size_t)n);
+        nats_reply(c, line, (size_t)n);
         return 0;
 }
 
@@ -61,7 +79,7 @@ static void send_info(struct sl_conn *c)
                      (unsigned)getpid(), (unsigned)(w->rt->bound_ports[CTL_PROTO_NATS]), cfg->name,
                      SL_VERSION, host, port, w->limits.frame_bytes_max, (unsigned long long)c->id,
                      ip, auth_required(cfg) ? ",\"auth_required\":true" : "");
-        sl_conn_send(c, info, (size_t)n);
+        nats_reply(c, info, (size_t)n);
 }
 
 static int nats_open(struct sl_conn *c)
@@ -213,10 +231,10 @@ static int handle_unsub(struct sl_conn *c, struct nats_conn *nc, const struct na
 static void barrier_release(struct sl_conn *c, struct nats_conn *nc)
 {
         for (; nc->oks_owed; nc->oks_owed--)
-                sl_conn_send(c, nats_ok, sizeof(nats_ok) - 1);
+                nats_reply(c, nats_ok, sizeof(nats_ok) - 1);
         if (nc->ping_waiting) {
                 nc->ping_waiting = false;
-                sl_conn_send(c, nats_pong, sizeof(nats_pong) - 1);
+                nats_reply(c, nats_pong, sizeof(nats_pong) - 1);
         }
         sl_conn_rx_resume(c);
 }
@@ -365,7 +383,7 @@ static int handle_pub(struct sl_conn *c, struct nats_conn *nc, const struct nats
         if (reached == 0 && op->reply.len && nc->no_responders && nc->headers)
                 send_no_responders(nw, c, op);
         if (nc->verbose)
-                sl_conn_send(c, nats_ok, sizeof(nats_ok) - 1);
+                nats_reply(c, nats_ok, sizeof(nats_ok) - 1);
         return 0;
 }
 
@@ -417,7 +435,7 @@ static int handle_op(struct sl_conn *c, struct nats_conn *nc, const struct nats_
         case NATS_OP_CONNECT:
                 rc = handle_connect(c, nc, op);
                 if (rc == 0 && nc->verbose)
-                        sl_conn_send(c, nats_ok, sizeof(nats_ok) - 1);
+                        nats_reply(c, nats_ok, sizeof(nats_ok) - 1);
                 return rc;
         case NATS_OP_PUB:
         case NATS_OP_HPUB:
@@ -436,7 +454,7 @@ static int handle_op(struct sl_conn *c, struct nats_conn *nc, const struct nats_
                                 nc->oks_owed++;
                                 return 1;
                         }
-                        sl_conn_send(c, nats_ok, sizeof(nats_ok) - 1);
+                        nats_reply(c, nats_ok, sizeof(nats_ok) - 1);
                 }
                 return 0;
         case NATS_OP_PING:
@@ -446,7 +464,7 @@ static int handle_op(struct sl_conn *c, struct nats_conn *nc, const struct nats_
                         nc->ping_waiting = true;
                         return 1;
                 }
-                sl_conn_send(c, nats_pong, sizeof(nats_pong) - 1);
+                nats_reply(c, nats_pong, sizeof(nats_pong) - 1);
                 return 0;
         case NATS_OP_PONG:
                 nc->pings_outstanding = 0;
@@ -468,7 +486,8 @@ static long nats_recv(struct sl_conn *c, const uint8_t *p, size_t n)
         struct nats_worker *nw = nats_worker_of(c->w);
         size_t used = 0;
         while (used < n) {
-                if (nc->acks_outstanding && (nc->ping_waiting || nc->oks_owed)) {
+                if (nc->owed_len || (nc->acks_outstanding && (nc->ping_waiting || nc->oks_owed))) {
+
                         sl_conn_rx_pause(c);
                         break;
                 }
@@ -505,6 +524,13 @@ static long nats_recv(struct sl_conn *c, const uint8_t *p, size_t n)
 static void nats_writable(struct sl_conn *c)
 {
         struct nats_conn *nc = c->proto_state;
+        if (nc->owed_len) {
+                if (sl_conn_send(c, nc->owed, nc->owed_len) != 0) {
+                        sl_conn_want_writable(c);
+                        return;
+                }
+                nc->owed_len = 0;
+        }
         if (!nc->acks_outstanding)
                 sl_conn_rx_resume(c);
 }
@@ -529,7 +555,7 @@ static void nats_tick(struct sl_conn *c, uint64_t now)
         }
         nc->last_ping_ms = now;
         nc->pings_outstanding++;
-        sl_conn_send(c, nats_ping, sizeof(nats_ping) - 1);
+        nats_reply(c, nats_ping, sizeof(nats_ping) - 1);
 }
 
 static void nats_deadline(struct sl_conn *c)
