@@ -33,6 +33,7 @@ void log_config_default(struct log_config *c)
         c->max_write_bytes = 1u << 20;
         c->max_pending = 1024;
         c->preallocate = true;
+        c->prealloc_bytes = 64u << 20;
 }
 
 /* ---- owner ---------------------------------------------------------- */
@@ -509,15 +510,7 @@ static int roll(struct log_partition *p, uint64_t now_ms)
         ws->sbase = p->s_end;
         ws->send = UINT64_MAX;
         p->dir_dirty = true;
-        if (p->cfg.preallocate) {
-                s->refs++;
-                s->falloc_req = (struct log_io_req){.op = LOG_IO_FALLOCATE,
-                                                    .fd = fd,
-                                                    .off = 0,
-                                                    .len = (uint32_t)p->cfg.segment_bytes};
-                s->falloc_req.cb = log_seg_falloc_done;
-                log_io_submit(p->o->io, &s->falloc_req);
-        }
+        log_seg_prealloc(p, s);
         LOG_STAT_ADD(&p->o->m, segments_rolled, 1);
         return 0;
 }
@@ -587,6 +580,7 @@ int log_append(struct log_partition *p, const void *batch, uint32_t len, log_app
 
         seg->size += len;
         seg->next = base + count;
+        log_seg_prealloc(p, seg);
         if (max_ts > seg->max_ts)
                 seg->max_ts = max_ts;
         p->total_bytes += len;
@@ -1122,9 +1116,32 @@ int log_partition_resume(struct log_partition *p)
         return log_part_load(p);
 }
 
+/* Preallocation runs a step ahead of the writes: O_DIRECT writes that
+ * extend a file are slow (MACHINE-FACTS), and a whole segment per partition
+ * up front would claim segment_bytes x partitions of disk. */
+void log_seg_prealloc(struct log_partition *p, struct log_seg *s)
+{
+        uint64_t step = p->cfg.prealloc_bytes ? p->cfg.prealloc_bytes : p->cfg.segment_bytes;
+        if (!p->cfg.preallocate || s->alloc_inflight || s->alloc_end >= p->cfg.segment_bytes ||
+            s->size + step / 2 < s->alloc_end)
+                return;
+        s->alloc_inflight = true;
+        s->refs++;
+        s->falloc_req =
+            (struct log_io_req){.op = LOG_IO_FALLOCATE,
+                                .fd = s->fd,
+                                .off = s->alloc_end,
+                                .len = (uint32_t)SL_MIN(step, p->cfg.segment_bytes - s->alloc_end),
+                                .cb = log_seg_falloc_done};
+        log_io_submit(p->o->io, &s->falloc_req);
+}
+
 void log_seg_falloc_done(struct log_io_req *req, int res)
 {
         struct log_seg *s = SL_CONTAINER_OF(req, struct log_seg, falloc_req);
-        (void)res; /* without preallocation writes still work, only slower */
+        s->alloc_inflight = false;
+        /* Without preallocation writes still work, only slower: after a
+         * failure (ENOSPC) stop asking for this segment. */
+        s->alloc_end = res < 0 ? UINT64_MAX : req->off + req->len;
         log_seg_put(s);
 }

@@ -39,7 +39,8 @@ struct log_config {
         uint32_t max_batch_bytes;      /* at most ring_bytes / 2 */
         uint32_t max_write_bytes;      /* largest single write */
         uint32_t max_pending;          /* appends waiting for their ack */
-        bool preallocate;              /* fallocate segments to segment_bytes */
+        bool preallocate;              /* fallocate segments ahead of the writes */
+        uint64_t prealloc_bytes;       /* how far ahead, in steps (0 = whole segment) */
 };
 void log_config_default(struct log_config *cfg);
 

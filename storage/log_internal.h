@@ -35,6 +35,8 @@ struct log_seg {
         bool deleted;
         char name[24]; /* 20-digit base offset */
         struct log_io_req falloc_req;
+        uint64_t alloc_end; /* bytes fallocated so far */
+        bool alloc_inflight;
         struct log_io_req ix_req[2];
         void *ix_buf[2];
         int ix_fd[2];
@@ -152,6 +154,7 @@ void log_seg_write_index(struct log_partition *p, struct log_seg *s);
 int log_segs_push(struct log_partition *p, struct log_seg *s);
 
 /* log.c */
+void log_seg_prealloc(struct log_partition *p, struct log_seg *s);
 void log_seg_falloc_done(struct log_io_req *req, int res);
 
 #endif

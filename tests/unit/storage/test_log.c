@@ -440,6 +440,42 @@ static void test_wake_latency(void **state)
         st_part_free(&s);
 }
 
+static uint64_t file_size(const char *dir, int64_t base)
+{
+        char path[512];
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/%020lld.log", dir, (long long)base);
+        return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* Preallocation runs a step ahead of the writes: 1,000 partitions must not
+ * claim 1,000 whole segments of disk up front. */
+static void test_prealloc_steps(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        s.cfg.segment_bytes = 1 << 20;
+        s.cfg.prealloc_bytes = 64 * 1024;
+        st_part_open(&s);
+        assert_int_equal(file_size(s.dir, 0), 64 * 1024);
+        for (int i = 0; i < 10; i++)
+                st_append_ok(&s, 1, 1000, i);
+        st_drain(s.o);
+        assert_int_equal(file_size(s.dir, 0), 64 * 1024);
+        for (int i = 0; i < 40; i++)
+                st_append_ok(&s, 1, 1000, i);
+        st_drain(s.o);
+        assert_int_equal(file_size(s.dir, 0), 128 * 1024);
+        for (int i = 0; i < 1000; i++)
+                st_append_ok(&s, 1, 1000, i);
+        st_drain(s.o);
+        assert_true(file_size(s.dir, 0) <= 1 << 20); /* never past the segment */
+        st_part_reopen(&s);
+        check_all_offsets(&s);
+        st_part_free(&s);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -452,6 +488,7 @@ int main(void)
             cmocka_unit_test(test_io_errors_keep_acked_data),
             cmocka_unit_test(test_borrowed_ring),
             cmocka_unit_test(test_wake_latency),
+            cmocka_unit_test(test_prealloc_steps),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
