@@ -188,6 +188,14 @@ static uint64_t ring_keep_low(const struct log_partition *p)
         return log_align_down(p->s_sub, p->align);
 }
 
+static void seal_synced(struct log_io_req *req, int res)
+{
+        struct log_seg *s = SL_CONTAINER_OF(req, struct log_seg, seal_sync_req);
+        if (res == 0 && !s->deleted)
+                log_seg_write_index(s->p, s);
+        log_seg_put(s);
+}
+
 static void retire_wsegs(struct log_partition *p)
 {
         while (p->nws > 1) {
@@ -198,7 +206,17 @@ static void retire_wsegs(struct log_partition *p)
                 /* Written only now that the data is durable: at open, a
                  * valid index proves the segment was complete, so a
                  * short one is damage, not a crash in the write window. */
-                log_seg_write_index(p, ws->seg);
+                if (p->cfg.durability == LOG_DURABILITY_NONE) {
+                        /* `none` never syncs: one fdatasync per sealed
+                         * segment keeps "an index means durable" true. */
+                        struct log_seg *sg = ws->seg;
+                        sg->refs++;
+                        sg->seal_sync_req = (struct log_io_req){
+                            .op = LOG_IO_FDATASYNC, .fd = sg->fd, .cb = seal_synced};
+                        log_io_submit(p->o->io, &sg->seal_sync_req);
+                } else {
+                        log_seg_write_index(p, ws->seg);
+                }
                 ws->seg = NULL;
                 p->ws_head = (p->ws_head + 1) % LOG_WSEGS;
                 p->nws--;
@@ -1085,6 +1103,12 @@ void log_partition_close(struct log_partition *p)
         if (!p)
                 return;
         SL_ASSERT(!p->nw && !p->sync_inflight);
+        /* A clean close leaves a recovery point: the tail's index, written
+         * after its data is durable, so the next open scans only past it. */
+        struct log_seg *tail = p->nsegs ? p->segs[p->nsegs - 1] : NULL;
+        if (tail && tail->size && !p->err && !p->fenced &&
+            (p->s_synced >= p->s_written || p->o->io->ops->fsync_now(p->o->io, tail->fd) == 0))
+                log_seg_write_index_sync(p, tail, true);
         part_detach(p);
         log_part_unload(p);
         part_free(p);

@@ -231,7 +231,7 @@ out:
         return ok;
 }
 
-static void idx_write_sync(struct log_partition *p, struct log_seg *s)
+void log_seg_write_index_sync(struct log_partition *p, struct log_seg *s, bool durable)
 {
         for (int i = 0; i < 2; i++) {
                 uint8_t *b;
@@ -241,13 +241,15 @@ static void idx_write_sync(struct log_partition *p, struct log_seg *s)
                 int fd = openat(p->dirfd, s->unlink_name[i + 1],
                                 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
                 if (fd >= 0) {
-                        if (write(fd, b, n) != (ssize_t)n) {
-                                /* a short index is rejected at the next open */
-                        }
+                        /* a short or torn index is rejected at the next open */
+                        if (write(fd, b, n) == (ssize_t)n && durable)
+                                p->o->io->ops->fsync_now(p->o->io, fd);
                         close(fd);
                 }
                 free(b);
         }
+        if (durable)
+                p->o->io->ops->fsync_now(p->o->io, p->dirfd);
 }
 
 /* ---- scan ----------------------------------------------------------- */
@@ -257,23 +259,34 @@ struct scan_buf {
         size_t cap;
 };
 
-/* Walk s from position 0 with O_DIRECT reads, keeping each batch whose
+/* Walk s from position 0 (or its recovery point) with O_DIRECT reads, keeping each batch whose
  * length, magic, CRC and offset continuity check out, and stop at the first
  * that does not. Fills the index; returns the logical end. */
-static uint64_t seg_scan(struct log_partition *p, struct log_seg *s, struct scan_buf *sb)
+static uint64_t seg_scan(struct log_partition *p, struct log_seg *s, struct scan_buf *sb,
+                         bool resume)
 {
         const uint32_t B = p->align;
         uint64_t pos = 0, chunk_from = 0, chunk_len = 0;
         int64_t expect = s->base;
-        s->nidx = 0;
-        s->max_ts = -1;
+        if (resume) {
+                /* from a recovery point: an index written once everything
+                 * before it was durable */
+                pos = s->size;
+                expect = s->next;
+        } else {
+                s->nidx = 0;
+                s->max_ts = -1;
+        }
         for (;;) {
                 if (pos + 12 > chunk_from + chunk_len ||
                     pos + log_batch_len(sb->b + (pos - chunk_from)) > chunk_from + chunk_len) {
                         uint64_t from = log_align_down(pos, B);
                         if (from == chunk_from && chunk_len == sb->cap)
                                 break; /* batch larger than any we accept */
-                        ssize_t n = pread(s->fd, sb->b, sb->cap, (off_t)from);
+                        /* A small first read: after a clean close the scan
+                         * starts at the recovery point and finds zeros. */
+                        size_t want = chunk_len ? sb->cap : SL_MIN(sb->cap, (size_t)65536);
+                        ssize_t n = pread(s->fd, sb->b, want, (off_t)from);
                         if (n <= 0)
                                 break;
                         chunk_from = from;
@@ -282,7 +295,7 @@ static uint64_t seg_scan(struct log_partition *p, struct log_seg *s, struct scan
                                 break;
                         if (pos + log_batch_len(sb->b + (pos - chunk_from)) >
                             chunk_from + chunk_len) {
-                                if (chunk_len < sb->cap)
+                                if ((size_t)n < want)
                                         break; /* torn at end of file */
                                 continue;
                         }
@@ -502,51 +515,50 @@ int log_part_load(struct log_partition *p)
                 rc = -ENOMEM;
                 goto fail;
         }
-        memset(p->ring, 0, p->cfg.ring_bytes);
 
-        /* Segments in the last write window (LOG_WSEGS) may end in bytes
-         * that a crash never made durable, even while a later segment file
-         * exists: those are rescanned, and a short one without an index
-         * (indexes are written only once a segment is durable) becomes the
-         * tail; later ones can only hold unacknowledged data. A short
-         * segment with a valid index, or older than the window, is damage:
-         * the partition is fenced. */
+        /* Indexes are written only once a segment's data is durable (at
+         * retire, or for the tail at a clean close: a recovery point), so a
+         * valid index is trusted and only what lies past it is scanned.
+         * Segments in the last write window (LOG_WSEGS) may end in bytes a
+         * crash never made durable, even while a later segment file exists:
+         * a short one without an index becomes the tail (later ones can only
+         * hold unacknowledged data). A short older segment, a file shorter
+         * than its index, or a gap is damage: the partition is fenced. */
         uint32_t recent_from = p->nsegs > LOG_WSEGS ? p->nsegs - LOG_WSEGS : 0;
         for (uint32_t i = 0; i < p->nsegs; i++) {
                 struct log_seg *s = p->segs[i];
+                bool recent = i >= recent_from;
+                struct stat st;
                 s->created_ms = sl_realtime_ms();
-                if (i < recent_from) {
-                        if (!idx_load(p, s)) {
-                                seg_scan(p, s, &sb);
-                                if (s->next != p->segs[i + 1]->base)
-                                        p->fenced = true; /* damaged beyond the tail */
-                                else
-                                        idx_write_sync(p, s);
-                        }
+                bool had_index = idx_load(p, s);
+                if (had_index && (fstat(s->fd, &st) < 0 || (uint64_t)st.st_size < s->size))
+                        p->fenced = true; /* the index proves bytes the file lost */
+                if (had_index && s != tail) {
+                        /* complete and durable when its index was written */
                 } else {
-                        bool had_index = s != tail && idx_load(p, s);
-                        uint64_t ix_size = s->size;
-                        int64_t ix_next = s->next;
-                        if (!had_index) {
+                        uint64_t from = had_index ? s->size : 0;
+                        if (s == tail || !had_index) {
                                 unlinkat(p->dirfd, s->unlink_name[1], 0);
                                 unlinkat(p->dirfd, s->unlink_name[2], 0);
                         }
-                        seg_scan(p, s, &sb);
-                        if (had_index && (s->size != ix_size || s->next != ix_next)) {
-                                p->fenced = true; /* was complete and durable: damage */
-                        } else if (i + 1 < p->nsegs && s->next != p->segs[i + 1]->base &&
-                                   (i == 0 || s->base == p->segs[i - 1]->next)) {
-                                for (uint32_t j = i + 1; j < p->nsegs; j++) {
-                                        for (int k = 0; k < 3; k++)
-                                                unlinkat(p->dirfd, p->segs[j]->unlink_name[k], 0);
-                                        log_seg_put(p->segs[j]);
+                        seg_scan(p, s, &sb, had_index);
+                        if (s != tail && s->next != p->segs[i + 1]->base) {
+                                if (recent && (i == 0 || s->base == p->segs[i - 1]->next)) {
+                                        for (uint32_t j = i + 1; j < p->nsegs; j++) {
+                                                for (int k = 0; k < 3; k++)
+                                                        unlinkat(p->dirfd,
+                                                                 p->segs[j]->unlink_name[k], 0);
+                                                log_seg_put(p->segs[j]);
+                                        }
+                                        p->nsegs = i + 1;
+                                        tail = s;
+                                        if ((rc = io->ops->fsync_now(io, p->dirfd)) < 0)
+                                                goto fail;
+                                } else {
+                                        p->fenced = true; /* damaged beyond the tail */
                                 }
-                                p->nsegs = i + 1;
-                                tail = s;
-                                if ((rc = io->ops->fsync_now(io, p->dirfd)) < 0)
-                                        goto fail;
                         }
-                        if (!had_index) {
+                        if (recent && (s->size > from || !had_index)) {
                                 /* What a crashed process wrote may sit in the
                                  * device cache only: make it durable before
                                  * it is served or indexed, so an offset seen
@@ -555,8 +567,7 @@ int log_part_load(struct log_partition *p)
                                         goto fail;
                         }
                         if (s != tail) {
-                                if (!had_index)
-                                        idx_write_sync(p, s);
+                                log_seg_write_index_sync(p, s, false);
                         } else {
                                 rc = zero_beyond(p, s, sb.b);
                                 if (rc < 0)
