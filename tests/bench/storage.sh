@@ -13,7 +13,7 @@ parts=${3:-1000}
 mib=${4:-10}
 [ -d "$build" ] || meson setup "$build" "$src" >/dev/null
 ninja -C "$build" tests/unit/storage/bench_storage >/dev/null
-fstype=$(stat -f -c %T "$(dirname "$dir")")
+fstype=$(findmnt -no FSTYPE -T "$(dirname "$dir")" 2>/dev/null || stat -f -c %T "$(dirname "$dir")")
 if [ "$fstype" = tmpfs ]; then
 	echo "storage.sh: $dir is on tmpfs, which has no O_DIRECT; pick a disk" >&2
 	exit 1
