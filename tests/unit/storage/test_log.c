@@ -302,8 +302,8 @@ static void test_single_tail_write_out_of_order(void **state)
 static void test_io_errors_keep_acked_data(void **state)
 {
         (void)state;
-        int errs[] = {EIO, ENOSPC};
-        for (int e = 0; e < 2; e++) {
+        int errs[] = {EIO, ENOSPC, EROFS};
+        for (int e = 0; e < 3; e++) {
                 struct st_part s;
                 st_part_init(&s, log_io_fake_create(7));
                 st_part_open(&s);
