@@ -475,6 +475,16 @@ static void ring_put(struct log_partition *p, uint64_t s, const void *src, uint3
                 memcpy(p->ring, (const uint8_t *)src + first, n - first);
 }
 
+static uint32_t ring_put_crc(struct log_partition *p, uint64_t s, const void *src, uint32_t n)
+{
+        const uint64_t R = p->cfg.ring_bytes;
+        uint32_t first = (uint32_t)SL_MIN((uint64_t)n, R - s % R);
+        uint32_t crc = log_crc32c_copy(0, p->ring + s % R, src, first);
+        if (first < n)
+                crc = log_crc32c_copy(crc, p->ring, (const uint8_t *)src + first, n - first);
+        return crc;
+}
+
 static void ring_get(const struct log_partition *p, uint64_t s, void *dst, uint32_t n)
 {
         const uint64_t R = p->cfg.ring_bytes;
@@ -541,7 +551,7 @@ int log_append(struct log_partition *p, const void *batch, uint32_t len, log_app
                 return -EUCLEAN;
         if (p->err)
                 return p->err;
-        int rc = log_batch_validate(batch, len, p->cfg.max_batch_bytes);
+        int rc = log_batch_check_header(batch, len, p->cfg.max_batch_bytes);
         if (rc < 0) {
                 LOG_STAT_ADD(m, corrupt_batches, 1);
                 return rc;
@@ -578,8 +588,15 @@ int log_append(struct log_partition *p, const void *batch, uint32_t len, log_app
         put_be64(hdr, (uint64_t)base);
         put_be32(hdr + 12, (uint32_t)p->leader_epoch);
         uint64_t s = p->s_end;
+        /* The CRC is checked while copying (one pass over the batch). The
+         * bytes land past s_end, which nothing reads until s_end moves: a
+         * corrupt batch leaves no trace. */
         ring_put(p, s, hdr, sizeof(hdr));
-        ring_put(p, s + sizeof(hdr), b + sizeof(hdr), len - (uint32_t)sizeof(hdr));
+        if (ring_put_crc(p, s + sizeof(hdr), b + sizeof(hdr), len - (uint32_t)sizeof(hdr)) !=
+            log_batch_crc(b)) {
+                LOG_STAT_ADD(m, corrupt_batches, 1);
+                return -EBADMSG;
+        }
 
         if (seg->nidx == 0 ||
             seg->size - seg->idx[seg->nidx - 1].pos >= p->cfg.index_interval_bytes) {

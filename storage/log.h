@@ -163,6 +163,10 @@ int log_partition_resume(struct log_partition *p);
 
 /* Batch helpers (log_batch.c). */
 int log_batch_validate(const void *batch, uint32_t len, uint32_t max_bytes);
+/* Everything log_batch_validate checks but the CRC (the append path checks
+ * it while copying). */
+int log_batch_check_header(const void *batch, uint32_t len, uint32_t max_bytes);
+uint32_t log_batch_crc(const void *batch); /* the stored CRC field */
 int64_t log_batch_base_offset(const void *batch);
 int32_t log_batch_last_delta(const void *batch);
 int64_t log_batch_max_timestamp(const void *batch);

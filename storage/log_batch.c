@@ -37,6 +37,26 @@ uint32_t log_batch_len(const void *batch)
         return be32((const uint8_t *)batch + 8) + 12;
 }
 
+int log_batch_check_header(const void *batch, uint32_t len, uint32_t max_bytes)
+{
+        const uint8_t *b = batch;
+        if (len < LOG_BATCH_HEADER_BYTES)
+                return -EBADMSG;
+        if (len > max_bytes)
+                return -EMSGSIZE;
+        if (be32(b + 8) != len - 12 || b[16] != 2)
+                return -EBADMSG;
+        int32_t count = (int32_t)be32(b + 57);
+        if (count < 1 || log_batch_last_delta(b) != count - 1)
+                return -EBADMSG;
+        return 0;
+}
+
+uint32_t log_batch_crc(const void *batch)
+{
+        return be32((const uint8_t *)batch + 17);
+}
+
 int log_batch_validate(const void *batch, uint32_t len, uint32_t max_bytes)
 {
         const uint8_t *b = batch;

@@ -77,6 +77,39 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8
 }
 #endif
 
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc_hw_copy(uint32_t c, uint8_t *d,
+                                                              const uint8_t *p, size_t n)
+{
+        uint64_t c64 = c;
+        while (n >= 8) {
+                uint64_t w;
+                memcpy(&w, p, 8);
+                memcpy(d, &w, 8);
+                c64 = _mm_crc32_u64(c64, w);
+                p += 8;
+                d += 8;
+                n -= 8;
+        }
+        while (n--) {
+                *d++ = *p;
+                c64 = _mm_crc32_u8((uint32_t)c64, *p++);
+        }
+        return (uint32_t)c64;
+}
+#endif
+
+uint32_t log_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len)
+{
+        pthread_once(&crc_once, crc_init);
+#if defined(__x86_64__)
+        if (crc_have_hw)
+                return ~crc_hw_copy(~crc, dst, src, len);
+#endif
+        memcpy(dst, src, len);
+        return ~crc_sw(~crc, dst, len);
+}
+
 uint32_t log_crc32c(uint32_t crc, const void *buf, size_t len)
 {
         pthread_once(&crc_once, crc_init);

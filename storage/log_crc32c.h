@@ -10,7 +10,10 @@
 
 /* crc of buf[0..len) continuing from a previous result (0 to start). */
 uint32_t log_crc32c(uint32_t crc, const void *buf, size_t len);
-/* Same, forced onto the portable table path (tests compare both). */
+/* Copy src to dst and return the CRC of the bytes, in one pass: appends
+ * check a batch's CRC while copying it into the staging ring. */
+uint32_t log_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len);
+/* Same as log_crc32c, forced onto the portable table path (tests compare both). */
 uint32_t log_crc32c_sw(uint32_t crc, const void *buf, size_t len);
 /* Whether log_crc32c uses the SSE4.2 instruction on this machine. */
 bool log_crc32c_hw(void);

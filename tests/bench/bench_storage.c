@@ -300,6 +300,13 @@ static void throughput(void)
         for (int pol = 0; pol < 3; pol++)
                 for (int ai = 0; ai < 2; ai++)
                         for (int si = 0; si < 4; si++) {
+                                /* BENCH_ONLY="fsync 1 1024" runs one row */
+                                const char *only = getenv("BENCH_ONLY");
+                                char me[64];
+                                snprintf(me, sizeof(me), "%s %d %u", pol_name[pol], apps[ai],
+                                         sizes[si] >> 10);
+                                if (only && strcmp(only, me))
+                                        continue;
                                 struct result r =
                                     log_run((enum log_durability)pol, apps[ai], sizes[si]);
                                 char ratio[96];

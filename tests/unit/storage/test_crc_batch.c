@@ -35,6 +35,16 @@ static void test_crc_vectors(void **state)
                                          log_crc32c(log_crc32c(0, buf + off, cut), buf + off + cut,
                                                     sizeof(buf) - off - cut));
         }
+        /* the fused copy gives the same CRC and the same bytes */
+        uint8_t dst[1040];
+        for (size_t off = 0; off < 9; off++)
+                for (size_t n = 0; n < sizeof(buf) - off; n += 97) {
+                        memset(dst, 0xEE, sizeof(dst));
+                        assert_int_equal(log_crc32c_copy(0, dst + (off ^ 3), buf + off, n),
+                                         log_crc32c_sw(0, buf + off, n));
+                        assert_memory_equal(dst + (off ^ 3), buf + off, n);
+                        assert_int_equal(dst[(off ^ 3) + n], 0xEE);
+                }
         printf("crc32c hardware path: %s\n", log_crc32c_hw() ? "sse4.2" : "table");
 }
 
