@@ -24,9 +24,76 @@ static void metric_head(struct ctl_text *t, const char *name, const char *type, 
                                         (unsigned long long)LOAD((rt)->workers[i_].field));        \
         } while (0)
 
+struct proto_emit {
+        struct ctl_text *t;
+        uint16_t worker;
+        bool headers; /* print HELP/TYPE before each sample */
+};
+
+static void proto_emit(void *ctx, const char *name, const char *type, const char *help, double v)
+{
+        struct proto_emit *pe = ctx;
+        if (pe->headers)
+                metric_head(pe->t, name, type, help);
+        ctl_text_printf(pe->t, "%s{worker=\"%u\"} %.17g\n", name, pe->worker, v);
+}
+
+/* The k-th line of text (0-based), without its newline. */
+static const char *text_line(const struct ctl_text *t, uint32_t k, int *len)
+{
+        const char *q = t->p;
+        for (uint32_t i = 0; q && i < k; i++) {
+                q = strchr(q, '\n');
+                q = q ? q + 1 : NULL;
+        }
+        if (!q || !*q)
+                return NULL;
+        const char *e = strchr(q, '\n');
+        *len = (int)(e ? e - q : (long)strlen(q));
+        return q;
+}
+
+/* Protocol counters: each front-end reports per worker, always the same
+ * names in the same order; samples of one name are grouped under one
+ * HELP/TYPE as Prometheus expects. */
+static void proto_metrics(struct sl_runtime *rt, struct ctl_text *t)
+{
+        for (int p = 0; p < CTL_PROTO_COUNT; p++) {
+                const struct sl_proto_ops *ops = rt->protos[p];
+                if (!ops || !ops->metrics || !rt->cfg->listeners[p].enabled)
+                        continue;
+                struct ctl_text heads = {0}, per[CTL_WORKERS_MAX] = {0};
+                struct proto_emit h = {.t = &heads, .worker = 0, .headers = true};
+                ops->metrics(&rt->workers[0], proto_emit, &h);
+                for (uint16_t i = 0; i < rt->nworkers; i++) {
+                        struct proto_emit pe = {.t = &per[i], .worker = i, .headers = false};
+                        ops->metrics(&rt->workers[i], proto_emit, &pe);
+                }
+                /* heads: HELP, TYPE, sample, HELP, TYPE, sample, ... */
+                for (uint32_t k = 0;; k++) {
+                        int hl, tl, len;
+                        const char *help = text_line(&heads, 3 * k, &hl);
+                        const char *type = text_line(&heads, 3 * k + 1, &tl);
+                        if (!help || !type)
+                                break;
+                        ctl_text_printf(t, "%.*s\n%.*s\n", hl, help, tl, type);
+                        for (uint16_t i = 0; i < rt->nworkers; i++) {
+                                const char *line = text_line(&per[i], k, &len);
+                                if (line)
+                                        ctl_text_printf(t, "%.*s\n", len, line);
+                        }
+                }
+                ctl_text_free(&heads);
+                for (uint16_t i = 0; i < rt->nworkers; i++)
+                        ctl_text_free(&per[i]);
+        }
+}
+
 void ctl_metrics_render(struct ctl_plane *cp, struct ctl_text *t)
 {
         struct sl_runtime *rt = cp->rt;
+        proto_metrics(rt, t);
+
         PER_WORKER(t, rt, "sluice_connections", "gauge", "Open client connections.",
                    stats.conns_open);
         PER_WORKER(t, rt, "sluice_connections_accepted_total", "counter", "Connections accepted.",

@@ -29,6 +29,10 @@ struct sl_worker;
 struct sl_msg;
 struct sl_conn;
 
+/* One metric sample for the admin API: name, Prometheus type, help, value. */
+typedef void (*sl_metric_emit_fn)(void *ctx, const char *name, const char *type, const char *help,
+                                  double value);
+
 enum sl_close_reason {
         SL_CLOSE_NONE,
         SL_CLOSE_PEER,            /* peer closed or reset */
@@ -94,6 +98,9 @@ struct sl_proto_ops {
         void (*refused)(struct sl_conn *c, enum sl_close_reason why);
         /* Ring messages of this protocol's type range. */
         void (*msg)(struct sl_worker *w, const struct sl_msg *m);
+        /* Control thread: report this worker's protocol counters (read with
+         * relaxed atomics). */
+        void (*metrics)(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx);
 };
 
 struct sl_conn_pub {

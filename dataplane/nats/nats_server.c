@@ -379,11 +379,12 @@ static int handle_pub(struct sl_conn *c, struct nats_conn *nc, const struct nats
                 return send_err(c, NATS_ERR_INVALID_PUB_SUBJECT);
         atomic_fetch_add_explicit(&nw->msgs_in, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&nw->bytes_in, op->total_len, memory_order_relaxed);
+        /* nats-server acknowledges a verbose PUB before delivering it. */
+        if (nc->verbose)
+                nats_reply(c, nats_ok, sizeof(nats_ok) - 1);
         uint32_t reached = nats_route_publish(nw, c, op);
         if (reached == 0 && op->reply.len && nc->no_responders && nc->headers)
                 send_no_responders(nw, c, op);
-        if (nc->verbose)
-                nats_reply(c, nats_ok, sizeof(nats_ok) - 1);
         return 0;
 }
 
@@ -576,6 +577,35 @@ static void nats_closed(struct sl_conn *c, enum sl_close_reason why)
         }
 }
 
+#define NATS_LOAD(x) ((double)atomic_load_explicit(&nw->x, memory_order_relaxed))
+
+static void nats_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
+{
+        struct nats_worker *nw = nats_worker_of(w);
+        if (!nw)
+                return;
+        emit(ctx, "sluice_nats_messages_received_total", "counter",
+             "Messages published by clients.", NATS_LOAD(msgs_in));
+        emit(ctx, "sluice_nats_messages_delivered_total", "counter",
+             "Messages delivered to subscriptions.", NATS_LOAD(msgs_out));
+        emit(ctx, "sluice_nats_payload_bytes_received_total", "counter", "Payload bytes published.",
+             NATS_LOAD(bytes_in));
+        emit(ctx, "sluice_nats_payload_bytes_delivered_total", "counter",
+             "Payload bytes delivered.", NATS_LOAD(bytes_out));
+        emit(ctx, "sluice_nats_forwarded_total", "counter",
+             "Messages forwarded to another worker's subscribers.", NATS_LOAD(forwarded));
+        emit(ctx, "sluice_nats_queue_bounced_total", "counter",
+             "Queue-group messages passed on because the chosen worker had no member left.",
+             NATS_LOAD(bounced));
+        emit(ctx, "sluice_nats_dropped_total", "counter",
+             "Messages dropped: queue group gone everywhere, or no buffer to forward.",
+             NATS_LOAD(dropped_no_member));
+        emit(ctx, "sluice_nats_slow_consumers_total", "counter",
+             "Subscribers disconnected as slow consumers.", NATS_LOAD(slow_consumers));
+        emit(ctx, "sluice_nats_subscriptions", "gauge", "Subscriptions of this worker's clients.",
+             NATS_LOAD(subscriptions));
+}
+
 static int nats_worker_init(struct sl_worker *w)
 {
         return nats_route_init(w);
@@ -594,4 +624,5 @@ const struct sl_proto_ops nats_proto_ops = {
     .closed = nats_closed,
     .refused = nats_refused,
     .msg = nats_route_msg,
+    .metrics = nats_metrics,
 };
