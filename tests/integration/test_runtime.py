@@ -114,6 +114,20 @@ def test_slowloris_dropped_at_partial_frame_timeout(make_sluiced):
     assert recv_line(ok) == b"done\n"
 
 
+def test_idle_connection_closed_at_idle_timeout(make_sluiced):
+    s = make_sluiced(extra=base_limits(idle_timeout_ms=400)).start()
+    busy, idle = s.connect(), s.connect()
+    t0 = time.monotonic()
+    # One connection keeps talking past the timeout; the other says nothing.
+    while time.monotonic() - t0 < 1.0:
+        busy.sendall(b"still talking\n")
+        assert recv_line(busy) == b"still talking\n"
+    data, secs = recv_until_closed(idle, timeout=10)
+    assert data == b""
+    busy.sendall(b"alive\n")
+    assert recv_line(busy) == b"alive\n"
+
+
 def test_line_over_frame_limit_gets_error_and_close(make_sluiced):
     s = make_sluiced(extra=base_limits(frame_bytes_max=1024)).start()
     c = s.connect()
@@ -212,6 +226,7 @@ RELOADABLE = {
     ("nats", "ping_interval_ms"): ("60000", lambda c: str(c["nats"]["ping_interval_ms"])),
     ("nats", "ping_max_outstanding"): ("3", lambda c: str(c["nats"]["ping_max_outstanding"])),
     ("nats", "auth_timeout_ms"): ("1500", lambda c: str(c["nats"]["auth_timeout_ms"])),
+    ("nats", "token"): ("n3w-t0ken", lambda c: "n3w-t0ken" if c["nats"]["auth"] else "none"),
 }
 
 
