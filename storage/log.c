@@ -34,6 +34,7 @@ void log_config_default(struct log_config *c)
         c->max_pending = 1024;
         c->preallocate = true;
         c->prealloc_bytes = 64u << 20;
+        c->recovery_point_bytes = 64u << 20;
 }
 
 /* ---- owner ---------------------------------------------------------- */
@@ -315,6 +316,38 @@ static void issue_writes(struct log_partition *p)
 
 /* ---- group commit ----------------------------------------------------- */
 
+/* After a sync round: when another recovery_point_bytes of the tail are
+ * durable, record the last durable batch boundary in the tail's index, so a
+ * crash rescans at most that much of it. */
+static void recovery_point(struct log_partition *p)
+{
+        struct log_wseg *ws = ws_active(p);
+        struct log_seg *t = ws->seg;
+        if (!p->cfg.recovery_point_bytes || p->s_synced <= ws->sbase ||
+            p->s_synced - ws->sbase < t->rp_size + p->cfg.recovery_point_bytes || !p->nbdir)
+                return;
+        /* the last batch that ends at or before s_synced, in this segment */
+        uint32_t lo = 0, hi = p->nbdir;
+        while (lo < hi) {
+                uint32_t mid = (lo + hi) / 2;
+                const struct log_bdir *d = &p->bdir[(p->bdir_head + mid) % p->bdir_cap];
+                if (d->s + d->len <= p->s_synced)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        if (lo == 0)
+                return;
+        const struct log_bdir *d = &p->bdir[(p->bdir_head + lo - 1) % p->bdir_cap];
+        if (d->s < ws->sbase)
+                return;
+        uint64_t size = d->s + d->len - ws->sbase;
+        if (size <= t->rp_size)
+                return;
+        t->rp_size = size;
+        log_seg_write_rp(p, t, size, d->last + 1);
+}
+
 static void sync_done(struct log_io_req *req, int res)
 {
         struct log_sync *sy = SL_CONTAINER_OF(req, struct log_sync, req);
@@ -335,6 +368,8 @@ static void sync_done(struct log_io_req *req, int res)
                 if (!p->err && p->cfg.durability == LOG_DURABILITY_FSYNC)
                         LOG_STAT_ADD(&p->o->m, synced_appends, pend_ack_upto(p, p->s_synced));
         }
+        if (!p->err)
+                recovery_point(p);
         retire_wsegs(p);
         work_add(p);
 }

@@ -41,6 +41,7 @@ struct log_config {
         uint32_t max_pending;          /* appends waiting for their ack */
         bool preallocate;              /* fallocate segments ahead of the writes */
         uint64_t prealloc_bytes;       /* how far ahead, in steps (0 = whole segment) */
+        uint64_t recovery_point_bytes; /* durable tail bytes between recovery points (0 = off) */
 };
 void log_config_default(struct log_config *cfg);
 
@@ -53,6 +54,7 @@ struct log_metrics {
         _Atomic uint64_t fsyncs, fsync_rounds, synced_bytes, synced_appends;
         _Atomic uint64_t reads_mem, reads_disk, read_bytes;
         _Atomic uint64_t io_errors, segments_rolled, segments_deleted, waits_woken;
+        _Atomic uint64_t recovery_scanned_bytes; /* read by recovery scans at open */
         /* ack latency: bucket i counts acks in [2^i, 2^(i+1)) microseconds */
         _Atomic uint64_t ack_latency_us[LOG_LAT_BUCKETS];
 };

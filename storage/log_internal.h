@@ -36,6 +36,7 @@ struct log_seg {
         char name[24]; /* 20-digit base offset */
         struct log_io_req falloc_req, seal_sync_req;
         uint64_t alloc_end; /* bytes fallocated so far */
+        uint64_t rp_size;   /* last recovery point written */
         bool alloc_inflight;
         struct log_io_req ix_req[2];
         void *ix_buf[2];
@@ -151,6 +152,7 @@ struct log_seg *log_seg_new(struct log_partition *p, int64_t base);
 void log_seg_put(struct log_seg *s);
 int log_seg_idx_push(struct log_seg *s, uint32_t rel, uint32_t pos, int64_t ts_before);
 void log_seg_write_index(struct log_partition *p, struct log_seg *s);
+void log_seg_write_rp(struct log_partition *p, struct log_seg *s, uint64_t size, int64_t next);
 void log_seg_write_index_sync(struct log_partition *p, struct log_seg *s, bool durable);
 int log_segs_push(struct log_partition *p, struct log_seg *s);
 

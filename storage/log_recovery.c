@@ -90,23 +90,34 @@ int log_segs_push(struct log_partition *p, struct log_seg *s)
  * Both little-endian. They are hints rebuilt from the log when missing or
  * inconsistent, so they are written without an fsync. */
 
-static size_t idx_encode(const struct log_seg *s, int which, uint8_t **out)
+/* What an index file describes: the segment up to `size` bytes, holding
+ * offsets below `next`. For a recovery point that is less than the whole
+ * segment. */
+struct ix_cut {
+        uint64_t size;
+        int64_t next, max_ts;
+};
+
+static size_t idx_encode(const struct log_seg *s, const struct ix_cut *c, int which, uint8_t **out)
 {
-        size_t esz = which == 0 ? 8 : 12, n = (size_t)s->nidx + 1;
+        uint32_t k = 0;
+        while (k < s->nidx && s->idx[k].pos < c->size)
+                k++;
+        size_t esz = which == 0 ? 8 : 12, n = (size_t)k + 1;
         uint8_t *b = malloc(esz * n);
         if (!b)
                 return 0;
-        for (size_t i = 0; i <= s->nidx; i++) {
+        for (size_t i = 0; i <= k; i++) {
                 uint8_t *e = b + i * esz;
-                bool end = i == s->nidx;
+                bool end = i == k;
                 uint32_t rel = end ? IDX_END : s->idx[i].rel;
                 if (which == 0) {
-                        uint32_t pos = end ? (uint32_t)s->size : s->idx[i].pos;
+                        uint32_t pos = end ? (uint32_t)c->size : s->idx[i].pos;
                         memcpy(e, &rel, 4);
                         memcpy(e + 4, &pos, 4);
                 } else {
-                        int64_t ts = end ? s->max_ts : s->idx[i].ts_before;
-                        uint32_t r = end ? (uint32_t)(s->next - s->base) : rel;
+                        int64_t ts = end ? c->max_ts : s->idx[i].ts_before;
+                        uint32_t r = end ? (uint32_t)(c->next - s->base) : rel;
                         memcpy(e, &ts, 8);
                         memcpy(e + 8, &r, 4);
                 }
@@ -136,13 +147,14 @@ static void ix1_done(struct log_io_req *req, int res)
         ix_done(SL_CONTAINER_OF(req, struct log_seg, ix_req[1]), 1);
 }
 
-/* At seal: write both index files through the io seam. */
-void log_seg_write_index(struct log_partition *p, struct log_seg *s)
+static void write_index_async(struct log_partition *p, struct log_seg *s, const struct ix_cut *c)
 {
         struct log_io *io = p->o->io;
+        if (s->ix_fd[0] >= 0 || s->ix_fd[1] >= 0)
+                return; /* one in flight: a hint, the next open rescans */
         for (int i = 0; i < 2; i++) {
                 uint8_t *b;
-                size_t n = idx_encode(s, i, &b);
+                size_t n = idx_encode(s, c, i, &b);
                 if (!n)
                         continue;
                 int fd = io->ops->open(io, p->dirfd, s->unlink_name[i + 1],
@@ -162,6 +174,22 @@ void log_seg_write_index(struct log_partition *p, struct log_seg *s)
                                                    .cb = i == 0 ? ix0_done : ix1_done};
                 log_io_submit(io, &s->ix_req[i]);
         }
+}
+
+/* Once a sealed segment is durable: its complete index. */
+void log_seg_write_index(struct log_partition *p, struct log_seg *s)
+{
+        struct ix_cut c = {.size = s->size, .next = s->next, .max_ts = s->max_ts};
+        write_index_async(p, s, &c);
+}
+
+/* A recovery point for the tail: everything up to `size` (a batch boundary
+ * covered by a completed fdatasync) is durable. max_ts is the segment's so
+ * far, an upper bound. */
+void log_seg_write_rp(struct log_partition *p, struct log_seg *s, uint64_t size, int64_t next)
+{
+        struct ix_cut c = {.size = size, .next = next, .max_ts = s->max_ts};
+        write_index_async(p, s, &c);
 }
 
 static int read_file(int dirfd, const char *name, uint8_t **out, size_t *len)
@@ -235,7 +263,8 @@ void log_seg_write_index_sync(struct log_partition *p, struct log_seg *s, bool d
 {
         for (int i = 0; i < 2; i++) {
                 uint8_t *b;
-                size_t n = idx_encode(s, i, &b);
+                struct ix_cut c = {.size = s->size, .next = s->next, .max_ts = s->max_ts};
+                size_t n = idx_encode(s, &c, i, &b);
                 if (!n)
                         continue;
                 int fd = openat(p->dirfd, s->unlink_name[i + 1],
@@ -289,6 +318,7 @@ static uint64_t seg_scan(struct log_partition *p, struct log_seg *s, struct scan
                         ssize_t n = pread(s->fd, sb->b, want, (off_t)from);
                         if (n <= 0)
                                 break;
+                        LOG_STAT_ADD(&p->o->m, recovery_scanned_bytes, (uint64_t)n);
                         chunk_from = from;
                         chunk_len = (uint64_t)n;
                         if (pos + 12 > chunk_from + chunk_len)
@@ -533,7 +563,10 @@ int log_part_load(struct log_partition *p)
                 bool had_index = idx_load(p, s);
                 if (had_index && (fstat(s->fd, &st) < 0 || (uint64_t)st.st_size < s->size))
                         p->fenced = true; /* the index proves bytes the file lost */
-                if (had_index && s != tail) {
+                /* An index that stops short of the next segment (or any index
+                 * of the tail) is a recovery point: scan on from it. */
+                bool complete = had_index && s != tail && s->next == p->segs[i + 1]->base;
+                if (complete) {
                         /* complete and durable when its index was written */
                 } else {
                         uint64_t from = had_index ? s->size : 0;

@@ -116,6 +116,7 @@ static inline void st_cfg(struct log_config *c)
         c->index_interval_bytes = 1024;
         c->retention_ms = -1;
         c->max_pending = 256;
+        c->recovery_point_bytes = 8 * 1024; /* recovery points in every test */
 }
 
 struct st_ack {

@@ -38,6 +38,7 @@ static void child(const char *dir, int fd, uint32_t seed)
         cfg.segment_bytes = 4 << 20;
         cfg.ring_bytes = 2 << 20;
         cfg.max_pending = 512;
+        cfg.recovery_point_bytes = 256 * 1024;
         struct log_partition *p;
         if (!io || !o || log_partition_open(o, dir, &cfg, 3, &p) < 0)
                 _exit(2);

@@ -103,9 +103,10 @@ static void test_roll_and_index_boundaries(void **state)
         int segs = count_files(s.dir, ".log");
         assert_true(segs >= 4);
         assert_true(log_owner_metrics(s.o)->segments_rolled >= 3);
-        /* sealed segments got their index files */
-        assert_int_equal(count_files(s.dir, ".index"), segs - 1);
-        assert_int_equal(count_files(s.dir, ".timeindex"), segs - 1);
+        /* sealed segments got their index files; the tail may have a
+         * recovery point too */
+        assert_true(count_files(s.dir, ".index") >= segs - 1);
+        assert_int_equal(count_files(s.dir, ".timeindex"), count_files(s.dir, ".index"));
         st_part_reopen(&s);
         check_all_offsets(&s);
         /* boundaries: first, last, past the end, before the start */

@@ -302,6 +302,37 @@ static void test_short_unindexed_recent_segment_is_a_crash(void **state)
         st_part_free(&s);
 }
 
+/* After a crash (no clean close) only what lies past the last recovery
+ * point is scanned, and everything acknowledged is there. */
+static void test_recovery_point_bounds_scan(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        s.cfg.segment_bytes = 8 << 20;
+        s.cfg.ring_bytes = 1 << 20;
+        s.cfg.recovery_point_bytes = 64 * 1024;
+        st_part_open(&s);
+        for (int i = 0; i < 1000; i++)
+                st_append_ok(&s, 1, 1000, (int64_t)sl_realtime_ms());
+        st_drain(s.o);
+        log_partition_abandon(s.p); /* a crash: no recovery point at close */
+        s.p = NULL;
+        log_owner_destroy(s.o);
+        s.o = NULL;
+        st_part_open(&s);
+        uint64_t scanned = log_owner_metrics(s.o)->recovery_scanned_bytes;
+        printf("recovered %d batches (%u KiB) scanning %llu KiB\n", s.nb,
+               (unsigned)(s.nb * s.b[0].len / 1024), (unsigned long long)scanned / 1024);
+        assert_true(scanned < 256 * 1024);
+        check_prefix(&s, s.nb);
+        st_append_ok(&s, 1, 1000, (int64_t)sl_realtime_ms());
+        st_drain(s.o);
+        st_part_reopen(&s);
+        check_prefix(&s, s.nb);
+        st_part_free(&s);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -310,6 +341,7 @@ int main(void)
             cmocka_unit_test(test_stale_valid_batch_beyond_cut),
             cmocka_unit_test(test_damage_beyond_tail_fences),
             cmocka_unit_test(test_short_unindexed_recent_segment_is_a_crash),
+            cmocka_unit_test(test_recovery_point_bounds_scan),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
