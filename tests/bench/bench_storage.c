@@ -412,7 +412,8 @@ static void startup(int parts, uint64_t mib_each)
                parts, (unsigned long long)mib_each, gib, fill);
         printf("- after a clean shutdown (recovery points): **%.2f s** (%.2f ms per partition)\n",
                open_s, open_s * 1000.0 / parts);
-        printf("- after a crash (every tail segment scanned in full): **%.2f s** (%.2f ms per "
+        printf("- after a crash (tails scanned from their last recovery point): **%.2f s** (%.2f "
+               "ms per "
                "partition, %.0f MB/s scanned)\n",
                crash_s, crash_s * 1000.0 / parts,
                (double)parts * (double)(mib_each << 20) / crash_s / 1e6);
