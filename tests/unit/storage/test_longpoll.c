@@ -8,6 +8,7 @@
 #include "st_harness.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -81,6 +82,21 @@ static void *owner_main(void *arg)
                                 answer(&ws[i], log_high_watermark(s->p), true);
                         }
                 log_owner_poll(s->o);
+                /* Block like an idle worker would instead of spinning: in
+                 * the io while something is in flight, else on the request
+                 * channel until the next append or deadline. */
+                if (s->io->inflight) {
+                        s->io->ops->wait(s->io);
+                } else {
+                        uint64_t until = next_append;
+                        for (int i = 0; i < 16; i++)
+                                if (ws[i].used && ws[i].deadline_ns < until)
+                                        until = ws[i].deadline_ns;
+                        uint64_t t = sl_time_ns();
+                        int ms = until > t ? (int)((until - t) / 1000000) : 0;
+                        struct pollfd pfd = {.fd = req_pipe[0], .events = POLLIN};
+                        poll(&pfd, 1, ms);
+                }
         }
         return NULL;
 }
@@ -101,7 +117,7 @@ static void test_long_poll_across_threads(void **state)
         for (int k = 0; k < N_WAITS; k++) {
                 /* wait for the next offset nobody has seen yet: it will
                  * be appended within 2 ms and synced right after */
-                struct req q = {.offset = k, .timeout_ms = 1000};
+                struct req q = {.offset = k, .timeout_ms = 5000};
                 assert_int_equal(write(req_pipe[1], &q, sizeof(q)), sizeof(q));
                 struct resp r;
                 assert_int_equal(read(resp_pipe[0], &r, sizeof(r)), sizeof(r));
@@ -128,13 +144,14 @@ static void test_long_poll_across_threads(void **state)
         for (int k = 0; k < N_WAITS; k++)
                 sum += lat[k];
         printf("long poll, append -> reader on another thread (fsync policy): mean %.3f ms, "
-               "worst %.3f ms over %d waits (timeout 1000 ms)\n",
+               "worst %.3f ms over %d waits (timeout 5000 ms)\n",
                (double)sum / N_WAITS / 1e6, (double)worst / 1e6, N_WAITS);
-        /* millisecond scale: an fdatasync plus a thread wake-up. The bounds
-         * leave room for a loaded or sanitized CI runner and are still far
-         * from the 1000 ms timeout a missed wake-up would cost. */
-        assert_true(sum / N_WAITS < 50 * 1000000ull);
-        assert_true(worst < 250 * 1000000ull);
+        /* Millisecond scale here (an fdatasync plus a thread wake-up); the
+         * bounds leave room for a loaded CI runner running tests in
+         * parallel and are still far from the 5000 ms timeout a missed
+         * wake-up would cost. */
+        assert_true(sum / N_WAITS < 100 * 1000000ull);
+        assert_true(worst < 1000 * 1000000ull);
         close(req_pipe[0]);
         close(req_pipe[1]);
         close(resp_pipe[0]);
