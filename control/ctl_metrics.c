@@ -189,7 +189,8 @@ void ctl_metrics_render(struct ctl_plane *cp, struct ctl_text *t)
         for (uint16_t i = 0; i < rt->nworkers; i++) {
                 struct sl_worker *w = &rt->workers[i];
                 uint64_t mx = 0;
-                for (uint32_t s = 0; s < w->conns_max; s++) {
+                for (uint32_t s = 0, n = __atomic_load_n(&w->conns_high, __ATOMIC_ACQUIRE); s < n;
+                     s++) {
                         if (atomic_load_explicit(&w->conns[s].pub.state, memory_order_acquire) ==
                             SL_CONN_FREE)
                                 continue;
@@ -210,7 +211,8 @@ void ctl_connections_render(struct ctl_plane *cp, struct ctl_text *t)
         bool first = true;
         for (uint16_t i = 0; i < rt->nworkers; i++) {
                 struct sl_worker *w = &rt->workers[i];
-                for (uint32_t s = 0; s < w->conns_max; s++) {
+                for (uint32_t s = 0, n = __atomic_load_n(&w->conns_high, __ATOMIC_ACQUIRE); s < n;
+                     s++) {
                         struct sl_conn *c = &w->conns[s];
                         uint8_t st = atomic_load_explicit(&c->pub.state, memory_order_acquire);
                         if (st == SL_CONN_FREE || st > SL_CONN_DRAINING)

@@ -29,19 +29,11 @@ int sl_buf_pool_init(struct sl_buf_pool *p, uint16_t owner, const uint32_t count
         p->mem_bytes = total;
         uint8_t *at = p->mem;
         for (int c = 0; c < SL_BUF_CLASSES; c++) {
-                size_t stride = SL_ALIGN_UP(sizeof(struct sl_buf) + bytes[c], 64);
-                /* Build the free list back to front so allocation walks memory
-                 * forwards. */
-                for (uint32_t i = counts[c]; i-- > 0;) {
-                        struct sl_buf *b = (struct sl_buf *)(at + (size_t)i * stride);
-                        b->owner = owner;
-                        b->cls = (uint8_t)c;
-                        b->cap = bytes[c];
-                        b->next = p->free[c];
-                        p->free[c] = b;
-                }
-                at += (size_t)counts[c] * stride;
+                p->stride[c] = SL_ALIGN_UP(sizeof(struct sl_buf) + bytes[c], 64);
+                p->base[c] = at;
+                at += (size_t)counts[c] * p->stride[c];
         }
+
         return 0;
 }
 

@@ -38,6 +38,11 @@ struct sl_buf_pool_stats {
 struct sl_buf_pool {
         uint16_t owner;
         struct sl_buf *free[SL_BUF_CLASSES];
+        /* Buffers are carved from the mapping on first use, so memory is
+         * touched in proportion to peak use, not to the configured maximum. */
+        uint8_t *base[SL_BUF_CLASSES];
+        size_t stride[SL_BUF_CLASSES];
+        uint32_t carved[SL_BUF_CLASSES];
         uint32_t count[SL_BUF_CLASSES];
         uint32_t bytes[SL_BUF_CLASSES];
         void *mem;
@@ -52,15 +57,27 @@ void sl_buf_pool_fini(struct sl_buf_pool *p);
 
 /* Owner only. Returns a buffer with refs = 1, len = off = 0, or NULL
  * (counted) when the class is exhausted. */
+static inline bool sl_buf_available(const struct sl_buf_pool *p, enum sl_buf_class c)
+{
+        return p->free[c] || p->carved[c] < p->count[c];
+}
+
 static inline struct sl_buf *sl_buf_alloc(struct sl_buf_pool *p, enum sl_buf_class c)
 {
         struct sl_buf *b = p->free[c];
-        if (sl_unlikely(!b)) {
+        if (sl_likely(b)) {
+                p->free[c] = b->next;
+        } else if (p->carved[c] < p->count[c]) {
+                b = (struct sl_buf *)(p->base[c] + (size_t)p->carved[c]++ * p->stride[c]);
+                b->owner = p->owner;
+                b->cls = (uint8_t)c;
+                b->cap = p->bytes[c];
+        } else {
                 atomic_fetch_add_explicit(&p->stats.exhausted[c], 1, memory_order_relaxed);
                 return NULL;
         }
-        p->free[c] = b->next;
         b->next = NULL;
+
         b->len = b->off = 0;
         atomic_store_explicit(&b->refs, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&p->stats.in_use[c], 1, memory_order_relaxed);

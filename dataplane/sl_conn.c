@@ -614,15 +614,23 @@ void net_conn_accepted(struct sl_worker *w, int fd, uint8_t proto)
 {
         struct sl_runtime *rt = w->rt;
         struct sl_conn *c = w->free_conns;
-        if (!c) {
+        if (c) {
+                w->free_conns = c->next_free;
+        } else if (w->conns_high < w->conns_max) {
+                c = &w->conns[w->conns_high];
+                c->slot = w->conns_high;
+                c->fd = -1;
+                c->proto_state = w->conn_state_mem + (size_t)c->slot * w->conn_state_bytes;
+                /* Published for the control thread's connection listing. */
+                __atomic_store_n(&w->conns_high, c->slot + 1, __ATOMIC_RELEASE);
+
+        } else {
                 /* Not even a slot to say why: refuse at the TCP level. */
                 stat_add(&w->stats.conns_refused, 1);
                 close(fd);
                 return;
         }
-        w->free_conns = c->next_free;
-        if (c->slot >= w->conns_high)
-                w->conns_high = c->slot + 1;
+
         void *state = c->proto_state;
         uint32_t slot = c->slot, gen = c->gen + 1;
         /* A slot freed while still on a worker list keeps its place there:

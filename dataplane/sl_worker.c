@@ -391,14 +391,9 @@ static int worker_alloc(struct sl_runtime *rt, struct sl_worker *w, uint16_t id)
         w->conn_state_mem = calloc(w->conns_max, w->conn_state_bytes);
         if (!w->conns || !w->conn_state_mem)
                 return -ENOMEM;
-        for (uint32_t i = w->conns_max; i-- > 0;) {
-                struct sl_conn *c = &w->conns[i];
-                c->slot = i;
-                c->fd = -1;
-                c->proto_state = w->conn_state_mem + (size_t)i * w->conn_state_bytes;
-                c->next_free = w->free_conns;
-                w->free_conns = c;
-        }
+        /* Slots are carved on first use (net_conn_accepted): the table's pages
+         * are touched only as far as connections ever reached. */
+
         /* Chunk pool: enough to hold the pending caps of a good number of
          * connections at once; MAP_NORESERVE keeps untouched chunks free. */
         uint64_t chunk = 16384;

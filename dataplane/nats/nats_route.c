@@ -129,8 +129,8 @@ static void pending_pump(struct nats_worker *nw)
 bool nats_route_ready(struct nats_worker *nw)
 {
         struct sl_worker *w = nw->w;
-        if (nw->pending >= NATS_PENDING_MAX || !w->pool.free[SL_BUF_CHUNK] ||
-            !w->pool.free[SL_BUF_LARGE])
+        if (nw->pending >= NATS_PENDING_MAX || !sl_buf_available(&w->pool, SL_BUF_CHUNK) ||
+            !sl_buf_available(&w->pool, SL_BUF_LARGE))
                 return false;
         for (uint16_t d = 0; d < w->nworkers; d++)
                 if (d != w->id && !sl_mbox_can_send(&w->mb, d, 2))

@@ -35,6 +35,8 @@ static natsConnection *connect_to(void)
         OK(natsOptions_Create(&o));
         OK(natsOptions_SetURL(o, url));
         OK(natsOptions_SetSendAsap(o, true));
+        /* CI machines are busy: do not fail on the 2 s default. */
+        OK(natsOptions_SetTimeout(o, 10000));
         OK(natsConnection_Connect(&nc, o));
         natsOptions_Destroy(o);
         return nc;

@@ -28,6 +28,8 @@ func must(err error) {
 }
 
 func connect(opts ...nats.Option) *nats.Conn {
+	// CI machines are busy: do not fail on the 2 s default timeout.
+	opts = append(opts, nats.Timeout(10*time.Second))
 	nc, err := nats.Connect(url, opts...)
 	must(err)
 	return nc

@@ -1,0 +1,18 @@
+/* The one table of Kafka API keys and versions this broker advertises in
+ * ApiVersions and accepts; anything else closes the connection (ApiVersions
+ * itself falls back to a v0 answer). dataplane/kafka/README.md lists it. */
+#ifndef KAFKA_APIS_H
+#define KAFKA_APIS_H
+
+/* X(api key constant, min version, max version)
+ * Produce from v3 and Fetch from v4: record batches v2 only (KIP-896);
+ * Metadata from v0 because Debian's kafka-python 2.0.2 still sends v0/v1. */
+#define KAFKA_ADVERTISED(X)                                                                        \
+        X(KAFKA_API_PRODUCE, 3, 9)                                                                 \
+        X(KAFKA_API_FETCH, 4, 12)                                                                  \
+        X(KAFKA_API_LIST_OFFSETS, 1, 7)                                                            \
+        X(KAFKA_API_METADATA, 0, 12)                                                               \
+        X(KAFKA_API_API_VERSIONS, 0, 4)                                                            \
+        X(KAFKA_API_CREATE_TOPICS, 2, 7)
+
+#endif

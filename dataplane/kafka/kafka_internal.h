@@ -1,0 +1,158 @@
+/* Shared between the Kafka front-end's files: per-worker state, requests in
+ * flight and partition operations ("pops") that run on the partition's
+ * owning worker, locally or through the rings. */
+#ifndef KAFKA_INTERNAL_H
+#define KAFKA_INTERNAL_H
+
+#include "ctl_kafka.h"
+#include "kafka_codec.h"
+#include "log.h"
+#include "sl_worker.h"
+
+#define KAFKA_REQS_PER_WORKER 128
+#define KAFKA_ARENA_BYTES     (256u << 10)
+#define KAFKA_CONN_INFLIGHT   32 /* ring size; limits.inflight_requests_max caps below it */
+#define KAFKA_READERS         4  /* concurrent partition reads per owner */
+#define KAFKA_WAITERS         1024
+
+/* Kafka error codes used here. */
+enum {
+        KERR_OFFSET_OUT_OF_RANGE = 1,
+        KERR_CORRUPT_MESSAGE = 2,
+        KERR_UNKNOWN_TOPIC_OR_PARTITION = 3,
+        KERR_NOT_LEADER = 6,
+        KERR_MESSAGE_TOO_LARGE = 10,
+        KERR_INVALID_TOPIC = 17,
+        KERR_UNSUPPORTED_VERSION = 35,
+        KERR_TOPIC_ALREADY_EXISTS = 36,
+        KERR_INVALID_PARTITIONS = 37,
+        KERR_INVALID_REQUEST = 42,
+        KERR_KAFKA_STORAGE_ERROR = 56,
+        KERR_INVALID_RECORD = 87,
+        KERR_UNKNOWN_SERVER_ERROR = -1,
+};
+
+enum kafka_pop_op { KAFKA_POP_APPEND = 1, KAFKA_POP_READ, KAFKA_POP_OFFSET, KAFKA_POP_CREATE };
+
+struct kafka_req;
+
+/* One operation on one partition, kept in the requesting request's arena
+ * (stable until the request is freed, which waits for every pop). The
+ * owner reads the inputs and writes the outputs between receiving it and
+ * replying; the requester touches it only before sending and after the
+ * reply. */
+struct kafka_pop {
+        uint8_t op;
+        uint8_t acks;
+        uint16_t req_ep; /* requesting worker */
+        uint32_t pid;
+        struct kafka_req *req;
+        int32_t tidx, pidx; /* where its answer goes in the response */
+        /* in */
+        const uint8_t *batch;
+        uint32_t len;
+        int64_t offset, timestamp;
+        uint8_t *dest;
+        uint32_t cap, max;
+        /* owner's progress */
+        uint32_t done_bytes;
+        uint32_t appends_pending;
+        bool started;
+        /* out */
+        int16_t err;
+        int64_t base, hw, lso;
+        uint32_t got;
+        /* requester: waiting for data (local partitions) */
+        struct log_wait lw;
+        bool lw_on;
+        struct kafka_pop *next; /* owner's retry queue / requester's send queue */
+};
+
+enum kafka_req_state { KAFKA_REQ_FREE, KAFKA_REQ_QUEUED, KAFKA_REQ_RUNNING, KAFKA_REQ_DONE };
+
+struct kafka_req {
+        struct kafka_req *next_free;
+        struct sl_conn *c; /* NULL once the connection went away */
+        uint32_t cgen;
+        uint8_t state;
+        bool no_response;
+        bool in_step;
+        bool waited;
+        bool waiting;
+        struct sl_buf *frame; /* header + body, no size prefix */
+        uint32_t frame_len;
+        struct kafka_req_header h;
+        struct kafka_msg msg;
+        struct kafka_arena arena;
+        uint32_t pending; /* pops in flight */
+        struct kafka_pop *pops;
+        uint32_t npops;
+        uint32_t next_pop;
+        int16_t err; /* request-wide error */
+        /* fetch */
+        struct sl_buf *fbuf;
+        uint32_t fused;
+        uint64_t deadline_ms;
+        uint64_t wait_token;
+        struct kafka_req *next_timer;
+        bool on_timer;
+        /* produce/metadata: topics being created first */
+        bool creating;
+};
+
+struct kafka_part {
+        struct log_partition *log;
+        uint32_t pid;
+};
+
+struct kafka_reader {
+        struct log_read lr;
+        uint8_t *buf;
+        uint32_t cap;
+        struct kafka_pop *pop;
+        struct kafka_worker *kw;
+        bool busy;
+};
+
+struct kafka_waiter {
+        struct log_wait lw;
+        struct kafka_worker *kw;
+        uint32_t pid;
+        uint16_t req_ep;
+        bool active;
+        uint64_t cookie, token, deadline_ms;
+        struct kafka_waiter *next_free;
+};
+
+struct kafka_worker {
+        struct sl_worker *w;
+        const struct ctl_kafka_snap *snap;
+        struct log_io *io;
+        struct log_owner *owner;
+        struct kafka_part *parts[CTL_KAFKA_PIDS_MAX];
+        struct kafka_req reqs[KAFKA_REQS_PER_WORKER];
+        uint8_t *arena_mem;
+        struct kafka_req *free_reqs;
+        uint8_t *enc;
+        size_t enc_cap;
+        struct kafka_pop *retry_head, *retry_tail; /* owner: pops to retry */
+        struct kafka_pop *send_head, *send_tail;   /* requester: pops to send */
+        struct kafka_req *timers;
+        struct kafka_reader readers[KAFKA_READERS];
+        struct kafka_waiter waiters[KAFKA_WAITERS];
+        struct kafka_waiter *free_waiters;
+        uint64_t next_token;
+        uint32_t starved_conns; /* connections paused for want of a request slot */
+        char data_dir[CTL_PATH_MAX];
+        /* counters for /metrics */
+        _Atomic uint64_t requests, produce_batches, fetch_bytes, errors_closed;
+};
+
+static inline struct kafka_worker *kafka_kw(struct sl_worker *w)
+{
+        return w->proto_ctx[CTL_PROTO_KAFKA];
+}
+
+extern const struct sl_proto_ops kafka_proto_ops;
+
+#endif
