@@ -39,8 +39,9 @@ struct nats_fwd {
         /* subject, reply, then per queue: u16 length + name, then payload */
 };
 
-#define FWD_PLAIN      1 /* deliver to the worker's plain subscriptions */
-#define FWD_QUEUES_MAX 32
+#define FWD_PLAIN        1   /* deliver to the worker's plain subscriptions */
+#define FWD_QUEUES_MAX   32  /* queue groups one record may name */
+#define FWD_ASSIGNED_MAX 256 /* groups of one message sent to other workers */
 
 static uint64_t rng_next(struct nats_worker *nw)
 {
@@ -467,8 +468,13 @@ uint32_t nats_route_publish(struct nats_worker *nw, struct sl_conn *c, const str
         }
 
         uint64_t plain_mask = 0;
-        struct fwd_queue qs[CTL_WORKERS_MAX][FWD_QUEUES_MAX];
-        uint8_t nq[CTL_WORKERS_MAX];
+        /* Queue groups assigned to other workers: (worker, group) pairs,
+         * gathered per destination when its record is written. */
+        struct {
+                uint16_t worker;
+                struct fwd_queue q;
+        } assigned[FWD_ASSIGNED_MAX];
+        uint32_t nassigned = 0;
         uint64_t queue_mask = 0;
         if (w->nworkers > 1) {
                 match_init(&r, nw->r_subs, nw->r_parts, nw->r_groups);
@@ -507,12 +513,13 @@ uint32_t nats_route_publish(struct nats_worker *nw, struct sl_conn *c, const str
                         }
                         uint16_t to = 0;
                         group_remote(nw, &r, rg, -1, t - local_n, &to);
-                        if (!(queue_mask & (1ull << to)))
-                                nq[to] = 0;
                         queue_mask |= 1ull << to;
-                        if (nq[to] < FWD_QUEUES_MAX)
-                                qs[to][nq[to]++] =
+                        if (nassigned < FWD_ASSIGNED_MAX) {
+                                assigned[nassigned].worker = to;
+                                assigned[nassigned].q =
                                     (struct fwd_queue){g->name, (uint16_t)g->name_len};
+                                nassigned++;
+                        }
                 }
         }
         uint64_t dests = plain_mask | queue_mask;
@@ -520,8 +527,13 @@ uint32_t nats_route_publish(struct nats_worker *nw, struct sl_conn *c, const str
                 uint16_t d = (uint16_t)__builtin_ctzll(dests);
                 dests &= dests - 1;
                 bool plain = plain_mask & (1ull << d);
+                struct fwd_queue qs[FWD_QUEUES_MAX];
+                uint32_t nq = 0;
+                for (uint32_t i = 0; i < nassigned && nq < FWD_QUEUES_MAX; i++)
+                        if (assigned[i].worker == d)
+                                qs[nq++] = assigned[i].q;
                 fwd_append(nw, d, plain ? FWD_PLAIN : 0, 0, subject, subject_len, reply, reply_len,
-                           qs[d], (queue_mask & (1ull << d)) ? nq[d] : 0, payload, hdr_len, total);
+                           qs, nq, payload, hdr_len, total);
                 if (plain)
                         reached++;
         }
