@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ctl_kafka.h"
 #include "ctl_text.h"
 
 #define CTL_LOOP_MS 50
@@ -109,6 +110,9 @@ int ctl_plane_init(struct ctl_plane *cp, struct ctl_config *cfg, struct sl_runti
                 snprintf(err, err_len, "signalfd: %s", strerror(errno));
                 return -errno;
         }
+        rc = ctl_kafka_init(cp, err, err_len);
+        if (rc)
+                return rc;
         if (cfg->admin_enabled) {
                 rc = ctl_http_start(cp, err, err_len);
                 if (rc)
@@ -179,6 +183,8 @@ static void plane_on_msg(void *ctx, const struct sl_msg *m)
                         sl_log(SL_LOG_INFO, "reload applied by all workers");
                 return;
         }
+        if (ctl_kafka_on_msg(cp, m))
+                return;
         if (m->flags & SL_MSG_F_REQUEST) {
                 struct sl_msg r = {.type = m->type, .cookie = m->cookie};
                 sl_mbox_reply(&cp->mb, m->src, &r);
@@ -221,6 +227,7 @@ int ctl_plane_run(struct ctl_plane *cp)
                 pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
         }
         pthread_setname_np(pthread_self(), "sl-control");
+        bool busy = false;
         while (!cp->stop) {
                 struct pollfd pfd[3] = {
                     {.fd = cp->sigfd, .events = POLLIN},
@@ -228,7 +235,7 @@ int ctl_plane_run(struct ctl_plane *cp)
                     {.fd = ctl_http_fd(cp), .events = POLLIN},
                 };
                 bool slept = sl_mbox_sleep_begin(&cp->mb);
-                int n = poll(pfd, pfd[2].fd >= 0 ? 3 : 2, slept ? CTL_LOOP_MS : 0);
+                int n = poll(pfd, pfd[2].fd >= 0 ? 3 : 2, slept && !busy ? CTL_LOOP_MS : 0);
                 sl_mbox_sleep_end(&cp->mb);
                 if (n > 0 && (pfd[0].revents & POLLIN))
                         plane_signals(cp);
@@ -238,6 +245,7 @@ int ctl_plane_run(struct ctl_plane *cp)
                         plane_reload(cp);
                 }
                 ctl_http_run(cp);
+                busy = ctl_kafka_poll(cp);
                 for (uint16_t i = 0; i < cp->rt->nworkers; i++)
                         sl_logq_drain(&cp->rt->workers[i].logq, stderr);
                 plane_sample(cp, sl_time_ms());
@@ -250,6 +258,7 @@ int ctl_plane_run(struct ctl_plane *cp)
 void ctl_plane_fini(struct ctl_plane *cp)
 {
         ctl_http_stop(cp);
+        ctl_kafka_fini(cp);
         if (cp->rt)
                 for (uint16_t i = 0; i < cp->rt->nworkers; i++)
                         sl_logq_drain(&cp->rt->workers[i].logq, stderr);

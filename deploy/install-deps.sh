@@ -14,6 +14,7 @@ PKGS=(
   libdpdk-dev dpdk
   # real clients for integration tests
   libnats-dev golang-go golang-github-nats-io-go-nats-dev
+  kcat librdkafka-dev python3-confluent-kafka python3-kafka
   python3 python3-pytest curl iproute2 procps
   # peers for benchmarks
   nats-server

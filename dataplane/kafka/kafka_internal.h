@@ -82,8 +82,10 @@ struct kafka_req {
         struct sl_buf *frame; /* header + body, no size prefix */
         uint32_t frame_len;
         struct kafka_req_header h;
-        struct kafka_msg msg;
+        struct kafka_msg msg;  /* decoded request: views into frame */
+        struct kafka_msg resp; /* built when done, encoded when at the head */
         struct kafka_arena arena;
+        struct kafka_worker *kw;
         uint32_t pending; /* pops in flight */
         struct kafka_pop *pops;
         uint32_t npops;

@@ -1,0 +1,82 @@
+/* The Kafka topic registry on the control thread and what it shares with the
+ * workers: an immutable snapshot of topics and partition placement, published
+ * through the rings and freed once every worker has moved past it, and the
+ * ring messages between the Kafka front-end and the registry. */
+#ifndef CTL_KAFKA_H
+#define CTL_KAFKA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "meta.h"
+#include "sl_mbox.h"
+
+struct ctl_plane;
+
+/* Partition ids ("pid") are process-wide and stable for the process's life:
+ * a worker keeps its open logs in an array indexed by them. */
+#define CTL_KAFKA_PIDS_MAX           4096
+#define CTL_KAFKA_TOPIC_PARTS_MAX    1024
+#define CTL_KAFKA_DEFAULT_PARTITIONS 1
+
+/* Ring messages of the Kafka range (SL_MSG_KAFKA .. +31). */
+enum ctl_kafka_msg {
+        /* control -> worker request: a.ptr[0] = const struct ctl_kafka_snap *.
+         * The worker switches to it (opening the partitions placed on it)
+         * and replies; the control thread frees a snapshot once every
+         * worker has acknowledged a newer one. */
+        CTL_KAFKA_MSG_SNAP = SL_MSG_KAFKA,
+        /* worker -> control request: create a topic. a.ptr[0] = name (not
+         * NUL-terminated, borrowed until the reply), u32 = name length,
+         * i64[1] = partitions (<= 0: the default). Reply: u32 = Kafka error
+         * code; sent once every worker has the snapshot with the topic. */
+        CTL_KAFKA_MSG_CREATE,
+        /* worker -> worker (owner) request, see kafka_internal.h */
+        CTL_KAFKA_MSG_POP,
+        CTL_KAFKA_MSG_WAIT,
+};
+
+struct ctl_kafka_part {
+        uint16_t worker;
+        uint32_t pid;
+};
+
+struct ctl_kafka_topic {
+        char name[META_NAME_MAX + 1];
+        uint16_t name_len;
+        uint8_t uuid[16];
+        uint32_t nparts;
+        struct ctl_kafka_part *parts;
+        struct log_config cfg;
+};
+
+/* Immutable once published. */
+struct ctl_kafka_snap {
+        uint64_t gen;
+        uint32_t ntopics;
+        struct ctl_kafka_topic *topics;
+        uint32_t hash_mask; /* open addressing over topic names: index + 1, 0 = empty */
+        uint32_t *hash;
+        struct ctl_kafka_snap *next_old; /* control thread: list of published snapshots */
+};
+
+/* Topic by name, or NULL (any thread holding the snapshot). */
+const struct ctl_kafka_topic *ctl_kafka_snap_find(const struct ctl_kafka_snap *s, const char *name,
+                                                  uint32_t len);
+const struct ctl_kafka_topic *ctl_kafka_snap_find_id(const struct ctl_kafka_snap *s,
+                                                     const uint8_t uuid[16]);
+
+/* Control thread hooks (ctl_plane.c). init opens the metadata log under the
+ * data directory; poll runs every loop iteration and returns true while it
+ * has work in flight (the loop then does not sleep); on_msg returns true
+ * when it handled a message of the Kafka range. */
+int ctl_kafka_init(struct ctl_plane *cp, char *err, size_t err_len);
+bool ctl_kafka_poll(struct ctl_plane *cp);
+bool ctl_kafka_on_msg(struct ctl_plane *cp, const struct sl_msg *m);
+void ctl_kafka_fini(struct ctl_plane *cp);
+
+/* Kafka's topic name rule: 1..249 of [a-zA-Z0-9._-], not "." or "..". */
+bool ctl_kafka_topic_name_valid(const char *name, uint32_t len);
+
+#endif

@@ -1,0 +1,467 @@
+/* The owner side of Kafka partitions: each worker opens the logs the topic
+ * snapshot places on it, runs appends, reads and offset look-ups for its own
+ * requests and for other workers' (over the rings), and holds long-poll
+ * waiters for remote fetches. Storage runs on its own io_uring, driven from
+ * the worker's poller. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kafka_part.h"
+#include "sl_log.h"
+
+static void owner_exec(struct kafka_worker *kw, struct kafka_pop *p);
+
+static int16_t err_map(int rc)
+{
+        switch (rc) {
+        case 0:
+                return 0;
+        case -EBADMSG:
+                return KERR_CORRUPT_MESSAGE;
+        case -EMSGSIZE:
+                return KERR_MESSAGE_TOO_LARGE;
+        case -ERANGE:
+                return KERR_OFFSET_OUT_OF_RANGE;
+        default:
+                return KERR_KAFKA_STORAGE_ERROR;
+        }
+}
+
+static void queue_push(struct kafka_pop **head, struct kafka_pop **tail, struct kafka_pop *p)
+{
+        p->next = NULL;
+        if (*tail)
+                (*tail)->next = p;
+        else
+                *head = p;
+        *tail = p;
+}
+
+/* The owner is done with p: answer the requester. */
+static void owner_done(struct kafka_worker *kw, struct kafka_pop *p)
+{
+        if (p->req_ep == kw->w->id) {
+                kafka_pop_complete(kw, p);
+                return;
+        }
+        struct sl_msg m = {.type = CTL_KAFKA_MSG_POP, .cookie = (uint64_t)(uintptr_t)p};
+        sl_mbox_reply(&kw->w->mb, p->req_ep, &m);
+}
+
+static bool pop_send(struct kafka_worker *kw, struct kafka_pop *p, uint16_t dst)
+{
+        struct sl_msg m = {.cookie = (uint64_t)(uintptr_t)p};
+        if (p->op == KAFKA_POP_CREATE) {
+                m.type = CTL_KAFKA_MSG_CREATE;
+                m.a.ptr[0] = (void *)p->batch;
+                m.u32 = p->len;
+                m.a.i64[1] = p->offset;
+        } else {
+                m.type = CTL_KAFKA_MSG_POP;
+                m.a.ptr[0] = p;
+        }
+        m.u16 = dst;
+        return sl_mbox_request(&kw->w->mb, dst, &m) == 0;
+}
+
+void kafka_pop_submit(struct kafka_worker *kw, struct kafka_pop *p, uint16_t dst)
+{
+        p->req_ep = kw->w->id;
+        if (dst == kw->w->id) {
+                owner_exec(kw, p);
+                return;
+        }
+        if (!pop_send(kw, p, dst)) {
+                /* No credit: retried from the poller. Until sent, the
+                 * owner-side counter holds the destination. */
+                p->appends_pending = dst;
+                queue_push(&kw->send_head, &kw->send_tail, p);
+        }
+}
+
+/* ---- appends ------------------------------------------------------------ */
+
+static void append_cb(void *ctx, int64_t base, int res)
+{
+        (void)base;
+        struct kafka_pop *p = ctx;
+        struct kafka_worker *kw = (struct kafka_worker *)p->dest;
+        if (res && !p->err)
+                p->err = err_map(res);
+        if (--p->appends_pending == 0 && p->started)
+                owner_done(kw, p);
+}
+
+/* Appends the batches of p from done_bytes on. Returns false on -ENOBUFS
+ * (p goes on the retry queue). */
+static bool append_run(struct kafka_worker *kw, struct kafka_pop *p, struct kafka_part *kp)
+{
+        p->dest = (uint8_t *)kw; /* for append_cb: the owner's state */
+        while (p->done_bytes < p->len && !p->err) {
+                const uint8_t *b = p->batch + p->done_bytes;
+                uint32_t left = p->len - p->done_bytes;
+                if (left < LOG_BATCH_HEADER_BYTES || log_batch_len(b) > left) {
+                        p->err = KERR_CORRUPT_MESSAGE;
+                        break;
+                }
+                uint32_t blen = log_batch_len(b);
+                int16_t attrs = (int16_t)((uint16_t)b[21] << 8 | b[22]);
+                if (attrs & 0x20) { /* control batches are the broker's to write */
+                        p->err = KERR_INVALID_RECORD;
+                        break;
+                }
+                int64_t base = -1;
+                p->appends_pending++;
+                int rc = log_append(kp->log, b, blen, append_cb, p, &base);
+                if (rc == -ENOBUFS) {
+                        p->appends_pending--;
+                        return false;
+                }
+                if (rc) {
+                        p->appends_pending--;
+                        p->err = err_map(rc);
+                        break;
+                }
+                if (p->base < 0)
+                        p->base = base;
+                p->done_bytes += blen;
+        }
+        p->lso = log_start_offset(kp->log);
+        p->started = true;
+        if (p->appends_pending == 0)
+                owner_done(kw, p);
+        return true;
+}
+
+/* ---- reads ---------------------------------------------------------------- */
+
+static void read_finish(struct kafka_reader *rd, int res)
+{
+        struct kafka_pop *p = rd->pop;
+        struct kafka_worker *kw = rd->kw;
+        if (res < 0) {
+                if (p->op == KAFKA_POP_OFFSET) {
+                        p->base = -1; /* no batch at or after that timestamp */
+                        p->hw = -1;
+                } else {
+                        p->err = err_map(res);
+                }
+        } else if (p->op == KAFKA_POP_OFFSET) {
+                p->base = rd->lr.offset_found;
+                p->hw = p->timestamp;
+        } else {
+                uint32_t n = SL_MIN(rd->lr.data_len, p->cap);
+                memcpy(p->dest, (uint8_t *)rd->buf + rd->lr.data_off, n);
+                p->got = n;
+                if (rd->lr.hw > p->hw)
+                        p->hw = rd->lr.hw;
+        }
+        rd->busy = false;
+        rd->pop = NULL;
+        owner_done(kw, p);
+}
+
+static void read_cb(struct log_read *lr, int res)
+{
+        read_finish(lr->ctx, res);
+}
+
+static bool read_run(struct kafka_worker *kw, struct kafka_pop *p, struct kafka_part *kp)
+{
+        struct kafka_reader *rd = NULL;
+        for (int i = 0; i < KAFKA_READERS; i++)
+                if (!kw->readers[i].busy) {
+                        rd = &kw->readers[i];
+                        break;
+                }
+        if (!rd)
+                return false;
+        rd->busy = true;
+        rd->pop = p;
+        memset(&rd->lr, 0, sizeof(rd->lr));
+        rd->lr.by_time = p->op == KAFKA_POP_OFFSET;
+        rd->lr.offset = p->offset;
+        rd->lr.timestamp = p->timestamp;
+        rd->lr.max_bytes = rd->lr.by_time ? 1 : SL_MAX(p->max, 1u);
+        rd->lr.buf = rd->buf;
+        rd->lr.buf_cap = rd->cap;
+        rd->lr.cb = read_cb;
+        rd->lr.ctx = rd;
+        int rc = log_read_submit(kp->log, &rd->lr);
+        if (rc != 0)
+                read_finish(rd, rc < 0 ? rc : 0);
+        return true;
+}
+
+static void owner_exec(struct kafka_worker *kw, struct kafka_pop *p)
+{
+        struct kafka_part *kp = p->pid < CTL_KAFKA_PIDS_MAX ? kw->parts[p->pid] : NULL;
+        if (!kp) {
+                p->err = KERR_NOT_LEADER;
+                owner_done(kw, p);
+                return;
+        }
+        switch (p->op) {
+        case KAFKA_POP_APPEND:
+                if (!append_run(kw, p, kp))
+                        queue_push(&kw->retry_head, &kw->retry_tail, p);
+                return;
+        case KAFKA_POP_READ: {
+                p->hw = log_high_watermark(kp->log);
+                p->lso = log_start_offset(kp->log);
+                if (p->offset == p->hw || p->max == 0 || !p->dest) {
+                        owner_done(kw, p);
+                        return;
+                }
+                if (p->offset < p->lso || p->offset > p->hw) {
+                        p->err = KERR_OFFSET_OUT_OF_RANGE;
+                        owner_done(kw, p);
+                        return;
+                }
+                if (!read_run(kw, p, kp))
+                        queue_push(&kw->retry_head, &kw->retry_tail, p);
+                return;
+        }
+        case KAFKA_POP_OFFSET:
+                if (p->timestamp == -1 || p->timestamp == -2 || p->timestamp == -3) {
+                        p->base = p->timestamp == -2 ? log_start_offset(kp->log)
+                                                     : log_high_watermark(kp->log);
+                        p->hw = -1; /* the timestamp field of the answer */
+                        owner_done(kw, p);
+                        return;
+                }
+                if (!read_run(kw, p, kp))
+                        queue_push(&kw->retry_head, &kw->retry_tail, p);
+                return;
+        default:
+                p->err = KERR_INVALID_REQUEST;
+                owner_done(kw, p);
+        }
+}
+
+/* ---- remote long-poll waiters ------------------------------------------- */
+
+static void waiter_reply(struct kafka_worker *kw, struct kafka_waiter *wt)
+{
+        struct sl_msg m = {.type = CTL_KAFKA_MSG_WAIT, .cookie = wt->cookie};
+        m.a.u64[3] = wt->token;
+        sl_mbox_reply(&kw->w->mb, wt->req_ep, &m);
+        wt->active = false;
+        wt->next_free = kw->free_waiters;
+        kw->free_waiters = wt;
+}
+
+static void waiter_cb(struct log_wait *lw, int64_t hw)
+{
+        (void)hw;
+        struct kafka_waiter *wt = lw->ctx;
+        waiter_reply(wt->kw, wt);
+}
+
+static void on_wait(struct kafka_worker *kw, const struct sl_msg *m)
+{
+        struct kafka_waiter *wt = kw->free_waiters;
+        uint32_t pid = (uint32_t)m->a.u64[0];
+        struct kafka_part *kp = pid < CTL_KAFKA_PIDS_MAX ? kw->parts[pid] : NULL;
+        if (!wt || !kp) {
+                struct sl_msg r = {.type = CTL_KAFKA_MSG_WAIT, .cookie = m->cookie};
+                r.a.u64[3] = m->a.u64[3];
+                sl_mbox_reply(&kw->w->mb, m->src, &r);
+                return;
+        }
+        kw->free_waiters = wt->next_free;
+        wt->active = true;
+        wt->kw = kw;
+        wt->pid = pid;
+        wt->req_ep = m->src;
+        wt->cookie = m->cookie;
+        wt->token = m->a.u64[3];
+        wt->deadline_ms = m->a.u64[2];
+        wt->lw = (struct log_wait){.offset = m->a.i64[1], .cb = waiter_cb, .ctx = wt};
+        if (log_wait_add(kp->log, &wt->lw) == 1)
+                waiter_reply(kw, wt);
+}
+
+static uint32_t waiters_expire(struct kafka_worker *kw)
+{
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < KAFKA_WAITERS; i++) {
+                struct kafka_waiter *wt = &kw->waiters[i];
+                if (!wt->active || wt->deadline_ms > kw->w->now_ms)
+                        continue;
+                struct kafka_part *kp = kw->parts[wt->pid];
+                if (kp)
+                        log_wait_cancel(kp->log, &wt->lw);
+                waiter_reply(kw, wt);
+                n++;
+        }
+        return n;
+}
+
+/* ---- snapshots ----------------------------------------------------------- */
+
+static void snap_apply(struct kafka_worker *kw, const struct ctl_kafka_snap *s)
+{
+        kw->snap = s;
+        for (uint32_t i = 0; s && i < s->ntopics; i++) {
+                const struct ctl_kafka_topic *t = &s->topics[i];
+                for (uint32_t p = 0; p < t->nparts; p++) {
+                        const struct ctl_kafka_part *cp = &t->parts[p];
+                        if (cp->worker != kw->w->id || cp->pid >= CTL_KAFKA_PIDS_MAX ||
+                            kw->parts[cp->pid])
+                                continue;
+                        struct meta_topic mt;
+                        memcpy(mt.uuid, t->uuid, 16);
+                        char name[64], dir[CTL_PATH_MAX + 128];
+                        meta_partition_dirname(&mt, p, name, sizeof(name));
+                        snprintf(dir, sizeof(dir), "%s/topics/%s", kw->data_dir, name);
+                        struct kafka_part *kp = calloc(1, sizeof(*kp));
+                        struct log_partition *lp = NULL;
+                        int rc = kp ? log_partition_open(kw->owner, dir, &t->cfg, 0, &lp) : -ENOMEM;
+                        if (rc) {
+                                SL_ERR("kafka: cannot open partition %s-%u in %s: %s", t->name, p,
+                                       dir, strerror(-rc));
+                                free(kp);
+                                continue;
+                        }
+                        kp->log = lp;
+                        kp->pid = cp->pid;
+                        kw->parts[cp->pid] = kp;
+                }
+        }
+}
+
+void kafka_part_msg(struct sl_worker *w, const struct sl_msg *m)
+{
+        struct kafka_worker *kw = kafka_kw(w);
+        bool req = m->flags & SL_MSG_F_REQUEST;
+        if (!kw) {
+                if (req) {
+                        struct sl_msg r = {.type = m->type, .cookie = m->cookie};
+                        sl_mbox_reply(&w->mb, m->src, &r);
+                }
+                return;
+        }
+        switch (m->type) {
+        case CTL_KAFKA_MSG_SNAP: {
+                snap_apply(kw, m->a.ptr[0]);
+                struct sl_msg r = {.type = m->type, .cookie = m->cookie};
+                sl_mbox_reply(&w->mb, m->src, &r);
+                return;
+        }
+        case CTL_KAFKA_MSG_CREATE: {
+                struct kafka_pop *p = (struct kafka_pop *)(uintptr_t)m->cookie;
+                p->err = (int16_t)(uint16_t)m->u32;
+                kafka_pop_complete(kw, p);
+                return;
+        }
+        case CTL_KAFKA_MSG_POP: {
+                struct kafka_pop *p = (struct kafka_pop *)(uintptr_t)m->cookie;
+                if (req)
+                        owner_exec(kw, p);
+                else
+                        kafka_pop_complete(kw, p);
+                return;
+        }
+        case CTL_KAFKA_MSG_WAIT:
+                if (req) {
+                        on_wait(kw, m);
+                } else {
+                        struct kafka_req *r = (struct kafka_req *)(uintptr_t)m->cookie;
+                        if (r->state == KAFKA_REQ_RUNNING && r->waiting &&
+                            r->wait_token == m->a.u64[3])
+                                kafka_fetch_wake(kw, r);
+                }
+                return;
+        default:
+                if (req) {
+                        struct sl_msg r = {.type = m->type, .cookie = m->cookie};
+                        sl_mbox_reply(&w->mb, m->src, &r);
+                }
+        }
+}
+
+/* ---- poll, init ---------------------------------------------------------- */
+
+uint32_t kafka_part_poll(struct kafka_worker *kw)
+{
+        uint32_t work = 0;
+        int n = log_owner_poll(kw->owner);
+        if (n > 0)
+                work += (uint32_t)n;
+        /* Owner retries (staging ring full, no free reader): once per step. */
+        struct kafka_pop *list = kw->retry_head;
+        kw->retry_head = kw->retry_tail = NULL;
+        while (list) {
+                struct kafka_pop *p = list;
+                list = p->next;
+                owner_exec(kw, p);
+                work++;
+        }
+        /* Requester: sends that found no credit. */
+        list = kw->send_head;
+        kw->send_head = kw->send_tail = NULL;
+        while (list) {
+                struct kafka_pop *p = list;
+                list = p->next;
+                uint16_t dst = (uint16_t)p->appends_pending;
+                if (pop_send(kw, p, dst)) {
+                        p->appends_pending = 0;
+                        work++;
+                } else {
+                        queue_push(&kw->send_head, &kw->send_tail, p);
+                }
+        }
+        static _Thread_local uint64_t last_scan_ms;
+        if (kw->w->now_ms - last_scan_ms >= 10) {
+                last_scan_ms = kw->w->now_ms;
+                work += waiters_expire(kw);
+        }
+        if (log_owner_busy(kw->owner) || kw->retry_head || kw->send_head)
+                work++;
+        return work;
+}
+
+int kafka_part_init(struct kafka_worker *kw)
+{
+        kw->io = log_io_uring_create(NULL, 256, 0);
+        if (!kw->io)
+                return -ENOMEM;
+        kw->owner = log_owner_create(kw->io);
+        if (!kw->owner)
+                return -ENOMEM;
+        uint32_t cap = kw->w->pool.bytes[SL_BUF_LARGE] + (64u << 10);
+        for (int i = 0; i < KAFKA_READERS; i++) {
+                kw->readers[i].kw = kw;
+                kw->readers[i].cap = cap;
+                kw->readers[i].buf = aligned_alloc(4096, SL_ALIGN_UP(cap, 4096u));
+                if (!kw->readers[i].buf)
+                        return -ENOMEM;
+        }
+        for (uint32_t i = KAFKA_WAITERS; i-- > 0;) {
+                kw->waiters[i].next_free = kw->free_waiters;
+                kw->free_waiters = &kw->waiters[i];
+        }
+        return 0;
+}
+
+void kafka_part_fini(struct kafka_worker *kw)
+{
+        if (kw->owner) {
+                log_owner_drain(kw->owner);
+                for (uint32_t i = 0; i < CTL_KAFKA_PIDS_MAX; i++) {
+                        if (!kw->parts[i])
+                                continue;
+                        log_partition_close(kw->parts[i]->log);
+                        free(kw->parts[i]);
+                        kw->parts[i] = NULL;
+                }
+                log_owner_destroy(kw->owner);
+        }
+        if (kw->io)
+                kw->io->ops->destroy(kw->io);
+        for (int i = 0; i < KAFKA_READERS; i++)
+                free(kw->readers[i].buf);
+}

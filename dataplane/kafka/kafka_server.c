@@ -1,0 +1,1279 @@
+/* The Kafka front-end's connection side: frames cut from the size prefix into
+ * a request slot (refused above frame_bytes_max before anything is buffered),
+ * a per-connection ring of requests whose responses leave strictly in order,
+ * and the handlers of the advertised APIs (kafka_apis.h). Partition work runs
+ * on the owning worker through kafka_part.c. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "kafka_apis.h"
+#include "kafka_internal.h"
+#include "kafka_part.h"
+#include "sl_log.h"
+
+struct kafka_starved {
+        struct sl_conn *c;
+        uint32_t gen;
+};
+
+struct kafka_conn {
+        struct kafka_req *ring[KAFKA_CONN_INFLIGHT];
+        uint32_t head, count;
+        struct kafka_req *asm_req; /* frame being assembled */
+        uint8_t szb[4];
+        uint8_t szn;
+        bool paused;
+        bool starved;
+};
+
+/* ---- advertised versions ------------------------------------------------ */
+
+struct kafka_api_range {
+        int16_t key, min, max;
+};
+
+#define KAFKA_API_ROW(k, lo, hi) {k, lo, hi},
+static const struct kafka_api_range kafka_api_table[] = {KAFKA_ADVERTISED(KAFKA_API_ROW)};
+#define KAFKA_API_COUNT (sizeof(kafka_api_table) / sizeof(kafka_api_table[0]))
+
+static const struct kafka_api_range *api_find(int16_t key)
+{
+        for (size_t i = 0; i < KAFKA_API_COUNT; i++)
+                if (kafka_api_table[i].key == key)
+                        return &kafka_api_table[i];
+        return NULL;
+}
+
+/* ---- request slots -------------------------------------------------------- */
+
+static _Thread_local struct kafka_starved starved_ring[256];
+static _Thread_local uint32_t starved_head, starved_n;
+
+static struct kafka_req *req_alloc(struct kafka_worker *kw, struct sl_conn *c)
+{
+        struct kafka_req *r = kw->free_reqs;
+        if (!r)
+                return NULL;
+        kw->free_reqs = r->next_free;
+        uint8_t *mem = r->arena.base;
+        memset(r, 0, sizeof(*r));
+        kafka_arena_init(&r->arena, mem, KAFKA_ARENA_BYTES);
+        r->c = c;
+        r->kw = kw;
+        r->cgen = c->gen;
+        r->state = KAFKA_REQ_QUEUED;
+        return r;
+}
+
+static void starved_wake(struct kafka_worker *kw);
+
+static void req_free(struct kafka_worker *kw, struct kafka_req *r)
+{
+        SL_ASSERT(r->pending == 0);
+        if (r->frame)
+                sl_worker_buf_put(kw->w, r->frame);
+        if (r->fbuf)
+                sl_worker_buf_put(kw->w, r->fbuf);
+        r->frame = r->fbuf = NULL;
+        r->state = KAFKA_REQ_FREE;
+        r->wait_token = 0;
+        r->next_free = kw->free_reqs;
+        kw->free_reqs = r;
+        starved_wake(kw);
+}
+
+static void conn_starve(struct sl_conn *c)
+{
+        struct kafka_conn *kc = c->proto_state;
+        if (kc->starved)
+                return;
+        if (starved_n == SL_ARRAY_LEN(starved_ring)) {
+                sl_conn_close(c, SL_CLOSE_LIMIT);
+                return;
+        }
+        starved_ring[(starved_head + starved_n++) % SL_ARRAY_LEN(starved_ring)] =
+            (struct kafka_starved){c, c->gen};
+        kc->starved = true;
+        sl_conn_rx_pause(c);
+}
+
+static void starved_wake(struct kafka_worker *kw)
+{
+        (void)kw;
+        while (starved_n) {
+                struct kafka_starved s = starved_ring[starved_head];
+                starved_head = (starved_head + 1) % SL_ARRAY_LEN(starved_ring);
+                starved_n--;
+                if (s.c->gen != s.gen || s.c->state != SL_CONN_OPEN)
+                        continue;
+                struct kafka_conn *kc = s.c->proto_state;
+                kc->starved = false;
+                if (!kc->paused)
+                        sl_conn_rx_resume(s.c);
+                return;
+        }
+}
+
+/* ---- responses, in request order ------------------------------------------ */
+
+static void req_run(struct kafka_worker *kw, struct kafka_req *r);
+
+static int resp_send(struct kafka_worker *kw, struct kafka_req *r)
+{
+        ssize_t n = kafka_response_encode(&r->resp, r->h.correlation_id, kw->enc, kw->enc_cap);
+        if (n < 0) {
+                SL_WARN("kafka: cannot encode response to api %d v%d: %s", r->h.api_key,
+                        r->h.api_version, strerror((int)-n));
+                sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+                return -EPIPE;
+        }
+        int rc = sl_conn_send(r->c, kw->enc, (size_t)n);
+        if (rc == -ENOBUFS)
+                sl_conn_want_writable(r->c);
+        return rc;
+}
+
+void kafka_conn_flush(struct kafka_worker *kw, struct sl_conn *c)
+{
+        struct kafka_conn *kc = c->proto_state;
+        while (kc->count && c->state == SL_CONN_OPEN) {
+                struct kafka_req *r = kc->ring[kc->head];
+                if (r->state == KAFKA_REQ_QUEUED) {
+                        /* Fetch starts only at the head: its long poll then
+                         * holds no later response hostage. */
+                        r->state = KAFKA_REQ_RUNNING;
+                        req_run(kw, r);
+                        continue;
+                }
+                if (r->state != KAFKA_REQ_DONE)
+                        break;
+                if (!r->no_response && resp_send(kw, r) != 0)
+                        break;
+                kc->ring[kc->head] = NULL;
+                kc->head = (kc->head + 1) % KAFKA_CONN_INFLIGHT;
+                kc->count--;
+                req_free(kw, r);
+        }
+        uint32_t cap = SL_MIN(kw->w->limits.inflight_requests_max, KAFKA_CONN_INFLIGHT);
+        if (kc->paused && kc->count < cap && c->state == SL_CONN_OPEN) {
+                kc->paused = false;
+                if (!kc->starved)
+                        sl_conn_rx_resume(c);
+        }
+}
+
+void kafka_req_done(struct kafka_worker *kw, struct kafka_req *r)
+{
+        r->state = KAFKA_REQ_DONE;
+        if (r->c)
+                kafka_conn_flush(kw, r->c);
+}
+
+/* ---- handlers --------------------------------------------------------------- */
+
+static int resp_init(struct kafka_req *r, int16_t version)
+{
+        return kafka_msg_init(&r->resp, &r->arena, r->h.api_key, version, KAFKA_RESPONSE);
+}
+
+static bool software_token_valid(struct kafka_str s)
+{
+        if (s.len <= 0)
+                return false;
+        for (int32_t i = 0; i < s.len; i++) {
+                char ch = (char)s.ptr[i];
+                bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                             (ch >= '0' && ch <= '9');
+                bool edge = i == 0 || i == s.len - 1;
+                if (!alnum && (edge || (ch != '-' && ch != '.')))
+                        return false;
+        }
+        return true;
+}
+
+static void handle_api_versions(struct kafka_worker *kw, struct kafka_req *r)
+{
+        const struct kafka_api_range *self = api_find(KAFKA_API_API_VERSIONS);
+        if (r->h.api_version > self->max) {
+                /* KIP-511: answer in v0, naming only ApiVersions, so the client
+                 * retries with a version both sides know. */
+                resp_init(r, 0);
+                kafka_val_set_int16(r->resp.root, KAFKA_API_VERSIONS_RESP_ERROR_CODE,
+                                    KERR_UNSUPPORTED_VERSION);
+                struct kafka_val *k = kafka_val_array_init(&r->arena, r->resp.root,
+                                                           KAFKA_API_VERSIONS_RESP_API_KEYS, 1);
+                kafka_val_set_int16(k, KAFKA_API_VERSIONS_RESP_API_KEYS_API_KEY, self->key);
+                kafka_val_set_int16(k, KAFKA_API_VERSIONS_RESP_API_KEYS_MIN_VERSION, self->min);
+                kafka_val_set_int16(k, KAFKA_API_VERSIONS_RESP_API_KEYS_MAX_VERSION, self->max);
+                kafka_req_done(kw, r);
+                return;
+        }
+        resp_init(r, r->h.api_version);
+        if (r->h.api_version >= 3 &&
+            (!software_token_valid(
+                 kafka_val_get_str(r->msg.root, KAFKA_API_VERSIONS_REQ_CLIENT_SOFTWARE_NAME)) ||
+             !software_token_valid(
+                 kafka_val_get_str(r->msg.root, KAFKA_API_VERSIONS_REQ_CLIENT_SOFTWARE_VERSION)))) {
+                kafka_val_set_int16(r->resp.root, KAFKA_API_VERSIONS_RESP_ERROR_CODE,
+                                    KERR_INVALID_REQUEST);
+                kafka_req_done(kw, r);
+                return;
+        }
+        struct kafka_val *k = kafka_val_array_init(
+            &r->arena, r->resp.root, KAFKA_API_VERSIONS_RESP_API_KEYS, (int32_t)KAFKA_API_COUNT);
+        for (size_t i = 0; k && i < KAFKA_API_COUNT; i++) {
+                struct kafka_val *e = kafka_val_array_elem(
+                    kafka_val_array(r->resp.root, KAFKA_API_VERSIONS_RESP_API_KEYS), (int32_t)i);
+                kafka_val_set_int16(e, KAFKA_API_VERSIONS_RESP_API_KEYS_API_KEY,
+                                    kafka_api_table[i].key);
+                kafka_val_set_int16(e, KAFKA_API_VERSIONS_RESP_API_KEYS_MIN_VERSION,
+                                    kafka_api_table[i].min);
+                kafka_val_set_int16(e, KAFKA_API_VERSIONS_RESP_API_KEYS_MAX_VERSION,
+                                    kafka_api_table[i].max);
+        }
+        kafka_req_done(kw, r);
+}
+
+/* The address clients should use: the advertised one, else the listener's,
+ * else (a wildcard listener) the address this connection came in on. */
+static void advertised(struct sl_conn *c, char *host, size_t n, int32_t *port)
+{
+        const struct ctl_listener *l = &c->w->cfg->listeners[CTL_PROTO_KAFKA];
+        *port = l->advertised_port ? l->advertised_port : sl_conn_local_port(c);
+        const char *h = l->advertised_host[0] ? l->advertised_host : l->host;
+        if (strcmp(h, "0.0.0.0") != 0 && strcmp(h, "::") != 0 && h[0]) {
+                snprintf(host, n, "%s", h);
+                return;
+        }
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        snprintf(host, n, "127.0.0.1");
+        if (c->fd >= 0 && getsockname(c->fd, (struct sockaddr *)&ss, &sl) == 0) {
+                if (ss.ss_family == AF_INET)
+                        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host,
+                                  (socklen_t)n);
+                else if (ss.ss_family == AF_INET6)
+                        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host,
+                                  (socklen_t)n);
+        }
+}
+
+static struct kafka_pop *pops_alloc(struct kafka_req *r, uint32_t n)
+{
+        r->pops = kafka_arena_alloc(&r->arena, sizeof(struct kafka_pop) * (n ? n : 1));
+        if (r->pops)
+                memset(r->pops, 0, sizeof(struct kafka_pop) * (n ? n : 1));
+        r->npops = n;
+        return r->pops;
+}
+
+/* Asks the registry for each topic named in names[] that this worker's
+ * snapshot lacks. Returns the number of creations started. */
+static uint32_t create_missing(struct kafka_worker *kw, struct kafka_req *r,
+                               const struct kafka_str *names, uint32_t n, int32_t nparts)
+{
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < n; i++)
+                if (names[i].len > 0 &&
+                    !ctl_kafka_snap_find(kw->snap, (const char *)names[i].ptr,
+                                         (uint32_t)names[i].len) &&
+                    ctl_kafka_topic_name_valid((const char *)names[i].ptr, (uint32_t)names[i].len))
+                        k++;
+        if (!k || !pops_alloc(r, k))
+                return 0;
+        uint32_t j = 0;
+        for (uint32_t i = 0; i < n && j < k; i++) {
+                if (names[i].len <= 0 ||
+                    ctl_kafka_snap_find(kw->snap, (const char *)names[i].ptr,
+                                        (uint32_t)names[i].len) ||
+                    !ctl_kafka_topic_name_valid((const char *)names[i].ptr, (uint32_t)names[i].len))
+                        continue;
+                struct kafka_pop *p = &r->pops[j++];
+                p->op = KAFKA_POP_CREATE;
+                p->req = r;
+                p->batch = names[i].ptr;
+                p->len = (uint32_t)names[i].len;
+                p->offset = nparts;
+                r->pending++;
+                kafka_pop_submit(kw, p, kw->w->rt->control_ep);
+        }
+        return k;
+}
+
+static bool kafka_auto_create(const struct kafka_worker *kw)
+{
+        (void)kw;
+        return true;
+}
+
+static void handle_metadata(struct kafka_worker *kw, struct kafka_req *r)
+{
+        const struct kafka_val *root = r->msg.root;
+        const struct kafka_val *topics = kafka_val_array(root, KAFKA_METADATA_REQ_TOPICS);
+        int16_t v = r->h.api_version;
+        bool all = topics->len < 0 || (v == 0 && topics->len == 0);
+        int32_t nreq = all ? 0 : topics->len;
+        if (!r->creating) {
+                r->creating = true;
+                bool allow =
+                    v < 4 || kafka_val_get_bool(root, KAFKA_METADATA_REQ_ALLOW_AUTO_TOPIC_CREATION);
+                if (nreq && allow && kafka_auto_create(kw)) {
+                        struct kafka_str *names =
+                            kafka_arena_alloc(&r->arena, sizeof(*names) * (size_t)nreq);
+                        for (int32_t i = 0; names && i < nreq; i++)
+                                names[i] = kafka_val_get_str(kafka_val_array_elem(topics, i),
+                                                             KAFKA_METADATA_REQ_TOPICS_NAME);
+                        if (names && create_missing(kw, r, names, (uint32_t)nreq, -1))
+                                return; /* re-run once the topics exist */
+                }
+        }
+        if (r->pending)
+                return;
+        const struct ctl_kafka_snap *s = kw->snap;
+        resp_init(r, v);
+        struct kafka_val *rt = r->resp.root;
+        char host[256];
+        int32_t port;
+        advertised(r->c, host, sizeof(host), &port);
+        struct kafka_val *b = kafka_val_array_init(&r->arena, rt, KAFKA_METADATA_RESP_BROKERS, 1);
+        kafka_val_set_int32(b, KAFKA_METADATA_RESP_BROKERS_NODE_ID, 0);
+        char *h = kafka_arena_alloc(&r->arena, strlen(host) + 1);
+        if (!b || !h)
+                goto nomem;
+        strcpy(h, host);
+        kafka_val_set_cstr(b, KAFKA_METADATA_RESP_BROKERS_HOST, h);
+        kafka_val_set_int32(b, KAFKA_METADATA_RESP_BROKERS_PORT, port);
+        if (v >= 2)
+                kafka_val_set_cstr(rt, KAFKA_METADATA_RESP_CLUSTER_ID, "sluice");
+        if (v >= 1)
+                kafka_val_set_int32(rt, KAFKA_METADATA_RESP_CONTROLLER_ID, 0);
+        int32_t nt = all ? (int32_t)(s ? s->ntopics : 0) : nreq;
+        struct kafka_val *ta = kafka_val_array_init(&r->arena, rt, KAFKA_METADATA_RESP_TOPICS, nt);
+        if (nt && !ta)
+                goto nomem;
+        for (int32_t i = 0; i < nt; i++) {
+                struct kafka_val *te =
+                    kafka_val_array_elem(kafka_val_array(rt, KAFKA_METADATA_RESP_TOPICS), i);
+                const struct ctl_kafka_topic *t;
+                struct kafka_str name;
+                if (all) {
+                        t = &s->topics[i];
+                        name = (struct kafka_str){(const uint8_t *)t->name, t->name_len};
+                } else {
+                        name = kafka_val_get_str(kafka_val_array_elem(topics, i),
+                                                 KAFKA_METADATA_REQ_TOPICS_NAME);
+                        t = name.len > 0
+                                ? ctl_kafka_snap_find(s, (const char *)name.ptr, (uint32_t)name.len)
+                                : NULL;
+                }
+                kafka_val_set_str(te, KAFKA_METADATA_RESP_TOPICS_NAME, name.ptr,
+                                  name.len < 0 ? 0 : name.len);
+                if (!t) {
+                        bool valid =
+                            name.len > 0 &&
+                            ctl_kafka_topic_name_valid((const char *)name.ptr, (uint32_t)name.len);
+                        kafka_val_set_int16(te, KAFKA_METADATA_RESP_TOPICS_ERROR_CODE,
+                                            valid ? KERR_UNKNOWN_TOPIC_OR_PARTITION
+                                                  : KERR_INVALID_TOPIC);
+                        kafka_val_array_init(&r->arena, te, KAFKA_METADATA_RESP_TOPICS_PARTITIONS,
+                                             0);
+                        continue;
+                }
+                if (v >= 10)
+                        kafka_val_set_uuid(te, KAFKA_METADATA_RESP_TOPICS_TOPIC_ID, t->uuid);
+                struct kafka_val *pa = kafka_val_array_init(
+                    &r->arena, te, KAFKA_METADATA_RESP_TOPICS_PARTITIONS, (int32_t)t->nparts);
+                if (t->nparts && !pa)
+                        goto nomem;
+                for (uint32_t p = 0; p < t->nparts; p++) {
+                        struct kafka_val *pe = kafka_val_array_elem(
+                            kafka_val_array(te, KAFKA_METADATA_RESP_TOPICS_PARTITIONS), (int32_t)p);
+                        kafka_val_set_int32(
+                            pe, KAFKA_METADATA_RESP_TOPICS_PARTITIONS_PARTITION_INDEX, (int32_t)p);
+                        kafka_val_set_int32(pe, KAFKA_METADATA_RESP_TOPICS_PARTITIONS_LEADER_ID, 0);
+                        if (v >= 7)
+                                kafka_val_set_int32(
+                                    pe, KAFKA_METADATA_RESP_TOPICS_PARTITIONS_LEADER_EPOCH, 0);
+                        struct kafka_val *rn = kafka_val_array_init(
+                            &r->arena, pe, KAFKA_METADATA_RESP_TOPICS_PARTITIONS_REPLICA_NODES, 1);
+                        struct kafka_val *isr = kafka_val_array_init(
+                            &r->arena, pe, KAFKA_METADATA_RESP_TOPICS_PARTITIONS_ISR_NODES, 1);
+                        if (!rn || !isr)
+                                goto nomem;
+                        rn[0].u.i64 = 0;
+                        rn[0].flags |= KAFKA_VAL_SET;
+                        isr[0].u.i64 = 0;
+                        isr[0].flags |= KAFKA_VAL_SET;
+                        if (v >= 5)
+                                kafka_val_array_init(
+                                    &r->arena, pe,
+                                    KAFKA_METADATA_RESP_TOPICS_PARTITIONS_OFFLINE_REPLICAS, 0);
+                }
+        }
+        kafka_req_done(kw, r);
+        return;
+nomem:
+        SL_WARN("kafka: metadata response does not fit the request arena");
+        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+        kafka_req_done(kw, r);
+}
+
+static void handle_create_topics(struct kafka_worker *kw, struct kafka_req *r)
+{
+        const struct kafka_val *root = r->msg.root;
+        const struct kafka_val *topics = kafka_val_array(root, KAFKA_CREATE_TOPICS_REQ_TOPICS);
+        int32_t n = topics->len < 0 ? 0 : topics->len;
+        bool validate = kafka_val_get_bool(root, KAFKA_CREATE_TOPICS_REQ_VALIDATE_ONLY);
+        if (!r->creating) {
+                r->creating = true;
+                r->err = 0;
+                int16_t *errs = kafka_arena_alloc(&r->arena, sizeof(int16_t) * (size_t)(n + 1));
+                if (!pops_alloc(r, (uint32_t)n) || !errs)
+                        goto nomem;
+                for (int32_t i = 0; i < n; i++) {
+                        const struct kafka_val *t = kafka_val_array_elem(topics, i);
+                        struct kafka_str name =
+                            kafka_val_get_str(t, KAFKA_CREATE_TOPICS_REQ_TOPICS_NAME);
+                        int32_t np =
+                            kafka_val_get_int32(t, KAFKA_CREATE_TOPICS_REQ_TOPICS_NUM_PARTITIONS);
+                        struct kafka_pop *p = &r->pops[i];
+                        p->req = r;
+                        p->op = KAFKA_POP_CREATE;
+                        p->batch = name.ptr;
+                        p->len = (uint32_t)(name.len < 0 ? 0 : name.len);
+                        p->offset = np;
+                        if (!ctl_kafka_topic_name_valid((const char *)name.ptr, p->len))
+                                p->err = KERR_INVALID_TOPIC;
+                        else if (ctl_kafka_snap_find(kw->snap, (const char *)name.ptr, p->len))
+                                p->err = KERR_TOPIC_ALREADY_EXISTS;
+                        else if (np == 0 || np < -1 || np > CTL_KAFKA_TOPIC_PARTS_MAX)
+                                p->err = KERR_INVALID_PARTITIONS;
+                        else if (!validate) {
+                                r->pending++;
+                                kafka_pop_submit(kw, p, kw->w->rt->control_ep);
+                        }
+                }
+        }
+        if (r->pending)
+                return;
+        resp_init(r, r->h.api_version);
+        struct kafka_val *ta =
+            kafka_val_array_init(&r->arena, r->resp.root, KAFKA_CREATE_TOPICS_RESP_TOPICS, n);
+        if (n && !ta)
+                goto nomem;
+        for (int32_t i = 0; i < n; i++) {
+                struct kafka_pop *p = &r->pops[i];
+                struct kafka_val *te = kafka_val_array_elem(
+                    kafka_val_array(r->resp.root, KAFKA_CREATE_TOPICS_RESP_TOPICS), i);
+                kafka_val_set_str(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_NAME, p->batch,
+                                  (int32_t)p->len);
+                kafka_val_set_int16(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_ERROR_CODE, p->err);
+                const struct ctl_kafka_topic *t =
+                    ctl_kafka_snap_find(kw->snap, (const char *)p->batch, p->len);
+                if (r->h.api_version >= 5) {
+                        if (t && !p->err) {
+                                kafka_val_set_int32(te,
+                                                    KAFKA_CREATE_TOPICS_RESP_TOPICS_NUM_PARTITIONS,
+                                                    (int32_t)t->nparts);
+                                kafka_val_set_int16(
+                                    te, KAFKA_CREATE_TOPICS_RESP_TOPICS_REPLICATION_FACTOR, 1);
+                        } else {
+                                kafka_val_set_int32(
+                                    te, KAFKA_CREATE_TOPICS_RESP_TOPICS_NUM_PARTITIONS, -1);
+                                kafka_val_set_int16(
+                                    te, KAFKA_CREATE_TOPICS_RESP_TOPICS_REPLICATION_FACTOR, -1);
+                        }
+                        kafka_val_array_init(&r->arena, te, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS,
+                                             t && !p->err ? 0 : -1);
+                }
+                if (r->h.api_version >= 7 && t)
+                        kafka_val_set_uuid(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_TOPIC_ID, t->uuid);
+        }
+        kafka_req_done(kw, r);
+        return;
+nomem:
+        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+        kafka_req_done(kw, r);
+}
+
+/* Looks up (topic, partition) in the snapshot: NULL when unknown. */
+static const struct ctl_kafka_part *part_find(const struct kafka_worker *kw, struct kafka_str name,
+                                              int32_t partition)
+{
+        if (name.len <= 0)
+                return NULL;
+        const struct ctl_kafka_topic *t =
+            ctl_kafka_snap_find(kw->snap, (const char *)name.ptr, (uint32_t)name.len);
+        if (!t || partition < 0 || (uint32_t)partition >= t->nparts)
+                return NULL;
+        return &t->parts[partition];
+}
+
+static void handle_produce(struct kafka_worker *kw, struct kafka_req *r)
+{
+        const struct kafka_val *root = r->msg.root;
+        const struct kafka_val *td = kafka_val_array(root, KAFKA_PRODUCE_REQ_TOPIC_DATA);
+        int32_t nt = td->len < 0 ? 0 : td->len;
+        int16_t acks = kafka_val_get_int16(root, KAFKA_PRODUCE_REQ_ACKS);
+        if (!r->creating) {
+                r->creating = true;
+                r->no_response = acks == 0;
+                struct kafka_str *names =
+                    kafka_arena_alloc(&r->arena, sizeof(*names) * (size_t)(nt + 1));
+                for (int32_t i = 0; names && i < nt; i++)
+                        names[i] = kafka_val_get_str(kafka_val_array_elem(td, i),
+                                                     KAFKA_PRODUCE_REQ_TOPIC_DATA_NAME);
+                if (names && kafka_auto_create(kw) &&
+                    create_missing(kw, r, names, (uint32_t)nt, -1))
+                        return;
+        }
+        if (r->pending)
+                return;
+        if (r->next_pop == 0) {
+                /* Appends: one pop per partition, to its owner. */
+                r->next_pop = 1;
+                uint32_t n = 0;
+                for (int32_t i = 0; i < nt; i++)
+                        n += (uint32_t)SL_MAX(
+                            0, kafka_val_array_len(kafka_val_array_elem(td, i),
+                                                   KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA));
+                if (!pops_alloc(r, n)) {
+                        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+                        kafka_req_done(kw, r);
+                        return;
+                }
+                uint32_t k = 0;
+                for (int32_t i = 0; i < nt; i++) {
+                        const struct kafka_val *t = kafka_val_array_elem(td, i);
+                        struct kafka_str name =
+                            kafka_val_get_str(t, KAFKA_PRODUCE_REQ_TOPIC_DATA_NAME);
+                        const struct kafka_val *pd =
+                            kafka_val_array(t, KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA);
+                        for (int32_t j = 0; j < pd->len; j++) {
+                                const struct kafka_val *pe = kafka_val_array_elem(pd, j);
+                                struct kafka_pop *p = &r->pops[k++];
+                                p->req = r;
+                                p->op = KAFKA_POP_APPEND;
+                                p->acks = (uint8_t)(acks != 0);
+                                p->tidx = i;
+                                p->pidx = j;
+                                p->base = -1;
+                                p->lso = -1;
+                                int32_t idx = kafka_val_get_int32(
+                                    pe, KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA_INDEX);
+                                struct kafka_str rec = kafka_val_get_str(
+                                    pe, KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA_RECORDS);
+                                const struct ctl_kafka_part *cp = part_find(kw, name, idx);
+                                if (!cp) {
+                                        p->err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
+                                        continue;
+                                }
+                                if (rec.len <= 0) {
+                                        p->err = KERR_CORRUPT_MESSAGE;
+                                        continue;
+                                }
+                                p->pid = cp->pid;
+                                p->batch = rec.ptr;
+                                p->len = (uint32_t)rec.len;
+                                r->pending++;
+                                kafka_pop_submit(kw, p, cp->worker);
+                        }
+                }
+                if (r->pending)
+                        return;
+        }
+        if (r->no_response) {
+                kafka_req_done(kw, r);
+                return;
+        }
+        resp_init(r, r->h.api_version);
+        struct kafka_val *ra =
+            kafka_val_array_init(&r->arena, r->resp.root, KAFKA_PRODUCE_RESP_RESPONSES, nt);
+        uint32_t k = 0;
+        for (int32_t i = 0; ra && i < nt; i++) {
+                const struct kafka_val *t = kafka_val_array_elem(td, i);
+                struct kafka_val *te = kafka_val_array_elem(
+                    kafka_val_array(r->resp.root, KAFKA_PRODUCE_RESP_RESPONSES), i);
+                struct kafka_str name = kafka_val_get_str(t, KAFKA_PRODUCE_REQ_TOPIC_DATA_NAME);
+                kafka_val_set_str(te, KAFKA_PRODUCE_RESP_RESPONSES_NAME, name.ptr, name.len);
+                const struct kafka_val *pd =
+                    kafka_val_array(t, KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA);
+                int32_t np = pd->len < 0 ? 0 : pd->len;
+                if (!kafka_val_array_init(&r->arena, te,
+                                          KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES, np))
+                        goto nomem;
+                for (int32_t j = 0; j < np; j++) {
+                        struct kafka_pop *p = &r->pops[k++];
+                        struct kafka_val *pe = kafka_val_array_elem(
+                            kafka_val_array(te, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES),
+                            j);
+                        kafka_val_set_int32(
+                            pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_INDEX,
+                            kafka_val_get_int32(kafka_val_array_elem(pd, j),
+                                                KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA_INDEX));
+                        kafka_val_set_int16(
+                            pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_ERROR_CODE,
+                            p->err);
+                        kafka_val_set_int64(
+                            pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_BASE_OFFSET,
+                            p->err ? -1 : p->base);
+                        if (r->h.api_version >= 5)
+                                kafka_val_set_int64(
+                                    pe,
+                                    KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_LOG_START_OFFSET,
+                                    p->lso);
+                }
+        }
+        if (nt && !ra)
+                goto nomem;
+        kafka_req_done(kw, r);
+        return;
+nomem:
+        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+        kafka_req_done(kw, r);
+}
+
+static void handle_list_offsets(struct kafka_worker *kw, struct kafka_req *r)
+{
+        const struct kafka_val *root = r->msg.root;
+        const struct kafka_val *ta = kafka_val_array(root, KAFKA_LIST_OFFSETS_REQ_TOPICS);
+        int32_t nt = ta->len < 0 ? 0 : ta->len;
+        if (!r->creating) {
+                r->creating = true;
+                uint32_t n = 0;
+                for (int32_t i = 0; i < nt; i++)
+                        n += (uint32_t)SL_MAX(
+                            0, kafka_val_array_len(kafka_val_array_elem(ta, i),
+                                                   KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS));
+                if (!pops_alloc(r, n)) {
+                        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+                        kafka_req_done(kw, r);
+                        return;
+                }
+                uint32_t k = 0;
+                for (int32_t i = 0; i < nt; i++) {
+                        const struct kafka_val *t = kafka_val_array_elem(ta, i);
+                        struct kafka_str name =
+                            kafka_val_get_str(t, KAFKA_LIST_OFFSETS_REQ_TOPICS_NAME);
+                        const struct kafka_val *pa =
+                            kafka_val_array(t, KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS);
+                        for (int32_t j = 0; j < pa->len; j++) {
+                                const struct kafka_val *pe = kafka_val_array_elem(pa, j);
+                                struct kafka_pop *p = &r->pops[k++];
+                                p->req = r;
+                                p->op = KAFKA_POP_OFFSET;
+                                p->timestamp = kafka_val_get_int64(
+                                    pe, KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS_TIMESTAMP);
+                                const struct ctl_kafka_part *cp = part_find(
+                                    kw, name,
+                                    kafka_val_get_int32(
+                                        pe,
+                                        KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS_PARTITION_INDEX));
+                                if (!cp) {
+                                        p->err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
+                                        continue;
+                                }
+                                p->pid = cp->pid;
+                                r->pending++;
+                                kafka_pop_submit(kw, p, cp->worker);
+                        }
+                }
+        }
+        if (r->pending)
+                return;
+        resp_init(r, r->h.api_version);
+        struct kafka_val *ra =
+            kafka_val_array_init(&r->arena, r->resp.root, KAFKA_LIST_OFFSETS_RESP_TOPICS, nt);
+        uint32_t k = 0;
+        for (int32_t i = 0; ra && i < nt; i++) {
+                const struct kafka_val *t = kafka_val_array_elem(ta, i);
+                struct kafka_val *te = kafka_val_array_elem(
+                    kafka_val_array(r->resp.root, KAFKA_LIST_OFFSETS_RESP_TOPICS), i);
+                struct kafka_str name = kafka_val_get_str(t, KAFKA_LIST_OFFSETS_REQ_TOPICS_NAME);
+                kafka_val_set_str(te, KAFKA_LIST_OFFSETS_RESP_TOPICS_NAME, name.ptr, name.len);
+                const struct kafka_val *pa =
+                    kafka_val_array(t, KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS);
+                int32_t np = pa->len < 0 ? 0 : pa->len;
+                if (!kafka_val_array_init(&r->arena, te, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS,
+                                          np))
+                        goto nomem;
+                for (int32_t j = 0; j < np; j++) {
+                        struct kafka_pop *p = &r->pops[k++];
+                        struct kafka_val *pe = kafka_val_array_elem(
+                            kafka_val_array(te, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS), j);
+                        kafka_val_set_int32(
+                            pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_PARTITION_INDEX,
+                            kafka_val_get_int32(
+                                kafka_val_array_elem(pa, j),
+                                KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS_PARTITION_INDEX));
+                        kafka_val_set_int16(
+                            pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_ERROR_CODE, p->err);
+                        kafka_val_set_int64(pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_TIMESTAMP,
+                                            p->err ? -1 : p->hw);
+                        kafka_val_set_int64(pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_OFFSET,
+                                            p->err ? -1 : p->base);
+                        if (r->h.api_version >= 4)
+                                kafka_val_set_int32(
+                                    pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_LEADER_EPOCH, 0);
+                }
+        }
+        if (nt && !ra)
+                goto nomem;
+        kafka_req_done(kw, r);
+        return;
+nomem:
+        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+        kafka_req_done(kw, r);
+}
+
+/* ---- fetch ------------------------------------------------------------------ */
+
+static void timer_remove(struct kafka_worker *kw, struct kafka_req *r)
+{
+        if (!r->on_timer)
+                return;
+        for (struct kafka_req **pp = &kw->timers; *pp; pp = &(*pp)->next_timer)
+                if (*pp == r) {
+                        *pp = r->next_timer;
+                        break;
+                }
+        r->on_timer = false;
+}
+
+/* Ends a long poll: local waits cancelled; stale remote wake-ups are
+ * recognised by their token and dropped. */
+static void fetch_unwait(struct kafka_worker *kw, struct kafka_req *r)
+{
+        if (!r->waiting)
+                return;
+        r->waiting = false;
+        r->wait_token = 0;
+        timer_remove(kw, r);
+        for (uint32_t i = 0; i < r->npops; i++) {
+                struct kafka_pop *p = &r->pops[i];
+                if (p->lw_on) {
+                        struct kafka_part *kp = kw->parts[p->pid];
+                        if (kp)
+                                log_wait_cancel(kp->log, &p->lw);
+                        p->lw_on = false;
+                }
+        }
+}
+
+void kafka_fetch_wake(struct kafka_worker *kw, struct kafka_req *r)
+{
+        if (!r->waiting)
+                return;
+        fetch_unwait(kw, r);
+        req_run(kw, r);
+}
+
+static void local_wait_cb(struct log_wait *lw, int64_t hw)
+{
+        (void)hw;
+        struct kafka_pop *p = lw->ctx;
+        p->lw_on = false;
+        kafka_fetch_wake(p->req->kw, p->req);
+}
+
+static void fetch_wait(struct kafka_worker *kw, struct kafka_req *r, int32_t max_wait_ms)
+{
+        r->waiting = true;
+        r->waited = true;
+        r->wait_token = ++kw->next_token;
+        r->deadline_ms = kw->w->now_ms + (uint64_t)max_wait_ms;
+        r->next_timer = kw->timers;
+        kw->timers = r;
+        r->on_timer = true;
+        for (uint32_t i = 0; i < r->npops && r->waiting; i++) {
+                struct kafka_pop *p = &r->pops[i];
+                if (p->err || p->op != KAFKA_POP_READ)
+                        continue;
+                uint16_t owner = p->acks; /* READ pops keep their owner here */
+                if (owner == kw->w->id) {
+                        struct kafka_part *kp = kw->parts[p->pid];
+                        if (!kp)
+                                continue;
+                        p->lw =
+                            (struct log_wait){.offset = p->offset, .cb = local_wait_cb, .ctx = p};
+                        p->lw_on = true;
+                        if (log_wait_add(kp->log, &p->lw) == 1) {
+                                p->lw_on = false;
+                                fetch_unwait(kw, r); /* the caller reads again */
+                                return;
+                        }
+                } else {
+                        struct sl_msg m = {.type = CTL_KAFKA_MSG_WAIT,
+                                           .cookie = (uint64_t)(uintptr_t)r};
+                        m.a.u64[0] = p->pid;
+                        m.a.i64[1] = p->offset;
+                        m.a.u64[2] = r->deadline_ms;
+                        m.a.u64[3] = r->wait_token;
+                        /* Without a credit this partition just cannot wake us
+                         * early; the deadline still ends the poll. */
+                        (void)sl_mbox_request(&kw->w->mb, owner, &m);
+                }
+        }
+}
+
+static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
+{
+        const struct kafka_val *root = r->msg.root;
+        const struct kafka_val *ta = kafka_val_array(root, KAFKA_FETCH_REQ_TOPICS);
+        int32_t nt = ta->len < 0 ? 0 : ta->len;
+        if (!r->pops) {
+                uint32_t n = 0;
+                for (int32_t i = 0; i < nt; i++)
+                        n += (uint32_t)SL_MAX(
+                            0, kafka_val_array_len(kafka_val_array_elem(ta, i),
+                                                   KAFKA_FETCH_REQ_TOPICS_PARTITIONS));
+                if (!pops_alloc(r, n)) {
+                        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+                        kafka_req_done(kw, r);
+                        return;
+                }
+                r->fbuf = sl_buf_alloc(&kw->w->pool, SL_BUF_LARGE);
+        }
+        if (r->pending)
+                return;
+        int32_t max_bytes = kafka_val_get_int32(root, KAFKA_FETCH_REQ_MAX_BYTES);
+        if (max_bytes <= 0)
+                max_bytes = INT32_MAX;
+        uint32_t cap = r->fbuf ? r->fbuf->cap : 0;
+        /* One partition at a time, in request order: each read knows how much
+         * room the response has left (KIP-74: the first batch goes even when
+         * it is larger than the limits). */
+        for (;;) {
+                r->fused = 0;
+                for (uint32_t i = 0; i < r->next_pop; i++)
+                        r->fused += r->pops[i].got;
+                if (r->next_pop >= r->npops)
+                        break;
+                uint32_t k = 0, i = r->next_pop;
+                int32_t ti = 0, pj = 0;
+                for (ti = 0; ti < nt; ti++) {
+                        int32_t np = kafka_val_array_len(kafka_val_array_elem(ta, ti),
+                                                         KAFKA_FETCH_REQ_TOPICS_PARTITIONS);
+                        if (i < k + (uint32_t)np) {
+                                pj = (int32_t)(i - k);
+                                break;
+                        }
+                        k += (uint32_t)np;
+                }
+                const struct kafka_val *t = kafka_val_array_elem(ta, ti);
+                const struct kafka_val *pe =
+                    kafka_val_array_elem(kafka_val_array(t, KAFKA_FETCH_REQ_TOPICS_PARTITIONS), pj);
+                struct kafka_pop *p = &r->pops[i];
+                r->next_pop++;
+                memset(p, 0, sizeof(*p));
+                p->req = r;
+                p->op = KAFKA_POP_READ;
+                p->tidx = ti;
+                p->pidx = pj;
+                p->hw = -1;
+                p->lso = -1;
+                p->offset = kafka_val_get_int64(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_FETCH_OFFSET);
+                int32_t pmax =
+                    kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION_MAX_BYTES);
+                const struct ctl_kafka_part *cp =
+                    part_find(kw, kafka_val_get_str(t, KAFKA_FETCH_REQ_TOPICS_TOPIC),
+                              kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION));
+                if (!cp) {
+                        p->err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
+                        continue;
+                }
+                p->pid = cp->pid;
+                p->acks = (uint8_t)cp->worker; /* remembered for the long poll */
+                p->dest = r->fbuf ? r->fbuf->data + r->fused : NULL;
+                p->cap = cap - r->fused;
+                uint32_t room =
+                    (uint32_t)SL_MIN((int64_t)max_bytes - (int64_t)r->fused, (int64_t)p->cap);
+                if ((int64_t)max_bytes <= (int64_t)r->fused)
+                        room = 0;
+                p->max = (uint32_t)SL_MAX(0, SL_MIN((int64_t)pmax, (int64_t)room));
+                if (r->fused == 0 && p->max == 0 && pmax > 0)
+                        p->max = SL_MIN(p->cap, 1u); /* KIP-74: still one batch */
+                r->pending++;
+                kafka_pop_submit(kw, p, cp->worker);
+                if (r->pending)
+                        return; /* resumed when it completes */
+        }
+        if (r->pending)
+                return;
+        /* All read. Long poll if there is too little and we have not yet. */
+        int32_t min_bytes = kafka_val_get_int32(root, KAFKA_FETCH_REQ_MIN_BYTES);
+        int32_t max_wait = kafka_val_get_int32(root, KAFKA_FETCH_REQ_MAX_WAIT_MS);
+        bool any_err = false;
+        for (uint32_t i = 0; i < r->npops; i++)
+                any_err |= r->pops[i].err != 0;
+        if (!r->waited && !any_err && max_wait > 0 &&
+            (int64_t)r->fused < (int64_t)SL_MAX(min_bytes, 1) && r->npops) {
+                fetch_wait(kw, r, max_wait);
+                if (r->waiting)
+                        return;
+        }
+        if (r->waited && r->next_pop == r->npops && r->fused == 0 && !r->creating) {
+                /* Woken: read everything again, once. */
+                r->creating = true;
+                r->next_pop = 0;
+                handle_fetch(kw, r);
+                return;
+        }
+        resp_init(r, r->h.api_version);
+        struct kafka_val *ra =
+            kafka_val_array_init(&r->arena, r->resp.root, KAFKA_FETCH_RESP_RESPONSES, nt);
+        uint32_t k = 0;
+        for (int32_t i = 0; ra && i < nt; i++) {
+                const struct kafka_val *t = kafka_val_array_elem(ta, i);
+                struct kafka_val *te = kafka_val_array_elem(
+                    kafka_val_array(r->resp.root, KAFKA_FETCH_RESP_RESPONSES), i);
+                struct kafka_str name = kafka_val_get_str(t, KAFKA_FETCH_REQ_TOPICS_TOPIC);
+                kafka_val_set_str(te, KAFKA_FETCH_RESP_RESPONSES_TOPIC, name.ptr, name.len);
+                const struct kafka_val *pa = kafka_val_array(t, KAFKA_FETCH_REQ_TOPICS_PARTITIONS);
+                int32_t np = pa->len < 0 ? 0 : pa->len;
+                if (!kafka_val_array_init(&r->arena, te, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS, np))
+                        goto nomem;
+                for (int32_t j = 0; j < np; j++) {
+                        struct kafka_pop *p = &r->pops[k++];
+                        struct kafka_val *pe = kafka_val_array_elem(
+                            kafka_val_array(te, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS), j);
+                        kafka_val_set_int32(
+                            pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_PARTITION_INDEX,
+                            kafka_val_get_int32(kafka_val_array_elem(pa, j),
+                                                KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION));
+                        kafka_val_set_int16(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_ERROR_CODE,
+                                            p->err);
+                        kafka_val_set_int64(
+                            pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_HIGH_WATERMARK, p->hw);
+                        kafka_val_set_int64(
+                            pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_LAST_STABLE_OFFSET, p->hw);
+                        if (r->h.api_version >= 5)
+                                kafka_val_set_int64(
+                                    pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_LOG_START_OFFSET,
+                                    p->lso);
+                        if (r->h.api_version >= 4)
+                                kafka_val_array_init(
+                                    &r->arena, pe,
+                                    KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_ABORTED_TRANSACTIONS, 0);
+                        kafka_val_set_str(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_RECORDS,
+                                          p->got ? p->dest : (const uint8_t *)"", (int32_t)p->got);
+                        atomic_fetch_add_explicit(&kw->fetch_bytes, p->got, memory_order_relaxed);
+                }
+        }
+        if (nt && !ra)
+                goto nomem;
+        kafka_req_done(kw, r);
+        return;
+nomem:
+        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+        kafka_req_done(kw, r);
+}
+
+/* Runs a request's handler; it is re-entered each time its last pending
+ * partition operation completes. */
+static void req_run(struct kafka_worker *kw, struct kafka_req *r)
+{
+        if (r->in_step || r->state != KAFKA_REQ_RUNNING)
+                return;
+        if (!r->c) {
+                if (!r->pending)
+                        req_free(kw, r);
+                return;
+        }
+        r->in_step = true;
+        switch (r->h.api_key) {
+        case KAFKA_API_API_VERSIONS:
+                handle_api_versions(kw, r);
+                break;
+        case KAFKA_API_METADATA:
+                handle_metadata(kw, r);
+                break;
+        case KAFKA_API_CREATE_TOPICS:
+                handle_create_topics(kw, r);
+                break;
+        case KAFKA_API_PRODUCE:
+                handle_produce(kw, r);
+                break;
+        case KAFKA_API_LIST_OFFSETS:
+                handle_list_offsets(kw, r);
+                break;
+        case KAFKA_API_FETCH:
+                handle_fetch(kw, r);
+                break;
+        default:
+                SL_ASSERT(!"unadvertised api dispatched");
+        }
+        r->in_step = false;
+}
+
+void kafka_pop_complete(struct kafka_worker *kw, struct kafka_pop *p)
+{
+        struct kafka_req *r = p->req;
+        SL_ASSERT(r->pending > 0);
+        r->pending--;
+        if (r->pending)
+                return;
+        if (!r->c) {
+                req_free(kw, r);
+                return;
+        }
+        if (!r->in_step) /* else the running handler sees pending == 0 */
+                req_run(kw, r);
+}
+
+/* ---- frames ---------------------------------------------------------------- */
+
+static int frame_dispatch(struct kafka_worker *kw, struct sl_conn *c, struct kafka_req *r)
+{
+        struct kafka_conn *kc = c->proto_state;
+        const uint8_t *f = r->frame->data;
+        ssize_t hn = kafka_req_header_decode(&r->h, f, r->frame_len);
+        atomic_fetch_add_explicit(&kw->requests, 1, memory_order_relaxed);
+        const struct kafka_api_range *api = hn >= 0 ? api_find(r->h.api_key) : NULL;
+        bool fallback =
+            api && r->h.api_key == KAFKA_API_API_VERSIONS && r->h.api_version > api->max;
+        if (!api || (!fallback && (r->h.api_version < api->min || r->h.api_version > api->max))) {
+                /* Kafka closes the connection on a request it cannot parse or an
+                 * unsupported version of anything but ApiVersions. */
+                SL_DEBUG("kafka: closing %s: api %d v%d not supported", c->peer_str, r->h.api_key,
+                         r->h.api_version);
+                atomic_fetch_add_explicit(&kw->errors_closed, 1, memory_order_relaxed);
+                req_free(kw, r);
+                return -1;
+        }
+        if (!fallback) {
+                ssize_t bn = kafka_msg_decode(&r->msg, &r->arena, r->h.api_key, r->h.api_version,
+                                              KAFKA_REQUEST, f + hn, r->frame_len - (size_t)hn);
+                if (bn < 0) {
+                        SL_DEBUG("kafka: closing %s: malformed api %d v%d (%zd)", c->peer_str,
+                                 r->h.api_key, r->h.api_version, bn);
+                        atomic_fetch_add_explicit(&kw->errors_closed, 1, memory_order_relaxed);
+                        req_free(kw, r);
+                        return -1;
+                }
+        }
+        uint32_t slot = (kc->head + kc->count) % KAFKA_CONN_INFLIGHT;
+        kc->ring[slot] = r;
+        kc->count++;
+        /* Fetch waits for the head; everything else starts now. */
+        if (r->h.api_key != KAFKA_API_FETCH || kc->count == 1) {
+                r->state = KAFKA_REQ_RUNNING;
+                req_run(kw, r);
+        }
+        return 0;
+}
+
+static long kafka_recv(struct sl_conn *c, const uint8_t *p, size_t n)
+{
+        struct kafka_conn *kc = c->proto_state;
+        struct kafka_worker *kw = kafka_kw(c->w);
+        size_t used = 0;
+        uint32_t cap = SL_MIN(c->w->limits.inflight_requests_max, KAFKA_CONN_INFLIGHT);
+        while (used < n && c->state == SL_CONN_OPEN) {
+                struct kafka_req *r = kc->asm_req;
+                if (!r) {
+                        while (kc->szn < 4 && used < n)
+                                kc->szb[kc->szn++] = p[used++];
+                        if (kc->szn < 4) {
+                                sl_conn_set_partial(c, true);
+                                break;
+                        }
+                        int32_t size =
+                            (int32_t)((uint32_t)kc->szb[0] << 24 | (uint32_t)kc->szb[1] << 16 |
+                                      (uint32_t)kc->szb[2] << 8 | kc->szb[3]);
+                        if (size < 8 || (uint32_t)size > c->w->limits.frame_bytes_max) {
+                                /* Like Kafka's InvalidReceiveException: no answer,
+                                 * the connection goes, nothing is buffered. */
+                                SL_DEBUG("kafka: closing %s: frame of %d bytes", c->peer_str, size);
+                                atomic_fetch_add_explicit(&kw->errors_closed, 1,
+                                                          memory_order_relaxed);
+                                return -1;
+                        }
+                        if (kc->count >= cap) {
+                                kc->paused = true;
+                                sl_conn_rx_pause(c);
+                                break;
+                        }
+                        r = req_alloc(kw, c);
+                        enum sl_buf_class cls = (uint32_t)size <= c->w->pool.bytes[SL_BUF_CHUNK]
+                                                    ? SL_BUF_CHUNK
+                                                    : SL_BUF_LARGE;
+                        struct sl_buf *b = r ? sl_buf_alloc(&c->w->pool, cls) : NULL;
+                        if (!b) {
+                                if (r) {
+                                        r->state = KAFKA_REQ_FREE;
+                                        r->next_free = kw->free_reqs;
+                                        kw->free_reqs = r;
+                                }
+                                conn_starve(c);
+                                break;
+                        }
+                        r->frame = b;
+                        r->frame_len = (uint32_t)size;
+                        kc->asm_req = r;
+                        kc->szn = 0;
+                }
+                size_t take = SL_MIN(n - used, (size_t)(r->frame_len - r->frame->len));
+                memcpy(r->frame->data + r->frame->len, p + used, take);
+                r->frame->len += (uint32_t)take;
+                used += take;
+                if (r->frame->len < r->frame_len) {
+                        sl_conn_set_partial(c, true);
+                        break;
+                }
+                kc->asm_req = NULL;
+                sl_conn_set_partial(c, false);
+                if (frame_dispatch(kw, c, r) != 0)
+                        return -1;
+        }
+        return (long)used;
+}
+
+/* ---- connection callbacks ------------------------------------------------ */
+
+static int kafka_open(struct sl_conn *c)
+{
+        memset(c->proto_state, 0, sizeof(struct kafka_conn));
+        return kafka_kw(c->w) ? 0 : -1;
+}
+
+static void kafka_writable(struct sl_conn *c)
+{
+        kafka_conn_flush(kafka_kw(c->w), c);
+}
+
+static void req_detach(struct kafka_worker *kw, struct kafka_req *r)
+{
+        fetch_unwait(kw, r);
+        r->c = NULL;
+        if (!r->pending)
+                req_free(kw, r);
+}
+
+static void kafka_closed(struct sl_conn *c, enum sl_close_reason why)
+{
+        (void)why;
+        struct kafka_conn *kc = c->proto_state;
+        struct kafka_worker *kw = kafka_kw(c->w);
+        if (!kw)
+                return;
+        if (kc->asm_req) {
+                struct kafka_req *r = kc->asm_req;
+                kc->asm_req = NULL;
+                req_free(kw, r);
+        }
+        while (kc->count) {
+                struct kafka_req *r = kc->ring[kc->head];
+                kc->ring[kc->head] = NULL;
+                kc->head = (kc->head + 1) % KAFKA_CONN_INFLIGHT;
+                kc->count--;
+                req_detach(kw, r);
+        }
+}
+
+static void kafka_refused(struct sl_conn *c, enum sl_close_reason why)
+{
+        (void)c;
+        (void)why; /* Kafka has no greeting to refuse with: the close says it */
+}
+
+static void kafka_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
+{
+        struct kafka_worker *kw = kafka_kw(w);
+        if (!kw)
+                return;
+        emit(ctx, "sluice_kafka_requests_total", "counter", "Kafka requests received",
+             (double)atomic_load_explicit(&kw->requests, memory_order_relaxed));
+        emit(ctx, "sluice_kafka_fetch_bytes_total", "counter", "Record bytes returned by Fetch",
+             (double)atomic_load_explicit(&kw->fetch_bytes, memory_order_relaxed));
+        emit(ctx, "sluice_kafka_protocol_closes_total", "counter",
+             "Connections closed for a bad frame, version or request",
+             (double)atomic_load_explicit(&kw->errors_closed, memory_order_relaxed));
+}
+
+/* Poller: storage, retries and long-poll deadlines. */
+static uint32_t kafka_poll(struct sl_worker *w, void *arg)
+{
+        struct kafka_worker *kw = arg;
+        uint32_t work = kafka_part_poll(kw);
+        while (kw->timers) {
+                struct kafka_req *due = NULL;
+                for (struct kafka_req *r = kw->timers; r; r = r->next_timer)
+                        if (r->deadline_ms <= w->now_ms) {
+                                due = r;
+                                break;
+                        }
+                if (!due)
+                        break;
+                kafka_fetch_wake(kw, due);
+                work++;
+        }
+        return work;
+}
+
+static int kafka_worker_init(struct sl_worker *w)
+{
+        struct kafka_worker *kw = calloc(1, sizeof(*kw));
+        if (!kw)
+                return -ENOMEM;
+        kw->w = w;
+        kw->arena_mem = malloc((size_t)KAFKA_REQS_PER_WORKER * KAFKA_ARENA_BYTES);
+        kw->enc_cap = (size_t)w->pool.bytes[SL_BUF_LARGE] + KAFKA_ARENA_BYTES;
+        kw->enc = malloc(kw->enc_cap);
+        if (!kw->arena_mem || !kw->enc)
+                goto fail;
+        for (uint32_t i = KAFKA_REQS_PER_WORKER; i-- > 0;) {
+                struct kafka_req *r = &kw->reqs[i];
+                kafka_arena_init(&r->arena, kw->arena_mem + (size_t)i * KAFKA_ARENA_BYTES,
+                                 KAFKA_ARENA_BYTES);
+                r->next_free = kw->free_reqs;
+                kw->free_reqs = r;
+        }
+        snprintf(kw->data_dir, sizeof(kw->data_dir), "%s", w->cfg->data_dir);
+        int rc = kafka_part_init(kw);
+        if (rc) {
+                free(kw->arena_mem);
+                free(kw->enc);
+                free(kw);
+                return rc;
+        }
+        w->proto_ctx[CTL_PROTO_KAFKA] = kw;
+        return sl_worker_add_poller(w, kafka_poll, kw);
+fail:
+        free(kw->arena_mem);
+        free(kw->enc);
+        free(kw);
+        return -ENOMEM;
+}
+
+static void kafka_worker_fini(struct sl_worker *w)
+{
+        struct kafka_worker *kw = kafka_kw(w);
+        if (!kw)
+                return;
+        kafka_part_fini(kw);
+        free(kw->arena_mem);
+        free(kw->enc);
+        free(kw);
+        w->proto_ctx[CTL_PROTO_KAFKA] = NULL;
+}
+
+_Static_assert(sizeof(struct kafka_conn) <= 512, "per-connection state stays small");
+
+const struct sl_proto_ops kafka_proto_ops = {
+    .name = "kafka",
+    .conn_state_bytes = sizeof(struct kafka_conn),
+    .worker_init = kafka_worker_init,
+    .worker_fini = kafka_worker_fini,
+    .open = kafka_open,
+    .recv = kafka_recv,
+    .writable = kafka_writable,
+    .closed = kafka_closed,
+    .refused = kafka_refused,
+    .msg = kafka_part_msg,
+    .metrics = kafka_metrics,
+};
