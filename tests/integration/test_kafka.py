@@ -1,0 +1,211 @@
+"""Kafka front-end with real clients (kcat, confluent-kafka-python, kafka-python)
+and raw sockets: produce then consume back every message, several partitions
+over both workers, auto-created topics, the ApiVersions v0 fallback, frames
+over the cap and unsupported versions. Runs on every backend. Each client runs
+in a subprocess with a hard timeout; raw sockets have timeouts too."""
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from harness import recv_until_closed
+
+CLIENT_TIMEOUT = 90
+PY = "/usr/bin/python3"
+
+
+def start(make_sluiced, **kw):
+    s = make_sluiced(listeners={"kafka": "127.0.0.1:0"}, **kw)
+    return s.start()
+
+
+def bootstrap(s):
+    return f"127.0.0.1:{s.port('kafka')}"
+
+
+def run(args, stdin=None):
+    p = subprocess.run(args, input=stdin, capture_output=True, timeout=CLIENT_TIMEOUT)
+    assert p.returncode == 0, (args, p.returncode, p.stdout[-2000:], p.stderr[-4000:])
+    return p.stdout
+
+
+def run_py(code, *args):
+    return run([PY, "-c", code, *args])
+
+
+# ---- raw protocol -----------------------------------------------------------
+
+
+def frame(api_key, version, corr, body=b"", client_id=b"raw", flexible=False):
+    hdr = struct.pack(">hhi", api_key, version, corr) + struct.pack(">h", len(client_id)) + client_id
+    if flexible:
+        hdr += b"\x00"
+    payload = hdr + body
+    return struct.pack(">i", len(payload)) + payload
+
+
+def recv_exact(sock, n):
+    buf = b""
+    while len(buf) < n:
+        d = sock.recv(n - len(buf))
+        if not d:
+            raise EOFError(buf)
+        buf += d
+    return buf
+
+
+def recv_frame(sock):
+    (n,) = struct.unpack(">i", recv_exact(sock, 4))
+    return recv_exact(sock, n)
+
+
+def raw_conn(s):
+    c = socket.create_connection(("127.0.0.1", s.port("kafka")), timeout=10)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return c
+
+
+def test_api_versions_fallback_keeps_connection(make_sluiced):
+    s = start(make_sluiced)
+    c = raw_conn(s)
+    # A version from the future: a v0 answer with UNSUPPORTED_VERSION naming
+    # ApiVersions, header without tagged fields, connection kept open.
+    c.sendall(frame(18, 99, 7, b"\x00", flexible=True))
+    r = recv_frame(c)
+    corr, err, n = struct.unpack(">ihi", r[:10])
+    assert (corr, err, n) == (7, 35, 1)
+    key, vmin, vmax = struct.unpack(">hhh", r[10:16])
+    assert key == 18 and vmin == 0 and vmax >= 3
+    # Retry with v0 on the same connection: the full table.
+    c.sendall(frame(18, 0, 8))
+    r = recv_frame(c)
+    corr, err, n = struct.unpack(">ihi", r[:10])
+    assert corr == 8 and err == 0 and n >= 5
+    keys = {struct.unpack(">hhh", r[10 + 6 * i:16 + 6 * i])[0] for i in range(n)}
+    assert {0, 1, 2, 3, 18} <= keys
+    c.close()
+
+
+def test_api_versions_v3_header_is_v0(make_sluiced):
+    s = start(make_sluiced)
+    c = raw_conn(s)
+    body = b"\x07sluice\x041-0\x00"  # compact strings + tagged fields
+    c.sendall(frame(18, 3, 9, body, flexible=True))
+    r = recv_frame(c)
+    corr, err = struct.unpack(">ih", r[:6])
+    assert corr == 9 and err == 0
+    c.close()
+
+
+def test_unsupported_version_closes(make_sluiced):
+    s = start(make_sluiced)
+    c = raw_conn(s)
+    c.sendall(frame(0, 0, 1, b"\x00\x01\x00\x00\x03\xe8\x00\x00\x00\x00"))  # Produce v0
+    data, _ = recv_until_closed(c, timeout=10)
+    assert data == b""
+
+
+def test_oversized_frame_refused(make_sluiced):
+    s = start(make_sluiced, extra={"limits": {"frame_bytes_max": "16k"}})
+    c = raw_conn(s)
+    # Only the size prefix is sent: the refusal cannot depend on buffering.
+    c.sendall(struct.pack(">i", 16 * 1024 + 1))
+    data, _ = recv_until_closed(c, timeout=10)
+    assert data == b""
+    # A frame at the cap is still read (an ApiVersions padded with a client id).
+    c = raw_conn(s)
+    cid = b"x" * (16 * 1024 - 10)
+    c.sendall(frame(18, 0, 3, b"", client_id=cid))
+    r = recv_frame(c)
+    assert struct.unpack(">ih", r[:6]) == (3, 0)
+    c.close()
+
+
+# ---- kcat --------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not shutil.which("kcat"), reason="kcat not installed")
+def test_kcat_produce_consume_list(make_sluiced):
+    s = start(make_sluiced)
+    b = bootstrap(s)
+    msgs = [f"message-{i}" for i in range(500)]
+    run(["kcat", "-b", b, "-t", "kc", "-P", "-X", "acks=all"], stdin=("\n".join(msgs) + "\n").encode())
+    out = run(["kcat", "-b", b, "-t", "kc", "-C", "-e", "-o", "beginning", "-q"])
+    assert out.decode().split("\n")[:-1] == msgs
+    meta = run(["kcat", "-b", b, "-L"]).decode()
+    assert 'topic "kc" with 1 partitions' in meta
+    assert f"broker 0 at 127.0.0.1:{s.port('kafka')}" in meta
+    assert "0.0.0.0" not in meta
+
+
+# ---- confluent-kafka-python -----------------------------------------------------
+
+CONFLUENT = r"""
+import sys, time
+from confluent_kafka import Producer, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+b, topic, parts, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+a = AdminClient({'bootstrap.servers': b})
+for t, f in a.create_topics([NewTopic(topic, num_partitions=parts, replication_factor=1)]).items():
+    f.result(30)
+md = a.list_topics(topic, timeout=30)
+assert len(md.topics[topic].partitions) == parts, md.topics[topic].partitions
+acked = []
+def cb(err, m):
+    assert err is None, err
+    acked.append((m.partition(), m.offset(), m.value()))
+p = Producer({'bootstrap.servers': b, 'acks': 'all', 'linger.ms': 5})
+for i in range(n):
+    p.produce(topic, value=b'v%d' % i, key=b'k%d' % i, partition=i % parts, on_delivery=cb)
+assert p.flush(60) == 0
+assert len(acked) == n
+c = Consumer({'bootstrap.servers': b, 'group.id': 'unused', 'enable.auto.commit': False,
+              'fetch.wait.max.ms': 100})
+c.assign([TopicPartition(topic, i, 0) for i in range(parts)])
+got = {}
+deadline = time.time() + 60
+while len(got) < n and time.time() < deadline:
+    m = c.poll(0.2)
+    if m is None:
+        continue
+    assert not m.error(), m.error()
+    got[(m.partition(), m.offset())] = m.value()
+c.close()
+assert sorted(got.items()) == sorted(((pp, o), v) for pp, o, v in acked), (len(got), n)
+print("ok", len(got))
+"""
+
+
+def test_confluent_partitions_roundtrip(make_sluiced):
+    s = start(make_sluiced)
+    out = run_py(CONFLUENT, bootstrap(s), "multi", "6", "3000")
+    assert out.startswith(b"ok 3000")
+
+
+# ---- kafka-python ---------------------------------------------------------------
+
+KAFKA_PYTHON = r"""
+import sys
+from kafka import KafkaProducer, KafkaConsumer, TopicPartition
+b, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+p = KafkaProducer(bootstrap_servers=b, acks='all')
+fs = [p.send(topic, b'x%d' % i) for i in range(n)]
+offs = [f.get(timeout=30).offset for f in fs]
+assert offs == list(range(n)), offs[:10]
+p.close()
+c = KafkaConsumer(bootstrap_servers=b, auto_offset_reset='earliest', consumer_timeout_ms=5000)
+c.assign([TopicPartition(topic, 0)])
+vals = [m.value for m in c]
+assert vals == [b'x%d' % i for i in range(n)], len(vals)
+print("ok", len(vals))
+"""
+
+
+def test_kafka_python_autocreate_roundtrip(make_sluiced):
+    s = start(make_sluiced)
+    out = run_py(KAFKA_PYTHON, bootstrap(s), "kp", "300")
+    assert out.startswith(b"ok 300")
