@@ -70,8 +70,9 @@ static const char *const idle_names[] = {"poll", "adaptive", "sleep", NULL};
 static const char *const backend_names[] = {"auto", "uring", "epoll", "chaos", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const proto_names[] = {"nats", "kafka", "amqp", "test"};
-static const char *const section_names[] = {"server", "cores",  "net", "listeners",
-                                            "admin",  "limits", "nats"};
+static const char *const section_names[] = {"server", "cores",  "net",  "listeners",
+                                            "admin",  "limits", "nats", "kafka"};
+static const char *const bool_names[] = {"false", "true", NULL};
 
 #define OFF(field) offsetof(struct ctl_config, field)
 #define U32(sec, key, field, lo, hi, fl)                                                           \
@@ -156,6 +157,10 @@ static const struct key_desc keys[] = {
     U32("limits", "idle_timeout_ms", limits.idle_timeout_ms, 0, CTL_MS_MAX, KF_RELOAD),
     U32("limits", "write_deadline_ms", limits.write_deadline_ms, 1, CTL_MS_MAX, KF_RELOAD),
     U32("limits", "subscriptions_max", limits.subscriptions_max, 0, 10000000, KF_RELOAD),
+
+    /* [kafka] before [nats]: the printer writes nats user.* keys last */
+    ENUM("kafka", "auto_create_topics", kafka_auto_create, bool_names, 0),
+    U32("kafka", "default_partitions", kafka_default_partitions, 1, 1024, 0),
 
     U32("nats", "ping_interval_ms", nats_ping_interval_ms, 10, CTL_MS_MAX, KF_RELOAD),
     U32("nats", "ping_max_outstanding", nats_ping_max_outstanding, 1, 1000, KF_RELOAD),
@@ -586,6 +591,8 @@ void ctl_config_defaults(struct ctl_config *cfg)
         cfg->nats_ping_interval_ms = 120000;
         cfg->nats_ping_max_outstanding = 2;
         cfg->nats_auth_timeout_ms = 2000;
+        cfg->kafka_auto_create = 1;
+        cfg->kafka_default_partitions = 1;
 }
 
 /* ------------------------------------------------------------------ */

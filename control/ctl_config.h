@@ -92,6 +92,10 @@ struct ctl_config {
         char nats_token[128];
         uint32_t nats_user_count;
         struct ctl_user nats_users[CTL_USERS_MAX];
+
+        /* [kafka] */
+        unsigned kafka_auto_create;        /* 1: Metadata and Produce create unknown topics */
+        uint32_t kafka_default_partitions; /* auto-created topics, CreateTopics with -1 */
 };
 
 /* Fills cfg with every default. */

@@ -272,7 +272,8 @@ static void on_create(const struct sl_msg *m)
         K.ops = op;
         const char *name = m->a.ptr[0];
         uint32_t len = m->u32;
-        int64_t nparts = m->a.i64[1] > 0 ? m->a.i64[1] : CTL_KAFKA_DEFAULT_PARTITIONS;
+        int64_t nparts =
+            m->a.i64[1] > 0 ? m->a.i64[1] : (int64_t)K.cp->current->kafka_default_partitions;
         char buf[META_NAME_MAX + 1];
         if (!ctl_kafka_topic_name_valid(name, len)) {
                 op->err = KERR_INVALID_TOPIC;
@@ -316,6 +317,21 @@ settled:
         K.dirty = true;
 }
 
+struct ctl_plane *ctl_kafka_plane(void)
+{
+        return K.cp;
+}
+
+struct meta_log *ctl_kafka_meta(void)
+{
+        return K.meta;
+}
+
+const struct ctl_kafka_snap *ctl_kafka_snap_current(void)
+{
+        return K.cur;
+}
+
 bool ctl_kafka_on_msg(struct ctl_plane *cp, const struct sl_msg *m)
 {
         (void)cp;
@@ -336,6 +352,10 @@ bool ctl_kafka_on_msg(struct ctl_plane *cp, const struct sl_msg *m)
         }
         if (m->type == CTL_KAFKA_MSG_CREATE && (m->flags & SL_MSG_F_REQUEST)) {
                 on_create(m);
+                return true;
+        }
+        if (m->type == CTL_KAFKA_MSG_GROUP && (m->flags & SL_MSG_F_REQUEST)) {
+                ctl_kafka_group_call(cp, m, sl_time_ms());
                 return true;
         }
         if (m->flags & SL_MSG_F_REQUEST) {
@@ -375,6 +395,7 @@ bool ctl_kafka_poll(struct ctl_plane *cp)
                 pp = &op->next;
         }
         snaps_reap();
+        ctl_kafka_group_poll(cp, sl_time_ms());
         return busy;
 }
 
@@ -409,6 +430,7 @@ void ctl_kafka_fini(struct ctl_plane *cp)
         (void)cp;
         if (!K.on)
                 return;
+        ctl_kafka_group_fini();
         /* Workers are stopped: no one can hold a snapshot any more. */
         meta_drain(K.meta);
         meta_close(K.meta);

@@ -16,9 +16,8 @@ struct ctl_plane;
 
 /* Partition ids ("pid") are process-wide and stable for the process's life:
  * a worker keeps its open logs in an array indexed by them. */
-#define CTL_KAFKA_PIDS_MAX           4096
-#define CTL_KAFKA_TOPIC_PARTS_MAX    1024
-#define CTL_KAFKA_DEFAULT_PARTITIONS 1
+#define CTL_KAFKA_PIDS_MAX        4096
+#define CTL_KAFKA_TOPIC_PARTS_MAX 1024
 
 /* Ring messages of the Kafka range (SL_MSG_KAFKA .. +31). */
 enum ctl_kafka_msg {
@@ -35,6 +34,22 @@ enum ctl_kafka_msg {
         /* worker -> worker (owner) request, see kafka_internal.h */
         CTL_KAFKA_MSG_POP,
         CTL_KAFKA_MSG_WAIT,
+        /* worker -> control request: a consumer-group API. a.ptr[0] =
+         * struct ctl_kafka_gcall *, lent with its arena until the reply;
+         * the control thread builds the response in it (ctl_kafka_group.c). */
+        CTL_KAFKA_MSG_GROUP,
+};
+
+struct kafka_msg;
+struct kafka_arena;
+
+struct ctl_kafka_gcall {
+        int16_t api_key, api_version;
+        const struct kafka_msg *req; /* decoded request, read only */
+        struct kafka_msg *resp;      /* built by the control thread; desc NULL = close */
+        struct kafka_arena *arena;
+        const uint8_t *client_id;
+        int32_t client_id_len;
 };
 
 struct ctl_kafka_part {
@@ -75,6 +90,14 @@ int ctl_kafka_init(struct ctl_plane *cp, char *err, size_t err_len);
 bool ctl_kafka_poll(struct ctl_plane *cp);
 bool ctl_kafka_on_msg(struct ctl_plane *cp, const struct sl_msg *m);
 void ctl_kafka_fini(struct ctl_plane *cp);
+
+/* For ctl_kafka_group.c (control thread only). */
+struct ctl_plane *ctl_kafka_plane(void);
+struct meta_log *ctl_kafka_meta(void);
+const struct ctl_kafka_snap *ctl_kafka_snap_current(void);
+void ctl_kafka_group_call(struct ctl_plane *cp, const struct sl_msg *m, uint64_t now_ms);
+void ctl_kafka_group_poll(struct ctl_plane *cp, uint64_t now_ms);
+void ctl_kafka_group_fini(void);
 
 /* Kafka's topic name rule: 1..249 of [a-zA-Z0-9._-], not "." or "..". */
 bool ctl_kafka_topic_name_valid(const char *name, uint32_t len);

@@ -13,6 +13,13 @@
         X(KAFKA_API_LIST_OFFSETS, 1, 7)                                                            \
         X(KAFKA_API_METADATA, 0, 12)                                                               \
         X(KAFKA_API_API_VERSIONS, 0, 4)                                                            \
-        X(KAFKA_API_CREATE_TOPICS, 2, 7)
+        X(KAFKA_API_CREATE_TOPICS, 2, 7)                                                           \
+        X(KAFKA_API_FIND_COORDINATOR, 0, 4)                                                        \
+        X(KAFKA_API_JOIN_GROUP, 0, 7)                                                              \
+        X(KAFKA_API_SYNC_GROUP, 0, 5)                                                              \
+        X(KAFKA_API_HEARTBEAT, 0, 4)                                                               \
+        X(KAFKA_API_LEAVE_GROUP, 0, 4)                                                             \
+        X(KAFKA_API_OFFSET_COMMIT, 0, 8)                                                           \
+        X(KAFKA_API_OFFSET_FETCH, 0, 7)
 
 #endif

@@ -32,7 +32,13 @@ enum {
         KERR_UNKNOWN_SERVER_ERROR = -1,
 };
 
-enum kafka_pop_op { KAFKA_POP_APPEND = 1, KAFKA_POP_READ, KAFKA_POP_OFFSET, KAFKA_POP_CREATE };
+enum kafka_pop_op {
+        KAFKA_POP_APPEND = 1,
+        KAFKA_POP_READ,
+        KAFKA_POP_OFFSET,
+        KAFKA_POP_CREATE, /* to the control thread */
+        KAFKA_POP_GROUP,  /* to the control thread */
+};
 
 struct kafka_req;
 
@@ -100,6 +106,7 @@ struct kafka_req {
         bool on_timer;
         /* produce/metadata: topics being created first */
         bool creating;
+        struct ctl_kafka_gcall gcall; /* group APIs: lent to the control thread */
 };
 
 struct kafka_part {

@@ -53,7 +53,10 @@ static void owner_done(struct kafka_worker *kw, struct kafka_pop *p)
 static bool pop_send(struct kafka_worker *kw, struct kafka_pop *p, uint16_t dst)
 {
         struct sl_msg m = {.cookie = (uint64_t)(uintptr_t)p};
-        if (p->op == KAFKA_POP_CREATE) {
+        if (p->op == KAFKA_POP_GROUP) {
+                m.type = CTL_KAFKA_MSG_GROUP;
+                m.a.ptr[0] = &p->req->gcall;
+        } else if (p->op == KAFKA_POP_CREATE) {
                 m.type = CTL_KAFKA_MSG_CREATE;
                 m.a.ptr[0] = (void *)p->batch;
                 m.u32 = p->len;
@@ -354,6 +357,11 @@ void kafka_part_msg(struct sl_worker *w, const struct sl_msg *m)
         case CTL_KAFKA_MSG_CREATE: {
                 struct kafka_pop *p = (struct kafka_pop *)(uintptr_t)m->cookie;
                 p->err = (int16_t)(uint16_t)m->u32;
+                kafka_pop_complete(kw, p);
+                return;
+        }
+        case CTL_KAFKA_MSG_GROUP: {
+                struct kafka_pop *p = (struct kafka_pop *)(uintptr_t)m->cookie;
                 kafka_pop_complete(kw, p);
                 return;
         }

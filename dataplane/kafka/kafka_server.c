@@ -306,8 +306,7 @@ static uint32_t create_missing(struct kafka_worker *kw, struct kafka_req *r,
 
 static bool kafka_auto_create(const struct kafka_worker *kw)
 {
-        (void)kw;
-        return true;
+        return kw->w->cfg->kafka_auto_create != 0;
 }
 
 static void handle_metadata(struct kafka_worker *kw, struct kafka_req *r)
@@ -973,6 +972,80 @@ nomem:
         kafka_req_done(kw, r);
 }
 
+/* FindCoordinator: this broker coordinates every group. */
+static void handle_find_coordinator(struct kafka_worker *kw, struct kafka_req *r)
+{
+        char host[256];
+        int32_t port;
+        advertised(r->c, host, sizeof(host), &port);
+        char *h = kafka_arena_alloc(&r->arena, strlen(host) + 1);
+        resp_init(r, r->h.api_version);
+        struct kafka_val *rt = r->resp.root;
+        if (!h) {
+                sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+                kafka_req_done(kw, r);
+                return;
+        }
+        strcpy(h, host);
+        if (r->h.api_version < 4) {
+                kafka_val_set_int32(rt, KAFKA_FIND_COORDINATOR_RESP_NODE_ID, 0);
+                kafka_val_set_cstr(rt, KAFKA_FIND_COORDINATOR_RESP_HOST, h);
+                kafka_val_set_int32(rt, KAFKA_FIND_COORDINATOR_RESP_PORT, port);
+                kafka_req_done(kw, r);
+                return;
+        }
+        const struct kafka_val *ka =
+            kafka_val_array(r->msg.root, KAFKA_FIND_COORDINATOR_REQ_COORDINATOR_KEYS);
+        int32_t n = ka->len < 0 ? 0 : ka->len;
+        kafka_val_array_init(&r->arena, rt, KAFKA_FIND_COORDINATOR_RESP_COORDINATORS, n);
+        for (int32_t i = 0; i < n; i++) {
+                struct kafka_val *e = kafka_val_array_elem(
+                    kafka_val_array(rt, KAFKA_FIND_COORDINATOR_RESP_COORDINATORS), i);
+                const struct kafka_val *kv = kafka_val_array_elem(ka, i);
+                struct kafka_str key = {kv->u.ptr, kv->len};
+                kafka_val_set_str(e, KAFKA_FIND_COORDINATOR_RESP_COORDINATORS_KEY, key.ptr,
+                                  key.len < 0 ? 0 : key.len);
+                kafka_val_set_int32(e, KAFKA_FIND_COORDINATOR_RESP_COORDINATORS_NODE_ID, 0);
+                kafka_val_set_cstr(e, KAFKA_FIND_COORDINATOR_RESP_COORDINATORS_HOST, h);
+                kafka_val_set_int32(e, KAFKA_FIND_COORDINATOR_RESP_COORDINATORS_PORT, port);
+        }
+        kafka_req_done(kw, r);
+}
+
+/* Group APIs run on the control thread, which builds the response in this
+ * request's arena (lent until the reply). */
+static void handle_group(struct kafka_worker *kw, struct kafka_req *r)
+{
+        if (!r->creating) {
+                r->creating = true;
+                r->gcall = (struct ctl_kafka_gcall){.api_key = r->h.api_key,
+                                                    .api_version = r->h.api_version,
+                                                    .req = &r->msg,
+                                                    .resp = &r->resp,
+                                                    .arena = &r->arena,
+                                                    .client_id = r->h.client_id.ptr,
+                                                    .client_id_len = r->h.client_id.len};
+                memset(&r->resp, 0, sizeof(r->resp));
+                if (!pops_alloc(r, 1))
+                        goto fail;
+                r->pops[0].op = KAFKA_POP_GROUP;
+                r->pops[0].req = r;
+                r->pending++;
+                kafka_pop_submit(kw, &r->pops[0], kw->w->rt->control_ep);
+                if (r->pending)
+                        return;
+        }
+        if (r->pending)
+                return;
+        if (!r->resp.desc)
+                goto fail;
+        kafka_req_done(kw, r);
+        return;
+fail:
+        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+        kafka_req_done(kw, r);
+}
+
 /* Runs a request's handler; it is re-entered each time its last pending
  * partition operation completes. */
 static void req_run(struct kafka_worker *kw, struct kafka_req *r)
@@ -1003,6 +1076,17 @@ static void req_run(struct kafka_worker *kw, struct kafka_req *r)
                 break;
         case KAFKA_API_FETCH:
                 handle_fetch(kw, r);
+                break;
+        case KAFKA_API_FIND_COORDINATOR:
+                handle_find_coordinator(kw, r);
+                break;
+        case KAFKA_API_JOIN_GROUP:
+        case KAFKA_API_SYNC_GROUP:
+        case KAFKA_API_HEARTBEAT:
+        case KAFKA_API_LEAVE_GROUP:
+        case KAFKA_API_OFFSET_COMMIT:
+        case KAFKA_API_OFFSET_FETCH:
+                handle_group(kw, r);
                 break;
         default:
                 SL_ASSERT(!"unadvertised api dispatched");
@@ -1217,6 +1301,9 @@ static uint32_t kafka_poll(struct sl_worker *w, void *arg)
 
 static int kafka_worker_init(struct sl_worker *w)
 {
+        /* No listener, no Kafka state: no storage ring, no request pool. */
+        if (!w->cfg->listeners[CTL_PROTO_KAFKA].enabled)
+                return 0;
         struct kafka_worker *kw = calloc(1, sizeof(*kw));
         if (!kw)
                 return -ENOMEM;

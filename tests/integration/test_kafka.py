@@ -142,6 +142,17 @@ def test_kcat_produce_consume_list(make_sluiced):
     assert "0.0.0.0" not in meta
 
 
+@pytest.mark.skipif(not shutil.which("kcat"), reason="kcat not installed")
+def test_auto_create_default_partitions_and_off(make_sluiced):
+    s = start(make_sluiced, extra={"kafka": {"default_partitions": "3"}})
+    b = bootstrap(s)
+    run(["kcat", "-b", b, "-t", "three", "-P"], stdin=b"x\n")
+    assert 'topic "three" with 3 partitions' in run(["kcat", "-b", b, "-L", "-t", "three"]).decode()
+    s2 = start(make_sluiced, extra={"kafka": {"auto_create_topics": "false"}})
+    meta = run(["kcat", "-b", bootstrap(s2), "-L", "-t", "nope"]).decode()
+    assert "Broker: Unknown topic or partition" in meta, meta
+
+
 # ---- confluent-kafka-python -----------------------------------------------------
 
 CONFLUENT = r"""
@@ -209,3 +220,101 @@ def test_kafka_python_autocreate_roundtrip(make_sluiced):
     s = start(make_sluiced)
     out = run_py(KAFKA_PYTHON, bootstrap(s), "kp", "300")
     assert out.startswith(b"ok 300")
+
+
+# ---- consumer groups ---------------------------------------------------------------
+
+@pytest.mark.skipif(not shutil.which("kcat"), reason="kcat not installed")
+def test_kcat_group_resumes_from_committed_offset(make_sluiced):
+    s = start(make_sluiced)
+    b = bootstrap(s)
+    run(["kcat", "-b", b, "-t", "kg", "-P"], stdin=b"".join(b"m%d\n" % i for i in range(100)))
+    out = run(["kcat", "-b", b, "-G", "kgrp", "kg", "-e", "-q", "-X", "auto.offset.reset=earliest"])
+    assert out.decode().split("\n")[:-1] == ["m%d" % i for i in range(100)]
+    run(["kcat", "-b", b, "-t", "kg", "-P"], stdin=b"late\n")
+    out = run(["kcat", "-b", b, "-G", "kgrp", "kg", "-e", "-q", "-X", "auto.offset.reset=earliest"])
+    assert out == b"late\n"
+
+
+CONFLUENT_GROUP = r"""
+import sys, time, threading
+from confluent_kafka import Producer, Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
+b, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+a = AdminClient({'bootstrap.servers': b})
+for t, f in a.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)]).items():
+    f.result(30)
+seen = set(); lock = threading.Lock(); assigned = {}
+stop = threading.Event()
+def run(k):
+    def on_assign(c, parts):
+        with lock:
+            assigned[k] = sorted(p.partition for p in parts)
+    c = Consumer({'bootstrap.servers': b, 'group.id': 'g-' + topic, 'auto.offset.reset': 'earliest',
+                  'session.timeout.ms': 6000, 'heartbeat.interval.ms': 200, 'fetch.wait.max.ms': 100})
+    c.subscribe([topic], on_assign=on_assign)
+    while not stop.is_set():
+        m = c.poll(0.1)
+        if m is None or m.error():
+            continue
+        with lock:
+            seen.add(int(m.value()))
+    c.close()
+ts = [threading.Thread(target=run, args=(k,)) for k in range(3)]
+for t in ts: t.start()
+def balanced():
+    with lock:
+        return len(assigned) == 3 and all(assigned.values()) and sorted(sum(assigned.values(), [])) == list(range(6))
+deadline = time.time() + 60
+while time.time() < deadline and not balanced():
+    time.sleep(0.05)
+assert balanced(), assigned
+p = Producer({'bootstrap.servers': b, 'acks': 'all'})
+for i in range(n):
+    p.produce(topic, value=b'%d' % i, partition=i % 6)
+assert p.flush(30) == 0
+while time.time() < deadline and len(seen) < n:
+    time.sleep(0.05)
+stop.set()
+for t in ts: t.join(30)
+assert len(seen) == n, len(seen)
+print("ok", len(seen), assigned)
+"""
+
+
+def test_confluent_group_of_three_splits_partitions(make_sluiced):
+    s = start(make_sluiced)
+    out = run_py(CONFLUENT_GROUP, bootstrap(s), "grp3", "600")
+    assert out.startswith(b"ok 600")
+
+
+KAFKA_PYTHON_GROUP = r"""
+import sys
+from kafka import KafkaProducer, KafkaConsumer
+b, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+p = KafkaProducer(bootstrap_servers=b, acks='all')
+for i in range(n):
+    p.send(topic, b'%d' % i)
+p.flush(30)
+def consume():
+    c = KafkaConsumer(topic, bootstrap_servers=b, group_id='kpg', auto_offset_reset='earliest',
+                      enable_auto_commit=False, consumer_timeout_ms=4000)
+    vals = [int(m.value) for m in c]
+    c.commit()
+    c.close()
+    return vals
+first = consume()
+assert sorted(first) == list(range(n)), len(first)
+for i in range(n, n + 10):
+    p.send(topic, b'%d' % i)
+p.flush(30)
+second = consume()
+assert second == list(range(n, n + 10)), second
+print("ok")
+"""
+
+
+def test_kafka_python_group_commit_and_resume(make_sluiced):
+    s = start(make_sluiced)
+    out = run_py(KAFKA_PYTHON_GROUP, bootstrap(s), "kpg", "100")
+    assert out.startswith(b"ok")

@@ -848,6 +848,22 @@ static void assert_round_trip(const struct ctl_config *cfg)
         free(second);
 }
 
+static void test_kafka_keys(void **state)
+{
+        (void)state;
+        struct ctl_config cfg;
+        ctl_config_defaults(&cfg);
+        assert_int_equal(cfg.kafka_auto_create, 1);
+        assert_int_equal(cfg.kafka_default_partitions, 1);
+        assert_int_equal(
+            load(&cfg, "[kafka]\nauto_create_topics = false\ndefault_partitions = 1024\n"), 0);
+        assert_int_equal(cfg.kafka_auto_create, 0);
+        assert_int_equal(cfg.kafka_default_partitions, 1024);
+        assert_int_not_equal(load(&cfg, "[kafka]\ndefault_partitions = 1025\n"), 0);
+        assert_int_not_equal(load(&cfg, "[kafka]\ndefault_partitions = 0\n"), 0);
+        assert_int_not_equal(load(&cfg, "[kafka]\nauto_create_topics = maybe\n"), 0);
+}
+
 static void test_print_round_trip(void **state)
 {
         (void)state;
@@ -1043,6 +1059,7 @@ int main(void)
             cmocka_unit_test(test_validate_limits_and_auth),
             cmocka_unit_test(test_validate_warns_control_shares_worker_core),
             cmocka_unit_test(test_validate_warns_more_workers_than_cpus),
+            cmocka_unit_test(test_kafka_keys),
             cmocka_unit_test(test_print_round_trip),
             cmocka_unit_test(test_print_content_and_core_plan),
             cmocka_unit_test(test_reload_allowed),
