@@ -318,3 +318,72 @@ def test_kafka_python_group_commit_and_resume(make_sluiced):
     s = start(make_sluiced)
     out = run_py(KAFKA_PYTHON_GROUP, bootstrap(s), "kpg", "100")
     assert out.startswith(b"ok")
+
+
+# ---- restarts ----------------------------------------------------------------------
+
+PRODUCE_ACKED = r"""
+import sys, json
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+b, topic, parts, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+a = AdminClient({'bootstrap.servers': b})
+from confluent_kafka import KafkaException
+for t, f in a.create_topics([NewTopic(topic, num_partitions=parts, replication_factor=1)]).items():
+    try:
+        f.result(30)
+    except KafkaException as e:
+        assert e.args[0].code() == 36, e  # TOPIC_ALREADY_EXISTS after a restart
+acked = []
+def cb(err, m):
+    if err is None:
+        acked.append([m.partition(), m.offset(), m.value().decode()])
+p = Producer({'bootstrap.servers': b, 'acks': 'all', 'linger.ms': 2})
+for i in range(n):
+    p.produce(topic, value=b'r%d' % i, partition=i % parts, on_delivery=cb)
+assert p.flush(60) == 0
+print(json.dumps(acked))
+"""
+
+CONSUME_ALL = r"""
+import sys, json, time
+from confluent_kafka import Consumer, TopicPartition
+b, topic, parts, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+c = Consumer({'bootstrap.servers': b, 'group.id': 'unused', 'enable.auto.commit': False,
+              'fetch.wait.max.ms': 100})
+c.assign([TopicPartition(topic, i, 0) for i in range(parts)])
+got = []
+deadline = time.time() + 60
+while len(got) < n and time.time() < deadline:
+    m = c.poll(0.2)
+    if m is not None and not m.error():
+        got.append([m.partition(), m.offset(), m.value().decode()])
+c.close()
+print(json.dumps(got))
+"""
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_acked_messages_survive_restart(make_sluiced, how):
+    import json
+
+    s = start(make_sluiced)
+    acked = json.loads(run_py(PRODUCE_ACKED, bootstrap(s), "dur", "4", "2000"))
+    assert len(acked) == 2000
+    topics_dir = os.path.join(s.data_dir, "topics")
+    dirs = sorted(os.listdir(topics_dir))
+    if how == "sigkill":
+        s.kill()
+    else:
+        assert s.stop() == 0
+    s.start()
+    # Same topic UUIDs (partition directories are named by them).
+    assert sorted(os.listdir(topics_dir)) == dirs
+    got = json.loads(run_py(CONSUME_ALL, bootstrap(s), "dur", "4", "2000"))
+    assert sorted(map(tuple, got)) == sorted(map(tuple, acked))
+    # New appends continue after the recovered offsets.
+    more = json.loads(run_py(PRODUCE_ACKED, bootstrap(s), "dur", "4", "8"))
+    hw = {}
+    for p, o, _ in acked:
+        hw[p] = max(hw.get(p, -1), o)
+    assert all(o > hw[p] for p, o, _ in more)
