@@ -39,7 +39,16 @@ void sl_assert_fail(const char *expr, const char *file, int line, const char *fu
 #define SL_DASSERT(e) SL_ASSERT(e)
 #endif
 
+/* memcpy for views that may be empty with a NULL pointer (memcpy's
+ * arguments must be valid even for zero bytes). */
+static inline void sl_copy(void *dst, const void *src, size_t n)
+{
+        if (n)
+                __builtin_memcpy(dst, src, n);
+}
+
 static inline uint64_t sl_time_ns(void)
+
 {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -371,7 +371,12 @@ static void conn_tx_start(struct sl_worker *w, struct sl_conn *c)
 {
         if ((c->flags & SL_CONN_TX_INFLIGHT) || c->tx_pending == 0 || c->state == SL_CONN_DRAINING)
                 return;
-        size_t cap = w->chaos ? net_chaos_tx_cap(w->chaos, c->tx_pending) : SIZE_MAX;
+        /* Chaos shortens sends, except a connection's first (its greeting):
+         * nats.c 3.4 reads the INFO line with a reader that misses a CR LF
+         * split across two reads and then hangs until its connect timeout. */
+        size_t cap = w->chaos && atomic_load_explicit(&c->pub.tx_bytes, memory_order_relaxed)
+                         ? net_chaos_tx_cap(w->chaos, c->tx_pending)
+                         : SIZE_MAX;
         int n = 0;
         size_t bytes = 0;
         for (struct sl_buf *b = c->tx_head; b && n < SL_CONN_IOV_MAX && bytes < cap; b = b->next) {
@@ -478,7 +483,10 @@ uint32_t sl_conn_chaos_step(struct sl_worker *w)
                 work++;
                 c->chaos_tx_delay = 0;
                 conn_tx_complete(w, c, c->chaos_tx_res);
-                if (c->flags & SL_CONN_RELEASE_PENDING) {
+                /* The held completion may have been the last I/O of a closing
+                 * connection: nothing else will release it. */
+                if (c->state == SL_CONN_DRAINING &&
+                    !(c->flags & (SL_CONN_RX_ARMED | SL_CONN_TX_INFLIGHT))) {
                         c->flags &= ~SL_CONN_RELEASE_PENDING;
                         net_conn_released(w, c);
                 }

@@ -327,14 +327,14 @@ static bool fwd_append(struct nats_worker *nw, uint16_t d, uint8_t flags, uint8_
         uint8_t *at = p + sizeof(*f);
         memcpy(at, subject, subject_len);
         at += subject_len;
-        memcpy(at, reply, reply_len);
+        sl_copy(at, reply, reply_len);
         at += reply_len;
         for (uint32_t i = 0; i < nq; i++) {
                 memcpy(at, &qs[i].len, 2);
-                memcpy(at + 2, qs[i].name, qs[i].len);
+                sl_copy(at + 2, qs[i].name, qs[i].len);
                 at += 2 + qs[i].len;
         }
-        memcpy(at, payload, total_len);
+        sl_copy(at, payload, total_len);
         nw->batch[d]->len += need;
         atomic_fetch_add_explicit(&nw->forwarded, 1, memory_order_relaxed);
         return true;

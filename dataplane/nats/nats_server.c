@@ -143,7 +143,7 @@ static int handle_connect(struct sl_conn *c, struct nats_conn *nc, const struct 
         nc->headers = cn.headers;
         nc->no_responders = cn.no_responders;
         size_t nl = SL_MIN(cn.name.len, sizeof(nc->name) - 1);
-        memcpy(nc->name, cn.name.ptr, nl);
+        sl_copy(nc->name, cn.name.ptr, nl);
         nc->name_len = (uint8_t)nl;
         return 0;
 }
@@ -188,7 +188,7 @@ static int handle_sub(struct sl_conn *c, struct nats_conn *nc, const struct nats
                 return send_err(c, NATS_ERR_SLOW_CONSUMER); /* out of memory: shed load */
         }
         memcpy(key, op->subject.ptr, op->subject.len);
-        memcpy(key + op->subject.len, op->queue.ptr, op->queue.len);
+        sl_copy(key + op->subject.len, op->queue.ptr, op->queue.len);
         s->subject = key;
         s->subject_len = (uint16_t)op->subject.len;
         s->queue_len = (uint16_t)op->queue.len;
@@ -326,7 +326,7 @@ bool nats_deliver(struct nats_worker *nw, struct nats_lsub *s, const uint8_t *su
         *at++ = '\n';
         size_t line_len = (size_t)(at - start);
         if (p) {
-                memcpy(at, payload, total_len);
+                sl_copy(at, payload, total_len);
                 at[total_len] = '\r';
                 at[total_len + 1] = '\n';
                 sl_conn_tx_commit(c, line_len + total_len + 2);
@@ -400,7 +400,7 @@ static int asm_start(struct sl_conn *c, struct nats_conn *nc, const struct nats_
                         sl_buf_pool_give(&w->pool, b);
                 return send_err(c, NATS_ERR_SLOW_CONSUMER);
         }
-        memcpy(b->data, op->payload.ptr, op->payload.len);
+        sl_copy(b->data, op->payload.ptr, op->payload.len);
         nc->asm_buf = b;
         nc->asm_len = (uint32_t)op->payload.len;
         nc->asm_op = *op;
@@ -411,7 +411,7 @@ static int asm_more(struct sl_conn *c, struct nats_conn *nc, const struct nats_o
 {
         struct sl_buf *b = nc->asm_buf;
         SL_ASSERT(b && nc->asm_len + op->payload.len <= nc->asm_op.total_len);
-        memcpy(b->data + nc->asm_len, op->payload.ptr, op->payload.len);
+        sl_copy(b->data + nc->asm_len, op->payload.ptr, op->payload.len);
         nc->asm_len += (uint32_t)op->payload.len;
         if (!op->end)
                 return 0;
