@@ -455,8 +455,10 @@ static int setup(struct nbench *nb)
                 rc = block_build(nb);
         if (rc == 0)
                 rc = conns_ready_wait(nb);
-        uint64_t w = o->window_bytes / nb->msg_bytes;
-        nb->window_msgs = w < 16 ? 16 : w;
+        if (rc == 0) {
+                uint64_t w = o->window_bytes / nb->msg_bytes;
+                nb->window_msgs = w < 16 ? 16 : w;
+        }
         return rc;
 }
 
