@@ -911,6 +911,12 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
                 any_err |= r->pops[i].err != 0;
         if (!r->waited && !any_err && max_wait > 0 &&
             (int64_t)r->fused < (int64_t)SL_MAX(min_bytes, 1) && r->npops) {
+                /* A long poll holds no large buffer: there may be many more
+                 * idle consumers than buffers. */
+                if (r->fused == 0 && r->fbuf) {
+                        sl_worker_buf_put(kw->w, r->fbuf);
+                        r->fbuf = NULL;
+                }
                 fetch_wait(kw, r, max_wait);
                 if (r->waiting)
                         return;
@@ -919,6 +925,8 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
                 /* Woken: read everything again, once. */
                 r->creating = true;
                 r->next_pop = 0;
+                if (!r->fbuf)
+                        r->fbuf = sl_buf_alloc(&kw->w->pool, SL_BUF_LARGE);
                 handle_fetch(kw, r);
                 return;
         }

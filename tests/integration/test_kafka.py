@@ -125,6 +125,20 @@ def test_oversized_frame_refused(make_sluiced):
     c.close()
 
 
+def test_pipelined_requests_answered_in_order(make_sluiced):
+    s = start(make_sluiced, extra={"limits": {"inflight_requests_max": "4"}})
+    c = raw_conn(s)
+    # 300 requests in one write, far over the in-flight cap: reading pauses
+    # and resumes; answers come back complete and in request order.
+    reqs = b"".join(frame(18, 0, i, b"") if i % 2 else frame(3, 1, i, b"\xff\xff\xff\xff")
+                    for i in range(300))
+    c.sendall(reqs)
+    for i in range(300):
+        r = recv_frame(c)
+        assert struct.unpack(">i", r[:4])[0] == i
+    c.close()
+
+
 # ---- kcat --------------------------------------------------------------------
 
 
