@@ -563,8 +563,8 @@ void ctl_config_defaults(struct ctl_config *cfg)
 
         cfg->net_backend = CTL_NET_AUTO;
         cfg->chaos_seed = 1;
-        cfg->recv_buffers = 1024;
-        cfg->recv_buffer_bytes = 16 * KIB;
+        cfg->recv_buffers = 512;
+        cfg->recv_buffer_bytes = 64 * KIB; /* a 16 KiB PUB in one buffer: no reassembly copy */
         cfg->ring_slots = 4096;
 
         for (int p = 0; p < CTL_PROTO_COUNT; p++)

@@ -73,14 +73,14 @@ static inline struct sl_buf *sl_buf_alloc(struct sl_buf_pool *p, enum sl_buf_cla
                 b->cls = (uint8_t)c;
                 b->cap = p->bytes[c];
         } else {
-                atomic_fetch_add_explicit(&p->stats.exhausted[c], 1, memory_order_relaxed);
+                sl_counter_add(&p->stats.exhausted[c], 1);
                 return NULL;
         }
         b->next = NULL;
 
         b->len = b->off = 0;
         atomic_store_explicit(&b->refs, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&p->stats.in_use[c], 1, memory_order_relaxed);
+        sl_counter_add(&p->stats.in_use[c], 1);
         return b;
 }
 
@@ -90,7 +90,7 @@ static inline void sl_buf_pool_give(struct sl_buf_pool *p, struct sl_buf *b)
         SL_DASSERT(b->owner == p->owner);
         b->next = p->free[b->cls];
         p->free[b->cls] = b;
-        atomic_fetch_sub_explicit(&p->stats.in_use[b->cls], 1, memory_order_relaxed);
+        sl_counter_add(&p->stats.in_use[b->cls], -1);
 }
 
 static inline void sl_buf_ref(struct sl_buf *b)

@@ -5,6 +5,7 @@
 #define SL_COMMON_H
 
 #include <stdint.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdbool.h>
 #include <time.h>
@@ -39,7 +40,16 @@ void sl_assert_fail(const char *expr, const char *file, int line, const char *fu
 #define SL_DASSERT(e) SL_ASSERT(e)
 #endif
 
-/* memcpy for views that may be empty with a NULL pointer (memcpy's
+/* Adds to a counter that only its owner thread writes and others read:
+ * a plain load and store (no locked read-modify-write on the hot path),
+ * still atomic so readers never see a torn value. */
+#define sl_counter_add(ptr, delta)                                                                 \
+        atomic_store_explicit(                                                                     \
+            (ptr), atomic_load_explicit((ptr), memory_order_relaxed) + (uint64_t)(delta),          \
+            memory_order_relaxed)
+
+/* memcpy for views
+ that may be empty with a NULL pointer (memcpy's
  * arguments must be valid even for zero bytes). */
 static inline void sl_copy(void *dst, const void *src, size_t n)
 {

@@ -24,9 +24,10 @@ const char *sl_close_reason_name(enum sl_close_reason r)
         return r < SL_CLOSE_REASONS ? close_names[r] : "?";
 }
 
+/* Counters of a connection or worker are written by the worker only. */
 static inline void stat_add(_Atomic uint64_t *v, int64_t d)
 {
-        atomic_fetch_add_explicit(v, (uint64_t)d, memory_order_relaxed);
+        sl_counter_add(v, d);
 }
 
 static void conn_set_state(struct sl_conn *c, enum sl_conn_state s)

@@ -84,7 +84,7 @@ static inline void mbox_push(struct sl_mbox *mb, struct sl_link *l, struct sl_ms
 {
         m->src = mb->self;
         memcpy(sl_ring_slot(l->out), m, sizeof(*m));
-        atomic_fetch_add_explicit(&mb->stats.msgs_out, 1, memory_order_relaxed);
+        sl_counter_add(&mb->stats.msgs_out, 1);
 }
 
 bool sl_mbox_can_send(struct sl_mbox *mb, uint16_t dst, uint32_t n)
@@ -98,7 +98,7 @@ int sl_mbox_send(struct sl_mbox *mb, uint16_t dst, struct sl_msg *m)
         SL_DASSERT(dst < mb->count && dst != mb->self);
         struct sl_link *l = &mb->links[dst];
         if (sl_ring_free(l->out, l->owed_replies + 1) < l->owed_replies + 1) {
-                atomic_fetch_add_explicit(&mb->stats.ring_full, 1, memory_order_relaxed);
+                sl_counter_add(&mb->stats.ring_full, 1);
                 return -EAGAIN;
         }
         m->flags &= ~(SL_MSG_F_REQUEST | SL_MSG_F_REPLY);
@@ -111,11 +111,11 @@ int sl_mbox_request(struct sl_mbox *mb, uint16_t dst, struct sl_msg *m)
         SL_DASSERT(dst < mb->count && dst != mb->self);
         struct sl_link *l = &mb->links[dst];
         if (l->credits == 0) {
-                atomic_fetch_add_explicit(&mb->stats.credit_stall, 1, memory_order_relaxed);
+                sl_counter_add(&mb->stats.credit_stall, 1);
                 return -EAGAIN;
         }
         if (sl_ring_free(l->out, l->owed_replies + 1) < l->owed_replies + 1) {
-                atomic_fetch_add_explicit(&mb->stats.ring_full, 1, memory_order_relaxed);
+                sl_counter_add(&mb->stats.ring_full, 1);
                 return -EAGAIN;
         }
         l->credits--;
@@ -145,7 +145,7 @@ void sl_wake_poke(struct sl_wake *w, _Atomic uint64_t *counter)
                 ssize_t n = write(w->eventfd, &one, sizeof(one));
                 (void)n; /* EAGAIN means a wake-up is already pending */
                 if (counter)
-                        atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
+                        sl_counter_add(counter, 1);
         }
 }
 
@@ -193,7 +193,7 @@ uint32_t sl_mbox_drain(struct sl_mbox *mb, sl_msg_fn fn, void *ctx, uint32_t bud
                 done += n;
         }
         if (done)
-                atomic_fetch_add_explicit(&mb->stats.msgs_in, done, memory_order_relaxed);
+                sl_counter_add(&mb->stats.msgs_in, done);
         return done;
 }
 

@@ -85,7 +85,7 @@ static void worker_on_msg(void *ctx, const struct sl_msg *m)
                         n++;
                 }
                 SL_ASSERT(n == m->u32);
-                atomic_fetch_add_explicit(&w->pool.stats.returned_remote, n, memory_order_relaxed);
+                sl_counter_add(&w->pool.stats.returned_remote, n);
                 return;
         }
         case SL_MSG_SHUTDOWN:
@@ -221,7 +221,7 @@ static void worker_idle(struct sl_worker *w, uint64_t *idle_since_ns, uint64_t n
                 return;
         uint64_t now_ms = sl_time_ms();
         int timeout = w->next_tick_ms > now_ms ? (int)(w->next_tick_ms - now_ms) : 0;
-        atomic_fetch_add_explicit(&w->stats.sleeps, 1, memory_order_relaxed);
+        sl_counter_add(&w->stats.sleeps, 1);
         w->net->wait(w, timeout);
         sl_mbox_sleep_end(&w->mb);
         *idle_since_ns = 0;
@@ -253,10 +253,10 @@ static void *worker_main(void *arg)
                 uint64_t t0 = sl_time_ns();
                 uint32_t work = worker_step(w);
                 uint64_t t1 = sl_time_ns();
-                atomic_fetch_add_explicit(&w->stats.loops, 1, memory_order_relaxed);
-                atomic_fetch_add_explicit(&w->stats.total_ns, t1 - t0, memory_order_relaxed);
+                sl_counter_add(&w->stats.loops, 1);
+                sl_counter_add(&w->stats.total_ns, t1 - t0);
                 if (work) {
-                        atomic_fetch_add_explicit(&w->stats.busy_ns, t1 - t0, memory_order_relaxed);
+                        sl_counter_add(&w->stats.busy_ns, t1 - t0);
                         idle_since = 0;
                 }
                 if (sl_unlikely(atomic_load_explicit(&w->quit, memory_order_relaxed))) {

@@ -312,7 +312,7 @@ static bool fwd_append(struct nats_worker *nw, uint16_t d, uint8_t flags, uint8_
         need = SL_ALIGN_UP(need, 8u);
         uint8_t *p = batch_room(nw, d, need);
         if (!p) {
-                atomic_fetch_add_explicit(&nw->dropped_no_member, 1, memory_order_relaxed);
+                sl_counter_add(&nw->dropped_no_member, 1);
                 return false;
         }
         struct nats_fwd *f = (struct nats_fwd *)p;
@@ -336,7 +336,7 @@ static bool fwd_append(struct nats_worker *nw, uint16_t d, uint8_t flags, uint8_
         }
         sl_copy(at, payload, total_len);
         nw->batch[d]->len += need;
-        atomic_fetch_add_explicit(&nw->forwarded, 1, memory_order_relaxed);
+        sl_counter_add(&nw->forwarded, 1);
         return true;
 }
 
@@ -588,13 +588,12 @@ static void batch_deliver(struct nats_worker *nw, struct sl_buf *b)
                         uint16_t to = 0;
                         if (f->hops + 1u < w->nworkers &&
                             group_remote(nw, &r, rg, -1, rng_next(nw), &to) > 0) {
-                                atomic_fetch_add_explicit(&nw->bounced, 1, memory_order_relaxed);
+                                sl_counter_add(&nw->bounced, 1);
                                 fwd_append(nw, to, 0, (uint8_t)(f->hops + 1), subject,
                                            f->subject_len, reply, f->reply_len, &qs[i], 1, payload,
                                            f->hdr_len, f->total_len);
                         } else {
-                                atomic_fetch_add_explicit(&nw->dropped_no_member, 1,
-                                                          memory_order_relaxed);
+                                sl_counter_add(&nw->dropped_no_member, 1);
                         }
                 }
                 off += f->len;

@@ -163,7 +163,7 @@ void nats_lsub_remove(struct sl_conn *c, struct nats_lsub *s, bool barrier)
                 }
         nc->nsubs--;
         nats_sublist_remove(&nw->local, &s->entry);
-        atomic_fetch_sub_explicit(&nw->subscriptions, 1, memory_order_relaxed);
+        sl_counter_add(&nw->subscriptions, -1);
         nats_route_interest(nw, barrier ? c : NULL, s, -1, barrier);
         free(s->subject);
         free(s);
@@ -205,7 +205,7 @@ static int handle_sub(struct sl_conn *c, struct nats_conn *nc, const struct nats
         s->next_of_conn = nc->subs;
         nc->subs = s;
         nc->nsubs++;
-        atomic_fetch_add_explicit(&nw->subscriptions, 1, memory_order_relaxed);
+        sl_counter_add(&nw->subscriptions, 1);
         nats_route_interest(nw, c, s, +1, true);
         return 0;
 }
@@ -264,7 +264,7 @@ static uint32_t fmt_u32(char *p, uint32_t v)
 
 static void slow_consumer(struct nats_worker *nw, struct sl_conn *c)
 {
-        atomic_fetch_add_explicit(&nw->slow_consumers, 1, memory_order_relaxed);
+        sl_counter_add(&nw->slow_consumers, 1);
         SL_INFO("nats: slow consumer %s (%llu bytes pending), closing", c->peer_str,
                 (unsigned long long)sl_conn_tx_pending(c));
         char line[64];
@@ -338,8 +338,8 @@ bool nats_deliver(struct nats_worker *nw, struct nats_lsub *s, const uint8_t *su
                         return false;
                 }
         }
-        atomic_fetch_add_explicit(&nw->msgs_out, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&nw->bytes_out, total_len, memory_order_relaxed);
+        sl_counter_add(&nw->msgs_out, 1);
+        sl_counter_add(&nw->bytes_out, total_len);
         return true;
 }
 
@@ -377,8 +377,8 @@ static int handle_pub(struct sl_conn *c, struct nats_conn *nc, const struct nats
                 return send_err(c, NATS_ERR_HEADERS_NOT_SUPPORTED);
         if (nc->pedantic && !nats_subject_valid_literal(op->subject.ptr, op->subject.len))
                 return send_err(c, NATS_ERR_INVALID_PUB_SUBJECT);
-        atomic_fetch_add_explicit(&nw->msgs_in, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&nw->bytes_in, op->total_len, memory_order_relaxed);
+        sl_counter_add(&nw->msgs_in, 1);
+        sl_counter_add(&nw->bytes_in, op->total_len);
         /* nats-server acknowledges a verbose PUB before delivering it. */
         if (nc->verbose)
                 nats_reply(c, nats_ok, sizeof(nats_ok) - 1);
@@ -562,7 +562,7 @@ static void nats_tick(struct sl_conn *c, uint64_t now)
 static void nats_deadline(struct sl_conn *c)
 {
         struct nats_worker *nw = nats_worker_of(c->w);
-        atomic_fetch_add_explicit(&nw->slow_consumers, 1, memory_order_relaxed);
+        sl_counter_add(&nw->slow_consumers, 1);
 }
 
 static void nats_closed(struct sl_conn *c, enum sl_close_reason why)

@@ -505,9 +505,10 @@ int nats_sublist_match(struct nats_sublist *sl, const uint8_t *subject, size_t l
 {
         m->nsubs = m->nparts = m->ngroups = 0;
         m->overflow = false;
-        if (len == 0 || subject[0] == '.' || subject[len - 1] == '.' ||
-            memmem(subject, len, "..", 2))
+        if (len == 0)
                 return 0;
+        /* The cache holds only subjects that passed the empty-token check
+         * below, so a hit skips it (it was a visible cost per message). */
         struct nats_sl_cache_entry *e = NULL;
         if (sl->cache && len <= NATS_SL_CACHE_SUBJ_MAX) {
                 e = &sl->cache[subj_hash(subject, len) & (NATS_SL_CACHE_SLOTS - 1)];
@@ -517,6 +518,9 @@ int nats_sublist_match(struct nats_sublist *sl, const uint8_t *subject, size_t l
                 }
                 sl->cache_misses++;
         }
+        if (subject[0] == '.' || subject[len - 1] == '.' || memmem(subject, len, "..", 2))
+                return 0;
+
         match_level(sl->root, subject, subject + len, m);
         if (e)
                 cache_put(e, sl->gen, subject, len, m);

@@ -127,8 +127,8 @@ static void test_defaults(void **state)
         assert_int_equal(cfg.idle_spin_us, 50);
 
         assert_int_equal(cfg.net_backend, CTL_NET_AUTO);
-        assert_int_equal(cfg.recv_buffers, 1024);
-        assert_int_equal(cfg.recv_buffer_bytes, 16384);
+        assert_int_equal(cfg.recv_buffers, 512);
+        assert_int_equal(cfg.recv_buffer_bytes, 65536);
         assert_int_equal(cfg.ring_slots, 4096);
 
         const struct ctl_listener *nats = &cfg.listeners[CTL_PROTO_NATS];
