@@ -396,7 +396,7 @@ bool ctl_kafka_poll(struct ctl_plane *cp)
         }
         snaps_reap();
         ctl_kafka_group_poll(cp, sl_time_ms());
-        return busy;
+        return busy || ctl_kafka_group_busy();
 }
 
 int ctl_kafka_init(struct ctl_plane *cp, char *err, size_t err_len)

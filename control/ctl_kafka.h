@@ -97,6 +97,8 @@ struct meta_log *ctl_kafka_meta(void);
 const struct ctl_kafka_snap *ctl_kafka_snap_current(void);
 void ctl_kafka_group_call(struct ctl_plane *cp, const struct sl_msg *m, uint64_t now_ms);
 void ctl_kafka_group_poll(struct ctl_plane *cp, uint64_t now_ms);
+/* True while OffsetCommits wait for the metadata log (the loop then spins). */
+bool ctl_kafka_group_busy(void);
 void ctl_kafka_group_fini(void);
 
 /* Kafka's topic name rule: 1..249 of [a-zA-Z0-9._-], not "." or "..". */

@@ -41,6 +41,7 @@ struct parked {
 struct member {
         char id[ID_MAX];
         char instance[ID_MAX];
+        char client_id[128];
         int32_t session_ms, rebalance_ms;
         uint32_t nprotos;
         char proto_name[PROTOS_MAX][64];
@@ -74,6 +75,7 @@ struct commit_op {
 
 static struct group *groups;
 static uint64_t member_seq;
+static uint32_t commits_pending; /* OffsetCommits waiting for the metadata log */
 
 static void strview(char *dst, size_t cap, struct kafka_str s)
 {
@@ -351,6 +353,8 @@ static void join_group(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct p
         }
         if (inst.len > 0)
                 strview(m->instance, sizeof(m->instance), inst);
+        strview(m->client_id, sizeof(m->client_id),
+                (struct kafka_str){c->client_id, c->client_id_len});
         if (m->join.call) /* a repeated join replaces the parked one */
                 answer_join(cp, g, m, GERR_REBALANCE_IN_PROGRESS);
         strview(g->proto_type, sizeof(g->proto_type), ptype);
@@ -523,6 +527,7 @@ static void commit_cb(void *ctx, int res)
         if (--op->cbs == 0) {
                 reply(ctl_kafka_plane(), &op->p);
                 free(op);
+                commits_pending--;
         }
 }
 
@@ -550,6 +555,7 @@ static void offset_commit(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struc
         }
         op->p = pk;
         op->cbs = 1;
+        commits_pending++;
         resp_init(c);
         struct kafka_val *rt = c->resp->root;
         const struct kafka_val *ta = kafka_val_array(rq, KAFKA_OFFSET_COMMIT_REQ_TOPICS);
@@ -647,6 +653,85 @@ static void offset_fetch(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct
         reply(cp, &pk);
 }
 
+static const char *const state_names[] = {"Empty", "PreparingRebalance", "CompletingRebalance",
+                                          "Stable"};
+
+static void list_groups(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct parked pk)
+{
+        resp_init(c);
+        struct kafka_val *rt = c->resp->root;
+        int32_t n = 0;
+        for (struct group *g = groups; g; g = g->next)
+                n++;
+        kafka_val_array_init(c->arena, rt, KAFKA_LIST_GROUPS_RESP_GROUPS, n);
+        int32_t i = 0;
+        for (struct group *g = groups; g; g = g->next, i++) {
+                struct kafka_val *e =
+                    kafka_val_array_elem(kafka_val_array(rt, KAFKA_LIST_GROUPS_RESP_GROUPS), i);
+                set_str(c, e, KAFKA_LIST_GROUPS_RESP_GROUPS_GROUP_ID, g->id);
+                set_str(c, e, KAFKA_LIST_GROUPS_RESP_GROUPS_PROTOCOL_TYPE, g->proto_type);
+                if (c->api_version >= 4)
+                        set_str(c, e, KAFKA_LIST_GROUPS_RESP_GROUPS_GROUP_STATE,
+                                state_names[g->state]);
+        }
+        reply(cp, &pk);
+}
+
+static void describe_groups(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct parked pk)
+{
+        const struct kafka_val *ga =
+            kafka_val_array(c->req->root, KAFKA_DESCRIBE_GROUPS_REQ_GROUPS);
+        int32_t n = ga->len < 0 ? 0 : ga->len;
+        resp_init(c);
+        struct kafka_val *rt = c->resp->root;
+        kafka_val_array_init(c->arena, rt, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS, n);
+        for (int32_t i = 0; i < n; i++) {
+                const struct kafka_val *gv = kafka_val_array_elem(ga, i);
+                struct kafka_str id = {gv->u.ptr, gv->len};
+                struct kafka_val *e =
+                    kafka_val_array_elem(kafka_val_array(rt, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS), i);
+                kafka_val_set_str(e, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_GROUP_ID,
+                                  arena_copy(c, id.ptr, id.len > 0 ? (size_t)id.len : 0),
+                                  id.len > 0 ? id.len : 0);
+                struct group *g = group_find(id, false);
+                /* An unknown group is described as Dead, as Kafka does. */
+                set_str(c, e, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_GROUP_STATE,
+                        g ? state_names[g->state] : "Dead");
+                set_str(c, e, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_PROTOCOL_TYPE,
+                        g ? g->proto_type : "");
+                set_str(c, e, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_PROTOCOL_DATA, g ? g->proto : "");
+                int32_t nm = g ? (int32_t)member_count(g) : 0;
+                kafka_val_array_init(c->arena, e, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_MEMBERS, nm);
+                int32_t j = 0;
+                for (struct member *m = g ? g->members : NULL; m; m = m->next, j++) {
+                        struct kafka_val *me = kafka_val_array_elem(
+                            kafka_val_array(e, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_MEMBERS), j);
+                        set_str(c, me, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_MEMBERS_MEMBER_ID, m->id);
+                        if (c->api_version >= 4 && m->instance[0])
+                                set_str(c, me,
+                                        KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_MEMBERS_GROUP_INSTANCE_ID,
+                                        m->instance);
+                        set_str(c, me, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_MEMBERS_CLIENT_ID,
+                                m->client_id);
+                        set_str(c, me, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_MEMBERS_CLIENT_HOST, "");
+                        const uint8_t *meta = NULL;
+                        int32_t ml = 0;
+                        for (uint32_t k = 0; k < m->nprotos; k++)
+                                if (strcmp(m->proto_name[k], g->proto) == 0) {
+                                        meta = m->proto_meta[k];
+                                        ml = m->proto_len[k];
+                                }
+                        kafka_val_set_str(me,
+                                          KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_MEMBERS_MEMBER_METADATA,
+                                          arena_copy(c, meta, (size_t)ml), ml);
+                        kafka_val_set_str(
+                            me, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_MEMBERS_MEMBER_ASSIGNMENT,
+                            arena_copy(c, m->assign, (size_t)m->assign_len), m->assign_len);
+                }
+        }
+        reply(cp, &pk);
+}
+
 void ctl_kafka_group_call(struct ctl_plane *cp, const struct sl_msg *m, uint64_t now_ms)
 {
         struct ctl_kafka_gcall *c = m->a.ptr[0];
@@ -670,6 +755,12 @@ void ctl_kafka_group_call(struct ctl_plane *cp, const struct sl_msg *m, uint64_t
         case KAFKA_API_OFFSET_FETCH:
                 offset_fetch(cp, c, pk);
                 break;
+        case KAFKA_API_LIST_GROUPS:
+                list_groups(cp, c, pk);
+                break;
+        case KAFKA_API_DESCRIBE_GROUPS:
+                describe_groups(cp, c, pk);
+                break;
         default:
                 reply(cp, &pk); /* no response built: the worker closes */
         }
@@ -692,6 +783,11 @@ void ctl_kafka_group_poll(struct ctl_plane *cp, uint64_t now_ms)
                 if (g->state == G_PREPARING && now_ms >= g->deadline_ms)
                         rebalance_complete(cp, g);
         }
+}
+
+bool ctl_kafka_group_busy(void)
+{
+        return commits_pending != 0;
 }
 
 void ctl_kafka_group_fini(void)

@@ -1094,6 +1094,8 @@ static void req_run(struct kafka_worker *kw, struct kafka_req *r)
         case KAFKA_API_LEAVE_GROUP:
         case KAFKA_API_OFFSET_COMMIT:
         case KAFKA_API_OFFSET_FETCH:
+        case KAFKA_API_LIST_GROUPS:
+        case KAFKA_API_DESCRIBE_GROUPS:
                 handle_group(kw, r);
                 break;
         default:

@@ -334,6 +334,33 @@ def test_kafka_python_group_commit_and_resume(make_sluiced):
     assert out.startswith(b"ok")
 
 
+LIST_GROUPS = r"""
+import sys, time
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+b = sys.argv[1]
+p = Producer({'bootstrap.servers': b})
+p.produce('lgt', b'x')
+assert p.flush(30) == 0
+c = Consumer({'bootstrap.servers': b, 'group.id': 'lg1', 'session.timeout.ms': 6000})
+c.subscribe(['lgt'])
+deadline = time.time() + 30
+while time.time() < deadline and not c.assignment():
+    c.poll(0.1)
+gs = AdminClient({'bootstrap.servers': b}).list_groups(timeout=10)
+g = [x for x in gs if x.id == 'lg1'][0]
+assert (g.state, g.protocol_type, g.protocol) == ('Stable', 'consumer', 'range'), g
+assert len(g.members) == 1 and g.members[0].assignment, g.members
+c.close()
+print("ok")
+"""
+
+
+def test_list_and_describe_groups(make_sluiced):
+    s = start(make_sluiced)
+    assert run_py(LIST_GROUPS, bootstrap(s)).startswith(b"ok")
+
+
 # ---- restarts ----------------------------------------------------------------------
 
 PRODUCE_ACKED = r"""
