@@ -22,6 +22,7 @@
         X(KAFKA_API_OFFSET_COMMIT, 0, 8)                                                           \
         X(KAFKA_API_OFFSET_FETCH, 0, 7)                                                            \
         X(KAFKA_API_LIST_GROUPS, 0, 4)                                                             \
-        X(KAFKA_API_DESCRIBE_GROUPS, 0, 5)
+        X(KAFKA_API_DESCRIBE_GROUPS, 0, 5)                                                         \
+        X(KAFKA_API_DESCRIBE_CONFIGS, 0, 4)
 
 #endif

@@ -980,6 +980,95 @@ nomem:
         kafka_req_done(kw, r);
 }
 
+/* DescribeConfigs: the topic configs clients read, from the topic's log
+ * config; brokers answer with no entries. Config sources: 5 = default. */
+static void handle_describe_configs(struct kafka_worker *kw, struct kafka_req *r)
+{
+        const struct kafka_val *ra =
+            kafka_val_array(r->msg.root, KAFKA_DESCRIBE_CONFIGS_REQ_RESOURCES);
+        int32_t n = ra->len < 0 ? 0 : ra->len;
+        int16_t v = r->h.api_version;
+        resp_init(r, v);
+        struct kafka_val *rt = r->resp.root;
+        if (!kafka_val_array_init(&r->arena, rt, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS, n) && n)
+                goto nomem;
+        for (int32_t i = 0; i < n; i++) {
+                const struct kafka_val *q = kafka_val_array_elem(ra, i);
+                struct kafka_val *e = kafka_val_array_elem(
+                    kafka_val_array(rt, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS), i);
+                int8_t type =
+                    kafka_val_get_int8(q, KAFKA_DESCRIBE_CONFIGS_REQ_RESOURCES_RESOURCE_TYPE);
+                struct kafka_str name =
+                    kafka_val_get_str(q, KAFKA_DESCRIBE_CONFIGS_REQ_RESOURCES_RESOURCE_NAME);
+                kafka_val_set_int8(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_RESOURCE_TYPE, type);
+                kafka_val_set_str(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_RESOURCE_NAME, name.ptr,
+                                  name.len < 0 ? 0 : name.len);
+                const struct ctl_kafka_topic *t =
+                    type == 2 && name.len > 0
+                        ? ctl_kafka_snap_find(kw->snap, (const char *)name.ptr, (uint32_t)name.len)
+                        : NULL;
+                if (type == 2 && !t) {
+                        kafka_val_set_int16(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_ERROR_CODE,
+                                            KERR_UNKNOWN_TOPIC_OR_PARTITION);
+                        kafka_val_array_init(&r->arena, e,
+                                             KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS, 0);
+                        continue;
+                }
+                char vals[6][32];
+                const char *keys[6] = {"cleanup.policy",    "retention.ms",
+                                       "retention.bytes",   "segment.bytes",
+                                       "max.message.bytes", "message.timestamp.type"};
+                int32_t nk = 0;
+                if (t) {
+                        snprintf(vals[0], sizeof(vals[0]), "delete");
+                        snprintf(vals[1], sizeof(vals[1]), "%lld", (long long)t->cfg.retention_ms);
+                        snprintf(vals[2], sizeof(vals[2]), "%lld",
+                                 (long long)t->cfg.retention_bytes);
+                        snprintf(vals[3], sizeof(vals[3]), "%llu",
+                                 (unsigned long long)t->cfg.segment_bytes);
+                        snprintf(vals[4], sizeof(vals[4]), "%u", t->cfg.max_batch_bytes);
+                        snprintf(vals[5], sizeof(vals[5]), "CreateTime");
+                        nk = 6;
+                }
+                if (!kafka_val_array_init(&r->arena, e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS,
+                                          nk) &&
+                    nk)
+                        goto nomem;
+                for (int32_t k = 0; k < nk; k++) {
+                        struct kafka_val *ce = kafka_val_array_elem(
+                            kafka_val_array(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS), k);
+                        size_t vl = strlen(vals[k]);
+                        char *vp = kafka_arena_alloc(&r->arena, vl + 1);
+                        if (!vp)
+                                goto nomem;
+                        memcpy(vp, vals[k], vl + 1);
+                        kafka_val_set_cstr(ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_NAME,
+                                           keys[k]);
+                        kafka_val_set_cstr(ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_VALUE,
+                                           vp);
+                        kafka_val_set_bool(
+                            ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_READ_ONLY, true);
+                        if (v == 0)
+                                kafka_val_set_bool(
+                                    ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_IS_DEFAULT,
+                                    true);
+                        else
+                                kafka_val_set_int8(
+                                    ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_CONFIG_SOURCE,
+                                    5);
+                        if (v >= 1)
+                                kafka_val_array_init(
+                                    &r->arena, ce,
+                                    KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_SYNONYMS, 0);
+                }
+        }
+        kafka_req_done(kw, r);
+        return;
+nomem:
+        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+        kafka_req_done(kw, r);
+}
+
 /* FindCoordinator: this broker coordinates every group. */
 static void handle_find_coordinator(struct kafka_worker *kw, struct kafka_req *r)
 {
@@ -1087,6 +1176,9 @@ static void req_run(struct kafka_worker *kw, struct kafka_req *r)
                 break;
         case KAFKA_API_FIND_COORDINATOR:
                 handle_find_coordinator(kw, r);
+                break;
+        case KAFKA_API_DESCRIBE_CONFIGS:
+                handle_describe_configs(kw, r);
                 break;
         case KAFKA_API_JOIN_GROUP:
         case KAFKA_API_SYNC_GROUP:

@@ -361,6 +361,26 @@ def test_list_and_describe_groups(make_sluiced):
     assert run_py(LIST_GROUPS, bootstrap(s)).startswith(b"ok")
 
 
+DESCRIBE_CONFIGS = r"""
+import sys
+from confluent_kafka.admin import AdminClient, NewTopic, ConfigResource
+b = sys.argv[1]
+a = AdminClient({'bootstrap.servers': b})
+for t, f in a.create_topics([NewTopic('cfgt', num_partitions=2, replication_factor=1)]).items():
+    f.result(30)
+for r, f in a.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, 'cfgt')]).items():
+    cfg = {k: v.value for k, v in f.result(30).items()}
+assert cfg['cleanup.policy'] == 'delete', cfg
+assert int(cfg['retention.ms']) > 0 and int(cfg['segment.bytes']) > 0, cfg
+print("ok")
+"""
+
+
+def test_describe_topic_configs(make_sluiced):
+    s = start(make_sluiced)
+    assert run_py(DESCRIBE_CONFIGS, bootstrap(s)).startswith(b"ok")
+
+
 # ---- restarts ----------------------------------------------------------------------
 
 PRODUCE_ACKED = r"""
