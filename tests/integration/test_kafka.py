@@ -448,3 +448,31 @@ def test_acked_messages_survive_restart(make_sluiced, how):
     for p, o, _ in acked:
         hw[p] = max(hw.get(p, -1), o)
     assert all(o > hw[p] for p, o, _ in more)
+
+
+GROUP_STEP = r"""
+import sys
+from kafka import KafkaProducer, KafkaConsumer
+b, topic, first, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+p = KafkaProducer(bootstrap_servers=b, acks='all')
+for i in range(first, first + n):
+    p.send(topic, b'%d' % i)
+p.flush(30)
+p.close()
+c = KafkaConsumer(topic, bootstrap_servers=b, group_id='crash', auto_offset_reset='earliest',
+                  enable_auto_commit=False, consumer_timeout_ms=4000)
+vals = [int(m.value) for m in c]
+c.commit()
+c.close()
+assert vals == list(range(first, first + n)), vals
+print("ok")
+"""
+
+
+def test_committed_offsets_survive_sigkill(make_sluiced):
+    s = start(make_sluiced)
+    assert run_py(GROUP_STEP, bootstrap(s), "crashg", "0", "50").startswith(b"ok")
+    s.kill()
+    s.start()
+    # Only what was produced after the commit is consumed again.
+    assert run_py(GROUP_STEP, bootstrap(s), "crashg", "50", "5").startswith(b"ok")
