@@ -161,6 +161,7 @@ static const struct key_desc keys[] = {
     /* [kafka] before [nats]: the printer writes nats user.* keys last */
     ENUM("kafka", "auto_create_topics", kafka_auto_create, bool_names, 0),
     U32("kafka", "default_partitions", kafka_default_partitions, 1, 1024, 0),
+    U32("kafka", "connections_max_idle_ms", kafka_idle_ms, 0, CTL_MS_MAX, KF_RELOAD),
 
     U32("nats", "ping_interval_ms", nats_ping_interval_ms, 10, CTL_MS_MAX, KF_RELOAD),
     U32("nats", "ping_max_outstanding", nats_ping_max_outstanding, 1, 1000, KF_RELOAD),
@@ -593,6 +594,7 @@ void ctl_config_defaults(struct ctl_config *cfg)
         cfg->nats_auth_timeout_ms = 2000;
         cfg->kafka_auto_create = 1;
         cfg->kafka_default_partitions = 1;
+        cfg->kafka_idle_ms = 600000; /* Kafka's connections.max.idle.ms */
 }
 
 /* ------------------------------------------------------------------ */
@@ -1523,6 +1525,7 @@ int ctl_config_reload(struct ctl_config *cur, const struct ctl_config *next, cha
         cur->nats_ping_interval_ms = next->nats_ping_interval_ms;
         cur->nats_ping_max_outstanding = next->nats_ping_max_outstanding;
         cur->nats_auth_timeout_ms = next->nats_auth_timeout_ms;
+        cur->kafka_idle_ms = next->kafka_idle_ms;
         memcpy(cur->nats_token, next->nats_token, sizeof(cur->nats_token));
         cur->nats_user_count = next->nats_user_count;
         memcpy(cur->nats_users, next->nats_users, sizeof(cur->nats_users));

@@ -96,6 +96,7 @@ struct ctl_config {
         /* [kafka] */
         unsigned kafka_auto_create;        /* 1: Metadata and Produce create unknown topics */
         uint32_t kafka_default_partitions; /* auto-created topics, CreateTopics with -1 */
+        uint32_t kafka_idle_ms;            /* connections.max.idle.ms; 0 = never */
 };
 
 /* Fills cfg with every default. */

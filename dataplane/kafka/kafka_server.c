@@ -1361,6 +1361,16 @@ static void kafka_closed(struct sl_conn *c, enum sl_close_reason why)
         }
 }
 
+/* connections.max.idle.ms: a connection with nothing in flight and nothing
+ * received for that long goes, as Kafka closes it. */
+static void kafka_tick(struct sl_conn *c, uint64_t now_ms)
+{
+        struct kafka_conn *kc = c->proto_state;
+        uint32_t idle = c->w->cfg->kafka_idle_ms;
+        if (idle && !kc->count && !kc->asm_req && now_ms - c->last_rx_ms >= idle)
+                sl_conn_close(c, SL_CLOSE_IDLE);
+}
+
 static void kafka_refused(struct sl_conn *c, enum sl_close_reason why)
 {
         (void)c;
@@ -1461,6 +1471,7 @@ const struct sl_proto_ops kafka_proto_ops = {
     .open = kafka_open,
     .recv = kafka_recv,
     .writable = kafka_writable,
+    .tick = kafka_tick,
     .closed = kafka_closed,
     .refused = kafka_refused,
     .msg = kafka_part_msg,

@@ -125,6 +125,15 @@ def test_oversized_frame_refused(make_sluiced):
     c.close()
 
 
+def test_idle_connection_closed(make_sluiced):
+    s = start(make_sluiced, extra={"kafka": {"connections_max_idle_ms": "300"}})
+    c = raw_conn(s)
+    c.sendall(frame(18, 0, 1))
+    assert struct.unpack(">ih", recv_frame(c)[:6]) == (1, 0)
+    data, secs = recv_until_closed(c, timeout=10)
+    assert data == b"" and 0.2 < secs < 5
+
+
 def test_pipelined_requests_answered_in_order(make_sluiced):
     s = start(make_sluiced, extra={"limits": {"inflight_requests_max": "4"}})
     c = raw_conn(s)

@@ -855,6 +855,7 @@ static void test_kafka_keys(void **state)
         ctl_config_defaults(&cfg);
         assert_int_equal(cfg.kafka_auto_create, 1);
         assert_int_equal(cfg.kafka_default_partitions, 1);
+        assert_int_equal(cfg.kafka_idle_ms, 600000);
         assert_int_equal(
             load(&cfg, "[kafka]\nauto_create_topics = false\ndefault_partitions = 1024\n"), 0);
         assert_int_equal(cfg.kafka_auto_create, 0);
