@@ -653,7 +653,7 @@ struct meta_log *meta_open(const char *dir, struct log_io *io, int *err)
 {
         struct meta_log *m = calloc(1, sizeof(*m));
         uint8_t *b = NULL;
-        size_t n;
+        size_t n = 0;
         int rc = -ENOMEM;
         if (!m)
                 goto fail;

@@ -49,6 +49,8 @@ mtest() { # builddir, meson test args...
 run_suite "build (debugoptimized)" setup build
 run_suite "unit" mtest build --suite unit
 run_suite "fuzz corpus replay" mtest build --suite fuzz
+# The quick start builds a release (-O3, NDEBUG): its warnings differ.
+run_suite "build (release)" setup build-release --buildtype=release
 run_suite "build (asan+ubsan)" setup build-asan -Db_sanitize=address,undefined -Db_lundef=false
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 run_suite "unit (asan+ubsan)" mtest build-asan --suite unit --suite fuzz
