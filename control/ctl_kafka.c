@@ -22,6 +22,7 @@ struct create_op {
         uint32_t cbs_pending;
         uint64_t needs_gen; /* 0: the next snapshot published */
         bool durable;
+        bool del; /* a delete: remove directories before answering */
         struct create_op *next;
 };
 
@@ -228,7 +229,18 @@ static void snaps_reap(void)
 
 static void op_reply(struct create_op *op)
 {
-        struct sl_msg r = {.type = CTL_KAFKA_MSG_CREATE, .cookie = op->cookie};
+        if (op->del) {
+                /* Every worker has closed the partitions: their directories
+                 * (named by the old UUID) can go. */
+                char dir[CTL_PATH_MAX + 16];
+                snprintf(dir, sizeof(dir), "%s/topics", K.cp->current->data_dir);
+                int rc = meta_dirs_sync(K.meta, dir);
+                if (rc < 0)
+                        sl_log(SL_LOG_ERROR, "kafka: cannot remove deleted partitions in %s: %s",
+                               dir, strerror(-rc));
+        }
+        struct sl_msg r = {.type = op->del ? CTL_KAFKA_MSG_DELETE : CTL_KAFKA_MSG_CREATE,
+                           .cookie = op->cookie};
         r.u32 = (uint32_t)(uint16_t)op->err;
         sl_mbox_reply(&K.cp->mb, op->src, &r);
 }
@@ -255,6 +267,38 @@ static struct log_config topic_cfg(void)
         c.segment_bytes = 256ull << 20;
         c.prealloc_bytes = 16ull << 20;
         return c;
+}
+
+static void on_delete(const struct sl_msg *m)
+{
+        char name[META_NAME_MAX + 1];
+        uint32_t len = SL_MIN(m->u32, (uint32_t)META_NAME_MAX);
+        memcpy(name, m->a.ptr[0], len);
+        name[len] = 0;
+        const struct meta_topic *t = meta_topic_find(K.meta, name);
+        struct create_op *op = t && !t->deleted ? calloc(1, sizeof(*op)) : NULL;
+        if (!op) {
+                struct sl_msg r = {.type = CTL_KAFKA_MSG_DELETE, .cookie = m->cookie};
+                r.u32 = (uint16_t)(t && !t->deleted ? KERR_UNKNOWN : 3); /* UNKNOWN_TOPIC */
+                sl_mbox_reply(&K.cp->mb, m->src, &r);
+                return;
+        }
+        op->src = m->src;
+        op->cookie = m->cookie;
+        op->del = true;
+        op->next = K.ops;
+        K.ops = op;
+        op->cbs_pending = 1;
+        uint8_t uuid[16];
+        memcpy(uuid, t->uuid, 16);
+        if (meta_topic_delete(K.meta, uuid, op_durable_cb, op) != 0) {
+                op->cbs_pending = 0;
+                op->err = KERR_UNKNOWN;
+                op->durable = true;
+                K.dirty = true;
+                return;
+        }
+        sl_log(SL_LOG_INFO, "kafka: topic %s deleted", name);
 }
 
 static void on_create(const struct sl_msg *m)
@@ -352,6 +396,10 @@ bool ctl_kafka_on_msg(struct ctl_plane *cp, const struct sl_msg *m)
         }
         if (m->type == CTL_KAFKA_MSG_CREATE && (m->flags & SL_MSG_F_REQUEST)) {
                 on_create(m);
+                return true;
+        }
+        if (m->type == CTL_KAFKA_MSG_DELETE && (m->flags & SL_MSG_F_REQUEST)) {
+                on_delete(m);
                 return true;
         }
         if (m->type == CTL_KAFKA_MSG_GROUP && (m->flags & SL_MSG_F_REQUEST)) {

@@ -38,6 +38,10 @@ enum ctl_kafka_msg {
          * struct ctl_kafka_gcall *, lent with its arena until the reply;
          * the control thread builds the response in it (ctl_kafka_group.c). */
         CTL_KAFKA_MSG_GROUP,
+        /* worker -> control request: delete a topic; like CREATE (a.ptr[0]
+         * = name, u32 = length). Answered once every worker has dropped its
+         * partitions and the directories are gone. */
+        CTL_KAFKA_MSG_DELETE,
 };
 
 struct kafka_msg;

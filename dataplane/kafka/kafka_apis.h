@@ -14,6 +14,7 @@
         X(KAFKA_API_METADATA, 0, 12)                                                               \
         X(KAFKA_API_API_VERSIONS, 0, 4)                                                            \
         X(KAFKA_API_CREATE_TOPICS, 2, 7)                                                           \
+        X(KAFKA_API_DELETE_TOPICS, 1, 6)                                                           \
         X(KAFKA_API_FIND_COORDINATOR, 0, 4)                                                        \
         X(KAFKA_API_JOIN_GROUP, 0, 7)                                                              \
         X(KAFKA_API_SYNC_GROUP, 0, 5)                                                              \

@@ -29,6 +29,7 @@ enum {
         KERR_INVALID_REQUEST = 42,
         KERR_KAFKA_STORAGE_ERROR = 56,
         KERR_INVALID_RECORD = 87,
+        KERR_UNKNOWN_TOPIC_ID = 100,
         KERR_UNKNOWN_SERVER_ERROR = -1,
 };
 
@@ -38,6 +39,7 @@ enum kafka_pop_op {
         KAFKA_POP_OFFSET,
         KAFKA_POP_CREATE, /* to the control thread */
         KAFKA_POP_GROUP,  /* to the control thread */
+        KAFKA_POP_DELETE, /* to the control thread */
 };
 
 struct kafka_req;

@@ -56,8 +56,8 @@ static bool pop_send(struct kafka_worker *kw, struct kafka_pop *p, uint16_t dst)
         if (p->op == KAFKA_POP_GROUP) {
                 m.type = CTL_KAFKA_MSG_GROUP;
                 m.a.ptr[0] = &p->req->gcall;
-        } else if (p->op == KAFKA_POP_CREATE) {
-                m.type = CTL_KAFKA_MSG_CREATE;
+        } else if (p->op == KAFKA_POP_CREATE || p->op == KAFKA_POP_DELETE) {
+                m.type = p->op == KAFKA_POP_CREATE ? CTL_KAFKA_MSG_CREATE : CTL_KAFKA_MSG_DELETE;
                 m.a.ptr[0] = (void *)p->batch;
                 m.u32 = p->len;
                 m.a.i64[1] = p->offset;
@@ -305,8 +305,46 @@ static uint32_t waiters_expire(struct kafka_worker *kw)
 
 /* ---- snapshots ----------------------------------------------------------- */
 
+/* A deleted topic's partition leaves this worker: waits on it are answered
+ * (their fetches re-read and find it gone), its I/O is drained, and the log
+ * is dropped without writing (its directory is removed next). */
+static void part_drop(struct kafka_worker *kw, uint32_t pid)
+{
+        struct kafka_part *kp = kw->parts[pid];
+        for (uint32_t i = 0; i < KAFKA_WAITERS; i++) {
+                struct kafka_waiter *wt = &kw->waiters[i];
+                if (wt->active && wt->pid == pid) {
+                        log_wait_cancel(kp->log, &wt->lw);
+                        waiter_reply(kw, wt);
+                }
+        }
+        for (uint32_t i = 0; i < KAFKA_REQS_PER_WORKER; i++) {
+                struct kafka_req *r = &kw->reqs[i];
+                if (r->state != KAFKA_REQ_RUNNING || !r->waiting)
+                        continue;
+                for (uint32_t j = 0; j < r->npops; j++)
+                        if (r->pops[j].lw_on && r->pops[j].pid == pid) {
+                                log_wait_cancel(kp->log, &r->pops[j].lw);
+                                r->pops[j].lw_on = false;
+                        }
+        }
+        kw->parts[pid] = NULL;
+        log_owner_drain(kw->owner);
+        log_partition_abandon(kp->log);
+        free(kp);
+}
+
 static void snap_apply(struct kafka_worker *kw, const struct ctl_kafka_snap *s)
 {
+        static _Thread_local bool live[CTL_KAFKA_PIDS_MAX];
+        memset(live, 0, sizeof(live));
+        for (uint32_t i = 0; s && i < s->ntopics; i++)
+                for (uint32_t p = 0; p < s->topics[i].nparts; p++)
+                        if (s->topics[i].parts[p].pid < CTL_KAFKA_PIDS_MAX)
+                                live[s->topics[i].parts[p].pid] = true;
+        for (uint32_t pid = 0; pid < CTL_KAFKA_PIDS_MAX; pid++)
+                if (kw->parts[pid] && !live[pid])
+                        part_drop(kw, pid);
         kw->snap = s;
         for (uint32_t i = 0; s && i < s->ntopics; i++) {
                 const struct ctl_kafka_topic *t = &s->topics[i];
@@ -354,6 +392,7 @@ void kafka_part_msg(struct sl_worker *w, const struct sl_msg *m)
                 sl_mbox_reply(&w->mb, m->src, &r);
                 return;
         }
+        case CTL_KAFKA_MSG_DELETE:
         case CTL_KAFKA_MSG_CREATE: {
                 struct kafka_pop *p = (struct kafka_pop *)(uintptr_t)m->cookie;
                 p->err = (int16_t)(uint16_t)m->u32;

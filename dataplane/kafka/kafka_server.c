@@ -499,6 +499,87 @@ nomem:
         kafka_req_done(kw, r);
 }
 
+/* DeleteTopics: each topic through the registry; v6 may name topics by id. */
+static void handle_delete_topics(struct kafka_worker *kw, struct kafka_req *r)
+{
+        const struct kafka_val *root = r->msg.root;
+        int16_t v = r->h.api_version;
+        const struct kafka_val *ta = kafka_val_array(
+            root, v >= 6 ? KAFKA_DELETE_TOPICS_REQ_TOPICS : KAFKA_DELETE_TOPICS_REQ_TOPIC_NAMES);
+        int32_t n = ta->len < 0 ? 0 : ta->len;
+        if (!r->creating) {
+                r->creating = true;
+                if (!pops_alloc(r, (uint32_t)n))
+                        goto nomem;
+                for (int32_t i = 0; i < n; i++) {
+                        const struct kafka_val *e = kafka_val_array_elem(ta, i);
+                        struct kafka_pop *p = &r->pops[i];
+                        p->req = r;
+                        p->op = KAFKA_POP_DELETE;
+                        const struct ctl_kafka_topic *t = NULL;
+                        if (v >= 6) {
+                                struct kafka_str name =
+                                    kafka_val_get_str(e, KAFKA_DELETE_TOPICS_REQ_TOPICS_NAME);
+                                t = name.len > 0
+                                        ? ctl_kafka_snap_find(kw->snap, (const char *)name.ptr,
+                                                              (uint32_t)name.len)
+                                        : ctl_kafka_snap_find_id(
+                                              kw->snap,
+                                              kafka_val_get_uuid(
+                                                  e, KAFKA_DELETE_TOPICS_REQ_TOPICS_TOPIC_ID));
+                                if (!t)
+                                        p->err = name.len > 0 ? KERR_UNKNOWN_TOPIC_OR_PARTITION
+                                                              : KERR_UNKNOWN_TOPIC_ID;
+                        } else {
+                                t = ctl_kafka_snap_find(kw->snap, (const char *)e->u.ptr,
+                                                        (uint32_t)SL_MAX(e->len, 0));
+                                if (!t) {
+                                        p->batch = e->u.ptr;
+                                        p->len = (uint32_t)SL_MAX(e->len, 0);
+                                        p->err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
+                                }
+                        }
+                        if (!t)
+                                continue;
+                        /* The name and id are copied: the snapshot may be
+                         * replaced before the answer is built. */
+                        char *nm = kafka_arena_alloc(&r->arena, t->name_len + 16u);
+                        if (!nm)
+                                goto nomem;
+                        memcpy(nm, t->name, t->name_len);
+                        memcpy(nm + t->name_len, t->uuid, 16);
+                        p->batch = (const uint8_t *)nm;
+                        p->len = t->name_len;
+                        r->pending++;
+                        kafka_pop_submit(kw, p, kw->w->rt->control_ep);
+                }
+        }
+        if (r->pending)
+                return;
+        resp_init(r, v);
+        struct kafka_val *ra =
+            kafka_val_array_init(&r->arena, r->resp.root, KAFKA_DELETE_TOPICS_RESP_RESPONSES, n);
+        if (n && !ra)
+                goto nomem;
+        static const uint8_t zero_uuid[16];
+        for (int32_t i = 0; i < n; i++) {
+                struct kafka_pop *p = &r->pops[i];
+                struct kafka_val *e = kafka_val_array_elem(
+                    kafka_val_array(r->resp.root, KAFKA_DELETE_TOPICS_RESP_RESPONSES), i);
+                kafka_val_set_str(e, KAFKA_DELETE_TOPICS_RESP_RESPONSES_NAME,
+                                  p->batch ? p->batch : (const uint8_t *)"", (int32_t)p->len);
+                kafka_val_set_int16(e, KAFKA_DELETE_TOPICS_RESP_RESPONSES_ERROR_CODE, p->err);
+                if (v >= 6)
+                        kafka_val_set_uuid(e, KAFKA_DELETE_TOPICS_RESP_RESPONSES_TOPIC_ID,
+                                           p->batch && p->len ? p->batch + p->len : zero_uuid);
+        }
+        kafka_req_done(kw, r);
+        return;
+nomem:
+        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+        kafka_req_done(kw, r);
+}
+
 /* Looks up (topic, partition) in the snapshot: NULL when unknown. */
 static const struct ctl_kafka_part *part_find(const struct kafka_worker *kw, struct kafka_str name,
                                               int32_t partition)
@@ -1179,6 +1260,9 @@ static void req_run(struct kafka_worker *kw, struct kafka_req *r)
                 break;
         case KAFKA_API_DESCRIBE_CONFIGS:
                 handle_describe_configs(kw, r);
+                break;
+        case KAFKA_API_DELETE_TOPICS:
+                handle_delete_topics(kw, r);
                 break;
         case KAFKA_API_JOIN_GROUP:
         case KAFKA_API_SYNC_GROUP:

@@ -390,6 +390,45 @@ def test_describe_topic_configs(make_sluiced):
     assert run_py(DESCRIBE_CONFIGS, bootstrap(s)).startswith(b"ok")
 
 
+DELETE_TOPIC = r"""
+import sys, time
+from confluent_kafka import Producer, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+b = sys.argv[1]
+a = AdminClient({'bootstrap.servers': b})
+def create():
+    for t, f in a.create_topics([NewTopic('gone', num_partitions=4, replication_factor=1)]).items():
+        f.result(30)
+create()
+p = Producer({'bootstrap.servers': b, 'acks': 'all'})
+for i in range(40):
+    p.produce('gone', b'old', partition=i % 4)
+assert p.flush(30) == 0
+for t, f in a.delete_topics(['gone']).items():
+    f.result(30)
+assert 'gone' not in a.list_topics(timeout=10).topics
+for t, f in a.delete_topics(['gone']).items():
+    try:
+        f.result(30)
+        raise AssertionError("deleted twice")
+    except Exception as e:
+        assert 'UNKNOWN_TOPIC' in str(e), e
+create()
+c = Consumer({'bootstrap.servers': b, 'group.id': 'x', 'fetch.wait.max.ms': 100})
+lo, hi = c.get_watermark_offsets(TopicPartition('gone', 0), timeout=10)
+assert (lo, hi) == (0, 0), (lo, hi)
+c.close()
+print("ok")
+"""
+
+
+def test_delete_topic_then_recreate_empty(make_sluiced):
+    s = start(make_sluiced)
+    assert run_py(DELETE_TOPIC, bootstrap(s)).startswith(b"ok")
+    # Only the re-created topic's 4 partition directories remain.
+    assert len(os.listdir(os.path.join(s.data_dir, "topics"))) == 4
+
+
 # ---- restarts ----------------------------------------------------------------------
 
 PRODUCE_ACKED = r"""
