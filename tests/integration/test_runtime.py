@@ -299,6 +299,29 @@ def test_admin_endpoints():
         s.kill()
 
 
+@pytest.mark.skipif(not os.environ.get("SLUICE_CLI"), reason="sluice CLI not built")
+def test_cli_reads_the_admin_api():
+    cli = os.environ["SLUICE_CLI"]
+    s = Sluiced(backend="uring").start()
+    try:
+        c = s.connect()
+        c.sendall(b"hi\n")
+        assert recv_line(c) == b"hi\n"
+        run = lambda *a: subprocess.run([cli, *a], capture_output=True, text=True, timeout=20)
+        p = run("--data-dir", s.data_dir, "health")
+        assert p.returncode == 0 and p.stdout == "ok\n"
+        p = run("--admin", f"127.0.0.1:{s.ports['admin']}", "connections")
+        assert p.returncode == 0
+        assert json.loads(p.stdout)["connections"][0]["protocol"] == "test"
+        p = run("--data-dir", s.data_dir, "metrics")
+        assert "sluice_connections{" in p.stdout
+        s.stop()
+        p = run("--data-dir", s.data_dir, "health")  # gone: ports file removed
+        assert p.returncode != 0 and "no running sluiced" in p.stderr
+    finally:
+        s.kill()
+
+
 def test_check_prints_config_and_core_plan(tmp_path):
     conf = tmp_path / "c.conf"
     conf.write_text("[cores]\nworker_count = 2\n[listeners]\ntest = 127.0.0.1:0\n")
