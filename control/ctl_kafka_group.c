@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ctl_kafka.h"
 #include "ctl_plane.h"
@@ -653,6 +654,47 @@ static void offset_fetch(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct
         reply(cp, &pk);
 }
 
+/* InitProducerId: ids are unique across restarts without a persisted
+ * high-water mark (storage has no record for it yet): they start at the
+ * wall clock in ms times 1024, which a restart cannot go below unless the
+ * clock goes back. A known id with its epoch gets the epoch bumped (KIP-360). */
+static int64_t producer_id_next;
+
+static void init_producer_id(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct parked pk)
+{
+        const struct kafka_val *rq = c->req->root;
+        resp_init(c);
+        struct kafka_val *rt = c->resp->root;
+        if (!producer_id_next) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                producer_id_next = ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000) * 1024;
+        }
+        if (kafka_val_get_str(rq, KAFKA_INIT_PRODUCER_ID_REQ_TRANSACTIONAL_ID).len >= 0) {
+                /* Transactions are not advertised. */
+                kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_ERROR_CODE, 53);
+                kafka_val_set_int64(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_ID, -1);
+                kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_EPOCH, -1);
+                reply(cp, &pk);
+                return;
+        }
+        int64_t id = -1;
+        int16_t epoch = -1;
+        if (c->api_version >= 3) {
+                id = kafka_val_get_int64(rq, KAFKA_INIT_PRODUCER_ID_REQ_PRODUCER_ID);
+                epoch = kafka_val_get_int16(rq, KAFKA_INIT_PRODUCER_ID_REQ_PRODUCER_EPOCH);
+        }
+        if (id >= 0 && epoch >= 0 && epoch < INT16_MAX - 1) {
+                epoch++;
+        } else {
+                id = producer_id_next++;
+                epoch = 0;
+        }
+        kafka_val_set_int64(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_ID, id);
+        kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_EPOCH, epoch);
+        reply(cp, &pk);
+}
+
 static const char *const state_names[] = {"Empty", "PreparingRebalance", "CompletingRebalance",
                                           "Stable"};
 
@@ -757,6 +799,9 @@ void ctl_kafka_group_call(struct ctl_plane *cp, const struct sl_msg *m, uint64_t
                 break;
         case KAFKA_API_LIST_GROUPS:
                 list_groups(cp, c, pk);
+                break;
+        case KAFKA_API_INIT_PRODUCER_ID:
+                init_producer_id(cp, c, pk);
                 break;
         case KAFKA_API_DESCRIBE_GROUPS:
                 describe_groups(cp, c, pk);

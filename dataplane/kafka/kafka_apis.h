@@ -24,6 +24,7 @@
         X(KAFKA_API_OFFSET_FETCH, 0, 7)                                                            \
         X(KAFKA_API_LIST_GROUPS, 0, 4)                                                             \
         X(KAFKA_API_DESCRIBE_GROUPS, 0, 5)                                                         \
-        X(KAFKA_API_DESCRIBE_CONFIGS, 0, 4)
+        X(KAFKA_API_DESCRIBE_CONFIGS, 0, 4)                                                        \
+        X(KAFKA_API_INIT_PRODUCER_ID, 0, 4)
 
 #endif

@@ -26,6 +26,8 @@ enum {
         KERR_UNSUPPORTED_VERSION = 35,
         KERR_TOPIC_ALREADY_EXISTS = 36,
         KERR_INVALID_PARTITIONS = 37,
+        KERR_OUT_OF_ORDER_SEQUENCE = 45,
+        KERR_INVALID_PRODUCER_EPOCH = 47,
         KERR_INVALID_REQUEST = 42,
         KERR_KAFKA_STORAGE_ERROR = 56,
         KERR_INVALID_RECORD = 87,
@@ -111,9 +113,29 @@ struct kafka_req {
         struct ctl_kafka_gcall gcall; /* group APIs: lent to the control thread */
 };
 
+/* Idempotent producers: per partition, the last batches of each producer
+ * (KIP-98), in memory; the least recently used producer is evicted. */
+#define KAFKA_PRODUCERS_PER_PART 32
+#define KAFKA_PRODUCER_BATCHES   5
+
+struct kafka_producer {
+        int64_t id; /* -1: free */
+        int16_t epoch;
+        int32_t last_seq;
+        uint64_t used;
+        uint8_t next;
+        uint8_t n;
+        struct {
+                int32_t first, last;
+                int64_t base;
+        } b[KAFKA_PRODUCER_BATCHES];
+};
+
 struct kafka_part {
         struct log_partition *log;
         uint32_t pid;
+        uint64_t clock;
+        struct kafka_producer producers[KAFKA_PRODUCERS_PER_PART];
 };
 
 struct kafka_reader {

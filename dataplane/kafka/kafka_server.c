@@ -1272,6 +1272,7 @@ static void req_run(struct kafka_worker *kw, struct kafka_req *r)
         case KAFKA_API_OFFSET_FETCH:
         case KAFKA_API_LIST_GROUPS:
         case KAFKA_API_DESCRIBE_GROUPS:
+        case KAFKA_API_INIT_PRODUCER_ID:
                 handle_group(kw, r);
                 break;
         default:

@@ -148,6 +148,87 @@ def test_pipelined_requests_answered_in_order(make_sluiced):
     c.close()
 
 
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def batch_v2(producer_id, epoch, seq, value=b"v"):
+    rec = b"\x00\x00\x00\x01" + bytes([2 * len(value)]) + value + b"\x00"
+    rec = bytes([2 * len(rec)]) + rec
+    tail = struct.pack(">hiqqqhii", 0, 0, 1700000000000, 1700000000000, producer_id, epoch, seq, 1) + rec
+    head = struct.pack(">qiib", 0, 4 + 1 + 4 + len(tail), -1, 2)
+    return head + struct.pack(">I", crc32c(tail)) + tail
+
+
+def produce_v3(topic, batch, corr):
+    t = topic.encode()
+    body = struct.pack(">hhi", -1, -1, 10000) + struct.pack(">ih", 1, len(t)) + t
+    body += struct.pack(">iii", 1, 0, len(batch)) + batch
+    return frame(0, 3, corr, body)
+
+
+def produce_result(r):
+    # v3: [name, [index, error, base_offset, log_append_time]], throttle
+    (nlen,) = struct.unpack(">h", r[8:10])
+    off = 10 + nlen + 4
+    _, err, base = struct.unpack(">ihq", r[off:off + 14])
+    return err, base
+
+
+def test_idempotent_producer_sequences(make_sluiced):
+    s = start(make_sluiced)
+    c = raw_conn(s)
+    pid = 123456789
+    steps = [(0, 0, (0, 0)),    # first batch
+             (0, 0, (0, 0)),    # the same again: a duplicate, answered with its offset
+             (0, 5, (45, -1)),  # a gap: OUT_OF_ORDER_SEQUENCE_NUMBER
+             (0, 1, (0, 1)),    # the next one
+             (1, 0, (0, 2)),    # a bumped epoch starts over (KIP-360)
+             (0, 2, (47, -1))]  # the old epoch is fenced: INVALID_PRODUCER_EPOCH
+    for i, (epoch, seq, want) in enumerate(steps):
+        c.sendall(produce_v3("idem", batch_v2(pid, epoch, seq), i))
+        r = recv_frame(c)
+        assert struct.unpack(">i", r[:4])[0] == i
+        assert produce_result(r) == want, (i, produce_result(r))
+    c.close()
+
+
+IDEMPOTENT = r"""
+import sys, time
+from confluent_kafka import Producer, Consumer, TopicPartition
+b, n = sys.argv[1], int(sys.argv[2])
+p = Producer({'bootstrap.servers': b, 'enable.idempotence': True, 'linger.ms': 2})
+acked = []
+def cb(err, m):
+    assert err is None, err
+    acked.append(m.value())
+for i in range(n):
+    p.produce('idp', b'%d' % i, partition=i % 3, on_delivery=cb)
+assert p.flush(60) == 0 and len(acked) == n
+c = Consumer({'bootstrap.servers': b, 'group.id': 'x', 'fetch.wait.max.ms': 100})
+c.assign([TopicPartition('idp', i, 0) for i in range(3)])
+got = []
+deadline = time.time() + 30
+while len(got) < n and time.time() < deadline:
+    m = c.poll(0.2)
+    if m is not None and not m.error():
+        got.append(m.value())
+c.close()
+assert sorted(got) == sorted(acked), (len(got), n)
+print("ok")
+"""
+
+
+def test_confluent_idempotent_producer(make_sluiced):
+    s = start(make_sluiced, extra={"kafka": {"default_partitions": "3"}})
+    assert run_py(IDEMPOTENT, bootstrap(s), "3000").startswith(b"ok")
+
+
 # ---- kcat --------------------------------------------------------------------
 
 
