@@ -198,6 +198,85 @@ def test_idempotent_producer_sequences(make_sluiced):
     c.close()
 
 
+def fetch_v4(topic, partition, offset, corr, max_wait=0):
+    t = topic.encode()
+    body = struct.pack(">iiiib", -1, max_wait, 1, 1 << 20, 0) + struct.pack(">ih", 1, len(t)) + t
+    body += struct.pack(">iiqi", 1, partition, offset, 1 << 20)
+    return frame(1, 4, corr, body)
+
+
+def list_offsets_v1(topic, partition, ts, corr):
+    t = topic.encode()
+    body = struct.pack(">i", -1) + struct.pack(">ih", 1, len(t)) + t + struct.pack(">iiq", 1, partition, ts)
+    return frame(2, 1, corr, body)
+
+
+def test_fetch_out_of_range_and_list_offsets(make_sluiced):
+    s = start(make_sluiced)
+    c = raw_conn(s)
+    for i in range(3):  # three batches at offsets 0, 1, 2 (auto-creates "lo")
+        c.sendall(produce_v3("lo", batch_v2(-1, -1, -1, b"x%d" % i), i))
+        assert produce_result(recv_frame(c)) == (0, i)
+    # Fetch past the high watermark: OFFSET_OUT_OF_RANGE, HW reported.
+    c.sendall(fetch_v4("lo", 0, 1000, 10))
+    r = recv_frame(c)
+    (nlen,) = struct.unpack(">h", r[12:14])
+    off = 14 + nlen + 4
+    idx, err, hw = struct.unpack(">ihq", r[off:off + 14])
+    assert (idx, err, hw) == (0, 1, 3)
+    # Fetch at the HW with no wait: no error, no records.
+    c.sendall(fetch_v4("lo", 0, 3, 11))
+    r = recv_frame(c)
+    idx, err, hw = struct.unpack(">ihq", r[off:off + 14])
+    assert (idx, err, hw) == (0, 0, 3)
+    # ListOffsets: earliest, latest (= HW), by timestamp, past the newest.
+    for corr, ts, want in [(20, -2, 0), (21, -1, 3), (22, 1700000000000, 0), (23, 1800000000000, -1)]:
+        c.sendall(list_offsets_v1("lo", 0, ts, corr))
+        r = recv_frame(c)
+        (nlen,) = struct.unpack(">h", r[8:10])
+        p = 10 + nlen + 4
+        idx, err, _, offset = struct.unpack(">ihqq", r[p:p + 22])
+        assert (corr, idx, err, offset) == (corr, 0, 0, want)
+    c.close()
+
+
+LONG_POLL = r"""
+import sys, time
+from confluent_kafka import Producer, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+b = sys.argv[1]
+a = AdminClient({'bootstrap.servers': b})
+for t, f in a.create_topics([NewTopic('lp', num_partitions=2, replication_factor=1)]).items():
+    f.result(30)
+c = Consumer({'bootstrap.servers': b, 'group.id': 'x', 'fetch.wait.max.ms': 10000,
+              'fetch.min.bytes': 1})
+c.assign([TopicPartition('lp', i, 0) for i in range(2)])
+for _ in range(10):  # let the consumer settle into its long poll
+    c.poll(0.1)
+p = Producer({'bootstrap.servers': b, 'acks': 'all', 'linger.ms': 0})
+worst = 0
+for part in (0, 1, 0, 1):  # partitions on both workers
+    t0 = time.time()
+    p.produce('lp', b'ping', partition=part)
+    assert p.flush(10) == 0
+    m = None
+    while m is None or m.error():
+        m = c.poll(0.05)
+        assert time.time() - t0 < 8, "woken by the timeout, not by the append"
+    worst = max(worst, time.time() - t0)
+c.close()
+print("ok", worst)
+"""
+
+
+def test_long_poll_woken_by_append(make_sluiced):
+    s = start(make_sluiced)
+    out = run_py(LONG_POLL, bootstrap(s))
+    assert out.startswith(b"ok"), out
+    print("worst produce-to-consume seconds:", out.split()[1].decode())
+    assert float(out.split()[1]) < 2.0, out
+
+
 IDEMPOTENT = r"""
 import sys, time
 from confluent_kafka import Producer, Consumer, TopicPartition
