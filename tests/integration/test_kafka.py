@@ -471,6 +471,83 @@ def test_confluent_group_of_three_splits_partitions(make_sluiced):
     assert out.startswith(b"ok 600")
 
 
+REBALANCE_ON_LEAVE = r"""
+import sys, time, threading
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
+b = sys.argv[1]
+a = AdminClient({'bootstrap.servers': b})
+for t, f in a.create_topics([NewTopic('rb', num_partitions=6, replication_factor=1)]).items():
+    f.result(30)
+lock = threading.Lock()
+assigned = {}
+stops = [threading.Event() for _ in range(3)]
+def run(k):
+    def on_assign(c, parts):
+        with lock:
+            assigned[k] = sorted(p.partition for p in parts)
+    def on_revoke(c, parts):
+        with lock:
+            assigned[k] = []
+    c = Consumer({'bootstrap.servers': b, 'group.id': 'rbg', 'session.timeout.ms': 6000,
+                  'heartbeat.interval.ms': 200})
+    c.subscribe(['rb'], on_assign=on_assign, on_revoke=on_revoke)
+    while not stops[k].is_set():
+        c.poll(0.1)
+    c.close()  # LeaveGroup
+ts = [threading.Thread(target=run, args=(k,)) for k in range(3)]
+for t in ts: t.start()
+def covered(members):
+    with lock:
+        parts = [p for k in members for p in assigned.get(k, [])]
+        return sorted(parts) == list(range(6)) and all(assigned.get(k) for k in members)
+deadline = time.time() + 60
+while time.time() < deadline and not covered([0, 1, 2]):
+    time.sleep(0.05)
+assert covered([0, 1, 2]), assigned
+stops[2].set()
+ts[2].join(30)
+while time.time() < deadline and not covered([0, 1]):
+    time.sleep(0.05)
+assert covered([0, 1]), assigned
+for k in (0, 1): stops[k].set()
+for t in ts: t.join(30)
+print("ok")
+"""
+
+
+def test_group_rebalances_when_a_member_leaves(make_sluiced):
+    s = start(make_sluiced)
+    assert run_py(REBALANCE_ON_LEAVE, bootstrap(s)).startswith(b"ok")
+
+
+STATIC_MEMBER = r"""
+import sys, time
+from confluent_kafka import Consumer, Producer
+b = sys.argv[1]
+p = Producer({'bootstrap.servers': b})
+p.produce('st', b'x')
+assert p.flush(30) == 0
+def member():
+    c = Consumer({'bootstrap.servers': b, 'group.id': 'stg', 'group.instance.id': 'inst-1',
+                  'session.timeout.ms': 30000, 'heartbeat.interval.ms': 200})
+    c.subscribe(['st'])
+    t0 = time.time()
+    while not c.assignment():
+        c.poll(0.05)
+        assert time.time() - t0 < 15, "static member not reassigned before its session ended"
+    return c
+member().close()  # a static member leaves no LeaveGroup behind
+member().close()  # the same instance comes back at once
+print("ok")
+"""
+
+
+def test_static_member_rejoins_without_waiting_for_its_session(make_sluiced):
+    s = start(make_sluiced)
+    assert run_py(STATIC_MEMBER, bootstrap(s)).startswith(b"ok")
+
+
 KAFKA_PYTHON_GROUP = r"""
 import sys
 from kafka import KafkaProducer, KafkaConsumer
