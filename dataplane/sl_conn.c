@@ -6,10 +6,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "net/net.h"
 #include "sl_worker.h"
@@ -619,7 +617,8 @@ uint16_t sl_conn_local_port(const struct sl_conn *c)
         return c->w->rt->bound_ports[c->proto];
 }
 
-void net_conn_accepted(struct sl_worker *w, int fd, uint8_t proto)
+int net_conn_accepted(struct sl_worker *w, int fd, uint8_t proto,
+                      const struct sockaddr_storage *peer)
 {
         struct sl_runtime *rt = w->rt;
         struct sl_conn *c = w->free_conns;
@@ -634,10 +633,9 @@ void net_conn_accepted(struct sl_worker *w, int fd, uint8_t proto)
                 __atomic_store_n(&w->conns_high, c->slot + 1, __ATOMIC_RELEASE);
 
         } else {
-                /* Not even a slot to say why: refuse at the TCP level. */
+                /* Not even a slot to say why: refuse at the transport level. */
                 stat_add(&w->stats.conns_refused, 1);
-                close(fd);
-                return;
+                return -ENOSPC;
         }
 
         void *state = c->proto_state;
@@ -659,7 +657,7 @@ void net_conn_accepted(struct sl_worker *w, int fd, uint8_t proto)
 
         c->slot = slot;
         c->gen = gen;
-        c->fd = fd;
+        c->fd = fd; /* the backend's handle: a socket for the kernel backends */
         c->proto = proto;
         c->ops = rt->protos[proto];
         c->proto_state = state;
@@ -670,10 +668,9 @@ void net_conn_accepted(struct sl_worker *w, int fd, uint8_t proto)
         atomic_store_explicit(&c->pub.tx_bytes, 0, memory_order_relaxed);
         atomic_store_explicit(&c->pub.tx_pending, 0, memory_order_relaxed);
 
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        socklen_t len = sizeof(c->peer);
-        if (getpeername(fd, (struct sockaddr *)&c->peer, &len) != 0)
+        if (peer)
+                c->peer = *peer;
+        else
                 memset(&c->peer, 0, sizeof(c->peer));
         peer_format(c);
         c->ip_bucket = ip_bucket(&c->peer);
@@ -692,13 +689,14 @@ void net_conn_accepted(struct sl_worker *w, int fd, uint8_t proto)
                         c->ops->refused(c, SL_CLOSE_LIMIT);
                 c->flags |= SL_CONN_RX_PAUSED;
                 sl_conn_close(c, SL_CLOSE_LIMIT);
-                return;
+                return 0;
         }
         if (c->ops->open && c->ops->open(c) != 0) {
                 sl_conn_close(c, SL_CLOSE_PROTOCOL);
-                return;
+                return 0;
         }
         conn_rx_maybe_arm(w, c);
+        return 0;
 }
 
 void net_conn_released(struct sl_worker *w, struct sl_conn *c)
@@ -710,9 +708,8 @@ void net_conn_released(struct sl_worker *w, struct sl_conn *c)
                 return;
         }
         conn_tx_discard(w, c);
-        if (c->fd >= 0)
-                close(c->fd);
-        c->fd = -1;
+        w->net->release(w, c);
+
         atomic_fetch_sub(&w->rt->conns_total, 1);
         atomic_fetch_sub(&w->rt->conns_per_ip[c->ip_bucket], 1);
         stat_add(&w->stats.conns_closed, 1);

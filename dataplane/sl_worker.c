@@ -151,6 +151,9 @@ static void worker_pin(struct sl_worker *w)
 
 static int worker_net_init(struct sl_worker *w)
 {
+        /* A backend implements every operation: the loop calls them blindly. */
+        SL_ASSERT(net_uring_ops.release && net_epoll_ops.release);
+
         const struct ctl_config *cfg = w->rt->cfg;
         enum ctl_net_backend b = cfg->net_backend;
         if (b == CTL_NET_CHAOS) {

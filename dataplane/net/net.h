@@ -31,13 +31,23 @@ struct sl_net_ops {
         void (*wait)(struct sl_worker *w, int timeout_ms);
         /* Stop accepting. */
         void (*listeners_close)(struct sl_worker *w);
+        /* Nothing is in flight any more on c: free its transport handle
+         * (the kernel backends close the socket). */
+        void (*release)(struct sl_worker *w, struct sl_conn *c);
 };
 
 extern const struct sl_net_ops net_uring_ops;
 extern const struct sl_net_ops net_epoll_ops;
 
-/* Calls from a backend into the generic layer. */
-void net_conn_accepted(struct sl_worker *w, int fd, uint8_t proto);
+/* Calls from a backend into the generic layer. handle is the backend's own
+ * (a socket for the kernel backends); peer may be NULL. 0, or -ENOSPC when
+ * no connection slot is left: the backend then drops the handle. */
+int net_conn_accepted(struct sl_worker *w, int handle, uint8_t proto,
+                      const struct sockaddr_storage *peer);
+/* Kernel backends: socket options and peer address, then the above. */
+void net_kernel_accepted(struct sl_worker *w, int fd, uint8_t proto);
+void net_kernel_release(struct sl_worker *w, struct sl_conn *c);
+
 void net_conn_rx(struct sl_worker *w, struct sl_conn *c, const uint8_t *p, uint32_t n,
                  uint32_t token);
 void net_conn_rx_nobufs(struct sl_worker *w, struct sl_conn *c);

@@ -180,7 +180,7 @@ static uint32_t epoll_poll_timeout(struct sl_worker *w, int timeout_ms)
                                                  SOCK_NONBLOCK | SOCK_CLOEXEC);
                                 if (fd < 0)
                                         break;
-                                net_conn_accepted(w, fd, (uint8_t)p);
+                                net_kernel_accepted(w, fd, (uint8_t)p);
                                 work++;
                         }
                         continue;
@@ -245,4 +245,5 @@ const struct sl_net_ops net_epoll_ops = {
     .flush = epoll_flush,
     .wait = epoll_wait_events,
     .listeners_close = epoll_listeners_close,
+    .release = net_kernel_release,
 };

@@ -196,7 +196,7 @@ static void uring_cqe(struct sl_worker *w, struct net_uring *u, struct io_uring_
                         if (w->draining)
                                 close(cqe->res);
                         else
-                                net_conn_accepted(w, cqe->res, (uint8_t)proto);
+                                net_kernel_accepted(w, cqe->res, (uint8_t)proto);
                 }
                 if (!(cqe->flags & IORING_CQE_F_MORE)) {
                         if (!u->listeners_closed && w->listen_fds[proto] >= 0)
@@ -316,4 +316,5 @@ const struct sl_net_ops net_uring_ops = {
     .flush = uring_flush,
     .wait = uring_wait,
     .listeners_close = uring_listeners_close,
+    .release = net_kernel_release,
 };
