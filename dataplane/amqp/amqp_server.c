@@ -1,0 +1,1371 @@
+/* The AMQP 0-9-1 front-end (first slice): handshake, channels, heartbeats,
+ * connection/channel errors, and an in-memory transient broker per worker
+ * (exchanges direct/fanout/topic, queues, consume/get/ack/qos, confirms).
+ * A queue lives on the worker of the connection that declared it. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "amqp_codec.h"
+#include "amqp_frame.h"
+#include "amqp_proto.h"
+#include "sl_log.h"
+#include "sl_worker.h"
+
+#define AMQP_CHANNEL_MAX      2047
+#define AMQP_SERVER_FRAME_MAX 131072
+#define AMQP_FRAME_MAX_MIN    4096
+#define AMQP_HEARTBEAT_S      60
+#define AMQP_HANDSHAKE_MS     10000
+#define AMQP_CLOSE_WAIT_MS    3000
+#define AMQP_MSG_MAX          (16u << 20)
+#define AMQP_CTL_BUF          2048
+
+enum amqp_conn_phase {
+        AMQP_PH_HEADER,
+        AMQP_PH_START_OK,
+        AMQP_PH_TUNE_OK,
+        AMQP_PH_OPEN,
+        AMQP_PH_RUNNING,
+        AMQP_PH_CLOSING, /* we sent connection.close: wait for close-ok */
+};
+
+enum amqp_ex_type { AMQP_EX_DIRECT, AMQP_EX_FANOUT, AMQP_EX_TOPIC };
+
+struct amqp_name {
+        uint8_t len;
+        char s[256];
+};
+
+/* One message: exchange, routing key, raw content-header payload, body, in
+ * one allocation. While unacked it sits on its channel's unacked list. */
+struct amqp_msg {
+        struct amqp_msg *next;
+        uint64_t body_len;
+        uint64_t got;
+        uint32_t hdr_len;
+        uint8_t ex_len, rk_len;
+        bool redelivered;
+        uint64_t dtag;               /* while unacked */
+        struct amqp_queue *uq;       /* while unacked: where it came from */
+        struct amqp_consumer *ucons; /* while unacked: NULL after cancel / basic.get */
+        uint8_t data[];              /* ex, rk, header payload, body */
+};
+
+struct amqp_consumer {
+        struct amqp_consumer *next_in_queue;
+        struct amqp_consumer *next_in_chan;
+        struct amqp_queue *q;
+        struct sl_conn *c;
+        struct amqp_channel *ch;
+        struct amqp_name tag;
+        bool no_ack;
+        uint16_t prefetch;
+        uint32_t unacked;
+};
+
+struct amqp_queue {
+        struct amqp_queue *next;
+        struct amqp_name name;
+        struct amqp_msg *head, *tail;
+        uint64_t count;
+        struct amqp_consumer *consumers;
+        uint32_t nconsumers;
+};
+
+struct amqp_binding {
+        struct amqp_binding *next;
+        struct amqp_queue *q;
+        struct amqp_name key;
+};
+
+struct amqp_exchange {
+        struct amqp_exchange *next;
+        struct amqp_name name;
+        uint8_t type;
+        struct amqp_binding *bindings;
+};
+
+struct amqp_worker {
+        struct amqp_exchange *exchanges;
+        struct amqp_queue *queues;
+        uint64_t gen_seq;
+};
+
+struct amqp_channel {
+        uint16_t id;
+        bool closing; /* we sent channel.close */
+        bool confirm;
+        uint16_t prefetch; /* for consumers created afterwards (per_consumer_qos) */
+        uint64_t next_tag;
+        uint64_t pub_seq;
+        uint64_t ctag_seq;
+        /* content being received */
+        struct amqp_msg *pub;
+        bool want_header;
+        struct amqp_msg *unacked_head, *unacked_tail;
+        struct amqp_consumer *consumers;
+};
+
+struct amqp_conn {
+        struct amqp_parser parser;
+        uint8_t phase;
+        uint8_t *abuf; /* parser assembly buffer, lent on demand */
+        size_t abuf_cap;
+        uint16_t channel_max;
+        uint32_t frame_max;
+        uint16_t heartbeat;
+        uint64_t last_rx_ms, last_tx_hb_ms, phase_since_ms;
+        struct amqp_channel **chans; /* [channel_max + 1], allocated at the first channel.open */
+};
+
+static struct amqp_worker *aw_of(struct sl_worker *w)
+{
+        return w->proto_ctx[CTL_PROTO_AMQP];
+}
+
+static bool name_eq(const struct amqp_name *n, struct amqp_bytes b)
+{
+        return n->len == b.len && memcmp(n->s, b.ptr, b.len) == 0;
+}
+
+static void name_set(struct amqp_name *n, struct amqp_bytes b)
+{
+        n->len = (uint8_t)SL_MIN(b.len, 255u);
+        memcpy(n->s, b.ptr, n->len);
+        n->s[n->len] = 0;
+}
+
+static struct amqp_bytes name_view(const struct amqp_name *n)
+{
+        return (struct amqp_bytes){(const uint8_t *)n->s, n->len};
+}
+
+/* ---- sending -------------------------------------------------------------- */
+
+/* Sends one method frame. Control replies are small; when the output queue
+ * is at its cap the client is not reading: drop it. */
+static int send_method(struct sl_conn *c, uint16_t ch, const struct amqp_method *m)
+{
+        uint8_t buf[AMQP_CTL_BUF];
+        int n = amqp_method_frame_encode(ch, m, buf, sizeof(buf));
+        SL_ASSERT(n > 0);
+        if (sl_conn_send(c, buf, (size_t)n) != 0) {
+                sl_conn_close(c, SL_CLOSE_SLOW_CONSUMER);
+                return -ENOBUFS;
+        }
+        return 0;
+}
+
+static int send_simple(struct sl_conn *c, uint16_t ch, uint32_t key)
+{
+        struct amqp_method m;
+        amqp_method_init(&m, key);
+        return send_method(c, ch, &m);
+}
+
+/* Hard error: connection.close with code and text, then wait for close-ok. */
+static long conn_error(struct sl_conn *c, uint16_t code, const char *text, uint32_t cause)
+{
+        struct amqp_conn *ac = c->proto_state;
+        if (ac->phase == AMQP_PH_CLOSING)
+                return 0;
+        SL_INFO("amqp: %s: connection error %u %s", c->peer_str, code, text);
+        struct amqp_method m;
+        amqp_method_init(&m, AMQP_CONNECTION_CLOSE);
+        char t[256];
+        snprintf(t, sizeof(t), "%s - %s", amqp_reply_name(code) ? amqp_reply_name(code) : "ERROR",
+                 text);
+        m.args[AMQP_CONNECTION_CLOSE_REPLY_CODE].u = code;
+        m.args[AMQP_CONNECTION_CLOSE_REPLY_TEXT].b = amqp_cstr(t);
+        m.args[AMQP_CONNECTION_CLOSE_CLASS_ID].u = cause >> 16;
+        m.args[AMQP_CONNECTION_CLOSE_METHOD_ID].u = cause & 0xffff;
+        uint8_t buf[512];
+        int n = amqp_method_frame_encode(0, &m, buf, sizeof(buf));
+        SL_ASSERT(n > 0);
+        if (ac->phase < AMQP_PH_TUNE_OK) {
+                /* Before tune there is nothing to negotiate: say it and go. */
+                sl_conn_send_last(c, buf, (size_t)n, SL_CLOSE_PROTOCOL);
+                return -1;
+        }
+        if (sl_conn_send(c, buf, (size_t)n) != 0) {
+                sl_conn_close(c, SL_CLOSE_PROTOCOL);
+                return -1;
+        }
+        ac->phase = AMQP_PH_CLOSING;
+        ac->phase_since_ms = c->w->now_ms;
+        return 0;
+}
+
+static void chan_free(struct sl_conn *c, struct amqp_channel *ch);
+static void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q);
+
+/* Soft error: channel.close; the channel discards input until close-ok. */
+static long chan_error(struct sl_conn *c, struct amqp_channel *ch, uint16_t code, const char *text,
+                       uint32_t cause)
+{
+        SL_INFO("amqp: %s: channel %u error %u %s", c->peer_str, ch->id, code, text);
+        struct amqp_method m;
+        amqp_method_init(&m, AMQP_CHANNEL_CLOSE);
+        char t[256];
+        snprintf(t, sizeof(t), "%s - %s", amqp_reply_name(code) ? amqp_reply_name(code) : "ERROR",
+                 text);
+        m.args[AMQP_CHANNEL_CLOSE_REPLY_CODE].u = code;
+        m.args[AMQP_CHANNEL_CLOSE_REPLY_TEXT].b = amqp_cstr(t);
+        m.args[AMQP_CHANNEL_CLOSE_CLASS_ID].u = cause >> 16;
+        m.args[AMQP_CHANNEL_CLOSE_METHOD_ID].u = cause & 0xffff;
+        /* Release what the channel holds now; the number stays taken until
+         * close-ok. */
+        uint16_t id = ch->id;
+        struct amqp_conn *ac = c->proto_state;
+        chan_free(c, ch);
+        struct amqp_channel *nch = calloc(1, sizeof(*nch));
+        if (!nch)
+                return conn_error(c, 541, "out of memory", cause);
+        nch->id = id;
+        nch->closing = true;
+        ac->chans[id] = nch;
+        return send_method(c, id, &m) ? -1 : 0;
+}
+
+/* ---- broker: exchanges, queues, routing ---------------------------------- */
+
+static struct amqp_exchange *ex_find(struct amqp_worker *aw, struct amqp_bytes name)
+{
+        for (struct amqp_exchange *e = aw->exchanges; e; e = e->next)
+                if (name_eq(&e->name, name))
+                        return e;
+        return NULL;
+}
+
+static struct amqp_queue *queue_find(struct amqp_worker *aw, struct amqp_bytes name)
+{
+        for (struct amqp_queue *q = aw->queues; q; q = q->next)
+                if (name_eq(&q->name, name))
+                        return q;
+        return NULL;
+}
+
+static struct amqp_exchange *ex_add(struct amqp_worker *aw, struct amqp_bytes name, uint8_t type)
+{
+        struct amqp_exchange *e = calloc(1, sizeof(*e));
+        if (!e)
+                return NULL;
+        name_set(&e->name, name);
+        e->type = type;
+        e->next = aw->exchanges;
+        aw->exchanges = e;
+        return e;
+}
+
+/* Topic match: words split by '.', '*' = one word, '#' = zero or more. */
+static bool topic_match(const uint8_t *p, size_t pn, const uint8_t *k, size_t kn)
+{
+        if (pn == 0)
+                return kn == 0;
+        size_t pw = 0;
+        while (pw < pn && p[pw] != '.')
+                pw++;
+        const uint8_t *prest = pw < pn ? p + pw + 1 : p + pn;
+        size_t prn = pw < pn ? pn - pw - 1 : 0;
+        bool plast = pw >= pn;
+        if (pw == 1 && p[0] == '#') {
+                if (plast)
+                        return true;
+                /* '#' eats zero words, or one word and tries again */
+                if (topic_match(prest, prn, k, kn))
+                        return true;
+                size_t kw = 0;
+                while (kw < kn && k[kw] != '.')
+                        kw++;
+                if (kw >= kn)
+                        return false;
+                return topic_match(p, pn, k + kw + 1, kn - kw - 1);
+        }
+        if (kn == 0)
+                return false;
+        size_t kw = 0;
+        while (kw < kn && k[kw] != '.')
+                kw++;
+        bool klast = kw >= kn;
+        if (!(pw == 1 && p[0] == '*') && (pw != kw || memcmp(p, k, pw) != 0))
+                return false;
+        if (plast || klast) {
+                if (plast && klast)
+                        return true;
+                if (klast) /* pattern continues: only '#' words may match nothing */
+                        return prn == 1 && prest[0] == '#';
+                return false;
+        }
+        return topic_match(prest, prn, k + kw + 1, kn - kw - 1);
+}
+
+static void queue_push(struct amqp_queue *q, struct amqp_msg *m)
+{
+        m->next = NULL;
+        if (q->tail)
+                q->tail->next = m;
+        else
+                q->head = m;
+        q->tail = m;
+        q->count++;
+}
+
+static void queue_push_front(struct amqp_queue *q, struct amqp_msg *m)
+{
+        m->next = q->head;
+        q->head = m;
+        if (!q->tail)
+                q->tail = m;
+        q->count++;
+}
+
+static struct amqp_msg *queue_pop(struct amqp_queue *q)
+{
+        struct amqp_msg *m = q->head;
+        if (!m)
+                return NULL;
+        q->head = m->next;
+        if (!q->head)
+                q->tail = NULL;
+        q->count--;
+        m->next = NULL;
+        return m;
+}
+
+static size_t msg_size(const struct amqp_msg *m)
+{
+        return sizeof(*m) + m->ex_len + m->rk_len + m->hdr_len + m->body_len;
+}
+
+/* Routes a complete message: the first matching queue takes m, further ones
+ * a copy (allocated per extra queue). Returns the number of queues. */
+static uint32_t route(struct amqp_worker *aw, struct amqp_msg *m)
+{
+        struct amqp_bytes ex = {m->data, m->ex_len};
+        struct amqp_bytes rk = {m->data + m->ex_len, m->rk_len};
+        struct amqp_queue *targets[64];
+        uint32_t nt = 0;
+        if (ex.len == 0) {
+                struct amqp_queue *q = queue_find(aw, rk);
+                if (q)
+                        targets[nt++] = q;
+        } else {
+                struct amqp_exchange *e = ex_find(aw, ex);
+                for (struct amqp_binding *b = e ? e->bindings : NULL; b && nt < 64; b = b->next) {
+                        bool hit =
+                            e->type == AMQP_EX_FANOUT ||
+                            (e->type == AMQP_EX_DIRECT && name_eq(&b->key, rk)) ||
+                            (e->type == AMQP_EX_TOPIC &&
+                             topic_match((const uint8_t *)b->key.s, b->key.len, rk.ptr, rk.len));
+                        if (!hit)
+                                continue;
+                        bool dup = false;
+                        for (uint32_t i = 0; i < nt; i++)
+                                dup |= targets[i] == b->q;
+                        if (!dup)
+                                targets[nt++] = b->q;
+                }
+        }
+        if (nt == 0) {
+                free(m);
+                return 0;
+        }
+        for (uint32_t i = 1; i < nt; i++) {
+                struct amqp_msg *cp = malloc(msg_size(m));
+                if (!cp)
+                        break;
+                memcpy(cp, m, msg_size(m));
+                queue_push(targets[i], cp);
+                queue_dispatch(aw, targets[i]);
+        }
+        queue_push(targets[0], m);
+        queue_dispatch(aw, targets[0]);
+        return nt;
+}
+
+/* ---- delivery ------------------------------------------------------------- */
+
+/* Writes method frame + content header + body frames of m; all or nothing
+ * as far as the room check goes. Returns 0, -EAGAIN (no room: try when
+ * writable), -ENOBUFS (connection dropped). */
+static int send_content(struct sl_conn *c, uint16_t chan, const struct amqp_method *meth,
+                        const struct amqp_msg *m)
+{
+        struct amqp_conn *ac = c->proto_state;
+        uint8_t buf[AMQP_CTL_BUF];
+        int n = amqp_method_frame_encode(chan, meth, buf, sizeof(buf));
+        SL_ASSERT(n > 0);
+        uint32_t chunk = ac->frame_max - AMQP_FRAME_OVERHEAD;
+        uint64_t nframes = (m->body_len + chunk - 1) / chunk;
+        uint64_t need = (uint64_t)n + AMQP_FRAME_OVERHEAD + m->hdr_len +
+                        nframes * AMQP_FRAME_OVERHEAD + m->body_len;
+        if (sl_conn_tx_room(c) < need) {
+                sl_conn_want_writable(c);
+                return -EAGAIN;
+        }
+        const uint8_t *hdr = m->data + m->ex_len + m->rk_len;
+        const uint8_t *body = hdr + m->hdr_len;
+        uint8_t end = AMQP_FRAME_END;
+        uint8_t fh[7] = {
+            AMQP_FRAME_HEADER,           (uint8_t)(chan >> 8),        (uint8_t)chan,
+            (uint8_t)(m->hdr_len >> 24), (uint8_t)(m->hdr_len >> 16), (uint8_t)(m->hdr_len >> 8),
+            (uint8_t)m->hdr_len};
+        struct iovec iov[3] = {{buf, (size_t)n}, {fh, 7}, {(void *)hdr, m->hdr_len}};
+        struct iovec iov_end = {&end, 1};
+        struct iovec all[4] = {iov[0], iov[1], iov[2], iov_end};
+        if (sl_conn_sendv(c, all, 4) != 0)
+                goto fail;
+        for (uint64_t off = 0; off < m->body_len; off += chunk) {
+                uint32_t len = (uint32_t)SL_MIN((uint64_t)chunk, m->body_len - off);
+                uint8_t bh[7] = {AMQP_FRAME_BODY,      (uint8_t)(chan >> 8), (uint8_t)chan,
+                                 (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+                                 (uint8_t)len};
+                struct iovec bv[3] = {{bh, 7}, {(void *)(body + off), len}, {&end, 1}};
+                if (sl_conn_sendv(c, bv, 3) != 0)
+                        goto fail;
+        }
+        return 0;
+fail:
+        /* Half a message is on the wire: the stream cannot be repaired. */
+        sl_conn_close(c, SL_CLOSE_SLOW_CONSUMER);
+        return -ENOBUFS;
+}
+
+static void unacked_add(struct amqp_channel *ch, struct amqp_msg *m)
+{
+        m->next = NULL;
+        if (ch->unacked_tail)
+                ch->unacked_tail->next = m;
+        else
+                ch->unacked_head = m;
+        ch->unacked_tail = m;
+}
+
+/* Delivers from q to its consumers, round robin, while they have credit
+ * and room. */
+static void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
+{
+        (void)aw;
+        while (q->head && q->consumers) {
+                struct amqp_consumer *pick = NULL;
+                /* round robin: the head of the list is next; rotate after use */
+                struct amqp_consumer **pp = &q->consumers;
+                for (; *pp; pp = &(*pp)->next_in_queue) {
+                        struct amqp_consumer *k = *pp;
+                        struct amqp_conn *ac = k->c->proto_state;
+                        if (k->c->state != SL_CONN_OPEN || ac->phase != AMQP_PH_RUNNING)
+                                continue;
+                        if (!k->no_ack && k->prefetch && k->unacked >= k->prefetch)
+                                continue;
+                        pick = k;
+                        break;
+                }
+                if (!pick)
+                        return;
+                struct amqp_msg *m = q->head;
+                struct amqp_channel *ch = pick->ch;
+                struct amqp_method meth;
+                amqp_method_init(&meth, AMQP_BASIC_DELIVER);
+                meth.args[AMQP_BASIC_DELIVER_CONSUMER_TAG].b = name_view(&pick->tag);
+                meth.args[AMQP_BASIC_DELIVER_DELIVERY_TAG].u = ch->next_tag + 1;
+                meth.args[AMQP_BASIC_DELIVER_REDELIVERED].u = m->redelivered;
+                meth.args[AMQP_BASIC_DELIVER_EXCHANGE].b = (struct amqp_bytes){m->data, m->ex_len};
+                meth.args[AMQP_BASIC_DELIVER_ROUTING_KEY].b =
+                    (struct amqp_bytes){m->data + m->ex_len, m->rk_len};
+                int rc = send_content(pick->c, ch->id, &meth, m);
+                if (rc != 0)
+                        return; /* resumed from writable() (or the conn is gone) */
+                /* rotate: pick goes to the tail */
+                *pp = pick->next_in_queue;
+                pick->next_in_queue = NULL;
+                struct amqp_consumer **tail = &q->consumers;
+                while (*tail)
+                        tail = &(*tail)->next_in_queue;
+                *tail = pick;
+                queue_pop(q);
+                ch->next_tag++;
+                if (pick->no_ack) {
+                        free(m);
+                } else {
+                        m->dtag = ch->next_tag;
+                        m->uq = q;
+                        m->ucons = pick;
+                        pick->unacked++;
+                        unacked_add(ch, m);
+                }
+        }
+}
+
+static void consumer_remove(struct amqp_consumer *k)
+{
+        struct amqp_queue *q = k->q;
+        for (struct amqp_consumer **pp = &q->consumers; *pp; pp = &(*pp)->next_in_queue)
+                if (*pp == k) {
+                        *pp = k->next_in_queue;
+                        break;
+                }
+        q->nconsumers--;
+        for (struct amqp_consumer **pp = &k->ch->consumers; *pp; pp = &(*pp)->next_in_chan)
+                if (*pp == k) {
+                        *pp = k->next_in_chan;
+                        break;
+                }
+        for (struct amqp_msg *m = k->ch->unacked_head; m; m = m->next)
+                if (m->ucons == k)
+                        m->ucons = NULL;
+        free(k);
+}
+
+/* Puts unacked messages back at the head of their queues, in order. */
+static void requeue_list(struct amqp_msg *m)
+{
+        /* reverse, so pushing to the front keeps the original order */
+        struct amqp_msg *rev = NULL;
+        while (m) {
+                struct amqp_msg *n = m->next;
+                m->next = rev;
+                rev = m;
+                m = n;
+        }
+        while (rev) {
+                struct amqp_msg *n = rev->next;
+                rev->redelivered = true;
+                if (rev->ucons)
+                        rev->ucons->unacked--;
+                queue_push_front(rev->uq, rev);
+                rev = n;
+        }
+}
+
+static void chan_free(struct sl_conn *c, struct amqp_channel *ch)
+{
+        struct amqp_conn *ac = c->proto_state;
+        struct amqp_worker *aw = aw_of(c->w);
+        while (ch->consumers)
+                consumer_remove(ch->consumers);
+        struct amqp_msg *un = ch->unacked_head;
+        ch->unacked_head = ch->unacked_tail = NULL;
+        requeue_list(un);
+        free(ch->pub);
+        ac->chans[ch->id] = NULL;
+        free(ch);
+        for (struct amqp_queue *q = aw->queues; q; q = q->next)
+                queue_dispatch(aw, q);
+}
+
+/* ---- connection methods --------------------------------------------------- */
+
+static int send_start(struct sl_conn *c)
+{
+        uint8_t tbuf[1024];
+        struct amqp_table_writer tw;
+        amqp_table_writer_init(&tw, tbuf, sizeof(tbuf));
+        amqp_table_put_str(&tw, "product", amqp_cstr("sluice"));
+        amqp_table_put_str(&tw, "version", amqp_cstr("0.1"));
+        amqp_table_put_str(&tw, "platform", amqp_cstr("C"));
+        amqp_table_put_str(&tw, "copyright", amqp_cstr("sluice authors"));
+        amqp_table_put_str(&tw, "information", amqp_cstr("https://sluice.invalid/"));
+        amqp_table_put_str(&tw, "cluster_name", amqp_cstr(c->w->cfg->name));
+        amqp_table_begin(&tw, "capabilities", 'F');
+        static const char *const caps[] = {
+            "publisher_confirms",     "exchange_exchange_bindings", "basic.nack",
+            "consumer_cancel_notify", "connection.blocked",         "authentication_failure_close",
+            "per_consumer_qos",
+        };
+        for (size_t i = 0; i < SL_ARRAY_LEN(caps); i++)
+                amqp_table_put_bool(&tw, caps[i], true);
+        amqp_table_end(&tw);
+        struct amqp_bytes props;
+        int rc = amqp_table_writer_finish(&tw, &props);
+        SL_ASSERT(rc == 0);
+        struct amqp_method m;
+        amqp_method_init(&m, AMQP_CONNECTION_START);
+        m.args[AMQP_CONNECTION_START_VERSION_MAJOR].u = 0;
+        m.args[AMQP_CONNECTION_START_VERSION_MINOR].u = 9;
+        m.args[AMQP_CONNECTION_START_SERVER_PROPERTIES].b = props;
+        m.args[AMQP_CONNECTION_START_MECHANISMS].b = amqp_cstr("PLAIN");
+        m.args[AMQP_CONNECTION_START_LOCALES].b = amqp_cstr("en_US");
+        return send_method(c, 0, &m);
+}
+
+static bool peer_is_loopback(const struct sl_conn *c)
+{
+        if (c->peer.ss_family == AF_INET) {
+                const struct sockaddr_in *a = (const void *)&c->peer;
+                return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+        }
+        if (c->peer.ss_family == AF_INET6) {
+                const struct sockaddr_in6 *a = (const void *)&c->peer;
+                if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr))
+                        return true;
+                return IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127;
+        }
+        return false;
+}
+
+static long on_start_ok(struct sl_conn *c, struct amqp_conn *ac, const struct amqp_method *m)
+{
+        struct amqp_bytes mech = m->args[AMQP_CONNECTION_START_OK_MECHANISM].b;
+        struct amqp_bytes resp = m->args[AMQP_CONNECTION_START_OK_RESPONSE].b;
+        static const char guest[] = "\0guest\0guest";
+        if (mech.len != 5 || memcmp(mech.ptr, "PLAIN", 5) != 0) {
+                ac->phase = AMQP_PH_TUNE_OK; /* so the close is sent as a method */
+                return conn_error(c, 403, "only the PLAIN mechanism is supported", m->key);
+        }
+        bool ok = resp.len == sizeof(guest) - 1 && memcmp(resp.ptr, guest, resp.len) == 0;
+        if (!ok || !peer_is_loopback(c)) {
+                ac->phase = AMQP_PH_TUNE_OK;
+                return conn_error(c, 403,
+                                  ok ? "user 'guest' can only connect via localhost"
+                                     : "Login was refused using authentication mechanism PLAIN",
+                                  m->key);
+        }
+        struct amqp_method t;
+        amqp_method_init(&t, AMQP_CONNECTION_TUNE);
+        t.args[AMQP_CONNECTION_TUNE_CHANNEL_MAX].u = AMQP_CHANNEL_MAX;
+        t.args[AMQP_CONNECTION_TUNE_FRAME_MAX].u = AMQP_SERVER_FRAME_MAX;
+        t.args[AMQP_CONNECTION_TUNE_HEARTBEAT].u = AMQP_HEARTBEAT_S;
+        ac->phase = AMQP_PH_TUNE_OK;
+        return send_method(c, 0, &t);
+}
+
+static long on_tune_ok(struct sl_conn *c, struct amqp_conn *ac, const struct amqp_method *m)
+{
+        uint64_t chmax = m->args[AMQP_CONNECTION_TUNE_OK_CHANNEL_MAX].u;
+        uint64_t fmax = m->args[AMQP_CONNECTION_TUNE_OK_FRAME_MAX].u;
+        uint64_t hb = m->args[AMQP_CONNECTION_TUNE_OK_HEARTBEAT].u;
+        if (chmax > AMQP_CHANNEL_MAX)
+                return conn_error(c, 530, "channel_max above the server's", m->key);
+        if (fmax == 0 || fmax > AMQP_SERVER_FRAME_MAX || fmax < AMQP_FRAME_MAX_MIN)
+                return conn_error(c, 530, "frame_max out of range", m->key);
+        ac->channel_max = chmax ? (uint16_t)chmax : AMQP_CHANNEL_MAX;
+        ac->frame_max = (uint32_t)fmax;
+        ac->heartbeat = (uint16_t)hb;
+        ac->last_tx_hb_ms = c->w->now_ms;
+        /* Method and header frames are not cut by clients: accept up to our
+         * own maximum; body frames larger than agreed are still refused by
+         * the room check of the assembly buffer. */
+        amqp_parser_set_frame_max(&ac->parser, AMQP_SERVER_FRAME_MAX);
+        ac->phase = AMQP_PH_OPEN;
+        return 0;
+}
+
+static long on_open(struct sl_conn *c, struct amqp_conn *ac, const struct amqp_method *m)
+{
+        struct amqp_bytes vh = m->args[AMQP_CONNECTION_OPEN_VIRTUAL_HOST].b;
+        if (!(vh.len == 1 && vh.ptr[0] == '/'))
+                return conn_error(c, 530, "access to vhost refused (only \"/\" exists)", m->key);
+        ac->phase = AMQP_PH_RUNNING;
+        return send_simple(c, 0, AMQP_CONNECTION_OPEN_OK);
+}
+
+/* ---- channel-level methods ------------------------------------------------- */
+
+static struct amqp_msg *msg_new(struct amqp_bytes ex, struct amqp_bytes rk, uint64_t hdr_max,
+                                uint64_t body_len)
+{
+        struct amqp_msg *m = malloc(sizeof(*m) + ex.len + rk.len + hdr_max + body_len);
+        if (!m)
+                return NULL;
+        memset(m, 0, sizeof(*m));
+        m->ex_len = (uint8_t)ex.len;
+        m->rk_len = (uint8_t)rk.len;
+        memcpy(m->data, ex.ptr, ex.len);
+        memcpy(m->data + ex.len, rk.ptr, rk.len);
+        m->body_len = body_len;
+        return m;
+}
+
+static long on_exchange_declare(struct sl_conn *c, struct amqp_channel *ch,
+                                const struct amqp_method *m)
+{
+        struct amqp_worker *aw = aw_of(c->w);
+        struct amqp_bytes name = m->args[AMQP_EXCHANGE_DECLARE_EXCHANGE].b;
+        struct amqp_bytes type = m->args[AMQP_EXCHANGE_DECLARE_TYPE].b;
+        bool passive = m->args[AMQP_EXCHANGE_DECLARE_PASSIVE].u;
+        int t = -1;
+        if (type.len == 6 && !memcmp(type.ptr, "direct", 6))
+                t = AMQP_EX_DIRECT;
+        else if (type.len == 6 && !memcmp(type.ptr, "fanout", 6))
+                t = AMQP_EX_FANOUT;
+        else if (type.len == 5 && !memcmp(type.ptr, "topic", 5))
+                t = AMQP_EX_TOPIC;
+        struct amqp_exchange *e = ex_find(aw, name);
+        if (passive) {
+                if (!e)
+                        return chan_error(c, ch, 404, "no exchange", m->key);
+        } else if (name.len == 0) {
+                return chan_error(c, ch, 403, "the default exchange cannot be declared", m->key);
+        } else if (t < 0) {
+                return conn_error(c, 503, "invalid exchange type", m->key);
+        } else if (e && e->type != t) {
+                return chan_error(c, ch, 406, "inequivalent arg 'type'", m->key);
+        } else if (!e) {
+                if (name.len >= 4 && !memcmp(name.ptr, "amq.", 4))
+                        return chan_error(c, ch, 403, "exchange names amq.* are reserved", m->key);
+                if (!ex_add(aw, name, (uint8_t)t))
+                        return conn_error(c, 541, "out of memory", m->key);
+        }
+        if (m->args[AMQP_EXCHANGE_DECLARE_NOWAIT].u)
+                return 0;
+        return send_simple(c, ch->id, AMQP_EXCHANGE_DECLARE_OK);
+}
+
+static long on_queue_declare(struct sl_conn *c, struct amqp_channel *ch,
+                             const struct amqp_method *m)
+{
+        struct amqp_worker *aw = aw_of(c->w);
+        struct amqp_bytes name = m->args[AMQP_QUEUE_DECLARE_QUEUE].b;
+        char gen[64];
+        if (name.len == 0) {
+                snprintf(gen, sizeof(gen), "amq.gen-%u-%llx", c->w->id,
+                         (unsigned long long)++aw->gen_seq * 0x9e3779b97f4a7c15ull);
+                name = amqp_cstr(gen);
+        }
+        struct amqp_queue *q = queue_find(aw, name);
+        if (!q) {
+                if (m->args[AMQP_QUEUE_DECLARE_PASSIVE].u)
+                        return chan_error(c, ch, 404, "no queue", m->key);
+                q = calloc(1, sizeof(*q));
+                if (!q)
+                        return conn_error(c, 541, "out of memory", m->key);
+                name_set(&q->name, name);
+                q->next = aw->queues;
+                aw->queues = q;
+        }
+        if (m->args[AMQP_QUEUE_DECLARE_NOWAIT].u)
+                return 0;
+        struct amqp_method r;
+        amqp_method_init(&r, AMQP_QUEUE_DECLARE_OK);
+        r.args[AMQP_QUEUE_DECLARE_OK_QUEUE].b = name_view(&q->name);
+        r.args[AMQP_QUEUE_DECLARE_OK_MESSAGE_COUNT].u = (uint32_t)q->count;
+        r.args[AMQP_QUEUE_DECLARE_OK_CONSUMER_COUNT].u = q->nconsumers;
+        return send_method(c, ch->id, &r);
+}
+
+static long on_queue_bind(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
+{
+        struct amqp_worker *aw = aw_of(c->w);
+        struct amqp_queue *q = queue_find(aw, m->args[AMQP_QUEUE_BIND_QUEUE].b);
+        if (!q)
+                return chan_error(c, ch, 404, "no queue", m->key);
+        struct amqp_bytes exn = m->args[AMQP_QUEUE_BIND_EXCHANGE].b;
+        if (exn.len == 0)
+                return chan_error(c, ch, 403, "operation not permitted on the default exchange",
+                                  m->key);
+        struct amqp_exchange *e = ex_find(aw, exn);
+        if (!e)
+                return chan_error(c, ch, 404, "no exchange", m->key);
+        struct amqp_bytes key = m->args[AMQP_QUEUE_BIND_ROUTING_KEY].b;
+        bool have = false;
+        for (struct amqp_binding *b = e->bindings; b; b = b->next)
+                have |= b->q == q && name_eq(&b->key, key);
+        if (!have) {
+                struct amqp_binding *b = calloc(1, sizeof(*b));
+                if (!b)
+                        return conn_error(c, 541, "out of memory", m->key);
+                b->q = q;
+                name_set(&b->key, key);
+                b->next = e->bindings;
+                e->bindings = b;
+        }
+        if (m->args[AMQP_QUEUE_BIND_NOWAIT].u)
+                return 0;
+        return send_simple(c, ch->id, AMQP_QUEUE_BIND_OK);
+}
+
+static long on_publish(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
+{
+        struct amqp_worker *aw = aw_of(c->w);
+        if (m->args[AMQP_BASIC_PUBLISH_IMMEDIATE].u)
+                return conn_error(c, 540, "immediate=true", m->key);
+        struct amqp_bytes ex = m->args[AMQP_BASIC_PUBLISH_EXCHANGE].b;
+        if (ex.len && !ex_find(aw, ex)) {
+                char t[300];
+                snprintf(t, sizeof(t), "no exchange '%.*s' in vhost '/'", (int)ex.len,
+                         (const char *)ex.ptr);
+                return chan_error(c, ch, 404, t, m->key);
+        }
+        /* The message is allocated once its header gives the body size. */
+        ch->pub = msg_new(ex, m->args[AMQP_BASIC_PUBLISH_ROUTING_KEY].b, 0, 0);
+        if (!ch->pub)
+                return conn_error(c, 541, "out of memory", m->key);
+        ch->want_header = true;
+        return 0;
+}
+
+static long publish_done(struct sl_conn *c, struct amqp_channel *ch)
+{
+        struct amqp_msg *m = ch->pub;
+        ch->pub = NULL;
+        route(aw_of(c->w), m);
+        if (ch->confirm) {
+                struct amqp_method a;
+                amqp_method_init(&a, AMQP_BASIC_ACK);
+                a.args[AMQP_BASIC_ACK_DELIVERY_TAG].u = ++ch->pub_seq;
+                return send_method(c, ch->id, &a);
+        }
+        return 0;
+}
+
+static long on_header(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_frame *f)
+{
+        struct amqp_header h;
+        int rc = amqp_header_decode(f->payload, f->size, &h);
+        if (rc < 0)
+                return conn_error(c, (uint16_t)-rc, "bad content header", AMQP_BASIC_PUBLISH);
+        if (h.class_id != AMQP_CLASS_BASIC)
+                return conn_error(c, 505, "content header for a class other than basic",
+                                  AMQP_BASIC_PUBLISH);
+        struct amqp_msg *old = ch->pub;
+        if (h.body_size > AMQP_MSG_MAX) {
+                ch->want_header = false;
+                return chan_error(c, ch, 406, "message size larger than max size 16777216",
+                                  AMQP_BASIC_PUBLISH);
+        }
+        struct amqp_msg *m = msg_new((struct amqp_bytes){old->data, old->ex_len},
+                                     (struct amqp_bytes){old->data + old->ex_len, old->rk_len},
+                                     f->size, h.body_size);
+        free(old);
+        ch->pub = m;
+        if (!m)
+                return conn_error(c, 541, "out of memory", AMQP_BASIC_PUBLISH);
+        m->hdr_len = f->size;
+        memcpy(m->data + m->ex_len + m->rk_len, f->payload, f->size);
+        ch->want_header = false;
+        if (m->body_len == 0)
+                return publish_done(c, ch);
+        return 0;
+}
+
+static long on_body(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_frame *f)
+{
+        struct amqp_msg *m = ch->pub;
+        if (m->got + f->size > m->body_len)
+                return conn_error(c, 501, "body frames longer than body-size", AMQP_BASIC_PUBLISH);
+        memcpy(m->data + m->ex_len + m->rk_len + m->hdr_len + m->got, f->payload, f->size);
+        m->got += f->size;
+        if (m->got == m->body_len)
+                return publish_done(c, ch);
+        return 0;
+}
+
+static long on_consume(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
+{
+        struct amqp_worker *aw = aw_of(c->w);
+        struct amqp_queue *q = queue_find(aw, m->args[AMQP_BASIC_CONSUME_QUEUE].b);
+        if (!q)
+                return chan_error(c, ch, 404, "no queue", m->key);
+        struct amqp_bytes tag = m->args[AMQP_BASIC_CONSUME_CONSUMER_TAG].b;
+        char gen[48];
+        if (tag.len == 0) {
+                snprintf(gen, sizeof(gen), "amq.ctag-%llu-%u-%llu", (unsigned long long)c->id,
+                         ch->id, (unsigned long long)++ch->ctag_seq);
+                tag = amqp_cstr(gen);
+        }
+        for (struct amqp_consumer *k = ch->consumers; k; k = k->next_in_chan)
+                if (name_eq(&k->tag, tag))
+                        return conn_error(c, 530, "attempt to reuse consumer tag", m->key);
+        struct amqp_consumer *k = calloc(1, sizeof(*k));
+        if (!k)
+                return conn_error(c, 541, "out of memory", m->key);
+        name_set(&k->tag, tag);
+        k->q = q;
+        k->c = c;
+        k->ch = ch;
+        k->no_ack = m->args[AMQP_BASIC_CONSUME_NO_ACK].u;
+        k->prefetch = ch->prefetch;
+        k->next_in_chan = ch->consumers;
+        ch->consumers = k;
+        struct amqp_consumer **tail = &q->consumers;
+        while (*tail)
+                tail = &(*tail)->next_in_queue;
+        *tail = k;
+        q->nconsumers++;
+        if (!m->args[AMQP_BASIC_CONSUME_NOWAIT].u) {
+                struct amqp_method r;
+                amqp_method_init(&r, AMQP_BASIC_CONSUME_OK);
+                r.args[AMQP_BASIC_CONSUME_OK_CONSUMER_TAG].b = name_view(&k->tag);
+                if (send_method(c, ch->id, &r))
+                        return -1;
+        }
+        queue_dispatch(aw, q);
+        return 0;
+}
+
+static long on_cancel(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
+{
+        struct amqp_bytes tag = m->args[AMQP_BASIC_CANCEL_CONSUMER_TAG].b;
+        for (struct amqp_consumer *k = ch->consumers; k; k = k->next_in_chan)
+                if (name_eq(&k->tag, tag)) {
+                        consumer_remove(k);
+                        break;
+                }
+        if (m->args[AMQP_BASIC_CANCEL_NOWAIT].u)
+                return 0;
+        struct amqp_method r;
+        amqp_method_init(&r, AMQP_BASIC_CANCEL_OK);
+        r.args[AMQP_BASIC_CANCEL_OK_CONSUMER_TAG].b = tag;
+        return send_method(c, ch->id, &r);
+}
+
+static long on_get(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
+{
+        struct amqp_worker *aw = aw_of(c->w);
+        struct amqp_queue *q = queue_find(aw, m->args[AMQP_BASIC_GET_QUEUE].b);
+        if (!q)
+                return chan_error(c, ch, 404, "no queue", m->key);
+        struct amqp_msg *msg = q->head;
+        if (!msg)
+                return send_simple(c, ch->id, AMQP_BASIC_GET_EMPTY);
+        struct amqp_method r;
+        amqp_method_init(&r, AMQP_BASIC_GET_OK);
+        r.args[AMQP_BASIC_GET_OK_DELIVERY_TAG].u = ch->next_tag + 1;
+        r.args[AMQP_BASIC_GET_OK_REDELIVERED].u = msg->redelivered;
+        r.args[AMQP_BASIC_GET_OK_EXCHANGE].b = (struct amqp_bytes){msg->data, msg->ex_len};
+        r.args[AMQP_BASIC_GET_OK_ROUTING_KEY].b =
+            (struct amqp_bytes){msg->data + msg->ex_len, msg->rk_len};
+        r.args[AMQP_BASIC_GET_OK_MESSAGE_COUNT].u = (uint32_t)(q->count - 1);
+        int rc = send_content(c, ch->id, &r, msg);
+        if (rc == -EAGAIN) {
+                sl_conn_close(c, SL_CLOSE_SLOW_CONSUMER);
+                return -1;
+        }
+        if (rc)
+                return -1;
+        queue_pop(q);
+        ch->next_tag++;
+        if (m->args[AMQP_BASIC_GET_NO_ACK].u) {
+                free(msg);
+        } else {
+                msg->dtag = ch->next_tag;
+                msg->uq = q;
+                msg->ucons = NULL;
+                unacked_add(ch, msg);
+        }
+        return 0;
+}
+
+/* basic.ack / reject / nack: settle tag (or everything up to it). */
+static long settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m,
+                   uint64_t tag, bool multiple, bool requeue)
+{
+        struct amqp_worker *aw = aw_of(c->w);
+        struct amqp_msg *req = NULL, **req_tail = &req;
+        bool found = false;
+        struct amqp_msg **pp = &ch->unacked_head, *prev = NULL;
+        while (*pp) {
+                struct amqp_msg *x = *pp;
+                bool hit = multiple ? (tag == 0 || x->dtag <= tag) : x->dtag == tag;
+                if (!hit) {
+                        prev = x;
+                        pp = &x->next;
+                        continue;
+                }
+                found = true;
+                *pp = x->next;
+                if (ch->unacked_tail == x)
+                        ch->unacked_tail = prev;
+                x->next = NULL;
+                if (requeue) {
+                        *req_tail = x;
+                        req_tail = &x->next;
+                } else {
+                        if (x->ucons)
+                                x->ucons->unacked--;
+                        free(x);
+                }
+                if (!multiple)
+                        break;
+        }
+        if (!found && !(multiple && tag == 0)) {
+                char t[64];
+                snprintf(t, sizeof(t), "unknown delivery tag %llu", (unsigned long long)tag);
+                return chan_error(c, ch, 406, t, m->key);
+        }
+        requeue_list(req);
+        for (struct amqp_queue *q = aw->queues; q; q = q->next)
+                queue_dispatch(aw, q);
+        return 0;
+}
+
+static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t chan,
+                            const struct amqp_method *m)
+{
+        struct amqp_channel *ch = ac->chans && chan <= ac->channel_max ? ac->chans[chan] : NULL;
+        if (m->key == AMQP_CHANNEL_OPEN) {
+                if (chan > ac->channel_max)
+                        return conn_error(c, 504, "channel number above channel_max", m->key);
+                if (ch)
+                        return conn_error(c, 504, "second 'channel.open' seen", m->key);
+                if (!ac->chans) {
+                        ac->chans = calloc((size_t)ac->channel_max + 1, sizeof(*ac->chans));
+                        if (!ac->chans)
+                                return conn_error(c, 541, "out of memory", m->key);
+                }
+                ch = calloc(1, sizeof(*ch));
+                if (!ch)
+                        return conn_error(c, 541, "out of memory", m->key);
+                ch->id = chan;
+                ac->chans[chan] = ch;
+                return send_simple(c, chan, AMQP_CHANNEL_OPEN_OK);
+        }
+        if (!ch)
+                return conn_error(c, 504, "expected 'channel.open'", m->key);
+        if (ch->closing) {
+                /* after our channel.close only close / close-ok matter */
+                if (m->key == AMQP_CHANNEL_CLOSE_OK) {
+                        ac->chans[chan] = NULL;
+                        free(ch);
+                } else if (m->key == AMQP_CHANNEL_CLOSE) {
+                        ac->chans[chan] = NULL;
+                        free(ch);
+                        return send_simple(c, chan, AMQP_CHANNEL_CLOSE_OK);
+                }
+                return 0;
+        }
+        if (ch->pub)
+                return conn_error(c, 505, "expected content header/body, got a method", m->key);
+        switch (m->key) {
+        case AMQP_CHANNEL_CLOSE:
+                chan_free(c, ch);
+                return send_simple(c, chan, AMQP_CHANNEL_CLOSE_OK);
+        case AMQP_CHANNEL_CLOSE_OK:
+                return 0; /* not expected; ignore */
+        case AMQP_CHANNEL_FLOW: {
+                struct amqp_method r;
+                amqp_method_init(&r, AMQP_CHANNEL_FLOW_OK);
+                r.args[0].u = m->args[0].u;
+                return send_method(c, chan, &r);
+        }
+        case AMQP_ACCESS_REQUEST: {
+                struct amqp_method r;
+                amqp_method_init(&r, AMQP_ACCESS_REQUEST_OK);
+                r.args[0].u = 1;
+                return send_method(c, chan, &r);
+        }
+        case AMQP_EXCHANGE_DECLARE:
+                return on_exchange_declare(c, ch, m);
+        case AMQP_QUEUE_DECLARE:
+                return on_queue_declare(c, ch, m);
+        case AMQP_QUEUE_BIND:
+                return on_queue_bind(c, ch, m);
+        case AMQP_BASIC_QOS:
+                ch->prefetch = (uint16_t)m->args[AMQP_BASIC_QOS_PREFETCH_COUNT].u;
+                return send_simple(c, chan, AMQP_BASIC_QOS_OK);
+        case AMQP_BASIC_PUBLISH:
+                return on_publish(c, ch, m);
+        case AMQP_BASIC_CONSUME:
+                return on_consume(c, ch, m);
+        case AMQP_BASIC_CANCEL:
+                return on_cancel(c, ch, m);
+        case AMQP_BASIC_GET:
+                return on_get(c, ch, m);
+        case AMQP_BASIC_ACK:
+                return settle(c, ch, m, m->args[AMQP_BASIC_ACK_DELIVERY_TAG].u,
+                              m->args[AMQP_BASIC_ACK_MULTIPLE].u, false);
+        case AMQP_BASIC_REJECT:
+                return settle(c, ch, m, m->args[AMQP_BASIC_REJECT_DELIVERY_TAG].u, false,
+                              m->args[AMQP_BASIC_REJECT_REQUEUE].u);
+        case AMQP_BASIC_NACK:
+                return settle(c, ch, m, m->args[AMQP_BASIC_NACK_DELIVERY_TAG].u,
+                              m->args[AMQP_BASIC_NACK_MULTIPLE].u,
+                              m->args[AMQP_BASIC_NACK_REQUEUE].u);
+        case AMQP_CONFIRM_SELECT:
+                ch->confirm = true;
+                if (m->args[AMQP_CONFIRM_SELECT_NOWAIT].u)
+                        return 0;
+                return send_simple(c, chan, AMQP_CONFIRM_SELECT_OK);
+        default:
+                break;
+        }
+        if (!(m->desc->chassis & AMQP_CHASSIS_SERVER))
+                return conn_error(c, 503, "method not sent by clients", m->key);
+        char t[96];
+        snprintf(t, sizeof(t), "%s not implemented yet", m->desc->name);
+        return conn_error(c, 540, t, m->key);
+}
+
+static long on_method(struct sl_conn *c, struct amqp_conn *ac, const struct amqp_frame *f)
+{
+        struct amqp_method m;
+        int rc = amqp_method_decode(f->payload, f->size, &m);
+        if (ac->phase == AMQP_PH_CLOSING) {
+                if (rc == 0 && f->channel == 0 &&
+                    (m.key == AMQP_CONNECTION_CLOSE_OK || m.key == AMQP_CONNECTION_CLOSE)) {
+                        if (m.key == AMQP_CONNECTION_CLOSE)
+                                send_simple(c, 0, AMQP_CONNECTION_CLOSE_OK);
+                        sl_conn_close(c, SL_CLOSE_PROTOCOL);
+                        return -1;
+                }
+                return 0;
+        }
+        if (rc < 0)
+                return conn_error(c, (uint16_t)-rc, "malformed method frame", 0);
+        uint16_t cls = (uint16_t)(m.key >> 16);
+        if (ac->phase != AMQP_PH_RUNNING) {
+                uint32_t want = ac->phase == AMQP_PH_START_OK  ? AMQP_CONNECTION_START_OK
+                                : ac->phase == AMQP_PH_TUNE_OK ? AMQP_CONNECTION_TUNE_OK
+                                                               : AMQP_CONNECTION_OPEN;
+                if (m.key == AMQP_CONNECTION_CLOSE && ac->phase >= AMQP_PH_TUNE_OK) {
+                        sl_conn_close(c, SL_CLOSE_PEER);
+                        return -1;
+                }
+                if (f->channel != 0 || m.key != want)
+                        return conn_error(c, 505, "unexpected method during the handshake", m.key);
+                if (m.key == AMQP_CONNECTION_START_OK)
+                        return on_start_ok(c, ac, &m);
+                if (m.key == AMQP_CONNECTION_TUNE_OK)
+                        return on_tune_ok(c, ac, &m);
+                return on_open(c, ac, &m);
+        }
+        if (f->channel == 0) {
+                if (cls != AMQP_CLASS_CONNECTION)
+                        return conn_error(c, 504, "channel 0 carries only connection methods",
+                                          m.key);
+                if (m.key == AMQP_CONNECTION_CLOSE) {
+                        struct amqp_method r;
+                        amqp_method_init(&r, AMQP_CONNECTION_CLOSE_OK);
+                        uint8_t buf[64];
+                        int n = amqp_method_frame_encode(0, &r, buf, sizeof(buf));
+                        sl_conn_send_last(c, buf, (size_t)n, SL_CLOSE_PEER);
+                        return -1;
+                }
+                if (m.key == AMQP_CONNECTION_CLOSE_OK) {
+                        sl_conn_close(c, SL_CLOSE_PEER);
+                        return -1;
+                }
+                if (m.desc->chassis & AMQP_CHASSIS_SERVER)
+                        return conn_error(c, 540, "connection method not implemented", m.key);
+                return conn_error(c, 503, "unexpected connection method", m.key);
+        }
+        if (cls == AMQP_CLASS_CONNECTION)
+                return conn_error(c, 503, "connection methods belong on channel 0", m.key);
+        return dispatch_method(c, ac, f->channel, &m);
+}
+
+static long on_frame(struct sl_conn *c, struct amqp_conn *ac, const struct amqp_frame *f)
+{
+        switch (f->type) {
+        case AMQP_FRAME_METHOD:
+                return on_method(c, ac, f);
+        case AMQP_FRAME_HEARTBEAT:
+                if (f->channel != 0)
+                        return conn_error(c, 501, "heartbeat on a non-zero channel", 0);
+                return 0;
+        case AMQP_FRAME_HEADER:
+        case AMQP_FRAME_BODY:
+                break;
+        default:
+                return conn_error(c, 501, "unknown frame type", 0);
+        }
+        if (ac->phase == AMQP_PH_CLOSING)
+                return 0;
+        if (ac->phase != AMQP_PH_RUNNING || f->channel == 0)
+                return conn_error(c, 505, "content frame outside a channel", 0);
+        struct amqp_channel *ch =
+            ac->chans && f->channel <= ac->channel_max ? ac->chans[f->channel] : NULL;
+        if (!ch)
+                return conn_error(c, 504, "content frame on a channel not open", 0);
+        if (ch->closing)
+                return 0;
+        if (!ch->pub)
+                return conn_error(c, 505, "content frame without basic.publish", 0);
+        if (f->type == AMQP_FRAME_HEADER) {
+                if (!ch->want_header)
+                        return conn_error(c, 505, "second content header", AMQP_BASIC_PUBLISH);
+                return on_header(c, ch, f);
+        }
+        if (ch->want_header)
+                return conn_error(c, 505, "body frame before the content header",
+                                  AMQP_BASIC_PUBLISH);
+        return on_body(c, ch, f);
+}
+
+/* ---- runtime callbacks ----------------------------------------------------- */
+
+static int amqp_open(struct sl_conn *c)
+{
+        struct amqp_conn *ac = c->proto_state;
+        amqp_parser_init(&ac->parser, AMQP_FRAME_MIN_SIZE, true);
+        ac->phase = AMQP_PH_HEADER;
+        ac->frame_max = AMQP_FRAME_MIN_SIZE;
+        ac->last_rx_ms = ac->phase_since_ms = c->w->now_ms;
+        return 0;
+}
+
+static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
+{
+        struct amqp_conn *ac = c->proto_state;
+        size_t off = 0;
+        ac->last_rx_ms = c->w->now_ms;
+        while (off < n && c->state == SL_CONN_OPEN) {
+                size_t used = 0;
+                struct amqp_frame f;
+                int rc = amqp_parser_feed(&ac->parser, p + off, n - off, &used, &f);
+                off += used;
+                if (rc == AMQP_PARSE_AGAIN)
+                        break;
+                if (rc == AMQP_PARSE_NEED_BUFFER) {
+                        if (!ac->abuf) {
+                                ac->abuf_cap = AMQP_SERVER_FRAME_MAX;
+                                ac->abuf = malloc(ac->abuf_cap);
+                                if (!ac->abuf) {
+                                        conn_error(c, 541, "out of memory", 0);
+                                        return -1;
+                                }
+                        }
+                        int src = amqp_parser_set_buffer(&ac->parser, ac->abuf, ac->abuf_cap);
+                        SL_ASSERT(src == 0);
+                        continue;
+                }
+                if (rc == AMQP_PARSE_BAD_PROTOCOL) {
+                        sl_conn_send_last(c, AMQP_PROTOCOL_HEADER, AMQP_PROTOCOL_HEADER_LEN,
+                                          SL_CLOSE_PROTOCOL);
+                        return -1;
+                }
+                if (rc < 0) {
+                        if (ac->phase < AMQP_PH_START_OK) {
+                                sl_conn_close(c, SL_CLOSE_PROTOCOL);
+                                return -1;
+                        }
+                        if (ac->phase < AMQP_PH_TUNE_OK)
+                                ac->phase = AMQP_PH_TUNE_OK;
+                        if (conn_error(c, (uint16_t)-rc, ac->parser.err_text, 0) < 0)
+                                return -1;
+                        /* the parser is sticky: nothing more can be read */
+                        return (long)n;
+                }
+                if (rc == AMQP_PARSE_PROTOCOL) {
+                        ac->phase = AMQP_PH_START_OK;
+                        if (send_start(c))
+                                return -1;
+                        continue;
+                }
+                SL_ASSERT(rc == AMQP_PARSE_FRAME);
+                if (ac->phase == AMQP_PH_CLOSING && f.type != AMQP_FRAME_METHOD)
+                        continue;
+                long r = on_frame(c, ac, &f);
+                if (r < 0)
+                        return -1;
+        }
+        sl_conn_set_partial(c, ac->parser.state == AMQP_PS_PAYLOAD ||
+                                   ac->parser.state == AMQP_PS_END ||
+                                   (ac->parser.state == AMQP_PS_HEADER && ac->parser.hdr_len));
+        /* Everything was parsed, or the connection is closing and the rest
+         * does not matter. */
+        return (long)n;
+}
+
+static void amqp_writable(struct sl_conn *c)
+{
+        struct amqp_worker *aw = aw_of(c->w);
+        for (struct amqp_queue *q = aw->queues; q; q = q->next)
+                queue_dispatch(aw, q);
+}
+
+static void amqp_tick(struct sl_conn *c, uint64_t now)
+{
+        struct amqp_conn *ac = c->proto_state;
+        if (c->state != SL_CONN_OPEN)
+                return;
+        if (ac->phase < AMQP_PH_RUNNING && now - ac->phase_since_ms > AMQP_HANDSHAKE_MS) {
+                SL_INFO("amqp: %s: handshake timeout", c->peer_str);
+                sl_conn_close(c, SL_CLOSE_IDLE);
+                return;
+        }
+        if (ac->phase == AMQP_PH_CLOSING && now - ac->phase_since_ms > AMQP_CLOSE_WAIT_MS) {
+                sl_conn_close(c, SL_CLOSE_PROTOCOL);
+                return;
+        }
+        if (ac->heartbeat && ac->phase >= AMQP_PH_OPEN) {
+                uint64_t hb_ms = (uint64_t)ac->heartbeat * 1000;
+                if (now - ac->last_rx_ms > 2 * hb_ms) {
+                        SL_INFO("amqp: %s: missed heartbeats, closing", c->peer_str);
+                        sl_conn_close(c, SL_CLOSE_IDLE);
+                        return;
+                }
+                if (now - ac->last_tx_hb_ms >= hb_ms / 2) {
+                        static const uint8_t hb[8] = {8, 0, 0, 0, 0, 0, 0, AMQP_FRAME_END};
+                        ac->last_tx_hb_ms = now;
+                        sl_conn_send(c, hb, sizeof(hb));
+                }
+        }
+}
+
+static void amqp_closed(struct sl_conn *c, enum sl_close_reason why)
+{
+        (void)why;
+        struct amqp_conn *ac = c->proto_state;
+        if (ac->chans) {
+                for (uint32_t i = 0; i <= ac->channel_max; i++)
+                        if (ac->chans[i])
+                                chan_free(c, ac->chans[i]);
+                free(ac->chans);
+                ac->chans = NULL;
+        }
+        amqp_parser_take_buffer(&ac->parser);
+        free(ac->abuf);
+        ac->abuf = NULL;
+}
+
+static void amqp_refused(struct sl_conn *c, enum sl_close_reason why)
+{
+        (void)c;
+        (void)why; /* AMQP has no words before the header: a bare close */
+}
+
+static int amqp_worker_init(struct sl_worker *w)
+{
+        struct amqp_worker *aw = calloc(1, sizeof(*aw));
+        if (!aw)
+                return -ENOMEM;
+        w->proto_ctx[CTL_PROTO_AMQP] = aw;
+        if (!ex_add(aw, amqp_cstr("amq.direct"), AMQP_EX_DIRECT) ||
+            !ex_add(aw, amqp_cstr("amq.fanout"), AMQP_EX_FANOUT) ||
+            !ex_add(aw, amqp_cstr("amq.topic"), AMQP_EX_TOPIC))
+                return -ENOMEM;
+        return 0;
+}
+
+static void amqp_worker_fini(struct sl_worker *w)
+{
+        struct amqp_worker *aw = aw_of(w);
+        if (!aw)
+                return;
+        while (aw->exchanges) {
+                struct amqp_exchange *e = aw->exchanges;
+                aw->exchanges = e->next;
+                while (e->bindings) {
+                        struct amqp_binding *b = e->bindings;
+                        e->bindings = b->next;
+                        free(b);
+                }
+                free(e);
+        }
+        while (aw->queues) {
+                struct amqp_queue *q = aw->queues;
+                aw->queues = q->next;
+                struct amqp_msg *m;
+                while ((m = queue_pop(q)))
+                        free(m);
+                free(q);
+        }
+        free(aw);
+        w->proto_ctx[CTL_PROTO_AMQP] = NULL;
+}
+
+const struct sl_proto_ops amqp_proto_ops = {
+    .name = "amqp",
+    .conn_state_bytes = sizeof(struct amqp_conn),
+    .worker_init = amqp_worker_init,
+    .worker_fini = amqp_worker_fini,
+    .open = amqp_open,
+    .recv = amqp_recv,
+    .writable = amqp_writable,
+    .tick = amqp_tick,
+    .closed = amqp_closed,
+    .refused = amqp_refused,
+};

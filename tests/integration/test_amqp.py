@@ -1,0 +1,330 @@
+"""AMQP 0-9-1 front-end, first slice: pika (Debian's python3-pika) and raw
+sockets against a real sluiced on every backend. Queues live on the worker
+of the connection that declared them, so these tests run one worker."""
+import signal
+import socket
+import struct
+
+import pika
+import pytest
+
+TEST_TIMEOUT_S = 30
+
+
+@pytest.fixture(autouse=True)
+def hard_timeout():
+    def boom(signum, frame):
+        raise TimeoutError(f"test exceeded {TEST_TIMEOUT_S}s")
+
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(TEST_TIMEOUT_S)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture
+def amqp(make_sluiced):
+    s = make_sluiced(workers="1", listeners={"amqp": "127.0.0.1:0"}).start()
+    return s
+
+
+def connect(s, **kw):
+    params = pika.ConnectionParameters(
+        host="127.0.0.1", port=s.port("amqp"), socket_timeout=10, blocked_connection_timeout=10,
+        connection_attempts=1, **kw)
+    return pika.BlockingConnection(params)
+
+
+# ---- raw frames -------------------------------------------------------------
+
+def frame(ftype, ch, payload):
+    return struct.pack(">BHI", ftype, ch, len(payload)) + payload + b"\xce"
+
+
+def shortstr(s):
+    return bytes([len(s)]) + s
+
+
+def longstr(s):
+    return struct.pack(">I", len(s)) + s
+
+
+def method(cls, mid, args=b""):
+    return struct.pack(">HH", cls, mid) + args
+
+
+def recv_exact(sock, n):
+    buf = b""
+    while len(buf) < n:
+        part = sock.recv(n - len(buf))
+        if not part:
+            raise EOFError(f"closed after {len(buf)} of {n} bytes")
+        buf += part
+    return buf
+
+
+def read_frame(sock):
+    hdr = recv_exact(sock, 7)
+    ftype, ch, size = struct.unpack(">BHI", hdr)
+    payload = recv_exact(sock, size)
+    assert recv_exact(sock, 1) == b"\xce"
+    return ftype, ch, payload
+
+
+def read_method(sock):
+    """Next method frame (heartbeats skipped): (channel, class, method, args)."""
+    while True:
+        ftype, ch, payload = read_frame(sock)
+        if ftype == 1:
+            cls, mid = struct.unpack(">HH", payload[:4])
+            return ch, cls, mid, payload[4:]
+
+
+def raw_handshake(port, frame_max=131072):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"AMQP\x00\x00\x09\x01")
+    ch, cls, mid, _ = read_method(sock)
+    assert (ch, cls, mid) == (0, 10, 10)
+    start_ok = (struct.pack(">I", 0) + shortstr(b"PLAIN") + longstr(b"\0guest\0guest") +
+                shortstr(b"en_US"))
+    sock.sendall(frame(1, 0, method(10, 11, start_ok)))
+    ch, cls, mid, args = read_method(sock)
+    assert (cls, mid) == (10, 30)
+    chmax, fmax, hb = struct.unpack(">HIH", args)
+    assert chmax > 0 and fmax >= 4096
+    sock.sendall(frame(1, 0, method(10, 31, struct.pack(">HIH", chmax, frame_max, 0))))
+    sock.sendall(frame(1, 0, method(10, 40, shortstr(b"/") + shortstr(b"") + b"\x00")))
+    assert read_method(sock)[1:3] == (10, 41)
+    return sock
+
+
+def expect_conn_close(sock, code):
+    ch, cls, mid, args = read_method(sock)
+    assert (ch, cls, mid) == (0, 10, 50), (ch, cls, mid, args)
+    assert struct.unpack(">H", args[:2])[0] == code, args
+    sock.sendall(frame(1, 0, method(10, 51)))
+    # the server closes after close-ok
+    sock.settimeout(10)
+    while True:
+        try:
+            if not sock.recv(4096):
+                break
+        except ConnectionResetError:
+            break
+    sock.close()
+
+
+# ---- tests ------------------------------------------------------------------
+
+def test_handshake_and_close(amqp):
+    conn = connect(amqp)
+    props = conn._impl.server_properties
+    caps = props["capabilities"]
+    for cap in ("publisher_confirms", "exchange_exchange_bindings", "basic.nack",
+                "consumer_cancel_notify", "connection.blocked", "authentication_failure_close",
+                "per_consumer_qos"):
+        assert caps[cap] is True, cap
+    ch = conn.channel()
+    assert ch.is_open
+    ch.close()
+    conn.close()
+
+
+def test_handshake_frame_max_4096_raw(amqp):
+    sock = raw_handshake(amqp.port("amqp"), frame_max=4096)
+    sock.sendall(frame(1, 1, method(20, 10, shortstr(b""))))
+    assert read_method(sock)[:3] == (1, 20, 11)
+    sock.sendall(frame(1, 0, method(10, 50, struct.pack(">H", 200) + shortstr(b"bye") +
+                                    struct.pack(">HH", 0, 0))))
+    assert read_method(sock)[:3] == (0, 10, 51)
+    sock.close()
+
+
+def test_wrong_protocol_header(amqp):
+    sock = socket.create_connection(("127.0.0.1", amqp.port("amqp")), timeout=10)
+    sock.sendall(b"AMQP\x00\x00\x08\x00")
+    got = b""
+    while True:
+        part = sock.recv(64)
+        if not part:
+            break
+        got += part
+    assert got == b"AMQP\x00\x00\x09\x01"
+    sock.close()
+
+
+def test_bad_login_refused(amqp):
+    creds = pika.PlainCredentials("guest", "wrong")
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        connect(amqp, credentials=creds)
+
+
+def test_declare_publish_get(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    q = ch.queue_declare(queue="").method.queue
+    assert q.startswith("amq.gen-")
+    ch.basic_publish(exchange="", routing_key=q, body=b"hello",
+                     properties=pika.BasicProperties(content_type="text/plain", delivery_mode=2,
+                                                     headers={"k": "v"}))
+    method, props, body = ch.basic_get(q, auto_ack=False)
+    assert body == b"hello"
+    assert props.content_type == "text/plain" and props.headers == {"k": "v"}
+    assert method.delivery_tag == 1
+    ch.basic_ack(method.delivery_tag)
+    assert ch.basic_get(q) == (None, None, None)
+    conn.close()
+
+
+def test_exchanges_direct_fanout_topic(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    ch.exchange_declare("ex.d", exchange_type="direct")
+    ch.exchange_declare("ex.t", exchange_type="topic")
+    qd = ch.queue_declare("qd").method.queue
+    qt = ch.queue_declare("qt").method.queue
+    qf1 = ch.queue_declare("qf1").method.queue
+    qf2 = ch.queue_declare("qf2").method.queue
+    ch.queue_bind(qd, "ex.d", routing_key="k1")
+    ch.queue_bind(qt, "ex.t", routing_key="a.*.c.#")
+    ch.queue_bind(qf1, "amq.fanout")
+    ch.queue_bind(qf2, "amq.fanout")
+    ch.basic_publish("ex.d", "k1", b"d1")
+    ch.basic_publish("ex.d", "k2", b"dropped")
+    ch.basic_publish("ex.t", "a.b.c", b"t1")
+    ch.basic_publish("ex.t", "a.b.c.d.e", b"t2")
+    ch.basic_publish("ex.t", "a.c", b"no")
+    ch.basic_publish("amq.fanout", "", b"f")
+    assert ch.basic_get(qd, auto_ack=True)[2] == b"d1"
+    assert ch.basic_get(qd, auto_ack=True)[2] is None
+    assert ch.basic_get(qt, auto_ack=True)[2] == b"t1"
+    assert ch.basic_get(qt, auto_ack=True)[2] == b"t2"
+    assert ch.basic_get(qt, auto_ack=True)[2] is None
+    assert ch.basic_get(qf1, auto_ack=True)[2] == b"f"
+    assert ch.basic_get(qf2, auto_ack=True)[2] == b"f"
+    conn.close()
+
+
+def test_consume_with_ack_and_prefetch(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    q = ch.queue_declare("work").method.queue
+    for i in range(10):
+        ch.basic_publish("", q, b"m%d" % i)
+    ch.basic_qos(prefetch_count=3)
+    got = []
+    for method, props, body in ch.consume(q, inactivity_timeout=5):
+        assert method is not None, "consumer starved"
+        got.append(body)
+        ch.basic_ack(method.delivery_tag)
+        if len(got) == 10:
+            break
+    ch.cancel()
+    assert got == [b"m%d" % i for i in range(10)]
+    assert ch.queue_declare(q, passive=True).method.message_count == 0
+    conn.close()
+
+
+def test_unacked_redelivered_after_channel_close(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    q = ch.queue_declare("redeliver").method.queue
+    ch.basic_publish("", q, b"x")
+    method, _, body = ch.basic_get(q)
+    assert body == b"x" and not method.redelivered
+    ch.close()
+    ch2 = conn.channel()
+    method, _, body = ch2.basic_get(q, auto_ack=True)
+    assert body == b"x" and method.redelivered
+    conn.close()
+
+
+def test_one_megabyte_body_many_frames(amqp):
+    conn = connect(amqp, frame_max=8192)
+    ch = conn.channel()
+    q = ch.queue_declare("big").method.queue
+    body = bytes(range(256)) * 4096  # 1 MiB
+    ch.basic_publish("", q, body)
+    method, _, got = ch.basic_get(q, auto_ack=True)
+    assert got == body
+    conn.close()
+
+
+def test_publisher_confirms(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    q = ch.queue_declare("confirmed").method.queue
+    for i in range(5):
+        ch.basic_publish("", q, b"c%d" % i)
+    assert ch.queue_declare(q, passive=True).method.message_count == 5
+    conn.close()
+
+
+def test_publish_to_missing_exchange_closes_only_the_channel(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    ch.basic_publish("no-such-exchange", "k", b"x")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.queue_declare("after")  # the close arrives before this answer
+    assert ei.value.reply_code == 404
+    assert conn.is_open
+    ch2 = conn.channel()
+    assert ch2.queue_declare("still-fine").method.queue == "still-fine"
+    conn.close()
+
+
+def test_missing_queue_404_and_ack_unknown_tag_406(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.queue_declare("nope", passive=True)
+    assert ei.value.reply_code == 404
+    ch = conn.channel()
+    ch.basic_ack(42)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.queue_declare("x")
+    assert ei.value.reply_code == 406
+    assert conn.is_open
+    conn.close()
+
+
+def test_connection_errors_raw(amqp):
+    port = amqp.port("amqp")
+    # bad frame-end: 501
+    sock = raw_handshake(port)
+    sock.sendall(struct.pack(">BHI", 8, 0, 0) + b"\x00")
+    expect_conn_close(sock, 501)
+    # a method on a channel that is not open: 504
+    sock = raw_handshake(port)
+    sock.sendall(frame(1, 5, method(50, 10, struct.pack(">H", 0) + shortstr(b"q") + b"\x00" +
+                                    struct.pack(">I", 0))))
+    expect_conn_close(sock, 504)
+    # unknown method: 503
+    sock = raw_handshake(port)
+    sock.sendall(frame(1, 0, method(10, 99)))
+    expect_conn_close(sock, 503)
+    # body without publish: 505
+    sock = raw_handshake(port)
+    sock.sendall(frame(1, 1, method(20, 10, shortstr(b""))))
+    assert read_method(sock)[:3] == (1, 20, 11)
+    sock.sendall(frame(3, 1, b"abc"))
+    expect_conn_close(sock, 505)
+    # vhost other than "/": 530 (sent instead of open-ok)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"AMQP\x00\x00\x09\x01")
+    read_method(sock)
+    sock.sendall(frame(1, 0, method(10, 11, struct.pack(">I", 0) + shortstr(b"PLAIN") +
+                                    longstr(b"\0guest\0guest") + shortstr(b"en_US"))))
+    read_method(sock)
+    sock.sendall(frame(1, 0, method(10, 31, struct.pack(">HIH", 10, 131072, 0))))
+    sock.sendall(frame(1, 0, method(10, 40, shortstr(b"other") + shortstr(b"") + b"\x00")))
+    expect_conn_close(sock, 530)
+    # immediate=1: 540
+    sock = raw_handshake(port)
+    sock.sendall(frame(1, 1, method(20, 10, shortstr(b""))))
+    read_method(sock)
+    sock.sendall(frame(1, 1, method(60, 40, struct.pack(">H", 0) + shortstr(b"") +
+                                    shortstr(b"q") + b"\x02")))
+    expect_conn_close(sock, 540)
