@@ -1490,6 +1490,11 @@ static uint32_t kafka_poll(struct sl_worker *w, void *arg)
                         }
                 if (!due)
                         break;
+                SL_DASSERT(due->waiting);
+                if (!due->waiting) { /* heal: never spin on a stale timer */
+                        timer_remove(kw, due);
+                        continue;
+                }
                 kafka_fetch_wake(kw, due);
                 work++;
         }
