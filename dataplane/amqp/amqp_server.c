@@ -101,9 +101,12 @@ struct amqp_channel {
         uint64_t next_tag;
         uint64_t pub_seq;
         uint64_t ctag_seq;
-        /* content being received */
-        struct amqp_msg *pub;
+        /* content being received: basic.publish seen (publishing), then the
+         * message once its header gave the size */
+        bool publishing;
         bool want_header;
+        struct amqp_name pub_ex, pub_rk;
+        struct amqp_msg *pub;
         struct amqp_msg *unacked_head, *unacked_tail;
         struct amqp_consumer *consumers;
 };
@@ -789,9 +792,9 @@ static long on_publish(struct sl_conn *c, struct amqp_channel *ch, const struct 
                 return chan_error(c, ch, 404, t, m->key);
         }
         /* The message is allocated once its header gives the body size. */
-        ch->pub = msg_new(ex, m->args[AMQP_BASIC_PUBLISH_ROUTING_KEY].b, 0, 0);
-        if (!ch->pub)
-                return conn_error(c, 541, "out of memory", m->key);
+        name_set(&ch->pub_ex, ex);
+        name_set(&ch->pub_rk, m->args[AMQP_BASIC_PUBLISH_ROUTING_KEY].b);
+        ch->publishing = true;
         ch->want_header = true;
         return 0;
 }
@@ -800,6 +803,7 @@ static long publish_done(struct sl_conn *c, struct amqp_channel *ch)
 {
         struct amqp_msg *m = ch->pub;
         ch->pub = NULL;
+        ch->publishing = false;
         route(aw_of(c->w), m);
         if (ch->confirm) {
                 struct amqp_method a;
@@ -819,16 +823,12 @@ static long on_header(struct sl_conn *c, struct amqp_channel *ch, const struct a
         if (h.class_id != AMQP_CLASS_BASIC)
                 return conn_error(c, 505, "content header for a class other than basic",
                                   AMQP_BASIC_PUBLISH);
-        struct amqp_msg *old = ch->pub;
-        if (h.body_size > AMQP_MSG_MAX) {
-                ch->want_header = false;
+        if (h.body_size > AMQP_MSG_MAX)
                 return chan_error(c, ch, 406, "message size larger than max size 16777216",
                                   AMQP_BASIC_PUBLISH);
-        }
-        struct amqp_msg *m = msg_new((struct amqp_bytes){old->data, old->ex_len},
-                                     (struct amqp_bytes){old->data + old->ex_len, old->rk_len},
-                                     f->size, h.body_size);
-        free(old);
+        /* The one allocation per message (freed on ack or no-ack delivery). */
+        struct amqp_msg *m =
+            msg_new(name_view(&ch->pub_ex), name_view(&ch->pub_rk), f->size, h.body_size);
         ch->pub = m;
         if (!m)
                 return conn_error(c, 541, "out of memory", AMQP_BASIC_PUBLISH);
@@ -1026,7 +1026,7 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
                 }
                 return 0;
         }
-        if (ch->pub)
+        if (ch->publishing)
                 return conn_error(c, 505, "expected content header/body, got a method", m->key);
         switch (m->key) {
         case AMQP_CHANNEL_CLOSE:
@@ -1171,7 +1171,7 @@ static long on_frame(struct sl_conn *c, struct amqp_conn *ac, const struct amqp_
                 return conn_error(c, 504, "content frame on a channel not open", 0);
         if (ch->closing)
                 return 0;
-        if (!ch->pub)
+        if (!ch->publishing)
                 return conn_error(c, 505, "content frame without basic.publish", 0);
         if (f->type == AMQP_FRAME_HEADER) {
                 if (!ch->want_header)

@@ -328,3 +328,55 @@ def test_connection_errors_raw(amqp):
     sock.sendall(frame(1, 1, method(60, 40, struct.pack(">H", 0) + shortstr(b"") +
                                     shortstr(b"q") + b"\x02")))
     expect_conn_close(sock, 540)
+
+
+def test_heartbeats_sent_and_expected(amqp):
+    """tune-ok heartbeat=1: the server sends heartbeats about every 0.5 s
+    and closes the socket after ~2 s without anything from us."""
+    sock = socket.create_connection(("127.0.0.1", amqp.port("amqp")), timeout=10)
+    sock.sendall(b"AMQP\x00\x00\x09\x01")
+    read_method(sock)
+    sock.sendall(frame(1, 0, method(10, 11, struct.pack(">I", 0) + shortstr(b"PLAIN") +
+                                    longstr(b"\0guest\0guest") + shortstr(b"en_US"))))
+    read_method(sock)
+    sock.sendall(frame(1, 0, method(10, 31, struct.pack(">HIH", 10, 131072, 1))))
+    sock.sendall(frame(1, 0, method(10, 40, shortstr(b"/") + shortstr(b"") + b"\x00")))
+    ftype, ch, payload = read_frame(sock)
+    assert (ftype, ch) == (1, 0)  # open-ok
+    beats = 0
+    sock.settimeout(8)
+    try:
+        while True:
+            ftype, ch, payload = read_frame(sock)
+            assert (ftype, ch, payload) == (8, 0, b"")
+            beats += 1
+    except (EOFError, ConnectionResetError):
+        pass
+    assert beats >= 2
+    sock.close()
+
+
+def test_heartbeats_keep_a_live_client(amqp):
+    """A client answering heartbeats stays connected past the timeout."""
+    conn = connect(amqp, heartbeat=1)
+    ch = conn.channel()
+    q = ch.queue_declare("hb").method.queue
+    deadline = __import__("time").monotonic() + 3
+    while __import__("time").monotonic() < deadline:
+        conn.process_data_events(time_limit=0.5)
+    ch.basic_publish("", q, b"alive")
+    assert ch.basic_get(q, auto_ack=True)[2] == b"alive"
+    conn.close()
+
+
+def test_amqp_tools_librabbitmq(amqp):
+    import shutil
+    import subprocess
+    if not shutil.which("amqp-publish"):
+        pytest.skip("amqp-tools not installed")
+    url = f"amqp://guest:guest@127.0.0.1:{amqp.port('amqp')}"
+    run = lambda *a: subprocess.run(list(a) + ["-u", url], check=True, capture_output=True,
+                                    timeout=10)
+    assert run("amqp-declare-queue", "-q", "tools").stdout.strip() == b"tools"
+    run("amqp-publish", "-r", "tools", "-b", "from librabbitmq")
+    assert run("amqp-get", "-q", "tools").stdout == b"from librabbitmq"
