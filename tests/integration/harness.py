@@ -38,7 +38,10 @@ class Sluiced:
             "server": {"data_dir": self.data_dir, "log_level": "info"},
             "cores": {"worker_count": workers},
             "net": {"backend": backend, "chaos_seed": str(os.getpid())},
-            "listeners": listeners or {"nats": "127.0.0.1:0", "test": "127.0.0.1:0"},
+            # Every listener the test does not ask for is off, so no test
+            # ever binds a protocol's well-known port.
+            "listeners": dict({"nats": "off", "kafka": "off", "amqp": "off", "test": "off"},
+                              **(listeners or {"nats": "127.0.0.1:0", "test": "127.0.0.1:0"})),
             "admin": {"listen": "127.0.0.1:0"},
         }
         for sec, kv in (extra or {}).items():
