@@ -24,7 +24,7 @@
 /* The Kafka and AMQP front-ends do not exist yet: their listeners default
  * to off so that a default sluiced never accepts connections it cannot
  * serve. Flip these when the front-ends land. */
-#define CTL_KAFKA_DEFAULT_ENABLED false
+#define CTL_KAFKA_DEFAULT_ENABLED true
 #define CTL_AMQP_DEFAULT_ENABLED  false
 
 #define CTL_CPU_ID_MAX     (CPU_SETSIZE - 1)

@@ -137,7 +137,7 @@ static void test_defaults(void **state)
         assert_int_equal(nats->port, 4222);
         assert_string_equal(nats->advertised_host, "");
         assert_int_equal(nats->advertised_port, 0);
-        assert_false(cfg.listeners[CTL_PROTO_KAFKA].enabled);
+        assert_true(cfg.listeners[CTL_PROTO_KAFKA].enabled);
         assert_int_equal(cfg.listeners[CTL_PROTO_KAFKA].port, 9092);
         assert_false(cfg.listeners[CTL_PROTO_AMQP].enabled);
         assert_int_equal(cfg.listeners[CTL_PROTO_AMQP].port, 5672);
@@ -327,9 +327,10 @@ static void test_listener_off_and_admin_off(void **state)
         assert_int_equal(load(&cfg, "[listeners]\nnats = off\n[admin]\nlisten = off\n"), 0);
         assert_false(cfg.listeners[CTL_PROTO_NATS].enabled);
         assert_false(cfg.admin_enabled);
-        /* kafka is off by default until its front-end exists; turning it on works */
-        assert_int_equal(load(&cfg, "[listeners]\nkafka = 127.0.0.1:9092\n"), 0);
-        assert_true(cfg.listeners[CTL_PROTO_KAFKA].enabled);
+        /* kafka is on by default; off turns it off */
+        assert_int_equal(load(&cfg, "[listeners]\nkafka = off\n"), 0);
+        assert_false(cfg.listeners[CTL_PROTO_KAFKA].enabled);
+
 }
 
 static void test_worker_count_unpinned(void **state)
@@ -895,7 +896,7 @@ static void test_print_content_and_core_plan(void **state)
         char *out = print_to_string(&cfg);
         assert_contains(out, "# sluice effective configuration, from t.conf\n[server]\n");
         assert_contains(out, "\n[listeners]\nnats = 127.0.0.1:4222\nnats_advertised =\n");
-        assert_contains(out, "\nkafka = off\n");
+        assert_contains(out, "\nkafka = 127.0.0.1:9092\n");
         assert_contains(out, "\npending_response_bytes_max = 3G\n");
         assert_contains(out, "\n# core plan (");
         snprintf(line, sizeof(line), "#   control thread: core %d\n", cpu);
