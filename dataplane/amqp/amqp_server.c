@@ -72,6 +72,9 @@ struct amqp_queue {
         uint64_t count;
         struct amqp_consumer *consumers;
         uint32_t nconsumers;
+        uint32_t unacked_refs; /* unacked messages pointing here */
+        bool deleted;          /* unlinked; freed when unacked_refs drops to 0 */
+        struct sl_conn *owner; /* exclusive queues: deleted when it closes */
 };
 
 struct amqp_binding {
@@ -104,6 +107,7 @@ struct amqp_channel {
         /* content being received: basic.publish seen (publishing), then the
          * message once its header gave the size */
         bool publishing;
+        bool mandatory;
         bool want_header;
         struct amqp_name pub_ex, pub_rk;
         struct amqp_msg *pub;
@@ -119,6 +123,7 @@ struct amqp_conn {
         uint16_t channel_max;
         uint32_t frame_max;
         uint16_t heartbeat;
+        bool cancel_notify; /* client capability consumer_cancel_notify */
         uint64_t last_rx_ms, last_tx_hb_ms, phase_since_ms;
         struct amqp_channel **chans; /* [channel_max + 1], allocated at the first channel.open */
 };
@@ -371,10 +376,8 @@ static uint32_t route(struct amqp_worker *aw, struct amqp_msg *m)
                                 targets[nt++] = b->q;
                 }
         }
-        if (nt == 0) {
-                free(m);
-                return 0;
-        }
+        if (nt == 0)
+                return 0; /* m stays the caller's (basic.return) */
         for (uint32_t i = 1; i < nt; i++) {
                 struct amqp_msg *cp = malloc(msg_size(m));
                 if (!cp)
@@ -436,8 +439,16 @@ fail:
         return -ENOBUFS;
 }
 
+static void queue_unref(struct amqp_queue *q)
+{
+        SL_ASSERT(q->unacked_refs > 0);
+        if (--q->unacked_refs == 0 && q->deleted)
+                free(q);
+}
+
 static void unacked_add(struct amqp_channel *ch, struct amqp_msg *m)
 {
+        m->uq->unacked_refs++;
         m->next = NULL;
         if (ch->unacked_tail)
                 ch->unacked_tail->next = m;
@@ -537,7 +548,12 @@ static void requeue_list(struct amqp_msg *m)
                 rev->redelivered = true;
                 if (rev->ucons)
                         rev->ucons->unacked--;
-                queue_push_front(rev->uq, rev);
+                struct amqp_queue *q = rev->uq;
+                if (q->deleted)
+                        free(rev);
+                else
+                        queue_push_front(q, rev);
+                queue_unref(q);
                 rev = n;
         }
 }
@@ -625,6 +641,12 @@ static long on_start_ok(struct sl_conn *c, struct amqp_conn *ac, const struct am
                                      : "Login was refused using authentication mechanism PLAIN",
                                   m->key);
         }
+        struct amqp_field caps, f;
+        if (amqp_table_find(m->args[AMQP_CONNECTION_START_OK_CLIENT_PROPERTIES].b, "capabilities",
+                            &caps) == 1 &&
+            caps.tag == 'F' && amqp_table_find(caps.v.b, "consumer_cancel_notify", &f) == 1 &&
+            f.tag == 't')
+                ac->cancel_notify = f.v.u != 0;
         struct amqp_method t;
         amqp_method_init(&t, AMQP_CONNECTION_TUNE);
         t.args[AMQP_CONNECTION_TUNE_CHANNEL_MAX].u = AMQP_CHANNEL_MAX;
@@ -735,8 +757,12 @@ static long on_queue_declare(struct sl_conn *c, struct amqp_channel *ch,
                 if (!q)
                         return conn_error(c, 541, "out of memory", m->key);
                 name_set(&q->name, name);
+                if (m->args[AMQP_QUEUE_DECLARE_EXCLUSIVE].u)
+                        q->owner = c;
                 q->next = aw->queues;
                 aw->queues = q;
+        } else if (q->owner && q->owner != c) {
+                return chan_error(c, ch, 405, "queue is exclusive to another connection", m->key);
         }
         if (m->args[AMQP_QUEUE_DECLARE_NOWAIT].u)
                 return 0;
@@ -779,6 +805,156 @@ static long on_queue_bind(struct sl_conn *c, struct amqp_channel *ch, const stru
         return send_simple(c, ch->id, AMQP_QUEUE_BIND_OK);
 }
 
+/* Unlinks q: bindings dropped, consumers cancelled (notified when the client
+ * asked for it), ready messages freed. Unacked ones keep q alive until they
+ * settle. Returns the number of ready messages dropped. */
+static uint64_t queue_delete(struct amqp_worker *aw, struct amqp_queue *q)
+{
+        for (struct amqp_queue **pp = &aw->queues; *pp; pp = &(*pp)->next)
+                if (*pp == q) {
+                        *pp = q->next;
+                        break;
+                }
+        q->deleted = true;
+        for (struct amqp_exchange *e = aw->exchanges; e; e = e->next)
+                for (struct amqp_binding **bp = &e->bindings; *bp;) {
+                        struct amqp_binding *b = *bp;
+                        if (b->q == q) {
+                                *bp = b->next;
+                                free(b);
+                        } else {
+                                bp = &b->next;
+                        }
+                }
+        while (q->consumers) {
+                struct amqp_consumer *k = q->consumers;
+                struct amqp_conn *kc = k->c->proto_state;
+                if (kc->cancel_notify && k->c->state == SL_CONN_OPEN && !k->ch->closing) {
+                        struct amqp_method r;
+                        amqp_method_init(&r, AMQP_BASIC_CANCEL);
+                        r.args[AMQP_BASIC_CANCEL_CONSUMER_TAG].b = name_view(&k->tag);
+                        r.args[AMQP_BASIC_CANCEL_NOWAIT].u = 1;
+                        send_method(k->c, k->ch->id, &r);
+                }
+                consumer_remove(k);
+        }
+        uint64_t n = q->count;
+        struct amqp_msg *m;
+        while ((m = queue_pop(q)))
+                free(m);
+        if (!q->unacked_refs)
+                free(q);
+        return n;
+}
+
+/* Finds a queue for a channel method: 404 if missing, 405 if another
+ * connection holds it exclusively. */
+static struct amqp_queue *queue_lookup(struct sl_conn *c, struct amqp_channel *ch,
+                                       struct amqp_bytes name, uint32_t key, long *err)
+{
+        struct amqp_queue *q = queue_find(aw_of(c->w), name);
+        if (!q) {
+                *err = chan_error(c, ch, 404, "no queue", key);
+                return NULL;
+        }
+        if (q->owner && q->owner != c) {
+                *err = chan_error(c, ch, 405, "queue is exclusive to another connection", key);
+                return NULL;
+        }
+        return q;
+}
+
+static long on_queue_delete(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
+{
+        struct amqp_bytes name = m->args[AMQP_QUEUE_DELETE_QUEUE].b;
+        struct amqp_queue *q = queue_find(aw_of(c->w), name);
+        uint64_t n = 0;
+        /* A missing queue is deleted already: delete-ok, as RabbitMQ does. */
+        if (q) {
+                long err = 0;
+                if (!queue_lookup(c, ch, name, m->key, &err))
+                        return err;
+                if (m->args[AMQP_QUEUE_DELETE_IF_UNUSED].u && q->nconsumers)
+                        return chan_error(c, ch, 406, "queue in use", m->key);
+                if (m->args[AMQP_QUEUE_DELETE_IF_EMPTY].u && q->count)
+                        return chan_error(c, ch, 406, "queue not empty", m->key);
+                n = queue_delete(aw_of(c->w), q);
+        }
+        if (m->args[AMQP_QUEUE_DELETE_NOWAIT].u)
+                return 0;
+        struct amqp_method r;
+        amqp_method_init(&r, AMQP_QUEUE_DELETE_OK);
+        r.args[AMQP_QUEUE_DELETE_OK_MESSAGE_COUNT].u = (uint32_t)n;
+        return send_method(c, ch->id, &r);
+}
+
+static long on_queue_purge(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
+{
+        long err = 0;
+        struct amqp_queue *q = queue_lookup(c, ch, m->args[AMQP_QUEUE_PURGE_QUEUE].b, m->key, &err);
+        if (!q)
+                return err;
+        uint64_t n = q->count;
+        struct amqp_msg *x;
+        while ((x = queue_pop(q)))
+                free(x);
+        if (m->args[AMQP_QUEUE_PURGE_NOWAIT].u)
+                return 0;
+        struct amqp_method r;
+        amqp_method_init(&r, AMQP_QUEUE_PURGE_OK);
+        r.args[AMQP_QUEUE_PURGE_OK_MESSAGE_COUNT].u = (uint32_t)n;
+        return send_method(c, ch->id, &r);
+}
+
+static long on_queue_unbind(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
+{
+        struct amqp_worker *aw = aw_of(c->w);
+        long err = 0;
+        struct amqp_queue *q =
+            queue_lookup(c, ch, m->args[AMQP_QUEUE_UNBIND_QUEUE].b, m->key, &err);
+        if (!q)
+                return err;
+        struct amqp_exchange *e = ex_find(aw, m->args[AMQP_QUEUE_UNBIND_EXCHANGE].b);
+        if (!e)
+                return chan_error(c, ch, 404, "no exchange", m->key);
+        struct amqp_bytes key = m->args[AMQP_QUEUE_UNBIND_ROUTING_KEY].b;
+        for (struct amqp_binding **bp = &e->bindings; *bp; bp = &(*bp)->next)
+                if ((*bp)->q == q && name_eq(&(*bp)->key, key)) {
+                        struct amqp_binding *b = *bp;
+                        *bp = b->next;
+                        free(b);
+                        break;
+                }
+        return send_simple(c, ch->id, AMQP_QUEUE_UNBIND_OK);
+}
+
+static long on_exchange_delete(struct sl_conn *c, struct amqp_channel *ch,
+                               const struct amqp_method *m)
+{
+        struct amqp_worker *aw = aw_of(c->w);
+        struct amqp_bytes name = m->args[AMQP_EXCHANGE_DELETE_EXCHANGE].b;
+        if (name.len == 0 || (name.len >= 4 && !memcmp(name.ptr, "amq.", 4)))
+                return chan_error(c, ch, 403, "cannot delete a built-in exchange", m->key);
+        struct amqp_exchange **pp = &aw->exchanges;
+        while (*pp && !name_eq(&(*pp)->name, name))
+                pp = &(*pp)->next;
+        struct amqp_exchange *e = *pp;
+        if (e) {
+                if (m->args[AMQP_EXCHANGE_DELETE_IF_UNUSED].u && e->bindings)
+                        return chan_error(c, ch, 406, "exchange in use", m->key);
+                *pp = e->next;
+                while (e->bindings) {
+                        struct amqp_binding *b = e->bindings;
+                        e->bindings = b->next;
+                        free(b);
+                }
+                free(e);
+        }
+        if (m->args[AMQP_EXCHANGE_DELETE_NOWAIT].u)
+                return 0;
+        return send_simple(c, ch->id, AMQP_EXCHANGE_DELETE_OK);
+}
+
 static long on_publish(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
 {
         struct amqp_worker *aw = aw_of(c->w);
@@ -795,6 +971,7 @@ static long on_publish(struct sl_conn *c, struct amqp_channel *ch, const struct 
         name_set(&ch->pub_ex, ex);
         name_set(&ch->pub_rk, m->args[AMQP_BASIC_PUBLISH_ROUTING_KEY].b);
         ch->publishing = true;
+        ch->mandatory = m->args[AMQP_BASIC_PUBLISH_MANDATORY].u;
         ch->want_header = true;
         return 0;
 }
@@ -804,7 +981,25 @@ static long publish_done(struct sl_conn *c, struct amqp_channel *ch)
         struct amqp_msg *m = ch->pub;
         ch->pub = NULL;
         ch->publishing = false;
-        route(aw_of(c->w), m);
+        if (route(aw_of(c->w), m) == 0) {
+                if (ch->mandatory) {
+                        struct amqp_method r;
+                        amqp_method_init(&r, AMQP_BASIC_RETURN);
+                        r.args[AMQP_BASIC_RETURN_REPLY_CODE].u = 312;
+                        r.args[AMQP_BASIC_RETURN_REPLY_TEXT].b = amqp_cstr("NO_ROUTE");
+                        r.args[AMQP_BASIC_RETURN_EXCHANGE].b =
+                            (struct amqp_bytes){m->data, m->ex_len};
+                        r.args[AMQP_BASIC_RETURN_ROUTING_KEY].b =
+                            (struct amqp_bytes){m->data + m->ex_len, m->rk_len};
+                        /* no room: the return is dropped (output is full) */
+                        int rc = send_content(c, ch->id, &r, m);
+                        if (rc == -ENOBUFS) {
+                                free(m);
+                                return -1;
+                        }
+                }
+                free(m);
+        }
         if (ch->confirm) {
                 struct amqp_method a;
                 amqp_method_init(&a, AMQP_BASIC_ACK);
@@ -855,9 +1050,11 @@ static long on_body(struct sl_conn *c, struct amqp_channel *ch, const struct amq
 static long on_consume(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
 {
         struct amqp_worker *aw = aw_of(c->w);
-        struct amqp_queue *q = queue_find(aw, m->args[AMQP_BASIC_CONSUME_QUEUE].b);
+        long err = 0;
+        struct amqp_queue *q =
+            queue_lookup(c, ch, m->args[AMQP_BASIC_CONSUME_QUEUE].b, m->key, &err);
         if (!q)
-                return chan_error(c, ch, 404, "no queue", m->key);
+                return err;
         struct amqp_bytes tag = m->args[AMQP_BASIC_CONSUME_CONSUMER_TAG].b;
         char gen[48];
         if (tag.len == 0) {
@@ -914,9 +1111,11 @@ static long on_cancel(struct sl_conn *c, struct amqp_channel *ch, const struct a
 static long on_get(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
 {
         struct amqp_worker *aw = aw_of(c->w);
-        struct amqp_queue *q = queue_find(aw, m->args[AMQP_BASIC_GET_QUEUE].b);
+        long err = 0;
+        (void)aw;
+        struct amqp_queue *q = queue_lookup(c, ch, m->args[AMQP_BASIC_GET_QUEUE].b, m->key, &err);
         if (!q)
-                return chan_error(c, ch, 404, "no queue", m->key);
+                return err;
         struct amqp_msg *msg = q->head;
         if (!msg)
                 return send_simple(c, ch->id, AMQP_BASIC_GET_EMPTY);
@@ -975,7 +1174,9 @@ static long settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
                 } else {
                         if (x->ucons)
                                 x->ucons->unacked--;
+                        struct amqp_queue *q = x->uq;
                         free(x);
+                        queue_unref(q);
                 }
                 if (!multiple)
                         break;
@@ -1052,6 +1253,14 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
                 return on_queue_declare(c, ch, m);
         case AMQP_QUEUE_BIND:
                 return on_queue_bind(c, ch, m);
+        case AMQP_QUEUE_UNBIND:
+                return on_queue_unbind(c, ch, m);
+        case AMQP_QUEUE_PURGE:
+                return on_queue_purge(c, ch, m);
+        case AMQP_QUEUE_DELETE:
+                return on_queue_delete(c, ch, m);
+        case AMQP_EXCHANGE_DELETE:
+                return on_exchange_delete(c, ch, m);
         case AMQP_BASIC_QOS:
                 ch->prefetch = (uint16_t)m->args[AMQP_BASIC_QOS_PREFETCH_COUNT].u;
                 return send_simple(c, chan, AMQP_BASIC_QOS_OK);
@@ -1305,6 +1514,14 @@ static void amqp_closed(struct sl_conn *c, enum sl_close_reason why)
                                 chan_free(c, ac->chans[i]);
                 free(ac->chans);
                 ac->chans = NULL;
+        }
+        struct amqp_worker *aw = aw_of(c->w);
+        for (struct amqp_queue **pp = &aw->queues; *pp;) {
+                struct amqp_queue *q = *pp;
+                if (q->owner == c)
+                        queue_delete(aw, q); /* unlinks q: *pp is now the next */
+                else
+                        pp = &q->next;
         }
         amqp_parser_take_buffer(&ac->parser);
         free(ac->abuf);

@@ -380,3 +380,86 @@ def test_amqp_tools_librabbitmq(amqp):
     assert run("amqp-declare-queue", "-q", "tools").stdout.strip() == b"tools"
     run("amqp-publish", "-r", "tools", "-b", "from librabbitmq")
     assert run("amqp-get", "-q", "tools").stdout == b"from librabbitmq"
+
+
+def test_queue_purge_unbind_delete_and_exchange_delete(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    ch.exchange_declare("ex.del", exchange_type="direct")
+    q = ch.queue_declare("qdel").method.queue
+    ch.queue_bind(q, "ex.del", routing_key="k")
+    for _ in range(3):
+        ch.basic_publish("ex.del", "k", b"x")
+    assert ch.queue_purge(q).method.message_count == 3
+    ch.queue_unbind(q, "ex.del", routing_key="k")
+    ch.basic_publish("ex.del", "k", b"unrouted")
+    assert ch.queue_declare(q, passive=True).method.message_count == 0
+    ch.basic_publish("", q, b"one")
+    # an unacked message survives the delete of its queue until acked
+    method, _, body = ch.basic_get(q)
+    ch.basic_publish("", q, b"two")
+    assert ch.queue_delete(q).method.message_count == 1
+    ch.basic_ack(method.delivery_tag)
+    assert ch.queue_delete("never-existed").method.message_count == 0
+    ch.exchange_delete("ex.del")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.queue_declare(q, passive=True)
+    assert ei.value.reply_code == 404
+    ch = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.exchange_declare("ex.del", passive=True)
+    assert ei.value.reply_code == 404
+    conn.close()
+
+
+def test_consumer_cancelled_when_queue_deleted(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    q = ch.queue_declare("doomed").method.queue
+    cancelled = []
+    ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+    tag = ch.basic_consume(q, lambda *a: None)
+    other = conn.channel()
+    other.queue_delete(q)
+    conn.process_data_events(time_limit=0)
+    while not cancelled:
+        conn.process_data_events(time_limit=1)
+    assert cancelled == [tag]
+    conn.close()
+
+
+def test_mandatory_unroutable_is_returned(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    with pytest.raises(pika.exceptions.UnroutableError):
+        ch.basic_publish("amq.direct", "nobody", b"bounce", mandatory=True)
+    conn.close()
+
+
+def test_exclusive_queue_locked_and_dropped_with_owner(amqp):
+    owner = connect(amqp)
+    och = owner.channel()
+    q = och.queue_declare("", exclusive=True).method.queue
+    other = connect(amqp)
+    ch = other.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.basic_get(q)
+    assert ei.value.reply_code == 405
+    owner.close()
+    # The server drops the queue when it releases the connection, which may
+    # be just after the client saw close-ok: poll for the 404.
+    from harness import wait_until
+
+    def gone():
+        c = other.channel()
+        try:
+            c.queue_declare(q, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as e:
+            assert e.reply_code == 404
+            return True
+        c.close()
+        return False
+
+    wait_until(gone, 10, "the exclusive queue to go with its owner")
+    other.close()
