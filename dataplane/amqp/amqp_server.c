@@ -173,8 +173,10 @@ static int send_simple(struct sl_conn *c, uint16_t ch, uint32_t key)
         return send_method(c, ch, &m);
 }
 
-/* Hard error: connection.close with code and text, then wait for close-ok. */
-static long conn_error(struct sl_conn *c, uint16_t code, const char *text, uint32_t cause)
+/* Hard error: connection.close with code and text, then wait for close-ok;
+ * or, when last (nothing more can be parsed), close right after sending. */
+static long conn_error_ex(struct sl_conn *c, uint16_t code, const char *text, uint32_t cause,
+                          bool last)
 {
         struct amqp_conn *ac = c->proto_state;
         if (ac->phase == AMQP_PH_CLOSING)
@@ -192,7 +194,7 @@ static long conn_error(struct sl_conn *c, uint16_t code, const char *text, uint3
         uint8_t buf[512];
         int n = amqp_method_frame_encode(0, &m, buf, sizeof(buf));
         SL_ASSERT(n > 0);
-        if (ac->phase < AMQP_PH_TUNE_OK) {
+        if (last || ac->phase < AMQP_PH_TUNE_OK) {
                 /* Before tune there is nothing to negotiate: say it and go. */
                 sl_conn_send_last(c, buf, (size_t)n, SL_CLOSE_PROTOCOL);
                 return -1;
@@ -204,6 +206,11 @@ static long conn_error(struct sl_conn *c, uint16_t code, const char *text, uint3
         ac->phase = AMQP_PH_CLOSING;
         ac->phase_since_ms = c->w->now_ms;
         return 0;
+}
+
+static long conn_error(struct sl_conn *c, uint16_t code, const char *text, uint32_t cause)
+{
+        return conn_error_ex(c, code, text, cause, false);
 }
 
 static void chan_free(struct sl_conn *c, struct amqp_channel *ch);
@@ -1440,12 +1447,13 @@ static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
                                 sl_conn_close(c, SL_CLOSE_PROTOCOL);
                                 return -1;
                         }
-                        if (ac->phase < AMQP_PH_TUNE_OK)
-                                ac->phase = AMQP_PH_TUNE_OK;
-                        if (conn_error(c, (uint16_t)-rc, ac->parser.err_text, 0) < 0)
-                                return -1;
-                        /* the parser is sticky: nothing more can be read */
-                        return (long)n;
+                        /* The stream is lost (the parser is sticky): say
+                         * why and close without waiting for close-ok. */
+                        if (ac->phase == AMQP_PH_CLOSING)
+                                sl_conn_close(c, SL_CLOSE_PROTOCOL);
+                        else
+                                conn_error_ex(c, (uint16_t)-rc, ac->parser.err_text, 0, true);
+                        return -1;
                 }
                 if (rc == AMQP_PARSE_PROTOCOL) {
                         ac->phase = AMQP_PH_START_OK;

@@ -141,16 +141,28 @@ def test_handshake_frame_max_4096_raw(amqp):
     sock.close()
 
 
-def test_wrong_protocol_header(amqp):
+@pytest.mark.parametrize("header", [b"AMQP\x00\x00\x08\x00", b"GET / HTTP/1.1\r\n\r\n",
+                                    b"AMQP\x03\x01\x00\x00"])
+def test_wrong_protocol_header(amqp, header):
     sock = socket.create_connection(("127.0.0.1", amqp.port("amqp")), timeout=10)
-    sock.sendall(b"AMQP\x00\x00\x08\x00")
+    sock.sendall(header)
     got = b""
     while True:
-        part = sock.recv(64)
+        try:
+            part = sock.recv(64)
+        except ConnectionResetError:
+            break
         if not part:
             break
         got += part
     assert got == b"AMQP\x00\x00\x09\x01"
+    sock.close()
+
+
+def test_amqp_0_9_header_accepted(amqp):
+    sock = socket.create_connection(("127.0.0.1", amqp.port("amqp")), timeout=10)
+    sock.sendall(b"AMQP\x01\x01\x00\x09")
+    assert read_method(sock)[:3] == (0, 10, 10)
     sock.close()
 
 
