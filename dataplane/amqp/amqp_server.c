@@ -74,6 +74,7 @@ struct amqp_queue {
         uint32_t nconsumers;
         uint32_t unacked_refs; /* unacked messages pointing here */
         bool deleted;          /* unlinked; freed when unacked_refs drops to 0 */
+        bool auto_delete;      /* deleted when its last consumer goes */
         struct sl_conn *owner; /* exclusive queues: deleted when it closes */
 };
 
@@ -100,7 +101,9 @@ struct amqp_channel {
         uint16_t id;
         bool closing; /* we sent channel.close */
         bool confirm;
-        uint16_t prefetch; /* for consumers created afterwards (per_consumer_qos) */
+        uint16_t prefetch;  /* for consumers created afterwards (per_consumer_qos) */
+        uint16_t gprefetch; /* basic.qos global: shared by the channel's consumers */
+        uint32_t nunacked;  /* length of the unacked list */
         uint64_t next_tag;
         uint64_t pub_seq;
         uint64_t ctag_seq;
@@ -456,6 +459,7 @@ static void queue_unref(struct amqp_queue *q)
 static void unacked_add(struct amqp_channel *ch, struct amqp_msg *m)
 {
         m->uq->unacked_refs++;
+        ch->nunacked++;
         m->next = NULL;
         if (ch->unacked_tail)
                 ch->unacked_tail->next = m;
@@ -479,6 +483,8 @@ static void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
                         if (k->c->state != SL_CONN_OPEN || ac->phase != AMQP_PH_RUNNING)
                                 continue;
                         if (!k->no_ack && k->prefetch && k->unacked >= k->prefetch)
+                                continue;
+                        if (!k->no_ack && k->ch->gprefetch && k->ch->nunacked >= k->ch->gprefetch)
                                 continue;
                         pick = k;
                         break;
@@ -519,8 +525,11 @@ static void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
         }
 }
 
+static uint64_t queue_delete(struct amqp_worker *aw, struct amqp_queue *q);
+
 static void consumer_remove(struct amqp_consumer *k)
 {
+        struct amqp_worker *aw = aw_of(k->c->w);
         struct amqp_queue *q = k->q;
         for (struct amqp_consumer **pp = &q->consumers; *pp; pp = &(*pp)->next_in_queue)
                 if (*pp == k) {
@@ -537,6 +546,9 @@ static void consumer_remove(struct amqp_consumer *k)
                 if (m->ucons == k)
                         m->ucons = NULL;
         free(k);
+        /* auto-delete: the queue goes with its last consumer */
+        if (q->auto_delete && !q->deleted && q->nconsumers == 0)
+                queue_delete(aw, q);
 }
 
 /* Puts unacked messages back at the head of their queues, in order. */
@@ -573,6 +585,7 @@ static void chan_free(struct sl_conn *c, struct amqp_channel *ch)
                 consumer_remove(ch->consumers);
         struct amqp_msg *un = ch->unacked_head;
         ch->unacked_head = ch->unacked_tail = NULL;
+        ch->nunacked = 0;
         requeue_list(un);
         free(ch->pub);
         ac->chans[ch->id] = NULL;
@@ -766,6 +779,7 @@ static long on_queue_declare(struct sl_conn *c, struct amqp_channel *ch,
                 name_set(&q->name, name);
                 if (m->args[AMQP_QUEUE_DECLARE_EXCLUSIVE].u)
                         q->owner = c;
+                q->auto_delete = m->args[AMQP_QUEUE_DECLARE_AUTO_DELETE].u;
                 q->next = aw->queues;
                 aw->queues = q;
         } else if (q->owner && q->owner != c) {
@@ -1171,6 +1185,7 @@ static long settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
                         continue;
                 }
                 found = true;
+                ch->nunacked--;
                 *pp = x->next;
                 if (ch->unacked_tail == x)
                         ch->unacked_tail = prev;
@@ -1269,8 +1284,26 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
         case AMQP_EXCHANGE_DELETE:
                 return on_exchange_delete(c, ch, m);
         case AMQP_BASIC_QOS:
-                ch->prefetch = (uint16_t)m->args[AMQP_BASIC_QOS_PREFETCH_COUNT].u;
+                if (m->args[AMQP_BASIC_QOS_GLOBAL].u)
+                        ch->gprefetch = (uint16_t)m->args[AMQP_BASIC_QOS_PREFETCH_COUNT].u;
+                else
+                        ch->prefetch = (uint16_t)m->args[AMQP_BASIC_QOS_PREFETCH_COUNT].u;
                 return send_simple(c, chan, AMQP_BASIC_QOS_OK);
+        case AMQP_BASIC_RECOVER:
+        case AMQP_BASIC_RECOVER_ASYNC: {
+                /* requeue=0 (redeliver to the same consumer) is not
+                 * supported by RabbitMQ either; both requeue. */
+                struct amqp_msg *un = ch->unacked_head;
+                ch->unacked_head = ch->unacked_tail = NULL;
+                ch->nunacked = 0;
+                requeue_list(un);
+                struct amqp_worker *aw = aw_of(c->w);
+                if (m->key == AMQP_BASIC_RECOVER && send_simple(c, chan, AMQP_BASIC_RECOVER_OK))
+                        return -1;
+                for (struct amqp_queue *q = aw->queues; q; q = q->next)
+                        queue_dispatch(aw, q);
+                return 0;
+        }
         case AMQP_BASIC_PUBLISH:
                 return on_publish(c, ch, m);
         case AMQP_BASIC_CONSUME:

@@ -475,3 +475,42 @@ def test_exclusive_queue_locked_and_dropped_with_owner(amqp):
 
     wait_until(gone, 10, "the exclusive queue to go with its owner")
     other.close()
+
+
+def test_auto_delete_queue_goes_with_its_last_consumer(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    q = ch.queue_declare("auto", auto_delete=True).method.queue
+    tag = ch.basic_consume(q, lambda *a: None)
+    ch.basic_cancel(tag)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.queue_declare(q, passive=True)
+    assert ei.value.reply_code == 404
+    conn.close()
+
+
+def test_global_qos_and_recover(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    q = ch.queue_declare("gq").method.queue
+    for i in range(6):
+        ch.basic_publish("", q, b"%d" % i)
+    ch.basic_qos(prefetch_count=2, global_qos=True)
+    got = []
+    for method, _, body in ch.consume(q, inactivity_timeout=0.5):
+        if method is None:
+            break
+        got.append((method.delivery_tag, body))
+    assert [b for _, b in got] == [b"0", b"1"]  # capped at 2 unacked per channel
+    ch.basic_recover(requeue=True)
+    redelivered = []
+    for method, _, body in ch.consume(q, inactivity_timeout=5):
+        assert method is not None
+        redelivered.append((method.redelivered, body))
+        ch.basic_ack(method.delivery_tag)
+        if len(redelivered) == 6:
+            break
+    assert redelivered[:2] == [(True, b"0"), (True, b"1")]
+    assert [b for _, b in redelivered] == [b"%d" % i for i in range(6)]
+    ch.cancel()
+    conn.close()
