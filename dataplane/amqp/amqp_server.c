@@ -78,11 +78,16 @@ struct amqp_queue {
         struct sl_conn *owner; /* exclusive queues: deleted when it closes */
 };
 
+/* To a queue (q) or, exchange-to-exchange, to another exchange (dst). */
 struct amqp_binding {
         struct amqp_binding *next;
         struct amqp_queue *q;
+        struct amqp_exchange *dst;
         struct amqp_name key;
 };
+
+#define AMQP_ROUTE_QUEUES_MAX    256 /* queues one publish reaches (more are dropped) */
+#define AMQP_ROUTE_EXCHANGES_MAX 32  /* exchanges one publish passes through */
 
 struct amqp_exchange {
         struct amqp_exchange *next;
@@ -357,35 +362,61 @@ static size_t msg_size(const struct amqp_msg *m)
         return sizeof(*m) + m->ex_len + m->rk_len + m->hdr_len + m->body_len;
 }
 
+struct amqp_route {
+        struct amqp_queue *q[AMQP_ROUTE_QUEUES_MAX];
+        uint32_t nq;
+        struct amqp_exchange *seen[AMQP_ROUTE_EXCHANGES_MAX];
+        uint32_t nseen;
+};
+
+/* Collects the queues e routes rk to, following exchange-to-exchange
+ * bindings; an exchange is visited once (cycles), a queue listed once. */
+static void route_ex(struct amqp_route *r, struct amqp_exchange *e, struct amqp_bytes rk)
+{
+        for (uint32_t i = 0; i < r->nseen; i++)
+                if (r->seen[i] == e)
+                        return;
+        if (r->nseen == AMQP_ROUTE_EXCHANGES_MAX)
+                return;
+        r->seen[r->nseen++] = e;
+        for (struct amqp_binding *b = e->bindings; b; b = b->next) {
+                bool hit = e->type == AMQP_EX_FANOUT ||
+                           (e->type == AMQP_EX_DIRECT && name_eq(&b->key, rk)) ||
+                           (e->type == AMQP_EX_TOPIC &&
+                            topic_match((const uint8_t *)b->key.s, b->key.len, rk.ptr, rk.len));
+                if (!hit)
+                        continue;
+                if (b->dst) {
+                        route_ex(r, b->dst, rk);
+                        continue;
+                }
+                bool dup = false;
+                for (uint32_t i = 0; i < r->nq && !dup; i++)
+                        dup = r->q[i] == b->q;
+                if (!dup && r->nq < AMQP_ROUTE_QUEUES_MAX)
+                        r->q[r->nq++] = b->q;
+        }
+}
+
 /* Routes a complete message: the first matching queue takes m, further ones
  * a copy (allocated per extra queue). Returns the number of queues. */
 static uint32_t route(struct amqp_worker *aw, struct amqp_msg *m)
 {
         struct amqp_bytes ex = {m->data, m->ex_len};
         struct amqp_bytes rk = {m->data + m->ex_len, m->rk_len};
-        struct amqp_queue *targets[64];
-        uint32_t nt = 0;
+        static _Thread_local struct amqp_route r; /* 2.3 KiB: off the stack */
+        r.nq = r.nseen = 0;
         if (ex.len == 0) {
                 struct amqp_queue *q = queue_find(aw, rk);
                 if (q)
-                        targets[nt++] = q;
+                        r.q[r.nq++] = q;
         } else {
                 struct amqp_exchange *e = ex_find(aw, ex);
-                for (struct amqp_binding *b = e ? e->bindings : NULL; b && nt < 64; b = b->next) {
-                        bool hit =
-                            e->type == AMQP_EX_FANOUT ||
-                            (e->type == AMQP_EX_DIRECT && name_eq(&b->key, rk)) ||
-                            (e->type == AMQP_EX_TOPIC &&
-                             topic_match((const uint8_t *)b->key.s, b->key.len, rk.ptr, rk.len));
-                        if (!hit)
-                                continue;
-                        bool dup = false;
-                        for (uint32_t i = 0; i < nt; i++)
-                                dup |= targets[i] == b->q;
-                        if (!dup)
-                                targets[nt++] = b->q;
-                }
+                if (e)
+                        route_ex(&r, e, rk);
         }
+        uint32_t nt = r.nq;
+        struct amqp_queue **targets = r.q;
         if (nt == 0)
                 return 0; /* m stays the caller's (basic.return) */
         for (uint32_t i = 1; i < nt; i++) {
@@ -949,6 +980,44 @@ static long on_queue_unbind(struct sl_conn *c, struct amqp_channel *ch, const st
         return send_simple(c, ch->id, AMQP_QUEUE_UNBIND_OK);
 }
 
+/* exchange.bind / exchange.unbind: messages flow from source to
+ * destination. */
+static long on_exchange_bind(struct sl_conn *c, struct amqp_channel *ch,
+                             const struct amqp_method *m)
+{
+        struct amqp_worker *aw = aw_of(c->w);
+        bool bind = m->key == AMQP_EXCHANGE_BIND;
+        struct amqp_bytes dn = m->args[AMQP_EXCHANGE_BIND_DESTINATION].b;
+        struct amqp_bytes sn = m->args[AMQP_EXCHANGE_BIND_SOURCE].b;
+        struct amqp_bytes key = m->args[AMQP_EXCHANGE_BIND_ROUTING_KEY].b;
+        if (dn.len == 0 || sn.len == 0)
+                return chan_error(c, ch, 403, "operation not permitted on the default exchange",
+                                  m->key);
+        struct amqp_exchange *dst = ex_find(aw, dn), *src = ex_find(aw, sn);
+        if (!dst || !src)
+                return chan_error(c, ch, 404,
+                                  !dst ? "no destination exchange" : "no source exchange", m->key);
+        struct amqp_binding **bp = &src->bindings;
+        while (*bp && !((*bp)->dst == dst && name_eq(&(*bp)->key, key)))
+                bp = &(*bp)->next;
+        if (bind && !*bp) {
+                struct amqp_binding *b = calloc(1, sizeof(*b));
+                if (!b)
+                        return conn_error(c, 541, "out of memory", m->key);
+                b->dst = dst;
+                name_set(&b->key, key);
+                b->next = src->bindings;
+                src->bindings = b;
+        } else if (!bind && *bp) {
+                struct amqp_binding *b = *bp;
+                *bp = b->next;
+                free(b);
+        }
+        if (m->args[AMQP_EXCHANGE_BIND_NOWAIT].u)
+                return 0;
+        return send_simple(c, ch->id, bind ? AMQP_EXCHANGE_BIND_OK : AMQP_EXCHANGE_UNBIND_OK);
+}
+
 static long on_exchange_delete(struct sl_conn *c, struct amqp_channel *ch,
                                const struct amqp_method *m)
 {
@@ -969,6 +1038,17 @@ static long on_exchange_delete(struct sl_conn *c, struct amqp_channel *ch,
                         e->bindings = b->next;
                         free(b);
                 }
+                /* and the exchange-to-exchange bindings that lead to it */
+                for (struct amqp_exchange *o = aw->exchanges; o; o = o->next)
+                        for (struct amqp_binding **bp = &o->bindings; *bp;) {
+                                struct amqp_binding *b = *bp;
+                                if (b->dst == e) {
+                                        *bp = b->next;
+                                        free(b);
+                                } else {
+                                        bp = &b->next;
+                                }
+                        }
                 free(e);
         }
         if (m->args[AMQP_EXCHANGE_DELETE_NOWAIT].u)
@@ -1283,6 +1363,9 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
                 return on_queue_delete(c, ch, m);
         case AMQP_EXCHANGE_DELETE:
                 return on_exchange_delete(c, ch, m);
+        case AMQP_EXCHANGE_BIND:
+        case AMQP_EXCHANGE_UNBIND:
+                return on_exchange_bind(c, ch, m);
         case AMQP_BASIC_QOS:
                 if (m->args[AMQP_BASIC_QOS_GLOBAL].u)
                         ch->gprefetch = (uint16_t)m->args[AMQP_BASIC_QOS_PREFETCH_COUNT].u;

@@ -514,3 +514,29 @@ def test_global_qos_and_recover(amqp):
     assert [b for _, b in redelivered] == [b"%d" % i for i in range(6)]
     ch.cancel()
     conn.close()
+
+
+def test_exchange_to_exchange_bindings(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    ch.exchange_declare("src", exchange_type="topic")
+    ch.exchange_declare("mid", exchange_type="fanout")
+    q = ch.queue_declare("e2e").method.queue
+    ch.queue_bind(q, "mid")
+    ch.queue_bind(q, "src", routing_key="#")  # a second path: still one copy
+    ch.exchange_bind(destination="mid", source="src", routing_key="a.*")
+    ch.exchange_bind(destination="src", source="mid")  # a cycle
+    ch.basic_publish("src", "a.b", b"via both")
+    ch.basic_publish("src", "x", b"direct only")
+    assert ch.basic_get(q, auto_ack=True)[2] == b"via both"
+    assert ch.basic_get(q, auto_ack=True)[2] == b"direct only"
+    assert ch.basic_get(q, auto_ack=True)[2] is None
+    ch.queue_unbind(q, "src", routing_key="#")
+    ch.exchange_unbind(destination="mid", source="src", routing_key="a.*")
+    ch.basic_publish("src", "a.b", b"nowhere")
+    assert ch.basic_get(q, auto_ack=True)[2] is None
+    ch.exchange_bind(destination="mid", source="src", routing_key="a.*")
+    ch.exchange_delete("mid")
+    ch.basic_publish("src", "a.b", b"nowhere either")
+    assert ch.basic_get(q, auto_ack=True)[2] is None
+    conn.close()
