@@ -100,6 +100,9 @@ struct amqp_worker {
         struct amqp_exchange *exchanges;
         struct amqp_queue *queues;
         uint64_t gen_seq;
+        /* written by the worker, read by the control thread (metrics) */
+        _Atomic uint64_t published, delivered, acked, unroutable, returned;
+        _Atomic uint64_t queues_n, messages_ready, channels, conn_errors, chan_errors;
 };
 
 struct amqp_channel {
@@ -190,6 +193,7 @@ static long conn_error_ex(struct sl_conn *c, uint16_t code, const char *text, ui
         if (ac->phase == AMQP_PH_CLOSING)
                 return 0;
         SL_INFO("amqp: %s: connection error %u %s", c->peer_str, code, text);
+        sl_counter_add(&aw_of(c->w)->conn_errors, 1);
         struct amqp_method m;
         amqp_method_init(&m, AMQP_CONNECTION_CLOSE);
         char t[256];
@@ -229,6 +233,7 @@ static long chan_error(struct sl_conn *c, struct amqp_channel *ch, uint16_t code
                        uint32_t cause)
 {
         SL_INFO("amqp: %s: channel %u error %u %s", c->peer_str, ch->id, code, text);
+        sl_counter_add(&aw_of(c->w)->chan_errors, 1);
         struct amqp_method m;
         amqp_method_init(&m, AMQP_CHANNEL_CLOSE);
         char t[256];
@@ -544,6 +549,7 @@ static void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
                 *tail = pick;
                 queue_pop(q);
                 ch->next_tag++;
+                sl_counter_add(&aw->delivered, 1);
                 if (pick->no_ack) {
                         free(m);
                 } else {
@@ -621,6 +627,7 @@ static void chan_free(struct sl_conn *c, struct amqp_channel *ch)
         free(ch->pub);
         ac->chans[ch->id] = NULL;
         free(ch);
+        sl_counter_add(&aw->channels, -1);
         for (struct amqp_queue *q = aw->queues; q; q = q->next)
                 queue_dispatch(aw, q);
 }
@@ -813,6 +820,7 @@ static long on_queue_declare(struct sl_conn *c, struct amqp_channel *ch,
                 q->auto_delete = m->args[AMQP_QUEUE_DECLARE_AUTO_DELETE].u;
                 q->next = aw->queues;
                 aw->queues = q;
+                sl_counter_add(&aw->queues_n, 1);
         } else if (q->owner && q->owner != c) {
                 return chan_error(c, ch, 405, "queue is exclusive to another connection", m->key);
         }
@@ -868,6 +876,7 @@ static uint64_t queue_delete(struct amqp_worker *aw, struct amqp_queue *q)
                         break;
                 }
         q->deleted = true;
+        sl_counter_add(&aw->queues_n, -1);
         for (struct amqp_exchange *e = aw->exchanges; e; e = e->next)
                 for (struct amqp_binding **bp = &e->bindings; *bp;) {
                         struct amqp_binding *b = *bp;
@@ -1082,8 +1091,12 @@ static long publish_done(struct sl_conn *c, struct amqp_channel *ch)
         struct amqp_msg *m = ch->pub;
         ch->pub = NULL;
         ch->publishing = false;
-        if (route(aw_of(c->w), m) == 0) {
+        struct amqp_worker *aw = aw_of(c->w);
+        sl_counter_add(&aw->published, 1);
+        if (route(aw, m) == 0) {
+                sl_counter_add(&aw->unroutable, 1);
                 if (ch->mandatory) {
+                        sl_counter_add(&aw->returned, 1);
                         struct amqp_method r;
                         amqp_method_init(&r, AMQP_BASIC_RETURN);
                         r.args[AMQP_BASIC_RETURN_REPLY_CODE].u = 312;
@@ -1237,6 +1250,7 @@ static long on_get(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
                 return -1;
         queue_pop(q);
         ch->next_tag++;
+        sl_counter_add(&aw->delivered, 1);
         if (m->args[AMQP_BASIC_GET_NO_ACK].u) {
                 free(msg);
         } else {
@@ -1276,6 +1290,7 @@ static long settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
                 } else {
                         if (x->ucons)
                                 x->ucons->unacked--;
+                        sl_counter_add(&aw->acked, 1);
                         struct amqp_queue *q = x->uq;
                         free(x);
                         queue_unref(q);
@@ -1313,6 +1328,7 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
                         return conn_error(c, 541, "out of memory", m->key);
                 ch->id = chan;
                 ac->chans[chan] = ch;
+                sl_counter_add(&aw_of(c->w)->channels, 1);
                 return send_simple(c, chan, AMQP_CHANNEL_OPEN_OK);
         }
         if (!ch)
@@ -1634,8 +1650,12 @@ static void amqp_closed(struct sl_conn *c, enum sl_close_reason why)
         struct amqp_conn *ac = c->proto_state;
         if (ac->chans) {
                 for (uint32_t i = 0; i <= ac->channel_max; i++)
-                        if (ac->chans[i])
+                        if (ac->chans[i] && ac->chans[i]->closing) {
+                                free(ac->chans[i]); /* a stub awaiting close-ok */
+                                ac->chans[i] = NULL;
+                        } else if (ac->chans[i]) {
                                 chan_free(c, ac->chans[i]);
+                        }
                 free(ac->chans);
                 ac->chans = NULL;
         }
@@ -1698,6 +1718,31 @@ static void amqp_worker_fini(struct sl_worker *w)
         w->proto_ctx[CTL_PROTO_AMQP] = NULL;
 }
 
+#define AMQP_LOAD(x) ((double)atomic_load_explicit(&aw->x, memory_order_relaxed))
+
+static void amqp_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
+{
+        struct amqp_worker *aw = aw_of(w);
+        if (!aw)
+                return;
+        emit(ctx, "sluice_amqp_messages_published_total", "counter",
+             "Messages published by AMQP clients (complete content).", AMQP_LOAD(published));
+        emit(ctx, "sluice_amqp_messages_delivered_total", "counter",
+             "basic.deliver and basic.get-ok sent.", AMQP_LOAD(delivered));
+        emit(ctx, "sluice_amqp_messages_settled_total", "counter",
+             "Deliveries acked, or rejected/nacked without requeue.", AMQP_LOAD(acked));
+        emit(ctx, "sluice_amqp_messages_unroutable_total", "counter",
+             "Publishes that reached no queue.", AMQP_LOAD(unroutable));
+        emit(ctx, "sluice_amqp_messages_returned_total", "counter",
+             "Unroutable mandatory publishes answered with basic.return.", AMQP_LOAD(returned));
+        emit(ctx, "sluice_amqp_queues", "gauge", "Queues on this worker.", AMQP_LOAD(queues_n));
+        emit(ctx, "sluice_amqp_channels", "gauge", "Open channels.", AMQP_LOAD(channels));
+        emit(ctx, "sluice_amqp_connection_errors_total", "counter",
+             "connection.close sent for a hard error.", AMQP_LOAD(conn_errors));
+        emit(ctx, "sluice_amqp_channel_errors_total", "counter",
+             "channel.close sent for a soft error.", AMQP_LOAD(chan_errors));
+}
+
 const struct sl_proto_ops amqp_proto_ops = {
     .name = "amqp",
     .conn_state_bytes = sizeof(struct amqp_conn),
@@ -1709,4 +1754,5 @@ const struct sl_proto_ops amqp_proto_ops = {
     .tick = amqp_tick,
     .closed = amqp_closed,
     .refused = amqp_refused,
+    .metrics = amqp_metrics,
 };

@@ -540,3 +540,23 @@ def test_exchange_to_exchange_bindings(amqp):
     ch.basic_publish("src", "a.b", b"nowhere either")
     assert ch.basic_get(q, auto_ack=True)[2] is None
     conn.close()
+
+
+def test_metrics(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    q = ch.queue_declare("metered").method.queue
+    for _ in range(3):
+        ch.basic_publish("", q, b"m")
+    ch.basic_publish("amq.direct", "nobody", b"lost")
+    method, _, _ = ch.basic_get(q)
+    ch.basic_ack(method.delivery_tag)
+    assert amqp.metric_sum("sluice_amqp_messages_published_total") == 4
+    assert amqp.metric_sum("sluice_amqp_messages_unroutable_total") == 1
+    assert amqp.metric_sum("sluice_amqp_messages_delivered_total") == 1
+    from harness import wait_until
+    # basic.ack has no reply: wait for the worker to have handled it
+    wait_until(lambda: amqp.metric_sum("sluice_amqp_messages_settled_total") == 1, 10, "the ack")
+    assert amqp.metric_sum("sluice_amqp_queues") == 1
+    assert amqp.metric_sum("sluice_amqp_channels") == 1
+    conn.close()
