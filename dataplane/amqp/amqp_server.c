@@ -75,6 +75,8 @@ struct amqp_queue {
         uint32_t unacked_refs; /* unacked messages pointing here */
         bool deleted;          /* unlinked; freed when unacked_refs drops to 0 */
         bool auto_delete;      /* deleted when its last consumer goes */
+        bool durable;          /* as declared (kept for the equivalence check only) */
+        bool exclusive_consumer;
         struct sl_conn *owner; /* exclusive queues: deleted when it closes */
 };
 
@@ -574,6 +576,7 @@ static void consumer_remove(struct amqp_consumer *k)
                         break;
                 }
         q->nconsumers--;
+        q->exclusive_consumer = false; /* it was the only one if set */
         for (struct amqp_consumer **pp = &k->ch->consumers; *pp; pp = &(*pp)->next_in_chan)
                 if (*pp == k) {
                         *pp = k->next_in_chan;
@@ -808,16 +811,36 @@ static long on_queue_declare(struct sl_conn *c, struct amqp_channel *ch,
                 name = amqp_cstr(gen);
         }
         struct amqp_queue *q = queue_find(aw, name);
+        bool passive = m->args[AMQP_QUEUE_DECLARE_PASSIVE].u;
+        bool durable = m->args[AMQP_QUEUE_DECLARE_DURABLE].u;
+        bool exclusive = m->args[AMQP_QUEUE_DECLARE_EXCLUSIVE].u;
+        bool auto_delete = m->args[AMQP_QUEUE_DECLARE_AUTO_DELETE].u;
+        if (!q && !passive && name.ptr != (const uint8_t *)gen && name.len >= 4 &&
+            !memcmp(name.ptr, "amq.", 4))
+                return chan_error(c, ch, 403, "queue names amq.* are reserved", m->key);
+        if (q && !passive && !(q->owner && q->owner != c)) {
+                const char *what = q->durable != durable             ? "durable"
+                                   : (q->owner != NULL) != exclusive ? "exclusive"
+                                   : q->auto_delete != auto_delete   ? "auto_delete"
+                                                                     : NULL;
+                if (what) {
+                        char t[320];
+                        snprintf(t, sizeof(t), "inequivalent arg '%s' for queue '%s'", what,
+                                 q->name.s);
+                        return chan_error(c, ch, 406, t, m->key);
+                }
+        }
         if (!q) {
-                if (m->args[AMQP_QUEUE_DECLARE_PASSIVE].u)
+                if (passive)
                         return chan_error(c, ch, 404, "no queue", m->key);
                 q = calloc(1, sizeof(*q));
                 if (!q)
                         return conn_error(c, 541, "out of memory", m->key);
                 name_set(&q->name, name);
-                if (m->args[AMQP_QUEUE_DECLARE_EXCLUSIVE].u)
+                if (exclusive)
                         q->owner = c;
-                q->auto_delete = m->args[AMQP_QUEUE_DECLARE_AUTO_DELETE].u;
+                q->auto_delete = auto_delete;
+                q->durable = durable;
                 q->next = aw->queues;
                 aw->queues = q;
                 sl_counter_add(&aw->queues_n, 1);
@@ -1151,6 +1174,10 @@ static long on_header(struct sl_conn *c, struct amqp_channel *ch, const struct a
 
 static long on_body(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_frame *f)
 {
+        struct amqp_conn *ac = c->proto_state;
+        if ((uint64_t)f->size + AMQP_FRAME_OVERHEAD > ac->frame_max)
+                return conn_error(c, 501, "body frame larger than the negotiated frame_max",
+                                  AMQP_BASIC_PUBLISH);
         struct amqp_msg *m = ch->pub;
         if (m->got + f->size > m->body_len)
                 return conn_error(c, 501, "body frames longer than body-size", AMQP_BASIC_PUBLISH);
@@ -1179,6 +1206,10 @@ static long on_consume(struct sl_conn *c, struct amqp_channel *ch, const struct 
         for (struct amqp_consumer *k = ch->consumers; k; k = k->next_in_chan)
                 if (name_eq(&k->tag, tag))
                         return conn_error(c, 530, "attempt to reuse consumer tag", m->key);
+        bool exclusive = m->args[AMQP_BASIC_CONSUME_EXCLUSIVE].u;
+        if (q->exclusive_consumer || (exclusive && q->nconsumers))
+                return chan_error(c, ch, 403, "queue has an exclusive consumer or is in use",
+                                  m->key);
         struct amqp_consumer *k = calloc(1, sizeof(*k));
         if (!k)
                 return conn_error(c, 541, "out of memory", m->key);
@@ -1187,6 +1218,7 @@ static long on_consume(struct sl_conn *c, struct amqp_channel *ch, const struct 
         k->c = c;
         k->ch = ch;
         k->no_ack = m->args[AMQP_BASIC_CONSUME_NO_ACK].u;
+        q->exclusive_consumer = exclusive;
         k->prefetch = ch->prefetch;
         k->next_in_chan = ch->consumers;
         ch->consumers = k;

@@ -560,3 +560,39 @@ def test_metrics(amqp):
     assert amqp.metric_sum("sluice_amqp_queues") == 1
     assert amqp.metric_sum("sluice_amqp_channels") == 1
     conn.close()
+
+
+def test_queue_declare_equivalence_reserved_names_exclusive_consumer(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    ch.queue_declare("eq", durable=True)
+    ch.queue_declare("eq", durable=True)  # same arguments: fine
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.queue_declare("eq", durable=False)
+    assert ei.value.reply_code == 406
+    ch = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.queue_declare("amq.mine")
+    assert ei.value.reply_code == 403
+    ch = conn.channel()
+    ch.basic_consume("eq", lambda *a: None, exclusive=True)
+    ch2 = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch2.basic_consume("eq", lambda *a: None)
+        ch2.queue_declare("eq", passive=True)
+    assert ei.value.reply_code == 403
+    conn.close()
+
+
+def test_body_frame_over_frame_max_is_501(amqp):
+    sock = raw_handshake(amqp.port("amqp"), frame_max=4096)
+    sock.sendall(frame(1, 1, method(20, 10, shortstr(b""))))
+    read_method(sock)
+    sock.sendall(frame(1, 1, method(50, 10, struct.pack(">H", 0) + shortstr(b"fm") + b"\x00" +
+                                    struct.pack(">I", 0))))
+    read_method(sock)
+    sock.sendall(frame(1, 1, method(60, 40, struct.pack(">H", 0) + shortstr(b"") +
+                                    shortstr(b"fm") + b"\x00")))
+    sock.sendall(frame(2, 1, struct.pack(">HHQH", 60, 0, 5000, 0)))
+    sock.sendall(frame(3, 1, b"x" * 5000))
+    expect_conn_close(sock, 501)
