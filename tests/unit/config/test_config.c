@@ -330,7 +330,6 @@ static void test_listener_off_and_admin_off(void **state)
         /* kafka is on by default; off turns it off */
         assert_int_equal(load(&cfg, "[listeners]\nkafka = off\n"), 0);
         assert_false(cfg.listeners[CTL_PROTO_KAFKA].enabled);
-
 }
 
 static void test_worker_count_unpinned(void **state)
