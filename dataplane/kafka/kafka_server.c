@@ -271,6 +271,23 @@ static struct kafka_pop *pops_alloc(struct kafka_req *r, uint32_t n)
         return r->pops;
 }
 
+/* One partition operation per (topic, partition) of a request's topic array:
+ * counts them and allocates the pops. On failure the connection closes and
+ * the request is finished; the caller returns. */
+static bool pops_alloc_partitions(struct kafka_worker *kw, struct kafka_req *r,
+                                  const struct kafka_val *topics, int32_t nt, uint32_t partitions)
+{
+        uint32_t n = 0;
+        for (int32_t i = 0; i < nt; i++)
+                n += (uint32_t)SL_MAX(
+                    0, kafka_val_array_len(kafka_val_array_elem(topics, i), partitions));
+        if (pops_alloc(r, n))
+                return true;
+        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+        kafka_req_done(kw, r);
+        return false;
+}
+
 /* Asks the registry for each topic named in names[] that this worker's
  * snapshot lacks. Returns the number of creations started. */
 static uint32_t create_missing(struct kafka_worker *kw, struct kafka_req *r,
@@ -616,16 +633,9 @@ static void handle_produce(struct kafka_worker *kw, struct kafka_req *r)
         if (r->next_pop == 0) {
                 /* Appends: one pop per partition, to its owner. */
                 r->next_pop = 1;
-                uint32_t n = 0;
-                for (int32_t i = 0; i < nt; i++)
-                        n += (uint32_t)SL_MAX(
-                            0, kafka_val_array_len(kafka_val_array_elem(td, i),
-                                                   KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA));
-                if (!pops_alloc(r, n)) {
-                        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
-                        kafka_req_done(kw, r);
+                if (!pops_alloc_partitions(kw, r, td, nt,
+                                           KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA))
                         return;
-                }
                 uint32_t k = 0;
                 for (int32_t i = 0; i < nt; i++) {
                         const struct kafka_val *t = kafka_val_array_elem(td, i);
@@ -724,16 +734,8 @@ static void handle_list_offsets(struct kafka_worker *kw, struct kafka_req *r)
         int32_t nt = ta->len < 0 ? 0 : ta->len;
         if (!r->creating) {
                 r->creating = true;
-                uint32_t n = 0;
-                for (int32_t i = 0; i < nt; i++)
-                        n += (uint32_t)SL_MAX(
-                            0, kafka_val_array_len(kafka_val_array_elem(ta, i),
-                                                   KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS));
-                if (!pops_alloc(r, n)) {
-                        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
-                        kafka_req_done(kw, r);
+                if (!pops_alloc_partitions(kw, r, ta, nt, KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS))
                         return;
-                }
                 uint32_t k = 0;
                 for (int32_t i = 0; i < nt; i++) {
                         const struct kafka_val *t = kafka_val_array_elem(ta, i);
@@ -906,16 +908,8 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
         const struct kafka_val *ta = kafka_val_array(root, KAFKA_FETCH_REQ_TOPICS);
         int32_t nt = ta->len < 0 ? 0 : ta->len;
         if (!r->pops) {
-                uint32_t n = 0;
-                for (int32_t i = 0; i < nt; i++)
-                        n += (uint32_t)SL_MAX(
-                            0, kafka_val_array_len(kafka_val_array_elem(ta, i),
-                                                   KAFKA_FETCH_REQ_TOPICS_PARTITIONS));
-                if (!pops_alloc(r, n)) {
-                        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
-                        kafka_req_done(kw, r);
+                if (!pops_alloc_partitions(kw, r, ta, nt, KAFKA_FETCH_REQ_TOPICS_PARTITIONS))
                         return;
-                }
                 r->fbuf = sl_buf_alloc(&kw->w->pool, SL_BUF_LARGE);
         }
         if (r->pending)
