@@ -47,6 +47,7 @@ struct amqp_msg {
         uint32_t hdr_len;
         uint8_t ex_len, rk_len;
         bool redelivered;
+        bool mandatory;              /* while held by an open transaction */
         uint64_t dtag;               /* while unacked */
         struct amqp_queue *uq;       /* while unacked: where it came from */
         struct amqp_consumer *ucons; /* while unacked: NULL after cancel / basic.get */
@@ -126,6 +127,17 @@ struct amqp_channel {
         struct amqp_msg *pub;
         struct amqp_msg *unacked_head, *unacked_tail;
         struct amqp_consumer *consumers;
+        /* tx.select: publishes and settlements held until tx.commit */
+        bool tx;
+        struct amqp_msg *txp_head, *txp_tail;
+        struct amqp_txack *txa;
+        uint32_t ntxa, txa_cap;
+};
+
+struct amqp_txack {
+        uint32_t key; /* basic.ack / reject / nack */
+        bool multiple, requeue;
+        uint64_t tag;
 };
 
 struct amqp_conn {
@@ -628,6 +640,12 @@ static void chan_free(struct sl_conn *c, struct amqp_channel *ch)
         ch->nunacked = 0;
         requeue_list(un);
         free(ch->pub);
+        while (ch->txp_head) {
+                struct amqp_msg *m = ch->txp_head;
+                ch->txp_head = m->next;
+                free(m);
+        }
+        free(ch->txa);
         ac->chans[ch->id] = NULL;
         free(ch);
         sl_counter_add(&aw->channels, -1);
@@ -1109,16 +1127,14 @@ static long on_publish(struct sl_conn *c, struct amqp_channel *ch, const struct 
         return 0;
 }
 
-static long publish_done(struct sl_conn *c, struct amqp_channel *ch)
+/* Routes a published message; basic.return when unroutable and mandatory. */
+static long publish_route(struct sl_conn *c, struct amqp_channel *ch, struct amqp_msg *m,
+                          bool mandatory)
 {
-        struct amqp_msg *m = ch->pub;
-        ch->pub = NULL;
-        ch->publishing = false;
         struct amqp_worker *aw = aw_of(c->w);
-        sl_counter_add(&aw->published, 1);
         if (route(aw, m) == 0) {
                 sl_counter_add(&aw->unroutable, 1);
-                if (ch->mandatory) {
+                if (mandatory) {
                         sl_counter_add(&aw->returned, 1);
                         struct amqp_method r;
                         amqp_method_init(&r, AMQP_BASIC_RETURN);
@@ -1137,6 +1153,27 @@ static long publish_done(struct sl_conn *c, struct amqp_channel *ch)
                 }
                 free(m);
         }
+        return 0;
+}
+
+static long publish_done(struct sl_conn *c, struct amqp_channel *ch)
+{
+        struct amqp_msg *m = ch->pub;
+        ch->pub = NULL;
+        ch->publishing = false;
+        sl_counter_add(&aw_of(c->w)->published, 1);
+        if (ch->tx) {
+                m->mandatory = ch->mandatory;
+                m->next = NULL;
+                if (ch->txp_tail)
+                        ch->txp_tail->next = m;
+                else
+                        ch->txp_head = m;
+                ch->txp_tail = m;
+                return 0;
+        }
+        if (publish_route(c, ch, m, ch->mandatory))
+                return -1;
         if (ch->confirm) {
                 struct amqp_method a;
                 amqp_method_init(&a, AMQP_BASIC_ACK);
@@ -1341,6 +1378,68 @@ static long settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
         return 0;
 }
 
+static long tx_hold_settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
+{
+        if (ch->ntxa == ch->txa_cap) {
+                uint32_t cap = ch->txa_cap ? ch->txa_cap * 2 : 16;
+                struct amqp_txack *n = realloc(ch->txa, cap * sizeof(*n));
+                if (!n)
+                        return conn_error(c, 541, "out of memory", m->key);
+                ch->txa = n;
+                ch->txa_cap = cap;
+        }
+        struct amqp_txack *a = &ch->txa[ch->ntxa++];
+        a->key = m->key;
+        a->tag = m->args[0].u; /* delivery-tag is the first argument of all three */
+        a->multiple = m->key != AMQP_BASIC_REJECT && m->args[1].u;
+        a->requeue = m->key == AMQP_BASIC_REJECT ? m->args[AMQP_BASIC_REJECT_REQUEUE].u
+                     : m->key == AMQP_BASIC_NACK ? m->args[AMQP_BASIC_NACK_REQUEUE].u
+                                                 : false;
+        return 0;
+}
+
+static long tx_commit(struct sl_conn *c, struct amqp_channel *ch)
+{
+        struct amqp_conn *ac = c->proto_state;
+        uint16_t id = ch->id;
+        struct amqp_msg *p = ch->txp_head;
+        ch->txp_head = ch->txp_tail = NULL;
+        struct amqp_txack *txa = ch->txa;
+        uint32_t n = ch->ntxa;
+        ch->txa = NULL;
+        ch->ntxa = ch->txa_cap = 0;
+        long rc = 0;
+        while (p) {
+                struct amqp_msg *next = p->next;
+                if (rc == 0)
+                        rc = publish_route(c, ch, p, p->mandatory);
+                else
+                        free(p);
+                p = next;
+        }
+        for (uint32_t i = 0; i < n && rc == 0 && ac->chans[id] == ch; i++) {
+                struct amqp_method fake = {.key = txa[i].key};
+                rc = settle(c, ch, &fake, txa[i].tag, txa[i].multiple,
+                            txa[i].key != AMQP_BASIC_ACK && txa[i].requeue);
+        }
+        free(txa);
+        if (rc || ac->chans[id] != ch)
+                return rc; /* the channel was closed by an error */
+        return send_simple(c, id, AMQP_TX_COMMIT_OK);
+}
+
+static long tx_rollback(struct sl_conn *c, struct amqp_channel *ch)
+{
+        while (ch->txp_head) {
+                struct amqp_msg *m = ch->txp_head;
+                ch->txp_head = m->next;
+                free(m);
+        }
+        ch->txp_tail = NULL;
+        ch->ntxa = 0;
+        return send_simple(c, ch->id, AMQP_TX_ROLLBACK_OK);
+}
+
 static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t chan,
                             const struct amqp_method *m)
 {
@@ -1444,6 +1543,16 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
         case AMQP_BASIC_GET:
                 return on_get(c, ch, m);
         case AMQP_BASIC_ACK:
+        case AMQP_BASIC_REJECT:
+        case AMQP_BASIC_NACK:
+                if (ch->tx)
+                        return tx_hold_settle(c, ch, m);
+                break;
+        default:
+                break;
+        }
+        switch (m->key) {
+        case AMQP_BASIC_ACK:
                 return settle(c, ch, m, m->args[AMQP_BASIC_ACK_DELIVERY_TAG].u,
                               m->args[AMQP_BASIC_ACK_MULTIPLE].u, false);
         case AMQP_BASIC_REJECT:
@@ -1453,7 +1562,21 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
                 return settle(c, ch, m, m->args[AMQP_BASIC_NACK_DELIVERY_TAG].u,
                               m->args[AMQP_BASIC_NACK_MULTIPLE].u,
                               m->args[AMQP_BASIC_NACK_REQUEUE].u);
+        case AMQP_TX_SELECT:
+                if (ch->confirm)
+                        return chan_error(c, ch, 406, "cannot switch from confirm to tx mode",
+                                          m->key);
+                ch->tx = true;
+                return send_simple(c, chan, AMQP_TX_SELECT_OK);
+        case AMQP_TX_COMMIT:
+        case AMQP_TX_ROLLBACK:
+                if (!ch->tx)
+                        return chan_error(c, ch, 406, "channel is not transactional", m->key);
+                return m->key == AMQP_TX_COMMIT ? tx_commit(c, ch) : tx_rollback(c, ch);
         case AMQP_CONFIRM_SELECT:
+                if (ch->tx)
+                        return chan_error(c, ch, 406, "cannot switch from tx to confirm mode",
+                                          m->key);
                 ch->confirm = true;
                 if (m->args[AMQP_CONFIRM_SELECT_NOWAIT].u)
                         return 0;

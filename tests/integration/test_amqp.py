@@ -596,3 +596,32 @@ def test_body_frame_over_frame_max_is_501(amqp):
     sock.sendall(frame(2, 1, struct.pack(">HHQH", 60, 0, 5000, 0)))
     sock.sendall(frame(3, 1, b"x" * 5000))
     expect_conn_close(sock, 501)
+
+
+def test_transactions(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    q = ch.queue_declare("txq").method.queue
+    ch.tx_select()
+    ch.basic_publish("", q, b"a")
+    assert ch.queue_declare(q, passive=True).method.message_count == 0
+    ch.tx_commit()
+    assert ch.queue_declare(q, passive=True).method.message_count == 1
+    ch.basic_publish("", q, b"b")
+    ch.tx_rollback()
+    assert ch.queue_declare(q, passive=True).method.message_count == 1
+    method, _, body = ch.basic_get(q)
+    assert body == b"a"
+    ch.basic_ack(method.delivery_tag)
+    ch.tx_rollback()  # the ack is forgotten: the message stays unacked
+    ch.basic_ack(method.delivery_tag)
+    ch.tx_commit()
+    ch.close()
+    ch = conn.channel()
+    assert ch.queue_declare(q, passive=True).method.message_count == 0
+    ch.confirm_delivery()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.tx_select()
+    assert ei.value.reply_code == 406
+    assert conn.is_open
+    conn.close()
