@@ -317,6 +317,14 @@ def test_connection_errors_raw(amqp):
     sock = raw_handshake(port)
     sock.sendall(frame(1, 0, method(10, 99)))
     expect_conn_close(sock, 503)
+    # a field table with an unknown type tag: 502
+    sock = raw_handshake(port)
+    sock.sendall(frame(1, 1, method(20, 10, shortstr(b""))))
+    read_method(sock)
+    bad_table = shortstr(b"x-k") + b"Z" + b"\x00"
+    sock.sendall(frame(1, 1, method(50, 10, struct.pack(">H", 0) + shortstr(b"q") + b"\x00" +
+                                    struct.pack(">I", len(bad_table)) + bad_table)))
+    expect_conn_close(sock, 502)
     # body without publish: 505
     sock = raw_handshake(port)
     sock.sendall(frame(1, 1, method(20, 10, shortstr(b""))))
