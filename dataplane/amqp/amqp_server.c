@@ -149,6 +149,10 @@ struct amqp_conn {
         uint32_t frame_max;
         uint16_t heartbeat;
         bool cancel_notify; /* client capability consumer_cancel_notify */
+        /* Output failed: closed from recv's return or the next tick, never
+         * synchronously (the runtime may run closed() inside sl_conn_close,
+         * which would free channels and queues under the caller's feet). */
+        bool doomed;
         uint64_t last_rx_ms, last_tx_hb_ms, phase_since_ms;
         struct amqp_channel **chans; /* [channel_max + 1], allocated at the first channel.open */
 };
@@ -177,6 +181,21 @@ static struct amqp_bytes name_view(const struct amqp_name *n)
 
 /* ---- sending -------------------------------------------------------------- */
 
+static void doom(struct sl_conn *c)
+{
+        struct amqp_conn *ac = c->proto_state;
+        if (!ac->doomed)
+                SL_INFO("amqp: %s: output full, closing (%llu bytes pending)", c->peer_str,
+                        (unsigned long long)sl_conn_tx_pending(c));
+        ac->doomed = true;
+}
+
+static bool conn_usable(struct sl_conn *c)
+{
+        struct amqp_conn *ac = c->proto_state;
+        return c->state == SL_CONN_OPEN && !ac->doomed;
+}
+
 /* Sends one method frame. Control replies are small; when the output queue
  * is at its cap the client is not reading: drop it. */
 static int send_method(struct sl_conn *c, uint16_t ch, const struct amqp_method *m)
@@ -184,8 +203,8 @@ static int send_method(struct sl_conn *c, uint16_t ch, const struct amqp_method 
         uint8_t buf[AMQP_CTL_BUF];
         int n = amqp_method_frame_encode(ch, m, buf, sizeof(buf));
         SL_ASSERT(n > 0);
-        if (sl_conn_send(c, buf, (size_t)n) != 0) {
-                sl_conn_close(c, SL_CLOSE_SLOW_CONSUMER);
+        if (!conn_usable(c) || sl_conn_send(c, buf, (size_t)n) != 0) {
+                doom(c);
                 return -ENOBUFS;
         }
         return 0;
@@ -226,7 +245,7 @@ static long conn_error_ex(struct sl_conn *c, uint16_t code, const char *text, ui
                 return -1;
         }
         if (sl_conn_send(c, buf, (size_t)n) != 0) {
-                sl_conn_close(c, SL_CLOSE_PROTOCOL);
+                doom(c);
                 return -1;
         }
         ac->phase = AMQP_PH_CLOSING;
@@ -467,6 +486,8 @@ static int send_content(struct sl_conn *c, uint16_t chan, const struct amqp_meth
         uint64_t nframes = (m->body_len + chunk - 1) / chunk;
         uint64_t need = (uint64_t)n + AMQP_FRAME_OVERHEAD + m->hdr_len +
                         nframes * AMQP_FRAME_OVERHEAD + m->body_len;
+        if (!conn_usable(c))
+                return -ENOBUFS;
         if (sl_conn_tx_room(c) < need) {
                 sl_conn_want_writable(c);
                 return -EAGAIN;
@@ -495,7 +516,7 @@ static int send_content(struct sl_conn *c, uint16_t chan, const struct amqp_meth
         return 0;
 fail:
         /* Half a message is on the wire: the stream cannot be repaired. */
-        sl_conn_close(c, SL_CLOSE_SLOW_CONSUMER);
+        doom(c);
         return -ENOBUFS;
 }
 
@@ -530,7 +551,7 @@ static void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
                 for (; *pp; pp = &(*pp)->next_in_queue) {
                         struct amqp_consumer *k = *pp;
                         struct amqp_conn *ac = k->c->proto_state;
-                        if (k->c->state != SL_CONN_OPEN || ac->phase != AMQP_PH_RUNNING)
+                        if (!conn_usable(k->c) || ac->phase != AMQP_PH_RUNNING)
                                 continue;
                         if (!k->no_ack && k->prefetch && k->unacked >= k->prefetch)
                                 continue;
@@ -1192,9 +1213,15 @@ static long on_header(struct sl_conn *c, struct amqp_channel *ch, const struct a
         if (h.class_id != AMQP_CLASS_BASIC)
                 return conn_error(c, 505, "content header for a class other than basic",
                                   AMQP_BASIC_PUBLISH);
-        if (h.body_size > AMQP_MSG_MAX)
-                return chan_error(c, ch, 406, "message size larger than max size 16777216",
-                                  AMQP_BASIC_PUBLISH);
+        /* A delivery goes out whole or waits for room (send_content), so a
+         * message must fit in a consumer's output cap with room to spare. */
+        uint64_t max = SL_MIN((uint64_t)AMQP_MSG_MAX, c->w->limits.pending_response_bytes_max / 2);
+        if (h.body_size > max) {
+                char t[96];
+                snprintf(t, sizeof(t), "message size %llu larger than max size %llu",
+                         (unsigned long long)h.body_size, (unsigned long long)max);
+                return chan_error(c, ch, 406, t, AMQP_BASIC_PUBLISH);
+        }
         /* The one allocation per message (freed on ack or no-ack delivery). */
         struct amqp_msg *m =
             msg_new(name_view(&ch->pub_ex), name_view(&ch->pub_rk), f->size, h.body_size);
@@ -1312,7 +1339,7 @@ static long on_get(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
         r.args[AMQP_BASIC_GET_OK_MESSAGE_COUNT].u = (uint32_t)(q->count - 1);
         int rc = send_content(c, ch->id, &r, msg);
         if (rc == -EAGAIN) {
-                sl_conn_close(c, SL_CLOSE_SLOW_CONSUMER);
+                doom(c);
                 return -1;
         }
         if (rc)
@@ -1372,9 +1399,33 @@ static long settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
                 snprintf(t, sizeof(t), "unknown delivery tag %llu", (unsigned long long)tag);
                 return chan_error(c, ch, 406, t, m->key);
         }
+        /* Credit came back to this channel's consumers; requeued messages
+         * may go to anyone. Dispatch only those queues (the hot path of
+         * every ack), or all when requeued messages came from many. */
+        struct amqp_queue *touched[16];
+        uint32_t nt = 0;
+        bool all = false;
+        for (struct amqp_msg *x = req; x; x = x->next) {
+                bool seen = false;
+                for (uint32_t i = 0; i < nt && !seen; i++)
+                        seen = touched[i] == x->uq;
+                if (!seen && !x->uq->deleted) {
+                        if (nt == SL_ARRAY_LEN(touched))
+                                all = true;
+                        else
+                                touched[nt++] = x->uq;
+                }
+        }
         requeue_list(req);
-        for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                queue_dispatch(aw, q);
+        if (all) {
+                for (struct amqp_queue *q = aw->queues; q; q = q->next)
+                        queue_dispatch(aw, q);
+                return 0;
+        }
+        for (uint32_t i = 0; i < nt; i++)
+                queue_dispatch(aw, touched[i]);
+        for (struct amqp_consumer *k = ch->consumers; k; k = k->next_in_chan)
+                queue_dispatch(aw, k->q);
         return 0;
 }
 
@@ -1703,8 +1754,10 @@ static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
 {
         struct amqp_conn *ac = c->proto_state;
         size_t off = 0;
+        if (ac->doomed)
+                return -1;
         ac->last_rx_ms = c->w->now_ms;
-        while (off < n && c->state == SL_CONN_OPEN) {
+        while (off < n && c->state == SL_CONN_OPEN && !ac->doomed) {
                 size_t used = 0;
                 struct amqp_frame f;
                 int rc = amqp_parser_feed(&ac->parser, p + off, n - off, &used, &f);
@@ -1760,7 +1813,7 @@ static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
                                    (ac->parser.state == AMQP_PS_HEADER && ac->parser.hdr_len));
         /* Everything was parsed, or the connection is closing and the rest
          * does not matter. */
-        return (long)n;
+        return ac->doomed ? -1 : (long)n;
 }
 
 static void amqp_writable(struct sl_conn *c)
@@ -1775,6 +1828,10 @@ static void amqp_tick(struct sl_conn *c, uint64_t now)
         struct amqp_conn *ac = c->proto_state;
         if (c->state != SL_CONN_OPEN)
                 return;
+        if (ac->doomed) {
+                sl_conn_close(c, SL_CLOSE_SLOW_CONSUMER);
+                return;
+        }
         if (ac->phase < AMQP_PH_RUNNING && now - ac->phase_since_ms > AMQP_HANDSHAKE_MS) {
                 SL_INFO("amqp: %s: handshake timeout", c->peer_str);
                 sl_conn_close(c, SL_CLOSE_IDLE);

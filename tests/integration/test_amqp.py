@@ -633,3 +633,32 @@ def test_transactions(amqp):
     assert ei.value.reply_code == 406
     assert conn.is_open
     conn.close()
+
+
+def test_message_larger_than_output_cap_refused_and_slow_consumer(make_sluiced):
+    """With a 64 KiB output cap, messages up to half of it are taken and
+    larger ones refused with 406. A consumer that does not read stalls its
+    own deliveries without hurting the publisher."""
+    s = make_sluiced(workers="1", listeners={"amqp": "127.0.0.1:0"},
+                     extra={"limits": {"pending_response_bytes_max": "65536"}}).start()
+    conn = connect(s)
+    ch = conn.channel()
+    q = ch.queue_declare("capped").method.queue
+    ch.basic_publish("", q, b"x" * 30000)
+    assert ch.basic_get(q, auto_ack=True)[2] == b"x" * 30000
+    ch.basic_publish("", q, b"x" * 40000)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.queue_declare(q, passive=True)
+    assert ei.value.reply_code == 406
+    # a raw consumer that never reads
+    sock = raw_handshake(s.port("amqp"))
+    sock.sendall(frame(1, 1, method(20, 10, shortstr(b""))))
+    read_method(sock)
+    sock.sendall(frame(1, 1, method(60, 20, struct.pack(">H", 0) + shortstr(b"capped") +
+                                    shortstr(b"") + b"\x02" + struct.pack(">I", 0))))
+    ch = conn.channel()
+    for _ in range(200):
+        ch.basic_publish("", q, b"y" * 20000)
+    assert ch.queue_declare(q, passive=True).method.queue == q  # publisher unaffected
+    sock.close()
+    conn.close()
