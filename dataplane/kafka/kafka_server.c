@@ -1218,6 +1218,30 @@ fail:
         kafka_req_done(kw, r);
 }
 
+/* One handler per advertised API (kafka_apis.h): the group APIs and
+ * InitProducerId go to the control thread. */
+typedef void (*kafka_handler_fn)(struct kafka_worker *kw, struct kafka_req *r);
+static const kafka_handler_fn kafka_handlers[] = {
+    [KAFKA_API_API_VERSIONS] = handle_api_versions,
+    [KAFKA_API_METADATA] = handle_metadata,
+    [KAFKA_API_CREATE_TOPICS] = handle_create_topics,
+    [KAFKA_API_PRODUCE] = handle_produce,
+    [KAFKA_API_LIST_OFFSETS] = handle_list_offsets,
+    [KAFKA_API_FETCH] = handle_fetch,
+    [KAFKA_API_FIND_COORDINATOR] = handle_find_coordinator,
+    [KAFKA_API_DESCRIBE_CONFIGS] = handle_describe_configs,
+    [KAFKA_API_DELETE_TOPICS] = handle_delete_topics,
+    [KAFKA_API_JOIN_GROUP] = handle_group,
+    [KAFKA_API_SYNC_GROUP] = handle_group,
+    [KAFKA_API_HEARTBEAT] = handle_group,
+    [KAFKA_API_LEAVE_GROUP] = handle_group,
+    [KAFKA_API_OFFSET_COMMIT] = handle_group,
+    [KAFKA_API_OFFSET_FETCH] = handle_group,
+    [KAFKA_API_LIST_GROUPS] = handle_group,
+    [KAFKA_API_DESCRIBE_GROUPS] = handle_group,
+    [KAFKA_API_INIT_PRODUCER_ID] = handle_group,
+};
+
 /* Runs a request's handler; it is re-entered each time its last pending
  * partition operation completes. */
 static void req_run(struct kafka_worker *kw, struct kafka_req *r)
@@ -1230,48 +1254,9 @@ static void req_run(struct kafka_worker *kw, struct kafka_req *r)
                 return;
         }
         r->in_step = true;
-        switch (r->h.api_key) {
-        case KAFKA_API_API_VERSIONS:
-                handle_api_versions(kw, r);
-                break;
-        case KAFKA_API_METADATA:
-                handle_metadata(kw, r);
-                break;
-        case KAFKA_API_CREATE_TOPICS:
-                handle_create_topics(kw, r);
-                break;
-        case KAFKA_API_PRODUCE:
-                handle_produce(kw, r);
-                break;
-        case KAFKA_API_LIST_OFFSETS:
-                handle_list_offsets(kw, r);
-                break;
-        case KAFKA_API_FETCH:
-                handle_fetch(kw, r);
-                break;
-        case KAFKA_API_FIND_COORDINATOR:
-                handle_find_coordinator(kw, r);
-                break;
-        case KAFKA_API_DESCRIBE_CONFIGS:
-                handle_describe_configs(kw, r);
-                break;
-        case KAFKA_API_DELETE_TOPICS:
-                handle_delete_topics(kw, r);
-                break;
-        case KAFKA_API_JOIN_GROUP:
-        case KAFKA_API_SYNC_GROUP:
-        case KAFKA_API_HEARTBEAT:
-        case KAFKA_API_LEAVE_GROUP:
-        case KAFKA_API_OFFSET_COMMIT:
-        case KAFKA_API_OFFSET_FETCH:
-        case KAFKA_API_LIST_GROUPS:
-        case KAFKA_API_DESCRIBE_GROUPS:
-        case KAFKA_API_INIT_PRODUCER_ID:
-                handle_group(kw, r);
-                break;
-        default:
-                SL_ASSERT(!"unadvertised api dispatched");
-        }
+        SL_ASSERT(r->h.api_key >= 0 && (size_t)r->h.api_key < SL_ARRAY_LEN(kafka_handlers) &&
+                  kafka_handlers[r->h.api_key]); /* only advertised APIs get here */
+        kafka_handlers[r->h.api_key](kw, r);
         r->in_step = false;
 }
 
