@@ -654,22 +654,48 @@ static void offset_fetch(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct
         reply(cp, &pk);
 }
 
-/* InitProducerId: ids are unique across restarts without a persisted
- * high-water mark (storage has no record for it yet): they start at the
- * wall clock in ms times 1024, which a restart cannot go below unless the
- * clock goes back. A known id with its epoch gets the epoch bumped (KIP-360). */
-static int64_t producer_id_next;
+/* InitProducerId: ids come from a high-water mark in the metadata log,
+ * reserved a block at a time so a burst of producers costs one fdatasync,
+ * and an id is answered only once a record covering it is durable: after a
+ * crash ids start at the mark and are never issued twice. A known id with
+ * its epoch gets the epoch bumped (KIP-360). */
+#define PRODUCER_ID_BLOCK 1000
+
+static int64_t producer_id_next = -1, producer_id_durable;
+
+struct pid_op {
+        struct parked p;
+        int64_t hwm;
+};
+
+static void pid_reserved(void *ctx, int res)
+{
+        struct pid_op *op = ctx;
+        struct ctl_kafka_gcall *c = op->p.call;
+        if (res == 0) {
+                if (op->hwm > producer_id_durable)
+                        producer_id_durable = op->hwm;
+        } else {
+                sl_log(SL_LOG_ERROR, "kafka: producer id reservation not durable: %s",
+                       strerror(-res));
+                kafka_val_set_int16(c->resp->root, KAFKA_INIT_PRODUCER_ID_RESP_ERROR_CODE,
+                                    GERR_UNKNOWN);
+                kafka_val_set_int64(c->resp->root, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_ID, -1);
+                kafka_val_set_int16(c->resp->root, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_EPOCH, -1);
+        }
+        reply(ctl_kafka_plane(), &op->p);
+        free(op);
+        commits_pending--;
+}
 
 static void init_producer_id(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct parked pk)
 {
         const struct kafka_val *rq = c->req->root;
         resp_init(c);
         struct kafka_val *rt = c->resp->root;
-        if (!producer_id_next) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                producer_id_next = ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000) * 1024;
-        }
+        struct meta_log *meta = ctl_kafka_meta();
+        if (producer_id_next < 0)
+                producer_id_next = producer_id_durable = meta_producer_id_hwm(meta);
         if (kafka_val_get_str(rq, KAFKA_INIT_PRODUCER_ID_REQ_TRANSACTIONAL_ID).len >= 0) {
                 /* Transactions are not advertised. */
                 kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_ERROR_CODE, 53);
@@ -684,7 +710,8 @@ static void init_producer_id(struct ctl_plane *cp, struct ctl_kafka_gcall *c, st
                 id = kafka_val_get_int64(rq, KAFKA_INIT_PRODUCER_ID_REQ_PRODUCER_ID);
                 epoch = kafka_val_get_int16(rq, KAFKA_INIT_PRODUCER_ID_REQ_PRODUCER_EPOCH);
         }
-        if (id >= 0 && epoch >= 0 && epoch < INT16_MAX - 1) {
+        bool fresh = !(id >= 0 && epoch >= 0 && epoch < INT16_MAX - 1);
+        if (!fresh) {
                 epoch++;
         } else {
                 id = producer_id_next++;
@@ -692,7 +719,29 @@ static void init_producer_id(struct ctl_plane *cp, struct ctl_kafka_gcall *c, st
         }
         kafka_val_set_int64(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_ID, id);
         kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_EPOCH, epoch);
-        reply(cp, &pk);
+        if (!fresh || id < producer_id_durable) {
+                reply(cp, &pk);
+                return;
+        }
+        /* Past the durable mark: reserve the next block (or wait for the
+         * reservation already on its way: callbacks run in record order,
+         * so a repeat of the same mark is durable no earlier). */
+        int64_t hwm = SL_MAX(meta_producer_id_hwm(meta), id + 1);
+        if (hwm <= id + 1)
+                hwm = id + PRODUCER_ID_BLOCK;
+        struct pid_op *op = calloc(1, sizeof(*op));
+        if (!op || meta_producer_id_reserve(meta, hwm, pid_reserved, op) != 0) {
+                free(op);
+                producer_id_next--;
+                kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_ERROR_CODE, GERR_UNKNOWN);
+                kafka_val_set_int64(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_ID, -1);
+                kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_EPOCH, -1);
+                reply(cp, &pk);
+                return;
+        }
+        op->p = pk;
+        op->hwm = hwm;
+        commits_pending++;
 }
 
 static const char *const state_names[] = {"Empty", "PreparingRebalance", "CompletingRebalance",

@@ -58,6 +58,7 @@ struct meta_log {
         struct log_io_req wreq, sreq;
         bool writing, syncing;
         uint64_t unknown_records;
+        int64_t producer_id_hwm;
 };
 
 /* ---- encoding ------------------------------------------------------- */
@@ -319,6 +320,12 @@ static int apply(struct meta_log *m, uint16_t type, uint16_t ver, const uint8_t 
                 int64_t off = GET(&r, int64_t);
                 return r.bad ? -EBADMSG : apply_offset(m, g, uuid, part, off);
         }
+        case META_REC_PRODUCER_IDS: {
+                int64_t hwm = GET(&r, int64_t);
+                if (!r.bad && hwm > m->producer_id_hwm)
+                        m->producer_id_hwm = hwm;
+                return r.bad ? -EBADMSG : 0;
+        }
         case META_REC_SNAP_BEGIN:
         case META_REC_SNAP_END:
                 return 0;
@@ -550,6 +557,24 @@ int meta_offset_commit(struct meta_log *m, const char *group, const uint8_t uuid
                 return rc;
         }
         return append(m, META_REC_OFFSET, &pl, cb, ctx);
+}
+
+int64_t meta_producer_id_hwm(const struct meta_log *m)
+{
+        return m->producer_id_hwm;
+}
+
+int meta_producer_id_reserve(struct meta_log *m, int64_t hwm, meta_cb cb, void *ctx)
+{
+        if (hwm > m->producer_id_hwm)
+                m->producer_id_hwm = hwm;
+        struct buf pl = {0};
+        int rc = buf_put(&pl, &hwm, 8);
+        if (rc) {
+                free(pl.b);
+                return rc;
+        }
+        return append(m, META_REC_PRODUCER_IDS, &pl, cb, ctx);
 }
 
 int meta_offset_get(const struct meta_log *m, const char *group, const uint8_t uuid[16],
@@ -809,6 +834,10 @@ int meta_snapshot(struct meta_log *m)
                         continue;
                 rc = enc_offset(&pl, o->group, o->uuid, o->partition, o->offset);
                 EMIT(META_REC_OFFSET);
+        }
+        if (!rc && m->producer_id_hwm) {
+                rc = buf_put(&pl, &m->producer_id_hwm, 8);
+                EMIT(META_REC_PRODUCER_IDS);
         }
         if (!rc)
                 rc = buf_put(&pl, &records, 8);

@@ -21,6 +21,7 @@ enum meta_rec_type {
         META_REC_TOPIC_DELETE = 4,
         META_REC_PLACEMENT = 5,
         META_REC_OFFSET = 6,
+        META_REC_PRODUCER_IDS = 7, /* i64: producer ids below it may have been issued */
         /* 16..: queues, exchanges, bindings, users (not yet) */
 };
 
@@ -58,6 +59,12 @@ int meta_placement_set(struct meta_log *m, const uint8_t uuid[16], uint32_t part
                        int32_t worker, meta_cb cb, void *ctx);
 int meta_offset_commit(struct meta_log *m, const char *group, const uint8_t uuid[16],
                        uint32_t partition, int64_t offset, meta_cb cb, void *ctx);
+/* Kafka producer ids: everything below the high-water mark may have been
+ * handed out, so after a crash ids start there. A caller reserves a block
+ * (one record per block, not per id) and hands out an id only once the
+ * record covering it is durable. */
+int64_t meta_producer_id_hwm(const struct meta_log *m);
+int meta_producer_id_reserve(struct meta_log *m, int64_t hwm, meta_cb cb, void *ctx);
 /* 0 and the offset, or -ENOENT. */
 int meta_offset_get(const struct meta_log *m, const char *group, const uint8_t uuid[16],
                     uint32_t partition, int64_t *offset);

@@ -6,6 +6,7 @@
 
 #include "ctl_kafka.h"
 #include "kafka_codec.h"
+#include "kafka_producer.h"
 #include "log.h"
 #include "sl_worker.h"
 
@@ -113,29 +114,14 @@ struct kafka_req {
         struct ctl_kafka_gcall gcall; /* group APIs: lent to the control thread */
 };
 
-/* Idempotent producers: per partition, the last batches of each producer
- * (KIP-98), in memory; the least recently used producer is evicted. */
-#define KAFKA_PRODUCERS_PER_PART 32
-#define KAFKA_PRODUCER_BATCHES   5
-
-struct kafka_producer {
-        int64_t id; /* -1: free */
-        int16_t epoch;
-        int32_t last_seq;
-        uint64_t used;
-        uint8_t next;
-        uint8_t n;
-        struct {
-                int32_t first, last;
-                int64_t base;
-        } b[KAFKA_PRODUCER_BATCHES];
-};
+/* How much of a partition's log tail is scanned at open to rebuild the
+ * idempotent producer state: the last batches of every recent producer. */
+#define KAFKA_PRODUCER_SCAN_BYTES (8u << 20)
 
 struct kafka_part {
         struct log_partition *log;
         uint32_t pid;
-        uint64_t clock;
-        struct kafka_producer producers[KAFKA_PRODUCERS_PER_PART];
+        struct kafka_producers producers;
 };
 
 struct kafka_reader {
@@ -177,6 +163,7 @@ struct kafka_worker {
         uint64_t next_token;
         uint32_t starved_conns; /* connections paused for want of a request slot */
         char data_dir[CTL_PATH_MAX];
+        uint64_t producer_expiry_ms;
         /* counters for /metrics */
         _Atomic uint64_t requests, produce_batches, fetch_bytes, errors_closed;
 };

@@ -1502,6 +1502,7 @@ static int kafka_worker_init(struct sl_worker *w)
                 kw->free_reqs = r;
         }
         snprintf(kw->data_dir, sizeof(kw->data_dir), "%s", w->cfg->data_dir);
+        kw->producer_expiry_ms = w->cfg->kafka_producer_id_expiration_ms;
         int rc = kafka_part_init(kw);
         if (rc) {
                 free(kw->arena_mem);

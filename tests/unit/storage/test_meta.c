@@ -203,6 +203,33 @@ static int count_dirs(const char *dir)
         return n;
 }
 
+/* The producer id high-water mark survives a reopen and a snapshot, and
+ * never goes down (a late smaller reservation replays harmlessly). */
+static void test_producer_id_hwm(void **state)
+{
+        (void)state;
+        char dir[256];
+        assert_non_null(st_tmpdir(dir, sizeof(dir)));
+        struct meta_log *m = open_ok(dir);
+        assert_int_equal(meta_producer_id_hwm(m), 0);
+        acks = 0;
+        assert_int_equal(meta_producer_id_reserve(m, 1024, ack, NULL), 0);
+        assert_int_equal(meta_producer_id_reserve(m, 2048, ack, NULL), 0);
+        assert_int_equal(meta_producer_id_reserve(m, 1024, ack, NULL), 0);
+        assert_int_equal(meta_producer_id_hwm(m), 2048);
+        assert_int_equal(meta_drain(m), 0);
+        assert_int_equal(acks, 3);
+        meta_close(m);
+        m = open_ok(dir);
+        assert_int_equal(meta_producer_id_hwm(m), 2048);
+        assert_int_equal(meta_snapshot(m), 0);
+        meta_close(m);
+        m = open_ok(dir);
+        assert_int_equal(meta_producer_id_hwm(m), 2048);
+        meta_close(m);
+        st_rmrf(dir);
+}
+
 static void test_partition_dirs(void **state)
 {
         (void)state;
@@ -251,6 +278,7 @@ int main(void)
             cmocka_unit_test(test_torn_tail_and_unknown_types),
             cmocka_unit_test(test_snapshot),
             cmocka_unit_test(test_partition_dirs),
+            cmocka_unit_test(test_producer_id_hwm),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
