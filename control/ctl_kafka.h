@@ -99,6 +99,10 @@ void ctl_kafka_fini(struct ctl_plane *cp);
 struct ctl_plane *ctl_kafka_plane(void);
 struct meta_log *ctl_kafka_meta(void);
 const struct ctl_kafka_snap *ctl_kafka_snap_current(void);
+/* CreatePartitions: answered (CTL_KAFKA_MSG_GROUP reply to ep/cookie) once
+ * the grown topics are durable and every worker serves them. */
+void ctl_kafka_create_partitions(struct ctl_plane *cp, struct ctl_kafka_gcall *c, uint16_t ep,
+                                 uint64_t cookie);
 void ctl_kafka_group_call(struct ctl_plane *cp, const struct sl_msg *m, uint64_t now_ms);
 void ctl_kafka_group_poll(struct ctl_plane *cp, uint64_t now_ms);
 /* True while OffsetCommits wait for the metadata log (the loop then spins). */

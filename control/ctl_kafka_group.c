@@ -24,6 +24,8 @@ enum {
         GERR_UNKNOWN_MEMBER = 25,
         GERR_INVALID_SESSION_TIMEOUT = 26,
         GERR_REBALANCE_IN_PROGRESS = 27,
+        GERR_NON_EMPTY_GROUP = 68,
+        GERR_GROUP_ID_NOT_FOUND = 69,
         GERR_MEMBER_ID_REQUIRED = 79,
         GERR_UNKNOWN = -1,
 };
@@ -744,6 +746,65 @@ static void init_producer_id(struct ctl_plane *cp, struct ctl_kafka_gcall *c, st
         commits_pending++;
 }
 
+/* DeleteGroups: an empty (or only remembered through its offsets) group
+ * is dropped with its committed offsets, answered once the metadata record
+ * is durable; a group with members is NON_EMPTY_GROUP, an unknown one
+ * GROUP_ID_NOT_FOUND, as Kafka does. */
+static void delete_groups(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct parked pk)
+{
+        const struct kafka_val *ga =
+            kafka_val_array(c->req->root, KAFKA_DELETE_GROUPS_REQ_GROUPS_NAMES);
+        int32_t n = ga->len < 0 ? 0 : ga->len;
+        struct commit_op *op = calloc(1, sizeof(*op));
+        if (!op) {
+                reply(cp, &pk);
+                return;
+        }
+        op->p = pk;
+        op->cbs = 1;
+        commits_pending++;
+        resp_init(c);
+        struct kafka_val *rt = c->resp->root;
+        kafka_val_array_init(c->arena, rt, KAFKA_DELETE_GROUPS_RESP_RESULTS, n);
+        for (int32_t i = 0; i < n; i++) {
+                const struct kafka_val *gv = kafka_val_array_elem(ga, i);
+                struct kafka_str id = {gv->u.ptr, gv->len};
+                struct kafka_val *e =
+                    kafka_val_array_elem(kafka_val_array(rt, KAFKA_DELETE_GROUPS_RESP_RESULTS), i);
+                kafka_val_set_str(e, KAFKA_DELETE_GROUPS_RESP_RESULTS_GROUP_ID,
+                                  arena_copy(c, id.ptr, id.len > 0 ? (size_t)id.len : 0),
+                                  id.len > 0 ? id.len : 0);
+                char name[ID_MAX];
+                int16_t err = 0;
+                struct group *g = group_find(id, false);
+                if (id.len <= 0 || id.len >= ID_MAX) {
+                        err = GERR_INVALID_GROUP_ID;
+                } else if (g && g->members) {
+                        err = GERR_NON_EMPTY_GROUP;
+                } else {
+                        strview(name, sizeof(name), id);
+                        if (!g && !meta_group_has_offsets(ctl_kafka_meta(), name)) {
+                                err = GERR_GROUP_ID_NOT_FOUND;
+                        } else {
+                                if (g) {
+                                        struct group **pp = &groups;
+                                        while (*pp != g)
+                                                pp = &(*pp)->next;
+                                        *pp = g->next;
+                                        free(g);
+                                }
+                                op->cbs++;
+                                if (meta_group_delete(ctl_kafka_meta(), name, commit_cb, op)) {
+                                        op->cbs--;
+                                        err = GERR_UNKNOWN;
+                                }
+                        }
+                }
+                kafka_val_set_int16(e, KAFKA_DELETE_GROUPS_RESP_RESULTS_ERROR_CODE, err);
+        }
+        commit_cb(op, 0);
+}
+
 static const char *const state_names[] = {"Empty", "PreparingRebalance", "CompletingRebalance",
                                           "Stable"};
 
@@ -854,6 +915,12 @@ void ctl_kafka_group_call(struct ctl_plane *cp, const struct sl_msg *m, uint64_t
                 break;
         case KAFKA_API_DESCRIBE_GROUPS:
                 describe_groups(cp, c, pk);
+                break;
+        case KAFKA_API_DELETE_GROUPS:
+                delete_groups(cp, c, pk);
+                break;
+        case KAFKA_API_CREATE_PARTITIONS:
+                ctl_kafka_create_partitions(cp, c, pk.ep, pk.cookie);
                 break;
         default:
                 reply(cp, &pk); /* no response built: the worker closes */

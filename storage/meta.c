@@ -271,6 +271,33 @@ static int apply_offset(struct meta_log *m, const char *g, const uint8_t *uuid, 
         return 0;
 }
 
+/* Open addressing cannot simply empty a slot: rebuild without the group. */
+static int apply_group_delete(struct meta_log *m, const char *g)
+{
+        if (!m->offs_cap)
+                return 0;
+        struct meta_off *old = m->offs;
+        uint32_t cap = m->offs_cap;
+        m->offs = calloc(cap, sizeof(*m->offs));
+        if (!m->offs) {
+                m->offs = old;
+                return -ENOMEM;
+        }
+        m->noffs = 0;
+        for (uint32_t i = 0; i < cap; i++) {
+                if (!old[i].group)
+                        continue;
+                if (!strcmp(old[i].group, g)) {
+                        free(old[i].group);
+                        continue;
+                }
+                *off_slot(m, old[i].group, old[i].uuid, old[i].partition) = old[i];
+                m->noffs++;
+        }
+        free(old);
+        return 0;
+}
+
 /* Apply one record's payload; unknown types are counted and skipped. */
 static int apply(struct meta_log *m, uint16_t type, uint16_t ver, const uint8_t *p, size_t n)
 {
@@ -319,6 +346,11 @@ static int apply(struct meta_log *m, uint16_t type, uint16_t ver, const uint8_t 
                 uint32_t part = GET(&r, uint32_t);
                 int64_t off = GET(&r, int64_t);
                 return r.bad ? -EBADMSG : apply_offset(m, g, uuid, part, off);
+        }
+        case META_REC_GROUP_DELETE: {
+                char g[256];
+                rd_str(&r, g, sizeof(g));
+                return r.bad ? -EBADMSG : apply_group_delete(m, g);
         }
         case META_REC_PRODUCER_IDS: {
                 int64_t hwm = GET(&r, int64_t);
@@ -557,6 +589,69 @@ int meta_offset_commit(struct meta_log *m, const char *group, const uint8_t uuid
                 return rc;
         }
         return append(m, META_REC_OFFSET, &pl, cb, ctx);
+}
+
+int meta_topic_grow(struct meta_log *m, const uint8_t uuid[16], uint32_t partitions, meta_cb cb,
+                    void *ctx)
+{
+        struct meta_topic *x = topic_by_uuid(m, uuid);
+        if (!x || x->deleted)
+                return -ENOENT;
+        if (partitions <= x->partitions)
+                return -EINVAL;
+        struct meta_topic t = *x;
+        t.partitions = partitions;
+        t.worker = NULL;
+        struct buf pl = {0};
+        int rc = enc_topic(&pl, &t);
+        if (!rc)
+                rc = apply_topic(m, &t);
+        if (rc) {
+                free(pl.b);
+                return rc;
+        }
+        return append(m, META_REC_TOPIC, &pl, cb, ctx);
+}
+
+int meta_group_delete(struct meta_log *m, const char *group, meta_cb cb, void *ctx)
+{
+        if (strlen(group) > 255)
+                return -EINVAL;
+        int rc = apply_group_delete(m, group);
+        struct buf pl = {0};
+        if (!rc)
+                rc = put_str(&pl, group);
+        if (rc) {
+                free(pl.b);
+                return rc;
+        }
+        return append(m, META_REC_GROUP_DELETE, &pl, cb, ctx);
+}
+
+bool meta_group_has_offsets(const struct meta_log *m, const char *group)
+{
+        for (uint32_t i = 0; i < m->offs_cap; i++)
+                if (m->offs[i].group && !strcmp(m->offs[i].group, group))
+                        return true;
+        return false;
+}
+
+uint32_t meta_offset_slots(const struct meta_log *m)
+{
+        return m->offs_cap;
+}
+
+int meta_offset_at(const struct meta_log *m, uint32_t slot, const char **group,
+                   const uint8_t **uuid, uint32_t *partition, int64_t *offset)
+{
+        if (slot >= m->offs_cap || !m->offs[slot].group)
+                return -ENOENT;
+        const struct meta_off *o = &m->offs[slot];
+        *group = o->group;
+        *uuid = o->uuid;
+        *partition = o->partition;
+        *offset = o->offset;
+        return 0;
 }
 
 int64_t meta_producer_id_hwm(const struct meta_log *m)

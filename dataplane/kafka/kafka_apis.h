@@ -25,6 +25,8 @@
         X(KAFKA_API_LIST_GROUPS, 0, 4)                                                             \
         X(KAFKA_API_DESCRIBE_GROUPS, 0, 5)                                                         \
         X(KAFKA_API_DESCRIBE_CONFIGS, 0, 4)                                                        \
-        X(KAFKA_API_INIT_PRODUCER_ID, 0, 4)
+        X(KAFKA_API_INIT_PRODUCER_ID, 0, 4)                                                        \
+        X(KAFKA_API_CREATE_PARTITIONS, 0, 3)                                                       \
+        X(KAFKA_API_DELETE_GROUPS, 0, 2)
 
 #endif

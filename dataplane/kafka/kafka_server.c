@@ -1218,8 +1218,8 @@ fail:
         kafka_req_done(kw, r);
 }
 
-/* One handler per advertised API (kafka_apis.h): the group APIs and
- * InitProducerId go to the control thread. */
+/* One handler per advertised API (kafka_apis.h): the group APIs,
+ * InitProducerId and CreatePartitions go to the control thread. */
 typedef void (*kafka_handler_fn)(struct kafka_worker *kw, struct kafka_req *r);
 static const kafka_handler_fn kafka_handlers[] = {
     [KAFKA_API_API_VERSIONS] = handle_api_versions,
@@ -1240,6 +1240,8 @@ static const kafka_handler_fn kafka_handlers[] = {
     [KAFKA_API_LIST_GROUPS] = handle_group,
     [KAFKA_API_DESCRIBE_GROUPS] = handle_group,
     [KAFKA_API_INIT_PRODUCER_ID] = handle_group,
+    [KAFKA_API_DELETE_GROUPS] = handle_group,
+    [KAFKA_API_CREATE_PARTITIONS] = handle_group,
 };
 
 /* Runs a request's handler; it is re-entered each time its last pending

@@ -93,3 +93,126 @@ def test_confluent_idempotent_producer_after_sigkill(make_sluiced):
     s.start()
     b = json.loads(run_py(CONFLUENT_IDEMPOTENT, bootstrap(s), "idemc", "500", "500"))
     assert b == list(range(500, 1000))
+
+
+# ---- CreatePartitions --------------------------------------------------------
+
+CONFLUENT_GROW = r"""
+import sys, json
+from confluent_kafka import Producer, Consumer, TopicPartition, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic, NewPartitions
+b = sys.argv[1]
+a = AdminClient({'bootstrap.servers': b})
+a.create_topics([NewTopic('grow', num_partitions=2, replication_factor=1)])['grow'].result(30)
+p = Producer({'bootstrap.servers': b, 'acks': 'all'})
+for i in range(20):
+    p.produce('grow', value=b'old%d' % i, partition=i % 2)
+assert p.flush(30) == 0
+def code(f):
+    try:
+        f.result(30)
+        return 0
+    except KafkaException as e:
+        return e.args[0].code()
+out = {}
+out['validate'] = code(a.create_partitions([NewPartitions('grow', 5)], validate_only=True)['grow'])
+out['after_validate'] = len(a.list_topics('grow', timeout=10).topics['grow'].partitions)
+out['shrink'] = code(a.create_partitions([NewPartitions('grow', 1)])['grow'])
+out['same'] = code(a.create_partitions([NewPartitions('grow', 2)])['grow'])
+out['unknown'] = code(a.create_partitions([NewPartitions('nope', 3)])['nope'])
+out['grow'] = code(a.create_partitions([NewPartitions('grow', 5)])['grow'])
+out['after_grow'] = len(a.list_topics('grow', timeout=10).topics['grow'].partitions)
+p = Producer({'bootstrap.servers': b, 'acks': 'all'})  # sees the new partitions at once
+for i in range(50):
+    p.produce('grow', value=b'new%d' % i, partition=i % 5)
+assert p.flush(30) == 0
+print(json.dumps(out))
+"""
+
+CONSUME_PARTS = r"""
+import sys, json, time
+from confluent_kafka import Consumer, TopicPartition
+b, topic, parts, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+c = Consumer({'bootstrap.servers': b, 'group.id': 'unused', 'enable.auto.commit': False,
+              'fetch.wait.max.ms': 100})
+c.assign([TopicPartition(topic, i, 0) for i in range(parts)])
+got = []
+deadline = time.time() + 60
+while len(got) < n and time.time() < deadline:
+    m = c.poll(0.2)
+    if m is not None and not m.error():
+        got.append([m.partition(), m.value().decode()])
+c.close()
+print(json.dumps(got))
+"""
+
+
+def test_create_partitions_grows_topic(make_sluiced):
+    import json
+
+    s = start(make_sluiced)
+    out = json.loads(run_py(CONFLUENT_GROW, bootstrap(s)))
+    assert out == {"validate": 0, "after_validate": 2, "shrink": 37, "same": 37, "unknown": 3,
+                   "grow": 0, "after_grow": 5}, out
+    got = json.loads(run_py(CONSUME_PARTS, bootstrap(s), "grow", "5", "70"))
+    assert len(got) == 70
+    assert {p for p, v in got if v.startswith("new")} == set(range(5))
+    # The new partitions are durable: after a SIGKILL they are still there,
+    # with their records, on the same workers' logs.
+    s.kill()
+    s.start()
+    got2 = json.loads(run_py(CONSUME_PARTS, bootstrap(s), "grow", "5", "70"))
+    assert sorted(map(tuple, got2)) == sorted(map(tuple, got))
+
+
+KAFKA_PYTHON_ADMIN = r"""
+import sys, json
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewPartitions
+from kafka.structs import OffsetAndMetadata
+b = sys.argv[1]
+a = KafkaAdminClient(bootstrap_servers=b)
+p = KafkaProducer(bootstrap_servers=b, acks='all')
+p.send('kpadmin', b'x').get(30)
+p.close()
+r = a.create_partitions({'kpadmin': NewPartitions(3)})
+grow = [list(t) for t in r.topic_errors]
+c = KafkaConsumer('kpadmin', bootstrap_servers=b, group_id='doomed', auto_offset_reset='earliest',
+                  enable_auto_commit=False, consumer_timeout_ms=3000)
+n = len(list(c))
+c.commit()
+c2 = KafkaConsumer(bootstrap_servers=b, group_id='kept', enable_auto_commit=False)
+c2.commit({TopicPartition('kpadmin', 0): OffsetAndMetadata(1, '')})
+c2.close()
+busy = a.delete_consumer_groups(['doomed'])
+c.close()
+gone = a.delete_consumer_groups(['doomed', 'never-seen'])
+print(json.dumps({'grow': grow, 'n': n, 'busy': [[g, e.errno] for g, e in busy],
+                  'gone': [[g, e.errno] for g, e in gone]}))
+"""
+
+
+def test_kafka_python_create_partitions_and_delete_groups(make_sluiced):
+    import json
+
+    s = start(make_sluiced)
+    out = json.loads(run_py(KAFKA_PYTHON_ADMIN, bootstrap(s)))
+    assert out["grow"] == [["kpadmin", 0, None]], out
+    assert out["n"] == 1
+    assert out["busy"] == [["doomed", 68]], out  # NON_EMPTY_GROUP while a member is in
+    assert out["gone"] == [["doomed", 0], ["never-seen", 69]], out  # GROUP_ID_NOT_FOUND
+    # The committed offsets went with the group, durably; another group's stay.
+    for _ in range(2):
+        assert json.loads(run_py(COMMITTED, bootstrap(s), "doomed")) is None
+        assert json.loads(run_py(COMMITTED, bootstrap(s), "kept")) == 1
+        s.kill()
+        s.start()
+
+
+COMMITTED = r"""
+import sys, json
+from kafka import KafkaConsumer, TopicPartition
+c = KafkaConsumer(bootstrap_servers=sys.argv[1], group_id=sys.argv[2], enable_auto_commit=False)
+print(json.dumps(c.committed(TopicPartition('kpadmin', 0))))
+c.close()
+"""
