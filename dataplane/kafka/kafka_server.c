@@ -610,6 +610,79 @@ static const struct ctl_kafka_part *part_find(const struct kafka_worker *kw, str
         return &t->parts[partition];
 }
 
+/* Where a request's topic/partition arrays and their response mirror live:
+ * Produce, ListOffsets and Fetch answer one response topic per request
+ * topic and one partition per request partition, in request order. */
+struct topic_mirror {
+        unsigned req_topics, req_name, req_id, req_parts, req_index;
+        unsigned resp_topics, resp_name, resp_id, resp_parts, resp_index;
+};
+
+typedef void (*mirror_fill_fn)(struct kafka_req *r, struct kafka_val *pe,
+                               const struct kafka_pop *p);
+
+/* Builds the response's topic array from the request's, copying each
+ * topic's name (or its id when by_id: Fetch v13+) and each partition's
+ * index, then lets fill set the rest from the partition's pop (pops are in
+ * request order). Returns false when the arena is full. */
+static bool resp_mirror(struct kafka_req *r, const struct topic_mirror *m, bool by_id,
+                        mirror_fill_fn fill)
+{
+        const struct kafka_val *ta = kafka_val_array(r->msg.root, m->req_topics);
+        int32_t nt = ta->len < 0 ? 0 : ta->len;
+        if (!kafka_val_array_init(&r->arena, r->resp.root, m->resp_topics, nt) && nt)
+                return false;
+        uint32_t k = 0;
+        for (int32_t i = 0; i < nt; i++) {
+                const struct kafka_val *t = kafka_val_array_elem(ta, i);
+                struct kafka_val *te =
+                    kafka_val_array_elem(kafka_val_array(r->resp.root, m->resp_topics), i);
+                if (by_id) {
+                        kafka_val_set_uuid(te, m->resp_id, kafka_val_get_uuid(t, m->req_id));
+                } else {
+                        struct kafka_str name = kafka_val_get_str(t, m->req_name);
+                        kafka_val_set_str(te, m->resp_name, name.ptr, name.len);
+                }
+                const struct kafka_val *pa = kafka_val_array(t, m->req_parts);
+                int32_t np = pa->len < 0 ? 0 : pa->len;
+                if (!kafka_val_array_init(&r->arena, te, m->resp_parts, np) && np)
+                        return false;
+                for (int32_t j = 0; j < np; j++) {
+                        struct kafka_val *pe =
+                            kafka_val_array_elem(kafka_val_array(te, m->resp_parts), j);
+                        kafka_val_set_int32(
+                            pe, m->resp_index,
+                            kafka_val_get_int32(kafka_val_array_elem(pa, j), m->req_index));
+                        fill(r, pe, &r->pops[k++]);
+                }
+        }
+        return true;
+}
+
+static const struct topic_mirror produce_mirror = {
+    KAFKA_PRODUCE_REQ_TOPIC_DATA,
+    KAFKA_PRODUCE_REQ_TOPIC_DATA_NAME,
+    0,
+    KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA,
+    KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA_INDEX,
+    KAFKA_PRODUCE_RESP_RESPONSES,
+    KAFKA_PRODUCE_RESP_RESPONSES_NAME,
+    0,
+    KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES,
+    KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_INDEX,
+};
+
+static void produce_fill(struct kafka_req *r, struct kafka_val *pe, const struct kafka_pop *p)
+{
+        kafka_val_set_int16(pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_ERROR_CODE,
+                            p->err);
+        kafka_val_set_int64(pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_BASE_OFFSET,
+                            p->err ? -1 : p->base);
+        if (r->h.api_version >= 5)
+                kafka_val_set_int64(
+                    pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_LOG_START_OFFSET, p->lso);
+}
+
 static void handle_produce(struct kafka_worker *kw, struct kafka_req *r)
 {
         const struct kafka_val *root = r->msg.root;
@@ -681,50 +754,36 @@ static void handle_produce(struct kafka_worker *kw, struct kafka_req *r)
                 return;
         }
         resp_init(r, r->h.api_version);
-        struct kafka_val *ra =
-            kafka_val_array_init(&r->arena, r->resp.root, KAFKA_PRODUCE_RESP_RESPONSES, nt);
-        uint32_t k = 0;
-        for (int32_t i = 0; ra && i < nt; i++) {
-                const struct kafka_val *t = kafka_val_array_elem(td, i);
-                struct kafka_val *te = kafka_val_array_elem(
-                    kafka_val_array(r->resp.root, KAFKA_PRODUCE_RESP_RESPONSES), i);
-                struct kafka_str name = kafka_val_get_str(t, KAFKA_PRODUCE_REQ_TOPIC_DATA_NAME);
-                kafka_val_set_str(te, KAFKA_PRODUCE_RESP_RESPONSES_NAME, name.ptr, name.len);
-                const struct kafka_val *pd =
-                    kafka_val_array(t, KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA);
-                int32_t np = pd->len < 0 ? 0 : pd->len;
-                if (!kafka_val_array_init(&r->arena, te,
-                                          KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES, np))
-                        goto nomem;
-                for (int32_t j = 0; j < np; j++) {
-                        struct kafka_pop *p = &r->pops[k++];
-                        struct kafka_val *pe = kafka_val_array_elem(
-                            kafka_val_array(te, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES),
-                            j);
-                        kafka_val_set_int32(
-                            pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_INDEX,
-                            kafka_val_get_int32(kafka_val_array_elem(pd, j),
-                                                KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA_INDEX));
-                        kafka_val_set_int16(
-                            pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_ERROR_CODE,
-                            p->err);
-                        kafka_val_set_int64(
-                            pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_BASE_OFFSET,
-                            p->err ? -1 : p->base);
-                        if (r->h.api_version >= 5)
-                                kafka_val_set_int64(
-                                    pe,
-                                    KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_LOG_START_OFFSET,
-                                    p->lso);
-                }
+        if (!resp_mirror(r, &produce_mirror, false, produce_fill)) {
+                sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+                kafka_req_done(kw, r);
+                return;
         }
-        if (nt && !ra)
-                goto nomem;
         kafka_req_done(kw, r);
-        return;
-nomem:
-        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
-        kafka_req_done(kw, r);
+}
+
+static const struct topic_mirror list_offsets_mirror = {
+    KAFKA_LIST_OFFSETS_REQ_TOPICS,
+    KAFKA_LIST_OFFSETS_REQ_TOPICS_NAME,
+    0,
+    KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS,
+    KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS_PARTITION_INDEX,
+    KAFKA_LIST_OFFSETS_RESP_TOPICS,
+    KAFKA_LIST_OFFSETS_RESP_TOPICS_NAME,
+    0,
+    KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS,
+    KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_PARTITION_INDEX,
+};
+
+static void list_offsets_fill(struct kafka_req *r, struct kafka_val *pe, const struct kafka_pop *p)
+{
+        kafka_val_set_int16(pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_ERROR_CODE, p->err);
+        kafka_val_set_int64(pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_TIMESTAMP,
+                            p->err ? -1 : p->hw);
+        kafka_val_set_int64(pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_OFFSET,
+                            p->err ? -1 : p->base);
+        if (r->h.api_version >= 4)
+                kafka_val_set_int32(pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_LEADER_EPOCH, 0);
 }
 
 static void handle_list_offsets(struct kafka_worker *kw, struct kafka_req *r)
@@ -768,47 +827,11 @@ static void handle_list_offsets(struct kafka_worker *kw, struct kafka_req *r)
         if (r->pending)
                 return;
         resp_init(r, r->h.api_version);
-        struct kafka_val *ra =
-            kafka_val_array_init(&r->arena, r->resp.root, KAFKA_LIST_OFFSETS_RESP_TOPICS, nt);
-        uint32_t k = 0;
-        for (int32_t i = 0; ra && i < nt; i++) {
-                const struct kafka_val *t = kafka_val_array_elem(ta, i);
-                struct kafka_val *te = kafka_val_array_elem(
-                    kafka_val_array(r->resp.root, KAFKA_LIST_OFFSETS_RESP_TOPICS), i);
-                struct kafka_str name = kafka_val_get_str(t, KAFKA_LIST_OFFSETS_REQ_TOPICS_NAME);
-                kafka_val_set_str(te, KAFKA_LIST_OFFSETS_RESP_TOPICS_NAME, name.ptr, name.len);
-                const struct kafka_val *pa =
-                    kafka_val_array(t, KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS);
-                int32_t np = pa->len < 0 ? 0 : pa->len;
-                if (!kafka_val_array_init(&r->arena, te, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS,
-                                          np))
-                        goto nomem;
-                for (int32_t j = 0; j < np; j++) {
-                        struct kafka_pop *p = &r->pops[k++];
-                        struct kafka_val *pe = kafka_val_array_elem(
-                            kafka_val_array(te, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS), j);
-                        kafka_val_set_int32(
-                            pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_PARTITION_INDEX,
-                            kafka_val_get_int32(
-                                kafka_val_array_elem(pa, j),
-                                KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS_PARTITION_INDEX));
-                        kafka_val_set_int16(
-                            pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_ERROR_CODE, p->err);
-                        kafka_val_set_int64(pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_TIMESTAMP,
-                                            p->err ? -1 : p->hw);
-                        kafka_val_set_int64(pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_OFFSET,
-                                            p->err ? -1 : p->base);
-                        if (r->h.api_version >= 4)
-                                kafka_val_set_int32(
-                                    pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_LEADER_EPOCH, 0);
-                }
+        if (!resp_mirror(r, &list_offsets_mirror, false, list_offsets_fill)) {
+                sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+                kafka_req_done(kw, r);
+                return;
         }
-        if (nt && !ra)
-                goto nomem;
-        kafka_req_done(kw, r);
-        return;
-nomem:
-        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
         kafka_req_done(kw, r);
 }
 
@@ -900,6 +923,34 @@ static void fetch_wait(struct kafka_worker *kw, struct kafka_req *r, int32_t max
                         (void)sl_mbox_request(&kw->w->mb, owner, &m);
                 }
         }
+}
+
+static const struct topic_mirror fetch_mirror = {
+    KAFKA_FETCH_REQ_TOPICS,
+    KAFKA_FETCH_REQ_TOPICS_TOPIC,
+    KAFKA_FETCH_REQ_TOPICS_TOPIC_ID,
+    KAFKA_FETCH_REQ_TOPICS_PARTITIONS,
+    KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION,
+    KAFKA_FETCH_RESP_RESPONSES,
+    KAFKA_FETCH_RESP_RESPONSES_TOPIC,
+    KAFKA_FETCH_RESP_RESPONSES_TOPIC_ID,
+    KAFKA_FETCH_RESP_RESPONSES_PARTITIONS,
+    KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_PARTITION_INDEX,
+};
+
+static void fetch_fill(struct kafka_req *r, struct kafka_val *pe, const struct kafka_pop *p)
+{
+        kafka_val_set_int16(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_ERROR_CODE, p->err);
+        kafka_val_set_int64(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_HIGH_WATERMARK, p->hw);
+        kafka_val_set_int64(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_LAST_STABLE_OFFSET, p->hw);
+        if (r->h.api_version >= 5)
+                kafka_val_set_int64(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_LOG_START_OFFSET,
+                                    p->lso);
+        kafka_val_array_init(&r->arena, pe,
+                             KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_ABORTED_TRANSACTIONS, 0);
+        kafka_val_set_str(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_RECORDS,
+                          p->got ? p->dest : (const uint8_t *)"", (int32_t)p->got);
+        atomic_fetch_add_explicit(&r->kw->fetch_bytes, p->got, memory_order_relaxed);
 }
 
 static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
@@ -1006,52 +1057,11 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
                 return;
         }
         resp_init(r, r->h.api_version);
-        struct kafka_val *ra =
-            kafka_val_array_init(&r->arena, r->resp.root, KAFKA_FETCH_RESP_RESPONSES, nt);
-        uint32_t k = 0;
-        for (int32_t i = 0; ra && i < nt; i++) {
-                const struct kafka_val *t = kafka_val_array_elem(ta, i);
-                struct kafka_val *te = kafka_val_array_elem(
-                    kafka_val_array(r->resp.root, KAFKA_FETCH_RESP_RESPONSES), i);
-                struct kafka_str name = kafka_val_get_str(t, KAFKA_FETCH_REQ_TOPICS_TOPIC);
-                kafka_val_set_str(te, KAFKA_FETCH_RESP_RESPONSES_TOPIC, name.ptr, name.len);
-                const struct kafka_val *pa = kafka_val_array(t, KAFKA_FETCH_REQ_TOPICS_PARTITIONS);
-                int32_t np = pa->len < 0 ? 0 : pa->len;
-                if (!kafka_val_array_init(&r->arena, te, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS, np))
-                        goto nomem;
-                for (int32_t j = 0; j < np; j++) {
-                        struct kafka_pop *p = &r->pops[k++];
-                        struct kafka_val *pe = kafka_val_array_elem(
-                            kafka_val_array(te, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS), j);
-                        kafka_val_set_int32(
-                            pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_PARTITION_INDEX,
-                            kafka_val_get_int32(kafka_val_array_elem(pa, j),
-                                                KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION));
-                        kafka_val_set_int16(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_ERROR_CODE,
-                                            p->err);
-                        kafka_val_set_int64(
-                            pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_HIGH_WATERMARK, p->hw);
-                        kafka_val_set_int64(
-                            pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_LAST_STABLE_OFFSET, p->hw);
-                        if (r->h.api_version >= 5)
-                                kafka_val_set_int64(
-                                    pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_LOG_START_OFFSET,
-                                    p->lso);
-                        if (r->h.api_version >= 4)
-                                kafka_val_array_init(
-                                    &r->arena, pe,
-                                    KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_ABORTED_TRANSACTIONS, 0);
-                        kafka_val_set_str(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_RECORDS,
-                                          p->got ? p->dest : (const uint8_t *)"", (int32_t)p->got);
-                        atomic_fetch_add_explicit(&kw->fetch_bytes, p->got, memory_order_relaxed);
-                }
+        if (!resp_mirror(r, &fetch_mirror, false, fetch_fill)) {
+                sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+                kafka_req_done(kw, r);
+                return;
         }
-        if (nt && !ra)
-                goto nomem;
-        kafka_req_done(kw, r);
-        return;
-nomem:
-        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
         kafka_req_done(kw, r);
 }
 
