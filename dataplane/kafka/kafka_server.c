@@ -380,11 +380,34 @@ static void handle_metadata(struct kafka_worker *kw, struct kafka_req *r)
                         t = &s->topics[i];
                         name = (struct kafka_str){(const uint8_t *)t->name, t->name_len};
                 } else {
-                        name = kafka_val_get_str(kafka_val_array_elem(topics, i),
-                                                 KAFKA_METADATA_REQ_TOPICS_NAME);
+                        const struct kafka_val *rq = kafka_val_array_elem(topics, i);
+                        name = kafka_val_get_str(rq, KAFKA_METADATA_REQ_TOPICS_NAME);
                         t = name.len > 0
                                 ? ctl_kafka_snap_find(s, (const char *)name.ptr, (uint32_t)name.len)
                                 : NULL;
+                        if (name.len < 0 && v >= 10) {
+                                /* By topic id (KIP-516): answered with its name. */
+                                const uint8_t *id =
+                                    kafka_val_get_uuid(rq, KAFKA_METADATA_REQ_TOPICS_TOPIC_ID);
+                                t = id ? ctl_kafka_snap_find_id(s, id) : NULL;
+                                if (t) {
+                                        name = (struct kafka_str){(const uint8_t *)t->name,
+                                                                  t->name_len};
+                                } else {
+                                        if (id)
+                                                kafka_val_set_uuid(
+                                                    te, KAFKA_METADATA_RESP_TOPICS_TOPIC_ID, id);
+                                        kafka_val_set_str(te, KAFKA_METADATA_RESP_TOPICS_NAME,
+                                                          v >= 12 ? NULL : (const uint8_t *)"", 0);
+                                        kafka_val_set_int16(te,
+                                                            KAFKA_METADATA_RESP_TOPICS_ERROR_CODE,
+                                                            KERR_UNKNOWN_TOPIC_ID);
+                                        kafka_val_array_init(&r->arena, te,
+                                                             KAFKA_METADATA_RESP_TOPICS_PARTITIONS,
+                                                             0);
+                                        continue;
+                                }
+                        }
                 }
                 kafka_val_set_str(te, KAFKA_METADATA_RESP_TOPICS_NAME, name.ptr,
                                   name.len < 0 ? 0 : name.len);
@@ -953,11 +976,38 @@ static void fetch_fill(struct kafka_req *r, struct kafka_val *pe, const struct k
         atomic_fetch_add_explicit(&r->kw->fetch_bytes, p->got, memory_order_relaxed);
 }
 
+/* KIP-227 fetch sessions: this broker never creates one, so it answers
+ * every request as Kafka does when its session cache is full. Epoch -1
+ * (final) is a sessionless full fetch (closing the named session, which we
+ * never had); epoch 0 asks for a new session and gets a full answer with
+ * session id 0, i.e. "none created", so the client stays sessionless; any
+ * other epoch is an incremental fetch in a session we do not know:
+ * FETCH_SESSION_ID_NOT_FOUND. */
+static int16_t fetch_session_check(const struct kafka_val *root)
+{
+        int32_t epoch = kafka_val_get_int32(root, KAFKA_FETCH_REQ_SESSION_EPOCH);
+        if (epoch == -1 || epoch == 0)
+                return 0;
+        return KERR_FETCH_SESSION_ID_NOT_FOUND;
+}
+
 static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
 {
         const struct kafka_val *root = r->msg.root;
         const struct kafka_val *ta = kafka_val_array(root, KAFKA_FETCH_REQ_TOPICS);
         int32_t nt = ta->len < 0 ? 0 : ta->len;
+        bool by_id = r->h.api_version >= 13;
+        if (!r->pops && r->h.api_version >= 7) {
+                int16_t serr = fetch_session_check(root);
+                if (serr) {
+                        resp_init(r, r->h.api_version);
+                        kafka_val_set_int16(r->resp.root, KAFKA_FETCH_RESP_ERROR_CODE, serr);
+                        kafka_val_array_init(&r->arena, r->resp.root, KAFKA_FETCH_RESP_RESPONSES,
+                                             0);
+                        kafka_req_done(kw, r);
+                        return;
+                }
+        }
         if (!r->pops) {
                 if (!pops_alloc_partitions(kw, r, ta, nt, KAFKA_FETCH_REQ_TOPICS_PARTITIONS))
                         return;
@@ -1004,9 +1054,23 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
                 p->offset = kafka_val_get_int64(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_FETCH_OFFSET);
                 int32_t pmax =
                     kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION_MAX_BYTES);
-                const struct ctl_kafka_part *cp =
-                    part_find(kw, kafka_val_get_str(t, KAFKA_FETCH_REQ_TOPICS_TOPIC),
-                              kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION));
+                int32_t idx = kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION);
+                const struct ctl_kafka_part *cp;
+                if (by_id) {
+                        /* v13+: topics by id (KIP-516); an id we do not know is
+                         * UNKNOWN_TOPIC_ID, a known topic without that
+                         * partition UNKNOWN_TOPIC_OR_PARTITION. */
+                        const uint8_t *id = kafka_val_get_uuid(t, KAFKA_FETCH_REQ_TOPICS_TOPIC_ID);
+                        const struct ctl_kafka_topic *tp =
+                            id ? ctl_kafka_snap_find_id(kw->snap, id) : NULL;
+                        cp = tp && idx >= 0 && (uint32_t)idx < tp->nparts ? &tp->parts[idx] : NULL;
+                        if (!tp) {
+                                p->err = KERR_UNKNOWN_TOPIC_ID;
+                                continue;
+                        }
+                } else {
+                        cp = part_find(kw, kafka_val_get_str(t, KAFKA_FETCH_REQ_TOPICS_TOPIC), idx);
+                }
                 if (!cp) {
                         p->err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
                         continue;
@@ -1057,7 +1121,7 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
                 return;
         }
         resp_init(r, r->h.api_version);
-        if (!resp_mirror(r, &fetch_mirror, false, fetch_fill)) {
+        if (!resp_mirror(r, &fetch_mirror, by_id, fetch_fill)) {
                 sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
                 kafka_req_done(kw, r);
                 return;

@@ -4,6 +4,7 @@ producer ids from a persisted high-water mark), and the admin APIs. Raw
 sockets reach the edges clients cannot; real clients (confluent-kafka,
 kafka-python, kcat) prove the rest. Every socket has a timeout; every client
 runs in a subprocess with a hard timeout."""
+import os
 import struct
 
 from test_kafka import (batch_v2, bootstrap, frame, produce_result, produce_v3, raw_conn,
@@ -216,3 +217,154 @@ c = KafkaConsumer(bootstrap_servers=sys.argv[1], group_id=sys.argv[2], enable_au
 print(json.dumps(c.committed(TopicPartition('kpadmin', 0))))
 c.close()
 """
+
+
+# ---- Fetch v13+ (topic ids) and KIP-227 sessions -------------------------------
+
+
+def uvarint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def read_uvarint(buf, off):
+    n = shift = 0
+    while True:
+        b = buf[off]
+        off += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, off
+
+
+def fetch_v13(topic_id, partition, offset, corr, session_id=0, epoch=-1):
+    body = struct.pack(">iiiibii", -1, 0, 1, 1 << 20, 0, session_id, epoch)
+    body += uvarint(2) + topic_id + uvarint(2)
+    body += struct.pack(">iiqiqi", partition, -1, offset, -1, -1, 1 << 20) + b"\x00"  # partition
+    body += b"\x00"  # topic tagged fields
+    body += uvarint(1) + uvarint(1) + b"\x00"  # no forgotten topics, rack "", tagged
+    return frame(1, 13, corr, body, flexible=True)
+
+
+def parse_fetch_v13(r):
+    """(error, session_id, [(topic_id, partition, error, hw, records bytes)])"""
+    off = 4 + 1  # correlation id, header tagged fields
+    _throttle, err, session = struct.unpack(">ihi", r[off:off + 10])
+    off += 10
+    nt, off = read_uvarint(r, off)
+    out = []
+    for _ in range(nt - 1):
+        tid = r[off:off + 16]
+        off += 16
+        np_, off = read_uvarint(r, off)
+        for _ in range(np_ - 1):
+            part, perr, hw, _lso, _ls = struct.unpack(">ihqqq", r[off:off + 30])
+            off += 30
+            na, off = read_uvarint(r, off)
+            off += (na - 1) * 16 if na else 0
+            off += 4  # preferred read replica
+            nrec, off = read_uvarint(r, off)
+            recs = r[off:off + nrec - 1] if nrec else b""
+            off += max(nrec - 1, 0)
+            _tags, off = read_uvarint(r, off)
+            out.append((tid, part, perr, hw, recs))
+        _tags, off = read_uvarint(r, off)
+    return err, session, out
+
+
+def topic_uuid(s, topic):
+    """The topic id, from its partition directory name (<uuid hex>-<partition>);
+    the test's only topic."""
+    dirs = [d for d in os.listdir(os.path.join(s.data_dir, "topics")) if d.endswith("-0")]
+    assert len(dirs) == 1, (topic, dirs)
+    return bytes.fromhex(dirs[0][:-2])
+
+
+def test_fetch_v13_by_topic_id(make_sluiced):
+    s = start(make_sluiced)
+    c = raw_conn(s)
+    assert produce(c, "byid", batch_v2(-1, -1, -1, b"hello"), 1) == (0, 0)
+    tid = topic_uuid(s, "byid")
+    c.sendall(fetch_v13(tid, 0, 0, 2))
+    err, session, parts = parse_fetch_v13(recv_frame(c))
+    assert (err, session) == (0, 0)
+    assert [(p[0], p[1], p[2], p[3]) for p in parts] == [(tid, 0, 0, 1)]
+    assert b"hello" in parts[0][4]
+    # An id no topic has: UNKNOWN_TOPIC_ID, echoed with that id.
+    bogus = bytes(range(16))
+    c.sendall(fetch_v13(bogus, 0, 0, 3))
+    err, session, parts = parse_fetch_v13(recv_frame(c))
+    assert err == 0 and [(p[0], p[2]) for p in parts] == [(bogus, 100)]
+    # A known id, a partition it does not have.
+    c.sendall(fetch_v13(tid, 7, 0, 4))
+    _, _, parts = parse_fetch_v13(recv_frame(c))
+    assert [p[2] for p in parts] == [3]
+    c.close()
+
+
+def test_fetch_sessions_answered_without_a_session_cache(make_sluiced):
+    s = start(make_sluiced)
+    c = raw_conn(s)
+    assert produce(c, "sess", batch_v2(-1, -1, -1, b"x"), 1) == (0, 0)
+    tid = topic_uuid(s, "sess")
+    cases = [
+        ((0, -1), (0, 0, 1)),    # sessionless full fetch
+        ((0, 0), (0, 0, 1)),     # new session asked: full answer, session 0 = none created
+        ((0, 1), (70, 0, 0)),    # incremental without a session: FETCH_SESSION_ID_NOT_FOUND
+        ((1234, 3), (70, 0, 0)),  # a session this broker never gave out
+        ((1234, -1), (0, 0, 1)),  # closing one: a sessionless full fetch
+    ]
+    for i, ((sid, epoch), want) in enumerate(cases):
+        c.sendall(fetch_v13(tid, 0, 0, 10 + i, session_id=sid, epoch=epoch))
+        err, session, parts = parse_fetch_v13(recv_frame(c))
+        assert (err, session, len(parts)) == want, (sid, epoch, err, session, parts)
+    c.close()
+
+
+def metadata_v12_by_id(topic_id, corr):
+    body = uvarint(2) + topic_id + b"\x00" + b"\x00"  # one topic: id, null name, tags
+    body += b"\x00\x00\x00"  # no auto-create, no authorized operations, tags
+    return frame(3, 12, corr, body, flexible=True)
+
+
+def parse_metadata_v12_first_topic(r):
+    """(error, name or None, topic id) of the first topic."""
+    off = 4 + 1 + 4  # correlation id, tags, throttle
+    nb, off = read_uvarint(r, off)
+    for _ in range(nb - 1):
+        off += 4
+        n, off = read_uvarint(r, off)
+        off += n - 1 + 4
+        n, off = read_uvarint(r, off)
+        off += max(n - 1, 0)
+        _tags, off = read_uvarint(r, off)
+    n, off = read_uvarint(r, off)  # cluster id
+    off += max(n - 1, 0) + 4  # controller id
+    nt, off = read_uvarint(r, off)
+    assert nt == 2
+    (err,) = struct.unpack(">h", r[off:off + 2])
+    off += 2
+    n, off = read_uvarint(r, off)
+    name = r[off:off + n - 1].decode() if n else None
+    off += max(n - 1, 0)
+    return err, name, r[off:off + 16]
+
+
+def test_metadata_v12_by_topic_id(make_sluiced):
+    s = start(make_sluiced)
+    c = raw_conn(s)
+    assert produce(c, "mdid", batch_v2(-1, -1, -1), 1) == (0, 0)
+    tid = topic_uuid(s, "mdid")
+    c.sendall(metadata_v12_by_id(tid, 2))
+    assert parse_metadata_v12_first_topic(recv_frame(c)) == (0, "mdid", tid)
+    bogus = bytes(range(16))
+    c.sendall(metadata_v12_by_id(bogus, 3))
+    assert parse_metadata_v12_first_topic(recv_frame(c)) == (100, None, bogus)
+    c.close()
