@@ -189,6 +189,7 @@ static struct ctl_kafka_snap *snap_build(void)
                 memcpy(t->uuid, mt->uuid, 16);
                 t->nparts = mt->partitions;
                 t->cfg = mt->cfg;
+                t->log_append_time = mt->flags & META_TOPIC_LOG_APPEND_TIME;
                 for (uint32_t p = 0; p < mt->partitions; p++) {
                         int32_t wk = mt->worker ? mt->worker[p] : -1;
                         /* Unplaced, or placed on a worker this run does not
@@ -358,7 +359,9 @@ static void on_create(const struct sl_msg *m)
         struct log_config cfg = topic_cfg();
         const struct meta_topic *t = NULL;
         op->cbs_pending = 1;
-        int rc = meta_topic_create(K.meta, buf, (uint32_t)nparts, &cfg, op_durable_cb, op, &t);
+        uint32_t flags = (uint32_t)m->a.u64[2] & META_TOPIC_LOG_APPEND_TIME;
+        int rc = meta_topic_create_flags(K.meta, buf, (uint32_t)nparts, &cfg, flags, op_durable_cb,
+                                         op, &t);
         if (rc) {
                 op->cbs_pending = 0;
                 op->err = KERR_UNKNOWN;

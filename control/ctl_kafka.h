@@ -28,7 +28,8 @@ enum ctl_kafka_msg {
         CTL_KAFKA_MSG_SNAP = SL_MSG_KAFKA,
         /* worker -> control request: create a topic. a.ptr[0] = name (not
          * NUL-terminated, borrowed until the reply), u32 = name length,
-         * i64[1] = partitions (<= 0: the default). Reply: u32 = Kafka error
+         * i64[1] = partitions (<= 0: the default), u64[2] = META_TOPIC_*
+         * flags (topic configs). Reply: u32 = Kafka error
          * code; sent once every worker has the snapshot with the topic. */
         CTL_KAFKA_MSG_CREATE,
         /* worker -> worker (owner) request, see kafka_internal.h */
@@ -68,6 +69,7 @@ struct ctl_kafka_topic {
         uint32_t nparts;
         struct ctl_kafka_part *parts;
         struct log_config cfg;
+        bool log_append_time; /* message.timestamp.type=LogAppendTime */
 };
 
 /* Immutable once published. */

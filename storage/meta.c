@@ -159,6 +159,7 @@ static int enc_topic(struct buf *pl, const struct meta_topic *t)
         PUT(pl, t->cfg.segment_ms);
         PUT(pl, t->cfg.retention_bytes);
         PUT(pl, t->cfg.retention_ms);
+        PUT(pl, t->flags); /* appended later: older records end before it */
         return 0;
 }
 
@@ -318,6 +319,7 @@ static int apply(struct meta_log *m, uint16_t type, uint16_t ver, const uint8_t 
                 t.cfg.segment_ms = GET(&r, uint64_t);
                 t.cfg.retention_bytes = GET(&r, int64_t);
                 t.cfg.retention_ms = GET(&r, int64_t);
+                t.flags = r.n >= 4 ? GET(&r, uint32_t) : 0;
                 return r.bad ? -EBADMSG : apply_topic(m, &t);
         }
         case META_REC_TOPIC_DELETE: {
@@ -519,6 +521,13 @@ int meta_topic_create(struct meta_log *m, const char *name, uint32_t partitions,
                       const struct log_config *cfg, meta_cb cb, void *ctx,
                       const struct meta_topic **out)
 {
+        return meta_topic_create_flags(m, name, partitions, cfg, 0, cb, ctx, out);
+}
+
+int meta_topic_create_flags(struct meta_log *m, const char *name, uint32_t partitions,
+                            const struct log_config *cfg, uint32_t flags, meta_cb cb, void *ctx,
+                            const struct meta_topic **out)
+{
         if (!name[0] || strlen(name) > META_NAME_MAX || !partitions)
                 return -EINVAL;
         if (meta_topic_find(m, name))
@@ -532,6 +541,7 @@ int meta_topic_create(struct meta_log *m, const char *name, uint32_t partitions,
         snprintf(t.name, sizeof(t.name), "%s", name);
         t.partitions = partitions;
         t.cfg = *cfg;
+        t.flags = flags;
         struct buf pl = {0};
         int rc = enc_topic(&pl, &t);
         if (!rc)

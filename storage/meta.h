@@ -35,7 +35,11 @@ struct meta_topic {
         struct log_config cfg; /* durability, flush, segment and retention keys */
         int32_t *worker;       /* placement per partition, -1 = not placed */
         bool deleted;
+        uint32_t flags; /* META_TOPIC_* (protocol-level topic configs) */
 };
+
+/* Kafka message.timestamp.type=LogAppendTime: the broker stamps batches. */
+#define META_TOPIC_LOG_APPEND_TIME 1u
 
 struct meta_log;
 /* res: 0 once the record is durable, else -errno. */
@@ -55,6 +59,10 @@ void meta_abandon(struct meta_log *m);
 int meta_topic_create(struct meta_log *m, const char *name, uint32_t partitions,
                       const struct log_config *cfg, meta_cb cb, void *ctx,
                       const struct meta_topic **out);
+/* The same with META_TOPIC_* flags. */
+int meta_topic_create_flags(struct meta_log *m, const char *name, uint32_t partitions,
+                            const struct log_config *cfg, uint32_t flags, meta_cb cb, void *ctx,
+                            const struct meta_topic **out);
 int meta_topic_delete(struct meta_log *m, const uint8_t uuid[16], meta_cb cb, void *ctx);
 /* Grow a topic to `partitions` (more than it has; the new ones unplaced):
  * a TOPIC record with the new count. -EINVAL for no growth, -ENOENT. */

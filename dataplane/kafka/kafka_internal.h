@@ -27,6 +27,7 @@ enum {
         KERR_UNSUPPORTED_VERSION = 35,
         KERR_TOPIC_ALREADY_EXISTS = 36,
         KERR_INVALID_PARTITIONS = 37,
+        KERR_INVALID_CONFIG = 40,
         KERR_OUT_OF_ORDER_SEQUENCE = 45,
         KERR_INVALID_PRODUCER_EPOCH = 47,
         KERR_INVALID_REQUEST = 42,
@@ -122,6 +123,7 @@ struct kafka_req {
 struct kafka_part {
         struct log_partition *log;
         uint32_t pid;
+        bool log_append_time; /* message.timestamp.type=LogAppendTime */
         struct kafka_producers producers;
 };
 

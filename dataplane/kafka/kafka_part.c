@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kafka_part.h"
+#include "log_crc32c.h"
 #include "sl_log.h"
 
 static void owner_exec(struct kafka_worker *kw, struct kafka_pop *p);
@@ -61,6 +62,7 @@ static bool pop_send(struct kafka_worker *kw, struct kafka_pop *p, uint16_t dst)
                 m.a.ptr[0] = (void *)p->batch;
                 m.u32 = p->len;
                 m.a.i64[1] = p->offset;
+                m.a.i64[2] = p->timestamp; /* create: META_TOPIC_* flags */
         } else {
                 m.type = CTL_KAFKA_MSG_POP;
                 m.a.ptr[0] = p;
@@ -97,6 +99,30 @@ static void append_cb(void *ctx, int64_t base, int res)
                 owner_done(kw, p);
 }
 
+static void put_be64(uint8_t *p, uint64_t v)
+{
+        for (int i = 0; i < 8; i++)
+                p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+/* LogAppendTime topics: the broker's clock replaces maxTimestamp and the
+ * timestamp-type attribute bit says so; the CRC (attributes to the end)
+ * is recomputed, after checking the client's, so a corrupt batch is never
+ * blessed with a fresh CRC. The batch is the request's frame, lent to the
+ * owner until the answer. Returns 0 or -EBADMSG / -EMSGSIZE. */
+static int batch_stamp_log_append_time(uint8_t *b, uint32_t len, int64_t now_ms)
+{
+        int rc = log_batch_validate(b, len, UINT32_MAX);
+        if (rc < 0)
+                return rc;
+        b[22] |= 0x08; /* attributes bit 3: timestamp type = LogAppendTime */
+        put_be64(b + 35, (uint64_t)now_ms);
+        uint32_t crc = log_crc32c(0, b + 21, len - 21);
+        for (int i = 0; i < 4; i++)
+                b[17 + i] = (uint8_t)(crc >> (24 - 8 * i));
+        return 0;
+}
+
 /* Appends the batches of p from done_bytes on. Returns false on -ENOBUFS
  * (p goes on the retry queue). */
 static bool append_run(struct kafka_worker *kw, struct kafka_pop *p, struct kafka_part *kp)
@@ -127,6 +153,16 @@ static bool append_run(struct kafka_worker *kw, struct kafka_pop *p, struct kafk
                 if (dup) {
                         p->err = (int16_t)dup;
                         break;
+                }
+                if (kp->log_append_time) {
+                        if (p->timestamp < 0)
+                                p->timestamp = (int64_t)sl_realtime_ms();
+                        int src = batch_stamp_log_append_time((uint8_t *)(uintptr_t)b, blen,
+                                                              p->timestamp);
+                        if (src < 0) {
+                                p->err = err_map(src);
+                                break;
+                        }
                 }
                 p->appends_pending++;
                 int rc = log_append(kp->log, b, blen, append_cb, p, &base);
@@ -407,6 +443,7 @@ static void snap_apply(struct kafka_worker *kw, const struct ctl_kafka_snap *s)
                         kp->log = lp;
                         kp->pid = cp->pid;
                         kafka_producers_init(&kp->producers, kw->producer_expiry_ms);
+                        kp->log_append_time = t->log_append_time;
                         producers_rebuild(kw, kp, t->name, p);
                         kw->parts[cp->pid] = kp;
                 }

@@ -461,6 +461,33 @@ nomem:
         kafka_req_done(kw, r);
 }
 
+static bool str_is(struct kafka_str s, const char *lit)
+{
+        return s.len >= 0 && (size_t)s.len == strlen(lit) && !memcmp(s.ptr, lit, (size_t)s.len);
+}
+
+/* The topic configs CreateTopics acts on, as META_TOPIC_* flags in *flags:
+ * message.timestamp.type (CreateTime | LogAppendTime, else INVALID_CONFIG).
+ * Other keys are accepted and ignored (topics use storage's defaults). */
+static int16_t create_topic_flags(const struct kafka_val *t, int64_t *flags)
+{
+        const struct kafka_val *ca = kafka_val_array(t, KAFKA_CREATE_TOPICS_REQ_TOPICS_CONFIGS);
+        *flags = 0;
+        for (int32_t i = 0; i < ca->len; i++) {
+                const struct kafka_val *c = kafka_val_array_elem(ca, i);
+                if (!str_is(kafka_val_get_str(c, KAFKA_CREATE_TOPICS_REQ_TOPICS_CONFIGS_NAME),
+                            "message.timestamp.type"))
+                        continue;
+                struct kafka_str v =
+                    kafka_val_get_str(c, KAFKA_CREATE_TOPICS_REQ_TOPICS_CONFIGS_VALUE);
+                if (str_is(v, "LogAppendTime"))
+                        *flags = META_TOPIC_LOG_APPEND_TIME;
+                else if (!str_is(v, "CreateTime"))
+                        return KERR_INVALID_CONFIG;
+        }
+        return 0;
+}
+
 static void handle_create_topics(struct kafka_worker *kw, struct kafka_req *r)
 {
         const struct kafka_val *root = r->msg.root;
@@ -485,8 +512,11 @@ static void handle_create_topics(struct kafka_worker *kw, struct kafka_req *r)
                         p->batch = name.ptr;
                         p->len = (uint32_t)(name.len < 0 ? 0 : name.len);
                         p->offset = np;
+                        int16_t cerr = create_topic_flags(t, &p->timestamp);
                         if (!ctl_kafka_topic_name_valid((const char *)name.ptr, p->len))
                                 p->err = KERR_INVALID_TOPIC;
+                        else if (cerr)
+                                p->err = cerr;
                         else if (ctl_kafka_snap_find(kw->snap, (const char *)name.ptr, p->len))
                                 p->err = KERR_TOPIC_ALREADY_EXISTS;
                         else if (np == 0 || np < -1 || np > CTL_KAFKA_TOPIC_PARTS_MAX)
@@ -701,6 +731,8 @@ static void produce_fill(struct kafka_req *r, struct kafka_val *pe, const struct
                             p->err);
         kafka_val_set_int64(pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_BASE_OFFSET,
                             p->err ? -1 : p->base);
+        kafka_val_set_int64(pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_LOG_APPEND_TIME_MS,
+                            p->err ? -1 : p->timestamp);
         if (r->h.api_version >= 5)
                 kafka_val_set_int64(
                     pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_LOG_START_OFFSET, p->lso);
@@ -749,6 +781,7 @@ static void handle_produce(struct kafka_worker *kw, struct kafka_req *r)
                                 p->pidx = j;
                                 p->base = -1;
                                 p->lso = -1;
+                                p->timestamp = -1; /* LogAppendTime: set by the owner */
                                 int32_t idx = kafka_val_get_int32(
                                     pe, KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA_INDEX);
                                 struct kafka_str rec = kafka_val_get_str(
@@ -1176,7 +1209,8 @@ static void handle_describe_configs(struct kafka_worker *kw, struct kafka_req *r
                         snprintf(vals[3], sizeof(vals[3]), "%llu",
                                  (unsigned long long)t->cfg.segment_bytes);
                         snprintf(vals[4], sizeof(vals[4]), "%u", t->cfg.max_batch_bytes);
-                        snprintf(vals[5], sizeof(vals[5]), "CreateTime");
+                        snprintf(vals[5], sizeof(vals[5]), "%s",
+                                 t->log_append_time ? "LogAppendTime" : "CreateTime");
                         nk = 6;
                 }
                 if (!kafka_val_array_init(&r->arena, e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS,
@@ -1197,14 +1231,17 @@ static void handle_describe_configs(struct kafka_worker *kw, struct kafka_req *r
                                            vp);
                         kafka_val_set_bool(
                             ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_READ_ONLY, true);
+                        /* Set at creation: a topic config (source 1), else
+                         * the default (5). */
+                        bool dflt = !(k == 5 && t->log_append_time);
                         if (v == 0)
                                 kafka_val_set_bool(
                                     ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_IS_DEFAULT,
-                                    true);
+                                    dflt);
                         else
                                 kafka_val_set_int8(
                                     ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_CONFIG_SOURCE,
-                                    5);
+                                    dflt ? 5 : 1);
                         if (v >= 1)
                                 kafka_val_array_init(
                                     &r->arena, ce,

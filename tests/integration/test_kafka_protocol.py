@@ -368,3 +368,75 @@ def test_metadata_v12_by_topic_id(make_sluiced):
     c.sendall(metadata_v12_by_id(bogus, 3))
     assert parse_metadata_v12_first_topic(recv_frame(c)) == (100, None, bogus)
     c.close()
+
+
+# ---- LogAppendTime topics ------------------------------------------------------
+
+LOG_APPEND_TIME = r"""
+import sys, json, time
+from confluent_kafka import Producer, Consumer, TopicPartition, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic, ConfigResource
+b, step = sys.argv[1], sys.argv[2]
+a = AdminClient({'bootstrap.servers': b})
+out = {}
+if step == 'create':
+    fs = a.create_topics([
+        NewTopic('lat', 1, 1, config={'message.timestamp.type': 'LogAppendTime'}),
+        NewTopic('ct', 1, 1, config={'message.timestamp.type': 'CreateTime'}),
+        NewTopic('badts', 1, 1, config={'message.timestamp.type': 'Sometimes'})])
+    for t, f in fs.items():
+        try:
+            f.result(30)
+            out[t] = 0
+        except KafkaException as e:
+            out[t] = e.args[0].code()
+    t0 = int(time.time() * 1000)
+    reports = []
+    p = Producer({'bootstrap.servers': b, 'acks': 'all', 'api.version.request': True})
+    for t in ('lat', 'ct'):
+        for i in range(5):
+            p.produce(t, value=b'v%d' % i, timestamp=1000 + i,
+                      on_delivery=lambda err, m: reports.append([m.topic(), list(m.timestamp())]))
+    assert p.flush(30) == 0
+    out['t0'] = t0
+    out['t1'] = int(time.time() * 1000)
+    out['reports'] = sorted(reports)
+got = {}
+for t in ('lat', 'ct'):
+    c = Consumer({'bootstrap.servers': b, 'group.id': 'x', 'check.crcs': True,
+                  'enable.auto.commit': False})
+    c.assign([TopicPartition(t, 0, 0)])
+    got[t] = []
+    deadline = time.time() + 30
+    while len(got[t]) < 5 and time.time() < deadline:
+        m = c.poll(0.2)
+        if m is not None:
+            assert not m.error(), m.error()
+            got[t].append(list(m.timestamp()))
+    c.close()
+out['got'] = got
+r = a.describe_configs([ConfigResource('topic', 'lat'), ConfigResource('topic', 'ct')])
+out['config'] = {res.name: f.result(30)['message.timestamp.type'].value for res, f in r.items()}
+print(json.dumps(out))
+"""
+
+
+def test_log_append_time_topic(make_sluiced):
+    import json
+
+    s = start(make_sluiced)
+    out = json.loads(run_py(LOG_APPEND_TIME, bootstrap(s), "create"))
+    assert (out["lat"], out["ct"], out["badts"]) == (0, 0, 40), out  # INVALID_CONFIG
+    t0, t1 = out["t0"], out["t1"]
+    # Produce responses carry the broker's append time (type 2 = LogAppendTime).
+    lat = [ts for t, ts in out["reports"] if t == "lat"]
+    assert len(lat) == 5 and all(tt == 2 and t0 <= v <= t1 for tt, v in lat), out
+    for step in ("same run", "after SIGKILL"):
+        # Fetched batches carry the stamp and a CRC that still checks out.
+        assert len(out["got"]["lat"]) == 5
+        assert all(tt == 2 and t0 <= v <= t1 for tt, v in out["got"]["lat"]), (step, out)
+        assert out["got"]["ct"] == [[1, 1000 + i] for i in range(5)], (step, out)
+        assert out["config"] == {"lat": "LogAppendTime", "ct": "CreateTime"}, (step, out)
+        s.kill()
+        s.start()
+        out = dict(out, **json.loads(run_py(LOG_APPEND_TIME, bootstrap(s), "check")))
