@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "ctl_plane.h"
+#include "ctl_text.h"
 #include "kafka_codec.h"
 #include "sl_log.h"
 
@@ -57,6 +58,8 @@ static struct {
         uint32_t place_next;
         struct create_op *ops;
 } K;
+
+struct ctl_kafka_offsets ctl_kafka_published[CTL_KAFKA_PIDS_MAX];
 
 bool ctl_kafka_topic_name_valid(const char *name, uint32_t len)
 {
@@ -647,4 +650,78 @@ void ctl_kafka_fini(struct ctl_plane *cp)
         }
         free(K.pids);
         memset(&K, 0, sizeof(K));
+}
+
+/* ---- metrics ------------------------------------------------------------- */
+
+/* A Prometheus label value: backslash, quote and newline escaped. */
+static void label_put(struct ctl_text *t, const char *s)
+{
+        for (; *s; s++) {
+                if (*s == '\\' || *s == '"')
+                        ctl_text_printf(t, "\\%c", *s);
+                else if (*s == '\n')
+                        ctl_text_printf(t, "\\n");
+                else
+                        ctl_text_printf(t, "%c", *s);
+        }
+}
+
+static int64_t published(uint32_t pid, bool end)
+{
+        const struct ctl_kafka_offsets *o = &ctl_kafka_published[pid];
+        return atomic_load_explicit(end ? &o->end : &o->hw, memory_order_relaxed);
+}
+
+void ctl_kafka_metrics(struct ctl_text *t)
+{
+        if (!K.on || !K.cur)
+                return;
+        const struct ctl_kafka_snap *s = K.cur;
+        static const char *const part_names[2] = {"sluice_kafka_partition_high_watermark",
+                                                  "sluice_kafka_partition_log_end_offset"};
+        static const char *const part_help[2] = {
+            "Offset below which records are visible (durable for fsync topics).",
+            "Offset the next appended record gets."};
+        for (int which = 0; which < 2; which++) {
+                ctl_text_printf(t, "# HELP %s %s\n# TYPE %s gauge\n", part_names[which],
+                                part_help[which], part_names[which]);
+                for (uint32_t i = 0; i < s->ntopics; i++)
+                        for (uint32_t p = 0; p < s->topics[i].nparts; p++) {
+                                ctl_text_printf(
+                                    t, "%s{topic=\"%s\",partition=\"%u\"} %lld\n",
+                                    part_names[which], s->topics[i].name, p,
+                                    (long long)published(s->topics[i].parts[p].pid, which == 1));
+                        }
+        }
+        static const char *const grp_names[2] = {"sluice_kafka_consumer_group_committed_offset",
+                                                 "sluice_kafka_consumer_group_lag"};
+        static const char *const grp_help[2] = {
+            "Offset a consumer group committed for a partition.",
+            "High watermark minus the group's committed offset."};
+        for (int which = 0; which < 2; which++) {
+                ctl_text_printf(t, "# HELP %s %s\n# TYPE %s gauge\n", grp_names[which],
+                                grp_help[which], grp_names[which]);
+                for (uint32_t slot = 0; slot < meta_offset_slots(K.meta); slot++) {
+                        const char *group;
+                        const uint8_t *uuid;
+                        uint32_t part;
+                        int64_t off;
+                        if (meta_offset_at(K.meta, slot, &group, &uuid, &part, &off) != 0 ||
+                            off < 0)
+                                continue;
+                        const struct ctl_kafka_topic *tp = ctl_kafka_snap_find_id(s, uuid);
+                        if (!tp || part >= tp->nparts)
+                                continue;
+                        int64_t v = off;
+                        if (which == 1) {
+                                int64_t hw = published(tp->parts[part].pid, false);
+                                v = hw > off ? hw - off : 0;
+                        }
+                        ctl_text_printf(t, "%s{group=\"", grp_names[which]);
+                        label_put(t, group);
+                        ctl_text_printf(t, "\",topic=\"%s\",partition=\"%u\"} %lld\n", tp->name,
+                                        part, (long long)v);
+                }
+        }
 }

@@ -111,6 +111,21 @@ void ctl_kafka_group_poll(struct ctl_plane *cp, uint64_t now_ms);
 bool ctl_kafka_group_busy(void);
 void ctl_kafka_group_fini(void);
 
+/* Published by the owning worker of each partition (relaxed stores, one
+ * writer per partition id), read by the control thread for /metrics: the
+ * high watermark after each acknowledged append and the log end offset
+ * after each append. No lock or ring on the produce path. */
+struct ctl_kafka_offsets {
+        _Atomic int64_t hw, end;
+};
+extern struct ctl_kafka_offsets ctl_kafka_published[CTL_KAFKA_PIDS_MAX];
+
+struct ctl_text;
+/* Control thread: consumer lag per group and partition (high watermark -
+ * committed offset), committed offsets, and each partition's high
+ * watermark and log end, as Prometheus text. */
+void ctl_kafka_metrics(struct ctl_text *t);
+
 /* Kafka's topic name rule: 1..249 of [a-zA-Z0-9._-], not "." or "..". */
 bool ctl_kafka_topic_name_valid(const char *name, uint32_t len);
 

@@ -88,11 +88,22 @@ void kafka_pop_submit(struct kafka_worker *kw, struct kafka_pop *p, uint16_t dst
 
 /* ---- appends ------------------------------------------------------------ */
 
+/* For /metrics (consumer lag): this worker is the partition's only writer. */
+static void offsets_publish(const struct kafka_part *kp)
+{
+        struct ctl_kafka_offsets *o = &ctl_kafka_published[kp->pid];
+        atomic_store_explicit(&o->hw, log_high_watermark(kp->log), memory_order_relaxed);
+        atomic_store_explicit(&o->end, log_end_offset(kp->log), memory_order_relaxed);
+}
+
 static void append_cb(void *ctx, int64_t base, int res)
 {
         (void)base;
         struct kafka_pop *p = ctx;
         struct kafka_worker *kw = (struct kafka_worker *)p->dest;
+        struct kafka_part *kp = p->pid < CTL_KAFKA_PIDS_MAX ? kw->parts[p->pid] : NULL;
+        if (kp)
+                offsets_publish(kp);
         if (res && !p->err)
                 p->err = err_map(res);
         if (--p->appends_pending == 0 && p->started)
@@ -444,6 +455,7 @@ static void snap_apply(struct kafka_worker *kw, const struct ctl_kafka_snap *s)
                         kp->pid = cp->pid;
                         kafka_producers_init(&kp->producers, kw->producer_expiry_ms);
                         kp->log_append_time = t->log_append_time;
+                        offsets_publish(kp);
                         producers_rebuild(kw, kp, t->name, p);
                         kw->parts[cp->pid] = kp;
                 }

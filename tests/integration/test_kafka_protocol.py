@@ -440,3 +440,51 @@ def test_log_append_time_topic(make_sluiced):
         s.kill()
         s.start()
         out = dict(out, **json.loads(run_py(LOG_APPEND_TIME, bootstrap(s), "check")))
+
+
+# ---- consumer lag in /metrics --------------------------------------------------
+
+LAG_SETUP = r"""
+import sys
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.structs import OffsetAndMetadata
+b = sys.argv[1]
+KafkaAdminClient(bootstrap_servers=b).create_topics([NewTopic('lagt', 2, 1)])
+p = KafkaProducer(bootstrap_servers=b, acks='all')
+for i in range(30):
+    p.send('lagt', b'%d' % i, partition=i % 2)  # 15 records per partition
+p.flush(30)
+p.close()
+c = KafkaConsumer(bootstrap_servers=b, group_id='g"lag', enable_auto_commit=False)
+c.commit({TopicPartition('lagt', 0): OffsetAndMetadata(4, ''),
+          TopicPartition('lagt', 1): OffsetAndMetadata(15, '')})
+c.close()
+print("ok")
+"""
+
+
+def test_consumer_lag_in_metrics(make_sluiced):
+    from harness import wait_until
+
+    s = start(make_sluiced)
+    assert run_py(LAG_SETUP, bootstrap(s)).startswith(b"ok")
+    lbl = 'group="g\\"lag",topic="lagt"'
+    want = {
+        f'sluice_kafka_consumer_group_lag{{{lbl},partition="0"}}': 11.0,
+        f'sluice_kafka_consumer_group_lag{{{lbl},partition="1"}}': 0.0,
+        f'sluice_kafka_consumer_group_committed_offset{{{lbl},partition="0"}}': 4.0,
+        'sluice_kafka_partition_high_watermark{topic="lagt",partition="0"}': 15.0,
+        'sluice_kafka_partition_log_end_offset{topic="lagt",partition="1"}': 15.0,
+    }
+
+    def seen():
+        m = s.metrics()
+        return all(m.get(k) == v for k, v in want.items()) or None
+
+    # The published watermark follows the acks: no fixed sleep, a deadline.
+    wait_until(seen, timeout=10, what=f"lag metrics {want}")
+    # After a restart the watermarks come from the recovered logs.
+    s.kill()
+    s.start()
+    wait_until(seen, timeout=10, what=f"lag metrics after restart {want}")
