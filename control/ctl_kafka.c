@@ -603,6 +603,45 @@ bool ctl_kafka_poll(struct ctl_plane *cp)
         return busy || ctl_kafka_group_busy();
 }
 
+/* A restart with fewer workers than a partition was placed on: it goes to
+ * the least loaded worker that exists (ties: the lowest id), in metadata
+ * order, so the result is a function of the metadata and the worker count,
+ * and the placement record is rewritten so it stays there (a later restart
+ * with more workers does not move it back). Logs are found by directory
+ * (topic UUID and partition), whichever worker opens them. Unplaced
+ * partitions are placed the same way. */
+static void placement_repair(uint16_t nw)
+{
+        uint32_t load[CTL_WORKERS_MAX] = {0}, moved = 0;
+        uint32_t n = meta_topic_count(K.meta);
+        for (uint32_t i = 0; i < n; i++) {
+                const struct meta_topic *t = meta_topic_at(K.meta, i);
+                for (uint32_t p = 0; !t->deleted && p < t->partitions; p++)
+                        if (t->worker[p] >= 0 && t->worker[p] < nw)
+                                load[t->worker[p]]++;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+                const struct meta_topic *t = meta_topic_at(K.meta, i);
+                for (uint32_t p = 0; !t->deleted && p < t->partitions; p++) {
+                        if (t->worker[p] >= 0 && t->worker[p] < nw)
+                                continue;
+                        uint16_t best = 0;
+                        for (uint16_t w = 1; w < nw; w++)
+                                if (load[w] < load[best])
+                                        best = w;
+                        /* No callback: if this record is lost in a crash,
+                         * the next start computes the same placement. */
+                        if (meta_placement_set(K.meta, t->uuid, p, best, NULL, NULL) == 0) {
+                                load[best]++;
+                                moved++;
+                        }
+                }
+        }
+        if (moved)
+                sl_log(SL_LOG_INFO, "kafka: %u partitions re-placed over %u workers", moved,
+                       (unsigned)nw);
+}
+
 int ctl_kafka_init(struct ctl_plane *cp, char *err, size_t err_len)
 {
         const struct ctl_config *cfg = cp->current;
@@ -625,6 +664,7 @@ int ctl_kafka_init(struct ctl_plane *cp, char *err, size_t err_len)
                 return rc ? rc : -EIO;
         }
         K.on = true;
+        placement_repair(cp->rt->nworkers);
         K.dirty = true; /* the first snapshot goes out on the first poll */
         return 0;
 }
@@ -694,6 +734,15 @@ void ctl_kafka_metrics(struct ctl_text *t)
                                     (long long)published(s->topics[i].parts[p].pid, which == 1));
                         }
         }
+        ctl_text_printf(t, "# HELP sluice_kafka_partition_worker Worker that owns the "
+                           "partition.\n# TYPE sluice_kafka_partition_worker gauge\n");
+        for (uint32_t i = 0; i < s->ntopics; i++)
+                for (uint32_t p = 0; p < s->topics[i].nparts; p++)
+                        ctl_text_printf(
+                            t,
+                            "sluice_kafka_partition_worker{topic=\"%s\",partition=\"%u\"} "
+                            "%u\n",
+                            s->topics[i].name, p, s->topics[i].parts[p].worker);
         static const char *const grp_names[2] = {"sluice_kafka_consumer_group_committed_offset",
                                                  "sluice_kafka_consumer_group_lag"};
         static const char *const grp_help[2] = {

@@ -488,3 +488,53 @@ def test_consumer_lag_in_metrics(make_sluiced):
     s.kill()
     s.start()
     wait_until(seen, timeout=10, what=f"lag metrics after restart {want}")
+
+
+# ---- placement when the worker count shrinks -----------------------------------
+
+
+def test_restart_with_fewer_workers_replaces_partitions(make_sluiced):
+    import json
+
+    from test_kafka import CONSUME_ALL, PRODUCE_ACKED
+
+    s = make_sluiced(listeners={"kafka": "127.0.0.1:0"}, workers="4").start()
+    acked = json.loads(run_py(PRODUCE_ACKED, bootstrap(s), "shrink", "8", "400"))
+
+    from harness import wait_until
+
+    def placement():
+        # The first topic snapshot goes out on the control loop's first
+        # poll, which may come after the listeners are up: wait for it.
+        def read():
+            m = s.metrics()
+            keys = [f'sluice_kafka_partition_worker{{topic="shrink",partition="{p}"}}'
+                    for p in range(8)]
+            return {p: int(m[k]) for p, k in enumerate(keys)} if all(k in m for k in keys) else None
+
+        return wait_until(read, timeout=10, what="partition placement in /metrics")
+
+    before = placement()
+    assert sorted(before.values()) == [0, 0, 1, 1, 2, 2, 3, 3], before
+    s.kill()
+    s.sections["cores"]["worker_count"] = "2"
+    s.write_conf()
+    s.start()
+    after = placement()
+    # Partitions on workers that still exist stay; the others spread evenly.
+    assert all(after[p] == w for p, w in before.items() if w < 2), (before, after)
+    assert sorted(after.values()) == [0, 0, 0, 0, 1, 1, 1, 1], after
+    # Every log is still found, and appends go on after the recovered offsets.
+    got = json.loads(run_py(CONSUME_ALL, bootstrap(s), "shrink", "8", "400"))
+    assert sorted(map(tuple, got)) == sorted(map(tuple, acked))
+    more = json.loads(run_py(PRODUCE_ACKED, bootstrap(s), "shrink", "8", "16"))
+    hw = {}
+    for p, o, _ in acked:
+        hw[p] = max(hw.get(p, -1), o)
+    assert all(o > hw[p] for p, o, _ in more)
+    # The new placement was recorded: more workers later do not move it back.
+    s.kill()
+    s.sections["cores"]["worker_count"] = "4"
+    s.write_conf()
+    s.start()
+    assert placement() == after
