@@ -84,6 +84,14 @@ static uint32_t name_hash(const char *p, uint32_t len)
         return h;
 }
 
+/* Topic ids are random (v4 UUIDs): their first bytes hash well enough. */
+static uint32_t id_hash(const uint8_t uuid[16])
+{
+        uint32_t h;
+        memcpy(&h, uuid, 4);
+        return h ^ (h >> 16);
+}
+
 const struct ctl_kafka_topic *ctl_kafka_snap_find(const struct ctl_kafka_snap *s, const char *name,
                                                   uint32_t len)
 {
@@ -102,10 +110,15 @@ const struct ctl_kafka_topic *ctl_kafka_snap_find(const struct ctl_kafka_snap *s
 const struct ctl_kafka_topic *ctl_kafka_snap_find_id(const struct ctl_kafka_snap *s,
                                                      const uint8_t uuid[16])
 {
-        for (uint32_t i = 0; s && i < s->ntopics; i++)
-                if (memcmp(s->topics[i].uuid, uuid, 16) == 0)
-                        return &s->topics[i];
-        return NULL;
+        if (!s || !s->id_hash)
+                return NULL;
+        for (uint32_t i = id_hash(uuid) & s->hash_mask;; i = (i + 1) & s->hash_mask) {
+                uint32_t v = s->id_hash[i];
+                if (!v)
+                        return NULL;
+                if (memcmp(s->topics[v - 1].uuid, uuid, 16) == 0)
+                        return &s->topics[v - 1];
+        }
 }
 
 /* Partition ids: a contiguous range per created topic and per range of
@@ -154,6 +167,7 @@ static void snap_free(struct ctl_kafka_snap *s)
                 free(s->topics[i].parts);
         free(s->topics);
         free(s->hash);
+        free(s->id_hash);
         free(s);
 }
 
@@ -168,8 +182,9 @@ static struct ctl_kafka_snap *snap_build(void)
         while (hn < 2 * n)
                 hn *= 2;
         s->hash = calloc(hn, sizeof(*s->hash));
+        s->id_hash = calloc(hn, sizeof(*s->id_hash));
         s->hash_mask = hn - 1;
-        if (!s->topics || !s->hash)
+        if (!s->topics || !s->hash || !s->id_hash)
                 goto fail;
         uint16_t nw = K.cp->rt->nworkers;
         for (uint32_t i = 0; i < n; i++) {
@@ -205,6 +220,10 @@ static struct ctl_kafka_snap *snap_build(void)
                 while (s->hash[h])
                         h = (h + 1) & s->hash_mask;
                 s->hash[h] = s->ntopics + 1;
+                h = id_hash(t->uuid) & s->hash_mask;
+                while (s->id_hash[h])
+                        h = (h + 1) & s->hash_mask;
+                s->id_hash[h] = s->ntopics + 1;
                 s->ntopics++;
         }
         return s;

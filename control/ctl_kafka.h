@@ -79,6 +79,7 @@ struct ctl_kafka_snap {
         struct ctl_kafka_topic *topics;
         uint32_t hash_mask; /* open addressing over topic names: index + 1, 0 = empty */
         uint32_t *hash;
+        uint32_t *id_hash;               /* the same over topic ids (Fetch v13+, DeleteTopics v6) */
         struct ctl_kafka_snap *next_old; /* control thread: list of published snapshots */
 };
 

@@ -118,7 +118,7 @@ struct kafka_req {
 
 /* How much of a partition's log tail is scanned at open to rebuild the
  * idempotent producer state: the last batches of every recent producer. */
-#define KAFKA_PRODUCER_SCAN_BYTES (8u << 20)
+#define KAFKA_PRODUCER_SCAN_BYTES (2u << 20)
 
 struct kafka_part {
         struct log_partition *log;
