@@ -6,6 +6,7 @@
 
 #include "ctl_kafka.h"
 #include "kafka_codec.h"
+#include "kafka_fsession.h"
 #include "kafka_producer.h"
 #include "log.h"
 #include "sl_worker.h"
@@ -33,6 +34,7 @@ enum {
         KERR_INVALID_REQUEST = 42,
         KERR_KAFKA_STORAGE_ERROR = 56,
         KERR_FETCH_SESSION_ID_NOT_FOUND = 70,
+        KERR_INVALID_FETCH_SESSION_EPOCH = 71,
         KERR_INVALID_RECORD = 87,
         KERR_UNKNOWN_TOPIC_ID = 100,
         KERR_UNKNOWN_SERVER_ERROR = -1,
@@ -48,6 +50,13 @@ enum kafka_pop_op {
 };
 
 struct kafka_req;
+
+/* How a Fetch relates to the connection's KIP-227 session. */
+enum kafka_fetch_mode {
+        KAFKA_FETCH_SESSIONLESS = 0, /* epoch -1, or before v7 */
+        KAFKA_FETCH_FULL_NEW,        /* epoch 0: full answer, opens a session */
+        KAFKA_FETCH_INCREMENTAL,     /* epoch > 0 in the open session */
+};
 
 /* One operation on one partition, kept in the requesting request's arena
  * (stable until the request is freed, which waits for every pop). The
@@ -105,6 +114,9 @@ struct kafka_req {
         uint32_t next_pop;
         int16_t err; /* request-wide error */
         /* fetch */
+        uint8_t fmode;                   /* KAFKA_FETCH_* */
+        const struct kafka_val *ftopics; /* incremental: the session's partitions */
+        uint32_t *fmap;                  /* incremental: pop index -> session part */
         struct sl_buf *fbuf;
         uint32_t fused;
         uint64_t deadline_ms;
@@ -164,6 +176,7 @@ struct kafka_worker {
         struct kafka_waiter waiters[KAFKA_WAITERS];
         struct kafka_waiter *free_waiters;
         uint64_t next_token;
+        uint32_t next_session;  /* fetch session ids */
         uint32_t starved_conns; /* connections paused for want of a request slot */
         char data_dir[CTL_PATH_MAX];
         uint64_t producer_expiry_ms;

@@ -28,6 +28,7 @@ struct kafka_conn {
         uint8_t szn;
         bool paused;
         bool starved;
+        struct kafka_fsession *fs; /* KIP-227 fetch session, NULL = none */
 };
 
 /* ---- advertised versions ------------------------------------------------ */
@@ -1009,29 +1010,271 @@ static void fetch_fill(struct kafka_req *r, struct kafka_val *pe, const struct k
         atomic_fetch_add_explicit(&r->kw->fetch_bytes, p->got, memory_order_relaxed);
 }
 
-/* KIP-227 fetch sessions: this broker never creates one, so it answers
- * every request as Kafka does when its session cache is full. Epoch -1
- * (final) is a sessionless full fetch (closing the named session, which we
- * never had); epoch 0 asks for a new session and gets a full answer with
- * session id 0, i.e. "none created", so the client stays sessionless; any
- * other epoch is an incremental fetch in a session we do not know:
- * FETCH_SESSION_ID_NOT_FOUND. */
-static int16_t fetch_session_check(const struct kafka_val *root)
+/* ---- KIP-227 fetch sessions (one per connection) --------------------------- */
+
+/* The topic a request's topic element names: by id from v13, else by name. */
+static const struct ctl_kafka_topic *fetch_topic(const struct kafka_worker *kw,
+                                                 const struct kafka_val *t, bool by_id,
+                                                 unsigned name_id, unsigned id_id)
 {
+        if (by_id) {
+                const uint8_t *id = kafka_val_get_uuid(t, id_id);
+                return id ? ctl_kafka_snap_find_id(kw->snap, id) : NULL;
+        }
+        struct kafka_str name = kafka_val_get_str(t, name_id);
+        return name.len > 0
+                   ? ctl_kafka_snap_find(kw->snap, (const char *)name.ptr, (uint32_t)name.len)
+                   : NULL;
+}
+
+/* An incremental request: its partitions update the session (added, or
+ * new offset / max bytes), its forgotten topics leave it. Topics this
+ * broker does not know cannot be kept (no id to key them by) and are left
+ * out. Returns 0 or a Kafka error for the whole request. */
+static int16_t fsession_apply(struct kafka_worker *kw, struct kafka_fsession *fs,
+                              const struct kafka_val *root, bool by_id)
+{
+        const struct kafka_val *ta = kafka_val_array(root, KAFKA_FETCH_REQ_TOPICS);
+        for (int32_t i = 0; i < ta->len; i++) {
+                const struct kafka_val *t = kafka_val_array_elem(ta, i);
+                const struct ctl_kafka_topic *tp = fetch_topic(
+                    kw, t, by_id, KAFKA_FETCH_REQ_TOPICS_TOPIC, KAFKA_FETCH_REQ_TOPICS_TOPIC_ID);
+                const struct kafka_val *pa = kafka_val_array(t, KAFKA_FETCH_REQ_TOPICS_PARTITIONS);
+                for (int32_t j = 0; tp && j < pa->len; j++) {
+                        const struct kafka_val *pe = kafka_val_array_elem(pa, j);
+                        int rc = kafka_fsession_upsert(
+                            fs, tp->uuid, tp->name, tp->name_len,
+                            kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION),
+                            kafka_val_get_int64(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_FETCH_OFFSET),
+                            kafka_val_get_int32(
+                                pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION_MAX_BYTES));
+                        if (rc < 0)
+                                return KERR_INVALID_REQUEST; /* past the session's bounds */
+                }
+        }
+        const struct kafka_val *fa = kafka_val_array(root, KAFKA_FETCH_REQ_FORGOTTEN_TOPICS_DATA);
+        for (int32_t i = 0; i < fa->len; i++) {
+                const struct kafka_val *t = kafka_val_array_elem(fa, i);
+                const struct ctl_kafka_topic *tp =
+                    fetch_topic(kw, t, by_id, KAFKA_FETCH_REQ_FORGOTTEN_TOPICS_DATA_TOPIC,
+                                KAFKA_FETCH_REQ_FORGOTTEN_TOPICS_DATA_TOPIC_ID);
+                const struct kafka_val *pa =
+                    kafka_val_array(t, KAFKA_FETCH_REQ_FORGOTTEN_TOPICS_DATA_PARTITIONS);
+                for (int32_t j = 0; tp && j < pa->len; j++)
+                        kafka_fsession_forget(fs, tp->uuid,
+                                              (int32_t)kafka_val_array_elem(pa, j)->u.i64);
+        }
+        return 0;
+}
+
+/* The session's partitions as a request topic array in the arena, so the
+ * reads run exactly as for a full request; r->fmap maps each to its
+ * session entry. Names are copied: the snapshot may go before encoding. */
+static bool fsession_topics(struct kafka_req *r, const struct kafka_fsession *fs)
+{
+        struct kafka_msg tmp;
+        if (kafka_msg_init(&tmp, &r->arena, KAFKA_API_FETCH, r->h.api_version, KAFKA_REQUEST))
+                return false;
+        r->fmap = kafka_arena_alloc(&r->arena, sizeof(uint32_t) * (fs->nparts + 1));
+        uint32_t nt = 0;
+        for (uint32_t ti = 0; ti < fs->ntopics; ti++)
+                for (uint32_t k = 0; k < fs->nparts; k++)
+                        if (fs->parts[k].topic == ti) {
+                                nt++;
+                                break;
+                        }
+        if (!r->fmap ||
+            (!kafka_val_array_init(&r->arena, tmp.root, KAFKA_FETCH_REQ_TOPICS, (int32_t)nt) && nt))
+                return false;
+        uint32_t i = 0, m = 0;
+        for (uint32_t ti = 0; ti < fs->ntopics; ti++) {
+                int32_t np = 0;
+                for (uint32_t k = 0; k < fs->nparts; k++)
+                        np += fs->parts[k].topic == ti;
+                if (!np)
+                        continue;
+                const struct kafka_fsess_topic *st = &fs->topics[ti];
+                struct kafka_val *te = kafka_val_array_elem(
+                    kafka_val_array(tmp.root, KAFKA_FETCH_REQ_TOPICS), (int32_t)i++);
+                uint8_t *uuid = kafka_arena_alloc(&r->arena, 16 + st->name_len + 1u);
+                if (!uuid)
+                        return false;
+                memcpy(uuid, st->uuid, 16);
+                memcpy(uuid + 16, st->name, st->name_len);
+                kafka_val_set_uuid(te, KAFKA_FETCH_REQ_TOPICS_TOPIC_ID, uuid);
+                kafka_val_set_str(te, KAFKA_FETCH_REQ_TOPICS_TOPIC, uuid + 16, st->name_len);
+                if (!kafka_val_array_init(&r->arena, te, KAFKA_FETCH_REQ_TOPICS_PARTITIONS, np))
+                        return false;
+                int32_t j = 0;
+                for (uint32_t k = 0; k < fs->nparts; k++) {
+                        const struct kafka_fsess_part *sp = &fs->parts[k];
+                        if (sp->topic != ti)
+                                continue;
+                        struct kafka_val *pe = kafka_val_array_elem(
+                            kafka_val_array(te, KAFKA_FETCH_REQ_TOPICS_PARTITIONS), j++);
+                        kafka_val_set_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION,
+                                            sp->partition);
+                        kafka_val_set_int64(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_FETCH_OFFSET,
+                                            sp->offset);
+                        kafka_val_set_int32(pe,
+                                            KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION_MAX_BYTES,
+                                            sp->max_bytes);
+                        r->fmap[m++] = k;
+                }
+        }
+        r->ftopics = kafka_val_array(tmp.root, KAFKA_FETCH_REQ_TOPICS);
+        return true;
+}
+
+/* Decides what the request does with the connection's session, before any
+ * read. Epoch -1 (final) closes the named session and fetches sessionless;
+ * epoch 0 closes it and opens a new one with the request's partitions
+ * (full answer); another epoch is an incremental fetch in the open session:
+ * FETCH_SESSION_ID_NOT_FOUND for another id, INVALID_FETCH_SESSION_EPOCH
+ * for an epoch out of step, as Kafka answers. Returns 0 or that error. */
+static int16_t fetch_session_begin(struct kafka_worker *kw, struct kafka_req *r, bool by_id)
+{
+        struct kafka_conn *kc = r->c->proto_state;
+        const struct kafka_val *root = r->msg.root;
+        int32_t sid = kafka_val_get_int32(root, KAFKA_FETCH_REQ_SESSION_ID);
         int32_t epoch = kafka_val_get_int32(root, KAFKA_FETCH_REQ_SESSION_EPOCH);
-        if (epoch == -1 || epoch == 0)
+        if (epoch == -1 || epoch == 0) {
+                if (kc->fs && (sid == kc->fs->id || epoch == 0)) {
+                        kafka_fsession_free(kc->fs);
+                        kc->fs = NULL;
+                }
+                r->fmode = epoch == 0 ? KAFKA_FETCH_FULL_NEW : KAFKA_FETCH_SESSIONLESS;
                 return 0;
-        return KERR_FETCH_SESSION_ID_NOT_FOUND;
+        }
+        if (!kc->fs || kc->fs->id != sid)
+                return KERR_FETCH_SESSION_ID_NOT_FOUND;
+        if (epoch != kc->fs->epoch)
+                return KERR_INVALID_FETCH_SESSION_EPOCH;
+        int16_t err = fsession_apply(kw, kc->fs, root, by_id);
+        if (err)
+                return err;
+        if (!fsession_topics(r, kc->fs))
+                return KERR_UNKNOWN_SERVER_ERROR;
+        r->fmode = KAFKA_FETCH_INCREMENTAL;
+        return 0;
+}
+
+/* A full fetch that asked for a session gets one holding the partitions it
+ * named that exist, with what this response told it. Without memory or
+ * past the bounds it gets none (session id 0): the client stays
+ * sessionless, which Kafka also answers when its cache is full. */
+static int32_t fetch_session_open(struct kafka_worker *kw, struct kafka_req *r, bool by_id)
+{
+        struct kafka_conn *kc = r->c->proto_state;
+        int32_t id;
+        do {
+                id = (int32_t)((++kw->next_session * 2654435761u) ^ ((uint32_t)kw->w->id << 24)) &
+                     INT32_MAX;
+        } while (id == 0);
+        struct kafka_fsession *fs = kafka_fsession_new(id);
+        const struct kafka_val *ta = kafka_val_array(r->msg.root, KAFKA_FETCH_REQ_TOPICS);
+        uint32_t k = 0;
+        for (int32_t i = 0; fs && i < ta->len; i++) {
+                const struct kafka_val *t = kafka_val_array_elem(ta, i);
+                const struct ctl_kafka_topic *tp = fetch_topic(
+                    kw, t, by_id, KAFKA_FETCH_REQ_TOPICS_TOPIC, KAFKA_FETCH_REQ_TOPICS_TOPIC_ID);
+                const struct kafka_val *pa = kafka_val_array(t, KAFKA_FETCH_REQ_TOPICS_PARTITIONS);
+                for (int32_t j = 0; j < pa->len; j++, k++) {
+                        const struct kafka_val *pe = kafka_val_array_elem(pa, j);
+                        if (!tp)
+                                continue;
+                        int rc = kafka_fsession_upsert(
+                            fs, tp->uuid, tp->name, tp->name_len,
+                            kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION),
+                            kafka_val_get_int64(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_FETCH_OFFSET),
+                            kafka_val_get_int32(
+                                pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION_MAX_BYTES));
+                        if (rc < 0) {
+                                kafka_fsession_free(fs);
+                                fs = NULL;
+                                break;
+                        }
+                        fs->parts[rc].hw_sent = r->pops[k].hw;
+                        fs->parts[rc].lso_sent = r->pops[k].lso;
+                }
+        }
+        if (!fs)
+                return 0;
+        kc->fs = fs;
+        return id;
+}
+
+/* An incremental answer: only partitions with news, grouped by topic in
+ * session order; the session remembers what each was told. */
+static bool fetch_resp_incremental(struct kafka_req *r, struct kafka_fsession *fs, bool by_id)
+{
+        const struct kafka_val *ta = r->ftopics;
+        int32_t nt = 0;
+        uint32_t k = 0;
+        for (int32_t i = 0; i < ta->len; i++) {
+                const struct kafka_val *pa =
+                    kafka_val_array(kafka_val_array_elem(ta, i), KAFKA_FETCH_REQ_TOPICS_PARTITIONS);
+                bool any = false;
+                for (int32_t j = 0; j < pa->len; j++, k++) {
+                        const struct kafka_pop *p = &r->pops[k];
+                        any |= kafka_fsession_news(&fs->parts[r->fmap[k]], p->err, p->got, p->hw,
+                                                   p->lso);
+                }
+                nt += any;
+        }
+        if (!kafka_val_array_init(&r->arena, r->resp.root, KAFKA_FETCH_RESP_RESPONSES, nt) && nt)
+                return false;
+        int32_t oi = 0;
+        k = 0;
+        for (int32_t i = 0; i < ta->len; i++) {
+                const struct kafka_val *t = kafka_val_array_elem(ta, i);
+                const struct kafka_val *pa = kafka_val_array(t, KAFKA_FETCH_REQ_TOPICS_PARTITIONS);
+                int32_t np = 0;
+                for (int32_t j = 0; j < pa->len; j++) {
+                        const struct kafka_pop *p = &r->pops[k + (uint32_t)j];
+                        np += kafka_fsession_news(&fs->parts[r->fmap[k + (uint32_t)j]], p->err,
+                                                  p->got, p->hw, p->lso);
+                }
+                if (!np) {
+                        k += (uint32_t)pa->len;
+                        continue;
+                }
+                struct kafka_val *te = kafka_val_array_elem(
+                    kafka_val_array(r->resp.root, KAFKA_FETCH_RESP_RESPONSES), oi++);
+                if (by_id) {
+                        kafka_val_set_uuid(te, KAFKA_FETCH_RESP_RESPONSES_TOPIC_ID,
+                                           kafka_val_get_uuid(t, KAFKA_FETCH_REQ_TOPICS_TOPIC_ID));
+                } else {
+                        struct kafka_str name = kafka_val_get_str(t, KAFKA_FETCH_REQ_TOPICS_TOPIC);
+                        kafka_val_set_str(te, KAFKA_FETCH_RESP_RESPONSES_TOPIC, name.ptr, name.len);
+                }
+                if (!kafka_val_array_init(&r->arena, te, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS, np))
+                        return false;
+                int32_t oj = 0;
+                for (int32_t j = 0; j < pa->len; j++, k++) {
+                        const struct kafka_pop *p = &r->pops[k];
+                        struct kafka_fsess_part *sp = &fs->parts[r->fmap[k]];
+                        if (!kafka_fsession_news(sp, p->err, p->got, p->hw, p->lso))
+                                continue;
+                        struct kafka_val *pe = kafka_val_array_elem(
+                            kafka_val_array(te, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS), oj++);
+                        kafka_val_set_int32(pe,
+                                            KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_PARTITION_INDEX,
+                                            sp->partition);
+                        fetch_fill(r, pe, p);
+                        sp->hw_sent = p->hw;
+                        sp->lso_sent = p->lso;
+                }
+        }
+        return true;
 }
 
 static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
 {
         const struct kafka_val *root = r->msg.root;
-        const struct kafka_val *ta = kafka_val_array(root, KAFKA_FETCH_REQ_TOPICS);
-        int32_t nt = ta->len < 0 ? 0 : ta->len;
         bool by_id = r->h.api_version >= 13;
         if (!r->pops && r->h.api_version >= 7) {
-                int16_t serr = fetch_session_check(root);
+                int16_t serr = fetch_session_begin(kw, r, by_id);
                 if (serr) {
                         resp_init(r, r->h.api_version);
                         kafka_val_set_int16(r->resp.root, KAFKA_FETCH_RESP_ERROR_CODE, serr);
@@ -1041,6 +1284,10 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
                         return;
                 }
         }
+        /* An incremental fetch reads the session's partitions. */
+        const struct kafka_val *ta =
+            r->ftopics ? r->ftopics : kafka_val_array(root, KAFKA_FETCH_REQ_TOPICS);
+        int32_t nt = ta->len < 0 ? 0 : ta->len;
         if (!r->pops) {
                 if (!pops_alloc_partitions(kw, r, ta, nt, KAFKA_FETCH_REQ_TOPICS_PARTITIONS))
                         return;
@@ -1154,11 +1401,27 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
                 return;
         }
         resp_init(r, r->h.api_version);
-        if (!resp_mirror(r, &fetch_mirror, by_id, fetch_fill)) {
+        struct kafka_conn *kc = r->c->proto_state;
+        bool ok;
+        int32_t sid = 0;
+        if (r->fmode == KAFKA_FETCH_INCREMENTAL) {
+                ok = kc->fs && fetch_resp_incremental(r, kc->fs, by_id);
+                if (ok) {
+                        sid = kc->fs->id;
+                        kc->fs->epoch = kc->fs->epoch == INT32_MAX ? 1 : kc->fs->epoch + 1;
+                }
+        } else {
+                ok = resp_mirror(r, &fetch_mirror, by_id, fetch_fill);
+                if (ok && r->fmode == KAFKA_FETCH_FULL_NEW)
+                        sid = fetch_session_open(kw, r, by_id);
+        }
+        if (!ok) {
                 sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
                 kafka_req_done(kw, r);
                 return;
         }
+        if (r->h.api_version >= 7)
+                kafka_val_set_int32(r->resp.root, KAFKA_FETCH_RESP_SESSION_ID, sid);
         kafka_req_done(kw, r);
 }
 
@@ -1536,6 +1799,8 @@ static void kafka_closed(struct sl_conn *c, enum sl_close_reason why)
                 kc->count--;
                 req_detach(kw, r);
         }
+        kafka_fsession_free(kc->fs);
+        kc->fs = NULL;
 }
 
 /* connections.max.idle.ms: a connection with nothing in flight and nothing

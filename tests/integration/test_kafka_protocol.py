@@ -244,12 +244,24 @@ def read_uvarint(buf, off):
             return n, off
 
 
-def fetch_v13(topic_id, partition, offset, corr, session_id=0, epoch=-1):
+def fetch_v13(topic_id, partition, offset, corr, session_id=0, epoch=-1, forget=(), parts=None):
+    """parts: [(partition, offset)] of topic_id (default: the one given);
+    forget: partitions of topic_id to drop from the session."""
+    parts = [(partition, offset)] if parts is None else parts
     body = struct.pack(">iiiibii", -1, 0, 1, 1 << 20, 0, session_id, epoch)
-    body += uvarint(2) + topic_id + uvarint(2)
-    body += struct.pack(">iiqiqi", partition, -1, offset, -1, -1, 1 << 20) + b"\x00"  # partition
-    body += b"\x00"  # topic tagged fields
-    body += uvarint(1) + uvarint(1) + b"\x00"  # no forgotten topics, rack "", tagged
+    if parts:
+        body += uvarint(2) + topic_id + uvarint(len(parts) + 1)
+        for p, o in parts:
+            body += struct.pack(">iiqiqi", p, -1, o, -1, -1, 1 << 20) + b"\x00"
+        body += b"\x00"  # topic tagged fields
+    else:
+        body += uvarint(1)
+    if forget:
+        body += uvarint(2) + topic_id + uvarint(len(forget) + 1)
+        body += b"".join(struct.pack(">i", p) for p in forget) + b"\x00"
+    else:
+        body += uvarint(1)
+    body += uvarint(1) + b"\x00"  # rack "", tagged fields
     return frame(1, 13, corr, body, flexible=True)
 
 
@@ -309,22 +321,53 @@ def test_fetch_v13_by_topic_id(make_sluiced):
     c.close()
 
 
-def test_fetch_sessions_answered_without_a_session_cache(make_sluiced):
+def test_fetch_sessions_incremental(make_sluiced):
     s = start(make_sluiced)
     c = raw_conn(s)
     assert produce(c, "sess", batch_v2(-1, -1, -1, b"x"), 1) == (0, 0)
     tid = topic_uuid(s, "sess")
-    cases = [
-        ((0, -1), (0, 0, 1)),    # sessionless full fetch
-        ((0, 0), (0, 0, 1)),     # new session asked: full answer, session 0 = none created
-        ((0, 1), (70, 0, 0)),    # incremental without a session: FETCH_SESSION_ID_NOT_FOUND
-        ((1234, 3), (70, 0, 0)),  # a session this broker never gave out
-        ((1234, -1), (0, 0, 1)),  # closing one: a sessionless full fetch
-    ]
-    for i, ((sid, epoch), want) in enumerate(cases):
-        c.sendall(fetch_v13(tid, 0, 0, 10 + i, session_id=sid, epoch=epoch))
-        err, session, parts = parse_fetch_v13(recv_frame(c))
-        assert (err, session, len(parts)) == want, (sid, epoch, err, session, parts)
+    corr = iter(range(100, 1000))
+
+    def fetch(**kw):
+        kw.setdefault("parts", [])
+        c.sendall(fetch_v13(tid, 0, 0, next(corr), **kw))
+        return parse_fetch_v13(recv_frame(c))
+
+    # Sessionless: a full answer, session 0.
+    err, sid, parts = fetch(parts=[(0, 0)], session_id=0, epoch=-1)
+    assert (err, sid, [p[1] for p in parts]) == (0, 0, [0])
+    # Epoch 0 opens a session with the request's partitions: full answer.
+    err, sid, parts = fetch(parts=[(0, 0)], session_id=0, epoch=0)
+    assert err == 0 and sid != 0 and [p[1] for p in parts] == [0]
+    # Incremental: the client names what changed (its offset moved to 1);
+    # nothing new since, so no partitions at all.
+    assert fetch(parts=[(0, 1)], session_id=sid, epoch=1) == (0, sid, [])
+    # A new record: that partition comes back though the request named none.
+    assert produce(c, "sess", batch_v2(-1, -1, -1, b"fresh"), 2) == (0, 1)
+    err, sid2, parts = fetch(session_id=sid, epoch=2)
+    assert (err, sid2, [(p[1], p[3]) for p in parts]) == (0, sid, [(0, 2)])
+    assert b"fresh" in parts[0][4] and b"x" not in parts[0][4].replace(b"fresh", b"")
+    # The client moved on (offset 2): quiet again.
+    assert fetch(parts=[(0, 2)], session_id=sid, epoch=3) == (0, sid, [])
+    # An epoch out of step, and an id this connection does not have.
+    assert fetch(session_id=sid, epoch=3)[:2] == (71, 0)  # INVALID_FETCH_SESSION_EPOCH
+    assert fetch(session_id=sid + 1, epoch=4)[:2] == (70, 0)  # FETCH_SESSION_ID_NOT_FOUND
+    # Sessions belong to their connection.
+    c2 = raw_conn(s)
+    c2.sendall(fetch_v13(tid, 0, 0, 5, session_id=sid, epoch=4, parts=[]))
+    assert parse_fetch_v13(recv_frame(c2))[:2] == (70, 0)
+    c2.close()
+    # A forgotten partition leaves the session: new records there stay quiet.
+    assert fetch(session_id=sid, epoch=4, forget=[0]) == (0, sid, [])
+    assert produce(c, "sess", batch_v2(-1, -1, -1, b"later"), 3) == (0, 2)
+    assert fetch(session_id=sid, epoch=5) == (0, sid, [])
+    # Adding it back answers it at once.
+    err, _, parts = fetch(parts=[(0, 2)], session_id=sid, epoch=6)
+    assert err == 0 and [(p[1], p[3]) for p in parts] == [(0, 3)] and b"later" in parts[0][4]
+    # Epoch -1 closes the session: a sessionless answer, then the id is gone.
+    err, sid3, parts = fetch(parts=[(0, 3)], session_id=sid, epoch=-1)
+    assert (err, sid3, len(parts)) == (0, 0, 1)
+    assert fetch(session_id=sid, epoch=7)[:2] == (70, 0)
     c.close()
 
 
