@@ -118,6 +118,14 @@ static void set_str(struct ctl_kafka_gcall *c, struct kafka_val *s, unsigned id,
         kafka_val_set_str(s, id, arena_copy(c, v, n), (int32_t)n);
 }
 
+/* A view from the request, copied (null or empty becomes ""). */
+static void set_view(struct ctl_kafka_gcall *c, struct kafka_val *s, unsigned id,
+                     struct kafka_str v)
+{
+        size_t n = v.len > 0 ? (size_t)v.len : 0;
+        kafka_val_set_str(s, id, arena_copy(c, v.ptr, n), (int32_t)n);
+}
+
 static int resp_init(struct ctl_kafka_gcall *c)
 {
         return kafka_msg_init(c->resp, c->arena, c->api_key, c->api_version, KAFKA_RESPONSE);
@@ -771,9 +779,7 @@ static void delete_groups(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struc
                 struct kafka_str id = {gv->u.ptr, gv->len};
                 struct kafka_val *e =
                     kafka_val_array_elem(kafka_val_array(rt, KAFKA_DELETE_GROUPS_RESP_RESULTS), i);
-                kafka_val_set_str(e, KAFKA_DELETE_GROUPS_RESP_RESULTS_GROUP_ID,
-                                  arena_copy(c, id.ptr, id.len > 0 ? (size_t)id.len : 0),
-                                  id.len > 0 ? id.len : 0);
+                set_view(c, e, KAFKA_DELETE_GROUPS_RESP_RESULTS_GROUP_ID, id);
                 char name[ID_MAX];
                 int16_t err = 0;
                 struct group *g = group_find(id, false);
@@ -842,9 +848,7 @@ static void describe_groups(struct ctl_plane *cp, struct ctl_kafka_gcall *c, str
                 struct kafka_str id = {gv->u.ptr, gv->len};
                 struct kafka_val *e =
                     kafka_val_array_elem(kafka_val_array(rt, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS), i);
-                kafka_val_set_str(e, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_GROUP_ID,
-                                  arena_copy(c, id.ptr, id.len > 0 ? (size_t)id.len : 0),
-                                  id.len > 0 ? id.len : 0);
+                set_view(c, e, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_GROUP_ID, id);
                 struct group *g = group_find(id, false);
                 /* An unknown group is described as Dead, as Kafka does. */
                 set_str(c, e, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_GROUP_STATE,

@@ -517,6 +517,20 @@ uint64_t meta_log_bytes(const struct meta_log *m)
 
 /* ---- mutations ------------------------------------------------------- */
 
+/* A TOPIC record: applied now, durable when cb runs. */
+static int topic_write(struct meta_log *m, const struct meta_topic *t, meta_cb cb, void *ctx)
+{
+        struct buf pl = {0};
+        int rc = enc_topic(&pl, t);
+        if (!rc)
+                rc = apply_topic(m, t);
+        if (rc) {
+                free(pl.b);
+                return rc;
+        }
+        return append(m, META_REC_TOPIC, &pl, cb, ctx);
+}
+
 int meta_topic_create(struct meta_log *m, const char *name, uint32_t partitions,
                       const struct log_config *cfg, meta_cb cb, void *ctx,
                       const struct meta_topic **out)
@@ -542,15 +556,7 @@ int meta_topic_create_flags(struct meta_log *m, const char *name, uint32_t parti
         t.partitions = partitions;
         t.cfg = *cfg;
         t.flags = flags;
-        struct buf pl = {0};
-        int rc = enc_topic(&pl, &t);
-        if (!rc)
-                rc = apply_topic(m, &t);
-        if (rc) {
-                free(pl.b);
-                return rc;
-        }
-        rc = append(m, META_REC_TOPIC, &pl, cb, ctx);
+        int rc = topic_write(m, &t, cb, ctx);
         if (!rc && out)
                 *out = topic_by_uuid(m, t.uuid);
         return rc;
@@ -612,15 +618,7 @@ int meta_topic_grow(struct meta_log *m, const uint8_t uuid[16], uint32_t partiti
         struct meta_topic t = *x;
         t.partitions = partitions;
         t.worker = NULL;
-        struct buf pl = {0};
-        int rc = enc_topic(&pl, &t);
-        if (!rc)
-                rc = apply_topic(m, &t);
-        if (rc) {
-                free(pl.b);
-                return rc;
-        }
-        return append(m, META_REC_TOPIC, &pl, cb, ctx);
+        return topic_write(m, &t, cb, ctx);
 }
 
 int meta_group_delete(struct meta_log *m, const char *group, meta_cb cb, void *ctx)

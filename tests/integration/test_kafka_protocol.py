@@ -7,8 +7,8 @@ runs in a subprocess with a hard timeout."""
 import os
 import struct
 
-from test_kafka import (batch_v2, bootstrap, frame, produce_result, produce_v3, raw_conn,
-                        recv_frame, run_py, start)
+from test_kafka import (CONSUME_ALL, batch_v2, bootstrap, frame, produce_result, produce_v3,
+                        raw_conn, recv_frame, run_py, start)
 
 
 def init_producer_id_v0(corr):
@@ -130,24 +130,6 @@ assert p.flush(30) == 0
 print(json.dumps(out))
 """
 
-CONSUME_PARTS = r"""
-import sys, json, time
-from confluent_kafka import Consumer, TopicPartition
-b, topic, parts, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-c = Consumer({'bootstrap.servers': b, 'group.id': 'unused', 'enable.auto.commit': False,
-              'fetch.wait.max.ms': 100})
-c.assign([TopicPartition(topic, i, 0) for i in range(parts)])
-got = []
-deadline = time.time() + 60
-while len(got) < n and time.time() < deadline:
-    m = c.poll(0.2)
-    if m is not None and not m.error():
-        got.append([m.partition(), m.value().decode()])
-c.close()
-print(json.dumps(got))
-"""
-
-
 def test_create_partitions_grows_topic(make_sluiced):
     import json
 
@@ -155,14 +137,14 @@ def test_create_partitions_grows_topic(make_sluiced):
     out = json.loads(run_py(CONFLUENT_GROW, bootstrap(s)))
     assert out == {"validate": 0, "after_validate": 2, "shrink": 37, "same": 37, "unknown": 3,
                    "grow": 0, "after_grow": 5}, out
-    got = json.loads(run_py(CONSUME_PARTS, bootstrap(s), "grow", "5", "70"))
+    got = json.loads(run_py(CONSUME_ALL, bootstrap(s), "grow", "5", "70"))
     assert len(got) == 70
-    assert {p for p, v in got if v.startswith("new")} == set(range(5))
+    assert {p for p, _, v in got if v.startswith("new")} == set(range(5))
     # The new partitions are durable: after a SIGKILL they are still there,
     # with their records, on the same workers' logs.
     s.kill()
     s.start()
-    got2 = json.loads(run_py(CONSUME_PARTS, bootstrap(s), "grow", "5", "70"))
+    got2 = json.loads(run_py(CONSUME_ALL, bootstrap(s), "grow", "5", "70"))
     assert sorted(map(tuple, got2)) == sorted(map(tuple, got))
 
 
@@ -539,7 +521,7 @@ def test_consumer_lag_in_metrics(make_sluiced):
 def test_restart_with_fewer_workers_replaces_partitions(make_sluiced):
     import json
 
-    from test_kafka import CONSUME_ALL, PRODUCE_ACKED
+    from test_kafka import PRODUCE_ACKED
 
     s = make_sluiced(listeners={"kafka": "127.0.0.1:0"}, workers="4").start()
     acked = json.loads(run_py(PRODUCE_ACKED, bootstrap(s), "shrink", "8", "400"))
