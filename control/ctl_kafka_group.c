@@ -542,6 +542,24 @@ static void commit_cb(void *ctx, int res)
         }
 }
 
+/* A call answered once its metadata records are durable: commit_cb(op, 0)
+ * after the last one is appended drops the starting hold. NULL (and the
+ * call answered with no response: the worker closes) without memory. */
+static struct commit_op *commit_op_start(struct ctl_plane *cp, struct ctl_kafka_gcall *c,
+                                         struct parked pk)
+{
+        struct commit_op *op = calloc(1, sizeof(*op));
+        if (!op) {
+                reply(cp, &pk);
+                return NULL;
+        }
+        op->p = pk;
+        op->cbs = 1;
+        commits_pending++;
+        resp_init(c);
+        return op;
+}
+
 static void offset_commit(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct parked pk)
 {
         const struct kafka_val *rq = c->req->root;
@@ -559,15 +577,9 @@ static void offset_commit(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struc
         }
         char group[ID_MAX];
         strview(group, sizeof(group), gid);
-        struct commit_op *op = calloc(1, sizeof(*op));
-        if (!op) {
-                reply(cp, &pk);
+        struct commit_op *op = commit_op_start(cp, c, pk);
+        if (!op)
                 return;
-        }
-        op->p = pk;
-        op->cbs = 1;
-        commits_pending++;
-        resp_init(c);
         struct kafka_val *rt = c->resp->root;
         const struct kafka_val *ta = kafka_val_array(rq, KAFKA_OFFSET_COMMIT_REQ_TOPICS);
         int32_t nt = ta->len < 0 ? 0 : ta->len;
@@ -763,15 +775,9 @@ static void delete_groups(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struc
         const struct kafka_val *ga =
             kafka_val_array(c->req->root, KAFKA_DELETE_GROUPS_REQ_GROUPS_NAMES);
         int32_t n = ga->len < 0 ? 0 : ga->len;
-        struct commit_op *op = calloc(1, sizeof(*op));
-        if (!op) {
-                reply(cp, &pk);
+        struct commit_op *op = commit_op_start(cp, c, pk);
+        if (!op)
                 return;
-        }
-        op->p = pk;
-        op->cbs = 1;
-        commits_pending++;
-        resp_init(c);
         struct kafka_val *rt = c->resp->root;
         kafka_val_array_init(c->arena, rt, KAFKA_DELETE_GROUPS_RESP_RESULTS, n);
         for (int32_t i = 0; i < n; i++) {
