@@ -679,8 +679,7 @@ static void offset_fetch(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct
 /* InitProducerId: ids come from a high-water mark in the metadata log,
  * reserved a block at a time so a burst of producers costs one fdatasync,
  * and an id is answered only once a record covering it is durable: after a
- * crash ids start at the mark and are never issued twice. A known id with
- * its epoch gets the epoch bumped (KIP-360). */
+ * crash ids start at the mark and are never issued twice. */
 #define PRODUCER_ID_BLOCK 1000
 
 static int64_t producer_id_next = -1, producer_id_durable;
@@ -726,22 +725,13 @@ static void init_producer_id(struct ctl_plane *cp, struct ctl_kafka_gcall *c, st
                 reply(cp, &pk);
                 return;
         }
-        int64_t id = -1;
-        int16_t epoch = -1;
-        if (c->api_version >= 3) {
-                id = kafka_val_get_int64(rq, KAFKA_INIT_PRODUCER_ID_REQ_PRODUCER_ID);
-                epoch = kafka_val_get_int16(rq, KAFKA_INIT_PRODUCER_ID_REQ_PRODUCER_EPOCH);
-        }
-        bool fresh = !(id >= 0 && epoch >= 0 && epoch < INT16_MAX - 1);
-        if (!fresh) {
-                epoch++;
-        } else {
-                id = producer_id_next++;
-                epoch = 0;
-        }
+        /* Without a transactional id Kafka hands out a new id at epoch 0
+         * every time, also when the client names its current id and epoch
+         * (KIP-360's v3+ fields matter to transactional producers only). */
+        int64_t id = producer_id_next++;
         kafka_val_set_int64(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_ID, id);
-        kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_EPOCH, epoch);
-        if (!fresh || id < producer_id_durable) {
+        kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_EPOCH, 0);
+        if (id < producer_id_durable) {
                 reply(cp, &pk);
                 return;
         }

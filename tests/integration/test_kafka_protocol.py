@@ -563,3 +563,17 @@ def test_restart_with_fewer_workers_replaces_partitions(make_sluiced):
     s.write_conf()
     s.start()
     assert placement() == after
+
+
+def test_init_producer_id_with_current_id_gets_a_new_one(make_sluiced):
+    # Kafka without a transactional id: always a new id at epoch 0, also
+    # when a v3+ request names the producer's current id and epoch.
+    s = start(make_sluiced)
+    c = raw_conn(s)
+    pid, epoch = init_producer_id(c, 1)
+    body = b"\x00" + struct.pack(">iqh", 60000, pid, epoch) + b"\x00"
+    c.sendall(frame(22, 4, 2, body, flexible=True))
+    r = recv_frame(c)
+    _throttle, err, pid2, epoch2 = struct.unpack(">ihqh", r[5:21])
+    assert (err, epoch2) == (0, 0) and pid2 > pid
+    c.close()
