@@ -160,6 +160,14 @@ p.send('kpadmin', b'x').get(30)
 p.close()
 r = a.create_partitions({'kpadmin': NewPartitions(3)})
 grow = [list(t) for t in r.topic_errors]
+# one broker (node 0): an assignment to another is refused, [[0]] is fine
+try:
+    bad_assign = [list(t)[1] for t in
+                  a.create_partitions({'kpadmin': NewPartitions(4, [[1]])}).topic_errors]
+except Exception as e:  # kafka-python raises some topic errors
+    bad_assign = [getattr(e, 'errno', repr(e))]
+ok_assign = [list(t)[:2] for t in
+             a.create_partitions({'kpadmin': NewPartitions(4, [[0]])}).topic_errors]
 c = KafkaConsumer('kpadmin', bootstrap_servers=b, group_id='doomed', auto_offset_reset='earliest',
                   enable_auto_commit=False, consumer_timeout_ms=3000)
 n = len(list(c))
@@ -170,7 +178,8 @@ c2.close()
 busy = a.delete_consumer_groups(['doomed'])
 c.close()
 gone = a.delete_consumer_groups(['doomed', 'never-seen'])
-print(json.dumps({'grow': grow, 'n': n, 'busy': [[g, e.errno] for g, e in busy],
+print(json.dumps({'grow': grow, 'bad_assign': bad_assign, 'ok_assign': ok_assign,
+                  'n': n, 'busy': [[g, e.errno] for g, e in busy],
                   'gone': [[g, e.errno] for g, e in gone]}))
 """
 
@@ -181,6 +190,8 @@ def test_kafka_python_create_partitions_and_delete_groups(make_sluiced):
     s = start(make_sluiced)
     out = json.loads(run_py(KAFKA_PYTHON_ADMIN, bootstrap(s)))
     assert out["grow"] == [["kpadmin", 0, None]], out
+    assert out["bad_assign"] == [39], out  # INVALID_REPLICA_ASSIGNMENT
+    assert out["ok_assign"] == [["kpadmin", 0]], out
     assert out["n"] == 1
     assert out["busy"] == [["doomed", 68]], out  # NON_EMPTY_GROUP while a member is in
     assert out["gone"] == [["doomed", 0], ["never-seen", 69]], out  # GROUP_ID_NOT_FOUND
@@ -577,3 +588,30 @@ def test_init_producer_id_with_current_id_gets_a_new_one(make_sluiced):
     _throttle, err, pid2, epoch2 = struct.unpack(">ihqh", r[5:21])
     assert (err, epoch2) == (0, 0) and pid2 > pid
     c.close()
+
+
+def test_create_partitions_duplicate_topic_is_invalid_request(make_sluiced):
+    s = start(make_sluiced)
+    c = raw_conn(s)
+    assert produce(c, "dup", batch_v2(-1, -1, -1), 1) == (0, 0)
+
+    def topic(name, count):
+        return struct.pack(">h", len(name)) + name + struct.pack(">ii", count, -1)
+
+    body = struct.pack(">i", 3) + topic(b"dup", 2) + topic(b"dup", 3) + topic(b"nope", 2)
+    c.sendall(frame(37, 0, 2, body + struct.pack(">ib", 30000, 0)))
+    r = recv_frame(c)
+    (n,) = struct.unpack(">i", r[8:12])
+    off, errs = 12, []
+    for _ in range(n):
+        (nl,) = struct.unpack(">h", r[off:off + 2])
+        name = r[off + 2:off + 2 + nl].decode()
+        off += 2 + nl
+        (err, ml) = struct.unpack(">hh", r[off:off + 4])
+        off += 4 + max(ml, 0)
+        errs.append((name, err))
+    # Both copies of a repeated topic: INVALID_REQUEST, and nothing grows.
+    assert errs == [("dup", 42), ("dup", 42), ("nope", 3)], errs
+    c.close()
+    m = s.metrics()
+    assert 'sluice_kafka_partition_worker{topic="dup",partition="1"}' not in m
