@@ -162,6 +162,7 @@ static const struct key_desc keys[] = {
     ENUM("kafka", "auto_create_topics", kafka_auto_create, bool_names, 0),
     U32("kafka", "default_partitions", kafka_default_partitions, 1, 1024, 0),
     U32("kafka", "connections_max_idle_ms", kafka_idle_ms, 0, CTL_MS_MAX, KF_RELOAD),
+    U32("kafka", "producer_id_expiration_ms", kafka_producer_id_expiration_ms, 0, CTL_MS_MAX, 0),
 
     U32("nats", "ping_interval_ms", nats_ping_interval_ms, 10, CTL_MS_MAX, KF_RELOAD),
     U32("nats", "ping_max_outstanding", nats_ping_max_outstanding, 1, 1000, KF_RELOAD),
@@ -594,7 +595,8 @@ void ctl_config_defaults(struct ctl_config *cfg)
         cfg->nats_auth_timeout_ms = 2000;
         cfg->kafka_auto_create = 1;
         cfg->kafka_default_partitions = 1;
-        cfg->kafka_idle_ms = 600000; /* Kafka's connections.max.idle.ms */
+        cfg->kafka_idle_ms = 600000;                     /* Kafka's connections.max.idle.ms */
+        cfg->kafka_producer_id_expiration_ms = 86400000; /* Kafka's default: one day */
 }
 
 /* ------------------------------------------------------------------ */

@@ -97,6 +97,9 @@ struct ctl_config {
         unsigned kafka_auto_create;        /* 1: Metadata and Produce create unknown topics */
         uint32_t kafka_default_partitions; /* auto-created topics, CreateTopics with -1 */
         uint32_t kafka_idle_ms;            /* connections.max.idle.ms; 0 = never */
+        /* producer.id.expiration.ms: idempotence state of a producer idle this
+         * long is forgotten (0 = only evicted by the per-partition cap) */
+        uint32_t kafka_producer_id_expiration_ms;
 };
 
 /* Fills cfg with every default. */

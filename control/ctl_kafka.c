@@ -11,9 +11,19 @@
 #include <sys/stat.h>
 
 #include "ctl_plane.h"
+#include "ctl_text.h"
+#include "kafka_codec.h"
 #include "sl_log.h"
 
-enum { KERR_NONE = 0, KERR_INVALID_TOPIC = 17, KERR_INVALID_PARTITIONS = 37, KERR_UNKNOWN = -1 };
+enum {
+        KERR_NONE = 0,
+        KERR_UNKNOWN_TOPIC = 3,
+        KERR_INVALID_TOPIC = 17,
+        KERR_INVALID_PARTITIONS = 37,
+        KERR_INVALID_REPLICA_ASSIGNMENT = 39,
+        KERR_INVALID_REQUEST = 42,
+        KERR_UNKNOWN = -1
+};
 
 struct create_op {
         uint16_t src;
@@ -22,13 +32,15 @@ struct create_op {
         uint32_t cbs_pending;
         uint64_t needs_gen; /* 0: the next snapshot published */
         bool durable;
-        bool del; /* a delete: remove directories before answering */
+        bool del;   /* a delete: remove directories before answering */
+        bool gcall; /* CreatePartitions: the response is in the lent call */
         struct create_op *next;
 };
 
+/* Partitions [first, first + n) of a topic have ids [base, base + n). */
 struct pid_range {
         uint8_t uuid[16];
-        uint32_t base, n;
+        uint32_t first, base, n;
 };
 
 static struct {
@@ -46,6 +58,8 @@ static struct {
         uint32_t place_next;
         struct create_op *ops;
 } K;
+
+struct ctl_kafka_offsets ctl_kafka_published[CTL_KAFKA_PIDS_MAX];
 
 bool ctl_kafka_topic_name_valid(const char *name, uint32_t len)
 {
@@ -70,6 +84,14 @@ static uint32_t name_hash(const char *p, uint32_t len)
         return h;
 }
 
+/* Topic ids are random (v4 UUIDs): their first bytes hash well enough. */
+static uint32_t id_hash(const uint8_t uuid[16])
+{
+        uint32_t h;
+        memcpy(&h, uuid, 4);
+        return h ^ (h >> 16);
+}
+
 const struct ctl_kafka_topic *ctl_kafka_snap_find(const struct ctl_kafka_snap *s, const char *name,
                                                   uint32_t len)
 {
@@ -88,20 +110,34 @@ const struct ctl_kafka_topic *ctl_kafka_snap_find(const struct ctl_kafka_snap *s
 const struct ctl_kafka_topic *ctl_kafka_snap_find_id(const struct ctl_kafka_snap *s,
                                                      const uint8_t uuid[16])
 {
-        for (uint32_t i = 0; s && i < s->ntopics; i++)
-                if (memcmp(s->topics[i].uuid, uuid, 16) == 0)
-                        return &s->topics[i];
-        return NULL;
+        if (!s || !s->id_hash)
+                return NULL;
+        for (uint32_t i = id_hash(uuid) & s->hash_mask;; i = (i + 1) & s->hash_mask) {
+                uint32_t v = s->id_hash[i];
+                if (!v)
+                        return NULL;
+                if (memcmp(s->topics[v - 1].uuid, uuid, 16) == 0)
+                        return &s->topics[v - 1];
+        }
 }
 
-/* Partition ids: a contiguous range per topic, assigned once per process. */
-static int pid_base(const uint8_t uuid[16], uint32_t n, uint32_t *base)
+/* Partition ids: a contiguous range per created topic and per range of
+ * partitions added later, assigned once per process, so a partition keeps
+ * its id (and its open log on the worker) when its topic grows. */
+static int pids_assign(const uint8_t uuid[16], uint32_t nparts, struct ctl_kafka_part *parts)
 {
-        for (uint32_t i = 0; i < K.npids; i++)
-                if (memcmp(K.pids[i].uuid, uuid, 16) == 0 && K.pids[i].n >= n) {
-                        *base = K.pids[i].base;
-                        return 0;
-                }
+        uint32_t covered = 0;
+        for (uint32_t i = 0; i < K.npids; i++) {
+                const struct pid_range *r = &K.pids[i];
+                if (memcmp(r->uuid, uuid, 16) != 0)
+                        continue;
+                for (uint32_t k = 0; k < r->n && r->first + k < nparts; k++)
+                        parts[r->first + k].pid = r->base + k;
+                covered = SL_MAX(covered, r->first + r->n);
+        }
+        if (covered >= nparts)
+                return 0;
+        uint32_t n = nparts - covered;
         if (K.next_pid + n > CTL_KAFKA_PIDS_MAX)
                 return -ENOSPC;
         if (K.npids == K.pids_cap) {
@@ -114,10 +150,12 @@ static int pid_base(const uint8_t uuid[16], uint32_t n, uint32_t *base)
         }
         struct pid_range *r = &K.pids[K.npids++];
         memcpy(r->uuid, uuid, 16);
+        r->first = covered;
         r->base = K.next_pid;
         r->n = n;
         K.next_pid += n;
-        *base = r->base;
+        for (uint32_t k = 0; k < n; k++)
+                parts[covered + k].pid = r->base + k;
         return 0;
 }
 
@@ -129,6 +167,7 @@ static void snap_free(struct ctl_kafka_snap *s)
                 free(s->topics[i].parts);
         free(s->topics);
         free(s->hash);
+        free(s->id_hash);
         free(s);
 }
 
@@ -143,42 +182,48 @@ static struct ctl_kafka_snap *snap_build(void)
         while (hn < 2 * n)
                 hn *= 2;
         s->hash = calloc(hn, sizeof(*s->hash));
+        s->id_hash = calloc(hn, sizeof(*s->id_hash));
         s->hash_mask = hn - 1;
-        if (!s->topics || !s->hash)
+        if (!s->topics || !s->hash || !s->id_hash)
                 goto fail;
         uint16_t nw = K.cp->rt->nworkers;
         for (uint32_t i = 0; i < n; i++) {
                 const struct meta_topic *mt = meta_topic_at(K.meta, i);
                 if (mt->deleted)
                         continue;
-                uint32_t base;
-                if (pid_base(mt->uuid, mt->partitions, &base) != 0) {
-                        sl_log(SL_LOG_ERROR, "kafka: out of partition ids; topic %s not served",
-                               mt->name);
-                        continue;
-                }
                 struct ctl_kafka_topic *t = &s->topics[s->ntopics];
                 t->parts = calloc(mt->partitions, sizeof(*t->parts));
                 if (!t->parts)
                         goto fail;
+                if (pids_assign(mt->uuid, mt->partitions, t->parts) != 0) {
+                        sl_log(SL_LOG_ERROR, "kafka: out of partition ids; topic %s not served",
+                               mt->name);
+                        free(t->parts);
+                        t->parts = NULL;
+                        continue;
+                }
                 snprintf(t->name, sizeof(t->name), "%s", mt->name);
                 t->name_len = (uint16_t)strlen(t->name);
                 memcpy(t->uuid, mt->uuid, 16);
                 t->nparts = mt->partitions;
                 t->cfg = mt->cfg;
+                t->log_append_time = mt->flags & META_TOPIC_LOG_APPEND_TIME;
                 for (uint32_t p = 0; p < mt->partitions; p++) {
                         int32_t wk = mt->worker ? mt->worker[p] : -1;
                         /* Unplaced, or placed on a worker this run does not
                          * have: serve it from a worker that exists. */
                         if (wk < 0 || wk >= nw)
-                                wk = (int32_t)((base + p) % nw);
+                                wk = (int32_t)(t->parts[p].pid % nw);
                         t->parts[p].worker = (uint16_t)wk;
-                        t->parts[p].pid = base + p;
                 }
                 uint32_t h = name_hash(t->name, t->name_len) & s->hash_mask;
                 while (s->hash[h])
                         h = (h + 1) & s->hash_mask;
                 s->hash[h] = s->ntopics + 1;
+                h = id_hash(t->uuid) & s->hash_mask;
+                while (s->id_hash[h])
+                        h = (h + 1) & s->hash_mask;
+                s->id_hash[h] = s->ntopics + 1;
                 s->ntopics++;
         }
         return s;
@@ -239,7 +284,9 @@ static void op_reply(struct create_op *op)
                         sl_log(SL_LOG_ERROR, "kafka: cannot remove deleted partitions in %s: %s",
                                dir, strerror(-rc));
         }
-        struct sl_msg r = {.type = op->del ? CTL_KAFKA_MSG_DELETE : CTL_KAFKA_MSG_CREATE,
+        struct sl_msg r = {.type = op->gcall ? CTL_KAFKA_MSG_GROUP
+                                   : op->del ? CTL_KAFKA_MSG_DELETE
+                                             : CTL_KAFKA_MSG_CREATE,
                            .cookie = op->cookie};
         r.u32 = (uint32_t)(uint16_t)op->err;
         sl_mbox_reply(&K.cp->mb, op->src, &r);
@@ -334,7 +381,9 @@ static void on_create(const struct sl_msg *m)
         struct log_config cfg = topic_cfg();
         const struct meta_topic *t = NULL;
         op->cbs_pending = 1;
-        int rc = meta_topic_create(K.meta, buf, (uint32_t)nparts, &cfg, op_durable_cb, op, &t);
+        uint32_t flags = (uint32_t)m->a.u64[2] & META_TOPIC_LOG_APPEND_TIME;
+        int rc = meta_topic_create_flags(K.meta, buf, (uint32_t)nparts, &cfg, flags, op_durable_cb,
+                                         op, &t);
         if (rc) {
                 op->cbs_pending = 0;
                 op->err = KERR_UNKNOWN;
@@ -359,6 +408,132 @@ settled:
          * (it also carries a topic another request is creating). */
         op->durable = true;
         K.dirty = true;
+}
+
+/* One topic of a CreatePartitions request: 0 or a Kafka error and a
+ * message (static). Grows the topic in the metadata log unless
+ * validate_only; the op is answered once the workers have it. */
+static int16_t grow_topic(struct create_op *op, const struct kafka_val *t, bool validate_only,
+                          const char **msg)
+{
+        struct kafka_str name = kafka_val_get_str(t, KAFKA_CREATE_PARTITIONS_REQ_TOPICS_NAME);
+        int32_t count = kafka_val_get_int32(t, KAFKA_CREATE_PARTITIONS_REQ_TOPICS_COUNT);
+        char buf[META_NAME_MAX + 1];
+        if (name.len <= 0 || name.len > META_NAME_MAX)
+                return KERR_UNKNOWN_TOPIC;
+        memcpy(buf, name.ptr, (size_t)name.len);
+        buf[name.len] = 0;
+        const struct meta_topic *mt = meta_topic_find(K.meta, buf);
+        if (!mt || mt->deleted) {
+                *msg = "This server does not host this topic.";
+                return KERR_UNKNOWN_TOPIC;
+        }
+        if (count < 0 || (uint32_t)count < mt->partitions) {
+                *msg = "The topic currently has more partitions than requested; partitions "
+                       "can only be added.";
+                return KERR_INVALID_PARTITIONS;
+        }
+        if ((uint32_t)count == mt->partitions) {
+                *msg = "The topic already has the requested number of partitions.";
+                return KERR_INVALID_PARTITIONS;
+        }
+        if (count > CTL_KAFKA_TOPIC_PARTS_MAX ||
+            K.next_pid + (uint32_t)count - mt->partitions > CTL_KAFKA_PIDS_MAX) {
+                *msg = "The requested partition count is above this broker's limit.";
+                return KERR_INVALID_PARTITIONS;
+        }
+        uint32_t added = (uint32_t)count - mt->partitions;
+        const struct kafka_val *as =
+            kafka_val_array(t, KAFKA_CREATE_PARTITIONS_REQ_TOPICS_ASSIGNMENTS);
+        if (as && as->len >= 0) {
+                /* One broker (node 0), one replica: [[0]] per new partition. */
+                bool ok = (uint32_t)as->len == added;
+                for (int32_t i = 0; ok && i < as->len; i++) {
+                        const struct kafka_val *ids = kafka_val_array(
+                            kafka_val_array_elem(as, i),
+                            KAFKA_CREATE_PARTITIONS_REQ_TOPICS_ASSIGNMENTS_BROKER_IDS);
+                        ok = ids->len == 1 && kafka_val_array_elem(ids, 0)->u.i64 == 0;
+                }
+                if (!ok) {
+                        *msg = "Each new partition must be assigned to broker 0 alone.";
+                        return KERR_INVALID_REPLICA_ASSIGNMENT;
+                }
+        }
+        if (validate_only)
+                return KERR_NONE;
+        uint8_t uuid[16];
+        memcpy(uuid, mt->uuid, 16);
+        uint32_t old = mt->partitions;
+        op->cbs_pending++;
+        if (meta_topic_grow(K.meta, uuid, (uint32_t)count, op_durable_cb, op) != 0) {
+                op->cbs_pending--;
+                return KERR_UNKNOWN;
+        }
+        uint16_t nw = K.cp->rt->nworkers;
+        for (uint32_t p = old; p < (uint32_t)count; p++) {
+                int32_t wk = (int32_t)(K.place_next++ % nw);
+                op->cbs_pending++;
+                if (meta_placement_set(K.meta, uuid, p, wk, op_durable_cb, op) != 0)
+                        op->cbs_pending--;
+        }
+        sl_log(SL_LOG_INFO, "kafka: topic %s grown from %u to %u partitions", buf, old,
+               (unsigned)count);
+        return KERR_NONE;
+}
+
+void ctl_kafka_create_partitions(struct ctl_plane *cp, struct ctl_kafka_gcall *c, uint16_t ep,
+                                 uint64_t cookie)
+{
+        const struct kafka_val *rq = c->req->root;
+        bool validate_only = kafka_val_get_bool(rq, KAFKA_CREATE_PARTITIONS_REQ_VALIDATE_ONLY);
+        const struct kafka_val *ta = kafka_val_array(rq, KAFKA_CREATE_PARTITIONS_REQ_TOPICS);
+        int32_t n = ta->len < 0 ? 0 : ta->len;
+        struct create_op *op = calloc(1, sizeof(*op));
+        if (!op || kafka_msg_init(c->resp, c->arena, c->api_key, c->api_version, KAFKA_RESPONSE)) {
+                free(op);
+                struct sl_msg r = {.type = CTL_KAFKA_MSG_GROUP, .cookie = cookie};
+                sl_mbox_reply(&cp->mb, ep, &r); /* no response: the worker closes */
+                return;
+        }
+        op->src = ep;
+        op->cookie = cookie;
+        op->gcall = true;
+        struct kafka_val *rt = c->resp->root;
+        kafka_val_array_init(c->arena, rt, KAFKA_CREATE_PARTITIONS_RESP_RESULTS, n);
+        for (int32_t i = 0; i < n; i++) {
+                const struct kafka_val *t = kafka_val_array_elem(ta, i);
+                struct kafka_str name =
+                    kafka_val_get_str(t, KAFKA_CREATE_PARTITIONS_REQ_TOPICS_NAME);
+                struct kafka_val *e = kafka_val_array_elem(
+                    kafka_val_array(rt, KAFKA_CREATE_PARTITIONS_RESP_RESULTS), i);
+                kafka_val_set_str(e, KAFKA_CREATE_PARTITIONS_RESP_RESULTS_NAME,
+                                  name.len > 0 ? name.ptr : (const uint8_t *)"",
+                                  name.len > 0 ? name.len : 0);
+                const char *msg = NULL;
+                int16_t err = KERR_NONE;
+                for (int32_t j = 0; j < n; j++) {
+                        struct kafka_str other = kafka_val_get_str(
+                            kafka_val_array_elem(ta, j), KAFKA_CREATE_PARTITIONS_REQ_TOPICS_NAME);
+                        if (j != i && other.len == name.len &&
+                            (name.len <= 0 || !memcmp(other.ptr, name.ptr, (size_t)name.len))) {
+                                err = KERR_INVALID_REQUEST;
+                                msg = "Duplicate topic in request.";
+                        }
+                }
+                if (!err)
+                        err = grow_topic(op, t, validate_only, &msg);
+                kafka_val_set_int16(e, KAFKA_CREATE_PARTITIONS_RESP_RESULTS_ERROR_CODE, err);
+                if (msg)
+                        kafka_val_set_str(e, KAFKA_CREATE_PARTITIONS_RESP_RESULTS_ERROR_MESSAGE,
+                                          (const uint8_t *)msg, (int32_t)strlen(msg));
+        }
+        op->next = K.ops;
+        K.ops = op;
+        if (op->cbs_pending == 0) {
+                /* Nothing written: the workers already have this state. */
+                op->durable = true;
+                K.dirty = true;
+        }
 }
 
 struct ctl_plane *ctl_kafka_plane(void)
@@ -447,6 +622,45 @@ bool ctl_kafka_poll(struct ctl_plane *cp)
         return busy || ctl_kafka_group_busy();
 }
 
+/* A restart with fewer workers than a partition was placed on: it goes to
+ * the least loaded worker that exists (ties: the lowest id), in metadata
+ * order, so the result is a function of the metadata and the worker count,
+ * and the placement record is rewritten so it stays there (a later restart
+ * with more workers does not move it back). Logs are found by directory
+ * (topic UUID and partition), whichever worker opens them. Unplaced
+ * partitions are placed the same way. */
+static void placement_repair(uint16_t nw)
+{
+        uint32_t load[CTL_WORKERS_MAX] = {0}, moved = 0;
+        uint32_t n = meta_topic_count(K.meta);
+        for (uint32_t i = 0; i < n; i++) {
+                const struct meta_topic *t = meta_topic_at(K.meta, i);
+                for (uint32_t p = 0; !t->deleted && p < t->partitions; p++)
+                        if (t->worker[p] >= 0 && t->worker[p] < nw)
+                                load[t->worker[p]]++;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+                const struct meta_topic *t = meta_topic_at(K.meta, i);
+                for (uint32_t p = 0; !t->deleted && p < t->partitions; p++) {
+                        if (t->worker[p] >= 0 && t->worker[p] < nw)
+                                continue;
+                        uint16_t best = 0;
+                        for (uint16_t w = 1; w < nw; w++)
+                                if (load[w] < load[best])
+                                        best = w;
+                        /* No callback: if this record is lost in a crash,
+                         * the next start computes the same placement. */
+                        if (meta_placement_set(K.meta, t->uuid, p, best, NULL, NULL) == 0) {
+                                load[best]++;
+                                moved++;
+                        }
+                }
+        }
+        if (moved)
+                sl_log(SL_LOG_INFO, "kafka: %u partitions re-placed over %u workers", moved,
+                       (unsigned)nw);
+}
+
 int ctl_kafka_init(struct ctl_plane *cp, char *err, size_t err_len)
 {
         const struct ctl_config *cfg = cp->current;
@@ -469,6 +683,7 @@ int ctl_kafka_init(struct ctl_plane *cp, char *err, size_t err_len)
                 return rc ? rc : -EIO;
         }
         K.on = true;
+        placement_repair(cp->rt->nworkers);
         K.dirty = true; /* the first snapshot goes out on the first poll */
         return 0;
 }
@@ -494,4 +709,87 @@ void ctl_kafka_fini(struct ctl_plane *cp)
         }
         free(K.pids);
         memset(&K, 0, sizeof(K));
+}
+
+/* ---- metrics ------------------------------------------------------------- */
+
+/* A Prometheus label value: backslash, quote and newline escaped. */
+static void label_put(struct ctl_text *t, const char *s)
+{
+        for (; *s; s++) {
+                if (*s == '\\' || *s == '"')
+                        ctl_text_printf(t, "\\%c", *s);
+                else if (*s == '\n')
+                        ctl_text_printf(t, "\\n");
+                else
+                        ctl_text_printf(t, "%c", *s);
+        }
+}
+
+static int64_t published(uint32_t pid, bool end)
+{
+        const struct ctl_kafka_offsets *o = &ctl_kafka_published[pid];
+        return atomic_load_explicit(end ? &o->end : &o->hw, memory_order_relaxed);
+}
+
+void ctl_kafka_metrics(struct ctl_text *t)
+{
+        if (!K.on || !K.cur)
+                return;
+        const struct ctl_kafka_snap *s = K.cur;
+        static const char *const part_names[2] = {"sluice_kafka_partition_high_watermark",
+                                                  "sluice_kafka_partition_log_end_offset"};
+        static const char *const part_help[2] = {
+            "Offset below which records are visible (durable for fsync topics).",
+            "Offset the next appended record gets."};
+        for (int which = 0; which < 2; which++) {
+                ctl_text_printf(t, "# HELP %s %s\n# TYPE %s gauge\n", part_names[which],
+                                part_help[which], part_names[which]);
+                for (uint32_t i = 0; i < s->ntopics; i++)
+                        for (uint32_t p = 0; p < s->topics[i].nparts; p++) {
+                                ctl_text_printf(
+                                    t, "%s{topic=\"%s\",partition=\"%u\"} %lld\n",
+                                    part_names[which], s->topics[i].name, p,
+                                    (long long)published(s->topics[i].parts[p].pid, which == 1));
+                        }
+        }
+        ctl_text_printf(t, "# HELP sluice_kafka_partition_worker Worker that owns the "
+                           "partition.\n# TYPE sluice_kafka_partition_worker gauge\n");
+        for (uint32_t i = 0; i < s->ntopics; i++)
+                for (uint32_t p = 0; p < s->topics[i].nparts; p++)
+                        ctl_text_printf(
+                            t,
+                            "sluice_kafka_partition_worker{topic=\"%s\",partition=\"%u\"} "
+                            "%u\n",
+                            s->topics[i].name, p, s->topics[i].parts[p].worker);
+        static const char *const grp_names[2] = {"sluice_kafka_consumer_group_committed_offset",
+                                                 "sluice_kafka_consumer_group_lag"};
+        static const char *const grp_help[2] = {
+            "Offset a consumer group committed for a partition.",
+            "High watermark minus the group's committed offset."};
+        for (int which = 0; which < 2; which++) {
+                ctl_text_printf(t, "# HELP %s %s\n# TYPE %s gauge\n", grp_names[which],
+                                grp_help[which], grp_names[which]);
+                for (uint32_t slot = 0; slot < meta_offset_slots(K.meta); slot++) {
+                        const char *group;
+                        const uint8_t *uuid;
+                        uint32_t part;
+                        int64_t off;
+                        if (meta_offset_at(K.meta, slot, &group, &uuid, &part, &off) != 0 ||
+                            off < 0)
+                                continue;
+                        const struct ctl_kafka_topic *tp = ctl_kafka_snap_find_id(s, uuid);
+                        if (!tp || part >= tp->nparts)
+                                continue;
+                        int64_t v = off;
+                        if (which == 1) {
+                                int64_t hw = published(tp->parts[part].pid, false);
+                                v = hw > off ? hw - off : 0;
+                        }
+                        ctl_text_printf(t, "%s{group=\"", grp_names[which]);
+                        label_put(t, group);
+                        ctl_text_printf(t, "\",topic=\"%s\",partition=\"%u\"} %lld\n", tp->name,
+                                        part, (long long)v);
+                }
+        }
 }

@@ -28,7 +28,8 @@ enum ctl_kafka_msg {
         CTL_KAFKA_MSG_SNAP = SL_MSG_KAFKA,
         /* worker -> control request: create a topic. a.ptr[0] = name (not
          * NUL-terminated, borrowed until the reply), u32 = name length,
-         * i64[1] = partitions (<= 0: the default). Reply: u32 = Kafka error
+         * i64[1] = partitions (<= 0: the default), u64[2] = META_TOPIC_*
+         * flags (topic configs). Reply: u32 = Kafka error
          * code; sent once every worker has the snapshot with the topic. */
         CTL_KAFKA_MSG_CREATE,
         /* worker -> worker (owner) request, see kafka_internal.h */
@@ -68,6 +69,7 @@ struct ctl_kafka_topic {
         uint32_t nparts;
         struct ctl_kafka_part *parts;
         struct log_config cfg;
+        bool log_append_time; /* message.timestamp.type=LogAppendTime */
 };
 
 /* Immutable once published. */
@@ -77,6 +79,7 @@ struct ctl_kafka_snap {
         struct ctl_kafka_topic *topics;
         uint32_t hash_mask; /* open addressing over topic names: index + 1, 0 = empty */
         uint32_t *hash;
+        uint32_t *id_hash;               /* the same over topic ids (Fetch v13+, DeleteTopics v6) */
         struct ctl_kafka_snap *next_old; /* control thread: list of published snapshots */
 };
 
@@ -99,11 +102,30 @@ void ctl_kafka_fini(struct ctl_plane *cp);
 struct ctl_plane *ctl_kafka_plane(void);
 struct meta_log *ctl_kafka_meta(void);
 const struct ctl_kafka_snap *ctl_kafka_snap_current(void);
+/* CreatePartitions: answered (CTL_KAFKA_MSG_GROUP reply to ep/cookie) once
+ * the grown topics are durable and every worker serves them. */
+void ctl_kafka_create_partitions(struct ctl_plane *cp, struct ctl_kafka_gcall *c, uint16_t ep,
+                                 uint64_t cookie);
 void ctl_kafka_group_call(struct ctl_plane *cp, const struct sl_msg *m, uint64_t now_ms);
 void ctl_kafka_group_poll(struct ctl_plane *cp, uint64_t now_ms);
 /* True while OffsetCommits wait for the metadata log (the loop then spins). */
 bool ctl_kafka_group_busy(void);
 void ctl_kafka_group_fini(void);
+
+/* Published by the owning worker of each partition (relaxed stores, one
+ * writer per partition id), read by the control thread for /metrics: the
+ * high watermark after each acknowledged append and the log end offset
+ * after each append. No lock or ring on the produce path. */
+struct ctl_kafka_offsets {
+        _Atomic int64_t hw, end;
+};
+extern struct ctl_kafka_offsets ctl_kafka_published[CTL_KAFKA_PIDS_MAX];
+
+struct ctl_text;
+/* Control thread: consumer lag per group and partition (high watermark -
+ * committed offset), committed offsets, and each partition's high
+ * watermark and log end, as Prometheus text. */
+void ctl_kafka_metrics(struct ctl_text *t);
 
 /* Kafka's topic name rule: 1..249 of [a-zA-Z0-9._-], not "." or "..". */
 bool ctl_kafka_topic_name_valid(const char *name, uint32_t len);

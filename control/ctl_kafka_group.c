@@ -24,6 +24,8 @@ enum {
         GERR_UNKNOWN_MEMBER = 25,
         GERR_INVALID_SESSION_TIMEOUT = 26,
         GERR_REBALANCE_IN_PROGRESS = 27,
+        GERR_NON_EMPTY_GROUP = 68,
+        GERR_GROUP_ID_NOT_FOUND = 69,
         GERR_MEMBER_ID_REQUIRED = 79,
         GERR_UNKNOWN = -1,
 };
@@ -114,6 +116,14 @@ static void set_str(struct ctl_kafka_gcall *c, struct kafka_val *s, unsigned id,
 {
         size_t n = strlen(v);
         kafka_val_set_str(s, id, arena_copy(c, v, n), (int32_t)n);
+}
+
+/* A view from the request, copied (null or empty becomes ""). */
+static void set_view(struct ctl_kafka_gcall *c, struct kafka_val *s, unsigned id,
+                     struct kafka_str v)
+{
+        size_t n = v.len > 0 ? (size_t)v.len : 0;
+        kafka_val_set_str(s, id, arena_copy(c, v.ptr, n), (int32_t)n);
 }
 
 static int resp_init(struct ctl_kafka_gcall *c)
@@ -532,6 +542,24 @@ static void commit_cb(void *ctx, int res)
         }
 }
 
+/* A call answered once its metadata records are durable: commit_cb(op, 0)
+ * after the last one is appended drops the starting hold. NULL (and the
+ * call answered with no response: the worker closes) without memory. */
+static struct commit_op *commit_op_start(struct ctl_plane *cp, struct ctl_kafka_gcall *c,
+                                         struct parked pk)
+{
+        struct commit_op *op = calloc(1, sizeof(*op));
+        if (!op) {
+                reply(cp, &pk);
+                return NULL;
+        }
+        op->p = pk;
+        op->cbs = 1;
+        commits_pending++;
+        resp_init(c);
+        return op;
+}
+
 static void offset_commit(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct parked pk)
 {
         const struct kafka_val *rq = c->req->root;
@@ -549,15 +577,9 @@ static void offset_commit(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struc
         }
         char group[ID_MAX];
         strview(group, sizeof(group), gid);
-        struct commit_op *op = calloc(1, sizeof(*op));
-        if (!op) {
-                reply(cp, &pk);
+        struct commit_op *op = commit_op_start(cp, c, pk);
+        if (!op)
                 return;
-        }
-        op->p = pk;
-        op->cbs = 1;
-        commits_pending++;
-        resp_init(c);
         struct kafka_val *rt = c->resp->root;
         const struct kafka_val *ta = kafka_val_array(rq, KAFKA_OFFSET_COMMIT_REQ_TOPICS);
         int32_t nt = ta->len < 0 ? 0 : ta->len;
@@ -654,22 +676,47 @@ static void offset_fetch(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct
         reply(cp, &pk);
 }
 
-/* InitProducerId: ids are unique across restarts without a persisted
- * high-water mark (storage has no record for it yet): they start at the
- * wall clock in ms times 1024, which a restart cannot go below unless the
- * clock goes back. A known id with its epoch gets the epoch bumped (KIP-360). */
-static int64_t producer_id_next;
+/* InitProducerId: ids come from a high-water mark in the metadata log,
+ * reserved a block at a time so a burst of producers costs one fdatasync,
+ * and an id is answered only once a record covering it is durable: after a
+ * crash ids start at the mark and are never issued twice. */
+#define PRODUCER_ID_BLOCK 1000
+
+static int64_t producer_id_next = -1, producer_id_durable;
+
+struct pid_op {
+        struct parked p;
+        int64_t hwm;
+};
+
+static void pid_reserved(void *ctx, int res)
+{
+        struct pid_op *op = ctx;
+        struct ctl_kafka_gcall *c = op->p.call;
+        if (res == 0) {
+                if (op->hwm > producer_id_durable)
+                        producer_id_durable = op->hwm;
+        } else {
+                sl_log(SL_LOG_ERROR, "kafka: producer id reservation not durable: %s",
+                       strerror(-res));
+                kafka_val_set_int16(c->resp->root, KAFKA_INIT_PRODUCER_ID_RESP_ERROR_CODE,
+                                    GERR_UNKNOWN);
+                kafka_val_set_int64(c->resp->root, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_ID, -1);
+                kafka_val_set_int16(c->resp->root, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_EPOCH, -1);
+        }
+        reply(ctl_kafka_plane(), &op->p);
+        free(op);
+        commits_pending--;
+}
 
 static void init_producer_id(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct parked pk)
 {
         const struct kafka_val *rq = c->req->root;
         resp_init(c);
         struct kafka_val *rt = c->resp->root;
-        if (!producer_id_next) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                producer_id_next = ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000) * 1024;
-        }
+        struct meta_log *meta = ctl_kafka_meta();
+        if (producer_id_next < 0)
+                producer_id_next = producer_id_durable = meta_producer_id_hwm(meta);
         if (kafka_val_get_str(rq, KAFKA_INIT_PRODUCER_ID_REQ_TRANSACTIONAL_ID).len >= 0) {
                 /* Transactions are not advertised. */
                 kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_ERROR_CODE, 53);
@@ -678,21 +725,86 @@ static void init_producer_id(struct ctl_plane *cp, struct ctl_kafka_gcall *c, st
                 reply(cp, &pk);
                 return;
         }
-        int64_t id = -1;
-        int16_t epoch = -1;
-        if (c->api_version >= 3) {
-                id = kafka_val_get_int64(rq, KAFKA_INIT_PRODUCER_ID_REQ_PRODUCER_ID);
-                epoch = kafka_val_get_int16(rq, KAFKA_INIT_PRODUCER_ID_REQ_PRODUCER_EPOCH);
-        }
-        if (id >= 0 && epoch >= 0 && epoch < INT16_MAX - 1) {
-                epoch++;
-        } else {
-                id = producer_id_next++;
-                epoch = 0;
-        }
+        /* Without a transactional id Kafka hands out a new id at epoch 0
+         * every time, also when the client names its current id and epoch
+         * (KIP-360's v3+ fields matter to transactional producers only). */
+        int64_t id = producer_id_next++;
         kafka_val_set_int64(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_ID, id);
-        kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_EPOCH, epoch);
-        reply(cp, &pk);
+        kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_EPOCH, 0);
+        if (id < producer_id_durable) {
+                reply(cp, &pk);
+                return;
+        }
+        /* Past the durable mark: reserve the next block (or wait for the
+         * reservation already on its way: callbacks run in record order,
+         * so a repeat of the same mark is durable no earlier). */
+        int64_t hwm = SL_MAX(meta_producer_id_hwm(meta), id + 1);
+        if (hwm <= id + 1)
+                hwm = id + PRODUCER_ID_BLOCK;
+        struct pid_op *op = calloc(1, sizeof(*op));
+        if (!op || meta_producer_id_reserve(meta, hwm, pid_reserved, op) != 0) {
+                free(op);
+                producer_id_next--;
+                kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_ERROR_CODE, GERR_UNKNOWN);
+                kafka_val_set_int64(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_ID, -1);
+                kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_EPOCH, -1);
+                reply(cp, &pk);
+                return;
+        }
+        op->p = pk;
+        op->hwm = hwm;
+        commits_pending++;
+}
+
+/* DeleteGroups: an empty (or only remembered through its offsets) group
+ * is dropped with its committed offsets, answered once the metadata record
+ * is durable; a group with members is NON_EMPTY_GROUP, an unknown one
+ * GROUP_ID_NOT_FOUND, as Kafka does. */
+static void delete_groups(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct parked pk)
+{
+        const struct kafka_val *ga =
+            kafka_val_array(c->req->root, KAFKA_DELETE_GROUPS_REQ_GROUPS_NAMES);
+        int32_t n = ga->len < 0 ? 0 : ga->len;
+        struct commit_op *op = commit_op_start(cp, c, pk);
+        if (!op)
+                return;
+        struct kafka_val *rt = c->resp->root;
+        kafka_val_array_init(c->arena, rt, KAFKA_DELETE_GROUPS_RESP_RESULTS, n);
+        for (int32_t i = 0; i < n; i++) {
+                const struct kafka_val *gv = kafka_val_array_elem(ga, i);
+                struct kafka_str id = {gv->u.ptr, gv->len};
+                struct kafka_val *e =
+                    kafka_val_array_elem(kafka_val_array(rt, KAFKA_DELETE_GROUPS_RESP_RESULTS), i);
+                set_view(c, e, KAFKA_DELETE_GROUPS_RESP_RESULTS_GROUP_ID, id);
+                char name[ID_MAX];
+                int16_t err = 0;
+                struct group *g = group_find(id, false);
+                if (id.len <= 0 || id.len >= ID_MAX) {
+                        err = GERR_INVALID_GROUP_ID;
+                } else if (g && g->members) {
+                        err = GERR_NON_EMPTY_GROUP;
+                } else {
+                        strview(name, sizeof(name), id);
+                        if (!g && !meta_group_has_offsets(ctl_kafka_meta(), name)) {
+                                err = GERR_GROUP_ID_NOT_FOUND;
+                        } else {
+                                if (g) {
+                                        struct group **pp = &groups;
+                                        while (*pp != g)
+                                                pp = &(*pp)->next;
+                                        *pp = g->next;
+                                        free(g);
+                                }
+                                op->cbs++;
+                                if (meta_group_delete(ctl_kafka_meta(), name, commit_cb, op)) {
+                                        op->cbs--;
+                                        err = GERR_UNKNOWN;
+                                }
+                        }
+                }
+                kafka_val_set_int16(e, KAFKA_DELETE_GROUPS_RESP_RESULTS_ERROR_CODE, err);
+        }
+        commit_cb(op, 0);
 }
 
 static const char *const state_names[] = {"Empty", "PreparingRebalance", "CompletingRebalance",
@@ -732,9 +844,7 @@ static void describe_groups(struct ctl_plane *cp, struct ctl_kafka_gcall *c, str
                 struct kafka_str id = {gv->u.ptr, gv->len};
                 struct kafka_val *e =
                     kafka_val_array_elem(kafka_val_array(rt, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS), i);
-                kafka_val_set_str(e, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_GROUP_ID,
-                                  arena_copy(c, id.ptr, id.len > 0 ? (size_t)id.len : 0),
-                                  id.len > 0 ? id.len : 0);
+                set_view(c, e, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_GROUP_ID, id);
                 struct group *g = group_find(id, false);
                 /* An unknown group is described as Dead, as Kafka does. */
                 set_str(c, e, KAFKA_DESCRIBE_GROUPS_RESP_GROUPS_GROUP_STATE,
@@ -805,6 +915,12 @@ void ctl_kafka_group_call(struct ctl_plane *cp, const struct sl_msg *m, uint64_t
                 break;
         case KAFKA_API_DESCRIBE_GROUPS:
                 describe_groups(cp, c, pk);
+                break;
+        case KAFKA_API_DELETE_GROUPS:
+                delete_groups(cp, c, pk);
+                break;
+        case KAFKA_API_CREATE_PARTITIONS:
+                ctl_kafka_create_partitions(cp, c, pk.ep, pk.cookie);
                 break;
         default:
                 reply(cp, &pk); /* no response built: the worker closes */

@@ -163,6 +163,14 @@ int log_retention_run(struct log_partition *p, uint64_t now_ms);
  * rewinds to the last durable batch. Requires no I/O in flight. */
 int log_partition_resume(struct log_partition *p);
 
+/* Visit the batch headers (LOG_BATCH_HEADER_BYTES, stamped) of about the
+ * last bytes_max bytes of the log, oldest first: rebuilds state a protocol
+ * keeps per batch (Kafka idempotent producers). Synchronous; right after
+ * log_partition_open, before any append. Returns the batches visited or
+ * -errno. */
+typedef void (*log_batch_visit_fn)(void *ctx, const uint8_t *hdr, int64_t base_offset);
+int log_tail_scan(struct log_partition *p, uint64_t bytes_max, log_batch_visit_fn visit, void *ctx);
+
 /* Batch helpers (log_batch.c). */
 int log_batch_validate(const void *batch, uint32_t len, uint32_t max_bytes);
 /* Everything log_batch_validate checks but the CRC (the append path checks

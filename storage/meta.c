@@ -58,6 +58,7 @@ struct meta_log {
         struct log_io_req wreq, sreq;
         bool writing, syncing;
         uint64_t unknown_records;
+        int64_t producer_id_hwm;
 };
 
 /* ---- encoding ------------------------------------------------------- */
@@ -158,6 +159,7 @@ static int enc_topic(struct buf *pl, const struct meta_topic *t)
         PUT(pl, t->cfg.segment_ms);
         PUT(pl, t->cfg.retention_bytes);
         PUT(pl, t->cfg.retention_ms);
+        PUT(pl, t->flags); /* appended later: older records end before it */
         return 0;
 }
 
@@ -270,6 +272,33 @@ static int apply_offset(struct meta_log *m, const char *g, const uint8_t *uuid, 
         return 0;
 }
 
+/* Open addressing cannot simply empty a slot: rebuild without the group. */
+static int apply_group_delete(struct meta_log *m, const char *g)
+{
+        if (!m->offs_cap)
+                return 0;
+        struct meta_off *old = m->offs;
+        uint32_t cap = m->offs_cap;
+        m->offs = calloc(cap, sizeof(*m->offs));
+        if (!m->offs) {
+                m->offs = old;
+                return -ENOMEM;
+        }
+        m->noffs = 0;
+        for (uint32_t i = 0; i < cap; i++) {
+                if (!old[i].group)
+                        continue;
+                if (!strcmp(old[i].group, g)) {
+                        free(old[i].group);
+                        continue;
+                }
+                *off_slot(m, old[i].group, old[i].uuid, old[i].partition) = old[i];
+                m->noffs++;
+        }
+        free(old);
+        return 0;
+}
+
 /* Apply one record's payload; unknown types are counted and skipped. */
 static int apply(struct meta_log *m, uint16_t type, uint16_t ver, const uint8_t *p, size_t n)
 {
@@ -290,6 +319,7 @@ static int apply(struct meta_log *m, uint16_t type, uint16_t ver, const uint8_t 
                 t.cfg.segment_ms = GET(&r, uint64_t);
                 t.cfg.retention_bytes = GET(&r, int64_t);
                 t.cfg.retention_ms = GET(&r, int64_t);
+                t.flags = r.n >= 4 ? GET(&r, uint32_t) : 0;
                 return r.bad ? -EBADMSG : apply_topic(m, &t);
         }
         case META_REC_TOPIC_DELETE: {
@@ -318,6 +348,17 @@ static int apply(struct meta_log *m, uint16_t type, uint16_t ver, const uint8_t 
                 uint32_t part = GET(&r, uint32_t);
                 int64_t off = GET(&r, int64_t);
                 return r.bad ? -EBADMSG : apply_offset(m, g, uuid, part, off);
+        }
+        case META_REC_GROUP_DELETE: {
+                char g[256];
+                rd_str(&r, g, sizeof(g));
+                return r.bad ? -EBADMSG : apply_group_delete(m, g);
+        }
+        case META_REC_PRODUCER_IDS: {
+                int64_t hwm = GET(&r, int64_t);
+                if (!r.bad && hwm > m->producer_id_hwm)
+                        m->producer_id_hwm = hwm;
+                return r.bad ? -EBADMSG : 0;
         }
         case META_REC_SNAP_BEGIN:
         case META_REC_SNAP_END:
@@ -476,9 +517,30 @@ uint64_t meta_log_bytes(const struct meta_log *m)
 
 /* ---- mutations ------------------------------------------------------- */
 
+/* A TOPIC record: applied now, durable when cb runs. */
+static int topic_write(struct meta_log *m, const struct meta_topic *t, meta_cb cb, void *ctx)
+{
+        struct buf pl = {0};
+        int rc = enc_topic(&pl, t);
+        if (!rc)
+                rc = apply_topic(m, t);
+        if (rc) {
+                free(pl.b);
+                return rc;
+        }
+        return append(m, META_REC_TOPIC, &pl, cb, ctx);
+}
+
 int meta_topic_create(struct meta_log *m, const char *name, uint32_t partitions,
                       const struct log_config *cfg, meta_cb cb, void *ctx,
                       const struct meta_topic **out)
+{
+        return meta_topic_create_flags(m, name, partitions, cfg, 0, cb, ctx, out);
+}
+
+int meta_topic_create_flags(struct meta_log *m, const char *name, uint32_t partitions,
+                            const struct log_config *cfg, uint32_t flags, meta_cb cb, void *ctx,
+                            const struct meta_topic **out)
 {
         if (!name[0] || strlen(name) > META_NAME_MAX || !partitions)
                 return -EINVAL;
@@ -493,15 +555,8 @@ int meta_topic_create(struct meta_log *m, const char *name, uint32_t partitions,
         snprintf(t.name, sizeof(t.name), "%s", name);
         t.partitions = partitions;
         t.cfg = *cfg;
-        struct buf pl = {0};
-        int rc = enc_topic(&pl, &t);
-        if (!rc)
-                rc = apply_topic(m, &t);
-        if (rc) {
-                free(pl.b);
-                return rc;
-        }
-        rc = append(m, META_REC_TOPIC, &pl, cb, ctx);
+        t.flags = flags;
+        int rc = topic_write(m, &t, cb, ctx);
         if (!rc && out)
                 *out = topic_by_uuid(m, t.uuid);
         return rc;
@@ -550,6 +605,79 @@ int meta_offset_commit(struct meta_log *m, const char *group, const uint8_t uuid
                 return rc;
         }
         return append(m, META_REC_OFFSET, &pl, cb, ctx);
+}
+
+int meta_topic_grow(struct meta_log *m, const uint8_t uuid[16], uint32_t partitions, meta_cb cb,
+                    void *ctx)
+{
+        struct meta_topic *x = topic_by_uuid(m, uuid);
+        if (!x || x->deleted)
+                return -ENOENT;
+        if (partitions <= x->partitions)
+                return -EINVAL;
+        struct meta_topic t = *x;
+        t.partitions = partitions;
+        t.worker = NULL;
+        return topic_write(m, &t, cb, ctx);
+}
+
+int meta_group_delete(struct meta_log *m, const char *group, meta_cb cb, void *ctx)
+{
+        if (strlen(group) > 255)
+                return -EINVAL;
+        int rc = apply_group_delete(m, group);
+        struct buf pl = {0};
+        if (!rc)
+                rc = put_str(&pl, group);
+        if (rc) {
+                free(pl.b);
+                return rc;
+        }
+        return append(m, META_REC_GROUP_DELETE, &pl, cb, ctx);
+}
+
+bool meta_group_has_offsets(const struct meta_log *m, const char *group)
+{
+        for (uint32_t i = 0; i < m->offs_cap; i++)
+                if (m->offs[i].group && !strcmp(m->offs[i].group, group))
+                        return true;
+        return false;
+}
+
+uint32_t meta_offset_slots(const struct meta_log *m)
+{
+        return m->offs_cap;
+}
+
+int meta_offset_at(const struct meta_log *m, uint32_t slot, const char **group,
+                   const uint8_t **uuid, uint32_t *partition, int64_t *offset)
+{
+        if (slot >= m->offs_cap || !m->offs[slot].group)
+                return -ENOENT;
+        const struct meta_off *o = &m->offs[slot];
+        *group = o->group;
+        *uuid = o->uuid;
+        *partition = o->partition;
+        *offset = o->offset;
+        return 0;
+}
+
+int64_t meta_producer_id_hwm(const struct meta_log *m)
+{
+        return m->producer_id_hwm;
+}
+
+int meta_producer_id_reserve(struct meta_log *m, int64_t hwm, meta_cb cb, void *ctx)
+{
+        if (hwm > m->producer_id_hwm)
+                m->producer_id_hwm = hwm;
+        struct buf pl = {0};
+        int rc = buf_put(&pl, &hwm, 8);
+        if (rc) {
+                free(pl.b);
+                return rc;
+        }
+        return append(m, META_REC_PRODUCER_IDS, &pl, cb, ctx);
 }
 
 int meta_offset_get(const struct meta_log *m, const char *group, const uint8_t uuid[16],
@@ -809,6 +937,10 @@ int meta_snapshot(struct meta_log *m)
                         continue;
                 rc = enc_offset(&pl, o->group, o->uuid, o->partition, o->offset);
                 EMIT(META_REC_OFFSET);
+        }
+        if (!rc && m->producer_id_hwm) {
+                rc = buf_put(&pl, &m->producer_id_hwm, 8);
+                EMIT(META_REC_PRODUCER_IDS);
         }
         if (!rc)
                 rc = buf_put(&pl, &records, 8);

@@ -21,6 +21,8 @@ enum meta_rec_type {
         META_REC_TOPIC_DELETE = 4,
         META_REC_PLACEMENT = 5,
         META_REC_OFFSET = 6,
+        META_REC_PRODUCER_IDS = 7, /* i64: producer ids below it may have been issued */
+        META_REC_GROUP_DELETE = 8, /* str: every committed offset of the group goes */
         /* 16..: queues, exchanges, bindings, users (not yet) */
 };
 
@@ -33,7 +35,11 @@ struct meta_topic {
         struct log_config cfg; /* durability, flush, segment and retention keys */
         int32_t *worker;       /* placement per partition, -1 = not placed */
         bool deleted;
+        uint32_t flags; /* META_TOPIC_* (protocol-level topic configs) */
 };
+
+/* Kafka message.timestamp.type=LogAppendTime: the broker stamps batches. */
+#define META_TOPIC_LOG_APPEND_TIME 1u
 
 struct meta_log;
 /* res: 0 once the record is durable, else -errno. */
@@ -53,11 +59,34 @@ void meta_abandon(struct meta_log *m);
 int meta_topic_create(struct meta_log *m, const char *name, uint32_t partitions,
                       const struct log_config *cfg, meta_cb cb, void *ctx,
                       const struct meta_topic **out);
+/* The same with META_TOPIC_* flags. */
+int meta_topic_create_flags(struct meta_log *m, const char *name, uint32_t partitions,
+                            const struct log_config *cfg, uint32_t flags, meta_cb cb, void *ctx,
+                            const struct meta_topic **out);
 int meta_topic_delete(struct meta_log *m, const uint8_t uuid[16], meta_cb cb, void *ctx);
+/* Grow a topic to `partitions` (more than it has; the new ones unplaced):
+ * a TOPIC record with the new count. -EINVAL for no growth, -ENOENT. */
+int meta_topic_grow(struct meta_log *m, const uint8_t uuid[16], uint32_t partitions, meta_cb cb,
+                    void *ctx);
 int meta_placement_set(struct meta_log *m, const uint8_t uuid[16], uint32_t partition,
                        int32_t worker, meta_cb cb, void *ctx);
 int meta_offset_commit(struct meta_log *m, const char *group, const uint8_t uuid[16],
                        uint32_t partition, int64_t offset, meta_cb cb, void *ctx);
+/* Kafka producer ids: everything below the high-water mark may have been
+ * handed out, so after a crash ids start there. A caller reserves a block
+ * (one record per block, not per id) and hands out an id only once the
+ * record covering it is durable. */
+int64_t meta_producer_id_hwm(const struct meta_log *m);
+int meta_producer_id_reserve(struct meta_log *m, int64_t hwm, meta_cb cb, void *ctx);
+/* Remove every committed offset of a group (Kafka DeleteGroups). */
+int meta_group_delete(struct meta_log *m, const char *group, meta_cb cb, void *ctx);
+bool meta_group_has_offsets(const struct meta_log *m, const char *group);
+/* Walk committed offsets by slot (0 .. meta_offset_slots()): 0 and the
+ * entry, or -ENOENT for an empty slot. Pointers valid until the next
+ * mutation. */
+uint32_t meta_offset_slots(const struct meta_log *m);
+int meta_offset_at(const struct meta_log *m, uint32_t slot, const char **group,
+                   const uint8_t **uuid, uint32_t *partition, int64_t *offset);
 /* 0 and the offset, or -ENOENT. */
 int meta_offset_get(const struct meta_log *m, const char *group, const uint8_t uuid[16],
                     uint32_t partition, int64_t *offset);

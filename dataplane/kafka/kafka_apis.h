@@ -9,7 +9,7 @@
  * Metadata from v0 because Debian's kafka-python 2.0.2 still sends v0/v1. */
 #define KAFKA_ADVERTISED(X)                                                                        \
         X(KAFKA_API_PRODUCE, 3, 9)                                                                 \
-        X(KAFKA_API_FETCH, 4, 12)                                                                  \
+        X(KAFKA_API_FETCH, 4, 16)                                                                  \
         X(KAFKA_API_LIST_OFFSETS, 1, 7)                                                            \
         X(KAFKA_API_METADATA, 0, 12)                                                               \
         X(KAFKA_API_API_VERSIONS, 0, 4)                                                            \
@@ -25,6 +25,8 @@
         X(KAFKA_API_LIST_GROUPS, 0, 4)                                                             \
         X(KAFKA_API_DESCRIBE_GROUPS, 0, 5)                                                         \
         X(KAFKA_API_DESCRIBE_CONFIGS, 0, 4)                                                        \
-        X(KAFKA_API_INIT_PRODUCER_ID, 0, 4)
+        X(KAFKA_API_INIT_PRODUCER_ID, 0, 4)                                                        \
+        X(KAFKA_API_CREATE_PARTITIONS, 0, 3)                                                       \
+        X(KAFKA_API_DELETE_GROUPS, 0, 2)
 
 #endif

@@ -6,6 +6,8 @@
 
 #include "ctl_kafka.h"
 #include "kafka_codec.h"
+#include "kafka_fsession.h"
+#include "kafka_producer.h"
 #include "log.h"
 #include "sl_worker.h"
 
@@ -26,10 +28,13 @@ enum {
         KERR_UNSUPPORTED_VERSION = 35,
         KERR_TOPIC_ALREADY_EXISTS = 36,
         KERR_INVALID_PARTITIONS = 37,
+        KERR_INVALID_CONFIG = 40,
         KERR_OUT_OF_ORDER_SEQUENCE = 45,
         KERR_INVALID_PRODUCER_EPOCH = 47,
         KERR_INVALID_REQUEST = 42,
         KERR_KAFKA_STORAGE_ERROR = 56,
+        KERR_FETCH_SESSION_ID_NOT_FOUND = 70,
+        KERR_INVALID_FETCH_SESSION_EPOCH = 71,
         KERR_INVALID_RECORD = 87,
         KERR_UNKNOWN_TOPIC_ID = 100,
         KERR_UNKNOWN_SERVER_ERROR = -1,
@@ -45,6 +50,13 @@ enum kafka_pop_op {
 };
 
 struct kafka_req;
+
+/* How a Fetch relates to the connection's KIP-227 session. */
+enum kafka_fetch_mode {
+        KAFKA_FETCH_SESSIONLESS = 0, /* epoch -1, or before v7 */
+        KAFKA_FETCH_FULL_NEW,        /* epoch 0: full answer, opens a session */
+        KAFKA_FETCH_INCREMENTAL,     /* epoch > 0 in the open session */
+};
 
 /* One operation on one partition, kept in the requesting request's arena
  * (stable until the request is freed, which waits for every pop). The
@@ -102,6 +114,9 @@ struct kafka_req {
         uint32_t next_pop;
         int16_t err; /* request-wide error */
         /* fetch */
+        uint8_t fmode;                   /* KAFKA_FETCH_* */
+        const struct kafka_val *ftopics; /* incremental: the session's partitions */
+        uint32_t *fmap;                  /* incremental: pop index -> session part */
         struct sl_buf *fbuf;
         uint32_t fused;
         uint64_t deadline_ms;
@@ -113,29 +128,15 @@ struct kafka_req {
         struct ctl_kafka_gcall gcall; /* group APIs: lent to the control thread */
 };
 
-/* Idempotent producers: per partition, the last batches of each producer
- * (KIP-98), in memory; the least recently used producer is evicted. */
-#define KAFKA_PRODUCERS_PER_PART 32
-#define KAFKA_PRODUCER_BATCHES   5
-
-struct kafka_producer {
-        int64_t id; /* -1: free */
-        int16_t epoch;
-        int32_t last_seq;
-        uint64_t used;
-        uint8_t next;
-        uint8_t n;
-        struct {
-                int32_t first, last;
-                int64_t base;
-        } b[KAFKA_PRODUCER_BATCHES];
-};
+/* How much of a partition's log tail is scanned at open to rebuild the
+ * idempotent producer state: the last batches of every recent producer. */
+#define KAFKA_PRODUCER_SCAN_BYTES (2u << 20)
 
 struct kafka_part {
         struct log_partition *log;
         uint32_t pid;
-        uint64_t clock;
-        struct kafka_producer producers[KAFKA_PRODUCERS_PER_PART];
+        bool log_append_time; /* message.timestamp.type=LogAppendTime */
+        struct kafka_producers producers;
 };
 
 struct kafka_reader {
@@ -175,8 +176,10 @@ struct kafka_worker {
         struct kafka_waiter waiters[KAFKA_WAITERS];
         struct kafka_waiter *free_waiters;
         uint64_t next_token;
+        uint32_t next_session;  /* fetch session ids */
         uint32_t starved_conns; /* connections paused for want of a request slot */
         char data_dir[CTL_PATH_MAX];
+        uint64_t producer_expiry_ms;
         /* counters for /metrics */
         _Atomic uint64_t requests, produce_batches, fetch_bytes, errors_closed;
 };

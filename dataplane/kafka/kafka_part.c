@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kafka_part.h"
+#include "log_crc32c.h"
 #include "sl_log.h"
 
 static void owner_exec(struct kafka_worker *kw, struct kafka_pop *p);
@@ -61,6 +62,7 @@ static bool pop_send(struct kafka_worker *kw, struct kafka_pop *p, uint16_t dst)
                 m.a.ptr[0] = (void *)p->batch;
                 m.u32 = p->len;
                 m.a.i64[1] = p->offset;
+                m.a.i64[2] = p->timestamp; /* create: META_TOPIC_* flags */
         } else {
                 m.type = CTL_KAFKA_MSG_POP;
                 m.a.ptr[0] = p;
@@ -86,88 +88,50 @@ void kafka_pop_submit(struct kafka_worker *kw, struct kafka_pop *p, uint16_t dst
 
 /* ---- appends ------------------------------------------------------------ */
 
+/* For /metrics (consumer lag): this worker is the partition's only writer. */
+static void offsets_publish(const struct kafka_part *kp)
+{
+        struct ctl_kafka_offsets *o = &ctl_kafka_published[kp->pid];
+        atomic_store_explicit(&o->hw, log_high_watermark(kp->log), memory_order_relaxed);
+        atomic_store_explicit(&o->end, log_end_offset(kp->log), memory_order_relaxed);
+}
+
 static void append_cb(void *ctx, int64_t base, int res)
 {
         (void)base;
         struct kafka_pop *p = ctx;
         struct kafka_worker *kw = (struct kafka_worker *)p->dest;
+        struct kafka_part *kp = p->pid < CTL_KAFKA_PIDS_MAX ? kw->parts[p->pid] : NULL;
+        if (kp)
+                offsets_publish(kp);
         if (res && !p->err)
                 p->err = err_map(res);
         if (--p->appends_pending == 0 && p->started)
                 owner_done(kw, p);
 }
 
-static int64_t be64(const uint8_t *p)
+static void put_be64(uint8_t *p, uint64_t v)
 {
-        uint64_t v = 0;
         for (int i = 0; i < 8; i++)
-                v = v << 8 | p[i];
-        return (int64_t)v;
+                p[i] = (uint8_t)(v >> (56 - 8 * i));
 }
 
-static int32_t be32(const uint8_t *p)
+/* LogAppendTime topics: the broker's clock replaces maxTimestamp and the
+ * timestamp-type attribute bit says so; the CRC (attributes to the end)
+ * is recomputed, after checking the client's, so a corrupt batch is never
+ * blessed with a fresh CRC. The batch is the request's frame, lent to the
+ * owner until the answer. Returns 0 or -EBADMSG / -EMSGSIZE. */
+static int batch_stamp_log_append_time(uint8_t *b, uint32_t len, int64_t now_ms)
 {
-        return (int32_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
-}
-
-/* Idempotence check of one batch before it is appended. Returns 0 to
- * append, 1 for a duplicate of a recent batch (*base = its offset), or a
- * Kafka error. A producer this partition does not know is adopted at any
- * sequence: the state is not rebuilt from the log at start (yet), and a
- * producer that survived a restart must keep working. */
-static int producer_check(struct kafka_part *kp, const uint8_t *b, struct kafka_producer **out,
-                          int64_t *base)
-{
-        int64_t id = be64(b + 43);
-        *out = NULL;
-        if (id < 0)
-                return 0;
-        int16_t epoch = (int16_t)((uint16_t)b[51] << 8 | b[52]);
-        int32_t first = be32(b + 53);
-        int32_t last = (int32_t)((uint32_t)first + (uint32_t)be32(b + 23)) & INT32_MAX;
-        struct kafka_producer *st = NULL, *lru = &kp->producers[0];
-        for (int i = 0; i < KAFKA_PRODUCERS_PER_PART; i++) {
-                struct kafka_producer *x = &kp->producers[i];
-                if (x->id == id && x->used) {
-                        st = x;
-                        break;
-                }
-                if (x->used < lru->used)
-                        lru = x;
-        }
-        kp->clock++;
-        if (!st || epoch > st->epoch) {
-                st = st ? st : lru;
-                *st = (struct kafka_producer){.id = id, .epoch = epoch, .last_seq = first - 1};
-        } else if (epoch < st->epoch) {
-                return KERR_INVALID_PRODUCER_EPOCH;
-        } else {
-                for (int i = 0; i < st->n; i++)
-                        if (st->b[i].first == first && st->b[i].last == last) {
-                                *base = st->b[i].base;
-                                st->used = kp->clock;
-                                return 1;
-                        }
-                int32_t expect = (int32_t)(((uint32_t)st->last_seq + 1) & INT32_MAX);
-                if (first != expect)
-                        return KERR_OUT_OF_ORDER_SEQUENCE;
-        }
-        st->used = kp->clock;
-        *out = st;
+        int rc = log_batch_validate(b, len, UINT32_MAX);
+        if (rc < 0)
+                return rc;
+        b[22] |= 0x08; /* attributes bit 3: timestamp type = LogAppendTime */
+        put_be64(b + 35, (uint64_t)now_ms);
+        uint32_t crc = log_crc32c(0, b + 21, len - 21);
+        for (int i = 0; i < 4; i++)
+                b[17 + i] = (uint8_t)(crc >> (24 - 8 * i));
         return 0;
-}
-
-static void producer_note(struct kafka_producer *st, const uint8_t *b, int64_t base)
-{
-        int32_t first = be32(b + 53);
-        int32_t last = (int32_t)((uint32_t)first + (uint32_t)be32(b + 23)) & INT32_MAX;
-        st->b[st->next].first = first;
-        st->b[st->next].last = last;
-        st->b[st->next].base = base;
-        st->next = (uint8_t)((st->next + 1) % KAFKA_PRODUCER_BATCHES);
-        if (st->n < KAFKA_PRODUCER_BATCHES)
-                st->n++;
-        st->last_seq = last;
 }
 
 /* Appends the batches of p from done_bytes on. Returns false on -ENOBUFS
@@ -190,7 +154,7 @@ static bool append_run(struct kafka_worker *kw, struct kafka_pop *p, struct kafk
                 }
                 int64_t base = -1;
                 struct kafka_producer *st = NULL;
-                int dup = producer_check(kp, b, &st, &base);
+                int dup = kafka_producer_check(&kp->producers, b, kw->w->now_ms, &st, &base);
                 if (dup == 1) { /* already stored: answer with its offset */
                         if (p->base < 0)
                                 p->base = base;
@@ -200,6 +164,16 @@ static bool append_run(struct kafka_worker *kw, struct kafka_pop *p, struct kafk
                 if (dup) {
                         p->err = (int16_t)dup;
                         break;
+                }
+                if (kp->log_append_time) {
+                        if (p->timestamp < 0)
+                                p->timestamp = (int64_t)sl_realtime_ms();
+                        int src = batch_stamp_log_append_time((uint8_t *)(uintptr_t)b, blen,
+                                                              p->timestamp);
+                        if (src < 0) {
+                                p->err = err_map(src);
+                                break;
+                        }
                 }
                 p->appends_pending++;
                 int rc = log_append(kp->log, b, blen, append_cb, p, &base);
@@ -213,7 +187,7 @@ static bool append_run(struct kafka_worker *kw, struct kafka_pop *p, struct kafk
                         break;
                 }
                 if (st)
-                        producer_note(st, b, base);
+                        kafka_producer_note(st, b, base, kw->w->now_ms);
                 if (p->base < 0)
                         p->base = base;
                 p->done_bytes += blen;
@@ -422,6 +396,28 @@ static void part_drop(struct kafka_worker *kw, uint32_t pid)
         free(kp);
 }
 
+struct replay_ctx {
+        struct kafka_part *kp;
+        uint64_t now_ms;
+};
+
+static void replay_visit(void *ctx, const uint8_t *hdr, int64_t base)
+{
+        struct replay_ctx *rc = ctx;
+        kafka_producer_replay(&rc->kp->producers, hdr, base, rc->now_ms);
+}
+
+/* A retried batch after a restart must still be a duplicate: the producer
+ * state is rebuilt from the batch headers of the log tail. */
+static void producers_rebuild(struct kafka_worker *kw, struct kafka_part *kp, const char *topic,
+                              uint32_t part)
+{
+        struct replay_ctx rc = {.kp = kp, .now_ms = kw->w->now_ms};
+        int n = log_tail_scan(kp->log, KAFKA_PRODUCER_SCAN_BYTES, replay_visit, &rc);
+        if (n < 0)
+                SL_ERR("kafka: %s-%u: producer state not rebuilt: %s", topic, part, strerror(-n));
+}
+
 static void snap_apply(struct kafka_worker *kw, const struct ctl_kafka_snap *s)
 {
         static _Thread_local bool live[CTL_KAFKA_PIDS_MAX];
@@ -457,8 +453,10 @@ static void snap_apply(struct kafka_worker *kw, const struct ctl_kafka_snap *s)
                         }
                         kp->log = lp;
                         kp->pid = cp->pid;
-                        for (int k = 0; k < KAFKA_PRODUCERS_PER_PART; k++)
-                                kp->producers[k].id = -1;
+                        kafka_producers_init(&kp->producers, kw->producer_expiry_ms);
+                        kp->log_append_time = t->log_append_time;
+                        offsets_publish(kp);
+                        producers_rebuild(kw, kp, t->name, p);
                         kw->parts[cp->pid] = kp;
                 }
         }

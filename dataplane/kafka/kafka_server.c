@@ -28,6 +28,7 @@ struct kafka_conn {
         uint8_t szn;
         bool paused;
         bool starved;
+        struct kafka_fsession *fs; /* KIP-227 fetch session, NULL = none */
 };
 
 /* ---- advertised versions ------------------------------------------------ */
@@ -380,11 +381,34 @@ static void handle_metadata(struct kafka_worker *kw, struct kafka_req *r)
                         t = &s->topics[i];
                         name = (struct kafka_str){(const uint8_t *)t->name, t->name_len};
                 } else {
-                        name = kafka_val_get_str(kafka_val_array_elem(topics, i),
-                                                 KAFKA_METADATA_REQ_TOPICS_NAME);
+                        const struct kafka_val *rq = kafka_val_array_elem(topics, i);
+                        name = kafka_val_get_str(rq, KAFKA_METADATA_REQ_TOPICS_NAME);
                         t = name.len > 0
                                 ? ctl_kafka_snap_find(s, (const char *)name.ptr, (uint32_t)name.len)
                                 : NULL;
+                        if (name.len < 0 && v >= 10) {
+                                /* By topic id (KIP-516): answered with its name. */
+                                const uint8_t *id =
+                                    kafka_val_get_uuid(rq, KAFKA_METADATA_REQ_TOPICS_TOPIC_ID);
+                                t = id ? ctl_kafka_snap_find_id(s, id) : NULL;
+                                if (t) {
+                                        name = (struct kafka_str){(const uint8_t *)t->name,
+                                                                  t->name_len};
+                                } else {
+                                        if (id)
+                                                kafka_val_set_uuid(
+                                                    te, KAFKA_METADATA_RESP_TOPICS_TOPIC_ID, id);
+                                        kafka_val_set_str(te, KAFKA_METADATA_RESP_TOPICS_NAME,
+                                                          v >= 12 ? NULL : (const uint8_t *)"", 0);
+                                        kafka_val_set_int16(te,
+                                                            KAFKA_METADATA_RESP_TOPICS_ERROR_CODE,
+                                                            KERR_UNKNOWN_TOPIC_ID);
+                                        kafka_val_array_init(&r->arena, te,
+                                                             KAFKA_METADATA_RESP_TOPICS_PARTITIONS,
+                                                             0);
+                                        continue;
+                                }
+                        }
                 }
                 kafka_val_set_str(te, KAFKA_METADATA_RESP_TOPICS_NAME, name.ptr,
                                   name.len < 0 ? 0 : name.len);
@@ -438,6 +462,33 @@ nomem:
         kafka_req_done(kw, r);
 }
 
+static bool str_is(struct kafka_str s, const char *lit)
+{
+        return s.len >= 0 && (size_t)s.len == strlen(lit) && !memcmp(s.ptr, lit, (size_t)s.len);
+}
+
+/* The topic configs CreateTopics acts on, as META_TOPIC_* flags in *flags:
+ * message.timestamp.type (CreateTime | LogAppendTime, else INVALID_CONFIG).
+ * Other keys are accepted and ignored (topics use storage's defaults). */
+static int16_t create_topic_flags(const struct kafka_val *t, int64_t *flags)
+{
+        const struct kafka_val *ca = kafka_val_array(t, KAFKA_CREATE_TOPICS_REQ_TOPICS_CONFIGS);
+        *flags = 0;
+        for (int32_t i = 0; i < ca->len; i++) {
+                const struct kafka_val *c = kafka_val_array_elem(ca, i);
+                if (!str_is(kafka_val_get_str(c, KAFKA_CREATE_TOPICS_REQ_TOPICS_CONFIGS_NAME),
+                            "message.timestamp.type"))
+                        continue;
+                struct kafka_str v =
+                    kafka_val_get_str(c, KAFKA_CREATE_TOPICS_REQ_TOPICS_CONFIGS_VALUE);
+                if (str_is(v, "LogAppendTime"))
+                        *flags = META_TOPIC_LOG_APPEND_TIME;
+                else if (!str_is(v, "CreateTime"))
+                        return KERR_INVALID_CONFIG;
+        }
+        return 0;
+}
+
 static void handle_create_topics(struct kafka_worker *kw, struct kafka_req *r)
 {
         const struct kafka_val *root = r->msg.root;
@@ -462,8 +513,11 @@ static void handle_create_topics(struct kafka_worker *kw, struct kafka_req *r)
                         p->batch = name.ptr;
                         p->len = (uint32_t)(name.len < 0 ? 0 : name.len);
                         p->offset = np;
+                        int16_t cerr = create_topic_flags(t, &p->timestamp);
                         if (!ctl_kafka_topic_name_valid((const char *)name.ptr, p->len))
                                 p->err = KERR_INVALID_TOPIC;
+                        else if (cerr)
+                                p->err = cerr;
                         else if (ctl_kafka_snap_find(kw->snap, (const char *)name.ptr, p->len))
                                 p->err = KERR_TOPIC_ALREADY_EXISTS;
                         else if (np == 0 || np < -1 || np > CTL_KAFKA_TOPIC_PARTS_MAX)
@@ -610,6 +664,81 @@ static const struct ctl_kafka_part *part_find(const struct kafka_worker *kw, str
         return &t->parts[partition];
 }
 
+/* Where a request's topic/partition arrays and their response mirror live:
+ * Produce, ListOffsets and Fetch answer one response topic per request
+ * topic and one partition per request partition, in request order. */
+struct topic_mirror {
+        unsigned req_topics, req_name, req_id, req_parts, req_index;
+        unsigned resp_topics, resp_name, resp_id, resp_parts, resp_index;
+};
+
+typedef void (*mirror_fill_fn)(struct kafka_req *r, struct kafka_val *pe,
+                               const struct kafka_pop *p);
+
+/* Builds the response's topic array from the request's, copying each
+ * topic's name (or its id when by_id: Fetch v13+) and each partition's
+ * index, then lets fill set the rest from the partition's pop (pops are in
+ * request order). Returns false when the arena is full. */
+static bool resp_mirror(struct kafka_req *r, const struct topic_mirror *m, bool by_id,
+                        mirror_fill_fn fill)
+{
+        const struct kafka_val *ta = kafka_val_array(r->msg.root, m->req_topics);
+        int32_t nt = ta->len < 0 ? 0 : ta->len;
+        if (!kafka_val_array_init(&r->arena, r->resp.root, m->resp_topics, nt) && nt)
+                return false;
+        uint32_t k = 0;
+        for (int32_t i = 0; i < nt; i++) {
+                const struct kafka_val *t = kafka_val_array_elem(ta, i);
+                struct kafka_val *te =
+                    kafka_val_array_elem(kafka_val_array(r->resp.root, m->resp_topics), i);
+                if (by_id) {
+                        kafka_val_set_uuid(te, m->resp_id, kafka_val_get_uuid(t, m->req_id));
+                } else {
+                        struct kafka_str name = kafka_val_get_str(t, m->req_name);
+                        kafka_val_set_str(te, m->resp_name, name.ptr, name.len);
+                }
+                const struct kafka_val *pa = kafka_val_array(t, m->req_parts);
+                int32_t np = pa->len < 0 ? 0 : pa->len;
+                if (!kafka_val_array_init(&r->arena, te, m->resp_parts, np) && np)
+                        return false;
+                for (int32_t j = 0; j < np; j++) {
+                        struct kafka_val *pe =
+                            kafka_val_array_elem(kafka_val_array(te, m->resp_parts), j);
+                        kafka_val_set_int32(
+                            pe, m->resp_index,
+                            kafka_val_get_int32(kafka_val_array_elem(pa, j), m->req_index));
+                        fill(r, pe, &r->pops[k++]);
+                }
+        }
+        return true;
+}
+
+static const struct topic_mirror produce_mirror = {
+    KAFKA_PRODUCE_REQ_TOPIC_DATA,
+    KAFKA_PRODUCE_REQ_TOPIC_DATA_NAME,
+    0,
+    KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA,
+    KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA_INDEX,
+    KAFKA_PRODUCE_RESP_RESPONSES,
+    KAFKA_PRODUCE_RESP_RESPONSES_NAME,
+    0,
+    KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES,
+    KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_INDEX,
+};
+
+static void produce_fill(struct kafka_req *r, struct kafka_val *pe, const struct kafka_pop *p)
+{
+        kafka_val_set_int16(pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_ERROR_CODE,
+                            p->err);
+        kafka_val_set_int64(pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_BASE_OFFSET,
+                            p->err ? -1 : p->base);
+        kafka_val_set_int64(pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_LOG_APPEND_TIME_MS,
+                            p->err ? -1 : p->timestamp);
+        if (r->h.api_version >= 5)
+                kafka_val_set_int64(
+                    pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_LOG_START_OFFSET, p->lso);
+}
+
 static void handle_produce(struct kafka_worker *kw, struct kafka_req *r)
 {
         const struct kafka_val *root = r->msg.root;
@@ -653,6 +782,7 @@ static void handle_produce(struct kafka_worker *kw, struct kafka_req *r)
                                 p->pidx = j;
                                 p->base = -1;
                                 p->lso = -1;
+                                p->timestamp = -1; /* LogAppendTime: set by the owner */
                                 int32_t idx = kafka_val_get_int32(
                                     pe, KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA_INDEX);
                                 struct kafka_str rec = kafka_val_get_str(
@@ -681,50 +811,36 @@ static void handle_produce(struct kafka_worker *kw, struct kafka_req *r)
                 return;
         }
         resp_init(r, r->h.api_version);
-        struct kafka_val *ra =
-            kafka_val_array_init(&r->arena, r->resp.root, KAFKA_PRODUCE_RESP_RESPONSES, nt);
-        uint32_t k = 0;
-        for (int32_t i = 0; ra && i < nt; i++) {
-                const struct kafka_val *t = kafka_val_array_elem(td, i);
-                struct kafka_val *te = kafka_val_array_elem(
-                    kafka_val_array(r->resp.root, KAFKA_PRODUCE_RESP_RESPONSES), i);
-                struct kafka_str name = kafka_val_get_str(t, KAFKA_PRODUCE_REQ_TOPIC_DATA_NAME);
-                kafka_val_set_str(te, KAFKA_PRODUCE_RESP_RESPONSES_NAME, name.ptr, name.len);
-                const struct kafka_val *pd =
-                    kafka_val_array(t, KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA);
-                int32_t np = pd->len < 0 ? 0 : pd->len;
-                if (!kafka_val_array_init(&r->arena, te,
-                                          KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES, np))
-                        goto nomem;
-                for (int32_t j = 0; j < np; j++) {
-                        struct kafka_pop *p = &r->pops[k++];
-                        struct kafka_val *pe = kafka_val_array_elem(
-                            kafka_val_array(te, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES),
-                            j);
-                        kafka_val_set_int32(
-                            pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_INDEX,
-                            kafka_val_get_int32(kafka_val_array_elem(pd, j),
-                                                KAFKA_PRODUCE_REQ_TOPIC_DATA_PARTITION_DATA_INDEX));
-                        kafka_val_set_int16(
-                            pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_ERROR_CODE,
-                            p->err);
-                        kafka_val_set_int64(
-                            pe, KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_BASE_OFFSET,
-                            p->err ? -1 : p->base);
-                        if (r->h.api_version >= 5)
-                                kafka_val_set_int64(
-                                    pe,
-                                    KAFKA_PRODUCE_RESP_RESPONSES_PARTITION_RESPONSES_LOG_START_OFFSET,
-                                    p->lso);
-                }
+        if (!resp_mirror(r, &produce_mirror, false, produce_fill)) {
+                sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+                kafka_req_done(kw, r);
+                return;
         }
-        if (nt && !ra)
-                goto nomem;
         kafka_req_done(kw, r);
-        return;
-nomem:
-        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
-        kafka_req_done(kw, r);
+}
+
+static const struct topic_mirror list_offsets_mirror = {
+    KAFKA_LIST_OFFSETS_REQ_TOPICS,
+    KAFKA_LIST_OFFSETS_REQ_TOPICS_NAME,
+    0,
+    KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS,
+    KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS_PARTITION_INDEX,
+    KAFKA_LIST_OFFSETS_RESP_TOPICS,
+    KAFKA_LIST_OFFSETS_RESP_TOPICS_NAME,
+    0,
+    KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS,
+    KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_PARTITION_INDEX,
+};
+
+static void list_offsets_fill(struct kafka_req *r, struct kafka_val *pe, const struct kafka_pop *p)
+{
+        kafka_val_set_int16(pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_ERROR_CODE, p->err);
+        kafka_val_set_int64(pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_TIMESTAMP,
+                            p->err ? -1 : p->hw);
+        kafka_val_set_int64(pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_OFFSET,
+                            p->err ? -1 : p->base);
+        if (r->h.api_version >= 4)
+                kafka_val_set_int32(pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_LEADER_EPOCH, 0);
 }
 
 static void handle_list_offsets(struct kafka_worker *kw, struct kafka_req *r)
@@ -768,47 +884,11 @@ static void handle_list_offsets(struct kafka_worker *kw, struct kafka_req *r)
         if (r->pending)
                 return;
         resp_init(r, r->h.api_version);
-        struct kafka_val *ra =
-            kafka_val_array_init(&r->arena, r->resp.root, KAFKA_LIST_OFFSETS_RESP_TOPICS, nt);
-        uint32_t k = 0;
-        for (int32_t i = 0; ra && i < nt; i++) {
-                const struct kafka_val *t = kafka_val_array_elem(ta, i);
-                struct kafka_val *te = kafka_val_array_elem(
-                    kafka_val_array(r->resp.root, KAFKA_LIST_OFFSETS_RESP_TOPICS), i);
-                struct kafka_str name = kafka_val_get_str(t, KAFKA_LIST_OFFSETS_REQ_TOPICS_NAME);
-                kafka_val_set_str(te, KAFKA_LIST_OFFSETS_RESP_TOPICS_NAME, name.ptr, name.len);
-                const struct kafka_val *pa =
-                    kafka_val_array(t, KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS);
-                int32_t np = pa->len < 0 ? 0 : pa->len;
-                if (!kafka_val_array_init(&r->arena, te, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS,
-                                          np))
-                        goto nomem;
-                for (int32_t j = 0; j < np; j++) {
-                        struct kafka_pop *p = &r->pops[k++];
-                        struct kafka_val *pe = kafka_val_array_elem(
-                            kafka_val_array(te, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS), j);
-                        kafka_val_set_int32(
-                            pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_PARTITION_INDEX,
-                            kafka_val_get_int32(
-                                kafka_val_array_elem(pa, j),
-                                KAFKA_LIST_OFFSETS_REQ_TOPICS_PARTITIONS_PARTITION_INDEX));
-                        kafka_val_set_int16(
-                            pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_ERROR_CODE, p->err);
-                        kafka_val_set_int64(pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_TIMESTAMP,
-                                            p->err ? -1 : p->hw);
-                        kafka_val_set_int64(pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_OFFSET,
-                                            p->err ? -1 : p->base);
-                        if (r->h.api_version >= 4)
-                                kafka_val_set_int32(
-                                    pe, KAFKA_LIST_OFFSETS_RESP_TOPICS_PARTITIONS_LEADER_EPOCH, 0);
-                }
+        if (!resp_mirror(r, &list_offsets_mirror, false, list_offsets_fill)) {
+                sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+                kafka_req_done(kw, r);
+                return;
         }
-        if (nt && !ra)
-                goto nomem;
-        kafka_req_done(kw, r);
-        return;
-nomem:
-        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
         kafka_req_done(kw, r);
 }
 
@@ -902,10 +982,311 @@ static void fetch_wait(struct kafka_worker *kw, struct kafka_req *r, int32_t max
         }
 }
 
+static const struct topic_mirror fetch_mirror = {
+    KAFKA_FETCH_REQ_TOPICS,
+    KAFKA_FETCH_REQ_TOPICS_TOPIC,
+    KAFKA_FETCH_REQ_TOPICS_TOPIC_ID,
+    KAFKA_FETCH_REQ_TOPICS_PARTITIONS,
+    KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION,
+    KAFKA_FETCH_RESP_RESPONSES,
+    KAFKA_FETCH_RESP_RESPONSES_TOPIC,
+    KAFKA_FETCH_RESP_RESPONSES_TOPIC_ID,
+    KAFKA_FETCH_RESP_RESPONSES_PARTITIONS,
+    KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_PARTITION_INDEX,
+};
+
+static void fetch_fill(struct kafka_req *r, struct kafka_val *pe, const struct kafka_pop *p)
+{
+        kafka_val_set_int16(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_ERROR_CODE, p->err);
+        kafka_val_set_int64(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_HIGH_WATERMARK, p->hw);
+        kafka_val_set_int64(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_LAST_STABLE_OFFSET, p->hw);
+        if (r->h.api_version >= 5)
+                kafka_val_set_int64(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_LOG_START_OFFSET,
+                                    p->lso);
+        kafka_val_array_init(&r->arena, pe,
+                             KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_ABORTED_TRANSACTIONS, 0);
+        kafka_val_set_str(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_RECORDS,
+                          p->got ? p->dest : (const uint8_t *)"", (int32_t)p->got);
+        atomic_fetch_add_explicit(&r->kw->fetch_bytes, p->got, memory_order_relaxed);
+}
+
+/* ---- KIP-227 fetch sessions (one per connection) --------------------------- */
+
+/* The topic a request's topic element names: by id from v13, else by name. */
+static const struct ctl_kafka_topic *fetch_topic(const struct kafka_worker *kw,
+                                                 const struct kafka_val *t, bool by_id,
+                                                 unsigned name_id, unsigned id_id)
+{
+        if (by_id) {
+                const uint8_t *id = kafka_val_get_uuid(t, id_id);
+                return id ? ctl_kafka_snap_find_id(kw->snap, id) : NULL;
+        }
+        struct kafka_str name = kafka_val_get_str(t, name_id);
+        return name.len > 0
+                   ? ctl_kafka_snap_find(kw->snap, (const char *)name.ptr, (uint32_t)name.len)
+                   : NULL;
+}
+
+/* An incremental request: its partitions update the session (added, or
+ * new offset / max bytes), its forgotten topics leave it. Topics this
+ * broker does not know cannot be kept (no id to key them by) and are left
+ * out. Returns 0 or a Kafka error for the whole request. */
+static int16_t fsession_apply(struct kafka_worker *kw, struct kafka_fsession *fs,
+                              const struct kafka_val *root, bool by_id)
+{
+        const struct kafka_val *ta = kafka_val_array(root, KAFKA_FETCH_REQ_TOPICS);
+        for (int32_t i = 0; i < ta->len; i++) {
+                const struct kafka_val *t = kafka_val_array_elem(ta, i);
+                const struct ctl_kafka_topic *tp = fetch_topic(
+                    kw, t, by_id, KAFKA_FETCH_REQ_TOPICS_TOPIC, KAFKA_FETCH_REQ_TOPICS_TOPIC_ID);
+                const struct kafka_val *pa = kafka_val_array(t, KAFKA_FETCH_REQ_TOPICS_PARTITIONS);
+                for (int32_t j = 0; tp && j < pa->len; j++) {
+                        const struct kafka_val *pe = kafka_val_array_elem(pa, j);
+                        int rc = kafka_fsession_upsert(
+                            fs, tp->uuid, tp->name, tp->name_len,
+                            kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION),
+                            kafka_val_get_int64(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_FETCH_OFFSET),
+                            kafka_val_get_int32(
+                                pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION_MAX_BYTES));
+                        if (rc < 0)
+                                return KERR_INVALID_REQUEST; /* past the session's bounds */
+                }
+        }
+        const struct kafka_val *fa = kafka_val_array(root, KAFKA_FETCH_REQ_FORGOTTEN_TOPICS_DATA);
+        for (int32_t i = 0; i < fa->len; i++) {
+                const struct kafka_val *t = kafka_val_array_elem(fa, i);
+                const struct ctl_kafka_topic *tp =
+                    fetch_topic(kw, t, by_id, KAFKA_FETCH_REQ_FORGOTTEN_TOPICS_DATA_TOPIC,
+                                KAFKA_FETCH_REQ_FORGOTTEN_TOPICS_DATA_TOPIC_ID);
+                const struct kafka_val *pa =
+                    kafka_val_array(t, KAFKA_FETCH_REQ_FORGOTTEN_TOPICS_DATA_PARTITIONS);
+                for (int32_t j = 0; tp && j < pa->len; j++)
+                        kafka_fsession_forget(fs, tp->uuid,
+                                              (int32_t)kafka_val_array_elem(pa, j)->u.i64);
+        }
+        return 0;
+}
+
+/* The session's partitions as a request topic array in the arena, so the
+ * reads run exactly as for a full request; r->fmap maps each to its
+ * session entry. Names are copied: the snapshot may go before encoding. */
+static bool fsession_topics(struct kafka_req *r, const struct kafka_fsession *fs)
+{
+        struct kafka_msg tmp;
+        if (kafka_msg_init(&tmp, &r->arena, KAFKA_API_FETCH, r->h.api_version, KAFKA_REQUEST))
+                return false;
+        r->fmap = kafka_arena_alloc(&r->arena, sizeof(uint32_t) * (fs->nparts + 1));
+        uint32_t nt = 0;
+        for (uint32_t ti = 0; ti < fs->ntopics; ti++)
+                for (uint32_t k = 0; k < fs->nparts; k++)
+                        if (fs->parts[k].topic == ti) {
+                                nt++;
+                                break;
+                        }
+        if (!r->fmap ||
+            (!kafka_val_array_init(&r->arena, tmp.root, KAFKA_FETCH_REQ_TOPICS, (int32_t)nt) && nt))
+                return false;
+        uint32_t i = 0, m = 0;
+        for (uint32_t ti = 0; ti < fs->ntopics; ti++) {
+                int32_t np = 0;
+                for (uint32_t k = 0; k < fs->nparts; k++)
+                        np += fs->parts[k].topic == ti;
+                if (!np)
+                        continue;
+                const struct kafka_fsess_topic *st = &fs->topics[ti];
+                struct kafka_val *te = kafka_val_array_elem(
+                    kafka_val_array(tmp.root, KAFKA_FETCH_REQ_TOPICS), (int32_t)i++);
+                uint8_t *uuid = kafka_arena_alloc(&r->arena, 16 + st->name_len + 1u);
+                if (!uuid)
+                        return false;
+                memcpy(uuid, st->uuid, 16);
+                memcpy(uuid + 16, st->name, st->name_len);
+                kafka_val_set_uuid(te, KAFKA_FETCH_REQ_TOPICS_TOPIC_ID, uuid);
+                kafka_val_set_str(te, KAFKA_FETCH_REQ_TOPICS_TOPIC, uuid + 16, st->name_len);
+                if (!kafka_val_array_init(&r->arena, te, KAFKA_FETCH_REQ_TOPICS_PARTITIONS, np))
+                        return false;
+                int32_t j = 0;
+                for (uint32_t k = 0; k < fs->nparts; k++) {
+                        const struct kafka_fsess_part *sp = &fs->parts[k];
+                        if (sp->topic != ti)
+                                continue;
+                        struct kafka_val *pe = kafka_val_array_elem(
+                            kafka_val_array(te, KAFKA_FETCH_REQ_TOPICS_PARTITIONS), j++);
+                        kafka_val_set_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION,
+                                            sp->partition);
+                        kafka_val_set_int64(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_FETCH_OFFSET,
+                                            sp->offset);
+                        kafka_val_set_int32(pe,
+                                            KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION_MAX_BYTES,
+                                            sp->max_bytes);
+                        r->fmap[m++] = k;
+                }
+        }
+        r->ftopics = kafka_val_array(tmp.root, KAFKA_FETCH_REQ_TOPICS);
+        return true;
+}
+
+/* Decides what the request does with the connection's session, before any
+ * read. Epoch -1 (final) closes the named session and fetches sessionless;
+ * epoch 0 closes it and opens a new one with the request's partitions
+ * (full answer); another epoch is an incremental fetch in the open session:
+ * FETCH_SESSION_ID_NOT_FOUND for another id, INVALID_FETCH_SESSION_EPOCH
+ * for an epoch out of step, as Kafka answers. Returns 0 or that error. */
+static int16_t fetch_session_begin(struct kafka_worker *kw, struct kafka_req *r, bool by_id)
+{
+        struct kafka_conn *kc = r->c->proto_state;
+        const struct kafka_val *root = r->msg.root;
+        int32_t sid = kafka_val_get_int32(root, KAFKA_FETCH_REQ_SESSION_ID);
+        int32_t epoch = kafka_val_get_int32(root, KAFKA_FETCH_REQ_SESSION_EPOCH);
+        if (epoch == -1 || epoch == 0) {
+                if (kc->fs && (sid == kc->fs->id || epoch == 0)) {
+                        kafka_fsession_free(kc->fs);
+                        kc->fs = NULL;
+                }
+                r->fmode = epoch == 0 ? KAFKA_FETCH_FULL_NEW : KAFKA_FETCH_SESSIONLESS;
+                return 0;
+        }
+        if (!kc->fs || kc->fs->id != sid)
+                return KERR_FETCH_SESSION_ID_NOT_FOUND;
+        if (epoch != kc->fs->epoch)
+                return KERR_INVALID_FETCH_SESSION_EPOCH;
+        int16_t err = fsession_apply(kw, kc->fs, root, by_id);
+        if (err)
+                return err;
+        if (!fsession_topics(r, kc->fs))
+                return KERR_UNKNOWN_SERVER_ERROR;
+        r->fmode = KAFKA_FETCH_INCREMENTAL;
+        return 0;
+}
+
+/* A full fetch that asked for a session gets one holding the partitions it
+ * named that exist, with what this response told it. Without memory or
+ * past the bounds it gets none (session id 0): the client stays
+ * sessionless, which Kafka also answers when its cache is full. */
+static int32_t fetch_session_open(struct kafka_worker *kw, struct kafka_req *r, bool by_id)
+{
+        struct kafka_conn *kc = r->c->proto_state;
+        int32_t id;
+        do {
+                id = (int32_t)((++kw->next_session * 2654435761u) ^ ((uint32_t)kw->w->id << 24)) &
+                     INT32_MAX;
+        } while (id == 0);
+        struct kafka_fsession *fs = kafka_fsession_new(id);
+        const struct kafka_val *ta = kafka_val_array(r->msg.root, KAFKA_FETCH_REQ_TOPICS);
+        uint32_t k = 0;
+        for (int32_t i = 0; fs && i < ta->len; i++) {
+                const struct kafka_val *t = kafka_val_array_elem(ta, i);
+                const struct ctl_kafka_topic *tp = fetch_topic(
+                    kw, t, by_id, KAFKA_FETCH_REQ_TOPICS_TOPIC, KAFKA_FETCH_REQ_TOPICS_TOPIC_ID);
+                const struct kafka_val *pa = kafka_val_array(t, KAFKA_FETCH_REQ_TOPICS_PARTITIONS);
+                for (int32_t j = 0; j < pa->len; j++, k++) {
+                        const struct kafka_val *pe = kafka_val_array_elem(pa, j);
+                        if (!tp)
+                                continue;
+                        int rc = kafka_fsession_upsert(
+                            fs, tp->uuid, tp->name, tp->name_len,
+                            kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION),
+                            kafka_val_get_int64(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_FETCH_OFFSET),
+                            kafka_val_get_int32(
+                                pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION_MAX_BYTES));
+                        if (rc < 0) {
+                                kafka_fsession_free(fs);
+                                fs = NULL;
+                                break;
+                        }
+                        fs->parts[rc].hw_sent = r->pops[k].hw;
+                        fs->parts[rc].lso_sent = r->pops[k].lso;
+                }
+        }
+        if (!fs)
+                return 0;
+        kc->fs = fs;
+        return id;
+}
+
+/* An incremental answer: only partitions with news, grouped by topic in
+ * session order; the session remembers what each was told. */
+static bool fetch_resp_incremental(struct kafka_req *r, struct kafka_fsession *fs, bool by_id)
+{
+        const struct kafka_val *ta = r->ftopics;
+        int32_t nt = 0;
+        uint32_t k = 0;
+        for (int32_t i = 0; i < ta->len; i++) {
+                const struct kafka_val *pa =
+                    kafka_val_array(kafka_val_array_elem(ta, i), KAFKA_FETCH_REQ_TOPICS_PARTITIONS);
+                bool any = false;
+                for (int32_t j = 0; j < pa->len; j++, k++) {
+                        const struct kafka_pop *p = &r->pops[k];
+                        any |= kafka_fsession_news(&fs->parts[r->fmap[k]], p->err, p->got, p->hw,
+                                                   p->lso);
+                }
+                nt += any;
+        }
+        if (!kafka_val_array_init(&r->arena, r->resp.root, KAFKA_FETCH_RESP_RESPONSES, nt) && nt)
+                return false;
+        int32_t oi = 0;
+        k = 0;
+        for (int32_t i = 0; i < ta->len; i++) {
+                const struct kafka_val *t = kafka_val_array_elem(ta, i);
+                const struct kafka_val *pa = kafka_val_array(t, KAFKA_FETCH_REQ_TOPICS_PARTITIONS);
+                int32_t np = 0;
+                for (int32_t j = 0; j < pa->len; j++) {
+                        const struct kafka_pop *p = &r->pops[k + (uint32_t)j];
+                        np += kafka_fsession_news(&fs->parts[r->fmap[k + (uint32_t)j]], p->err,
+                                                  p->got, p->hw, p->lso);
+                }
+                if (!np) {
+                        k += (uint32_t)pa->len;
+                        continue;
+                }
+                struct kafka_val *te = kafka_val_array_elem(
+                    kafka_val_array(r->resp.root, KAFKA_FETCH_RESP_RESPONSES), oi++);
+                if (by_id) {
+                        kafka_val_set_uuid(te, KAFKA_FETCH_RESP_RESPONSES_TOPIC_ID,
+                                           kafka_val_get_uuid(t, KAFKA_FETCH_REQ_TOPICS_TOPIC_ID));
+                } else {
+                        struct kafka_str name = kafka_val_get_str(t, KAFKA_FETCH_REQ_TOPICS_TOPIC);
+                        kafka_val_set_str(te, KAFKA_FETCH_RESP_RESPONSES_TOPIC, name.ptr, name.len);
+                }
+                if (!kafka_val_array_init(&r->arena, te, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS, np))
+                        return false;
+                int32_t oj = 0;
+                for (int32_t j = 0; j < pa->len; j++, k++) {
+                        const struct kafka_pop *p = &r->pops[k];
+                        struct kafka_fsess_part *sp = &fs->parts[r->fmap[k]];
+                        if (!kafka_fsession_news(sp, p->err, p->got, p->hw, p->lso))
+                                continue;
+                        struct kafka_val *pe = kafka_val_array_elem(
+                            kafka_val_array(te, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS), oj++);
+                        kafka_val_set_int32(pe,
+                                            KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_PARTITION_INDEX,
+                                            sp->partition);
+                        fetch_fill(r, pe, p);
+                        sp->hw_sent = p->hw;
+                        sp->lso_sent = p->lso;
+                }
+        }
+        return true;
+}
+
 static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
 {
         const struct kafka_val *root = r->msg.root;
-        const struct kafka_val *ta = kafka_val_array(root, KAFKA_FETCH_REQ_TOPICS);
+        bool by_id = r->h.api_version >= 13;
+        if (!r->pops && r->h.api_version >= 7) {
+                int16_t serr = fetch_session_begin(kw, r, by_id);
+                if (serr) {
+                        resp_init(r, r->h.api_version);
+                        kafka_val_set_int16(r->resp.root, KAFKA_FETCH_RESP_ERROR_CODE, serr);
+                        kafka_val_array_init(&r->arena, r->resp.root, KAFKA_FETCH_RESP_RESPONSES,
+                                             0);
+                        kafka_req_done(kw, r);
+                        return;
+                }
+        }
+        /* An incremental fetch reads the session's partitions. */
+        const struct kafka_val *ta =
+            r->ftopics ? r->ftopics : kafka_val_array(root, KAFKA_FETCH_REQ_TOPICS);
         int32_t nt = ta->len < 0 ? 0 : ta->len;
         if (!r->pops) {
                 if (!pops_alloc_partitions(kw, r, ta, nt, KAFKA_FETCH_REQ_TOPICS_PARTITIONS))
@@ -953,9 +1334,23 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
                 p->offset = kafka_val_get_int64(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_FETCH_OFFSET);
                 int32_t pmax =
                     kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION_MAX_BYTES);
-                const struct ctl_kafka_part *cp =
-                    part_find(kw, kafka_val_get_str(t, KAFKA_FETCH_REQ_TOPICS_TOPIC),
-                              kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION));
+                int32_t idx = kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION);
+                const struct ctl_kafka_part *cp;
+                if (by_id) {
+                        /* v13+: topics by id (KIP-516); an id we do not know is
+                         * UNKNOWN_TOPIC_ID, a known topic without that
+                         * partition UNKNOWN_TOPIC_OR_PARTITION. */
+                        const uint8_t *id = kafka_val_get_uuid(t, KAFKA_FETCH_REQ_TOPICS_TOPIC_ID);
+                        const struct ctl_kafka_topic *tp =
+                            id ? ctl_kafka_snap_find_id(kw->snap, id) : NULL;
+                        cp = tp && idx >= 0 && (uint32_t)idx < tp->nparts ? &tp->parts[idx] : NULL;
+                        if (!tp) {
+                                p->err = KERR_UNKNOWN_TOPIC_ID;
+                                continue;
+                        }
+                } else {
+                        cp = part_find(kw, kafka_val_get_str(t, KAFKA_FETCH_REQ_TOPICS_TOPIC), idx);
+                }
                 if (!cp) {
                         p->err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
                         continue;
@@ -1006,52 +1401,27 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
                 return;
         }
         resp_init(r, r->h.api_version);
-        struct kafka_val *ra =
-            kafka_val_array_init(&r->arena, r->resp.root, KAFKA_FETCH_RESP_RESPONSES, nt);
-        uint32_t k = 0;
-        for (int32_t i = 0; ra && i < nt; i++) {
-                const struct kafka_val *t = kafka_val_array_elem(ta, i);
-                struct kafka_val *te = kafka_val_array_elem(
-                    kafka_val_array(r->resp.root, KAFKA_FETCH_RESP_RESPONSES), i);
-                struct kafka_str name = kafka_val_get_str(t, KAFKA_FETCH_REQ_TOPICS_TOPIC);
-                kafka_val_set_str(te, KAFKA_FETCH_RESP_RESPONSES_TOPIC, name.ptr, name.len);
-                const struct kafka_val *pa = kafka_val_array(t, KAFKA_FETCH_REQ_TOPICS_PARTITIONS);
-                int32_t np = pa->len < 0 ? 0 : pa->len;
-                if (!kafka_val_array_init(&r->arena, te, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS, np))
-                        goto nomem;
-                for (int32_t j = 0; j < np; j++) {
-                        struct kafka_pop *p = &r->pops[k++];
-                        struct kafka_val *pe = kafka_val_array_elem(
-                            kafka_val_array(te, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS), j);
-                        kafka_val_set_int32(
-                            pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_PARTITION_INDEX,
-                            kafka_val_get_int32(kafka_val_array_elem(pa, j),
-                                                KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION));
-                        kafka_val_set_int16(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_ERROR_CODE,
-                                            p->err);
-                        kafka_val_set_int64(
-                            pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_HIGH_WATERMARK, p->hw);
-                        kafka_val_set_int64(
-                            pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_LAST_STABLE_OFFSET, p->hw);
-                        if (r->h.api_version >= 5)
-                                kafka_val_set_int64(
-                                    pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_LOG_START_OFFSET,
-                                    p->lso);
-                        if (r->h.api_version >= 4)
-                                kafka_val_array_init(
-                                    &r->arena, pe,
-                                    KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_ABORTED_TRANSACTIONS, 0);
-                        kafka_val_set_str(pe, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_RECORDS,
-                                          p->got ? p->dest : (const uint8_t *)"", (int32_t)p->got);
-                        atomic_fetch_add_explicit(&kw->fetch_bytes, p->got, memory_order_relaxed);
+        struct kafka_conn *kc = r->c->proto_state;
+        bool ok;
+        int32_t sid = 0;
+        if (r->fmode == KAFKA_FETCH_INCREMENTAL) {
+                ok = kc->fs && fetch_resp_incremental(r, kc->fs, by_id);
+                if (ok) {
+                        sid = kc->fs->id;
+                        kc->fs->epoch = kc->fs->epoch == INT32_MAX ? 1 : kc->fs->epoch + 1;
                 }
+        } else {
+                ok = resp_mirror(r, &fetch_mirror, by_id, fetch_fill);
+                if (ok && r->fmode == KAFKA_FETCH_FULL_NEW)
+                        sid = fetch_session_open(kw, r, by_id);
         }
-        if (nt && !ra)
-                goto nomem;
-        kafka_req_done(kw, r);
-        return;
-nomem:
-        sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+        if (!ok) {
+                sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
+                kafka_req_done(kw, r);
+                return;
+        }
+        if (r->h.api_version >= 7)
+                kafka_val_set_int32(r->resp.root, KAFKA_FETCH_RESP_SESSION_ID, sid);
         kafka_req_done(kw, r);
 }
 
@@ -1102,7 +1472,8 @@ static void handle_describe_configs(struct kafka_worker *kw, struct kafka_req *r
                         snprintf(vals[3], sizeof(vals[3]), "%llu",
                                  (unsigned long long)t->cfg.segment_bytes);
                         snprintf(vals[4], sizeof(vals[4]), "%u", t->cfg.max_batch_bytes);
-                        snprintf(vals[5], sizeof(vals[5]), "CreateTime");
+                        snprintf(vals[5], sizeof(vals[5]), "%s",
+                                 t->log_append_time ? "LogAppendTime" : "CreateTime");
                         nk = 6;
                 }
                 if (!kafka_val_array_init(&r->arena, e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS,
@@ -1123,14 +1494,17 @@ static void handle_describe_configs(struct kafka_worker *kw, struct kafka_req *r
                                            vp);
                         kafka_val_set_bool(
                             ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_READ_ONLY, true);
+                        /* Set at creation: a topic config (source 1), else
+                         * the default (5). */
+                        bool dflt = !(k == 5 && t->log_append_time);
                         if (v == 0)
                                 kafka_val_set_bool(
                                     ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_IS_DEFAULT,
-                                    true);
+                                    dflt);
                         else
                                 kafka_val_set_int8(
                                     ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_CONFIG_SOURCE,
-                                    5);
+                                    dflt ? 5 : 1);
                         if (v >= 1)
                                 kafka_val_array_init(
                                     &r->arena, ce,
@@ -1218,8 +1592,8 @@ fail:
         kafka_req_done(kw, r);
 }
 
-/* One handler per advertised API (kafka_apis.h): the group APIs and
- * InitProducerId go to the control thread. */
+/* One handler per advertised API (kafka_apis.h): the group APIs,
+ * InitProducerId and CreatePartitions go to the control thread. */
 typedef void (*kafka_handler_fn)(struct kafka_worker *kw, struct kafka_req *r);
 static const kafka_handler_fn kafka_handlers[] = {
     [KAFKA_API_API_VERSIONS] = handle_api_versions,
@@ -1240,6 +1614,8 @@ static const kafka_handler_fn kafka_handlers[] = {
     [KAFKA_API_LIST_GROUPS] = handle_group,
     [KAFKA_API_DESCRIBE_GROUPS] = handle_group,
     [KAFKA_API_INIT_PRODUCER_ID] = handle_group,
+    [KAFKA_API_DELETE_GROUPS] = handle_group,
+    [KAFKA_API_CREATE_PARTITIONS] = handle_group,
 };
 
 /* Runs a request's handler; it is re-entered each time its last pending
@@ -1423,6 +1799,8 @@ static void kafka_closed(struct sl_conn *c, enum sl_close_reason why)
                 kc->count--;
                 req_detach(kw, r);
         }
+        kafka_fsession_free(kc->fs);
+        kc->fs = NULL;
 }
 
 /* connections.max.idle.ms: a connection with nothing in flight and nothing
@@ -1502,6 +1880,7 @@ static int kafka_worker_init(struct sl_worker *w)
                 kw->free_reqs = r;
         }
         snprintf(kw->data_dir, sizeof(kw->data_dir), "%s", w->cfg->data_dir);
+        kw->producer_expiry_ms = w->cfg->kafka_producer_id_expiration_ms;
         int rc = kafka_part_init(kw);
         if (rc) {
                 free(kw->arena_mem);

@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 
 import pytest
@@ -30,3 +31,8 @@ def make_sluiced(backend):
     yield make
     for s in started:
         s.kill()
+        # Each instance preallocates segments: a temp dir left behind per
+        # test fills the disk of a machine that runs the suites all day.
+        # SLUICE_KEEP_TMP=1 keeps them for a post-mortem.
+        if not os.environ.get("SLUICE_KEEP_TMP"):
+            shutil.rmtree(s.tmp, ignore_errors=True)

@@ -863,6 +863,11 @@ static void test_kafka_keys(void **state)
         assert_int_not_equal(load(&cfg, "[kafka]\ndefault_partitions = 1025\n"), 0);
         assert_int_not_equal(load(&cfg, "[kafka]\ndefault_partitions = 0\n"), 0);
         assert_int_not_equal(load(&cfg, "[kafka]\nauto_create_topics = maybe\n"), 0);
+        /* producer.id.expiration.ms: Kafka's one-day default, 0 = no expiry */
+        assert_int_equal(cfg.kafka_producer_id_expiration_ms, 86400000);
+        assert_int_equal(load(&cfg, "[kafka]\nproducer_id_expiration_ms = 0\n"), 0);
+        assert_int_equal(cfg.kafka_producer_id_expiration_ms, 0);
+        assert_int_not_equal(load(&cfg, "[kafka]\nproducer_id_expiration_ms = -1\n"), 0);
 }
 
 static void test_print_round_trip(void **state)

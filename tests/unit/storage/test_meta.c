@@ -203,6 +203,81 @@ static int count_dirs(const char *dir)
         return n;
 }
 
+/* The producer id high-water mark survives a reopen and a snapshot, and
+ * never goes down (a late smaller reservation replays harmlessly). */
+static void test_producer_id_hwm(void **state)
+{
+        (void)state;
+        char dir[256];
+        assert_non_null(st_tmpdir(dir, sizeof(dir)));
+        struct meta_log *m = open_ok(dir);
+        assert_int_equal(meta_producer_id_hwm(m), 0);
+        acks = 0;
+        assert_int_equal(meta_producer_id_reserve(m, 1024, ack, NULL), 0);
+        assert_int_equal(meta_producer_id_reserve(m, 2048, ack, NULL), 0);
+        assert_int_equal(meta_producer_id_reserve(m, 1024, ack, NULL), 0);
+        assert_int_equal(meta_producer_id_hwm(m), 2048);
+        assert_int_equal(meta_drain(m), 0);
+        assert_int_equal(acks, 3);
+        meta_close(m);
+        m = open_ok(dir);
+        assert_int_equal(meta_producer_id_hwm(m), 2048);
+        assert_int_equal(meta_snapshot(m), 0);
+        meta_close(m);
+        m = open_ok(dir);
+        assert_int_equal(meta_producer_id_hwm(m), 2048);
+        meta_close(m);
+        st_rmrf(dir);
+}
+
+/* A grown topic keeps its placement and gets unplaced new partitions; a
+ * deleted group's offsets are gone and others stay; both survive a reopen
+ * and a snapshot. */
+static void test_topic_grow_and_group_delete(void **state)
+{
+        (void)state;
+        char dir[256];
+        assert_non_null(st_tmpdir(dir, sizeof(dir)));
+        uint8_t uuids[3][16];
+        struct meta_log *m = open_ok(dir);
+        populate(m, uuids);
+        assert_int_equal(meta_topic_grow(m, uuids[0], 2, ack, NULL), -EINVAL);
+        assert_int_equal(meta_topic_grow(m, uuids[0], 5, ack, NULL), 0);
+        assert_int_equal(meta_placement_set(m, uuids[0], 4, 9, ack, NULL), 0);
+        assert_true(meta_group_has_offsets(m, "ga"));
+        assert_int_equal(meta_group_delete(m, "ga", ack, NULL), 0);
+        assert_false(meta_group_has_offsets(m, "ga"));
+        assert_int_equal(meta_drain(m), 0);
+        for (int round = 0; round < 3; round++) {
+                const struct meta_topic *t = meta_topic_find(m, "t0");
+                assert_int_equal(t->partitions, 5);
+                assert_int_equal(t->worker[1], 5);
+                assert_int_equal(t->worker[2], -1);
+                assert_int_equal(t->worker[4], 9);
+                int64_t v;
+                assert_int_equal(meta_offset_get(m, "ga", uuids[99 % 3], 1, &v), -ENOENT);
+                assert_int_equal(meta_offset_get(m, "gb", uuids[98 % 3], 0, &v), 0);
+                assert_int_equal(v, 98);
+                uint32_t n = 0;
+                for (uint32_t i = 0; i < meta_offset_slots(m); i++) {
+                        const char *g;
+                        const uint8_t *u;
+                        uint32_t p;
+                        if (meta_offset_at(m, i, &g, &u, &p, &v) == 0) {
+                                assert_string_equal(g, "gb");
+                                n++;
+                        }
+                }
+                assert_int_equal(n, 3); /* gb: partition 0 of each topic */
+                if (round == 1)
+                        assert_int_equal(meta_snapshot(m), 0);
+                meta_close(m);
+                m = open_ok(dir);
+        }
+        meta_close(m);
+        st_rmrf(dir);
+}
+
 static void test_partition_dirs(void **state)
 {
         (void)state;
@@ -251,6 +326,8 @@ int main(void)
             cmocka_unit_test(test_torn_tail_and_unknown_types),
             cmocka_unit_test(test_snapshot),
             cmocka_unit_test(test_partition_dirs),
+            cmocka_unit_test(test_producer_id_hwm),
+            cmocka_unit_test(test_topic_grow_and_group_delete),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
