@@ -132,7 +132,17 @@ EOF
 	# from the CPUs it may run on.
 	env $rmq_env $pin_broker "$rmq_bin/rabbitmq-server" >"$d/stdout" 2>&1 &
 	pids="$pids $!"
-	env $rmq_env "$rmq_bin/rabbitmqctl" -q await_startup --timeout 60 >/dev/null
+	# await_startup fails at once while the node is not yet known to epmd:
+	# retry it (bounded) until the node has booted.
+	local ok=""
+	for _ in $(seq 60); do
+		if env $rmq_env "$rmq_bin/rabbitmqctl" -q await_startup --timeout 5 >/dev/null 2>&1; then
+			ok=1
+			break
+		fi
+		sleep 0.5
+	done
+	[ -n "$ok" ] || { echo "amqp.sh: rabbitmq-server did not start:" >&2; tail -20 "$d/stdout" >&2; exit 1; }
 	pid_rabbitmq=$(cat "$d/pid")
 }
 
