@@ -1,7 +1,8 @@
 """AMQP 0-9-1 with real clients other than pika: amqp091-go programs
-(clients/amqpgo, Debian's golang-github-rabbitmq-amqp091-go-dev) and
-rabbitmq-c's amqp-tools, on every backend. Queues live on the worker of
+(clients/amqpgo, Debian's golang-github-rabbitmq-amqp091-go-dev),
+rabbitmq-c's amqp-tools and sluice-bench's own AMQP client, on every backend. Queues live on the worker of
 the connection that declared them, so sluiced runs one worker."""
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ from harness import wait_until
 
 TEST_TIMEOUT_S = 60
 AMQP_GO_CLIENT = os.environ.get("AMQP_GO_CLIENT")
+SLUICE_BENCH = os.environ.get("SLUICE_BENCH")
 GO_SCENARIOS = ["declare_bind", "exchange_types", "publish_consume_ack", "nack_reject", "nack_multiple",
                 "basic_get", "confirms", "mandatory_return", "prefetch", "channel_errors", "heartbeats",
                 "close", "tx"]
@@ -185,3 +187,40 @@ def test_amqp_tools_consume_no_ack_exclusive_queue(amqp):
     assert consumer.returncode == 0, err
     assert out == b"probe|payload|"
     assert b"Server provided queue name: amq.gen-" in err
+
+
+# ---- sluice-bench's AMQP modes ----------------------------------------------
+
+
+@pytest.mark.skipif(not SLUICE_BENCH, reason="SLUICE_BENCH not set")
+@pytest.mark.parametrize("mode,size", [("confirm", 100), ("confirm", 20000), ("consume", 100),
+                                       ("consume", 20000), ("pubsub", 100), ("fanout", 100),
+                                       ("fanout", 20000)])
+def test_sluice_bench_amqp_mode(amqp, mode, size):
+    """The benchmark's client completes a counted run with nothing lost, so
+    tests/bench/amqp.sh measures a working exchange; it tears down cleanly."""
+    count = 3000 if size < 1000 else 300
+    p = subprocess.Popen([SLUICE_BENCH, "amqp", mode, "--url", f"127.0.0.1:{amqp.port('amqp')}",
+                          "--size", str(size), "--count", str(count), "--duration", "30", "-n", "3",
+                          "--inflight", "64", "--prefetch", "16", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=TEST_TIMEOUT_S - 10)
+    finally:
+        p.kill()
+    assert p.returncode == 0, f"{out}{err}{sluiced_tail(amqp)}"
+    r = json.loads(out)
+    consumers = {"confirm": 0, "fanout": 3}.get(mode, 1)
+    assert r["pub_msgs"] == count and r["lost_msgs"] == 0
+    assert r["recv_msgs"] == count * consumers
+    if mode == "confirm":
+        assert 0 < r["p50_us"] <= r["p99_us"] <= r["max_us"]
+    # Its queues were deleted and its connections closed with close-ok.
+    wait_until(lambda: amqp.metric_sum("sluice_connections") == 0, what="bench connections to close")
+    conn, ch = pika_channel(amqp)
+    try:
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+            ch.queue_declare(f"sluice-bench-{p.pid}-0", passive=True)
+        assert e.value.reply_code == 404
+    finally:
+        conn.close()
