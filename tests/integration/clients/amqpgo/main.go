@@ -517,6 +517,202 @@ func txScenario() {
 	check(ok && b == "committed", "tx got %q", b)
 }
 
+func frameMax4096() {
+	// The smallest frame_max a client may ask for: bodies and properties
+	// must be split over many frames both ways.
+	c, err := amqp.DialConfig(url, amqp.Config{FrameSize: 4096, Heartbeat: 10 * time.Second, Locale: "en_US"})
+	must(err)
+	defer c.Close()
+	check(c.Config.FrameSize == 4096, "negotiated frame_max %d", c.Config.FrameSize)
+	ch := channel(c)
+	declare(ch, "big")
+	body := make([]byte, 1<<20)
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	long := make([]byte, 3000)
+	for i := range long {
+		long[i] = 'h'
+	}
+	must(ch.Publish("", "big", false, false, amqp.Publishing{Headers: amqp.Table{"long": string(long)}, Body: body}))
+	must(ch.Publish("", "big", false, false, amqp.Publishing{Body: []byte{}}))
+	d, err := ch.Consume("big", "", true, false, false, false, nil)
+	must(err)
+	m := next(d, "1 MiB over 4 KiB frames")
+	check(string(m.Body) == string(body), "1 MiB body changed (%d bytes back)", len(m.Body))
+	check(m.Headers["long"] == string(long), "long header changed")
+	m = next(d, "empty body")
+	check(len(m.Body) == 0, "empty body came back with %d bytes", len(m.Body))
+}
+
+func cancelNotify() {
+	c := dial()
+	defer c.Close()
+	ch := channel(c)
+	declare(ch, "doomed")
+	cancels := ch.NotifyCancel(make(chan string, 1))
+	d, err := ch.Consume("doomed", "watcher", false, false, false, false, nil)
+	must(err)
+	other := channel(c)
+	_, err = other.QueueDelete("doomed", false, false, false)
+	must(err)
+	select {
+	case tag := <-cancels:
+		check(tag == "watcher", "basic.cancel for %q", tag)
+	case <-time.After(waitMax):
+		check(false, "no basic.cancel when the queue was deleted")
+	}
+	select {
+	case _, ok := <-d:
+		check(!ok, "delivery after cancel")
+	case <-time.After(waitMax):
+		check(false, "delivery channel not closed after cancel")
+	}
+	check(!ch.IsClosed(), "server cancel closed the channel")
+}
+
+func exclusive() {
+	a, b := dial(), dial()
+	defer a.Close()
+	defer b.Close()
+	cha := channel(a)
+	q, err := cha.QueueDeclare("", false, false, true, false, nil)
+	must(err)
+	chb := channel(b)
+	_, err = chb.QueueDeclarePassive(q.Name, false, false, true, false, nil)
+	e, ok := err.(*amqp.Error)
+	check(ok && e.Code == 405, "another connection on an exclusive queue: %v", err)
+	// Exclusive consumer: a second consumer gets 403.
+	declare(cha, "solo")
+	_, err = cha.Consume("solo", "one", false, true, false, false, nil)
+	must(err)
+	chb = channel(b)
+	_, err = chb.Consume("solo", "two", false, false, false, false, nil)
+	e, ok = err.(*amqp.Error)
+	check(ok && e.Code == 403, "second consumer on an exclusive one: %v", err)
+	// The exclusive queue goes with its connection.
+	must(a.Close())
+	chb = channel(b)
+	deadline := time.Now().Add(waitMax)
+	for {
+		_, err = chb.QueueDeclarePassive(q.Name, false, false, true, false, nil)
+		if err != nil {
+			e, ok = err.(*amqp.Error)
+			check(ok && e.Code == 404, "exclusive queue after its owner closed: %v", err)
+			break
+		}
+		check(time.Now().Before(deadline), "exclusive queue outlived its connection")
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func recoverScenario() {
+	c := dial()
+	defer c.Close()
+	ch := channel(c)
+	declare(ch, "rec")
+	for i := 0; i < 3; i++ {
+		publish(ch, "", "rec", strconv.Itoa(i))
+	}
+	d, err := ch.Consume("rec", "", false, false, false, false, nil)
+	must(err)
+	for i := 0; i < 3; i++ {
+		m := next(d, "first")
+		check(!m.Redelivered && string(m.Body) == strconv.Itoa(i), "first %d: %q", i, m.Body)
+	}
+	must(ch.Recover(true))
+	for i := 0; i < 3; i++ {
+		m := next(d, "after recover")
+		check(m.Redelivered && string(m.Body) == strconv.Itoa(i), "recovered %d: %q redelivered=%v", i, m.Body, m.Redelivered)
+		must(m.Ack(false))
+	}
+}
+
+// manyChannels runs publishers and consumers concurrently on 16 channels of
+// one connection (and a second connection), the way Go services share one.
+func manyChannels() {
+	const chans, per = 16, 2000
+	pubConn, subConn := dial(), dial()
+	defer pubConn.Close()
+	defer subConn.Close()
+	setup := channel(pubConn)
+	must(setup.ExchangeDeclare("work.x", "topic", false, false, false, false, nil))
+	for i := 0; i < chans; i++ {
+		q := "work." + strconv.Itoa(i)
+		declare(setup, q)
+		must(setup.QueueBind(q, "job."+strconv.Itoa(i)+".#", "work.x", false, nil))
+	}
+	done := make(chan string, 2*chans)
+	for i := 0; i < chans; i++ {
+		go func(i int) {
+			ch, err := subConn.Channel()
+			if err != nil {
+				done <- err.Error()
+				return
+			}
+			if err := ch.Qos(50, 0, false); err != nil {
+				done <- err.Error()
+				return
+			}
+			d, err := ch.Consume("work."+strconv.Itoa(i), "", false, false, false, false, nil)
+			if err != nil {
+				done <- err.Error()
+				return
+			}
+			for n := 0; n < per; n++ {
+				select {
+				case m := <-d:
+					if string(m.Body) != strconv.Itoa(n) {
+						done <- fmt.Sprintf("queue %d message %d: %q", i, n, m.Body)
+						return
+					}
+					m.Ack(false)
+				case <-time.After(waitMax):
+					done <- fmt.Sprintf("queue %d stalled at %d", i, n)
+					return
+				}
+			}
+			done <- ""
+		}(i)
+		go func(i int) {
+			ch, err := pubConn.Channel()
+			if err != nil {
+				done <- err.Error()
+				return
+			}
+			if err := ch.Confirm(false); err != nil {
+				done <- err.Error()
+				return
+			}
+			acks := ch.NotifyPublish(make(chan amqp.Confirmation, per))
+			key := "job." + strconv.Itoa(i) + ".x"
+			for n := 0; n < per; n++ {
+				if err := ch.Publish("work.x", key, false, false, amqp.Publishing{Body: []byte(strconv.Itoa(n))}); err != nil {
+					done <- err.Error()
+					return
+				}
+			}
+			for n := 0; n < per; n++ {
+				select {
+				case cf := <-acks:
+					if !cf.Ack || cf.DeliveryTag != uint64(n+1) {
+						done <- fmt.Sprintf("channel %d confirm %d: %+v", i, n+1, cf)
+						return
+					}
+				case <-time.After(waitMax):
+					done <- fmt.Sprintf("channel %d: confirm %d missing", i, n+1)
+					return
+				}
+			}
+			done <- ""
+		}(i)
+	}
+	for i := 0; i < 2*chans; i++ {
+		msg := <-done
+		check(msg == "", "%s", msg)
+	}
+}
+
 func main() {
 	if len(os.Args) != 3 {
 		fmt.Fprintln(os.Stderr, "usage: amqpgo URL SCENARIO")
@@ -537,6 +733,11 @@ func main() {
 		"heartbeats":          heartbeats,
 		"close":               closeScenario,
 		"tx":                  txScenario,
+		"frame_max_4096":      frameMax4096,
+		"cancel_notify":       cancelNotify,
+		"exclusive":           exclusive,
+		"recover":             recoverScenario,
+		"many_channels":       manyChannels,
 	}
 	run, ok := scenarios[os.Args[2]]
 	check(ok, "unknown scenario %s", os.Args[2])
