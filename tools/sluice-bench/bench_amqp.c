@@ -273,10 +273,13 @@ static int fail_close(const char *what, const uint8_t *a, uint32_t len)
 /* Every broker confirms in publish order on one channel (RabbitMQ may
  * coalesce with multiple=1), so an ack or nack for tag t settles every tag
  * up to t. */
-static void confirm_upto(struct abench *ab, uint64_t tag, bool ack)
+static int confirm_upto(struct abench *ab, uint64_t tag, bool ack)
 {
         if (tag <= ab->confirmed)
-                return;
+                return 0;
+        /* a tag never published would also make the loop below unbounded */
+        if (!ab->msg_bytes || tag > ab->pub_bytes / ab->msg_bytes)
+                return bench_fail("confirm for tag %" PRIu64 ", never published", tag), -EPROTO;
         uint64_t now = ab->now_ns;
         for (uint64_t t = ab->confirmed + 1; t <= tag; t++)
                 bench_hist_record(ab->hist, now - ab->sent_ns[t % INFLIGHT_RING]);
@@ -284,6 +287,7 @@ static void confirm_upto(struct abench *ab, uint64_t tag, bool ack)
                 ab->nacked += tag - ab->confirmed;
         ab->confirmed = tag;
         ab->last_event_ns = now;
+        return 0;
 }
 
 static int method_handle(struct abench *ab, struct aconn *c, const uint8_t *p, uint32_t len)
@@ -295,22 +299,18 @@ static int method_handle(struct abench *ab, struct aconn *c, const uint8_t *p, u
         uint32_t alen = len - 4;
         switch (id) {
         case BASIC_DELIVER: /* consumer-tag shortstr, delivery-tag u64, ... */
-                if (alen < 1u + a[0] + 8u)
+                if (alen < 1 || alen < 1u + a[0] + 8u)
                         return -EPROTO;
                 c->last_tag = rd_u64(a + 1 + a[0]);
                 c->deliveries++;
                 ab->last_event_ns = ab->now_ns;
                 return 0;
         case BASIC_ACK:
-        case BASIC_NACK: {
+        case BASIC_NACK:
                 if (alen < 9)
                         return -EPROTO;
-                bool multiple = a[8] & 1;
-                uint64_t tag = rd_u64(a);
-                (void)multiple; /* in-order confirms: see confirm_upto */
-                confirm_upto(ab, tag, id == BASIC_ACK);
-                return 0;
-        }
+                /* multiple or not, confirms come in order: see confirm_upto */
+                return confirm_upto(ab, rd_u64(a), id == BASIC_ACK);
         case BASIC_RETURN:
                 ab->returned++;
                 return 0;
