@@ -50,22 +50,29 @@ ncpu=$(nproc)
 tmp=$(mktemp -d /var/tmp/sluice-bench-amqp.XXXXXX)
 pids=""
 rmq_env=""
-cleanup() {
-	if [ -n "$rmq_env" ]; then
-		env $rmq_env "$rmq_bin/rabbitmqctl" -q stop >/dev/null 2>&1 || true
-		# stop returns before the VM has exited; epmd refuses to die until then
-		for _ in $(seq 100); do
-			[ -n "${pid_rabbitmq:-}" ] && kill -0 "$pid_rabbitmq" 2>/dev/null || break
-			sleep 0.1
-		done
-		env $rmq_env epmd -kill >/dev/null 2>&1 || true
-	fi
+stop_rabbitmq() {
+	[ -n "$rmq_env" ] || return 0
+	env $rmq_env "$rmq_bin/rabbitmqctl" -q stop >/dev/null 2>&1 || true
+	# stop returns before the VM has exited; epmd refuses to die until then
+	for _ in $(seq 100); do
+		[ -n "${pid_rabbitmq:-}" ] && kill -0 "$pid_rabbitmq" 2>/dev/null || break
+		sleep 0.1
+	done
+	env $rmq_env epmd -kill >/dev/null 2>&1 || true
+	rmq_env=""
+}
+stop_all() { # the brokers this script started, by pid
+	stop_rabbitmq
 	for p in $pids; do
 		kill "$p" 2>/dev/null || true
 	done
 	for p in $pids; do
 		wait "$p" 2>/dev/null || true
 	done
+	pids=""
+}
+cleanup() {
+	stop_all
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -83,12 +90,23 @@ free_port() {
 	"$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# Ways to share the 2 vCPUs (CONFIGS, default "one two"):
+#   one: each broker (every thread) pinned to CPU 0, sluice-bench to CPU 1;
+#        the Erlang VM then runs one scheduler, like sluiced's one worker
+#   two: nothing pinned: RabbitMQ's VM runs a scheduler per vCPU (its
+#        default), sluiced still one worker; sluice-bench shares the CPUs
+configs=${CONFIGS:-"one two"}
+[ "$ncpu" -ge 2 ] || configs="two"
 pin_broker="" pin_bench=""
-if [ "$ncpu" -ge 2 ]; then
-	pin_broker="taskset -c 0" pin_bench="taskset -c 1"
-fi
+config_set() {
+	case $1 in
+	one) pin_broker="taskset -c 0" pin_bench="taskset -c 1" ;;
+	*) pin_broker="" pin_bench="" ;;
+	esac
+}
 
 start_sluiced() {
+	rm -rf "$tmp/sluiced"
 	mkdir -p "$tmp/sluiced"
 	cat >"$tmp/sluiced/sluiced.conf" <<EOF
 [server]
@@ -110,6 +128,7 @@ EOF
 
 start_rabbitmq() {
 	local d=$tmp/rabbitmq
+	rm -rf "$d"
 	mkdir -p "$d/home" "$d/mnesia" "$d/log"
 	port_rabbitmq=$(free_port)
 	: >"$d/rabbitmq-env.conf"
@@ -128,8 +147,8 @@ EOF
 		RABBITMQ_ADVANCED_CONFIG_FILE=$d/advanced.config
 		RABBITMQ_ENABLED_PLUGINS_FILE=$d/enabled_plugins
 		RABBITMQ_DIST_PORT=$(free_port) ERL_EPMD_PORT=$(free_port) ERL_EPMD_ADDRESS=127.0.0.1"
-	# One core like sluiced's one worker: the Erlang VM sizes its schedulers
-	# from the CPUs it may run on.
+	# The Erlang VM sizes its schedulers from the CPUs it may run on, so
+	# pinning it (config "one") gives it one core like sluiced's one worker.
 	env $rmq_env $pin_broker "$rmq_bin/rabbitmq-server" >"$d/stdout" 2>&1 &
 	pids="$pids $!"
 	# await_startup fails at once while the node is not yet known to epmd:
@@ -150,8 +169,8 @@ cpu_s() { # user+system seconds of PID, all threads
 	sed 's/.*) //' "/proc/$1/stat" | awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($12 + $13) / hz}'
 }
 
-run() { # BROKER MODE SIZE
-	local broker=$1 mode=$2 size=$3 pid port before after out extra=""
+run() { # CONFIG BROKER MODE SIZE
+	local cfg=$1 broker=$2 mode=$3 size=$4 pid port before after out extra=""
 	eval "pid=\$pid_$broker port=\$port_$broker"
 	case $mode in
 	fanout) extra="-n $fanout" ;;
@@ -166,24 +185,29 @@ run() { # BROKER MODE SIZE
 		out='{"failed":true}'
 	fi
 	after=$(cpu_s "$pid")
-	echo "$out" | jq -c --arg broker "$broker" --arg mode "$mode" --argjson size "$size" \
+	echo "$out" | jq -c --arg cfg "$cfg" --arg broker "$broker" --arg mode "$mode" \
+		--argjson size "$size" \
 		--argjson cpu "$(awk -v a="$after" -v b="$before" 'BEGIN{printf "%.3f", a - b}')" \
-		'. + {broker: $broker, mode: $mode, size: $size, broker_cpu_s: $cpu}' \
+		'. + {cfg: $cfg, broker: $broker, mode: $mode, size: $size, broker_cpu_s: $cpu}' \
 		>>"$tmp/results.jsonl"
 }
 
-start_sluiced
-start_rabbitmq
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
 t0=$(date +%s)
-for mode in $modes; do
-	for size in $sizes; do
-		for _ in $(seq "$repeat"); do
-			run sluiced "$mode" "$size"
-			run rabbitmq "$mode" "$size"
+for cfg in $configs; do
+	config_set "$cfg"
+	start_sluiced
+	start_rabbitmq
+	for mode in $modes; do
+		for size in $sizes; do
+			for _ in $(seq "$repeat"); do
+				run "$cfg" sluiced "$mode" "$size"
+				run "$cfg" rabbitmq "$mode" "$size"
+			done
+			echo "amqp.sh: $cfg $mode $size done ($(($(date +%s) - t0)) s)" >&2
 		done
-		echo "amqp.sh: $mode $size done ($(($(date +%s) - t0)) s)" >&2
 	done
+	stop_all
 done
 cp "$tmp/results.jsonl" "${RAW_OUT:-/tmp/sluice-bench-amqp.jsonl}"
 

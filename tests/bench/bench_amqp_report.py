@@ -6,6 +6,12 @@ import json
 import os
 import sys
 
+CONFIGS = {
+    "one": "1 core each: the broker (every thread; for RabbitMQ the Erlang VM, which then runs "
+           "one scheduler) pinned to CPU 0, sluice-bench pinned to CPU 1",
+    "two": "nothing pinned: RabbitMQ as installed (one scheduler per vCPU, so 2), sluiced still "
+           "one worker, sluice-bench on the same 2 vCPUs",
+}
 MODE_TEXT = {
     "confirm": "persistent publish, confirms",
     "consume": "consume, manual acks",
@@ -44,7 +50,7 @@ def load(path):
     with open(path) as f:
         for line in f:
             r = json.loads(line)
-            k = (r["mode"], r["size"], r["broker"])
+            k = (r.get("cfg", "one"), r["mode"], r["size"], r["broker"])
             rows[k] = better(rows.get(k), r)
     return rows
 
@@ -65,14 +71,14 @@ def per_cpu(r):
     return (r["recv_msgs"] or r["pub_msgs"]) / r["broker_cpu_s"]
 
 
-def table(rows, modes, sizes):
+def table(rows, cfg, modes, sizes):
     out = ["| workload | size | sluiced msgs/s | RabbitMQ msgs/s | ratio | sluiced msgs per broker "
            "CPU-s | RabbitMQ msgs per broker CPU-s | confirm p50 sluiced / RabbitMQ | confirm p99 "
            "sluiced / RabbitMQ | p99 ratio |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for m in modes:
         for sz in sizes:
-            s, q = rows.get((m, sz, "sluiced")), rows.get((m, sz, "rabbitmq"))
+            s, q = rows.get((cfg, m, sz, "sluiced")), rows.get((cfg, m, sz, "rabbitmq"))
             if s is None and q is None:
                 continue
             lat = ["", "", ""]
@@ -89,9 +95,10 @@ def table(rows, modes, sizes):
 
 def section(rows):
     env = os.environ.get
-    modes = [m for m in ["confirm", "consume", "pubsub", "fanout"] if any(k[0] == m for k in rows)]
-    sizes = sorted({k[1] for k in rows})
-    lost = [f"{k[2]} {k[0]} {size_text(k[1])}" for k, r in sorted(rows.items())
+    cfgs = [c for c in CONFIGS if any(k[0] == c for k in rows)]
+    modes = [m for m in ["confirm", "consume", "pubsub", "fanout"] if any(k[1] == m for k in rows)]
+    sizes = sorted({k[2] for k in rows})
+    lost = [f"{k[0]}: {k[3]} {k[1]} {size_text(k[2])}" for k, r in sorted(rows.items())
             if r.get("failed") or r.get("lost_msgs")]
     out = ["## AMQP", "",
            f"Issue 7, `tools/sluice-bench` AMQP modes against sluiced and rabbitmq-server "
@@ -108,10 +115,8 @@ def section(rows):
            "(memory-only) durable queue. RabbitMQ fsyncs persistent messages in durable queues "
            "before confirming them. Until sluiced persists, the confirm rows compare unlike "
            "things and say nothing about the 10x target.",
-           "- Both brokers get one core: the broker (every thread; for RabbitMQ the Erlang VM, "
-           "which then runs one scheduler) pinned to CPU 0, sluice-bench pinned to CPU 1. "
-           "RabbitMQ runs as root under a temp dir on the root disk (ext4), default "
-           "settings, classic queues.",
+           "- RabbitMQ runs as root under a temp dir on the root disk (ext4), default "
+           "settings, classic queues. Each CPU layout below starts both brokers afresh.",
            f"- Each row is the best of {env('REPEAT', '?')} runs of {env('SECS', '?')} s "
            "(a run also ends when every confirm or delivery has arrived, so it may be longer).",
            f"- persistent publish, confirms: delivery mode 2 into a durable queue nobody "
@@ -130,7 +135,8 @@ def section(rows):
            "(ratio > 1) on every other row).",
            "- Runs that lost messages or failed: " + (", ".join(lost) if lost else "none") + ".",
            ""]
-    out += table(rows, modes, sizes) + [""]
+    for cfg in cfgs:
+        out += [f"### {CONFIGS[cfg]}", ""] + table(rows, cfg, modes, sizes) + [""]
     analysis = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_amqp_analysis.md")
     if os.path.exists(analysis):
         out += [open(analysis).read().rstrip(), ""]
