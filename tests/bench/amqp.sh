@@ -4,7 +4,8 @@
 # section of tests/bench/RESULTS.md. Not a test: numbers never fail anything.
 #   tests/bench/amqp.sh [SECONDS_PER_RUN]   (default 1; BUILD_DIR=/tmp/build-bench)
 # Each run is repeated REPEAT times (default 2, best kept: other work on a
-# shared machine only ever slows a run down). Env: SIZES, MODES, FANOUT (4),
+# shared machine only ever slows a run down). Env: CONFIGS ("one two", see
+# below), SIZES, MODES, FANOUT (4),
 # INFLIGHT (confirm window, 1000), PREFETCH (256), MAX_BYTES (per confirm run).
 #
 # sluiced runs ONE worker: its AMQP queues live on the worker of the
