@@ -34,8 +34,16 @@ def hard_timeout():
 
 
 @pytest.fixture
-def amqp(make_sluiced):
-    return make_sluiced(workers="1", listeners={"amqp": "127.0.0.1:0"}).start()
+def amqp(make_sluiced, request):
+    failed_before = request.session.testsfailed
+    s = make_sluiced(workers="1", listeners={"amqp": "127.0.0.1:0"}).start()
+    yield s
+    # The harness leaves every temp dir behind; on a shared machine thousands
+    # of them filled the disk. Keep the dir (and its sluiced.log) only when
+    # the test failed (its call-phase failure is counted before teardown).
+    s.kill()
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(s.tmp, ignore_errors=True)
 
 
 def url(s):
