@@ -18,7 +18,8 @@ AMQP_GO_CLIENT = os.environ.get("AMQP_GO_CLIENT")
 SLUICE_BENCH = os.environ.get("SLUICE_BENCH")
 GO_SCENARIOS = ["declare_bind", "exchange_types", "publish_consume_ack", "nack_reject", "nack_multiple",
                 "basic_get", "confirms", "mandatory_return", "prefetch", "channel_errors", "heartbeats",
-                "close", "tx", "frame_max_4096", "cancel_notify", "exclusive", "recover", "many_channels"]
+                "close", "tx", "frame_max_4096", "cancel_notify", "exclusive", "recover", "many_channels",
+                "exchange_admin"]
 
 
 @pytest.fixture(autouse=True)

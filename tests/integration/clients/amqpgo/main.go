@@ -713,6 +713,60 @@ func manyChannels() {
 	}
 }
 
+func wantChannelError(err error, code int, what string) {
+	e, ok := err.(*amqp.Error)
+	check(ok && e.Code == code, "%s: got %v, want %d", what, err, code)
+}
+
+// exchangeAdmin covers the exchange and queue management calls a Go
+// service makes at startup, with RabbitMQ's reply codes for the bad cases.
+func exchangeAdmin() {
+	c := dial()
+	defer c.Close()
+	ch := channel(c)
+	wantChannelError(ch.ExchangeDeclarePassive("nope", "direct", false, false, false, false, nil), 404, "passive missing exchange")
+	ch = channel(c)
+	must(ch.ExchangeDeclare("kind", "direct", false, false, false, false, nil))
+	must(ch.ExchangeDeclarePassive("kind", "direct", false, false, false, false, nil))
+	wantChannelError(ch.ExchangeDeclare("kind", "fanout", false, false, false, false, nil), 406, "redeclare with another type")
+	ch = channel(c)
+	wantChannelError(ch.ExchangeDeclare("weird", "x-no-such-type", false, false, false, false, nil), 503, "unknown exchange type")
+	check(c.IsClosed(), "unknown exchange type is a connection error (503 command invalid)")
+
+	c = dial()
+	defer c.Close()
+	ch = channel(c)
+	// Exchange-to-exchange: amq.topic -> "edge" (fanout) -> queue.
+	must(ch.ExchangeDeclare("edge", "fanout", false, false, false, false, nil))
+	must(ch.ExchangeBind("edge", "metrics.#", "amq.topic", false, nil))
+	declare(ch, "sink")
+	must(ch.QueueBind("sink", "", "edge", false, nil))
+	publish(ch, "amq.topic", "metrics.cpu", "1")
+	publish(ch, "amq.topic", "logs.cpu", "2")
+	check(ready(ch, "sink") == 1, "e2e binding routed %d, want 1", ready(ch, "sink"))
+	must(ch.ExchangeUnbind("edge", "metrics.#", "amq.topic", false, nil))
+	publish(ch, "amq.topic", "metrics.cpu", "3")
+	check(ready(ch, "sink") == 1, "unbound e2e still routes")
+	// purge reports what it dropped.
+	n, err := ch.QueuePurge("sink", false)
+	must(err)
+	check(n == 1, "purge dropped %d, want 1", n)
+	// delete if-empty / if-unused refuse with 406.
+	publish(ch, "", "sink", "4")
+	_, err = ch.QueueDelete("sink", false, true, false)
+	wantChannelError(err, 406, "delete if-empty on a non-empty queue")
+	ch = channel(c)
+	_, err = ch.Consume("sink", "c1", false, false, false, false, nil)
+	must(err)
+	other := channel(c)
+	_, err = other.QueueDelete("sink", true, false, false)
+	wantChannelError(err, 406, "delete if-unused with a consumer")
+	other = channel(c)
+	wantChannelError(other.ExchangeDelete("edge", true, false), 406, "exchange delete if-unused with a binding")
+	other = channel(c)
+	must(other.ExchangeDelete("kind", true, false))
+}
+
 func main() {
 	if len(os.Args) != 3 {
 		fmt.Fprintln(os.Stderr, "usage: amqpgo URL SCENARIO")
@@ -738,6 +792,7 @@ func main() {
 		"exclusive":           exclusive,
 		"recover":             recoverScenario,
 		"many_channels":       manyChannels,
+		"exchange_admin":      exchangeAdmin,
 	}
 	run, ok := scenarios[os.Args[2]]
 	check(ok, "unknown scenario %s", os.Args[2])
