@@ -48,8 +48,25 @@ func declare(ch *amqp.Channel, name string) amqp.Queue {
 	return q
 }
 
+// confirmed maps a channel that confirming() put in confirm mode to its
+// confirm listener, so publish() on it returns only once the broker has
+// routed the message. Counting a queue right after a plain publish is a race
+// on RabbitMQ (the reference), and will be on sluiced once queues live on
+// other workers than their publishers.
+var confirmed = map[*amqp.Channel]chan amqp.Confirmation{}
+
+func confirming(ch *amqp.Channel) *amqp.Channel {
+	must(ch.Confirm(false))
+	confirmed[ch] = ch.NotifyPublish(make(chan amqp.Confirmation, 1))
+	return ch
+}
+
 func publish(ch *amqp.Channel, exchange, key, body string) {
 	must(ch.Publish(exchange, key, false, false, amqp.Publishing{Body: []byte(body)}))
+	if acks, ok := confirmed[ch]; ok {
+		cf := nextConfirm(acks, "publish to "+exchange+" "+key)
+		check(cf.Ack, "publish to %q %q nacked", exchange, key)
+	}
 }
 
 func next(d <-chan amqp.Delivery, what string) amqp.Delivery {
@@ -92,7 +109,7 @@ func wantError(errs chan *amqp.Error, code int, what string) {
 func declareBind() {
 	c := dial()
 	defer c.Close()
-	ch := channel(c)
+	ch := confirming(channel(c))
 	must(ch.ExchangeDeclare("orders", "direct", false, false, false, false, nil))
 	q := declare(ch, "orders.eu")
 	check(q.Name == "orders.eu" && q.Messages == 0 && q.Consumers == 0, "declare-ok %+v", q)
@@ -116,7 +133,7 @@ func declareBind() {
 func exchangeTypes() {
 	c := dial()
 	defer c.Close()
-	ch := channel(c)
+	ch := confirming(channel(c))
 	must(ch.ExchangeDeclare("fan", "fanout", false, false, false, false, nil))
 	must(ch.ExchangeDeclare("top", "topic", false, false, false, false, nil))
 	for _, q := range []string{"f1", "f2", "t.star", "t.hash", "t.exact"} {
@@ -258,7 +275,7 @@ func nackMultiple() {
 func basicGet() {
 	c := dial()
 	defer c.Close()
-	ch := channel(c)
+	ch := confirming(channel(c))
 	declare(ch, "g")
 	_, ok, err := ch.Get("g", false)
 	must(err)
@@ -363,7 +380,7 @@ func mandatoryReturn() {
 func prefetch() {
 	c := dial()
 	defer c.Close()
-	ch := channel(c)
+	ch := confirming(channel(c))
 	declare(ch, "pf")
 	const n, limit = 50, 5
 	for i := 0; i < n; i++ {
@@ -735,7 +752,7 @@ func exchangeAdmin() {
 
 	c = dial()
 	defer c.Close()
-	ch = channel(c)
+	ch = confirming(channel(c))
 	// Exchange-to-exchange: amq.topic -> "edge" (fanout) -> queue.
 	must(ch.ExchangeDeclare("edge", "fanout", false, false, false, false, nil))
 	must(ch.ExchangeBind("edge", "metrics.#", "amq.topic", false, nil))
