@@ -13,11 +13,11 @@ PKGS=(
   # optional dataplane
   libdpdk-dev dpdk
   # real clients for integration tests
-  libnats-dev golang-go golang-github-nats-io-go-nats-dev
+  libnats-dev golang-go golang-github-nats-io-go-nats-dev golang-github-rabbitmq-amqp091-go-dev
   kcat librdkafka-dev python3-confluent-kafka python3-kafka
   python3 python3-pytest curl iproute2 procps python3-pika amqp-tools
   # peers for benchmarks
-  nats-server
+  nats-server rabbitmq-server
 )
 
 missing=()

@@ -17,6 +17,8 @@ struct bench_opts {
         uint64_t count;        /* messages (or round trips) to send; 0: by time */
         uint32_t fanout;       /* -n: subscribers / queue members */
         uint64_t window_bytes; /* publisher may run this far ahead of the slowest reader */
+        uint32_t inflight;     /* AMQP confirm: unconfirmed publishes at most */
+        uint32_t prefetch;     /* AMQP consume: basic.qos prefetch count */
         bool json;
 };
 

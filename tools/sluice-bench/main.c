@@ -1,6 +1,7 @@
 /* sluice-bench: load generator for sluiced and its peers. A table maps
- * "<protocol> <mode>" to a runner (NATS today; Kafka and AMQP add rows);
+ * "<protocol> <mode>" to a runner (NATS and AMQP today; Kafka adds rows);
  * this file parses the common options and prints one result as text or JSON. */
+#include "bench_amqp.h"
 #include "bench_nats.h"
 #include "bench_util.h"
 
@@ -28,6 +29,14 @@ static const struct bench_mode bench_modes[] = {
      "1 publisher -> N members of one queue group"},
     {"nats", "reqrep", bench_nats_run, BENCH_NATS_REQREP, false,
      "request/reply round trips, one in flight; latency percentiles"},
+    {"amqp", "confirm", bench_amqp_run, BENCH_AMQP_CONFIRM, false,
+     "persistent publish to a durable queue, pipelined confirms; confirm latency"},
+    {"amqp", "consume", bench_amqp_run, BENCH_AMQP_CONSUME, false,
+     "publisher -> queue -> consumer with manual acks and --prefetch"},
+    {"amqp", "pubsub", bench_amqp_run, BENCH_AMQP_PUBSUB, false,
+     "transient publish -> queue -> no-ack consumer"},
+    {"amqp", "fanout", bench_amqp_run, BENCH_AMQP_FANOUT, true,
+     "transient publish -> fanout exchange -> N queues, one no-ack consumer each"},
 };
 
 static void usage(FILE *f)
@@ -38,12 +47,14 @@ static void usage(FILE *f)
                         bench_modes[i].help);
         fprintf(f,
                 "\noptions:\n"
-                "  --url HOST:PORT    broker address (default 127.0.0.1:4222)\n"
+                "  --url HOST:PORT    broker address (default 127.0.0.1:4222, amqp :5672)\n"
                 "  --size BYTES       payload size, %u..%u (default 128)\n"
                 "  --duration SEC     run for SEC seconds (default 5)\n"
                 "  --count N          send N messages / round trips instead\n"
                 "  -n N               subscribers or queue members (default 4, max %u)\n"
                 "  --window BYTES     publisher lead over the slowest reader (default 8 MiB)\n"
+                "  --inflight N       amqp confirm: unconfirmed publishes at most (default 1000)\n"
+                "  --prefetch N       amqp consume: basic.qos prefetch count (default 256)\n"
                 "  --json             one JSON object on stdout\n",
                 BENCH_SIZE_MIN, BENCH_SIZE_MAX, BENCH_FANOUT_MAX);
 }
@@ -122,6 +133,10 @@ static int opts_parse(int argc, char **argv, struct bench_opts *o)
                         if (num_parse(v, &n) || n == 0 || n > BENCH_FANOUT_MAX)
                                 return bench_fail("-n %s: expected 1..%u", v, BENCH_FANOUT_MAX);
                         o->fanout = (uint32_t)n;
+                } else if (strcmp(a, "--inflight") == 0 || strcmp(a, "--prefetch") == 0) {
+                        if (num_parse(v, &n) || n == 0 || n > 65535)
+                                return bench_fail("%s %s: expected 1..65535", a, v);
+                        *(a[2] == 'i' ? &o->inflight : &o->prefetch) = (uint32_t)n;
                 } else if (strcmp(a, "--window") == 0) {
                         if (num_parse(v, &n) || n == 0)
                                 return bench_fail("--window %s: expected bytes", v);
@@ -186,11 +201,13 @@ int main(int argc, char **argv)
         }
         struct bench_opts o = {
             .host = "127.0.0.1",
-            .port = "4222",
+            .port = strcmp(m->proto, "amqp") == 0 ? "5672" : "4222",
             .size_bytes = 128,
             .duration_s = 5,
             .fanout = 4,
             .window_bytes = 8u << 20,
+            .inflight = 1000,
+            .prefetch = 256,
         };
         if (opts_parse(argc - 3, argv + 3, &o))
                 return 2;
