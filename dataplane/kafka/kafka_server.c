@@ -680,6 +680,8 @@ static void handle_produce(struct kafka_worker *kw, struct kafka_req *r)
                 kafka_req_done(kw, r);
                 return;
         }
+        if (kw->test_drop_every && ++kw->test_drop_count % kw->test_drop_every == 0)
+                goto nomem; /* test hook: appended and durable, never answered */
         resp_init(r, r->h.api_version);
         struct kafka_val *ra =
             kafka_val_array_init(&r->arena, r->resp.root, KAFKA_PRODUCE_RESP_RESPONSES, nt);
@@ -1502,6 +1504,10 @@ static int kafka_worker_init(struct sl_worker *w)
                 kw->free_reqs = r;
         }
         snprintf(kw->data_dir, sizeof(kw->data_dir), "%s", w->cfg->data_dir);
+        /* Read once here, so a test can make a producer retry a request the
+         * log already holds (idempotence across a lost response). */
+        const char *drop = getenv("SLUICE_TEST_KAFKA_DROP_PRODUCE");
+        kw->test_drop_every = drop ? (uint32_t)strtoul(drop, NULL, 10) : 0;
         int rc = kafka_part_init(kw);
         if (rc) {
                 free(kw->arena_mem);
