@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 
 import pytest
@@ -30,3 +31,8 @@ def make_sluiced(backend):
     yield make
     for s in started:
         s.kill()
+    # Segments are preallocated: a data dir left behind by every test fills
+    # the disk within a few runs. The log and config stay for post-mortems.
+    for s in started:
+        if os.path.abspath(s.data_dir).startswith(os.path.abspath(s.tmp) + os.sep):
+            shutil.rmtree(s.data_dir, ignore_errors=True)

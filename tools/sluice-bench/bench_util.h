@@ -17,6 +17,8 @@ struct bench_opts {
         uint64_t count;        /* messages (or round trips) to send; 0: by time */
         uint32_t fanout;       /* -n: subscribers / queue members */
         uint64_t window_bytes; /* publisher may run this far ahead of the slowest reader */
+        const char *topic;     /* kafka: NULL = a fresh topic per run */
+        const char *dir;       /* sys fsync: directory for the test file */
         bool json;
 };
 

@@ -1,6 +1,7 @@
 /* sluice-bench: load generator for sluiced and its peers. A table maps
  * "<protocol> <mode>" to a runner (NATS today; Kafka and AMQP add rows);
  * this file parses the common options and prints one result as text or JSON. */
+#include "bench_kafka.h"
 #include "bench_nats.h"
 #include "bench_util.h"
 
@@ -28,6 +29,16 @@ static const struct bench_mode bench_modes[] = {
      "1 publisher -> N members of one queue group"},
     {"nats", "reqrep", bench_nats_run, BENCH_NATS_REQREP, false,
      "request/reply round trips, one in flight; latency percentiles"},
+    {"kafka", "produce", bench_kafka_run, BENCH_KAFKA_PRODUCE, true,
+     "-n connections, pipelined produce, acks=all; latency per request"},
+    {"kafka", "consume", bench_kafka_run, BENCH_KAFKA_CONSUME, true,
+     "fill a fresh topic, then -n connections fetch it all"},
+    {"kafka", "e2e", bench_kafka_run, BENCH_KAFKA_E2E, false,
+     "one record per produce, a long-polling consumer times each"},
+    {"sys", "loopback", bench_sys_run, BENCH_SYS_LOOPBACK, false,
+     "plain TCP socket pair on 127.0.0.1 (--size bytes per write)"},
+    {"sys", "fsync", bench_sys_run, BENCH_SYS_FSYNC, false,
+     "write(--window bytes) + fdatasync in a loop, in --dir"},
 };
 
 static void usage(FILE *f)
@@ -44,6 +55,8 @@ static void usage(FILE *f)
                 "  --count N          send N messages / round trips instead\n"
                 "  -n N               subscribers or queue members (default 4, max %u)\n"
                 "  --window BYTES     publisher lead over the slowest reader (default 8 MiB)\n"
+                "  --topic NAME       kafka: topic (default: a fresh one per run)\n"
+                "  --dir DIR          sys fsync: where the test file goes\n"
                 "  --json             one JSON object on stdout\n",
                 BENCH_SIZE_MIN, BENCH_SIZE_MAX, BENCH_FANOUT_MAX);
 }
@@ -122,6 +135,10 @@ static int opts_parse(int argc, char **argv, struct bench_opts *o)
                         if (num_parse(v, &n) || n == 0 || n > BENCH_FANOUT_MAX)
                                 return bench_fail("-n %s: expected 1..%u", v, BENCH_FANOUT_MAX);
                         o->fanout = (uint32_t)n;
+                } else if (strcmp(a, "--topic") == 0) {
+                        o->topic = v;
+                } else if (strcmp(a, "--dir") == 0) {
+                        o->dir = v;
                 } else if (strcmp(a, "--window") == 0) {
                         if (num_parse(v, &n) || n == 0)
                                 return bench_fail("--window %s: expected bytes", v);
