@@ -1455,6 +1455,17 @@ static void kafka_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx
         emit(ctx, "sluice_kafka_protocol_closes_total", "counter",
              "Connections closed for a bad frame, version or request",
              (double)atomic_load_explicit(&kw->errors_closed, memory_order_relaxed));
+        /* Group commit as it happened: tests/bench/kafka.sh compares the
+         * produce rate with raw write(S)+fdatasync, S = synced bytes per fsync. */
+        struct log_metrics *lm = kw->owner ? log_owner_metrics(kw->owner) : NULL;
+        if (lm) {
+                emit(ctx, "sluice_kafka_log_fsyncs_total", "counter",
+                     "fdatasyncs of this worker's partitions",
+                     (double)atomic_load_explicit(&lm->fsyncs, memory_order_relaxed));
+                emit(ctx, "sluice_kafka_log_synced_bytes_total", "counter",
+                     "Bytes made durable by those fdatasyncs",
+                     (double)atomic_load_explicit(&lm->synced_bytes, memory_order_relaxed));
+        }
 }
 
 /* Poller: storage, retries and long-poll deadlines. */
