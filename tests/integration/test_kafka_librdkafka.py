@@ -13,11 +13,8 @@
    the broker had acknowledged as committed for its partition.
 
 The C client (clients/kafka_crash_client.c) only reports what librdkafka saw;
-the checks are here. These tests run on the uring and epoll backends only:
-chaos multiplies the runtime (100k messages through 1-byte reads and delayed
-completions, several restarts) without testing anything this file is about
-(the framing under chaos is covered by test_kafka.py), and the integration
-suite has to stay well inside its CI budget on 2 cores."""
+the checks are here. Each test takes a few seconds on every backend (chaos
+included), so they run on all three."""
 import collections
 import os
 import signal
@@ -47,13 +44,6 @@ DROP_EVERY = 40         # the hook drops every 40th answered produce per worker
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(CLIENT), reason="kafka_crash_client not built (no librdkafka-dev)"),
 ]
-
-
-@pytest.fixture
-def crash_backend(backend):
-    if backend == "chaos":
-        pytest.skip("crash tests run on uring and epoll (see the module docstring)")
-    return backend
 
 
 class Follow:
@@ -117,7 +107,7 @@ def protocol_closes(s):
                if k.startswith("sluice_connections_closed_total{") and 'reason="protocol"' in k)
 
 
-def test_idempotent_producer_exactly_once_across_drops_and_sigkill(make_sluiced, crash_backend, monkeypatch):
+def test_idempotent_producer_exactly_once_across_drops_and_sigkill(make_sluiced, backend, monkeypatch):
     monkeypatch.setenv("SLUICE_TEST_KAFKA_DROP_PRODUCE", str(DROP_EVERY))
     s = start_fixed_ports(make_sluiced, 6)
     b = f"127.0.0.1:{s.port('kafka')}"
@@ -203,7 +193,7 @@ GROUP_COUNT = 30_000
 RATE = 3_000  # records/s per member: the run lasts seconds, long enough to interrupt
 
 
-def test_group_of_three_rebalances_when_a_member_leaves(make_sluiced, crash_backend):
+def test_group_of_three_rebalances_when_a_member_leaves(make_sluiced, backend):
     run_group(make_sluiced, restart_mid=False)
 
 
@@ -216,7 +206,7 @@ def test_group_of_three_rebalances_when_a_member_leaves(make_sluiced, crash_back
 # a consumer that reconnects after the window passes.
 @pytest.mark.xfail(reason="sluiced serves Kafka before the first topic snapshot reaches the workers",
                    strict=False)
-def test_group_of_three_survives_sluiced_restart(make_sluiced, crash_backend):
+def test_group_of_three_survives_sluiced_restart(make_sluiced, backend):
     run_group(make_sluiced, restart_mid=True)
 
 
