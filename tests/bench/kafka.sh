@@ -19,6 +19,7 @@ sizes=${SIZES:-"100 1024 16384"}
 conns=${CONNS:-2}
 window=${WINDOW:-1M}
 parent=${DATA_PARENT:-/var/tmp}
+repeat=${REPEAT:-3}
 
 [ -d "$build" ] || meson setup "$build" "$src" >/dev/null
 ninja -C "$build" control/sluiced tools/sluice-bench >/dev/null
@@ -77,8 +78,20 @@ cpu_s() { # user+sys seconds of sluiced, all threads
 
 j() { echo "$1" | jq -r "$2"; }
 
+best() { # COMMAND...: runs it $repeat times, prints the JSON with the most MB/s
+	# (other work on a shared machine only ever slows a run down)
+	local out top=""
+	for _ in $(seq "$repeat"); do
+		out=$("$@")
+		if [ -z "$top" ] || [ "$(echo "$out $top" | jq -s '.[0].mb_per_s > .[1].mb_per_s')" = true ]; then
+			top=$out
+		fi
+	done
+	echo "$top"
+}
+
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
-loop=$("$bench" sys loopback --size 64K --duration 3 --json)
+loop=$(best "$bench" sys loopback --size 64K --duration 3 --json)
 loop_mbs=$(j "$loop" .mb_per_s)
 
 rows=""
@@ -88,17 +101,17 @@ for size in $sizes; do
 	f0=$(metric sluice_kafka_log_fsyncs_total)
 	b0=$(metric sluice_kafka_log_synced_bytes_total)
 	c0=$(cpu_s)
-	prod=$("$bench" kafka produce --url "127.0.0.1:$kport" --size "$size" -n "$conns" \
+	prod=$(best "$bench" kafka produce --url "127.0.0.1:$kport" --size "$size" -n "$conns" \
 		--window "$window" --count "$count" --json)
 	c1=$(cpu_s)
+	# S over all the produce runs of this size (each on a fresh topic).
 	f1=$(metric sluice_kafka_log_fsyncs_total)
 	b1=$(metric sluice_kafka_log_synced_bytes_total)
 	fs=$((f1 - f0))
 	s_bytes=$(((b1 - b0) / (fs > 0 ? fs : 1)))
-	raw=$("$bench" sys fsync --dir "$tmp" --window "$s_bytes" --size "$size" --duration 3 --json)
-	cons=$("$bench" kafka consume --url "127.0.0.1:$kport" --size "$size" -n "$conns" \
+	raw=$(best "$bench" sys fsync --dir "$tmp" --window "$s_bytes" --size "$size" --duration 3 --json)
+	cons=$(best "$bench" kafka consume --url "127.0.0.1:$kport" --size "$size" -n "$conns" \
 		--window "$window" --count "$count" --json)
-	c2=$(cpu_s)
 	stop_sluiced
 	rows="$rows$(printf '| %s | %.1f | %.0f | %.1f | %.1f | %s | %.1f | **%.0f%%** | %.1f | **%.0f%%** | %.2f |' \
 		"$size" "$(j "$prod" .mb_per_s)" "$(j "$prod" .msgs_per_s)" "$(j "$prod" .p50_us | awk '{print $1/1000}')" \
@@ -106,7 +119,7 @@ for size in $sizes; do
 		"$(awk -v a="$(j "$prod" .mb_per_s)" -v b="$(j "$raw" .mb_per_s)" 'BEGIN{print 100*a/b}')" \
 		"$(j "$cons" .mb_per_s)" \
 		"$(awk -v a="$(j "$cons" .mb_per_s)" -v b="$loop_mbs" 'BEGIN{print 100*a/b}')" \
-		"$(awk -v a="$c1" -v b="$c0" 'BEGIN{print a-b}')")
+		"$(awk -v a="$c1" -v b="$c0" -v r="$repeat" 'BEGIN{print (a-b)/r}')")
 "
 	echo "kafka.sh: size $size done" >&2
 done
@@ -145,11 +158,12 @@ Issue 6, \`tools/sluice-bench\` Kafka and sys modes + \`tests/bench/kafka.sh\`. 
 tests/bench/kafka.sh $*
 \`\`\`
 
+- Every throughput figure is the best of $repeat runs (REPEAT); latencies are those of the kept run.
 - sluiced: 2 workers (unpinned, sharing the 2 vCPUs with sluice-bench), topic durability \`fsync\` (the default: acked = fdatasynced = visible), 2 partitions per topic (one per worker), a fresh data dir per size. sluice-bench: $conns connections, Produce v8 acks=all, one v2 batch of 64 KiB of values per request (at least one record), up to $window per connection in flight; Fetch v11, 4 MiB per partition, one request in flight per connection. $mib MiB of values per run.
 - **produce**: records acknowledged per second; latency is per produce request (send to acks=all answer), so it includes queueing behind the pipelined requests. **S** = bytes made durable per fdatasync in that run (sluiced's own counters, \`sluice_kafka_log_synced_bytes_total / sluice_kafka_log_fsyncs_total\`); **raw** = write(S)+fdatasync in a loop, O_DIRECT into a preallocated file on the same disk (\`sluice-bench sys fsync\`, as bench_storage does). Target: produce ≥ 70% of raw.
 - **consume**: a fresh topic is filled (untimed), then read from offset 0 to the end. **loopback** = one TCP connection over 127.0.0.1 with a writer thread and a reader (\`sluice-bench sys loopback --size 64K\`): **$loop_mbs MB/s**. Target: consume ≥ 70% of loopback. MB/s count record values only.
 
-| size B | produce MB/s | records/s | p50 ms | p99 ms | S bytes | raw write(S)+fdatasync MB/s | **produce / raw** | consume MB/s | **consume / loopback** | sluiced CPU s (produce) |
+| size B | produce MB/s | records/s | p50 ms | p99 ms | S bytes | raw write(S)+fdatasync MB/s | **produce / raw** | consume MB/s | **consume / loopback** | sluiced CPU s per produce run |
 |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 $rows
 End to end, 100 B records, one produce (acks=all) at a time, the consumer long-polling with max_wait 500 ms (fetch.wait.max.ms's default): producer connection on worker $pw, consumer on worker $cw, partition on worker 0. $(j "$e2e" '"\(.recv_msgs) records: p50 \(.p50_us) µs, p99 \(.p99_us) µs, p99.9 \(.p999_us) µs, max \(.max_us) µs"').
