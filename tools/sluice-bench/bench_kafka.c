@@ -361,6 +361,8 @@ static int roundtrip(struct kconn *c, struct wbuf *w, struct rbuf *out)
                 if (conn_read(c))
                         return -1;
         }
+        if (len < 4)
+                return bench_fail("a response without a correlation id");
         /* Set-up answers are small and read before anything else: the
          * caller parses them before the buffer is reused. */
         *out = (struct rbuf){f + 4, f + len, false};
@@ -391,6 +393,27 @@ static int check_versions(struct kconn *c, uint8_t *scratch, size_t cap)
         return 0;
 }
 
+/* Metadata v4 answer for one topic: its partition count, or -1. */
+static int metadata_resp(struct rbuf *r)
+{
+        get32(r); /* throttle */
+        uint32_t nb = get32(r);
+        for (uint32_t i = 0; i < nb && !r->bad; i++) {
+                get32(r);
+                skipstr(r);
+                get32(r);
+                skipstr(r);
+        }
+        skipstr(r); /* cluster id */
+        get32(r);   /* controller */
+        uint32_t nt = get32(r);
+        int16_t err = nt == 1 ? (int16_t)get16(r) : -1;
+        skipstr(r);
+        take(r, 1);
+        uint32_t np = get32(r);
+        return !r->bad && !err && np > 0 && np <= INT32_MAX ? (int)np : -1;
+}
+
 /* Metadata v4 with auto-creation; returns the partition count or -1. */
 static int partitions(struct kconn *c, const char *topic, uint8_t *scratch, size_t cap)
 {
@@ -404,23 +427,9 @@ static int partitions(struct kconn *c, const char *topic, uint8_t *scratch, size
                 struct rbuf r;
                 if (roundtrip(c, &w, &r))
                         return -1;
-                get32(&r); /* throttle */
-                uint32_t nb = get32(&r);
-                for (uint32_t i = 0; i < nb && !r.bad; i++) {
-                        get32(&r);
-                        skipstr(&r);
-                        get32(&r);
-                        skipstr(&r);
-                }
-                skipstr(&r); /* cluster id */
-                get32(&r);   /* controller */
-                uint32_t nt = get32(&r);
-                int16_t err = nt == 1 ? (int16_t)get16(&r) : -1;
-                skipstr(&r);
-                take(&r, 1);
-                uint32_t np = get32(&r);
-                if (!r.bad && !err && np > 0)
-                        return (int)np;
+                int np = metadata_resp(&r);
+                if (np > 0)
+                        return np;
                 struct timespec ts = {0, 20 * 1000 * 1000}; /* topic being created */
                 nanosleep(&ts, NULL);
         }
@@ -431,6 +440,8 @@ static int partitions(struct kconn *c, const char *topic, uint8_t *scratch, size
 /* Produce v8 response for one partition: error code and base offset. */
 static int produce_resp(const uint8_t *f, size_t len, int64_t *base)
 {
+        if (len < 4)
+                return -1;
         struct rbuf r = {f + 4, f + len, false};
         get32(&r);
         skipstr(&r);
@@ -439,6 +450,34 @@ static int produce_resp(const uint8_t *f, size_t len, int64_t *base)
         int16_t err = (int16_t)get16(&r);
         *base = (int64_t)get64(&r);
         return r.bad ? -1 : err;
+}
+
+/* One record of a v2 batch: its value's first 8 bytes are the send time
+ * (e2e); the reader ends past the record, or bad. */
+static void record_stamp(struct rbuf *h, uint64_t now, struct bench_hist *hist)
+{
+        int64_t rlen = getvar(h);
+        if (h->bad || rlen < 0 || rlen > h->end - h->p) {
+                h->bad = true;
+                return;
+        }
+        struct rbuf r = {h->p, h->p + rlen, false};
+        h->p += rlen;
+        take(&r, 1);
+        getvar(&r);
+        getvar(&r);
+        int64_t kl = getvar(&r);
+        if (kl > 0 && kl <= r.end - r.p)
+                r.p += kl;
+        int64_t vl = getvar(&r);
+        const uint8_t *v = vl >= 8 ? take(&r, 8) : NULL;
+        if (!v)
+                return;
+        uint64_t t = 0;
+        for (int k = 0; k < 8; k++)
+                t = t << 8 | v[k];
+        if (now > t)
+                bench_hist_record(hist, now - t);
 }
 
 struct fetch_stats {
@@ -451,6 +490,8 @@ struct fetch_stats {
  * offset, records e2e latencies from the stamps in the values. */
 static int fetch_resp(const uint8_t *f, size_t len, struct fetch_stats *st)
 {
+        if (len < 4)
+                return -1;
         struct rbuf r = {f + 4, f + len, false};
         get32(&r); /* throttle */
         int16_t top = (int16_t)get16(&r);
@@ -483,39 +524,24 @@ static int fetch_resp(const uint8_t *f, size_t len, struct fetch_stats *st)
                 struct rbuf h = b;
                 int64_t base = (int64_t)get64(&h);
                 uint32_t blen = get32(&h);
-                if ((size_t)(b.end - b.p) < 12u + blen)
+                if ((uint64_t)(b.end - b.p) < 12ull + blen)
                         break; /* a partial batch at the end (KIP-74): fetch it again */
                 const uint8_t *next = b.p + 12 + blen;
                 take(&h, 4 + 1 + 4 + 2);
                 uint32_t last_delta = get32(&h);
                 take(&h, 8 + 8 + 8 + 2 + 4);
                 uint32_t n = get32(&h);
-                if (base + last_delta + 1 > st->next) {
-                        uint64_t fresh = (uint64_t)(base + last_delta + 1 - st->next);
+                if (blen < 49 || base < 0 || base > INT64_MAX / 2)
+                        return -1; /* not a v2 batch a broker would send */
+                int64_t end = base + (int64_t)last_delta + 1;
+                if (end > st->next) {
+                        uint64_t fresh = (uint64_t)(end - st->next);
                         st->records += fresh < n ? fresh : n;
-                        st->next = base + last_delta + 1;
+                        st->next = end;
                         if (st->e2e) {
                                 h.end = next;
-                                for (uint32_t i = 0; i < n && !h.bad; i++) {
-                                        int64_t rlen = getvar(&h);
-                                        const uint8_t *rend = h.p + rlen;
-                                        take(&h, 1);
-                                        getvar(&h);
-                                        getvar(&h);
-                                        int64_t kl = getvar(&h);
-                                        if (kl > 0)
-                                                take(&h, (size_t)kl);
-                                        int64_t vl = getvar(&h);
-                                        const uint8_t *v = take(&h, vl >= 8 ? 8 : 0);
-                                        if (v) {
-                                                uint64_t t = 0;
-                                                for (int k = 0; k < 8; k++)
-                                                        t = t << 8 | v[k];
-                                                if (now > t)
-                                                        bench_hist_record(st->e2e, now - t);
-                                        }
-                                        h.p = rend;
-                                }
+                                for (uint32_t i = 0; i < n && !h.bad; i++)
+                                        record_stamp(&h, now, st->e2e);
                         }
                 }
                 b.p = next;
@@ -763,6 +789,28 @@ static int e2e_run(struct kconn *p, struct kconn *q, const struct bench_opts *o,
         *sent_out = sent;
         *recv_out = st.records;
         return 0;
+}
+
+int bench_kafka_parse(int16_t api, const uint8_t *frame, size_t len)
+{
+        struct bench_hist *h = calloc(1, sizeof(*h));
+        if (!h || len < 4) {
+                free(h);
+                return -1;
+        }
+        int rc = -1;
+        if (api == API_PRODUCE) {
+                int64_t base;
+                rc = produce_resp(frame, len, &base);
+        } else if (api == API_FETCH) {
+                struct fetch_stats st = {0, h, 0};
+                rc = fetch_resp(frame, len, &st);
+        } else if (api == API_METADATA) {
+                struct rbuf r = {frame + 4, frame + len, false};
+                rc = metadata_resp(&r);
+        }
+        free(h);
+        return rc;
 }
 
 static void hist_result(const struct bench_hist *h, struct bench_result *res)

@@ -19,6 +19,12 @@ enum bench_sys_mode {
         BENCH_SYS_FSYNC,    /* write(size) + fdatasync in a loop on a file in --dir */
 };
 
+/* For tests/fuzz: parses one response frame (after its 4-byte size: the
+ * correlation id first) of Produce (0), Fetch (1) or Metadata (3) the way
+ * the runs do. Returns what the run would see (Kafka error, partition
+ * count) or -1 for a malformed answer; never reads outside [frame, +len). */
+int bench_kafka_parse(int16_t api, const uint8_t *frame, size_t len);
+
 int bench_kafka_run(const struct bench_opts *opts, int mode, struct bench_result *res);
 int bench_sys_run(const struct bench_opts *opts, int mode, struct bench_result *res);
 
