@@ -180,6 +180,10 @@ struct kafka_worker {
         uint32_t starved_conns; /* connections paused for want of a request slot */
         char data_dir[CTL_PATH_MAX];
         uint64_t producer_expiry_ms;
+        /* Test hook, off (0) unless SLUICE_TEST_KAFKA_DROP_PRODUCE=N is set
+         * at start: every Nth answered produce is appended, then its
+         * connection is dropped instead of answered (kafka_server.c). */
+        uint32_t test_drop_every, test_drop_count;
         /* counters for /metrics */
         _Atomic uint64_t requests, produce_batches, fetch_bytes, errors_closed;
 };

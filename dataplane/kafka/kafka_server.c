@@ -810,6 +810,8 @@ static void handle_produce(struct kafka_worker *kw, struct kafka_req *r)
                 kafka_req_done(kw, r);
                 return;
         }
+        if (kw->test_drop_every && ++kw->test_drop_count % kw->test_drop_every == 0)
+                goto nomem; /* test hook: appended and durable, never answered */
         resp_init(r, r->h.api_version);
         if (!resp_mirror(r, &produce_mirror, false, produce_fill)) {
                 sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
@@ -1831,6 +1833,17 @@ static void kafka_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx
         emit(ctx, "sluice_kafka_protocol_closes_total", "counter",
              "Connections closed for a bad frame, version or request",
              (double)atomic_load_explicit(&kw->errors_closed, memory_order_relaxed));
+        /* Group commit as it happened: tests/bench/kafka.sh compares the
+         * produce rate with raw write(S)+fdatasync, S = synced bytes per fsync. */
+        struct log_metrics *lm = kw->owner ? log_owner_metrics(kw->owner) : NULL;
+        if (lm) {
+                emit(ctx, "sluice_kafka_log_fsyncs_total", "counter",
+                     "fdatasyncs of this worker's partitions",
+                     (double)atomic_load_explicit(&lm->fsyncs, memory_order_relaxed));
+                emit(ctx, "sluice_kafka_log_synced_bytes_total", "counter",
+                     "Bytes made durable by those fdatasyncs",
+                     (double)atomic_load_explicit(&lm->synced_bytes, memory_order_relaxed));
+        }
 }
 
 /* Poller: storage, retries and long-poll deadlines. */
@@ -1881,6 +1894,10 @@ static int kafka_worker_init(struct sl_worker *w)
         }
         snprintf(kw->data_dir, sizeof(kw->data_dir), "%s", w->cfg->data_dir);
         kw->producer_expiry_ms = w->cfg->kafka_producer_id_expiration_ms;
+        /* Read once here, so a test can make a producer retry a request the
+         * log already holds (idempotence across a lost response). */
+        const char *drop = getenv("SLUICE_TEST_KAFKA_DROP_PRODUCE");
+        kw->test_drop_every = drop ? (uint32_t)strtoul(drop, NULL, 10) : 0;
         int rc = kafka_part_init(kw);
         if (rc) {
                 free(kw->arena_mem);

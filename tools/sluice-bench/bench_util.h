@@ -19,6 +19,8 @@ struct bench_opts {
         uint64_t window_bytes; /* publisher may run this far ahead of the slowest reader */
         uint32_t inflight;     /* AMQP confirm: unconfirmed publishes at most */
         uint32_t prefetch;     /* AMQP consume: basic.qos prefetch count */
+        const char *topic;     /* kafka: NULL = a fresh topic per run */
+        const char *dir;       /* sys fsync: directory for the test file */
         bool json;
 };
 

@@ -2,6 +2,7 @@
  * "<protocol> <mode>" to a runner (NATS and AMQP today; Kafka adds rows);
  * this file parses the common options and prints one result as text or JSON. */
 #include "bench_amqp.h"
+#include "bench_kafka.h"
 #include "bench_nats.h"
 #include "bench_util.h"
 
@@ -37,6 +38,16 @@ static const struct bench_mode bench_modes[] = {
      "transient publish -> queue -> no-ack consumer"},
     {"amqp", "fanout", bench_amqp_run, BENCH_AMQP_FANOUT, true,
      "transient publish -> fanout exchange -> N queues, one no-ack consumer each"},
+    {"kafka", "produce", bench_kafka_run, BENCH_KAFKA_PRODUCE, true,
+     "-n connections, pipelined produce, acks=all; latency per request"},
+    {"kafka", "consume", bench_kafka_run, BENCH_KAFKA_CONSUME, true,
+     "fill a fresh topic, then -n connections fetch it all"},
+    {"kafka", "e2e", bench_kafka_run, BENCH_KAFKA_E2E, false,
+     "one record per produce, a long-polling consumer times each"},
+    {"sys", "loopback", bench_sys_run, BENCH_SYS_LOOPBACK, false,
+     "plain TCP socket pair on 127.0.0.1 (--size bytes per write)"},
+    {"sys", "fsync", bench_sys_run, BENCH_SYS_FSYNC, false,
+     "write(--window bytes) + fdatasync in a loop, in --dir"},
 };
 
 static void usage(FILE *f)
@@ -55,6 +66,8 @@ static void usage(FILE *f)
                 "  --window BYTES     publisher lead over the slowest reader (default 8 MiB)\n"
                 "  --inflight N       amqp confirm: unconfirmed publishes at most (default 1000)\n"
                 "  --prefetch N       amqp consume: basic.qos prefetch count (default 256)\n"
+                "  --topic NAME       kafka: topic (default: a fresh one per run)\n"
+                "  --dir DIR          sys fsync: where the test file goes\n"
                 "  --json             one JSON object on stdout\n",
                 BENCH_SIZE_MIN, BENCH_SIZE_MAX, BENCH_FANOUT_MAX);
 }
@@ -137,6 +150,10 @@ static int opts_parse(int argc, char **argv, struct bench_opts *o)
                         if (num_parse(v, &n) || n == 0 || n > 65535)
                                 return bench_fail("%s %s: expected 1..65535", a, v);
                         *(a[2] == 'i' ? &o->inflight : &o->prefetch) = (uint32_t)n;
+                } else if (strcmp(a, "--topic") == 0) {
+                        o->topic = v;
+                } else if (strcmp(a, "--dir") == 0) {
+                        o->dir = v;
                 } else if (strcmp(a, "--window") == 0) {
                         if (num_parse(v, &n) || n == 0)
                                 return bench_fail("--window %s: expected bytes", v);
