@@ -810,10 +810,11 @@ static void handle_produce(struct kafka_worker *kw, struct kafka_req *r)
                 kafka_req_done(kw, r);
                 return;
         }
-        if (kw->test_drop_every && ++kw->test_drop_count % kw->test_drop_every == 0)
-                goto nomem; /* test hook: appended and durable, never answered */
+        bool test_drop = kw->test_drop_every && ++kw->test_drop_count % kw->test_drop_every == 0;
         resp_init(r, r->h.api_version);
-        if (!resp_mirror(r, &produce_mirror, false, produce_fill)) {
+        /* The test hook drops a response whose batches are appended and
+         * durable: the producer must retry what the log already holds. */
+        if (test_drop || !resp_mirror(r, &produce_mirror, false, produce_fill)) {
                 sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
                 kafka_req_done(kw, r);
                 return;
@@ -1701,6 +1702,12 @@ static long kafka_recv(struct sl_conn *c, const uint8_t *p, size_t n)
         struct kafka_worker *kw = kafka_kw(c->w);
         size_t used = 0;
         uint32_t cap = SL_MIN(c->w->limits.inflight_requests_max, KAFKA_CONN_INFLIGHT);
+        /* Until the control thread's first topic snapshot arrives, this worker
+         * knows no topic: answering now would call existing topics unknown,
+         * and librdkafka then stops fetching them. The bytes are held; held
+         * connections are offered again on every loop iteration. */
+        if (!kw->snap)
+                return 0;
         while (used < n && c->state == SL_CONN_OPEN) {
                 struct kafka_req *r = kc->asm_req;
                 if (!r) {

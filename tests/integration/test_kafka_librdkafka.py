@@ -28,13 +28,6 @@ from harness import wait_until
 CLIENT = os.environ.get("KAFKA_CRASH_CLIENT",
                         os.path.join(os.path.dirname(__file__), "../../build/tests/integration/clients/kafka_crash_client"))
 
-# Idempotence state is not yet rebuilt from the log tail at start (see
-# dataplane/kafka/README.md, "Not yet"): a batch that was durable but not
-# answered when sluiced was killed is appended again when librdkafka retries
-# it. Until that lands, duplicates whose retry crossed a SIGKILL are
-# reported, not failed. Set True once the rebuild is merged.
-RESTART_DEDUP_EXPECTED = False
-
 COUNT = 100_000
 WINDOW = 3_000          # unreported messages at most: kills always hit a run in progress
 FIRST_FLUSH = 30_000    # produced and acknowledged before the first kill
@@ -182,11 +175,9 @@ def test_idempotent_producer_exactly_once_across_drops_and_sigkill(make_sluiced,
     # Before any kill only the hook dropped answers: librdkafka's retries
     # must have been recognised as duplicates.
     assert not early_dups, report
-    if RESTART_DEDUP_EXPECTED:
-        assert not dups, report
-    else:
-        # Only batches in flight at a kill can come back: bounded by the window.
-        assert len(dups) <= len(KILL_AT) * WINDOW, report
+    # Across SIGKILL too: producer state is rebuilt from the log tail, so a
+    # batch that was durable but unanswered at the kill is a duplicate.
+    assert not dups, report
 
 
 GROUP_COUNT = 30_000
@@ -197,15 +188,9 @@ def test_group_of_three_rebalances_when_a_member_leaves(make_sluiced, backend):
     run_group(make_sluiced, restart_mid=False)
 
 
-# Known broker bug, found by this test: for a moment after start a worker
-# answers Metadata/OffsetFetch/Fetch with UNKNOWN_TOPIC_OR_PARTITION for
-# topics that exist, because its first topic snapshot from the control
-# thread has not arrived yet (dataplane/kafka serves requests before
-# ctl_kafka publishes). librdkafka 2.0.2 consumers that reconnect inside that
-# window mark the partitions as gone and never fetch them again. Not strict:
-# a consumer that reconnects after the window passes.
-@pytest.mark.xfail(reason="sluiced serves Kafka before the first topic snapshot reaches the workers",
-                   strict=False)
+# After a restart, a worker must not answer before it knows the topics: a
+# librdkafka 2.0.2 consumer told UNKNOWN_TOPIC_OR_PARTITION for a topic that
+# exists never fetches those partitions again.
 def test_group_of_three_survives_sluiced_restart(make_sluiced, backend):
     run_group(make_sluiced, restart_mid=True)
 
