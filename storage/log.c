@@ -757,9 +757,19 @@ static uint64_t seg_readable(struct log_partition *p, struct log_seg *s)
         return s->size;
 }
 
-static bool batch_wanted(const struct log_read *r, int64_t last, int64_t max_ts)
+/* By time, a batch wholly below the start offset (trimmed, its segment
+ * not yet deleted) is never the answer. */
+static bool batch_wanted(const struct log_partition *p, const struct log_read *r, int64_t last,
+                         int64_t max_ts)
 {
-        return r->by_time ? max_ts >= r->timestamp : last >= r->offset;
+        return r->by_time ? max_ts >= r->timestamp && last >= p->start_offset : last >= r->offset;
+}
+
+/* The offset a by-time lookup answers: a batch cut by the start offset
+ * answers the first retained offset, never a trimmed one. */
+static int64_t found_offset(const struct log_partition *p, const struct log_read *r, int64_t base)
+{
+        return r->by_time ? SL_MAX(base, p->start_offset) : base;
 }
 
 /* Serve from the batch directory when the wanted batches are still in the
@@ -779,7 +789,7 @@ static int read_mem(struct log_partition *p, struct log_read *r, uint64_t min_s)
                 if (BD(0)->s > min_s || BD(0)->s < low)
                         return 0;
                 for (i = 0; i < n; i++)
-                        if (BD(i)->s >= min_s && BD(i)->max_ts >= r->timestamp)
+                        if (BD(i)->s >= min_s && batch_wanted(p, r, BD(i)->last, BD(i)->max_ts))
                                 break;
                 if (i == n)
                         return -ERANGE;
@@ -803,7 +813,7 @@ static int read_mem(struct log_partition *p, struct log_read *r, uint64_t min_s)
                     got + d->len > r->buf_cap)
                         break;
                 if (!got)
-                        r->offset_found = d->base;
+                        r->offset_found = found_offset(p, r, d->base);
                 ring_get(p, d->s, (uint8_t *)r->buf + got, d->len);
                 got += d->len;
         }
@@ -892,10 +902,10 @@ static void read_done(struct log_io_req *req, int res)
                         break;
                 }
                 if (start == UINT32_MAX) {
-                        if (batch_wanted(r, base + log_batch_last_delta(b),
+                        if (batch_wanted(p, r, base + log_batch_last_delta(b),
                                          log_batch_max_timestamp(b))) {
                                 start = (uint32_t)(pos - from);
-                                r->offset_found = base;
+                                r->offset_found = found_offset(p, r, base);
                         }
                 } else if (got + len > r->max_bytes) {
                         break;
@@ -941,7 +951,8 @@ int log_read_submit(struct log_partition *p, struct log_read *r)
         if (r->by_time) {
                 s = NULL;
                 for (uint32_t i = 0; i < p->nsegs; i++)
-                        if (p->segs[i]->max_ts >= r->timestamp && p->segs[i]->size) {
+                        if (p->segs[i]->max_ts >= r->timestamp && p->segs[i]->size &&
+                            p->segs[i]->next > p->start_offset) {
                                 s = p->segs[i];
                                 break;
                         }

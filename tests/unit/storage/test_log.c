@@ -168,6 +168,41 @@ static void test_by_time(void **state)
         st_part_free(&s);
 }
 
+/* ListOffsets by timestamp after the start offset moved forward (a trim
+ * into the middle of a batch, segments still on disk below it): the answer
+ * is never a trimmed offset. A timestamp below everything retained answers
+ * the first retained offset, from memory and from disk alike. */
+static void test_by_time_below_trim_point(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        s.cfg.ring_bytes = 1 << 20; /* pass 0 answers from memory */
+        st_part_open(&s);
+        for (int i = 0; i < 200; i++)
+                st_append_ok(&s, 5, 500, 1000 + 10 * i); /* batch i: offsets 5i..5i+4 */
+        st_drain(s.o);
+        const int64_t trim = 5 * 150 + 2; /* inside batch 150, past whole segments */
+        assert_int_equal(log_trim(s.p, trim), 0);
+        st_drain(s.o);
+        assert_int_equal(log_start_offset(s.p), trim);
+        for (int pass = 0; pass < 2; pass++) { /* memory, then disk */
+                struct log_read r;
+                assert_true(st_read(&s, &r, 0, true, 0, 1) > 0);
+                assert_int_equal(r.offset_found, trim);
+                assert_true(st_read(&s, &r, 0, true, 1000 + 10 * 20, 1) > 0);
+                assert_int_equal(r.offset_found, trim);
+                assert_true(st_read(&s, &r, 0, true, 1000 + 10 * 149 + 5, 1) > 0);
+                assert_int_equal(r.offset_found, trim);
+                assert_true(st_read(&s, &r, 0, true, 1000 + 10 * 151, 1) > 0);
+                assert_int_equal(r.offset_found, 5 * 151);
+                assert_int_equal(st_read(&s, &r, 0, true, 1000 + 10 * 200, 1), -ERANGE);
+                st_part_reopen(&s);
+                assert_int_equal(log_start_offset(s.p), trim);
+        }
+        st_part_free(&s);
+}
+
 struct woke {
         int n;
         int64_t hw;
@@ -483,6 +518,7 @@ int main(void)
             cmocka_unit_test(test_append_read),
             cmocka_unit_test(test_roll_and_index_boundaries),
             cmocka_unit_test(test_by_time),
+            cmocka_unit_test(test_by_time_below_trim_point),
             cmocka_unit_test(test_visibility_and_waits),
             cmocka_unit_test(test_retention_and_trim),
             cmocka_unit_test(test_single_tail_write_out_of_order),
