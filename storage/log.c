@@ -561,7 +561,7 @@ static int roll(struct log_partition *p, uint64_t now_ms)
         s->created_ms = now_ms;
         int rc = log_segs_push(p, s);
         if (rc < 0) {
-                unlinkat(p->dirfd, s->unlink_name[0], 0);
+                p->o->io->ops->unlink_now(p->o->io, p->dirfd, s->unlink_name[0]);
                 log_seg_put(s);
                 return rc;
         }

@@ -56,6 +56,11 @@ struct log_io_ops {
          * recovery, snapshot). Return an fd / 0 or -errno. */
         int (*open)(struct log_io *io, int dirfd, const char *name, int flags, mode_t mode);
         int (*fsync_now)(struct log_io *io, int fd);
+        /* unlinkat(dirfd, name, 0) and renameat within one directory: they
+         * go through the seam so the fake can undo what no directory fsync
+         * covered. */
+        int (*unlink_now)(struct log_io *io, int dirfd, const char *name);
+        int (*rename_now)(struct log_io *io, int dirfd, const char *from, const char *to);
         void (*destroy)(struct log_io *io);
 };
 
@@ -88,7 +93,8 @@ void log_io_fake_set_order(struct log_io *io, int mode);
 void log_io_fake_fail(struct log_io *io, int op, int err, int skip, int count);
 /* Simulated power cut: drop every request in flight without running its
  * callback, put each tracked file back to what its last completed fsync
- * covered and remove files whose directory entry was never fsynced. */
+ * covered, and put each directory back to what its last completed fsync
+ * covered: creates, unlinks and renames after it are undone. */
 void log_io_fake_power_cut(struct log_io *io);
 struct log_io_fake_stats {
         uint64_t writes, fsyncs, reads, overlap_violations, max_inflight_writes_per_fd;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -152,6 +153,18 @@ static int uio_fsync_now(struct log_io *io, int fd)
         return fsync(fd) < 0 ? -errno : 0;
 }
 
+static int uio_unlink_now(struct log_io *io, int dirfd, const char *name)
+{
+        (void)io;
+        return unlinkat(dirfd, name, 0) < 0 ? -errno : 0;
+}
+
+static int uio_rename_now(struct log_io *io, int dirfd, const char *from, const char *to)
+{
+        (void)io;
+        return renameat(dirfd, from, dirfd, to) < 0 ? -errno : 0;
+}
+
 static void uio_destroy(struct log_io *io)
 {
         struct uio *u = (struct uio *)io;
@@ -169,6 +182,8 @@ static const struct log_io_ops uio_ops = {
     .wait = uio_wait,
     .open = uio_open,
     .fsync_now = uio_fsync_now,
+    .unlink_now = uio_unlink_now,
+    .rename_now = uio_rename_now,
     .destroy = uio_destroy,
 };
 

@@ -571,16 +571,17 @@ int log_part_load(struct log_partition *p)
                 } else {
                         uint64_t from = had_index ? s->size : 0;
                         if (s == tail || !had_index) {
-                                unlinkat(p->dirfd, s->unlink_name[1], 0);
-                                unlinkat(p->dirfd, s->unlink_name[2], 0);
+                                io->ops->unlink_now(io, p->dirfd, s->unlink_name[1]);
+                                io->ops->unlink_now(io, p->dirfd, s->unlink_name[2]);
                         }
                         seg_scan(p, s, &sb, had_index);
                         if (s != tail && s->next != p->segs[i + 1]->base) {
                                 if (recent && (i == 0 || s->base == p->segs[i - 1]->next)) {
                                         for (uint32_t j = i + 1; j < p->nsegs; j++) {
                                                 for (int k = 0; k < 3; k++)
-                                                        unlinkat(p->dirfd,
-                                                                 p->segs[j]->unlink_name[k], 0);
+                                                        io->ops->unlink_now(
+                                                            io, p->dirfd,
+                                                            p->segs[j]->unlink_name[k]);
                                                 log_seg_put(p->segs[j]);
                                         }
                                         p->nsegs = i + 1;
