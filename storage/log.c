@@ -432,7 +432,8 @@ static bool part_needs_work(const struct log_partition *p)
         return p->cfg.durability != LOG_DURABILITY_NONE && p->s_written > p->s_synced;
 }
 
-int log_owner_poll(struct log_owner *o)
+/* log_owner_poll without the final hand-over to the kernel. */
+static int owner_step(struct log_owner *o)
 {
         int n = o->io->ops->reap(o->io);
         if (n < 0)
@@ -465,8 +466,27 @@ int log_owner_poll(struct log_owner *o)
                 for (struct log_partition *p = o->all; p; p = p->all_next)
                         log_retention_run(p, sl_realtime_ms());
         }
+        return n;
+}
+
+int log_owner_poll(struct log_owner *o)
+{
+        int n = owner_step(o);
+        if (n < 0)
+                return n;
         int rc = o->io->ops->flush(o->io);
         return rc < 0 ? rc : n;
+}
+
+int log_owner_poll_wait(struct log_owner *o)
+{
+        int n = owner_step(o);
+        if (n < 0)
+                return n;
+        /* The backend's wait submits what this step queued and blocks in
+         * the same system call. */
+        int rc = o->io->inflight ? o->io->ops->wait(o->io) : o->io->ops->flush(o->io);
+        return rc < 0 ? rc : n + rc;
 }
 
 bool log_owner_busy(const struct log_owner *o)
@@ -486,14 +506,9 @@ int log_owner_drain(struct log_owner *o)
                 work_add(p);
         int rc = 0;
         for (;;) {
-                rc = log_owner_poll(o);
+                rc = log_owner_poll_wait(o);
                 if (rc < 0 || !log_owner_busy(o))
                         break;
-                if (o->io->inflight) {
-                        rc = o->io->ops->wait(o->io);
-                        if (rc < 0)
-                                break;
-                }
         }
         o->draining = false;
         return rc < 0 ? rc : 0;

@@ -77,6 +77,10 @@ struct log_metrics *log_owner_metrics(struct log_owner *o);
  * dirty partition, retention when due, and hand the SQEs to the kernel.
  * Returns the number of completions handled. */
 int log_owner_poll(struct log_owner *o);
+/* Tools, tests and owners of their own ring: the same step, then block
+ * until at least one request completes (its callback has run), submitting
+ * and waiting in one io_uring_enter. */
+int log_owner_poll_wait(struct log_owner *o);
 /* True while any partition has I/O in flight or data not yet written. */
 bool log_owner_busy(const struct log_owner *o);
 /* Tools and tests: poll until nothing is in flight, blocking in the io. */

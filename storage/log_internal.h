@@ -13,8 +13,8 @@
 #error "index files are little-endian host structs"
 #endif
 
-#define LOG_WSEGS  4 /* segments that may still have writes or syncs pending */
-#define LOG_WRITES 8 /* writes in flight per partition */
+#define LOG_WSEGS  4  /* segments that may still have writes or syncs pending */
+#define LOG_WRITES 16 /* writes in flight per partition: the raw baseline peaks at QD16 */
 
 struct log_idx {
         uint32_t rel;      /* offset - segment base */

@@ -123,20 +123,30 @@ static int uio_reap(struct log_io *io)
         return n;
 }
 
+/* Submit what is queued and wait for a completion in one io_uring_enter
+ * (plus one per SQ-full of backlog). */
 static int uio_wait(struct log_io *io)
 {
         struct uio *u = (struct uio *)io;
-        struct io_uring_cqe *cqe;
         if (!u->owned)
                 return -EINVAL;
-        int rc = uio_flush(io);
-        if (rc < 0)
-                return rc;
-        if (io->inflight == 0)
-                return 0;
-        rc = io_uring_wait_cqe(u->ring, &cqe);
-        if (rc < 0)
-                return rc;
+        if (io->inflight == 0) {
+                int rc = uio_flush(io);
+                return rc < 0 ? rc : 0;
+        }
+        for (;;) {
+                while (u->backlog && uio_prep(u, u->backlog)) {
+                        u->backlog = u->backlog->next;
+                        if (!u->backlog)
+                                u->backlog_tail = NULL;
+                }
+                int rc = io_uring_submit_and_wait(u->ring, u->backlog ? 0 : 1);
+                if (rc < 0 && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
+                        return rc;
+                /* With a backlog left, reaping below makes room first. */
+                if (!u->backlog || rc <= 0)
+                        break;
+        }
         return uio_reap(io);
 }
 
