@@ -446,6 +446,9 @@ static int owner_step(struct log_owner *o)
                 struct log_partition *p = list;
                 list = p->work_next;
                 p->in_work = false;
+                /* the active segment's index grows here, a chunk ahead of
+                 * the appends that fill it (half a chunk left at least) */
+                log_seg_idx_reserve(ws_active(p)->seg, LOG_IDX_CHUNK / 2);
                 issue_writes(p);
                 if (sync_due(p, now_ns)) {
                         issue_sync(p, now_ns);
@@ -649,10 +652,23 @@ int log_append(struct log_partition *p, const void *batch, uint32_t len, log_app
         }
 
         if (seg->nidx == 0 ||
-            seg->size - seg->idx[seg->nidx - 1].pos >= p->cfg.index_interval_bytes) {
-                rc = log_seg_idx_push(seg, (uint32_t)(base - seg->base), (uint32_t)seg->size,
-                                      seg->max_ts);
-                SL_ASSERT(rc == 0); /* grows rarely; out of memory here is fatal */
+            seg->size - log_seg_idx(seg, seg->nidx - 1)->pos >= p->cfg.index_interval_bytes) {
+                /* Room was reserved by the poll step. Only a burst of
+                 * hundreds of indexed appends with no poll step between
+                 * outruns it: then one chunk is allocated here (never a
+                 * copy). Reads size their disk reads by the index interval,
+                 * so an entry is never skipped. */
+                if ((uint64_t)seg->nidx == (uint64_t)seg->nchunks * LOG_IDX_CHUNK) {
+                        LOG_STAT_ADD(m, index_grows_on_append, 1);
+                        if (log_seg_idx_reserve(seg, 1) < 0) {
+                                LOG_STAT_ADD(m, append_errors, 1);
+                                return -ENOMEM; /* nothing of this batch is visible */
+                        }
+                }
+                *log_seg_idx(seg, seg->nidx++) =
+                    (struct log_idx){.rel = (uint32_t)(base - seg->base),
+                                     .pos = (uint32_t)seg->size,
+                                     .ts_before = seg->max_ts};
         }
         struct log_bdir *d;
         if (p->nbdir == p->bdir_cap) {
@@ -750,14 +766,15 @@ static uint32_t idx_lookup(const struct log_seg *s, const struct log_read *r)
                 return 0;
         while (hi - lo > 1) {
                 uint32_t mid = (lo + hi) / 2;
-                bool before = r->by_time ? s->idx[mid].ts_before < r->timestamp
-                                         : (int64_t)s->idx[mid].rel <= r->offset - s->base;
+                const struct log_idx *x = log_seg_idx(s, mid);
+                bool before = r->by_time ? x->ts_before < r->timestamp
+                                         : (int64_t)x->rel <= r->offset - s->base;
                 if (before)
                         lo = mid;
                 else
                         hi = mid;
         }
-        return s->idx[lo].pos;
+        return log_seg_idx(s, lo)->pos;
 }
 
 /* Bytes of segment s that are on disk (reads never see unwritten bytes). */

@@ -55,6 +55,9 @@ struct log_metrics {
         _Atomic uint64_t reads_mem, reads_disk, read_bytes;
         _Atomic uint64_t io_errors, segments_rolled, segments_deleted, waits_woken;
         _Atomic uint64_t recovery_scanned_bytes; /* read by recovery scans at open */
+        /* index chunks an append had to allocate (the poll step reserves
+         * them ahead; nonzero means a burst outran it) */
+        _Atomic uint64_t index_grows_on_append;
         /* ack latency: bucket i counts acks in [2^i, 2^(i+1)) microseconds */
         _Atomic uint64_t ack_latency_us[LOG_LAT_BUCKETS];
 };

@@ -36,6 +36,13 @@ struct log_seg *log_seg_new(struct log_partition *p, int64_t base)
         snprintf(s->unlink_name[0], sizeof(s->unlink_name[0]), "%s.log", s->name);
         snprintf(s->unlink_name[1], sizeof(s->unlink_name[1]), "%s.index", s->name);
         snprintf(s->unlink_name[2], sizeof(s->unlink_name[2]), "%s.timeindex", s->name);
+        /* The first entry (offset base at position 0) must always exist:
+         * lookups below every other entry answer position 0 from it. */
+        if (log_seg_idx_reserve(s, LOG_IDX_CHUNK / 2) < 0) {
+                free(s->idx_chunk);
+                free(s);
+                return NULL;
+        }
         return s;
 }
 
@@ -51,22 +58,39 @@ void log_seg_put(struct log_seg *s)
                         close(s->ix_fd[i]);
                 free(s->ix_buf[i]);
         }
-        free(s->idx);
+        for (uint32_t i = 0; i < s->nchunks; i++)
+                free(s->idx_chunk[i]);
+        free(s->idx_chunk);
         free(s);
+}
+
+int log_seg_idx_reserve(struct log_seg *s, uint32_t room)
+{
+        while ((uint64_t)s->nchunks * LOG_IDX_CHUNK < (uint64_t)s->nidx + room) {
+                if (s->nchunks == s->chunks_cap) {
+                        /* pointers only: a few hundred bytes per segment */
+                        uint32_t cap = s->chunks_cap ? s->chunks_cap * 2 : 4;
+                        struct log_idx **n = realloc(s->idx_chunk, sizeof(*n) * cap);
+                        if (!n)
+                                return -ENOMEM;
+                        s->idx_chunk = n;
+                        s->chunks_cap = cap;
+                }
+                struct log_idx *c = malloc(sizeof(*c) * LOG_IDX_CHUNK);
+                if (!c)
+                        return -ENOMEM;
+                s->idx_chunk[s->nchunks++] = c;
+        }
+        return 0;
 }
 
 int log_seg_idx_push(struct log_seg *s, uint32_t rel, uint32_t pos, int64_t ts_before)
 {
-        if (s->nidx == s->idx_cap) {
-                /* Doubling: a handful of reallocations per segment life. */
-                uint32_t cap = s->idx_cap ? s->idx_cap * 2 : 256;
-                struct log_idx *n = realloc(s->idx, sizeof(*n) * cap);
-                if (!n)
-                        return -ENOMEM;
-                s->idx = n;
-                s->idx_cap = cap;
-        }
-        s->idx[s->nidx++] = (struct log_idx){.rel = rel, .pos = pos, .ts_before = ts_before};
+        int rc = log_seg_idx_reserve(s, 1);
+        if (rc < 0)
+                return rc;
+        *log_seg_idx(s, s->nidx++) =
+            (struct log_idx){.rel = rel, .pos = pos, .ts_before = ts_before};
         return 0;
 }
 
@@ -101,7 +125,7 @@ struct ix_cut {
 static size_t idx_encode(const struct log_seg *s, const struct ix_cut *c, int which, uint8_t **out)
 {
         uint32_t k = 0;
-        while (k < s->nidx && s->idx[k].pos < c->size)
+        while (k < s->nidx && log_seg_idx(s, k)->pos < c->size)
                 k++;
         size_t esz = which == 0 ? 8 : 12, n = (size_t)k + 1;
         uint8_t *b = malloc(esz * n);
@@ -110,13 +134,14 @@ static size_t idx_encode(const struct log_seg *s, const struct ix_cut *c, int wh
         for (size_t i = 0; i <= k; i++) {
                 uint8_t *e = b + i * esz;
                 bool end = i == k;
-                uint32_t rel = end ? IDX_END : s->idx[i].rel;
+                const struct log_idx *x = end ? NULL : log_seg_idx(s, (uint32_t)i);
+                uint32_t rel = end ? IDX_END : x->rel;
                 if (which == 0) {
-                        uint32_t pos = end ? (uint32_t)c->size : s->idx[i].pos;
+                        uint32_t pos = end ? (uint32_t)c->size : x->pos;
                         memcpy(e, &rel, 4);
                         memcpy(e + 4, &pos, 4);
                 } else {
-                        int64_t ts = end ? c->max_ts : s->idx[i].ts_before;
+                        int64_t ts = end ? c->max_ts : x->ts_before;
                         uint32_t r = end ? (uint32_t)(c->next - s->base) : rel;
                         memcpy(e, &ts, 8);
                         memcpy(e + 8, &r, 4);
@@ -242,7 +267,8 @@ static bool idx_load(struct log_partition *p, struct log_seg *s)
                 memcpy(&trel, t + i * 12 + 8, 4);
                 if (trel != rel || pos >= size || rel >= next_rel)
                         goto out;
-                if (i == 0 ? (rel || pos) : (rel <= s->idx[i - 1].rel || pos <= s->idx[i - 1].pos))
+                const struct log_idx *prev = i ? log_seg_idx(s, (uint32_t)i - 1) : NULL;
+                if (i == 0 ? (rel || pos) : (rel <= prev->rel || pos <= prev->pos))
                         goto out;
                 if (log_seg_idx_push(s, rel, pos, ts) < 0)
                         goto out;
@@ -335,7 +361,8 @@ static uint64_t seg_scan(struct log_partition *p, struct log_seg *s, struct scan
                 if (log_batch_validate(b, len, (uint32_t)(sb->cap - B)) < 0 ||
                     log_batch_base_offset(b) != expect)
                         break;
-                if (s->nidx == 0 || pos - s->idx[s->nidx - 1].pos >= p->cfg.index_interval_bytes)
+                if (s->nidx == 0 ||
+                    pos - log_seg_idx(s, s->nidx - 1)->pos >= p->cfg.index_interval_bytes)
                         if (log_seg_idx_push(s, (uint32_t)(expect - s->base), (uint32_t)pos,
                                              s->max_ts) < 0)
                                 break;

@@ -142,6 +142,39 @@ static void test_roll_and_index_boundaries(void **state)
         st_part_free(&s);
 }
 
+/* The in-memory index grows by chunks that the poll step reserves ahead:
+ * appends with a poll step between them never allocate; a burst with no
+ * poll that outruns the reserve allocates a chunk (counted, never a copy).
+ * Either way every offset reads back, from memory and from disk. */
+static void test_index_grows_ahead_of_appends(void **state)
+{
+        (void)state;
+        for (int burst = 0; burst < 2; burst++) {
+                struct st_part s;
+                st_part_init(&s, uring());
+                s.cfg.index_interval_bytes = 1; /* an entry per batch */
+                s.cfg.segment_bytes = 16 << 20;
+                s.cfg.ring_bytes = 4 << 20;
+                s.cfg.max_pending = 4096;
+                st_part_open(&s);
+                for (int i = 0; i < 3000; i++) {
+                        assert_int_equal(st_append(&s, 1, 20, 1000 + i), 0);
+                        if (!burst)
+                                log_owner_poll(s.o);
+                }
+                st_drain(s.o);
+                uint64_t grows = log_owner_metrics(s.o)->index_grows_on_append;
+                if (burst)
+                        assert_true(grows > 0);
+                else
+                        assert_int_equal(grows, 0);
+                check_all_offsets(&s);
+                st_part_reopen(&s);
+                check_all_offsets(&s);
+                st_part_free(&s);
+        }
+}
+
 static void test_by_time(void **state)
 {
         (void)state;
@@ -517,6 +550,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_append_read),
             cmocka_unit_test(test_roll_and_index_boundaries),
+            cmocka_unit_test(test_index_grows_ahead_of_appends),
             cmocka_unit_test(test_by_time),
             cmocka_unit_test(test_by_time_below_trim_point),
             cmocka_unit_test(test_visibility_and_waits),
