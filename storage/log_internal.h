@@ -38,7 +38,7 @@ struct log_seg {
         uint32_t refs; /* the segment list, plus reads, index writes, unlinks in flight */
         bool deleted;
         char name[24]; /* 20-digit base offset */
-        struct log_io_req falloc_req, seal_sync_req;
+        struct log_io_req falloc_req, seal_sync_req, open_req;
         uint64_t alloc_end; /* bytes fallocated so far */
         uint64_t rp_size;   /* last recovery point written */
         bool alloc_inflight;

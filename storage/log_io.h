@@ -20,6 +20,7 @@ enum log_io_op {
         LOG_IO_FSYNC,     /* fsync(fd): directories */
         LOG_IO_FALLOCATE, /* fallocate(fd, 0, off, len) */
         LOG_IO_UNLINK,    /* unlinkat(fd, path, 0) */
+        LOG_IO_OPENAT,    /* openat(fd, path, open_flags, open_mode); res: the new fd */
 };
 
 struct log_io_req;
@@ -35,6 +36,8 @@ struct log_io_req {
         uint32_t len;
         uint64_t off;
         const char *path;
+        int open_flags;
+        uint32_t open_mode;
         log_io_cb cb;
         struct log_io_req *next; /* backend-private queue link */
 };
@@ -98,6 +101,7 @@ void log_io_fake_fail(struct log_io *io, int op, int err, int skip, int count);
 void log_io_fake_power_cut(struct log_io *io);
 struct log_io_fake_stats {
         uint64_t writes, fsyncs, reads, overlap_violations, max_inflight_writes_per_fd;
+        uint64_t opens_sync, opens_async;
 };
 void log_io_fake_stats(struct log_io *io, struct log_io_fake_stats *st);
 

@@ -262,6 +262,8 @@ static int ns_unlink(struct fio *f, int dirfd, const char *name)
         return 0;
 }
 
+static int fake_openat(struct fio *f, int dirfd, const char *name, int flags, mode_t mode);
+
 static int perform(struct fio *f, struct fent *e)
 {
         struct log_io_req *r = e->req;
@@ -294,6 +296,9 @@ static int perform(struct fio *f, struct fent *e)
                 return fallocate(r->fd, 0, (off_t)r->off, r->len) < 0 ? -errno : 0;
         case LOG_IO_UNLINK:
                 return ns_unlink(f, r->fd, r->path);
+        case LOG_IO_OPENAT:
+                f->st.opens_async++;
+                return fake_openat(f, r->fd, r->path, r->open_flags, (mode_t)r->open_mode);
         }
         return -EINVAL;
 }
@@ -371,6 +376,12 @@ static int fake_wait(struct log_io *io)
 static int fake_open(struct log_io *io, int dirfd, const char *name, int flags, mode_t mode)
 {
         struct fio *f = (struct fio *)io;
+        f->st.opens_sync++;
+        return fake_openat(f, dirfd, name, flags, mode);
+}
+
+static int fake_openat(struct fio *f, int dirfd, const char *name, int flags, mode_t mode)
+{
         bool existed = faccessat(dirfd, name, F_OK, 0) == 0;
         int fd = openat(dirfd, name, flags | O_CLOEXEC, mode);
         if (fd < 0)

@@ -45,6 +45,9 @@ static bool uio_prep(struct uio *u, struct log_io_req *r)
         case LOG_IO_UNLINK:
                 io_uring_prep_unlinkat(sqe, r->fd, r->path, 0);
                 break;
+        case LOG_IO_OPENAT:
+                io_uring_prep_openat(sqe, r->fd, r->path, r->open_flags | O_CLOEXEC, r->open_mode);
+                break;
         default:
                 SL_ASSERT(!"bad log_io op");
         }

@@ -151,52 +151,61 @@ static size_t idx_encode(const struct log_seg *s, const struct ix_cut *c, int wh
         return esz * n;
 }
 
-static void ix_done(struct log_seg *s, int i)
+/* An index file is an async openat, then one write from ix_buf (req->buf
+ * and req->len carry it across). A failure anywhere only loses the file:
+ * a lost index is rebuilt at open. */
+static void ix_step(struct log_seg *s, int i, struct log_io_req *req, int res)
 {
-        close(s->ix_fd[i]);
+        if (req->op == LOG_IO_OPENAT && res >= 0) {
+                s->ix_fd[i] = res;
+                *req = (struct log_io_req){.op = LOG_IO_WRITE,
+                                           .fd = res,
+                                           .buf = req->buf,
+                                           .len = req->len,
+                                           .off = 0,
+                                           .cb = req->cb};
+                log_io_submit(s->p->o->io, req);
+                return;
+        }
+        if (s->ix_fd[i] >= 0)
+                close(s->ix_fd[i]);
         s->ix_fd[i] = -1;
         free(s->ix_buf[i]);
         s->ix_buf[i] = NULL;
         log_seg_put(s);
 }
 
-static void ix0_done(struct log_io_req *req, int res)
+static void ix0_step(struct log_io_req *req, int res)
 {
-        (void)res; /* a lost index is rebuilt at open */
-        ix_done(SL_CONTAINER_OF(req, struct log_seg, ix_req[0]), 0);
+        ix_step(SL_CONTAINER_OF(req, struct log_seg, ix_req[0]), 0, req, res);
 }
 
-static void ix1_done(struct log_io_req *req, int res)
+static void ix1_step(struct log_io_req *req, int res)
 {
-        (void)res;
-        ix_done(SL_CONTAINER_OF(req, struct log_seg, ix_req[1]), 1);
+        ix_step(SL_CONTAINER_OF(req, struct log_seg, ix_req[1]), 1, req, res);
 }
 
 static void write_index_async(struct log_partition *p, struct log_seg *s, const struct ix_cut *c)
 {
         struct log_io *io = p->o->io;
-        if (s->ix_fd[0] >= 0 || s->ix_fd[1] >= 0)
+        if (s->ix_buf[0] || s->ix_buf[1])
                 return; /* one in flight: a hint, the next open rescans */
         for (int i = 0; i < 2; i++) {
                 uint8_t *b;
                 size_t n = idx_encode(s, c, i, &b);
                 if (!n)
                         continue;
-                int fd = io->ops->open(io, p->dirfd, s->unlink_name[i + 1],
-                                       O_WRONLY | O_CREAT | O_TRUNC, 0644);
-                if (fd < 0) {
-                        free(b);
-                        continue;
-                }
-                s->ix_fd[i] = fd;
                 s->ix_buf[i] = b;
                 s->refs++;
-                s->ix_req[i] = (struct log_io_req){.op = LOG_IO_WRITE,
-                                                   .fd = fd,
+                /* no openat on the worker: the create runs in the ring too */
+                s->ix_req[i] = (struct log_io_req){.op = LOG_IO_OPENAT,
+                                                   .fd = p->dirfd,
+                                                   .path = s->unlink_name[i + 1],
+                                                   .open_flags = O_WRONLY | O_CREAT | O_TRUNC,
+                                                   .open_mode = 0644,
                                                    .buf = b,
                                                    .len = (uint32_t)n,
-                                                   .off = 0,
-                                                   .cb = i == 0 ? ix0_done : ix1_done};
+                                                   .cb = i == 0 ? ix0_step : ix1_step};
                 log_io_submit(io, &s->ix_req[i]);
         }
 }
