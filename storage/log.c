@@ -232,6 +232,18 @@ static void write_done(struct log_io_req *req, int res)
         w->res = res;
         if (p->tail_w == w)
                 p->tail_w = NULL;
+        if (p->held_w && p->held_after == w) {
+                /* The block is free: its rewrite goes now, unless the
+                 * partition failed (then it completes as failed). */
+                struct log_write *h = p->held_w;
+                p->held_w = p->held_after = NULL;
+                if (p->err || res < 0) {
+                        h->done = true;
+                        h->res = res < 0 ? res : p->err;
+                } else {
+                        log_io_submit(p->o->io, &h->req);
+                }
+        }
         if (res >= 0) {
                 LOG_STAT_ADD(&p->o->m, writes, 1);
                 LOG_STAT_ADD(&p->o->m, write_bytes, (uint64_t)res);
@@ -280,13 +292,31 @@ static void issue_writes(struct log_partition *p)
                 }
                 if (ws->seg->fd < 0)
                         break; /* a rolled segment's file is still being created */
-                /* The single-tail-write rule: the block holding s_sub was part of
-                 * a write still in flight; the device does not order
-                 * overlapping writes, so wait and merge into the next one. */
-                if (p->s_sub % B && p->tail_w)
-                        break;
                 uint64_t from = log_align_down(p->s_sub, B);
                 uint64_t data_end = SL_MIN(p->s_end, ws->send);
+                /* The single-tail-write rule: the block holding s_sub was part of
+                 * a write still in flight; the device does not order
+                 * overlapping writes. When data goes past that block, its
+                 * rewrite is queued now but held until the tail write
+                 * completes, and the full blocks after it go at once;
+                 * otherwise wait and merge into the next write. */
+                if (p->s_sub % B && p->tail_w) {
+                        if (p->held_w || data_end < from + B || p->nw + 2 > LOG_WRITES)
+                                break;
+                        struct log_write *h = &p->w[(p->w_head + p->nw) % LOG_WRITES];
+                        p->nw++;
+                        *h = (struct log_write){.p = p, .s_from = from, .s_data_end = from + B};
+                        h->req = (struct log_io_req){.op = LOG_IO_WRITE,
+                                                     .fd = ws->seg->fd,
+                                                     .buf = p->ring + from % R,
+                                                     .len = B,
+                                                     .off = from - ws->sbase,
+                                                     .cb = write_done};
+                        p->held_w = h;
+                        p->held_after = p->tail_w;
+                        p->s_sub = from + B;
+                        continue;
+                }
                 uint64_t to = log_align_up(data_end, B);
                 uint64_t wrap = from - from % R + R;
                 if (to > wrap)

@@ -106,6 +106,10 @@ struct log_partition {
         struct log_write w[LOG_WRITES];
         uint32_t w_head, nw;
         struct log_write *tail_w; /* in-flight write ending in a partial block */
+        /* The rewrite of a tail write's last block, queued (in order) but
+         * held until that write (held_after) completes, so the full blocks
+         * after it need not wait. tail_w may move on to a later block. */
+        struct log_write *held_w, *held_after;
         struct log_sync syncs[LOG_WSEGS + 1];
         uint32_t sync_inflight;
         uint64_t sync_target;

@@ -89,7 +89,8 @@ int log_io_uring_complete(struct log_io *io, const struct io_uring_cqe *cqe);
 
 /* Fake backend for tests: see log_io_fake.c. */
 struct log_io *log_io_fake_create(uint64_t seed);
-/* Completion order: 0 FIFO, 1 random subset in random order (default). */
+/* Completion order: 0 FIFO, 1 random subset in random order (default),
+ * 2 held: a poll completes nothing, each wait the oldest request only. */
 void log_io_fake_set_order(struct log_io *io, int mode);
 /* Fail the next `count` requests of `op` (0 = any data op) with -err, after
  * `skip` matching ones succeed. count < 0: fail forever. */

@@ -332,7 +332,7 @@ static int run(struct fio *f, bool at_least_one)
         struct fent **keep = malloc(sizeof(*keep) * (size_t)n);
         int nkeep = 0;
         for (i = 0; i < n; i++) {
-                if (f->order == 0 || (fake_rand(f) & 1))
+                if (f->order == 0 || (f->order == 1 && (fake_rand(f) & 1)))
                         v[chosen++] = v[i];
                 else
                         keep[nkeep++] = v[i];
@@ -349,7 +349,7 @@ static int run(struct fio *f, bool at_least_one)
                 f->q = keep[0];
                 f->q_tail = keep[nkeep - 1];
         }
-        if (f->order)
+        if (f->order == 1)
                 for (i = chosen - 1; i > 0; i--) {
                         int j = (int)(fake_rand(f) % (uint64_t)(i + 1));
                         struct fent *t = v[i];

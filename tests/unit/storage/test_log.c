@@ -222,6 +222,34 @@ static void test_roll_opens_segment_async(void **state)
         st_part_free(&s);
 }
 
+/* A tail write in flight holds back only its own block: the full blocks
+ * of a later append go at once, and the block's rewrite follows when the
+ * tail write completes (never two writes on one block in flight). */
+static void test_full_blocks_pass_a_tail_write_in_flight(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, log_io_fake_create(3));
+        s.cfg.max_write_bytes = 1 << 20;
+        st_part_open(&s);
+        log_io_fake_set_order(s.io, 2);
+        assert_int_equal(st_append(&s, 1, 100, 1), 0); /* ends mid-block */
+        log_owner_poll(s.o);
+        assert_int_equal(st_append(&s, 2, 6000, 2), 0); /* spans 3 more blocks */
+        log_owner_poll(s.o);
+        struct log_io_fake_stats st;
+        log_io_fake_stats(s.io, &st);
+        assert_int_equal(st.max_inflight_writes_per_fd, 2);
+        st_drain(s.o);
+        log_io_fake_stats(s.io, &st);
+        assert_int_equal(st.overlap_violations, 0);
+        assert_true(s.b[0].acked && s.b[1].acked);
+        check_all_offsets(&s);
+        st_part_reopen(&s);
+        check_all_offsets(&s);
+        st_part_free(&s);
+}
+
 static void test_by_time(void **state)
 {
         (void)state;
@@ -599,6 +627,7 @@ int main(void)
             cmocka_unit_test(test_roll_and_index_boundaries),
             cmocka_unit_test(test_index_grows_ahead_of_appends),
             cmocka_unit_test(test_roll_opens_segment_async),
+            cmocka_unit_test(test_full_blocks_pass_a_tail_write_in_flight),
             cmocka_unit_test(test_by_time),
             cmocka_unit_test(test_by_time_below_trim_point),
             cmocka_unit_test(test_visibility_and_waits),
