@@ -1286,10 +1286,19 @@ int log_partition_resume(struct log_partition *p)
 
 /* Preallocation runs a step ahead of the writes: O_DIRECT writes that
  * extend a file are slow (MACHINE-FACTS), and a whole segment per partition
- * up front would claim segment_bytes x partitions of disk. */
+ * up front would claim segment_bytes x partitions of disk. Steps start at
+ * LOG_PREALLOC_FIRST_BYTES and double up to prealloc_bytes: an idle
+ * partition claims 1 MiB, not 64 MiB (1,000 of them: 1 GB, not 64 GB), and
+ * a busy segment reaches full steps after its first 64 MiB. */
+uint64_t log_prealloc_step(const struct log_partition *p, uint64_t alloc_end)
+{
+        uint64_t max_step = p->cfg.prealloc_bytes ? p->cfg.prealloc_bytes : p->cfg.segment_bytes;
+        return SL_MIN(max_step, SL_MAX((uint64_t)LOG_PREALLOC_FIRST_BYTES, alloc_end));
+}
+
 void log_seg_prealloc(struct log_partition *p, struct log_seg *s)
 {
-        uint64_t step = p->cfg.prealloc_bytes ? p->cfg.prealloc_bytes : p->cfg.segment_bytes;
+        uint64_t step = log_prealloc_step(p, s->alloc_end);
         if (!p->cfg.preallocate || s->fd < 0 || s->alloc_inflight ||
             s->alloc_end >= p->cfg.segment_bytes || s->size + step / 2 < s->alloc_end)
                 return;

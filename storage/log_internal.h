@@ -173,6 +173,9 @@ void log_seg_write_index_sync(struct log_partition *p, struct log_seg *s, bool d
 int log_segs_push(struct log_partition *p, struct log_seg *s);
 
 /* log.c */
+/* The next preallocation step for a segment allocated up to alloc_end. */
+#define LOG_PREALLOC_FIRST_BYTES (1u << 20)
+uint64_t log_prealloc_step(const struct log_partition *p, uint64_t alloc_end);
 void log_seg_prealloc(struct log_partition *p, struct log_seg *s);
 void log_seg_falloc_done(struct log_io_req *req, int res);
 

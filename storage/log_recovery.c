@@ -651,9 +651,7 @@ int log_part_load(struct log_partition *p)
         struct stat tst;
         tail->alloc_end = fstat(tail->fd, &tst) == 0 ? (uint64_t)tst.st_size : 0;
         if (created || tail->size == 0) {
-                uint64_t step =
-                    p->cfg.prealloc_bytes ? p->cfg.prealloc_bytes : p->cfg.segment_bytes;
-                step = SL_MIN(step, p->cfg.segment_bytes);
+                uint64_t step = SL_MIN(log_prealloc_step(p, 0), p->cfg.segment_bytes);
                 if (p->cfg.preallocate && tail->alloc_end < step &&
                     fallocate(tail->fd, 0, 0, (off_t)step) == 0)
                         tail->alloc_end = step;

@@ -620,6 +620,43 @@ static void test_prealloc_steps(void **state)
         st_part_free(&s);
 }
 
+/* An idle partition claims one small first step of disk, not a whole
+ * prealloc_bytes step; steps then double as the segment fills. */
+static void test_prealloc_starts_small(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        s.cfg.segment_bytes = 64 << 20;
+        s.cfg.prealloc_bytes = 8 << 20;
+        s.cfg.max_batch_bytes = 64 * 1024;
+        s.cfg.max_write_bytes = 1 << 20;
+        s.cfg.ring_bytes = 4 << 20;
+        st_part_open(&s);
+        assert_int_equal(file_size(s.dir, 0), 1 << 20);
+        /* a producer that waits for its acks now and then, so the
+         * asynchronous fallocates complete between appends */
+        for (int i = 0; i < 48; i++) { /* about 3 MiB */
+                st_append_ok(&s, 1, 64 * 1024 - 200, i);
+                if (i % 4 == 3)
+                        st_drain(s.o);
+        }
+        st_drain(s.o);
+        uint64_t sz = file_size(s.dir, 0);
+        assert_true(sz >= 4 << 20 && sz <= 8 << 20); /* 1 + 1 + 2 (+ 4) MiB */
+        for (int i = 0; i < 400; i++) {              /* 25 MiB more: full 8 MiB steps */
+                st_append_ok(&s, 1, 64 * 1024 - 200, i);
+                if (i % 4 == 3)
+                        st_drain(s.o);
+        }
+        st_drain(s.o);
+        sz = file_size(s.dir, 0);
+        assert_true(sz >= 28 << 20 && sz <= 40 << 20);
+        st_part_reopen(&s);
+        check_all_offsets(&s);
+        st_part_free(&s);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -637,6 +674,7 @@ int main(void)
             cmocka_unit_test(test_borrowed_ring),
             cmocka_unit_test(test_wake_latency),
             cmocka_unit_test(test_prealloc_steps),
+            cmocka_unit_test(test_prealloc_starts_small),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
