@@ -232,6 +232,18 @@ static void write_done(struct log_io_req *req, int res)
         w->res = res;
         if (p->tail_w == w)
                 p->tail_w = NULL;
+        if (p->held_w && p->held_after == w) {
+                /* The block is free: its rewrite goes now, unless the
+                 * partition failed (then it completes as failed). */
+                struct log_write *h = p->held_w;
+                p->held_w = p->held_after = NULL;
+                if (p->err || res < 0) {
+                        h->done = true;
+                        h->res = res < 0 ? res : p->err;
+                } else {
+                        log_io_submit(p->o->io, &h->req);
+                }
+        }
         if (res >= 0) {
                 LOG_STAT_ADD(&p->o->m, writes, 1);
                 LOG_STAT_ADD(&p->o->m, write_bytes, (uint64_t)res);
@@ -278,13 +290,33 @@ static void issue_writes(struct log_partition *p)
                         SL_ASSERT(ws_for(p, p->s_sub));
                         continue;
                 }
-                /* The single-tail-write rule: the block holding s_sub was part of
-                 * a write still in flight; the device does not order
-                 * overlapping writes, so wait and merge into the next one. */
-                if (p->s_sub % B && p->tail_w)
-                        break;
+                if (ws->seg->fd < 0)
+                        break; /* a rolled segment's file is still being created */
                 uint64_t from = log_align_down(p->s_sub, B);
                 uint64_t data_end = SL_MIN(p->s_end, ws->send);
+                /* The single-tail-write rule: the block holding s_sub was part of
+                 * a write still in flight; the device does not order
+                 * overlapping writes. When data goes past that block, its
+                 * rewrite is queued now but held until the tail write
+                 * completes, and the full blocks after it go at once;
+                 * otherwise wait and merge into the next write. */
+                if (p->s_sub % B && p->tail_w) {
+                        if (p->held_w || data_end < from + B || p->nw + 2 > LOG_WRITES)
+                                break;
+                        struct log_write *h = &p->w[(p->w_head + p->nw) % LOG_WRITES];
+                        p->nw++;
+                        *h = (struct log_write){.p = p, .s_from = from, .s_data_end = from + B};
+                        h->req = (struct log_io_req){.op = LOG_IO_WRITE,
+                                                     .fd = ws->seg->fd,
+                                                     .buf = p->ring + from % R,
+                                                     .len = B,
+                                                     .off = from - ws->sbase,
+                                                     .cb = write_done};
+                        p->held_w = h;
+                        p->held_after = p->tail_w;
+                        p->s_sub = from + B;
+                        continue;
+                }
                 uint64_t to = log_align_up(data_end, B);
                 uint64_t wrap = from - from % R + R;
                 if (to > wrap)
@@ -432,7 +464,8 @@ static bool part_needs_work(const struct log_partition *p)
         return p->cfg.durability != LOG_DURABILITY_NONE && p->s_written > p->s_synced;
 }
 
-int log_owner_poll(struct log_owner *o)
+/* log_owner_poll without the final hand-over to the kernel. */
+static int owner_step(struct log_owner *o)
 {
         int n = o->io->ops->reap(o->io);
         if (n < 0)
@@ -445,6 +478,9 @@ int log_owner_poll(struct log_owner *o)
                 struct log_partition *p = list;
                 list = p->work_next;
                 p->in_work = false;
+                /* the active segment's index grows here, a chunk ahead of
+                 * the appends that fill it (half a chunk left at least) */
+                log_seg_idx_reserve(ws_active(p)->seg, LOG_IDX_CHUNK / 2);
                 issue_writes(p);
                 if (sync_due(p, now_ns)) {
                         issue_sync(p, now_ns);
@@ -465,8 +501,27 @@ int log_owner_poll(struct log_owner *o)
                 for (struct log_partition *p = o->all; p; p = p->all_next)
                         log_retention_run(p, sl_realtime_ms());
         }
+        return n;
+}
+
+int log_owner_poll(struct log_owner *o)
+{
+        int n = owner_step(o);
+        if (n < 0)
+                return n;
         int rc = o->io->ops->flush(o->io);
         return rc < 0 ? rc : n;
+}
+
+int log_owner_poll_wait(struct log_owner *o)
+{
+        int n = owner_step(o);
+        if (n < 0)
+                return n;
+        /* The backend's wait submits what this step queued and blocks in
+         * the same system call. */
+        int rc = o->io->inflight ? o->io->ops->wait(o->io) : o->io->ops->flush(o->io);
+        return rc < 0 ? rc : n + rc;
 }
 
 bool log_owner_busy(const struct log_owner *o)
@@ -486,14 +541,9 @@ int log_owner_drain(struct log_owner *o)
                 work_add(p);
         int rc = 0;
         for (;;) {
-                rc = log_owner_poll(o);
+                rc = log_owner_poll_wait(o);
                 if (rc < 0 || !log_owner_busy(o))
                         break;
-                if (o->io->inflight) {
-                        rc = o->io->ops->wait(o->io);
-                        if (rc < 0)
-                                break;
-                }
         }
         o->draining = false;
         return rc < 0 ? rc : 0;
@@ -541,9 +591,28 @@ static void put_be32(uint8_t *b, uint32_t v)
                 b[i] = (uint8_t)v;
 }
 
-/* Start a new segment at next_offset. Cold path: one openat, and an async
- * fallocate; the directory entry is made durable by the next sync round
- * before anything in the new file is acknowledged. */
+/* The new segment's file exists: its writes may go, and the directory
+ * entry joins the next sync round, so it is durable before anything in the
+ * file is acknowledged (no write reached it before now). */
+static void roll_open_done(struct log_io_req *req, int res)
+{
+        struct log_seg *s = SL_CONTAINER_OF(req, struct log_seg, open_req);
+        struct log_partition *p = s->p;
+        if (res < 0) {
+                part_fail(p, res);
+        } else {
+                s->fd = res;
+                p->dir_dirty = true;
+                log_seg_prealloc(p, s);
+                work_add(p);
+        }
+        log_seg_put(s);
+}
+
+/* Start a new segment at next_offset without blocking the append: the
+ * openat (hundreds of microseconds on ext4 here) runs asynchronously, and
+ * appends go on into the staging ring while it does; writes to the new
+ * file wait for its fd. */
 static int roll(struct log_partition *p, uint64_t now_ms)
 {
         if (p->nws == LOG_WSEGS)
@@ -551,20 +620,20 @@ static int roll(struct log_partition *p, uint64_t now_ms)
         struct log_seg *s = log_seg_new(p, p->next_offset);
         if (!s)
                 return -ENOMEM;
-        int fd = p->o->io->ops->open(p->o->io, p->dirfd, s->unlink_name[0],
-                                     O_RDWR | O_CREAT | O_EXCL | O_DIRECT, 0644);
-        if (fd < 0) {
-                log_seg_put(s);
-                return fd;
-        }
-        s->fd = fd;
         s->created_ms = now_ms;
         int rc = log_segs_push(p, s);
         if (rc < 0) {
-                unlinkat(p->dirfd, s->unlink_name[0], 0);
                 log_seg_put(s);
                 return rc;
         }
+        s->refs++;
+        s->open_req = (struct log_io_req){.op = LOG_IO_OPENAT,
+                                          .fd = p->dirfd,
+                                          .path = s->unlink_name[0],
+                                          .open_flags = O_RDWR | O_CREAT | O_EXCL | O_DIRECT,
+                                          .open_mode = 0644,
+                                          .cb = roll_open_done};
+        log_io_submit(p->o->io, &s->open_req);
         struct log_wseg *old = ws_active(p);
         old->send = p->s_end;
         p->s_end = log_align_up(p->s_end, p->align);
@@ -572,8 +641,6 @@ static int roll(struct log_partition *p, uint64_t now_ms)
         ws->seg = s;
         ws->sbase = p->s_end;
         ws->send = UINT64_MAX;
-        p->dir_dirty = true;
-        log_seg_prealloc(p, s);
         LOG_STAT_ADD(&p->o->m, segments_rolled, 1);
         return 0;
 }
@@ -634,10 +701,23 @@ int log_append(struct log_partition *p, const void *batch, uint32_t len, log_app
         }
 
         if (seg->nidx == 0 ||
-            seg->size - seg->idx[seg->nidx - 1].pos >= p->cfg.index_interval_bytes) {
-                rc = log_seg_idx_push(seg, (uint32_t)(base - seg->base), (uint32_t)seg->size,
-                                      seg->max_ts);
-                SL_ASSERT(rc == 0); /* grows rarely; out of memory here is fatal */
+            seg->size - log_seg_idx(seg, seg->nidx - 1)->pos >= p->cfg.index_interval_bytes) {
+                /* Room was reserved by the poll step. Only a burst of
+                 * hundreds of indexed appends with no poll step between
+                 * outruns it: then one chunk is allocated here (never a
+                 * copy). Reads size their disk reads by the index interval,
+                 * so an entry is never skipped. */
+                if ((uint64_t)seg->nidx == (uint64_t)seg->nchunks * LOG_IDX_CHUNK) {
+                        LOG_STAT_ADD(m, index_grows_on_append, 1);
+                        if (log_seg_idx_reserve(seg, 1) < 0) {
+                                LOG_STAT_ADD(m, append_errors, 1);
+                                return -ENOMEM; /* nothing of this batch is visible */
+                        }
+                }
+                *log_seg_idx(seg, seg->nidx++) =
+                    (struct log_idx){.rel = (uint32_t)(base - seg->base),
+                                     .pos = (uint32_t)seg->size,
+                                     .ts_before = seg->max_ts};
         }
         struct log_bdir *d;
         if (p->nbdir == p->bdir_cap) {
@@ -735,14 +815,15 @@ static uint32_t idx_lookup(const struct log_seg *s, const struct log_read *r)
                 return 0;
         while (hi - lo > 1) {
                 uint32_t mid = (lo + hi) / 2;
-                bool before = r->by_time ? s->idx[mid].ts_before < r->timestamp
-                                         : (int64_t)s->idx[mid].rel <= r->offset - s->base;
+                const struct log_idx *x = log_seg_idx(s, mid);
+                bool before = r->by_time ? x->ts_before < r->timestamp
+                                         : (int64_t)x->rel <= r->offset - s->base;
                 if (before)
                         lo = mid;
                 else
                         hi = mid;
         }
-        return s->idx[lo].pos;
+        return log_seg_idx(s, lo)->pos;
 }
 
 /* Bytes of segment s that are on disk (reads never see unwritten bytes). */
@@ -757,9 +838,19 @@ static uint64_t seg_readable(struct log_partition *p, struct log_seg *s)
         return s->size;
 }
 
-static bool batch_wanted(const struct log_read *r, int64_t last, int64_t max_ts)
+/* By time, a batch wholly below the start offset (trimmed, its segment
+ * not yet deleted) is never the answer. */
+static bool batch_wanted(const struct log_partition *p, const struct log_read *r, int64_t last,
+                         int64_t max_ts)
 {
-        return r->by_time ? max_ts >= r->timestamp : last >= r->offset;
+        return r->by_time ? max_ts >= r->timestamp && last >= p->start_offset : last >= r->offset;
+}
+
+/* The offset a by-time lookup answers: a batch cut by the start offset
+ * answers the first retained offset, never a trimmed one. */
+static int64_t found_offset(const struct log_partition *p, const struct log_read *r, int64_t base)
+{
+        return r->by_time ? SL_MAX(base, p->start_offset) : base;
 }
 
 /* Serve from the batch directory when the wanted batches are still in the
@@ -779,7 +870,7 @@ static int read_mem(struct log_partition *p, struct log_read *r, uint64_t min_s)
                 if (BD(0)->s > min_s || BD(0)->s < low)
                         return 0;
                 for (i = 0; i < n; i++)
-                        if (BD(i)->s >= min_s && BD(i)->max_ts >= r->timestamp)
+                        if (BD(i)->s >= min_s && batch_wanted(p, r, BD(i)->last, BD(i)->max_ts))
                                 break;
                 if (i == n)
                         return -ERANGE;
@@ -803,7 +894,7 @@ static int read_mem(struct log_partition *p, struct log_read *r, uint64_t min_s)
                     got + d->len > r->buf_cap)
                         break;
                 if (!got)
-                        r->offset_found = d->base;
+                        r->offset_found = found_offset(p, r, d->base);
                 ring_get(p, d->s, (uint8_t *)r->buf + got, d->len);
                 got += d->len;
         }
@@ -892,10 +983,10 @@ static void read_done(struct log_io_req *req, int res)
                         break;
                 }
                 if (start == UINT32_MAX) {
-                        if (batch_wanted(r, base + log_batch_last_delta(b),
+                        if (batch_wanted(p, r, base + log_batch_last_delta(b),
                                          log_batch_max_timestamp(b))) {
                                 start = (uint32_t)(pos - from);
-                                r->offset_found = base;
+                                r->offset_found = found_offset(p, r, base);
                         }
                 } else if (got + len > r->max_bytes) {
                         break;
@@ -941,7 +1032,8 @@ int log_read_submit(struct log_partition *p, struct log_read *r)
         if (r->by_time) {
                 s = NULL;
                 for (uint32_t i = 0; i < p->nsegs; i++)
-                        if (p->segs[i]->max_ts >= r->timestamp && p->segs[i]->size) {
+                        if (p->segs[i]->max_ts >= r->timestamp && p->segs[i]->size &&
+                            p->segs[i]->next > p->start_offset) {
                                 s = p->segs[i];
                                 break;
                         }
@@ -1194,12 +1286,21 @@ int log_partition_resume(struct log_partition *p)
 
 /* Preallocation runs a step ahead of the writes: O_DIRECT writes that
  * extend a file are slow (MACHINE-FACTS), and a whole segment per partition
- * up front would claim segment_bytes x partitions of disk. */
+ * up front would claim segment_bytes x partitions of disk. Steps start at
+ * LOG_PREALLOC_FIRST_BYTES and double up to prealloc_bytes: an idle
+ * partition claims 1 MiB, not 64 MiB (1,000 of them: 1 GB, not 64 GB), and
+ * a busy segment reaches full steps after its first 64 MiB. */
+uint64_t log_prealloc_step(const struct log_partition *p, uint64_t alloc_end)
+{
+        uint64_t max_step = p->cfg.prealloc_bytes ? p->cfg.prealloc_bytes : p->cfg.segment_bytes;
+        return SL_MIN(max_step, SL_MAX((uint64_t)LOG_PREALLOC_FIRST_BYTES, alloc_end));
+}
+
 void log_seg_prealloc(struct log_partition *p, struct log_seg *s)
 {
-        uint64_t step = p->cfg.prealloc_bytes ? p->cfg.prealloc_bytes : p->cfg.segment_bytes;
-        if (!p->cfg.preallocate || s->alloc_inflight || s->alloc_end >= p->cfg.segment_bytes ||
-            s->size + step / 2 < s->alloc_end)
+        uint64_t step = log_prealloc_step(p, s->alloc_end);
+        if (!p->cfg.preallocate || s->fd < 0 || s->alloc_inflight ||
+            s->alloc_end >= p->cfg.segment_bytes || s->size + step / 2 < s->alloc_end)
                 return;
         s->alloc_inflight = true;
         s->refs++;

@@ -55,6 +55,9 @@ struct log_metrics {
         _Atomic uint64_t reads_mem, reads_disk, read_bytes;
         _Atomic uint64_t io_errors, segments_rolled, segments_deleted, waits_woken;
         _Atomic uint64_t recovery_scanned_bytes; /* read by recovery scans at open */
+        /* index chunks an append had to allocate (the poll step reserves
+         * them ahead; nonzero means a burst outran it) */
+        _Atomic uint64_t index_grows_on_append;
         /* ack latency: bucket i counts acks in [2^i, 2^(i+1)) microseconds */
         _Atomic uint64_t ack_latency_us[LOG_LAT_BUCKETS];
 };
@@ -77,6 +80,10 @@ struct log_metrics *log_owner_metrics(struct log_owner *o);
  * dirty partition, retention when due, and hand the SQEs to the kernel.
  * Returns the number of completions handled. */
 int log_owner_poll(struct log_owner *o);
+/* Tools, tests and owners of their own ring: the same step, then block
+ * until at least one request completes (its callback has run), submitting
+ * and waiting in one io_uring_enter. */
+int log_owner_poll_wait(struct log_owner *o);
 /* True while any partition has I/O in flight or data not yet written. */
 bool log_owner_busy(const struct log_owner *o);
 /* Tools and tests: poll until nothing is in flight, blocking in the io. */

@@ -13,8 +13,12 @@
 #error "index files are little-endian host structs"
 #endif
 
-#define LOG_WSEGS  4 /* segments that may still have writes or syncs pending */
-#define LOG_WRITES 8 /* writes in flight per partition */
+#define LOG_WSEGS 4 /* segments that may still have writes or syncs pending */
+/* Index entries per chunk: the in-memory index grows by whole chunks,
+ * reserved by the poll step ahead of need, so an append never allocates or
+ * copies it. */
+#define LOG_IDX_CHUNK 1024
+#define LOG_WRITES    16 /* writes in flight per partition: the raw baseline peaks at QD16 */
 
 struct log_idx {
         uint32_t rel;      /* offset - segment base */
@@ -29,12 +33,12 @@ struct log_seg {
         int fd;
         int64_t max_ts;
         uint64_t created_ms;
-        struct log_idx *idx;
-        uint32_t nidx, idx_cap;
+        struct log_idx **idx_chunk; /* entry i: idx_chunk[i / LOG_IDX_CHUNK][i % ...] */
+        uint32_t nidx, nchunks, chunks_cap;
         uint32_t refs; /* the segment list, plus reads, index writes, unlinks in flight */
         bool deleted;
         char name[24]; /* 20-digit base offset */
-        struct log_io_req falloc_req, seal_sync_req;
+        struct log_io_req falloc_req, seal_sync_req, open_req;
         uint64_t alloc_end; /* bytes fallocated so far */
         uint64_t rp_size;   /* last recovery point written */
         bool alloc_inflight;
@@ -102,6 +106,10 @@ struct log_partition {
         struct log_write w[LOG_WRITES];
         uint32_t w_head, nw;
         struct log_write *tail_w; /* in-flight write ending in a partial block */
+        /* The rewrite of a tail write's last block, queued (in order) but
+         * held until that write (held_after) completes, so the full blocks
+         * after it need not wait. tail_w may move on to a later block. */
+        struct log_write *held_w, *held_after;
         struct log_sync syncs[LOG_WSEGS + 1];
         uint32_t sync_inflight;
         uint64_t sync_target;
@@ -150,13 +158,24 @@ int log_part_load(struct log_partition *p);
 void log_part_unload(struct log_partition *p);
 struct log_seg *log_seg_new(struct log_partition *p, int64_t base);
 void log_seg_put(struct log_seg *s);
+static inline struct log_idx *log_seg_idx(const struct log_seg *s, uint32_t i)
+{
+        return &s->idx_chunk[i / LOG_IDX_CHUNK][i % LOG_IDX_CHUNK];
+}
+
+/* Append an index entry, allocating a chunk when full (cold paths). */
 int log_seg_idx_push(struct log_seg *s, uint32_t rel, uint32_t pos, int64_t ts_before);
+/* Make sure at least `room` more entries fit without allocating. */
+int log_seg_idx_reserve(struct log_seg *s, uint32_t room);
 void log_seg_write_index(struct log_partition *p, struct log_seg *s);
 void log_seg_write_rp(struct log_partition *p, struct log_seg *s, uint64_t size, int64_t next);
 void log_seg_write_index_sync(struct log_partition *p, struct log_seg *s, bool durable);
 int log_segs_push(struct log_partition *p, struct log_seg *s);
 
 /* log.c */
+/* The next preallocation step for a segment allocated up to alloc_end. */
+#define LOG_PREALLOC_FIRST_BYTES (1u << 20)
+uint64_t log_prealloc_step(const struct log_partition *p, uint64_t alloc_end);
 void log_seg_prealloc(struct log_partition *p, struct log_seg *s);
 void log_seg_falloc_done(struct log_io_req *req, int res);
 

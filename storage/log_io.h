@@ -20,6 +20,7 @@ enum log_io_op {
         LOG_IO_FSYNC,     /* fsync(fd): directories */
         LOG_IO_FALLOCATE, /* fallocate(fd, 0, off, len) */
         LOG_IO_UNLINK,    /* unlinkat(fd, path, 0) */
+        LOG_IO_OPENAT,    /* openat(fd, path, open_flags, open_mode); res: the new fd */
 };
 
 struct log_io_req;
@@ -35,6 +36,8 @@ struct log_io_req {
         uint32_t len;
         uint64_t off;
         const char *path;
+        int open_flags;
+        uint32_t open_mode;
         log_io_cb cb;
         struct log_io_req *next; /* backend-private queue link */
 };
@@ -56,6 +59,11 @@ struct log_io_ops {
          * recovery, snapshot). Return an fd / 0 or -errno. */
         int (*open)(struct log_io *io, int dirfd, const char *name, int flags, mode_t mode);
         int (*fsync_now)(struct log_io *io, int fd);
+        /* unlinkat(dirfd, name, 0) and renameat within one directory: they
+         * go through the seam so the fake can undo what no directory fsync
+         * covered. */
+        int (*unlink_now)(struct log_io *io, int dirfd, const char *name);
+        int (*rename_now)(struct log_io *io, int dirfd, const char *from, const char *to);
         void (*destroy)(struct log_io *io);
 };
 
@@ -81,17 +89,20 @@ int log_io_uring_complete(struct log_io *io, const struct io_uring_cqe *cqe);
 
 /* Fake backend for tests: see log_io_fake.c. */
 struct log_io *log_io_fake_create(uint64_t seed);
-/* Completion order: 0 FIFO, 1 random subset in random order (default). */
+/* Completion order: 0 FIFO, 1 random subset in random order (default),
+ * 2 held: a poll completes nothing, each wait the oldest request only. */
 void log_io_fake_set_order(struct log_io *io, int mode);
 /* Fail the next `count` requests of `op` (0 = any data op) with -err, after
  * `skip` matching ones succeed. count < 0: fail forever. */
 void log_io_fake_fail(struct log_io *io, int op, int err, int skip, int count);
 /* Simulated power cut: drop every request in flight without running its
  * callback, put each tracked file back to what its last completed fsync
- * covered and remove files whose directory entry was never fsynced. */
+ * covered, and put each directory back to what its last completed fsync
+ * covered: creates, unlinks and renames after it are undone. */
 void log_io_fake_power_cut(struct log_io *io);
 struct log_io_fake_stats {
         uint64_t writes, fsyncs, reads, overlap_violations, max_inflight_writes_per_fd;
+        uint64_t opens_sync, opens_async;
 };
 void log_io_fake_stats(struct log_io *io, struct log_io_fake_stats *st);
 

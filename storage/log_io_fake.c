@@ -2,7 +2,9 @@
  * but completes them in a random order chosen by a seeded PRNG, can fail
  * them with a chosen errno, detects overlapping writes in flight on one file,
  * and keeps for every file it opened the image its last completed fsync
- * covered, so a simulated power cut can put the disk back to exactly that. */
+ * covered, and for every directory entry it created, unlinked or renamed the
+ * name its last completed directory fsync covered, so a simulated power cut
+ * can put the disk back to exactly that. */
 #include "log_io.h"
 #include "sl_common.h"
 
@@ -18,13 +20,22 @@
 #define FAKE_FDS 4096
 
 struct ffile {
-        char path[PATH_MAX];
+        char path[PATH_MAX]; /* current name, while live */
         char dir[PATH_MAX];
-        bool live;         /* not unlinked */
-        bool name_durable; /* its directory entry survives a power cut */
-        uint64_t create_seq;
+        bool live; /* not unlinked (nor replaced by a rename) */
+        /* The name that survives a power cut ("" = none): the file's
+         * namespace as of the last directory fsync that covered it. */
+        char durable_path[PATH_MAX];
         uint8_t *img; /* durable content */
         size_t img_len;
+};
+
+/* A create, unlink or rename not yet covered by a directory fsync: what
+ * the file's surviving name becomes once one is ("" = gone). */
+struct fns {
+        uint64_t seq;
+        int file;
+        char result[PATH_MAX];
 };
 
 struct fent {
@@ -44,6 +55,8 @@ struct fio {
         struct fent *q, *q_tail;
         struct ffile *files;
         int nfiles, cap;
+        struct fns *ns;
+        int nns, ns_cap;
         int fdmap[FAKE_FDS];
         uint64_t seq;
         int fail_op, fail_err, fail_skip, fail_count;
@@ -158,12 +171,98 @@ static int fake_flush(struct log_io *io)
         return 0;
 }
 
+static void ns_push(struct fio *f, int file, const char *result)
+{
+        if (f->nns == f->ns_cap) {
+                f->ns_cap = f->ns_cap ? f->ns_cap * 2 : 64;
+                f->ns = realloc(f->ns, sizeof(*f->ns) * (size_t)f->ns_cap);
+                SL_ASSERT(f->ns);
+        }
+        struct fns *n = &f->ns[f->nns++];
+        n->seq = ++f->seq;
+        n->file = file;
+        snprintf(n->result, sizeof(n->result), "%s", result);
+}
+
+/* A directory fsync issued at `seq` makes every earlier namespace change in
+ * that directory durable, in order; later ones stay undoable. */
 static void mark_dir_durable(struct fio *f, const char *dpath, uint64_t seq)
 {
-        for (int i = 0; i < f->nfiles; i++)
-                if (f->files[i].create_seq <= seq && strcmp(f->files[i].dir, dpath) == 0)
-                        f->files[i].name_durable = true;
+        int keep = 0;
+        for (int i = 0; i < f->nns; i++) {
+                struct fns *n = &f->ns[i];
+                struct ffile *ff = &f->files[n->file];
+                if (n->seq <= seq && strcmp(ff->dir, dpath) == 0)
+                        snprintf(ff->durable_path, sizeof(ff->durable_path), "%s", n->result);
+                else
+                        f->ns[keep++] = *n;
+        }
+        f->nns = keep;
 }
+
+static int file_add(struct fio *f, const char *full)
+{
+        if (f->nfiles == f->cap) {
+                f->cap = f->cap ? f->cap * 2 : 64;
+                f->files = realloc(f->files, sizeof(*f->files) * (size_t)f->cap);
+                SL_ASSERT(f->files);
+        }
+        int idx = f->nfiles++;
+        struct ffile *ff = &f->files[idx];
+        memset(ff, 0, sizeof(*ff));
+        snprintf(ff->path, sizeof(ff->path), "%s", full);
+        snprintf(ff->dir, sizeof(ff->dir), "%s", full);
+        char *slash = strrchr(ff->dir, '/');
+        if (slash)
+                *slash = 0;
+        ff->live = true;
+        return idx;
+}
+
+static void dir_path(int dirfd, char *out, size_t n)
+{
+        char link[64];
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd);
+        ssize_t m = readlink(link, out, n - 1);
+        out[m > 0 ? m : 0] = 0;
+}
+
+/* The tracked live file at `full`; one we never saw is taken as durable
+ * (as files found at open are) and adopted with its current content, so
+ * an unlink or rename of it can be undone. -1 if there is no such file. */
+static int file_at(struct fio *f, const char *full)
+{
+        for (int i = 0; i < f->nfiles; i++)
+                if (f->files[i].live && strcmp(f->files[i].path, full) == 0)
+                        return i;
+        uint8_t *img;
+        size_t len;
+        if (read_whole(full, &img, &len) < 0)
+                return -1;
+        int idx = file_add(f, full);
+        struct ffile *ff = &f->files[idx];
+        snprintf(ff->durable_path, sizeof(ff->durable_path), "%s", full);
+        ff->img = img;
+        ff->img_len = len;
+        return idx;
+}
+
+static int ns_unlink(struct fio *f, int dirfd, const char *name)
+{
+        char dpath[PATH_MAX - NAME_MAX - 2], full[PATH_MAX];
+        dir_path(dirfd, dpath, sizeof(dpath));
+        snprintf(full, sizeof(full), "%s/%s", dpath, name);
+        int idx = file_at(f, full);
+        if (unlinkat(dirfd, name, 0) < 0)
+                return -errno;
+        if (idx >= 0) {
+                f->files[idx].live = false;
+                ns_push(f, idx, "");
+        }
+        return 0;
+}
+
+static int fake_openat(struct fio *f, int dirfd, const char *name, int flags, mode_t mode);
 
 static int perform(struct fio *f, struct fent *e)
 {
@@ -195,17 +294,11 @@ static int perform(struct fio *f, struct fent *e)
                 return 0;
         case LOG_IO_FALLOCATE:
                 return fallocate(r->fd, 0, (off_t)r->off, r->len) < 0 ? -errno : 0;
-        case LOG_IO_UNLINK: {
-                char link[64], dpath[PATH_MAX], full[PATH_MAX + NAME_MAX + 2];
-                snprintf(link, sizeof(link), "/proc/self/fd/%d", r->fd);
-                ssize_t m = readlink(link, dpath, sizeof(dpath) - 1);
-                dpath[m > 0 ? m : 0] = 0;
-                snprintf(full, sizeof(full), "%s/%s", dpath, r->path);
-                for (int i = 0; i < f->nfiles; i++)
-                        if (strcmp(f->files[i].path, full) == 0)
-                                f->files[i].live = false;
-                return unlinkat(r->fd, r->path, 0) < 0 ? -errno : 0;
-        }
+        case LOG_IO_UNLINK:
+                return ns_unlink(f, r->fd, r->path);
+        case LOG_IO_OPENAT:
+                f->st.opens_async++;
+                return fake_openat(f, r->fd, r->path, r->open_flags, (mode_t)r->open_mode);
         }
         return -EINVAL;
 }
@@ -239,7 +332,7 @@ static int run(struct fio *f, bool at_least_one)
         struct fent **keep = malloc(sizeof(*keep) * (size_t)n);
         int nkeep = 0;
         for (i = 0; i < n; i++) {
-                if (f->order == 0 || (fake_rand(f) & 1))
+                if (f->order == 0 || (f->order == 1 && (fake_rand(f) & 1)))
                         v[chosen++] = v[i];
                 else
                         keep[nkeep++] = v[i];
@@ -256,7 +349,7 @@ static int run(struct fio *f, bool at_least_one)
                 f->q = keep[0];
                 f->q_tail = keep[nkeep - 1];
         }
-        if (f->order)
+        if (f->order == 1)
                 for (i = chosen - 1; i > 0; i--) {
                         int j = (int)(fake_rand(f) % (uint64_t)(i + 1));
                         struct fent *t = v[i];
@@ -283,6 +376,12 @@ static int fake_wait(struct log_io *io)
 static int fake_open(struct log_io *io, int dirfd, const char *name, int flags, mode_t mode)
 {
         struct fio *f = (struct fio *)io;
+        f->st.opens_sync++;
+        return fake_openat(f, dirfd, name, flags, mode);
+}
+
+static int fake_openat(struct fio *f, int dirfd, const char *name, int flags, mode_t mode)
+{
         bool existed = faccessat(dirfd, name, F_OK, 0) == 0;
         int fd = openat(dirfd, name, flags | O_CLOEXEC, mode);
         if (fd < 0)
@@ -297,29 +396,45 @@ static int fake_open(struct log_io *io, int dirfd, const char *name, int flags, 
                 if (f->files[i].live && strcmp(f->files[i].path, full) == 0)
                         idx = i;
         if (idx < 0) {
-                if (f->nfiles == f->cap) {
-                        f->cap = f->cap ? f->cap * 2 : 64;
-                        f->files = realloc(f->files, sizeof(*f->files) * (size_t)f->cap);
-                        SL_ASSERT(f->files);
-                }
-                idx = f->nfiles++;
+                idx = file_add(f, full);
                 struct ffile *ff = &f->files[idx];
-                memset(ff, 0, sizeof(*ff));
-                snprintf(ff->path, sizeof(ff->path), "%s", full);
-                snprintf(ff->dir, sizeof(ff->dir), "%s", full);
-                char *slash = strrchr(ff->dir, '/');
-                if (slash)
-                        *slash = 0;
-                ff->live = true;
-                ff->create_seq = ++f->seq;
                 /* Files found at open are taken as durable; new ones are not
                  * until their directory and their data are synced. */
-                ff->name_durable = existed;
-                if (existed)
+                if (existed) {
+                        snprintf(ff->durable_path, sizeof(ff->durable_path), "%s", full);
                         read_whole(full, &ff->img, &ff->img_len);
+                } else {
+                        ns_push(f, idx, full);
+                }
         }
         f->fdmap[fd] = idx;
         return fd;
+}
+
+static int fake_unlink_now(struct log_io *io, int dirfd, const char *name)
+{
+        return ns_unlink((struct fio *)io, dirfd, name);
+}
+
+static int fake_rename_now(struct log_io *io, int dirfd, const char *from, const char *to)
+{
+        struct fio *f = (struct fio *)io;
+        char dpath[PATH_MAX - NAME_MAX - 2], src[PATH_MAX], dst[PATH_MAX];
+        dir_path(dirfd, dpath, sizeof(dpath));
+        snprintf(src, sizeof(src), "%s/%s", dpath, from);
+        snprintf(dst, sizeof(dst), "%s/%s", dpath, to);
+        int si = file_at(f, src), di = file_at(f, dst);
+        if (renameat(dirfd, from, dirfd, to) < 0)
+                return -errno;
+        if (di >= 0 && di != si) {
+                f->files[di].live = false; /* replaced: its old content may come back */
+                ns_push(f, di, "");
+        }
+        if (si >= 0) {
+                snprintf(f->files[si].path, sizeof(f->files[si].path), "%s", dst);
+                ns_push(f, si, dst);
+        }
+        return 0;
 }
 
 static int fake_fsync_now(struct log_io *io, int fd)
@@ -357,14 +472,19 @@ void log_io_fake_power_cut(struct log_io *io)
                 e = n;
         }
         f->q = f->q_tail = NULL;
+        /* First every name that would not survive goes, then every durable
+         * name comes back with its durable content: a file renamed over
+         * another gets the old one back under that name. */
         for (int i = 0; i < f->nfiles; i++) {
                 struct ffile *ff = &f->files[i];
-                if (!ff->live)
-                        continue;
-                if (!ff->name_durable) {
+                if (ff->live && strcmp(ff->durable_path, ff->path) != 0)
                         unlink(ff->path);
-                } else {
-                        int fd = open(ff->path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        }
+        for (int i = 0; i < f->nfiles; i++) {
+                struct ffile *ff = &f->files[i];
+                if (ff->durable_path[0]) {
+                        int fd =
+                            open(ff->durable_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
                         if (fd >= 0) {
                                 if (ff->img_len)
                                         SL_ASSERT(pwrite(fd, ff->img, ff->img_len, 0) ==
@@ -372,11 +492,11 @@ void log_io_fake_power_cut(struct log_io *io)
                                 close(fd);
                         }
                 }
-                ff->live = false;
                 free(ff->img);
                 ff->img = NULL;
         }
         f->nfiles = 0;
+        f->nns = 0;
         for (int i = 0; i < FAKE_FDS; i++)
                 f->fdmap[i] = -1;
 }
@@ -408,6 +528,7 @@ static void fake_destroy(struct log_io *io)
         for (int i = 0; i < f->nfiles; i++)
                 free(f->files[i].img);
         free(f->files);
+        free(f->ns);
         struct fent *e = f->q;
         while (e) {
                 struct fent *n = e->next;
@@ -425,6 +546,8 @@ static const struct log_io_ops fake_ops = {
     .wait = fake_wait,
     .open = fake_open,
     .fsync_now = fake_fsync_now,
+    .unlink_now = fake_unlink_now,
+    .rename_now = fake_rename_now,
     .destroy = fake_destroy,
 };
 

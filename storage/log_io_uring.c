@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -43,6 +44,9 @@ static bool uio_prep(struct uio *u, struct log_io_req *r)
                 break;
         case LOG_IO_UNLINK:
                 io_uring_prep_unlinkat(sqe, r->fd, r->path, 0);
+                break;
+        case LOG_IO_OPENAT:
+                io_uring_prep_openat(sqe, r->fd, r->path, r->open_flags | O_CLOEXEC, r->open_mode);
                 break;
         default:
                 SL_ASSERT(!"bad log_io op");
@@ -122,20 +126,30 @@ static int uio_reap(struct log_io *io)
         return n;
 }
 
+/* Submit what is queued and wait for a completion in one io_uring_enter
+ * (plus one per SQ-full of backlog). */
 static int uio_wait(struct log_io *io)
 {
         struct uio *u = (struct uio *)io;
-        struct io_uring_cqe *cqe;
         if (!u->owned)
                 return -EINVAL;
-        int rc = uio_flush(io);
-        if (rc < 0)
-                return rc;
-        if (io->inflight == 0)
-                return 0;
-        rc = io_uring_wait_cqe(u->ring, &cqe);
-        if (rc < 0)
-                return rc;
+        if (io->inflight == 0) {
+                int rc = uio_flush(io);
+                return rc < 0 ? rc : 0;
+        }
+        for (;;) {
+                while (u->backlog && uio_prep(u, u->backlog)) {
+                        u->backlog = u->backlog->next;
+                        if (!u->backlog)
+                                u->backlog_tail = NULL;
+                }
+                int rc = io_uring_submit_and_wait(u->ring, u->backlog ? 0 : 1);
+                if (rc < 0 && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
+                        return rc;
+                /* With a backlog left, reaping below makes room first. */
+                if (!u->backlog || rc <= 0)
+                        break;
+        }
         return uio_reap(io);
 }
 
@@ -150,6 +164,18 @@ static int uio_fsync_now(struct log_io *io, int fd)
 {
         (void)io;
         return fsync(fd) < 0 ? -errno : 0;
+}
+
+static int uio_unlink_now(struct log_io *io, int dirfd, const char *name)
+{
+        (void)io;
+        return unlinkat(dirfd, name, 0) < 0 ? -errno : 0;
+}
+
+static int uio_rename_now(struct log_io *io, int dirfd, const char *from, const char *to)
+{
+        (void)io;
+        return renameat(dirfd, from, dirfd, to) < 0 ? -errno : 0;
 }
 
 static void uio_destroy(struct log_io *io)
@@ -169,6 +195,8 @@ static const struct log_io_ops uio_ops = {
     .wait = uio_wait,
     .open = uio_open,
     .fsync_now = uio_fsync_now,
+    .unlink_now = uio_unlink_now,
+    .rename_now = uio_rename_now,
     .destroy = uio_destroy,
 };
 

@@ -36,6 +36,13 @@ struct log_seg *log_seg_new(struct log_partition *p, int64_t base)
         snprintf(s->unlink_name[0], sizeof(s->unlink_name[0]), "%s.log", s->name);
         snprintf(s->unlink_name[1], sizeof(s->unlink_name[1]), "%s.index", s->name);
         snprintf(s->unlink_name[2], sizeof(s->unlink_name[2]), "%s.timeindex", s->name);
+        /* The first entry (offset base at position 0) must always exist:
+         * lookups below every other entry answer position 0 from it. */
+        if (log_seg_idx_reserve(s, LOG_IDX_CHUNK / 2) < 0) {
+                free(s->idx_chunk);
+                free(s);
+                return NULL;
+        }
         return s;
 }
 
@@ -51,22 +58,39 @@ void log_seg_put(struct log_seg *s)
                         close(s->ix_fd[i]);
                 free(s->ix_buf[i]);
         }
-        free(s->idx);
+        for (uint32_t i = 0; i < s->nchunks; i++)
+                free(s->idx_chunk[i]);
+        free(s->idx_chunk);
         free(s);
+}
+
+int log_seg_idx_reserve(struct log_seg *s, uint32_t room)
+{
+        while ((uint64_t)s->nchunks * LOG_IDX_CHUNK < (uint64_t)s->nidx + room) {
+                if (s->nchunks == s->chunks_cap) {
+                        /* pointers only: a few hundred bytes per segment */
+                        uint32_t cap = s->chunks_cap ? s->chunks_cap * 2 : 4;
+                        struct log_idx **n = realloc(s->idx_chunk, sizeof(*n) * cap);
+                        if (!n)
+                                return -ENOMEM;
+                        s->idx_chunk = n;
+                        s->chunks_cap = cap;
+                }
+                struct log_idx *c = malloc(sizeof(*c) * LOG_IDX_CHUNK);
+                if (!c)
+                        return -ENOMEM;
+                s->idx_chunk[s->nchunks++] = c;
+        }
+        return 0;
 }
 
 int log_seg_idx_push(struct log_seg *s, uint32_t rel, uint32_t pos, int64_t ts_before)
 {
-        if (s->nidx == s->idx_cap) {
-                /* Doubling: a handful of reallocations per segment life. */
-                uint32_t cap = s->idx_cap ? s->idx_cap * 2 : 256;
-                struct log_idx *n = realloc(s->idx, sizeof(*n) * cap);
-                if (!n)
-                        return -ENOMEM;
-                s->idx = n;
-                s->idx_cap = cap;
-        }
-        s->idx[s->nidx++] = (struct log_idx){.rel = rel, .pos = pos, .ts_before = ts_before};
+        int rc = log_seg_idx_reserve(s, 1);
+        if (rc < 0)
+                return rc;
+        *log_seg_idx(s, s->nidx++) =
+            (struct log_idx){.rel = rel, .pos = pos, .ts_before = ts_before};
         return 0;
 }
 
@@ -101,7 +125,7 @@ struct ix_cut {
 static size_t idx_encode(const struct log_seg *s, const struct ix_cut *c, int which, uint8_t **out)
 {
         uint32_t k = 0;
-        while (k < s->nidx && s->idx[k].pos < c->size)
+        while (k < s->nidx && log_seg_idx(s, k)->pos < c->size)
                 k++;
         size_t esz = which == 0 ? 8 : 12, n = (size_t)k + 1;
         uint8_t *b = malloc(esz * n);
@@ -110,13 +134,14 @@ static size_t idx_encode(const struct log_seg *s, const struct ix_cut *c, int wh
         for (size_t i = 0; i <= k; i++) {
                 uint8_t *e = b + i * esz;
                 bool end = i == k;
-                uint32_t rel = end ? IDX_END : s->idx[i].rel;
+                const struct log_idx *x = end ? NULL : log_seg_idx(s, (uint32_t)i);
+                uint32_t rel = end ? IDX_END : x->rel;
                 if (which == 0) {
-                        uint32_t pos = end ? (uint32_t)c->size : s->idx[i].pos;
+                        uint32_t pos = end ? (uint32_t)c->size : x->pos;
                         memcpy(e, &rel, 4);
                         memcpy(e + 4, &pos, 4);
                 } else {
-                        int64_t ts = end ? c->max_ts : s->idx[i].ts_before;
+                        int64_t ts = end ? c->max_ts : x->ts_before;
                         uint32_t r = end ? (uint32_t)(c->next - s->base) : rel;
                         memcpy(e, &ts, 8);
                         memcpy(e + 8, &r, 4);
@@ -126,52 +151,61 @@ static size_t idx_encode(const struct log_seg *s, const struct ix_cut *c, int wh
         return esz * n;
 }
 
-static void ix_done(struct log_seg *s, int i)
+/* An index file is an async openat, then one write from ix_buf (req->buf
+ * and req->len carry it across). A failure anywhere only loses the file:
+ * a lost index is rebuilt at open. */
+static void ix_step(struct log_seg *s, int i, struct log_io_req *req, int res)
 {
-        close(s->ix_fd[i]);
+        if (req->op == LOG_IO_OPENAT && res >= 0) {
+                s->ix_fd[i] = res;
+                *req = (struct log_io_req){.op = LOG_IO_WRITE,
+                                           .fd = res,
+                                           .buf = req->buf,
+                                           .len = req->len,
+                                           .off = 0,
+                                           .cb = req->cb};
+                log_io_submit(s->p->o->io, req);
+                return;
+        }
+        if (s->ix_fd[i] >= 0)
+                close(s->ix_fd[i]);
         s->ix_fd[i] = -1;
         free(s->ix_buf[i]);
         s->ix_buf[i] = NULL;
         log_seg_put(s);
 }
 
-static void ix0_done(struct log_io_req *req, int res)
+static void ix0_step(struct log_io_req *req, int res)
 {
-        (void)res; /* a lost index is rebuilt at open */
-        ix_done(SL_CONTAINER_OF(req, struct log_seg, ix_req[0]), 0);
+        ix_step(SL_CONTAINER_OF(req, struct log_seg, ix_req[0]), 0, req, res);
 }
 
-static void ix1_done(struct log_io_req *req, int res)
+static void ix1_step(struct log_io_req *req, int res)
 {
-        (void)res;
-        ix_done(SL_CONTAINER_OF(req, struct log_seg, ix_req[1]), 1);
+        ix_step(SL_CONTAINER_OF(req, struct log_seg, ix_req[1]), 1, req, res);
 }
 
 static void write_index_async(struct log_partition *p, struct log_seg *s, const struct ix_cut *c)
 {
         struct log_io *io = p->o->io;
-        if (s->ix_fd[0] >= 0 || s->ix_fd[1] >= 0)
+        if (s->ix_buf[0] || s->ix_buf[1])
                 return; /* one in flight: a hint, the next open rescans */
         for (int i = 0; i < 2; i++) {
                 uint8_t *b;
                 size_t n = idx_encode(s, c, i, &b);
                 if (!n)
                         continue;
-                int fd = io->ops->open(io, p->dirfd, s->unlink_name[i + 1],
-                                       O_WRONLY | O_CREAT | O_TRUNC, 0644);
-                if (fd < 0) {
-                        free(b);
-                        continue;
-                }
-                s->ix_fd[i] = fd;
                 s->ix_buf[i] = b;
                 s->refs++;
-                s->ix_req[i] = (struct log_io_req){.op = LOG_IO_WRITE,
-                                                   .fd = fd,
+                /* no openat on the worker: the create runs in the ring too */
+                s->ix_req[i] = (struct log_io_req){.op = LOG_IO_OPENAT,
+                                                   .fd = p->dirfd,
+                                                   .path = s->unlink_name[i + 1],
+                                                   .open_flags = O_WRONLY | O_CREAT | O_TRUNC,
+                                                   .open_mode = 0644,
                                                    .buf = b,
                                                    .len = (uint32_t)n,
-                                                   .off = 0,
-                                                   .cb = i == 0 ? ix0_done : ix1_done};
+                                                   .cb = i == 0 ? ix0_step : ix1_step};
                 log_io_submit(io, &s->ix_req[i]);
         }
 }
@@ -242,7 +276,8 @@ static bool idx_load(struct log_partition *p, struct log_seg *s)
                 memcpy(&trel, t + i * 12 + 8, 4);
                 if (trel != rel || pos >= size || rel >= next_rel)
                         goto out;
-                if (i == 0 ? (rel || pos) : (rel <= s->idx[i - 1].rel || pos <= s->idx[i - 1].pos))
+                const struct log_idx *prev = i ? log_seg_idx(s, (uint32_t)i - 1) : NULL;
+                if (i == 0 ? (rel || pos) : (rel <= prev->rel || pos <= prev->pos))
                         goto out;
                 if (log_seg_idx_push(s, rel, pos, ts) < 0)
                         goto out;
@@ -335,7 +370,8 @@ static uint64_t seg_scan(struct log_partition *p, struct log_seg *s, struct scan
                 if (log_batch_validate(b, len, (uint32_t)(sb->cap - B)) < 0 ||
                     log_batch_base_offset(b) != expect)
                         break;
-                if (s->nidx == 0 || pos - s->idx[s->nidx - 1].pos >= p->cfg.index_interval_bytes)
+                if (s->nidx == 0 ||
+                    pos - log_seg_idx(s, s->nidx - 1)->pos >= p->cfg.index_interval_bytes)
                         if (log_seg_idx_push(s, (uint32_t)(expect - s->base), (uint32_t)pos,
                                              s->max_ts) < 0)
                                 break;
@@ -571,16 +607,17 @@ int log_part_load(struct log_partition *p)
                 } else {
                         uint64_t from = had_index ? s->size : 0;
                         if (s == tail || !had_index) {
-                                unlinkat(p->dirfd, s->unlink_name[1], 0);
-                                unlinkat(p->dirfd, s->unlink_name[2], 0);
+                                io->ops->unlink_now(io, p->dirfd, s->unlink_name[1]);
+                                io->ops->unlink_now(io, p->dirfd, s->unlink_name[2]);
                         }
                         seg_scan(p, s, &sb, had_index);
                         if (s != tail && s->next != p->segs[i + 1]->base) {
                                 if (recent && (i == 0 || s->base == p->segs[i - 1]->next)) {
                                         for (uint32_t j = i + 1; j < p->nsegs; j++) {
                                                 for (int k = 0; k < 3; k++)
-                                                        unlinkat(p->dirfd,
-                                                                 p->segs[j]->unlink_name[k], 0);
+                                                        io->ops->unlink_now(
+                                                            io, p->dirfd,
+                                                            p->segs[j]->unlink_name[k]);
                                                 log_seg_put(p->segs[j]);
                                         }
                                         p->nsegs = i + 1;
@@ -614,9 +651,7 @@ int log_part_load(struct log_partition *p)
         struct stat tst;
         tail->alloc_end = fstat(tail->fd, &tst) == 0 ? (uint64_t)tst.st_size : 0;
         if (created || tail->size == 0) {
-                uint64_t step =
-                    p->cfg.prealloc_bytes ? p->cfg.prealloc_bytes : p->cfg.segment_bytes;
-                step = SL_MIN(step, p->cfg.segment_bytes);
+                uint64_t step = SL_MIN(log_prealloc_step(p, 0), p->cfg.segment_bytes);
                 if (p->cfg.preallocate && tail->alloc_end < step &&
                     fallocate(tail->fd, 0, 0, (off_t)step) == 0)
                         tail->alloc_end = step;
@@ -710,8 +745,8 @@ int log_tail_scan(struct log_partition *p, uint64_t bytes_max, log_batch_visit_f
                 uint64_t pos = 0;
                 if (i == first && covered > bytes_max) {
                         uint64_t want = covered - bytes_max;
-                        for (uint32_t k = 0; k < s->nidx && s->idx[k].pos <= want; k++)
-                                pos = s->idx[k].pos;
+                        for (uint32_t k = 0; k < s->nidx && log_seg_idx(s, k)->pos <= want; k++)
+                                pos = log_seg_idx(s, k)->pos;
                 }
                 int64_t offset = -1;
                 uint64_t chunk_from = 0, chunk_len = 0;

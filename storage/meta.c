@@ -772,7 +772,7 @@ static void remove_stale(struct meta_log *m)
         while ((de = readdir(d))) {
                 bool stale_log = !strncmp(de->d_name, "meta-", 5) && strcmp(de->d_name, cur);
                 if (stale_log || !strcmp(de->d_name, "meta.snap.tmp"))
-                        unlinkat(m->dirfd, de->d_name, 0);
+                        m->io->ops->unlink_now(m->io, m->dirfd, de->d_name);
         }
         closedir(d);
 }
@@ -976,12 +976,11 @@ int meta_snapshot(struct meta_log *m)
                 }
         }
         if (rc) {
-                unlinkat(m->dirfd, "meta.snap.tmp", 0);
+                m->io->ops->unlink_now(m->io, m->dirfd, "meta.snap.tmp");
                 return rc;
         }
-        if (renameat(m->dirfd, "meta.snap.tmp", m->dirfd, "meta.snap") < 0 ||
+        if ((rc = m->io->ops->rename_now(m->io, m->dirfd, "meta.snap.tmp", "meta.snap")) < 0 ||
             (rc = m->io->ops->fsync_now(m->io, m->dirfd)) < 0) {
-                rc = rc < 0 ? rc : -errno;
                 close(m->fd);
                 m->fd = old_fd;
                 m->gen = old_gen;
@@ -990,7 +989,7 @@ int meta_snapshot(struct meta_log *m)
         close(old_fd);
         char name[64];
         log_name(name, sizeof(name), old_gen);
-        unlinkat(m->dirfd, name, 0);
+        m->io->ops->unlink_now(m->io, m->dirfd, name);
         m->file_len = 0;
         return 0;
 }

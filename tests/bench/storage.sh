@@ -3,7 +3,8 @@
 # system. O_DIRECT needs a real disk file system (ext4 here), not tmpfs.
 #   tests/bench/storage.sh [DATA_DIR] [SECONDS_PER_RUN] [PARTITIONS MIB_EACH]
 # Prints markdown for tests/bench/RESULTS.md. Needs ~3 GiB free, plus
-# PARTITIONS * MIB_EACH for the start-up run (default 1000 x 10 MiB = 10 GiB).
+# PARTITIONS * MIB_EACH for the start-up run (default 1000 x 10 MiB = 10 GiB;
+# PARTITIONS 0 skips it).
 set -eu
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-/tmp/build-storage}
@@ -24,4 +25,10 @@ echo "Machine: $(nproc) vCPU, $(uname -r), file system $fstype ($(df -h "$dir" |
 echo
 "$build/tests/unit/storage/bench_storage" "$dir" "$secs"
 echo
-"$build/tests/unit/storage/bench_storage" "$dir" --startup "$parts" "$mib"
+"$build/tests/unit/storage/bench_storage" --crc
+echo
+# PARTITIONS 0 skips the start-up run (it needs PARTITIONS * MIB_EACH free)
+if [ "$parts" -gt 0 ]; then
+	echo
+	"$build/tests/unit/storage/bench_storage" "$dir" --startup "$parts" "$mib"
+fi

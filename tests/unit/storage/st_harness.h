@@ -25,6 +25,7 @@ struct st_part {
         struct log_config cfg;
         struct st_batch_rec b[ST_MAX_BATCHES];
         int nb;
+        int64_t trimmed_max; /* highest offset log_trim was given */
         uint8_t *rbuf;
         uint32_t rcap;
 };

@@ -48,6 +48,69 @@ static void test_crc_vectors(void **state)
         printf("crc32c hardware path: %s\n", log_crc32c_hw() ? "sse4.2" : "table");
 }
 
+/* Byte-at-a-time reference, independent of log_crc32c.c's tables. */
+static uint32_t ref_crc32c(uint32_t crc, const uint8_t *p, size_t n)
+{
+        static uint32_t tab[256];
+        if (!tab[1])
+                for (uint32_t i = 0; i < 256; i++) {
+                        uint32_t c = i;
+                        for (int k = 0; k < 8; k++)
+                                c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+                        tab[i] = c;
+                }
+        crc = ~crc;
+        while (n--)
+                crc = tab[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+        return ~crc;
+}
+
+/* The three-stream path joins partial CRCs with shift tables; a wrong
+ * table or a wrong block split shows up at some length or alignment. Every
+ * length 0..4096 at every alignment covers the short blocks (3 x 256) and
+ * the tails; random lengths up to 1 MiB cover the long blocks (3 x 8 KiB),
+ * plus the lengths right around each block boundary. */
+static void test_crc_3way_every_length_and_alignment(void **state)
+{
+        (void)state;
+        enum { MAXN = (1 << 20) + 64 };
+        uint8_t *buf = malloc(MAXN), *dst = malloc(MAXN + 16);
+        assert_non_null(buf);
+        assert_non_null(dst);
+        uint64_t x = 0x9E3779B97F4A7C15ull;
+        for (size_t i = 0; i < MAXN; i++) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                buf[i] = (uint8_t)x;
+        }
+        for (size_t off = 0; off < 8; off++)
+                for (size_t n = 0; n <= 4096; n++) {
+                        uint32_t want = ref_crc32c(0, buf + off, n);
+                        assert_int_equal(log_crc32c(0, buf + off, n), want);
+                        assert_int_equal(log_crc32c_sw(0, buf + off, n), want);
+                        /* the fused copy: same CRC, same bytes, nothing past n */
+                        dst[off ^ 5] = 0;
+                        dst[(off ^ 5) + n] = 0xEE;
+                        assert_int_equal(log_crc32c_copy(0, dst + (off ^ 5), buf + off, n), want);
+                        assert_int_equal(dst[(off ^ 5) + n], 0xEE);
+                        assert_memory_equal(dst + (off ^ 5), buf + off, n);
+                }
+        const size_t edges[] = {3 * 8192 - 1,   3 * 8192,       3 * 8192 + 1, 3 * 8192 + 767,
+                                3 * 8192 + 768, 6 * 8192 + 769, 1 << 20};
+        for (size_t i = 0; i < 64 + sizeof(edges) / sizeof(edges[0]); i++) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                size_t off = x % 61;
+                size_t n = i < 64 ? (size_t)(x >> 20) % (1u << 20) : edges[i - 64];
+                uint32_t seed = (uint32_t)(x >> 7); /* continuing from another CRC */
+                uint32_t want = ref_crc32c(seed, buf + off, n);
+                assert_int_equal(log_crc32c(seed, buf + off, n), want);
+                assert_int_equal(log_crc32c_sw(seed, buf + off, n), want);
+                assert_int_equal(log_crc32c_copy(seed, dst + 3, buf + off, n), want);
+                assert_memory_equal(dst + 3, buf + off, n);
+        }
+        free(buf);
+        free(dst);
+}
+
 static void test_batch_validate(void **state)
 {
         (void)state;
@@ -89,6 +152,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_crc_vectors),
+            cmocka_unit_test(test_crc_3way_every_length_and_alignment),
             cmocka_unit_test(test_batch_validate),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

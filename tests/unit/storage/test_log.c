@@ -142,6 +142,114 @@ static void test_roll_and_index_boundaries(void **state)
         st_part_free(&s);
 }
 
+/* The in-memory index grows by chunks that the poll step reserves ahead:
+ * appends with a poll step between them never allocate; a burst with no
+ * poll that outruns the reserve allocates a chunk (counted, never a copy).
+ * Either way every offset reads back, from memory and from disk. */
+static void test_index_grows_ahead_of_appends(void **state)
+{
+        (void)state;
+        for (int burst = 0; burst < 2; burst++) {
+                struct st_part s;
+                st_part_init(&s, uring());
+                s.cfg.index_interval_bytes = 1; /* an entry per batch */
+                s.cfg.segment_bytes = 16 << 20;
+                s.cfg.ring_bytes = 4 << 20;
+                s.cfg.max_pending = 4096;
+                st_part_open(&s);
+                for (int i = 0; i < 3000; i++) {
+                        assert_int_equal(st_append(&s, 1, 20, 1000 + i), 0);
+                        if (!burst)
+                                log_owner_poll(s.o);
+                }
+                st_drain(s.o);
+                uint64_t grows = log_owner_metrics(s.o)->index_grows_on_append;
+                if (burst)
+                        assert_true(grows > 0);
+                else
+                        assert_int_equal(grows, 0);
+                check_all_offsets(&s);
+                st_part_reopen(&s);
+                check_all_offsets(&s);
+                st_part_free(&s);
+        }
+}
+
+/* A roll never blocks the append on openat (hundreds of microseconds on
+ * ext4 here): the new segment's file is created by an async request while
+ * appends go on into the ring, and its writes wait for the fd; index files
+ * are created the same way. A failed create is the partition's storage
+ * error; what was acked stays readable. */
+static void test_roll_opens_segment_async(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, log_io_fake_create(11));
+        st_part_open(&s);
+        struct log_io_fake_stats st0, st1;
+        log_io_fake_stats(s.io, &st0);
+        for (int i = 0; i < 400; i++)
+                st_append_ok(&s, 1 + i % 3, 700, 10 * i);
+        st_drain(s.o);
+        log_io_fake_stats(s.io, &st1);
+        uint64_t rolled = log_owner_metrics(s.o)->segments_rolled;
+        assert_true(rolled >= 3);
+        /* no openat on the worker while serving: segments and their
+         * index files are all created through the ring */
+        assert_int_equal(st1.opens_sync, st0.opens_sync);
+        assert_true(st1.opens_async - st0.opens_async >= rolled + 2 * (rolled - 1));
+        assert_int_equal(log_partition_state(s.p), 0);
+        check_all_offsets(&s);
+        /* creates fail from now on: the next roll's (index files only
+         * lose their file) */
+        int acked = s.nb;
+        log_io_fake_fail(s.io, LOG_IO_OPENAT, EMFILE, 0, -1);
+        int rc = 0;
+        for (int i = 0; i < 400 && (rc == 0 || rc == -ENOBUFS); i++) {
+                rc = st_append(&s, 1, 700, 5000 + i);
+                log_owner_poll(s.o);
+        }
+        assert_int_equal(rc, -EMFILE);
+        st_drain(s.o);
+        assert_int_equal(log_partition_state(s.p), -EMFILE);
+        assert_int_equal(st_append(&s, 1, 10, 1), -EMFILE);
+        for (int i = 0; i < acked; i++)
+                assert_true(s.b[i].acked);
+        struct log_read r;
+        assert_true(st_read(&s, &r, s.b[acked - 1].base, false, 0, 1) > 0);
+        assert_int_equal(r.offset_found, s.b[acked - 1].base);
+        log_io_fake_fail(s.io, 0, 0, 0, 0);
+        st_part_free(&s);
+}
+
+/* A tail write in flight holds back only its own block: the full blocks
+ * of a later append go at once, and the block's rewrite follows when the
+ * tail write completes (never two writes on one block in flight). */
+static void test_full_blocks_pass_a_tail_write_in_flight(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, log_io_fake_create(3));
+        s.cfg.max_write_bytes = 1 << 20;
+        st_part_open(&s);
+        log_io_fake_set_order(s.io, 2);
+        assert_int_equal(st_append(&s, 1, 100, 1), 0); /* ends mid-block */
+        log_owner_poll(s.o);
+        assert_int_equal(st_append(&s, 2, 6000, 2), 0); /* spans 3 more blocks */
+        log_owner_poll(s.o);
+        struct log_io_fake_stats st;
+        log_io_fake_stats(s.io, &st);
+        assert_int_equal(st.max_inflight_writes_per_fd, 2);
+        st_drain(s.o);
+        log_io_fake_stats(s.io, &st);
+        assert_int_equal(st.overlap_violations, 0);
+        assert_true(s.b[0].acked && s.b[1].acked);
+        check_all_offsets(&s);
+        st_part_reopen(&s);
+        check_all_offsets(&s);
+        st_part_free(&s);
+}
+
 static void test_by_time(void **state)
 {
         (void)state;
@@ -164,6 +272,41 @@ static void test_by_time(void **state)
                 assert_int_equal(r.offset_found, 0);
                 assert_int_equal(st_read(&s, &r, 0, true, 1000 + 10 * 300, 1), -ERANGE);
                 st_part_reopen(&s);
+        }
+        st_part_free(&s);
+}
+
+/* ListOffsets by timestamp after the start offset moved forward (a trim
+ * into the middle of a batch, segments still on disk below it): the answer
+ * is never a trimmed offset. A timestamp below everything retained answers
+ * the first retained offset, from memory and from disk alike. */
+static void test_by_time_below_trim_point(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        s.cfg.ring_bytes = 1 << 20; /* pass 0 answers from memory */
+        st_part_open(&s);
+        for (int i = 0; i < 200; i++)
+                st_append_ok(&s, 5, 500, 1000 + 10 * i); /* batch i: offsets 5i..5i+4 */
+        st_drain(s.o);
+        const int64_t trim = 5 * 150 + 2; /* inside batch 150, past whole segments */
+        assert_int_equal(log_trim(s.p, trim), 0);
+        st_drain(s.o);
+        assert_int_equal(log_start_offset(s.p), trim);
+        for (int pass = 0; pass < 2; pass++) { /* memory, then disk */
+                struct log_read r;
+                assert_true(st_read(&s, &r, 0, true, 0, 1) > 0);
+                assert_int_equal(r.offset_found, trim);
+                assert_true(st_read(&s, &r, 0, true, 1000 + 10 * 20, 1) > 0);
+                assert_int_equal(r.offset_found, trim);
+                assert_true(st_read(&s, &r, 0, true, 1000 + 10 * 149 + 5, 1) > 0);
+                assert_int_equal(r.offset_found, trim);
+                assert_true(st_read(&s, &r, 0, true, 1000 + 10 * 151, 1) > 0);
+                assert_int_equal(r.offset_found, 5 * 151);
+                assert_int_equal(st_read(&s, &r, 0, true, 1000 + 10 * 200, 1), -ERANGE);
+                st_part_reopen(&s);
+                assert_int_equal(log_start_offset(s.p), trim);
         }
         st_part_free(&s);
 }
@@ -477,12 +620,53 @@ static void test_prealloc_steps(void **state)
         st_part_free(&s);
 }
 
+/* An idle partition claims one small first step of disk, not a whole
+ * prealloc_bytes step; steps then double as the segment fills. */
+static void test_prealloc_starts_small(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        s.cfg.segment_bytes = 64 << 20;
+        s.cfg.prealloc_bytes = 8 << 20;
+        s.cfg.max_batch_bytes = 64 * 1024;
+        s.cfg.max_write_bytes = 1 << 20;
+        s.cfg.ring_bytes = 4 << 20;
+        st_part_open(&s);
+        assert_int_equal(file_size(s.dir, 0), 1 << 20);
+        /* a producer that waits for its acks now and then, so the
+         * asynchronous fallocates complete between appends */
+        for (int i = 0; i < 48; i++) { /* about 3 MiB */
+                st_append_ok(&s, 1, 64 * 1024 - 200, i);
+                if (i % 4 == 3)
+                        st_drain(s.o);
+        }
+        st_drain(s.o);
+        uint64_t sz = file_size(s.dir, 0);
+        assert_true(sz >= 4 << 20 && sz <= 8 << 20); /* 1 + 1 + 2 (+ 4) MiB */
+        for (int i = 0; i < 400; i++) {              /* 25 MiB more: full 8 MiB steps */
+                st_append_ok(&s, 1, 64 * 1024 - 200, i);
+                if (i % 4 == 3)
+                        st_drain(s.o);
+        }
+        st_drain(s.o);
+        sz = file_size(s.dir, 0);
+        assert_true(sz >= 28 << 20 && sz <= 40 << 20);
+        st_part_reopen(&s);
+        check_all_offsets(&s);
+        st_part_free(&s);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_append_read),
             cmocka_unit_test(test_roll_and_index_boundaries),
+            cmocka_unit_test(test_index_grows_ahead_of_appends),
+            cmocka_unit_test(test_roll_opens_segment_async),
+            cmocka_unit_test(test_full_blocks_pass_a_tail_write_in_flight),
             cmocka_unit_test(test_by_time),
+            cmocka_unit_test(test_by_time_below_trim_point),
             cmocka_unit_test(test_visibility_and_waits),
             cmocka_unit_test(test_retention_and_trim),
             cmocka_unit_test(test_single_tail_write_out_of_order),
@@ -490,6 +674,7 @@ int main(void)
             cmocka_unit_test(test_borrowed_ring),
             cmocka_unit_test(test_wake_latency),
             cmocka_unit_test(test_prealloc_steps),
+            cmocka_unit_test(test_prealloc_starts_small),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
