@@ -1,7 +1,21 @@
-/* The AMQP 0-9-1 front-end (first slice): handshake, channels, heartbeats,
- * connection/channel errors, and an in-memory transient broker per worker
- * (exchanges direct/fanout/topic, queues, consume/get/ack/qos, confirms).
- * A queue lives on the worker of the connection that declared it. */
+/* The AMQP 0-9-1 front-end: handshake, channels, heartbeats,
+ * connection/channel errors, and an in-memory broker spread over the
+ * workers (exchanges direct/fanout/topic, queues, consume/get/ack/qos,
+ * confirms, tx).
+ *
+ * Across workers: every worker keeps a replica of the routing table
+ * (exchanges, bindings, the queue directory saying where each queue
+ * lives), changed only through the control thread's sequencer
+ * (control/ctl_amqp.h), so all replicas apply the same changes in the
+ * same order and a declare-ok/bind-ok leaves once every worker routes with
+ * the change. A queue (its messages and consumers) lives on the worker of
+ * the connection that declared it. Publishes are routed on the publisher's
+ * worker; copies for queues elsewhere travel to the queue's worker in one
+ * batch per destination and loop iteration, and come back as confirm
+ * acceptances. A consumer on another worker is a proxy on the queue's
+ * worker and a stub on its channel's worker: deliveries travel as batches
+ * (windowed, with credit returned once written to the socket), settlements
+ * travel home in batches. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +24,7 @@
 #include "amqp_codec.h"
 #include "amqp_frame.h"
 #include "amqp_proto.h"
+#include "ctl_amqp.h"
 #include "sl_log.h"
 #include "sl_worker.h"
 
@@ -21,6 +36,9 @@
 #define AMQP_CLOSE_WAIT_MS    3000
 #define AMQP_MSG_MAX          (16u << 20)
 #define AMQP_CTL_BUF          2048
+/* Deliveries a proxy may have on their way to a remote consumer's worker
+ * and not yet written to its socket: the hop's flow control. */
+#define AMQP_REMOTE_WINDOW 256
 
 enum amqp_conn_phase {
         AMQP_PH_HEADER,
@@ -49,9 +67,21 @@ struct amqp_msg {
         bool redelivered;
         bool mandatory;              /* while held by an open transaction */
         uint64_t dtag;               /* while unacked */
-        struct amqp_queue *uq;       /* while unacked: where it came from */
-        struct amqp_consumer *ucons; /* while unacked: NULL after cancel / basic.get */
-        uint8_t data[];              /* ex, rk, header payload, body */
+        struct amqp_queue *uq;       /* while unacked: where it came from (home's) */
+        struct amqp_consumer *ucons; /* while unacked: NULL after cancel / basic.get (home's) */
+        /* Across workers. home: the worker of uq/ucons (only it touches
+         * them). qid: the target queue while forwarded, the source queue
+         * while delivered elsewhere. */
+        uint16_t home;
+        uint8_t op;   /* settlement while travelling home */
+        bool tracked; /* home holds an unacked ref of uq for it */
+        uint64_t qid;
+        struct amqp_consumer *rstub; /* remote delivery: stub on the consumer's worker */
+        /* publisher confirm of a forwarded copy (o_seq 0: none) */
+        uint64_t o_conn, o_seq;
+        uint32_t o_slot, o_gen, o_epoch;
+        uint16_t o_chan;
+        uint8_t data[]; /* ex, rk, header payload, body */
 };
 
 struct amqp_consumer {
@@ -64,11 +94,25 @@ struct amqp_consumer {
         bool no_ack;
         uint16_t prefetch;
         uint32_t unacked;
+        /* A consumer whose channel and queue live on different workers is a
+         * proxy on the queue's worker (c, ch NULL) and a stub on the
+         * channel's (q NULL), each pointing at the other (peer). */
+        bool proxy, stub;
+        bool released;        /* proxy: the stub said goodbye (freed once nothing is out) */
+        bool detached;        /* stub: cancelled here; waits for the proxy's goodbye */
+        uint16_t rworker;     /* proxy: the stub's worker; stub: the queue's */
+        uint32_t inflight;    /* proxy: sent and not yet written or returned */
+        uint32_t credit_owed; /* stub: written since the last credit message */
+        uint64_t qid;         /* stub */
+        struct amqp_consumer *peer;
+        struct amqp_msg *pend_head, *pend_tail;       /* stub: waiting for output room */
+        struct amqp_consumer *next_stub, **prev_stub; /* stub: the worker's list */
 };
 
 struct amqp_queue {
         struct amqp_queue *next;
         struct amqp_name name;
+        uint64_t qid;
         struct amqp_msg *head, *tail;
         uint64_t count;
         struct amqp_consumer *consumers;
@@ -81,10 +125,21 @@ struct amqp_queue {
         struct sl_conn *owner; /* exclusive queues: deleted when it closes */
 };
 
+/* The routing table's entry for a queue (every worker has one per queue). */
+struct amqp_qref {
+        struct amqp_qref *next;
+        struct amqp_name name;
+        uint64_t qid; /* the sequence number of the change that created it */
+        uint16_t worker;
+        bool durable, exclusive, auto_delete;
+        uint64_t owner_conn;  /* exclusive: the owning connection's id */
+        struct amqp_queue *q; /* worker == self: the queue (NULL once deleted here) */
+};
+
 /* To a queue (q) or, exchange-to-exchange, to another exchange (dst). */
 struct amqp_binding {
         struct amqp_binding *next;
-        struct amqp_queue *q;
+        struct amqp_qref *q;
         struct amqp_exchange *dst;
         struct amqp_name key;
 };
@@ -99,17 +154,45 @@ struct amqp_exchange {
         struct amqp_binding *bindings;
 };
 
+/* What this worker has for another endpoint (worker or control): batches
+ * filled during the loop iteration, then a FIFO of ring messages kept in
+ * order (a batch is flushed before any other message to the same peer, so
+ * a reply never overtakes deliveries sent before it). */
+struct amqp_link {
+        struct amqp_msg *fwd_head, *fwd_tail; /* publishes for its queues */
+        struct amqp_msg *dlv_head, *dlv_tail; /* deliveries for its consumers */
+        struct amqp_msg *stl_head, *stl_tail; /* settlements of its messages */
+        struct sl_msg *out;
+        uint32_t out_head, out_n, out_cap;
+};
+
 struct amqp_worker {
+        struct sl_worker *w;
         struct amqp_exchange *exchanges;
-        struct amqp_queue *queues;
+        struct amqp_queue *queues; /* the queues living here */
+        struct amqp_qref *qrefs;   /* the routing table's queue directory */
+        struct amqp_consumer *stubs;
+        struct amqp_queue *qid_cache;
         uint64_t gen_seq;
+        uint32_t epoch_seq;
+        bool links_dirty;
+        struct amqp_link link[CTL_WORKERS_MAX + 1];
         /* written by the worker, read by the control thread (metrics) */
         _Atomic uint64_t published, delivered, acked, unroutable, returned;
         _Atomic uint64_t queues_n, messages_ready, channels, conn_errors, chan_errors;
 };
 
+struct amqp_confirm {
+        uint64_t seq;
+        uint32_t pending; /* queues on other workers that have not accepted it */
+};
+
 struct amqp_channel {
         uint16_t id;
+        uint32_t epoch; /* tells a reopened channel number from the old one */
+        /* confirms waiting for other workers, in publish order */
+        struct amqp_confirm *conf;
+        uint32_t conf_head, conf_n, conf_cap;
         bool closing; /* we sent channel.close */
         bool confirm;
         uint16_t prefetch;  /* for consumers created afterwards (per_consumer_qos) */
@@ -153,6 +236,9 @@ struct amqp_conn {
          * synchronously (the runtime may run closed() inside sl_conn_close,
          * which would free channels and queues under the caller's feet). */
         bool doomed;
+        /* A method waits for another worker or the control thread: input is
+         * paused so the channel's methods stay in order. */
+        bool waiting;
         uint64_t last_rx_ms, last_tx_hb_ms, phase_since_ms;
         struct amqp_channel **chans; /* [channel_max + 1], allocated at the first channel.open */
 };
@@ -300,12 +386,36 @@ static struct amqp_exchange *ex_find(struct amqp_worker *aw, struct amqp_bytes n
         return NULL;
 }
 
-static struct amqp_queue *queue_find(struct amqp_worker *aw, struct amqp_bytes name)
+static struct amqp_qref *qref_find(struct amqp_worker *aw, struct amqp_bytes name)
 {
-        for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                if (name_eq(&q->name, name))
-                        return q;
+        for (struct amqp_qref *r = aw->qrefs; r; r = r->next)
+                if (name_eq(&r->name, name))
+                        return r;
         return NULL;
+}
+
+static struct amqp_qref *qref_by_qid(struct amqp_worker *aw, uint64_t qid)
+{
+        for (struct amqp_qref *r = aw->qrefs; r; r = r->next)
+                if (r->qid == qid)
+                        return r;
+        return NULL;
+}
+
+/* A queue living here, by id (forwarded publishes name their queue so). */
+static struct amqp_queue *queue_by_qid(struct amqp_worker *aw, uint64_t qid)
+{
+        if (aw->qid_cache && aw->qid_cache->qid == qid)
+                return aw->qid_cache;
+        for (struct amqp_queue *q = aw->queues; q; q = q->next)
+                if (q->qid == qid)
+                        return aw->qid_cache = q;
+        return NULL;
+}
+
+static bool qref_local(struct amqp_worker *aw, const struct amqp_qref *r)
+{
+        return r->worker == aw->w->id;
 }
 
 static struct amqp_exchange *ex_add(struct amqp_worker *aw, struct amqp_bytes name, uint8_t type)
@@ -401,7 +511,7 @@ static size_t msg_size(const struct amqp_msg *m)
 }
 
 struct amqp_route {
-        struct amqp_queue *q[AMQP_ROUTE_QUEUES_MAX];
+        struct amqp_qref *q[AMQP_ROUTE_QUEUES_MAX];
         uint32_t nq;
         struct amqp_exchange *seen[AMQP_ROUTE_EXCHANGES_MAX];
         uint32_t nseen;
@@ -436,16 +546,48 @@ static void route_ex(struct amqp_route *r, struct amqp_exchange *e, struct amqp_
         }
 }
 
+/* Who to tell when a forwarded copy is accepted (seq 0: nobody). */
+struct amqp_origin {
+        uint64_t conn, seq;
+        uint32_t slot, gen, epoch;
+        uint16_t chan;
+};
+
+static void fwd_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m);
+
+/* Hands m to the queue r names: here, or in the batch for its worker. */
+static void route_one(struct amqp_worker *aw, struct amqp_qref *r, struct amqp_msg *m,
+                      const struct amqp_origin *o, uint32_t *nremote)
+{
+        if (qref_local(aw, r)) {
+                queue_push(r->q, m);
+                queue_dispatch(aw, r->q);
+                return;
+        }
+        m->qid = r->qid;
+        m->o_conn = o->conn;
+        m->o_seq = o->seq;
+        m->o_slot = o->slot;
+        m->o_gen = o->gen;
+        m->o_epoch = o->epoch;
+        m->o_chan = o->chan;
+        fwd_push(aw, r->worker, m);
+        (*nremote)++;
+}
+
 /* Routes a complete message: the first matching queue takes m, further ones
- * a copy (allocated per extra queue). Returns the number of queues. */
-static uint32_t route(struct amqp_worker *aw, struct amqp_msg *m)
+ * a copy (allocated per extra queue). Returns the number of queues; those
+ * on other workers are counted in *nremote (their confirm comes later). */
+static uint32_t route(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o,
+                      uint32_t *nremote)
 {
         struct amqp_bytes ex = {m->data, m->ex_len};
         struct amqp_bytes rk = {m->data + m->ex_len, m->rk_len};
         static _Thread_local struct amqp_route r; /* 2.3 KiB: off the stack */
         r.nq = r.nseen = 0;
+        *nremote = 0;
         if (ex.len == 0) {
-                struct amqp_queue *q = queue_find(aw, rk);
+                struct amqp_qref *q = qref_find(aw, rk);
                 if (q)
                         r.q[r.nq++] = q;
         } else {
@@ -453,8 +595,12 @@ static uint32_t route(struct amqp_worker *aw, struct amqp_msg *m)
                 if (e)
                         route_ex(&r, e, rk);
         }
-        uint32_t nt = r.nq;
-        struct amqp_queue **targets = r.q;
+        /* a queue deleted here whose removal is not applied yet */
+        uint32_t nt = 0;
+        for (uint32_t i = 0; i < r.nq; i++)
+                if (!qref_local(aw, r.q[i]) || r.q[i]->q)
+                        r.q[nt++] = r.q[i];
+        struct amqp_qref **targets = r.q;
         if (nt == 0)
                 return 0; /* m stays the caller's (basic.return) */
         for (uint32_t i = 1; i < nt; i++) {
@@ -462,11 +608,9 @@ static uint32_t route(struct amqp_worker *aw, struct amqp_msg *m)
                 if (!cp)
                         break;
                 memcpy(cp, m, msg_size(m));
-                queue_push(targets[i], cp);
-                queue_dispatch(aw, targets[i]);
+                route_one(aw, targets[i], cp, o, nremote);
         }
-        queue_push(targets[0], m);
-        queue_dispatch(aw, targets[0]);
+        route_one(aw, targets[0], m, o, nremote);
         return nt;
 }
 
@@ -527,9 +671,13 @@ static void queue_unref(struct amqp_queue *q)
                 free(q);
 }
 
-static void unacked_add(struct amqp_channel *ch, struct amqp_msg *m)
+/* m (delivered with a tag) joins its channel's unacked list; a message from
+ * a queue here holds a reference on the queue (remote ones hold it at
+ * home). */
+static void unacked_add(struct amqp_worker *aw, struct amqp_channel *ch, struct amqp_msg *m)
 {
-        m->uq->unacked_refs++;
+        if (m->home == aw->w->id)
+                m->uq->unacked_refs++;
         ch->nunacked++;
         m->next = NULL;
         if (ch->unacked_tail)
@@ -541,15 +689,41 @@ static void unacked_add(struct amqp_channel *ch, struct amqp_msg *m)
 
 /* Delivers from q to its consumers, round robin, while they have credit
  * and room. */
+static void dlv_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m);
+
+/* Hands the head of q to a consumer on another worker (through its proxy). */
+static void proxy_send(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_consumer *k)
+{
+        struct amqp_msg *m = queue_pop(q);
+        m->home = aw->w->id;
+        m->qid = q->qid;
+        m->rstub = k->peer;
+        m->ucons = k;
+        m->tracked = !k->no_ack;
+        m->uq = m->tracked ? q : NULL;
+        if (m->tracked) {
+                q->unacked_refs++;
+                k->unacked++;
+        }
+        k->inflight++;
+        dlv_push(aw, k->rworker, m);
+}
+
 static void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
 {
-        (void)aw;
         while (q->head && q->consumers) {
                 struct amqp_consumer *pick = NULL;
                 /* round robin: the head of the list is next; rotate after use */
                 struct amqp_consumer **pp = &q->consumers;
                 for (; *pp; pp = &(*pp)->next_in_queue) {
                         struct amqp_consumer *k = *pp;
+                        if (k->proxy) {
+                                if (k->inflight >= AMQP_REMOTE_WINDOW ||
+                                    (!k->no_ack && k->prefetch && k->unacked >= k->prefetch))
+                                        continue;
+                                pick = k;
+                                break;
+                        }
                         struct amqp_conn *ac = k->c->proto_state;
                         if (!conn_usable(k->c) || ac->phase != AMQP_PH_RUNNING)
                                 continue;
@@ -562,6 +736,17 @@ static void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
                 }
                 if (!pick)
                         return;
+                if (pick->proxy) {
+                        *pp = pick->next_in_queue;
+                        pick->next_in_queue = NULL;
+                        struct amqp_consumer **tail = &q->consumers;
+                        while (*tail)
+                                tail = &(*tail)->next_in_queue;
+                        *tail = pick;
+                        proxy_send(aw, q, pick);
+                        sl_counter_add(&aw->delivered, 1);
+                        continue;
+                }
                 struct amqp_msg *m = q->head;
                 struct amqp_channel *ch = pick->ch;
                 struct amqp_method meth;
@@ -591,17 +776,26 @@ static void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
                         m->dtag = ch->next_tag;
                         m->uq = q;
                         m->ucons = pick;
+                        m->home = aw->w->id;
                         pick->unacked++;
-                        unacked_add(ch, m);
+                        unacked_add(aw, ch, m);
                 }
         }
 }
 
 static uint64_t queue_delete(struct amqp_worker *aw, struct amqp_queue *q);
 
+static void stub_cancel(struct amqp_worker *aw, struct amqp_consumer *k, struct sl_conn *c,
+                        uint16_t chan, uint32_t method, bool nowait);
+static void queue_delete_announce(struct amqp_worker *aw, struct amqp_queue *q);
+
 static void consumer_remove(struct amqp_consumer *k)
 {
         struct amqp_worker *aw = aw_of(k->c->w);
+        if (k->stub) {
+                stub_cancel(aw, k, NULL, 0, 0, false);
+                return;
+        }
         struct amqp_queue *q = k->q;
         for (struct amqp_consumer **pp = &q->consumers; *pp; pp = &(*pp)->next_in_queue)
                 if (*pp == k) {
@@ -621,11 +815,20 @@ static void consumer_remove(struct amqp_consumer *k)
         free(k);
         /* auto-delete: the queue goes with its last consumer */
         if (q->auto_delete && !q->deleted && q->nconsumers == 0)
-                queue_delete(aw, q);
+                queue_delete_announce(aw, q);
 }
 
-/* Puts unacked messages back at the head of their queues, in order. */
-static void requeue_list(struct amqp_msg *m)
+enum amqp_settle_op {
+        AMQP_SETTLE_ACK,     /* acked, or rejected without requeue: gone */
+        AMQP_SETTLE_REQUEUE, /* back at the head, redelivered */
+        AMQP_SETTLE_RETURN,  /* never reached the client: back at the head as it was */
+};
+
+static void stl_push(struct amqp_worker *aw, struct amqp_msg *m, uint8_t op);
+
+/* Puts unacked messages back at the head of their queues, in order; those
+ * from queues on other workers travel home. */
+static void requeue_list(struct amqp_worker *aw, struct amqp_msg *m)
 {
         /* reverse, so pushing to the front keeps the original order */
         struct amqp_msg *rev = NULL;
@@ -637,6 +840,14 @@ static void requeue_list(struct amqp_msg *m)
         }
         while (rev) {
                 struct amqp_msg *n = rev->next;
+                if (rev->home != aw->w->id) {
+                        /* home pushes each to the front as it arrives: in
+                         * this reversed order, that restores the original */
+                        rev->next = NULL;
+                        stl_push(aw, rev, AMQP_SETTLE_REQUEUE);
+                        rev = n;
+                        continue;
+                }
                 rev->redelivered = true;
                 if (rev->ucons)
                         rev->ucons->unacked--;
@@ -659,8 +870,9 @@ static void chan_free(struct sl_conn *c, struct amqp_channel *ch)
         struct amqp_msg *un = ch->unacked_head;
         ch->unacked_head = ch->unacked_tail = NULL;
         ch->nunacked = 0;
-        requeue_list(un);
+        requeue_list(aw, un);
         free(ch->pub);
+        free(ch->conf);
         while (ch->txp_head) {
                 struct amqp_msg *m = ch->txp_head;
                 ch->txp_head = m->next;
@@ -672,6 +884,1160 @@ static void chan_free(struct sl_conn *c, struct amqp_channel *ch)
         sl_counter_add(&aw->channels, -1);
         for (struct amqp_queue *q = aw->queues; q; q = q->next)
                 queue_dispatch(aw, q);
+}
+
+/* ---- across workers: links, ordered output ------------------------------- */
+
+static struct amqp_link *link_of(struct amqp_worker *aw, uint16_t dst)
+{
+        SL_DASSERT(dst <= aw->w->nworkers && dst != aw->w->id);
+        return &aw->link[dst];
+}
+
+/* Queues one ring message to dst behind everything queued before it. */
+static void out_push(struct amqp_worker *aw, uint16_t dst, const struct sl_msg *m)
+{
+        struct amqp_link *l = link_of(aw, dst);
+        struct sl_msg copy = *m;
+        if (l->out_n == 0 && sl_mbox_send(&aw->w->mb, dst, &copy) == 0)
+                return;
+        if (l->out_n == l->out_cap) {
+                /* The ring is full: the peer is behind. Keep order; what
+                 * is queued is bounded by the windows and by connections
+                 * waiting (rx paused) for their replies. */
+                uint32_t cap = l->out_cap ? l->out_cap * 2 : 64;
+                struct sl_msg *n = malloc(cap * sizeof(*n));
+                SL_ASSERT(n);
+                for (uint32_t i = 0; i < l->out_n; i++)
+                        n[i] = l->out[(l->out_head + i) % l->out_cap];
+                free(l->out);
+                l->out = n;
+                l->out_cap = cap;
+                l->out_head = 0;
+        }
+        l->out[(l->out_head + l->out_n++) % l->out_cap] = *m;
+        aw->links_dirty = true;
+}
+
+static void fwd_flush(struct amqp_worker *aw, uint16_t dst);
+
+/* Batches for dst become ring messages (before anything else goes to dst). */
+static void link_flush(struct amqp_worker *aw, uint16_t dst)
+{
+        struct amqp_link *l = link_of(aw, dst);
+        if (l->fwd_head)
+                fwd_flush(aw, dst);
+        if (l->dlv_head) {
+                struct sl_msg m = {.type = CTL_AMQP_MSG_DELIVER};
+                m.a.ptr[0] = l->dlv_head;
+                l->dlv_head = l->dlv_tail = NULL;
+                out_push(aw, dst, &m);
+        }
+        if (l->stl_head) {
+                struct sl_msg m = {.type = CTL_AMQP_MSG_SETTLE};
+                m.a.ptr[0] = l->stl_head;
+                l->stl_head = l->stl_tail = NULL;
+                out_push(aw, dst, &m);
+        }
+}
+
+/* A one-off message to dst, after the batches already bound for it. */
+static void out_msg(struct amqp_worker *aw, uint16_t dst, const struct sl_msg *m)
+{
+        if (dst < aw->w->nworkers)
+                link_flush(aw, dst);
+        out_push(aw, dst, m);
+}
+
+static void list_append(struct amqp_msg **head, struct amqp_msg **tail, struct amqp_msg *m)
+{
+        m->next = NULL;
+        if (*tail)
+                (*tail)->next = m;
+        else
+                *head = m;
+        *tail = m;
+}
+
+static void fwd_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m)
+{
+        struct amqp_link *l = link_of(aw, dst);
+        list_append(&l->fwd_head, &l->fwd_tail, m);
+        aw->links_dirty = true;
+}
+
+static void dlv_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m)
+{
+        struct amqp_link *l = link_of(aw, dst);
+        list_append(&l->dlv_head, &l->dlv_tail, m);
+        aw->links_dirty = true;
+}
+
+static void stl_push(struct amqp_worker *aw, struct amqp_msg *m, uint8_t op)
+{
+        struct amqp_link *l = link_of(aw, m->home);
+        m->op = op;
+        list_append(&l->stl_head, &l->stl_tail, m);
+        aw->links_dirty = true;
+}
+
+/* A forwarded batch: the messages, then who to confirm to once the queue's
+ * worker has taken them (the same block travels back as the acceptance). */
+struct amqp_fwd {
+        struct amqp_msg *msgs;
+        uint32_t n;
+        struct amqp_origin o[];
+};
+
+static void fwd_flush(struct amqp_worker *aw, uint16_t dst)
+{
+        struct amqp_link *l = link_of(aw, dst);
+        uint32_t n = 0;
+        for (struct amqp_msg *m = l->fwd_head; m; m = m->next)
+                n += m->o_seq != 0;
+        /* One allocation per batch (per destination and loop iteration),
+         * not per message. */
+        struct amqp_fwd *f = malloc(sizeof(*f) + n * sizeof(f->o[0]));
+        SL_ASSERT(f);
+        f->msgs = l->fwd_head;
+        f->n = 0;
+        for (struct amqp_msg *m = l->fwd_head; m; m = m->next)
+                if (m->o_seq)
+                        f->o[f->n++] = (struct amqp_origin){m->o_conn, m->o_seq,   m->o_slot,
+                                                            m->o_gen,  m->o_epoch, m->o_chan};
+        l->fwd_head = l->fwd_tail = NULL;
+        struct sl_msg msg = {.type = CTL_AMQP_MSG_FWD};
+        msg.a.ptr[0] = f;
+        out_push(aw, dst, &msg);
+}
+
+static void stub_flush_credit(struct amqp_worker *aw)
+{
+        for (struct amqp_consumer *k = aw->stubs; k; k = k->next_stub) {
+                if (!k->credit_owed)
+                        continue;
+                struct sl_msg m = {.type = CTL_AMQP_MSG_CREDIT, .u32 = k->credit_owed};
+                m.a.ptr[0] = k->peer;
+                k->credit_owed = 0;
+                out_msg(aw, k->rworker, &m);
+        }
+}
+
+/* Once per loop iteration: batches out, then the ordered FIFOs into the
+ * rings (the runtime publishes them with one flush). */
+static uint32_t amqp_links_poll(struct sl_worker *w, void *arg)
+{
+        struct amqp_worker *aw = arg;
+        if (!aw->links_dirty)
+                return 0;
+        aw->links_dirty = false;
+        stub_flush_credit(aw);
+        uint32_t work = 0;
+        for (uint16_t d = 0; d <= w->nworkers; d++) {
+                if (d == w->id)
+                        continue;
+                if (d < w->nworkers)
+                        link_flush(aw, d);
+                struct amqp_link *l = &aw->link[d];
+                while (l->out_n) {
+                        if (sl_mbox_send(&w->mb, d, &l->out[l->out_head]) != 0) {
+                                aw->links_dirty = true; /* retried next iteration */
+                                break;
+                        }
+                        l->out_head = (l->out_head + 1) % l->out_cap;
+                        l->out_n--;
+                        work++;
+                }
+        }
+        return work;
+}
+
+static struct sl_conn *conn_find(struct sl_worker *w, uint32_t slot, uint32_t gen, uint64_t id)
+{
+        if (slot >= w->conns_max)
+                return NULL;
+        struct sl_conn *c = &w->conns[slot];
+        if (c->gen != gen || c->id != id || c->state != SL_CONN_OPEN || c->proto != CTL_PROTO_AMQP)
+                return NULL;
+        return c;
+}
+
+/* The channel a reply is for, if it is still the same open channel. */
+static struct amqp_channel *chan_find(struct sl_conn *c, uint16_t chan, uint32_t epoch)
+{
+        struct amqp_conn *ac = c->proto_state;
+        if (!ac->chans || chan > ac->channel_max)
+                return NULL;
+        struct amqp_channel *ch = ac->chans[chan];
+        if (!ch || ch->closing || (epoch && ch->epoch != epoch))
+                return NULL;
+        return ch;
+}
+
+static void conn_wait(struct sl_conn *c)
+{
+        struct amqp_conn *ac = c->proto_state;
+        ac->waiting = true;
+        sl_conn_rx_pause(c);
+}
+
+static void conn_resume(struct sl_conn *c)
+{
+        struct amqp_conn *ac = c->proto_state;
+        if (!ac->waiting)
+                return;
+        ac->waiting = false;
+        if (ac->doomed)
+                return; /* closed from the next tick */
+        sl_conn_rx_resume(c);
+}
+
+/* ---- publisher confirms across workers ------------------------------------ */
+
+static long confirm_send(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq, bool multiple)
+{
+        struct amqp_method a;
+        amqp_method_init(&a, AMQP_BASIC_ACK);
+        a.args[AMQP_BASIC_ACK_DELIVERY_TAG].u = seq;
+        a.args[AMQP_BASIC_ACK_MULTIPLE].u = multiple;
+        return send_method(c, ch->id, &a);
+}
+
+/* Acks every confirm at the head whose queues have all accepted it. */
+static void confirm_pump(struct sl_conn *c, struct amqp_channel *ch)
+{
+        uint32_t popped = 0;
+        uint64_t last = 0;
+        while (ch->conf_n && ch->conf[ch->conf_head].pending == 0) {
+                last = ch->conf[ch->conf_head].seq;
+                ch->conf_head++;
+                ch->conf_n--;
+                popped++;
+        }
+        if (ch->conf_n == 0)
+                ch->conf_head = 0;
+        if (popped)
+                confirm_send(c, ch, last, popped > 1);
+}
+
+/* Publish seq went to nremote queues on other workers: ack now when none
+ * and nothing earlier waits, else when the last accepts. */
+static long confirm_add(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq, uint32_t nremote)
+{
+        if (nremote == 0 && ch->conf_n == 0)
+                return confirm_send(c, ch, seq, false);
+        if (ch->conf_head + ch->conf_n == ch->conf_cap) {
+                if (ch->conf_head) {
+                        memmove(ch->conf, ch->conf + ch->conf_head, ch->conf_n * sizeof(*ch->conf));
+                        ch->conf_head = 0;
+                } else {
+                        uint32_t cap = ch->conf_cap ? ch->conf_cap * 2 : 64;
+                        struct amqp_confirm *n = realloc(ch->conf, cap * sizeof(*n));
+                        if (!n)
+                                return conn_error(c, 541, "out of memory", AMQP_BASIC_PUBLISH);
+                        ch->conf = n;
+                        ch->conf_cap = cap;
+                }
+        }
+        ch->conf[ch->conf_head + ch->conf_n++] = (struct amqp_confirm){seq, nremote};
+        confirm_pump(c, ch);
+        return 0;
+}
+
+static void confirm_accepted(struct sl_worker *w, const struct amqp_origin *o)
+{
+        struct sl_conn *c = conn_find(w, o->slot, o->gen, o->conn);
+        if (!c)
+                return;
+        struct amqp_channel *ch = chan_find(c, o->chan, o->epoch);
+        if (!ch || !ch->conf_n)
+                return;
+        uint64_t i = o->seq - ch->conf[ch->conf_head].seq;
+        if (o->seq < ch->conf[ch->conf_head].seq || i >= ch->conf_n)
+                return;
+        SL_ASSERT(ch->conf[ch->conf_head + i].pending > 0);
+        ch->conf[ch->conf_head + i].pending--;
+        confirm_pump(c, ch);
+}
+
+/* ---- routing-table changes (through the control thread) ------------------ */
+
+enum amqp_topo_op {
+        AMQP_TOPO_EX_DECLARE,
+        AMQP_TOPO_EX_DELETE,
+        AMQP_TOPO_Q_DECLARE,
+        AMQP_TOPO_Q_DELETE,
+        AMQP_TOPO_Q_BIND,
+        AMQP_TOPO_Q_UNBIND,
+        AMQP_TOPO_EX_BIND,
+        AMQP_TOPO_EX_UNBIND,
+};
+
+/* One change, read by every worker while it is applied; owned by the
+ * worker told DONE, which answers the waiting client (conn 0: nobody). */
+struct amqp_topo {
+        uint8_t op, ex_type;
+        bool durable, exclusive, auto_delete, nowait;
+        uint16_t worker;     /* Q_DECLARE: where the queue lives */
+        uint64_t owner_conn; /* Q_DECLARE exclusive */
+        uint64_t qid;        /* Q_DELETE */
+        struct amqp_name a;  /* queue, exchange, or destination exchange */
+        struct amqp_name b;  /* source exchange */
+        struct amqp_name key;
+        /* the client waiting */
+        uint64_t conn, count;
+        uint32_t slot, gen, epoch, method;
+        uint16_t chan;
+};
+
+static struct amqp_topo *topo_new(struct sl_conn *c, struct amqp_channel *ch, uint8_t op,
+                                  uint32_t method)
+{
+        struct amqp_topo *t = calloc(1, sizeof(*t));
+        if (!t)
+                return NULL;
+        t->op = op;
+        t->method = method;
+        if (c) {
+                t->conn = c->id;
+                t->slot = c->slot;
+                t->gen = c->gen;
+                t->chan = ch->id;
+                t->epoch = ch->epoch;
+        }
+        return t;
+}
+
+/* Sends t to the sequencer; the client's input waits for the barrier. */
+static long topo_submit(struct amqp_worker *aw, struct sl_conn *c, struct amqp_topo *t)
+{
+        struct sl_msg m = {.type = CTL_AMQP_MSG_CHANGE, .u16 = aw->w->id};
+        m.a.ptr[0] = t;
+        out_msg(aw, aw->w->rt->control_ep, &m);
+        if (c)
+                conn_wait(c);
+        return 0;
+}
+
+static void bindings_drop_queue(struct amqp_worker *aw, struct amqp_qref *r)
+{
+        for (struct amqp_exchange *e = aw->exchanges; e; e = e->next)
+                for (struct amqp_binding **bp = &e->bindings; *bp;) {
+                        struct amqp_binding *b = *bp;
+                        if (b->q == r) {
+                                *bp = b->next;
+                                free(b);
+                        } else {
+                                bp = &b->next;
+                        }
+                }
+}
+
+static void ex_remove(struct amqp_worker *aw, struct amqp_bytes name)
+{
+        struct amqp_exchange **pp = &aw->exchanges;
+        while (*pp && !name_eq(&(*pp)->name, name))
+                pp = &(*pp)->next;
+        struct amqp_exchange *e = *pp;
+        if (!e)
+                return;
+        *pp = e->next;
+        while (e->bindings) {
+                struct amqp_binding *b = e->bindings;
+                e->bindings = b->next;
+                free(b);
+        }
+        /* and the exchange-to-exchange bindings that lead to it */
+        for (struct amqp_exchange *o = aw->exchanges; o; o = o->next)
+                for (struct amqp_binding **bp = &o->bindings; *bp;) {
+                        struct amqp_binding *b = *bp;
+                        if (b->dst == e) {
+                                *bp = b->next;
+                                free(b);
+                        } else {
+                                bp = &b->next;
+                        }
+                }
+        free(e);
+}
+
+static void binding_set(struct amqp_exchange *src, struct amqp_qref *q, struct amqp_exchange *dst,
+                        const struct amqp_name *key, bool bind)
+{
+        struct amqp_binding **bp = &src->bindings;
+        while (*bp && !((*bp)->q == q && (*bp)->dst == dst && name_eq(&(*bp)->key, name_view(key))))
+                bp = &(*bp)->next;
+        if (bind && !*bp) {
+                struct amqp_binding *b = calloc(1, sizeof(*b));
+                SL_ASSERT(b); /* replicas must not diverge */
+                b->q = q;
+                b->dst = dst;
+                b->key = *key;
+                b->next = src->bindings;
+                src->bindings = b;
+        } else if (!bind && *bp) {
+                struct amqp_binding *b = *bp;
+                *bp = b->next;
+                free(b);
+        }
+}
+
+/* Applies a change to this worker's replica (the same on every worker:
+ * deterministic, idempotent against what is already there). */
+static void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64_t seq)
+{
+        switch (t->op) {
+        case AMQP_TOPO_EX_DECLARE:
+                if (!ex_find(aw, name_view(&t->a)))
+                        SL_ASSERT(ex_add(aw, name_view(&t->a), t->ex_type));
+                return;
+        case AMQP_TOPO_EX_DELETE:
+                ex_remove(aw, name_view(&t->a));
+                return;
+        case AMQP_TOPO_Q_DECLARE: {
+                if (qref_find(aw, name_view(&t->a)))
+                        return;
+                struct amqp_qref *r = calloc(1, sizeof(*r));
+                SL_ASSERT(r);
+                r->name = t->a;
+                r->qid = seq;
+                r->worker = t->worker;
+                r->durable = t->durable;
+                r->exclusive = t->exclusive;
+                r->auto_delete = t->auto_delete;
+                r->owner_conn = t->owner_conn;
+                if (qref_local(aw, r)) {
+                        struct amqp_queue *q = calloc(1, sizeof(*q));
+                        SL_ASSERT(q);
+                        q->name = t->a;
+                        q->qid = seq;
+                        q->auto_delete = t->auto_delete;
+                        q->durable = t->durable;
+                        /* the owner, if still here (it may have closed) */
+                        if (t->exclusive)
+                                q->owner = conn_find(aw->w, t->slot, t->gen, t->owner_conn);
+                        q->next = aw->queues;
+                        aw->queues = q;
+                        sl_counter_add(&aw->queues_n, 1);
+                        r->q = q;
+                        if (t->exclusive && !q->owner)
+                                queue_delete_announce(aw, q);
+                }
+                r->next = aw->qrefs;
+                aw->qrefs = r;
+                return;
+        }
+        case AMQP_TOPO_Q_DELETE: {
+                for (struct amqp_qref **pp = &aw->qrefs; *pp; pp = &(*pp)->next)
+                        if ((*pp)->qid == t->qid) {
+                                struct amqp_qref *r = *pp;
+                                *pp = r->next;
+                                bindings_drop_queue(aw, r);
+                                free(r);
+                                break;
+                        }
+                return;
+        }
+        case AMQP_TOPO_Q_BIND:
+        case AMQP_TOPO_Q_UNBIND: {
+                struct amqp_qref *r = qref_find(aw, name_view(&t->a));
+                struct amqp_exchange *e = ex_find(aw, name_view(&t->b));
+                if (r && e)
+                        binding_set(e, r, NULL, &t->key, t->op == AMQP_TOPO_Q_BIND);
+                return;
+        }
+        case AMQP_TOPO_EX_BIND:
+        case AMQP_TOPO_EX_UNBIND: {
+                struct amqp_exchange *d = ex_find(aw, name_view(&t->a));
+                struct amqp_exchange *e = ex_find(aw, name_view(&t->b));
+                if (d && e)
+                        binding_set(e, NULL, d, &t->key, t->op == AMQP_TOPO_EX_BIND);
+                return;
+        }
+        default:
+                SL_ASSERT(!"unknown routing-table change");
+        }
+}
+
+static long queue_declare_ok(struct sl_conn *c, struct amqp_channel *ch, struct amqp_bytes name,
+                             uint64_t count, uint32_t consumers)
+{
+        struct amqp_method r;
+        amqp_method_init(&r, AMQP_QUEUE_DECLARE_OK);
+        r.args[AMQP_QUEUE_DECLARE_OK_QUEUE].b = name;
+        r.args[AMQP_QUEUE_DECLARE_OK_MESSAGE_COUNT].u = (uint32_t)count;
+        r.args[AMQP_QUEUE_DECLARE_OK_CONSUMER_COUNT].u = consumers;
+        return send_method(c, ch->id, &r);
+}
+
+static long queue_check_equivalent(struct sl_conn *c, struct amqp_channel *ch,
+                                   const struct amqp_qref *r, bool durable, bool exclusive,
+                                   bool auto_delete, uint32_t key);
+
+/* Every worker applied t: answer the client that waits for it. */
+static void topo_done(struct amqp_worker *aw, struct amqp_topo *t)
+{
+        struct sl_conn *c = t->conn ? conn_find(aw->w, t->slot, t->gen, t->conn) : NULL;
+        struct amqp_channel *ch = c ? chan_find(c, t->chan, t->epoch) : NULL;
+        if (ch && !t->nowait) {
+                switch (t->method) {
+                case AMQP_EXCHANGE_DECLARE: {
+                        struct amqp_exchange *e = ex_find(aw, name_view(&t->a));
+                        if (!e)
+                                chan_error(c, ch, 404, "exchange deleted meanwhile", t->method);
+                        else if (e->type != t->ex_type)
+                                chan_error(c, ch, 406, "inequivalent arg 'type'", t->method);
+                        else
+                                send_simple(c, ch->id, AMQP_EXCHANGE_DECLARE_OK);
+                        break;
+                }
+                case AMQP_QUEUE_DECLARE: {
+                        struct amqp_qref *r = qref_find(aw, name_view(&t->a));
+                        if (!r) {
+                                chan_error(c, ch, 404, "queue deleted meanwhile", t->method);
+                                break;
+                        }
+                        if (queue_check_equivalent(c, ch, r, t->durable, t->exclusive,
+                                                   t->auto_delete, t->method))
+                                break;
+                        uint64_t n = qref_local(aw, r) && r->q ? r->q->count : 0;
+                        uint32_t k = qref_local(aw, r) && r->q ? r->q->nconsumers : 0;
+                        queue_declare_ok(c, ch, name_view(&r->name), n, k);
+                        break;
+                }
+                case AMQP_QUEUE_DELETE: {
+                        struct amqp_method r;
+                        amqp_method_init(&r, AMQP_QUEUE_DELETE_OK);
+                        r.args[AMQP_QUEUE_DELETE_OK_MESSAGE_COUNT].u = (uint32_t)t->count;
+                        send_method(c, ch->id, &r);
+                        break;
+                }
+                case AMQP_EXCHANGE_DELETE:
+                        send_simple(c, ch->id, AMQP_EXCHANGE_DELETE_OK);
+                        break;
+                case AMQP_QUEUE_BIND:
+                        send_simple(c, ch->id, AMQP_QUEUE_BIND_OK);
+                        break;
+                case AMQP_QUEUE_UNBIND:
+                        send_simple(c, ch->id, AMQP_QUEUE_UNBIND_OK);
+                        break;
+                case AMQP_EXCHANGE_BIND:
+                        send_simple(c, ch->id, AMQP_EXCHANGE_BIND_OK);
+                        break;
+                case AMQP_EXCHANGE_UNBIND:
+                        send_simple(c, ch->id, AMQP_EXCHANGE_UNBIND_OK);
+                        break;
+                default:
+                        break;
+                }
+        }
+        if (c)
+                conn_resume(c);
+        free(t);
+}
+
+/* A queue here went away (deleted, auto-delete, exclusive owner closed):
+ * the routing table forgets it everywhere. */
+static void queue_delete_announce(struct amqp_worker *aw, struct amqp_queue *q)
+{
+        uint64_t qid = q->qid;
+        queue_delete(aw, q);
+        struct amqp_topo *t = topo_new(NULL, NULL, AMQP_TOPO_Q_DELETE, 0);
+        SL_ASSERT(t);
+        t->qid = qid;
+        topo_submit(aw, NULL, t);
+}
+
+/* ---- operations on a queue that lives on another worker ------------------ */
+
+enum amqp_qop_op {
+        AMQP_QOP_STAT, /* queue.declare of an existing queue: counts */
+        AMQP_QOP_CONSUME,
+        AMQP_QOP_CANCEL, /* the stub says goodbye to its proxy */
+        AMQP_QOP_GET,
+        AMQP_QOP_PURGE,
+        AMQP_QOP_DELETE,
+};
+
+/* Sent by the channel's worker to the queue's, and back with the result. */
+struct amqp_qop {
+        uint8_t op;
+        bool if_unused, if_empty, no_ack, exclusive, nowait, reply;
+        uint16_t from, prefetch, code;
+        uint64_t qid;
+        uint64_t conn;
+        uint32_t slot, gen, epoch, method;
+        uint16_t chan;
+        struct amqp_consumer *stub, *proxy;
+        uint64_t count;
+        uint32_t consumers;
+        struct amqp_msg *msg;
+        struct amqp_name name;
+        char text[320];
+};
+
+static struct amqp_qop *qop_new(struct sl_conn *c, struct amqp_channel *ch, uint8_t op,
+                                const struct amqp_qref *r, uint32_t method)
+{
+        struct amqp_qop *o = calloc(1, sizeof(*o));
+        if (!o)
+                return NULL;
+        o->op = op;
+        o->from = c->w->id;
+        o->qid = r->qid;
+        o->name = r->name;
+        o->conn = c->id;
+        o->slot = c->slot;
+        o->gen = c->gen;
+        o->chan = ch->id;
+        o->epoch = ch->epoch;
+        o->method = method;
+        o->reply = true;
+        return o;
+}
+
+static long qop_submit(struct amqp_worker *aw, struct sl_conn *c, uint16_t dst, struct amqp_qop *o)
+{
+        struct sl_msg m = {.type = CTL_AMQP_MSG_QOP};
+        m.a.ptr[0] = o;
+        out_msg(aw, dst, &m);
+        if (c && o->reply)
+                conn_wait(c);
+        return 0;
+}
+
+static void stub_unlink(struct amqp_worker *aw, struct amqp_consumer *k)
+{
+        (void)aw;
+        if (!k->prev_stub)
+                return;
+        *k->prev_stub = k->next_stub;
+        if (k->next_stub)
+                k->next_stub->prev_stub = k->prev_stub;
+        k->prev_stub = NULL;
+        k->next_stub = NULL;
+}
+
+static void stub_link(struct amqp_worker *aw, struct amqp_consumer *k)
+{
+        k->next_stub = aw->stubs;
+        if (aw->stubs)
+                aw->stubs->prev_stub = &k->next_stub;
+        aw->stubs = k;
+        k->prev_stub = &aw->stubs;
+}
+
+/* The channel no longer has stub k: what waits for room goes home, and the
+ * proxy is told goodbye (its answer frees k). method != 0: the client
+ * waits for cancel-ok. */
+static void stub_cancel(struct amqp_worker *aw, struct amqp_consumer *k, struct sl_conn *c,
+                        uint16_t chan, uint32_t method, bool nowait)
+{
+        if (k->ch) {
+                for (struct amqp_consumer **pp = &k->ch->consumers; *pp; pp = &(*pp)->next_in_chan)
+                        if (*pp == k) {
+                                *pp = k->next_in_chan;
+                                break;
+                        }
+        }
+        while (k->pend_head) {
+                struct amqp_msg *m = k->pend_head;
+                k->pend_head = m->next;
+                stl_push(aw, m, AMQP_SETTLE_RETURN);
+        }
+        k->pend_tail = NULL;
+        struct amqp_qop *o = calloc(1, sizeof(*o));
+        SL_ASSERT(o);
+        o->op = AMQP_QOP_CANCEL;
+        o->from = aw->w->id;
+        o->qid = k->qid;
+        o->stub = k;
+        o->proxy = k->peer;
+        o->name = k->tag;
+        o->method = method;
+        o->nowait = nowait;
+        o->reply = method != 0;
+        if (c) {
+                o->conn = c->id;
+                o->slot = c->slot;
+                o->gen = c->gen;
+                o->chan = chan;
+                o->epoch = k->ch ? k->ch->epoch : 0;
+        }
+        k->detached = true;
+        k->c = NULL;
+        k->ch = NULL;
+        struct sl_msg m = {.type = CTL_AMQP_MSG_QOP};
+        m.a.ptr[0] = o;
+        out_msg(aw, k->rworker, &m);
+        if (c && method)
+                conn_wait(c);
+}
+
+/* Writes a delivery that came from another worker to the stub's client.
+ * 0, -EAGAIN (no room: keep it), -ENOBUFS (connection gone). */
+static int stub_write(struct amqp_worker *aw, struct amqp_consumer *k, struct amqp_msg *m)
+{
+        struct amqp_channel *ch = k->ch;
+        struct amqp_conn *ac = k->c->proto_state;
+        if (ac->phase != AMQP_PH_RUNNING)
+                return -ENOBUFS;
+        struct amqp_method meth;
+        amqp_method_init(&meth, AMQP_BASIC_DELIVER);
+        meth.args[AMQP_BASIC_DELIVER_CONSUMER_TAG].b = name_view(&k->tag);
+        meth.args[AMQP_BASIC_DELIVER_DELIVERY_TAG].u = ch->next_tag + 1;
+        meth.args[AMQP_BASIC_DELIVER_REDELIVERED].u = m->redelivered;
+        meth.args[AMQP_BASIC_DELIVER_EXCHANGE].b = (struct amqp_bytes){m->data, m->ex_len};
+        meth.args[AMQP_BASIC_DELIVER_ROUTING_KEY].b =
+            (struct amqp_bytes){m->data + m->ex_len, m->rk_len};
+        int rc = send_content(k->c, ch->id, &meth, m);
+        if (rc)
+                return rc;
+        ch->next_tag++;
+        k->credit_owed++;
+        aw->links_dirty = true;
+        if (!m->tracked) {
+                free(m);
+        } else {
+                m->dtag = ch->next_tag;
+                unacked_add(aw, ch, m);
+        }
+        return 0;
+}
+
+static void stub_deliver(struct amqp_worker *aw, struct amqp_consumer *k, struct amqp_msg *m)
+{
+        if (k->detached) {
+                stl_push(aw, m, AMQP_SETTLE_RETURN);
+                return;
+        }
+        if (!k->pend_head) {
+                int rc = stub_write(aw, k, m);
+                if (rc == 0)
+                        return;
+                if (rc == -ENOBUFS) {
+                        stl_push(aw, m, AMQP_SETTLE_RETURN);
+                        return;
+                }
+        }
+        list_append(&k->pend_head, &k->pend_tail, m);
+}
+
+/* Output room came back on c: stubs of c write what waits. */
+static void stubs_writable(struct amqp_worker *aw, struct sl_conn *c)
+{
+        for (struct amqp_consumer *k = aw->stubs; k; k = k->next_stub) {
+                if (k->c != c || k->detached)
+                        continue;
+                while (k->pend_head) {
+                        struct amqp_msg *m = k->pend_head;
+                        struct amqp_msg *next = m->next;
+                        int rc = stub_write(aw, k, m);
+                        if (rc == -EAGAIN)
+                                break;
+                        k->pend_head = next;
+                        if (!next)
+                                k->pend_tail = NULL;
+                        if (rc)
+                                stl_push(aw, m, AMQP_SETTLE_RETURN);
+                }
+        }
+}
+
+static void proxy_maybe_free(struct amqp_consumer *k)
+{
+        if (k->released && !k->q && k->inflight == 0 && k->unacked == 0)
+                free(k);
+}
+
+/* Unlinks a proxy from its queue (cancel or queue deletion). */
+static void proxy_unlink(struct amqp_consumer *k)
+{
+        struct amqp_queue *q = k->q;
+        if (!q)
+                return;
+        for (struct amqp_consumer **pp = &q->consumers; *pp; pp = &(*pp)->next_in_queue)
+                if (*pp == k) {
+                        *pp = k->next_in_queue;
+                        break;
+                }
+        q->nconsumers--;
+        q->exclusive_consumer = false;
+        k->q = NULL;
+}
+
+static void qop_reply(struct amqp_worker *aw, struct amqp_qop *o);
+
+static void qop_answer(struct amqp_worker *aw, struct amqp_qop *o)
+{
+        if (o->from == aw->w->id) {
+                qop_reply(aw, o);
+                return;
+        }
+        struct sl_msg m = {.type = CTL_AMQP_MSG_QOP_REPLY};
+        m.a.ptr[0] = o;
+        out_msg(aw, o->from, &m);
+}
+
+/* The queue's worker runs o (it lives here, or o finds it gone). */
+static void qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
+{
+        struct amqp_queue *q = queue_by_qid(aw, o->qid);
+        if (o->op == AMQP_QOP_CANCEL) {
+                struct amqp_consumer *k = o->proxy;
+                if (k) {
+                        struct amqp_queue *kq = k->q;
+                        proxy_unlink(k);
+                        k->released = true;
+                        proxy_maybe_free(k);
+                        if (kq && kq->auto_delete && !kq->deleted && kq->nconsumers == 0)
+                                queue_delete_announce(aw, kq);
+                }
+                goto reply;
+        }
+        if (!q) {
+                o->code = 404;
+                snprintf(o->text, sizeof(o->text), "no queue '%s' in vhost '/'", o->name.s);
+                goto reply;
+        }
+        switch (o->op) {
+        case AMQP_QOP_STAT:
+                o->count = q->count;
+                o->consumers = q->nconsumers;
+                break;
+        case AMQP_QOP_CONSUME: {
+                if (q->exclusive_consumer || (o->exclusive && q->nconsumers)) {
+                        o->code = 403;
+                        snprintf(o->text, sizeof(o->text),
+                                 "queue has an exclusive consumer or is in use");
+                        break;
+                }
+                struct amqp_consumer *k = calloc(1, sizeof(*k));
+                if (!k) {
+                        o->code = 541;
+                        break;
+                }
+                k->proxy = true;
+                k->q = q;
+                k->tag = o->stub->tag; /* copied by the channel's worker before sending */
+                k->no_ack = o->no_ack;
+                k->prefetch = o->prefetch;
+                k->rworker = o->from;
+                k->peer = o->stub;
+                q->exclusive_consumer = o->exclusive;
+                struct amqp_consumer **tail = &q->consumers;
+                while (*tail)
+                        tail = &(*tail)->next_in_queue;
+                *tail = k;
+                q->nconsumers++;
+                o->proxy = k;
+                break;
+        }
+        case AMQP_QOP_GET: {
+                struct amqp_msg *m = queue_pop(q);
+                o->count = q->count;
+                if (m) {
+                        m->home = aw->w->id;
+                        m->qid = q->qid;
+                        m->ucons = NULL;
+                        m->tracked = !o->no_ack;
+                        m->uq = m->tracked ? q : NULL;
+                        if (m->tracked)
+                                q->unacked_refs++;
+                        sl_counter_add(&aw->delivered, 1);
+                }
+                o->msg = m;
+                break;
+        }
+        case AMQP_QOP_PURGE: {
+                o->count = q->count;
+                struct amqp_msg *x;
+                while ((x = queue_pop(q)))
+                        free(x);
+                break;
+        }
+        case AMQP_QOP_DELETE: {
+                if (o->if_unused && q->nconsumers) {
+                        o->code = 406;
+                        snprintf(o->text, sizeof(o->text), "queue in use");
+                        break;
+                }
+                if (o->if_empty && q->count) {
+                        o->code = 406;
+                        snprintf(o->text, sizeof(o->text), "queue not empty");
+                        break;
+                }
+                uint64_t qid = q->qid;
+                uint64_t n = queue_delete(aw, q);
+                /* delete-ok once every worker forgot the queue */
+                struct amqp_topo *t = calloc(1, sizeof(*t));
+                SL_ASSERT(t);
+                t->op = AMQP_TOPO_Q_DELETE;
+                t->qid = qid;
+                t->method = AMQP_QUEUE_DELETE;
+                t->conn = o->conn;
+                t->slot = o->slot;
+                t->gen = o->gen;
+                t->chan = o->chan;
+                t->epoch = o->epoch;
+                t->nowait = o->nowait;
+                t->count = n;
+                struct sl_msg m = {.type = CTL_AMQP_MSG_CHANGE, .u16 = o->from};
+                m.a.ptr[0] = t;
+                out_msg(aw, aw->w->rt->control_ep, &m);
+                free(o);
+                return;
+        }
+        default:
+                break;
+        }
+        if (o->op == AMQP_QOP_CONSUME && o->code == 0) {
+                /* reply first: deliveries must follow consume-ok */
+                qop_answer(aw, o);
+                queue_dispatch(aw, q);
+                return;
+        }
+reply:
+        qop_answer(aw, o);
+}
+
+static long get_ok_send(struct amqp_worker *aw, struct sl_conn *c, struct amqp_channel *ch,
+                        struct amqp_msg *msg, uint64_t left, bool no_ack);
+
+/* The queue's worker answered o: finish the method for the client. */
+static void qop_reply(struct amqp_worker *aw, struct amqp_qop *o)
+{
+        struct sl_conn *c = o->conn ? conn_find(aw->w, o->slot, o->gen, o->conn) : NULL;
+        struct amqp_channel *ch = c ? chan_find(c, o->chan, o->epoch) : NULL;
+        switch (o->op) {
+        case AMQP_QOP_CANCEL:
+                stub_unlink(aw, o->stub);
+                free(o->stub);
+                if (ch && o->method && !o->nowait) {
+                        struct amqp_method r;
+                        amqp_method_init(&r, AMQP_BASIC_CANCEL_OK);
+                        r.args[AMQP_BASIC_CANCEL_OK_CONSUMER_TAG].b = name_view(&o->name);
+                        send_method(c, ch->id, &r);
+                }
+                break;
+        case AMQP_QOP_CONSUME: {
+                struct amqp_consumer *k = o->stub;
+                if (o->code) {
+                        free(k);
+                        if (ch)
+                                chan_error(c, ch, o->code, o->text, o->method);
+                        break;
+                }
+                k->peer = o->proxy;
+                stub_link(aw, k);
+                if (!ch) {
+                        k->c = NULL;
+                        k->ch = NULL;
+                        stub_cancel(aw, k, NULL, 0, 0, false);
+                        break;
+                }
+                k->c = c;
+                k->ch = ch;
+                k->next_in_chan = ch->consumers;
+                ch->consumers = k;
+                if (!o->nowait) {
+                        struct amqp_method r;
+                        amqp_method_init(&r, AMQP_BASIC_CONSUME_OK);
+                        r.args[AMQP_BASIC_CONSUME_OK_CONSUMER_TAG].b = name_view(&k->tag);
+                        send_method(c, ch->id, &r);
+                }
+                break;
+        }
+        case AMQP_QOP_GET:
+                if (!ch) {
+                        if (o->msg)
+                                stl_push(aw, o->msg, AMQP_SETTLE_RETURN);
+                        break;
+                }
+                if (o->code) {
+                        chan_error(c, ch, o->code, o->text, o->method);
+                        break;
+                }
+                if (!o->msg) {
+                        send_simple(c, ch->id, AMQP_BASIC_GET_EMPTY);
+                        break;
+                }
+                if (get_ok_send(aw, c, ch, o->msg, o->count, o->no_ack))
+                        stl_push(aw, o->msg, AMQP_SETTLE_RETURN);
+                break;
+        default:
+                if (!ch)
+                        break;
+                if (o->code) {
+                        chan_error(c, ch, o->code, o->text, o->method);
+                        break;
+                }
+                if (o->op == AMQP_QOP_STAT) {
+                        queue_declare_ok(c, ch, name_view(&o->name), o->count, o->consumers);
+                } else if (o->op == AMQP_QOP_PURGE && !o->nowait) {
+                        struct amqp_method r;
+                        amqp_method_init(&r, AMQP_QUEUE_PURGE_OK);
+                        r.args[AMQP_QUEUE_PURGE_OK_MESSAGE_COUNT].u = (uint32_t)o->count;
+                        send_method(c, ch->id, &r);
+                } else if (o->op == AMQP_QOP_DELETE) {
+                        chan_error(c, ch, 541, "delete failed", o->method);
+                }
+                break;
+        }
+        if (c && o->reply)
+                conn_resume(c);
+        free(o);
+}
+
+/* ---- messages from other workers and the control thread ----------------- */
+
+static void on_fwd(struct amqp_worker *aw, const struct sl_msg *msg)
+{
+        struct amqp_fwd *f = msg->a.ptr[0];
+        struct amqp_queue *touched[16];
+        uint32_t nt = 0;
+        bool all = false;
+        for (struct amqp_msg *m = f->msgs, *next; m; m = next) {
+                next = m->next;
+                struct amqp_queue *q = queue_by_qid(aw, m->qid);
+                if (!q) {
+                        free(m); /* deleted meanwhile: as if it had been dropped there */
+                        continue;
+                }
+                queue_push(q, m);
+                bool seen = false;
+                for (uint32_t i = 0; i < nt && !seen; i++)
+                        seen = touched[i] == q;
+                if (!seen) {
+                        if (nt < SL_ARRAY_LEN(touched))
+                                touched[nt++] = q;
+                        else
+                                all = true;
+                }
+        }
+        f->msgs = NULL;
+        /* accepted: the block goes back as the confirm (if anyone waits) */
+        if (f->n) {
+                struct sl_msg r = {.type = CTL_AMQP_MSG_ACCEPT};
+                r.a.ptr[0] = f;
+                out_msg(aw, msg->src, &r);
+        } else {
+                free(f);
+        }
+        if (all) {
+                for (struct amqp_queue *q = aw->queues; q; q = q->next)
+                        queue_dispatch(aw, q);
+        } else {
+                for (uint32_t i = 0; i < nt; i++)
+                        queue_dispatch(aw, touched[i]);
+        }
+}
+
+static void on_settle(struct amqp_worker *aw, struct amqp_msg *m)
+{
+        for (struct amqp_msg *next; m; m = next) {
+                next = m->next;
+                m->next = NULL;
+                struct amqp_consumer *k = m->ucons;
+                bool tracked = m->tracked;
+                struct amqp_queue *q = tracked ? m->uq : queue_by_qid(aw, m->qid);
+                if (m->op == AMQP_SETTLE_RETURN && k)
+                        k->inflight--;
+                if (tracked && k)
+                        k->unacked--;
+                if (m->op == AMQP_SETTLE_ACK) {
+                        sl_counter_add(&aw->acked, 1);
+                        free(m);
+                } else {
+                        if (m->op == AMQP_SETTLE_REQUEUE)
+                                m->redelivered = true;
+                        if (!q || q->deleted)
+                                free(m);
+                        else
+                                queue_push_front(q, m);
+                }
+                if (tracked)
+                        queue_unref(q);
+                if (k)
+                        proxy_maybe_free(k);
+        }
+        for (struct amqp_queue *q = aw->queues; q; q = q->next)
+                queue_dispatch(aw, q);
+}
+
+/* The queue of stub k went away on its worker: tell the client (when it
+ * asked for consumer_cancel_notify) and say goodbye to the proxy. */
+static void on_cancelled(struct amqp_worker *aw, struct amqp_consumer *k)
+{
+        if (k->detached)
+                return; /* our goodbye is on its way already */
+        struct sl_conn *c = k->c;
+        struct amqp_conn *kc = c->proto_state;
+        if (kc->cancel_notify && c->state == SL_CONN_OPEN && !k->ch->closing) {
+                struct amqp_method r;
+                amqp_method_init(&r, AMQP_BASIC_CANCEL);
+                r.args[AMQP_BASIC_CANCEL_CONSUMER_TAG].b = name_view(&k->tag);
+                r.args[AMQP_BASIC_CANCEL_NOWAIT].u = 1;
+                send_method(c, k->ch->id, &r);
+        }
+        stub_cancel(aw, k, NULL, 0, 0, false);
+}
+
+static void amqp_msg_in(struct sl_worker *w, const struct sl_msg *m)
+{
+        struct amqp_worker *aw = aw_of(w);
+        switch (m->type) {
+        case CTL_AMQP_MSG_APPLY: {
+                topo_apply(aw, m->a.ptr[0], m->a.u64[1]);
+                struct sl_msg r = {.type = CTL_AMQP_MSG_APPLY, .cookie = m->cookie};
+                sl_mbox_reply(&w->mb, m->src, &r);
+                return;
+        }
+        case CTL_AMQP_MSG_DONE:
+                topo_done(aw, m->a.ptr[0]);
+                return;
+        case CTL_AMQP_MSG_FWD:
+                on_fwd(aw, m);
+                return;
+        case CTL_AMQP_MSG_ACCEPT: {
+                struct amqp_fwd *f = m->a.ptr[0];
+                for (uint32_t i = 0; i < f->n; i++)
+                        confirm_accepted(w, &f->o[i]);
+                free(f);
+                return;
+        }
+        case CTL_AMQP_MSG_DELIVER:
+                for (struct amqp_msg *x = m->a.ptr[0], *next; x; x = next) {
+                        next = x->next;
+                        x->next = NULL;
+                        stub_deliver(aw, x->rstub, x);
+                }
+                return;
+        case CTL_AMQP_MSG_SETTLE:
+                on_settle(aw, m->a.ptr[0]);
+                return;
+        case CTL_AMQP_MSG_CREDIT: {
+                struct amqp_consumer *k = m->a.ptr[0];
+                SL_ASSERT(k->inflight >= m->u32);
+                k->inflight -= m->u32;
+                struct amqp_queue *q = k->q;
+                proxy_maybe_free(k);
+                if (q)
+                        queue_dispatch(aw, q);
+                return;
+        }
+        case CTL_AMQP_MSG_QOP:
+                qop_exec(aw, m->a.ptr[0]);
+                return;
+        case CTL_AMQP_MSG_QOP_REPLY:
+                qop_reply(aw, m->a.ptr[0]);
+                return;
+        case CTL_AMQP_MSG_CANCELLED:
+                on_cancelled(aw, m->a.ptr[0]);
+                return;
+        default:
+                SL_WARN("amqp: worker %u: unexpected message %u", w->id, m->type);
+        }
 }
 
 /* ---- connection methods --------------------------------------------------- */
@@ -830,12 +2196,39 @@ static long on_exchange_declare(struct sl_conn *c, struct amqp_channel *ch,
         } else if (!e) {
                 if (name.len >= 4 && !memcmp(name.ptr, "amq.", 4))
                         return chan_error(c, ch, 403, "exchange names amq.* are reserved", m->key);
-                if (!ex_add(aw, name, (uint8_t)t))
+                struct amqp_topo *x = topo_new(c, ch, AMQP_TOPO_EX_DECLARE, m->key);
+                if (!x)
                         return conn_error(c, 541, "out of memory", m->key);
+                name_set(&x->a, name);
+                x->ex_type = (uint8_t)t;
+                x->nowait = m->args[AMQP_EXCHANGE_DECLARE_NOWAIT].u;
+                return topo_submit(aw, c, x);
         }
         if (m->args[AMQP_EXCHANGE_DECLARE_NOWAIT].u)
                 return 0;
         return send_simple(c, ch->id, AMQP_EXCHANGE_DECLARE_OK);
+}
+
+/* 406 when a redeclaration differs from the queue; 405 when another
+ * connection holds it exclusively. Returns non-zero after an error. */
+static long queue_check_equivalent(struct sl_conn *c, struct amqp_channel *ch,
+                                   const struct amqp_qref *r, bool durable, bool exclusive,
+                                   bool auto_delete, uint32_t key)
+{
+        if (r->owner_conn && r->owner_conn != c->id) {
+                chan_error(c, ch, 405, "queue is exclusive to another connection", key);
+                return 1;
+        }
+        const char *what = r->durable != durable           ? "durable"
+                           : r->exclusive != exclusive     ? "exclusive"
+                           : r->auto_delete != auto_delete ? "auto_delete"
+                                                           : NULL;
+        if (!what)
+                return 0;
+        char t[320];
+        snprintf(t, sizeof(t), "inequivalent arg '%s' for queue '%s'", what, r->name.s);
+        chan_error(c, ch, 406, t, key);
+        return 1;
 }
 
 static long on_queue_declare(struct sl_conn *c, struct amqp_channel *ch,
@@ -849,87 +2242,102 @@ static long on_queue_declare(struct sl_conn *c, struct amqp_channel *ch,
                          (unsigned long long)++aw->gen_seq * 0x9e3779b97f4a7c15ull);
                 name = amqp_cstr(gen);
         }
-        struct amqp_queue *q = queue_find(aw, name);
+        struct amqp_qref *r = qref_find(aw, name);
         bool passive = m->args[AMQP_QUEUE_DECLARE_PASSIVE].u;
         bool durable = m->args[AMQP_QUEUE_DECLARE_DURABLE].u;
         bool exclusive = m->args[AMQP_QUEUE_DECLARE_EXCLUSIVE].u;
         bool auto_delete = m->args[AMQP_QUEUE_DECLARE_AUTO_DELETE].u;
-        if (!q && !passive && name.ptr != (const uint8_t *)gen && name.len >= 4 &&
+        bool nowait = m->args[AMQP_QUEUE_DECLARE_NOWAIT].u;
+        if (!r && !passive && name.ptr != (const uint8_t *)gen && name.len >= 4 &&
             !memcmp(name.ptr, "amq.", 4))
                 return chan_error(c, ch, 403, "queue names amq.* are reserved", m->key);
-        if (q && !passive && !(q->owner && q->owner != c)) {
-                const char *what = q->durable != durable             ? "durable"
-                                   : (q->owner != NULL) != exclusive ? "exclusive"
-                                   : q->auto_delete != auto_delete   ? "auto_delete"
-                                                                     : NULL;
-                if (what) {
-                        char t[320];
-                        snprintf(t, sizeof(t), "inequivalent arg '%s' for queue '%s'", what,
-                                 q->name.s);
-                        return chan_error(c, ch, 406, t, m->key);
-                }
-        }
-        if (!q) {
+        if (!r) {
                 if (passive)
                         return chan_error(c, ch, 404, "no queue", m->key);
-                q = calloc(1, sizeof(*q));
-                if (!q)
+                struct amqp_topo *t = topo_new(c, ch, AMQP_TOPO_Q_DECLARE, m->key);
+                if (!t)
                         return conn_error(c, 541, "out of memory", m->key);
-                name_set(&q->name, name);
-                if (exclusive)
-                        q->owner = c;
-                q->auto_delete = auto_delete;
-                q->durable = durable;
-                q->next = aw->queues;
-                aw->queues = q;
-                sl_counter_add(&aw->queues_n, 1);
-        } else if (q->owner && q->owner != c) {
-                return chan_error(c, ch, 405, "queue is exclusive to another connection", m->key);
+                name_set(&t->a, name);
+                /* Placed on the declaring connection's worker: the usual
+                 * declarer is also the consumer (and always is for
+                 * exclusive and server-named queues), so delivery stays
+                 * local and an exclusive queue dies with its owner here. */
+                t->worker = c->w->id;
+                t->durable = durable;
+                t->exclusive = exclusive;
+                t->auto_delete = auto_delete;
+                t->owner_conn = exclusive ? c->id : 0;
+                t->nowait = nowait;
+                return topo_submit(aw, c, t);
         }
-        if (m->args[AMQP_QUEUE_DECLARE_NOWAIT].u)
+        if (passive) {
+                if (r->owner_conn && r->owner_conn != c->id)
+                        return chan_error(c, ch, 405, "queue is exclusive to another connection",
+                                          m->key);
+        } else if (queue_check_equivalent(c, ch, r, durable, exclusive, auto_delete, m->key)) {
                 return 0;
-        struct amqp_method r;
-        amqp_method_init(&r, AMQP_QUEUE_DECLARE_OK);
-        r.args[AMQP_QUEUE_DECLARE_OK_QUEUE].b = name_view(&q->name);
-        r.args[AMQP_QUEUE_DECLARE_OK_MESSAGE_COUNT].u = (uint32_t)q->count;
-        r.args[AMQP_QUEUE_DECLARE_OK_CONSUMER_COUNT].u = q->nconsumers;
-        return send_method(c, ch->id, &r);
+        }
+        if (nowait)
+                return 0;
+        if (qref_local(aw, r))
+                return queue_declare_ok(c, ch, name_view(&r->name), r->q ? r->q->count : 0,
+                                        r->q ? r->q->nconsumers : 0);
+        struct amqp_qop *o = qop_new(c, ch, AMQP_QOP_STAT, r, m->key);
+        if (!o)
+                return conn_error(c, 541, "out of memory", m->key);
+        return qop_submit(aw, c, r->worker, o);
+}
+
+/* Finds a queue in the routing table for a channel method: 404 if missing,
+ * 405 if another connection holds it exclusively. */
+static struct amqp_qref *queue_lookup(struct sl_conn *c, struct amqp_channel *ch,
+                                      struct amqp_bytes name, uint32_t key, long *err)
+{
+        struct amqp_worker *aw = aw_of(c->w);
+        struct amqp_qref *r = qref_find(aw, name);
+        if (!r || (qref_local(aw, r) && !r->q)) {
+                char t[300];
+                snprintf(t, sizeof(t), "no queue '%.*s' in vhost '/'", (int)name.len,
+                         (const char *)name.ptr);
+                *err = chan_error(c, ch, 404, t, key);
+                return NULL;
+        }
+        if (r->owner_conn && r->owner_conn != c->id) {
+                *err = chan_error(c, ch, 405, "queue is exclusive to another connection", key);
+                return NULL;
+        }
+        return r;
 }
 
 static long on_queue_bind(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
 {
         struct amqp_worker *aw = aw_of(c->w);
-        struct amqp_queue *q = queue_find(aw, m->args[AMQP_QUEUE_BIND_QUEUE].b);
-        if (!q)
-                return chan_error(c, ch, 404, "no queue", m->key);
+        bool bind = m->key == AMQP_QUEUE_BIND;
+        /* queue, exchange and routing key share their positions */
+        long err = 0;
+        struct amqp_qref *r = queue_lookup(c, ch, m->args[AMQP_QUEUE_BIND_QUEUE].b, m->key, &err);
+        if (!r)
+                return err;
         struct amqp_bytes exn = m->args[AMQP_QUEUE_BIND_EXCHANGE].b;
         if (exn.len == 0)
                 return chan_error(c, ch, 403, "operation not permitted on the default exchange",
                                   m->key);
-        struct amqp_exchange *e = ex_find(aw, exn);
-        if (!e)
+        if (!ex_find(aw, exn))
                 return chan_error(c, ch, 404, "no exchange", m->key);
-        struct amqp_bytes key = m->args[AMQP_QUEUE_BIND_ROUTING_KEY].b;
-        bool have = false;
-        for (struct amqp_binding *b = e->bindings; b; b = b->next)
-                have |= b->q == q && name_eq(&b->key, key);
-        if (!have) {
-                struct amqp_binding *b = calloc(1, sizeof(*b));
-                if (!b)
-                        return conn_error(c, 541, "out of memory", m->key);
-                b->q = q;
-                name_set(&b->key, key);
-                b->next = e->bindings;
-                e->bindings = b;
-        }
-        if (m->args[AMQP_QUEUE_BIND_NOWAIT].u)
-                return 0;
-        return send_simple(c, ch->id, AMQP_QUEUE_BIND_OK);
+        struct amqp_topo *t = topo_new(c, ch, bind ? AMQP_TOPO_Q_BIND : AMQP_TOPO_Q_UNBIND, m->key);
+        if (!t)
+                return conn_error(c, 541, "out of memory", m->key);
+        t->a = r->name;
+        name_set(&t->b, exn);
+        name_set(&t->key, m->args[AMQP_QUEUE_BIND_ROUTING_KEY].b);
+        t->nowait = bind && m->args[AMQP_QUEUE_BIND_NOWAIT].u;
+        return topo_submit(aw, c, t);
 }
 
-/* Unlinks q: bindings dropped, consumers cancelled (notified when the client
- * asked for it), ready messages freed. Unacked ones keep q alive until they
- * settle. Returns the number of ready messages dropped. */
+/* Unlinks q here: consumers cancelled (notified when the client asked for
+ * it; remote ones through their stubs), ready messages freed. Unacked ones
+ * keep q alive until they settle. The routing table forgets q when the
+ * caller's Q_DELETE change is applied. Returns the ready messages dropped. */
 static uint64_t queue_delete(struct amqp_worker *aw, struct amqp_queue *q)
 {
         for (struct amqp_queue **pp = &aw->queues; *pp; pp = &(*pp)->next)
@@ -937,27 +2345,29 @@ static uint64_t queue_delete(struct amqp_worker *aw, struct amqp_queue *q)
                         *pp = q->next;
                         break;
                 }
+        if (aw->qid_cache == q)
+                aw->qid_cache = NULL;
+        struct amqp_qref *r = qref_by_qid(aw, q->qid);
+        if (r)
+                r->q = NULL;
         q->deleted = true;
         sl_counter_add(&aw->queues_n, -1);
-        for (struct amqp_exchange *e = aw->exchanges; e; e = e->next)
-                for (struct amqp_binding **bp = &e->bindings; *bp;) {
-                        struct amqp_binding *b = *bp;
-                        if (b->q == q) {
-                                *bp = b->next;
-                                free(b);
-                        } else {
-                                bp = &b->next;
-                        }
-                }
         while (q->consumers) {
                 struct amqp_consumer *k = q->consumers;
+                if (k->proxy) {
+                        struct sl_msg m = {.type = CTL_AMQP_MSG_CANCELLED};
+                        m.a.ptr[0] = k->peer;
+                        out_msg(aw, k->rworker, &m);
+                        proxy_unlink(k);
+                        continue;
+                }
                 struct amqp_conn *kc = k->c->proto_state;
                 if (kc->cancel_notify && k->c->state == SL_CONN_OPEN && !k->ch->closing) {
-                        struct amqp_method r;
-                        amqp_method_init(&r, AMQP_BASIC_CANCEL);
-                        r.args[AMQP_BASIC_CANCEL_CONSUMER_TAG].b = name_view(&k->tag);
-                        r.args[AMQP_BASIC_CANCEL_NOWAIT].u = 1;
-                        send_method(k->c, k->ch->id, &r);
+                        struct amqp_method cm;
+                        amqp_method_init(&cm, AMQP_BASIC_CANCEL);
+                        cm.args[AMQP_BASIC_CANCEL_CONSUMER_TAG].b = name_view(&k->tag);
+                        cm.args[AMQP_BASIC_CANCEL_NOWAIT].u = 1;
+                        send_method(k->c, k->ch->id, &cm);
                 }
                 consumer_remove(k);
         }
@@ -970,85 +2380,55 @@ static uint64_t queue_delete(struct amqp_worker *aw, struct amqp_queue *q)
         return n;
 }
 
-/* Finds a queue for a channel method: 404 if missing, 405 if another
- * connection holds it exclusively. */
-static struct amqp_queue *queue_lookup(struct sl_conn *c, struct amqp_channel *ch,
-                                       struct amqp_bytes name, uint32_t key, long *err)
-{
-        struct amqp_queue *q = queue_find(aw_of(c->w), name);
-        if (!q) {
-                *err = chan_error(c, ch, 404, "no queue", key);
-                return NULL;
-        }
-        if (q->owner && q->owner != c) {
-                *err = chan_error(c, ch, 405, "queue is exclusive to another connection", key);
-                return NULL;
-        }
-        return q;
-}
-
 static long on_queue_delete(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
 {
+        struct amqp_worker *aw = aw_of(c->w);
         struct amqp_bytes name = m->args[AMQP_QUEUE_DELETE_QUEUE].b;
-        struct amqp_queue *q = queue_find(aw_of(c->w), name);
-        uint64_t n = 0;
+        struct amqp_qref *r = qref_find(aw, name);
+        bool nowait = m->args[AMQP_QUEUE_DELETE_NOWAIT].u;
         /* A missing queue is deleted already: delete-ok, as RabbitMQ does. */
-        if (q) {
-                long err = 0;
-                if (!queue_lookup(c, ch, name, m->key, &err))
-                        return err;
-                if (m->args[AMQP_QUEUE_DELETE_IF_UNUSED].u && q->nconsumers)
-                        return chan_error(c, ch, 406, "queue in use", m->key);
-                if (m->args[AMQP_QUEUE_DELETE_IF_EMPTY].u && q->count)
-                        return chan_error(c, ch, 406, "queue not empty", m->key);
-                n = queue_delete(aw_of(c->w), q);
+        if (!r || (qref_local(aw, r) && !r->q)) {
+                if (nowait)
+                        return 0;
+                struct amqp_method ok;
+                amqp_method_init(&ok, AMQP_QUEUE_DELETE_OK);
+                return send_method(c, ch->id, &ok);
         }
-        if (m->args[AMQP_QUEUE_DELETE_NOWAIT].u)
-                return 0;
-        struct amqp_method r;
-        amqp_method_init(&r, AMQP_QUEUE_DELETE_OK);
-        r.args[AMQP_QUEUE_DELETE_OK_MESSAGE_COUNT].u = (uint32_t)n;
-        return send_method(c, ch->id, &r);
+        long err = 0;
+        if (!queue_lookup(c, ch, name, m->key, &err))
+                return err;
+        struct amqp_qop *o = qop_new(c, ch, AMQP_QOP_DELETE, r, m->key);
+        if (!o)
+                return conn_error(c, 541, "out of memory", m->key);
+        o->if_unused = m->args[AMQP_QUEUE_DELETE_IF_UNUSED].u;
+        o->if_empty = m->args[AMQP_QUEUE_DELETE_IF_EMPTY].u;
+        o->nowait = nowait;
+        if (!qref_local(aw, r))
+                return qop_submit(aw, c, r->worker, o);
+        /* here: run it now; the client waits for the routing-table change
+         * (or gets the error) */
+        o->reply = true;
+        conn_wait(c);
+        qop_exec(aw, o);
+        return 0;
 }
 
 static long on_queue_purge(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
 {
-        long err = 0;
-        struct amqp_queue *q = queue_lookup(c, ch, m->args[AMQP_QUEUE_PURGE_QUEUE].b, m->key, &err);
-        if (!q)
-                return err;
-        uint64_t n = q->count;
-        struct amqp_msg *x;
-        while ((x = queue_pop(q)))
-                free(x);
-        if (m->args[AMQP_QUEUE_PURGE_NOWAIT].u)
-                return 0;
-        struct amqp_method r;
-        amqp_method_init(&r, AMQP_QUEUE_PURGE_OK);
-        r.args[AMQP_QUEUE_PURGE_OK_MESSAGE_COUNT].u = (uint32_t)n;
-        return send_method(c, ch->id, &r);
-}
-
-static long on_queue_unbind(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
-{
         struct amqp_worker *aw = aw_of(c->w);
         long err = 0;
-        struct amqp_queue *q =
-            queue_lookup(c, ch, m->args[AMQP_QUEUE_UNBIND_QUEUE].b, m->key, &err);
-        if (!q)
+        struct amqp_qref *r = queue_lookup(c, ch, m->args[AMQP_QUEUE_PURGE_QUEUE].b, m->key, &err);
+        if (!r)
                 return err;
-        struct amqp_exchange *e = ex_find(aw, m->args[AMQP_QUEUE_UNBIND_EXCHANGE].b);
-        if (!e)
-                return chan_error(c, ch, 404, "no exchange", m->key);
-        struct amqp_bytes key = m->args[AMQP_QUEUE_UNBIND_ROUTING_KEY].b;
-        for (struct amqp_binding **bp = &e->bindings; *bp; bp = &(*bp)->next)
-                if ((*bp)->q == q && name_eq(&(*bp)->key, key)) {
-                        struct amqp_binding *b = *bp;
-                        *bp = b->next;
-                        free(b);
-                        break;
-                }
-        return send_simple(c, ch->id, AMQP_QUEUE_UNBIND_OK);
+        struct amqp_qop *o = qop_new(c, ch, AMQP_QOP_PURGE, r, m->key);
+        if (!o)
+                return conn_error(c, 541, "out of memory", m->key);
+        o->nowait = m->args[AMQP_QUEUE_PURGE_NOWAIT].u;
+        if (!qref_local(aw, r))
+                return qop_submit(aw, c, r->worker, o);
+        conn_wait(c);
+        qop_exec(aw, o);
+        return 0;
 }
 
 /* exchange.bind / exchange.unbind: messages flow from source to
@@ -1068,25 +2448,15 @@ static long on_exchange_bind(struct sl_conn *c, struct amqp_channel *ch,
         if (!dst || !src)
                 return chan_error(c, ch, 404,
                                   !dst ? "no destination exchange" : "no source exchange", m->key);
-        struct amqp_binding **bp = &src->bindings;
-        while (*bp && !((*bp)->dst == dst && name_eq(&(*bp)->key, key)))
-                bp = &(*bp)->next;
-        if (bind && !*bp) {
-                struct amqp_binding *b = calloc(1, sizeof(*b));
-                if (!b)
-                        return conn_error(c, 541, "out of memory", m->key);
-                b->dst = dst;
-                name_set(&b->key, key);
-                b->next = src->bindings;
-                src->bindings = b;
-        } else if (!bind && *bp) {
-                struct amqp_binding *b = *bp;
-                *bp = b->next;
-                free(b);
-        }
-        if (m->args[AMQP_EXCHANGE_BIND_NOWAIT].u)
-                return 0;
-        return send_simple(c, ch->id, bind ? AMQP_EXCHANGE_BIND_OK : AMQP_EXCHANGE_UNBIND_OK);
+        struct amqp_topo *t =
+            topo_new(c, ch, bind ? AMQP_TOPO_EX_BIND : AMQP_TOPO_EX_UNBIND, m->key);
+        if (!t)
+                return conn_error(c, 541, "out of memory", m->key);
+        name_set(&t->a, dn);
+        name_set(&t->b, sn);
+        name_set(&t->key, key);
+        t->nowait = m->args[AMQP_EXCHANGE_BIND_NOWAIT].u;
+        return topo_submit(aw, c, t);
 }
 
 static long on_exchange_delete(struct sl_conn *c, struct amqp_channel *ch,
@@ -1096,35 +2466,18 @@ static long on_exchange_delete(struct sl_conn *c, struct amqp_channel *ch,
         struct amqp_bytes name = m->args[AMQP_EXCHANGE_DELETE_EXCHANGE].b;
         if (name.len == 0 || (name.len >= 4 && !memcmp(name.ptr, "amq.", 4)))
                 return chan_error(c, ch, 403, "cannot delete a built-in exchange", m->key);
-        struct amqp_exchange **pp = &aw->exchanges;
-        while (*pp && !name_eq(&(*pp)->name, name))
-                pp = &(*pp)->next;
-        struct amqp_exchange *e = *pp;
-        if (e) {
-                if (m->args[AMQP_EXCHANGE_DELETE_IF_UNUSED].u && e->bindings)
-                        return chan_error(c, ch, 406, "exchange in use", m->key);
-                *pp = e->next;
-                while (e->bindings) {
-                        struct amqp_binding *b = e->bindings;
-                        e->bindings = b->next;
-                        free(b);
-                }
-                /* and the exchange-to-exchange bindings that lead to it */
-                for (struct amqp_exchange *o = aw->exchanges; o; o = o->next)
-                        for (struct amqp_binding **bp = &o->bindings; *bp;) {
-                                struct amqp_binding *b = *bp;
-                                if (b->dst == e) {
-                                        *bp = b->next;
-                                        free(b);
-                                } else {
-                                        bp = &b->next;
-                                }
-                        }
-                free(e);
-        }
-        if (m->args[AMQP_EXCHANGE_DELETE_NOWAIT].u)
-                return 0;
-        return send_simple(c, ch->id, AMQP_EXCHANGE_DELETE_OK);
+        struct amqp_exchange *e = ex_find(aw, name);
+        bool nowait = m->args[AMQP_EXCHANGE_DELETE_NOWAIT].u;
+        if (!e)
+                return nowait ? 0 : send_simple(c, ch->id, AMQP_EXCHANGE_DELETE_OK);
+        if (m->args[AMQP_EXCHANGE_DELETE_IF_UNUSED].u && e->bindings)
+                return chan_error(c, ch, 406, "exchange in use", m->key);
+        struct amqp_topo *t = topo_new(c, ch, AMQP_TOPO_EX_DELETE, m->key);
+        if (!t)
+                return conn_error(c, 541, "out of memory", m->key);
+        name_set(&t->a, name);
+        t->nowait = nowait;
+        return topo_submit(aw, c, t);
 }
 
 static long on_publish(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
@@ -1148,12 +2501,15 @@ static long on_publish(struct sl_conn *c, struct amqp_channel *ch, const struct 
         return 0;
 }
 
-/* Routes a published message; basic.return when unroutable and mandatory. */
+/* Routes a published message; basic.return when unroutable and mandatory.
+ * seq: its confirm number (0: none); *nremote: queues elsewhere. */
 static long publish_route(struct sl_conn *c, struct amqp_channel *ch, struct amqp_msg *m,
-                          bool mandatory)
+                          bool mandatory, uint64_t seq, uint32_t *nremote)
 {
         struct amqp_worker *aw = aw_of(c->w);
-        if (route(aw, m) == 0) {
+        struct amqp_origin o = {c->id, seq, c->slot, c->gen, ch->epoch, ch->id};
+        *nremote = 0;
+        if (route(aw, m, &o, nremote) == 0) {
                 sl_counter_add(&aw->unroutable, 1);
                 if (mandatory) {
                         sl_counter_add(&aw->returned, 1);
@@ -1193,14 +2549,12 @@ static long publish_done(struct sl_conn *c, struct amqp_channel *ch)
                 ch->txp_tail = m;
                 return 0;
         }
-        if (publish_route(c, ch, m, ch->mandatory))
+        uint64_t seq = ch->confirm ? ++ch->pub_seq : 0;
+        uint32_t nremote = 0;
+        if (publish_route(c, ch, m, ch->mandatory, seq, &nremote))
                 return -1;
-        if (ch->confirm) {
-                struct amqp_method a;
-                amqp_method_init(&a, AMQP_BASIC_ACK);
-                a.args[AMQP_BASIC_ACK_DELIVERY_TAG].u = ++ch->pub_seq;
-                return send_method(c, ch->id, &a);
-        }
+        if (ch->confirm)
+                return confirm_add(c, ch, seq, nremote);
         return 0;
 }
 
@@ -1256,9 +2610,9 @@ static long on_consume(struct sl_conn *c, struct amqp_channel *ch, const struct 
 {
         struct amqp_worker *aw = aw_of(c->w);
         long err = 0;
-        struct amqp_queue *q =
+        struct amqp_qref *r =
             queue_lookup(c, ch, m->args[AMQP_BASIC_CONSUME_QUEUE].b, m->key, &err);
-        if (!q)
+        if (!r)
                 return err;
         struct amqp_bytes tag = m->args[AMQP_BASIC_CONSUME_CONSUMER_TAG].b;
         char gen[48];
@@ -1271,6 +2625,35 @@ static long on_consume(struct sl_conn *c, struct amqp_channel *ch, const struct 
                 if (name_eq(&k->tag, tag))
                         return conn_error(c, 530, "attempt to reuse consumer tag", m->key);
         bool exclusive = m->args[AMQP_BASIC_CONSUME_EXCLUSIVE].u;
+        if (!qref_local(aw, r)) {
+                /* The stub is linked to the channel once the queue's worker
+                 * has its proxy (qop_reply). */
+                struct amqp_consumer *k = calloc(1, sizeof(*k));
+                struct amqp_qop *o = qop_new(c, ch, AMQP_QOP_CONSUME, r, m->key);
+                if (!k || !o) {
+                        free(k);
+                        free(o);
+                        return conn_error(c, 541, "out of memory", m->key);
+                }
+                name_set(&k->tag, tag);
+                k->stub = true;
+                k->c = c;
+                k->ch = ch;
+                k->rworker = r->worker;
+                k->qid = r->qid;
+                k->no_ack = m->args[AMQP_BASIC_CONSUME_NO_ACK].u;
+                /* basic.qos global=1 cannot be counted across workers: the
+                 * queue's worker applies it to this consumer alone. */
+                k->prefetch = ch->prefetch && ch->gprefetch ? SL_MIN(ch->prefetch, ch->gprefetch)
+                                                            : (ch->prefetch | ch->gprefetch);
+                o->stub = k;
+                o->no_ack = k->no_ack;
+                o->exclusive = exclusive;
+                o->prefetch = k->prefetch;
+                o->nowait = m->args[AMQP_BASIC_CONSUME_NOWAIT].u;
+                return qop_submit(aw, c, r->worker, o);
+        }
+        struct amqp_queue *q = r->q;
         if (q->exclusive_consumer || (exclusive && q->nconsumers))
                 return chan_error(c, ch, 403, "queue has an exclusive consumer or is in use",
                                   m->key);
@@ -1292,10 +2675,10 @@ static long on_consume(struct sl_conn *c, struct amqp_channel *ch, const struct 
         *tail = k;
         q->nconsumers++;
         if (!m->args[AMQP_BASIC_CONSUME_NOWAIT].u) {
-                struct amqp_method r;
-                amqp_method_init(&r, AMQP_BASIC_CONSUME_OK);
-                r.args[AMQP_BASIC_CONSUME_OK_CONSUMER_TAG].b = name_view(&k->tag);
-                if (send_method(c, ch->id, &r))
+                struct amqp_method ok;
+                amqp_method_init(&ok, AMQP_BASIC_CONSUME_OK);
+                ok.args[AMQP_BASIC_CONSUME_OK_CONSUMER_TAG].b = name_view(&k->tag);
+                if (send_method(c, ch->id, &ok))
                         return -1;
         }
         queue_dispatch(aw, q);
@@ -1307,6 +2690,13 @@ static long on_cancel(struct sl_conn *c, struct amqp_channel *ch, const struct a
         struct amqp_bytes tag = m->args[AMQP_BASIC_CANCEL_CONSUMER_TAG].b;
         for (struct amqp_consumer *k = ch->consumers; k; k = k->next_in_chan)
                 if (name_eq(&k->tag, tag)) {
+                        if (k->stub) {
+                                /* cancel-ok once the proxy is gone: nothing
+                                 * is delivered after it */
+                                stub_cancel(aw_of(c->w), k, c, ch->id, m->key,
+                                            m->args[AMQP_BASIC_CANCEL_NOWAIT].u);
+                                return 0;
+                        }
                         consumer_remove(k);
                         break;
                 }
@@ -1318,17 +2708,11 @@ static long on_cancel(struct sl_conn *c, struct amqp_channel *ch, const struct a
         return send_method(c, ch->id, &r);
 }
 
-static long on_get(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
+/* basic.get-ok for msg (from a queue here or elsewhere); it joins the
+ * unacked list unless no_ack. Non-zero: not sent (msg still the caller's). */
+static long get_ok_send(struct amqp_worker *aw, struct sl_conn *c, struct amqp_channel *ch,
+                        struct amqp_msg *msg, uint64_t left, bool no_ack)
 {
-        struct amqp_worker *aw = aw_of(c->w);
-        long err = 0;
-        (void)aw;
-        struct amqp_queue *q = queue_lookup(c, ch, m->args[AMQP_BASIC_GET_QUEUE].b, m->key, &err);
-        if (!q)
-                return err;
-        struct amqp_msg *msg = q->head;
-        if (!msg)
-                return send_simple(c, ch->id, AMQP_BASIC_GET_EMPTY);
         struct amqp_method r;
         amqp_method_init(&r, AMQP_BASIC_GET_OK);
         r.args[AMQP_BASIC_GET_OK_DELIVERY_TAG].u = ch->next_tag + 1;
@@ -1336,25 +2720,50 @@ static long on_get(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
         r.args[AMQP_BASIC_GET_OK_EXCHANGE].b = (struct amqp_bytes){msg->data, msg->ex_len};
         r.args[AMQP_BASIC_GET_OK_ROUTING_KEY].b =
             (struct amqp_bytes){msg->data + msg->ex_len, msg->rk_len};
-        r.args[AMQP_BASIC_GET_OK_MESSAGE_COUNT].u = (uint32_t)(q->count - 1);
+        r.args[AMQP_BASIC_GET_OK_MESSAGE_COUNT].u = (uint32_t)left;
         int rc = send_content(c, ch->id, &r, msg);
-        if (rc == -EAGAIN) {
+        if (rc == -EAGAIN)
                 doom(c);
-                return -1;
-        }
         if (rc)
                 return -1;
-        queue_pop(q);
         ch->next_tag++;
-        sl_counter_add(&aw->delivered, 1);
-        if (m->args[AMQP_BASIC_GET_NO_ACK].u) {
+        if (no_ack) {
                 free(msg);
         } else {
                 msg->dtag = ch->next_tag;
-                msg->uq = q;
-                msg->ucons = NULL;
-                unacked_add(ch, msg);
+                unacked_add(aw, ch, msg);
         }
+        return 0;
+}
+
+static long on_get(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m)
+{
+        struct amqp_worker *aw = aw_of(c->w);
+        long err = 0;
+        struct amqp_qref *r = queue_lookup(c, ch, m->args[AMQP_BASIC_GET_QUEUE].b, m->key, &err);
+        if (!r)
+                return err;
+        bool no_ack = m->args[AMQP_BASIC_GET_NO_ACK].u;
+        if (!qref_local(aw, r)) {
+                struct amqp_qop *o = qop_new(c, ch, AMQP_QOP_GET, r, m->key);
+                if (!o)
+                        return conn_error(c, 541, "out of memory", m->key);
+                o->no_ack = no_ack;
+                return qop_submit(aw, c, r->worker, o);
+        }
+        struct amqp_queue *q = r->q;
+        struct amqp_msg *msg = queue_pop(q);
+        if (!msg)
+                return send_simple(c, ch->id, AMQP_BASIC_GET_EMPTY);
+        msg->home = aw->w->id;
+        msg->uq = q;
+        msg->ucons = NULL;
+        msg->tracked = !no_ack;
+        if (get_ok_send(aw, c, ch, msg, q->count, no_ack)) {
+                queue_push_front(q, msg);
+                return -1;
+        }
+        sl_counter_add(&aw->delivered, 1);
         return 0;
 }
 
@@ -1383,6 +2792,9 @@ static long settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
                 if (requeue) {
                         *req_tail = x;
                         req_tail = &x->next;
+                } else if (x->home != aw->w->id) {
+                        sl_counter_add(&aw->acked, 1);
+                        stl_push(aw, x, AMQP_SETTLE_ACK);
                 } else {
                         if (x->ucons)
                                 x->ucons->unacked--;
@@ -1406,6 +2818,8 @@ static long settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
         uint32_t nt = 0;
         bool all = false;
         for (struct amqp_msg *x = req; x; x = x->next) {
+                if (x->home != aw->w->id)
+                        continue;
                 bool seen = false;
                 for (uint32_t i = 0; i < nt && !seen; i++)
                         seen = touched[i] == x->uq;
@@ -1416,7 +2830,7 @@ static long settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
                                 touched[nt++] = x->uq;
                 }
         }
-        requeue_list(req);
+        requeue_list(aw, req);
         if (all) {
                 for (struct amqp_queue *q = aw->queues; q; q = q->next)
                         queue_dispatch(aw, q);
@@ -1425,7 +2839,8 @@ static long settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
         for (uint32_t i = 0; i < nt; i++)
                 queue_dispatch(aw, touched[i]);
         for (struct amqp_consumer *k = ch->consumers; k; k = k->next_in_chan)
-                queue_dispatch(aw, k->q);
+                if (!k->stub)
+                        queue_dispatch(aw, k->q);
         return 0;
 }
 
@@ -1462,8 +2877,9 @@ static long tx_commit(struct sl_conn *c, struct amqp_channel *ch)
         long rc = 0;
         while (p) {
                 struct amqp_msg *next = p->next;
+                uint32_t nremote;
                 if (rc == 0)
-                        rc = publish_route(c, ch, p, p->mandatory);
+                        rc = publish_route(c, ch, p, p->mandatory, 0, &nremote);
                 else
                         free(p);
                 p = next;
@@ -1509,6 +2925,7 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
                 if (!ch)
                         return conn_error(c, 541, "out of memory", m->key);
                 ch->id = chan;
+                ch->epoch = ++aw_of(c->w)->epoch_seq;
                 ac->chans[chan] = ch;
                 sl_counter_add(&aw_of(c->w)->channels, 1);
                 return send_simple(c, chan, AMQP_CHANNEL_OPEN_OK);
@@ -1554,7 +2971,7 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
         case AMQP_QUEUE_BIND:
                 return on_queue_bind(c, ch, m);
         case AMQP_QUEUE_UNBIND:
-                return on_queue_unbind(c, ch, m);
+                return on_queue_bind(c, ch, m);
         case AMQP_QUEUE_PURGE:
                 return on_queue_purge(c, ch, m);
         case AMQP_QUEUE_DELETE:
@@ -1577,8 +2994,8 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
                 struct amqp_msg *un = ch->unacked_head;
                 ch->unacked_head = ch->unacked_tail = NULL;
                 ch->nunacked = 0;
-                requeue_list(un);
                 struct amqp_worker *aw = aw_of(c->w);
+                requeue_list(aw, un);
                 if (m->key == AMQP_BASIC_RECOVER && send_simple(c, chan, AMQP_BASIC_RECOVER_OK))
                         return -1;
                 for (struct amqp_queue *q = aw->queues; q; q = q->next)
@@ -1756,6 +3173,8 @@ static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
         size_t off = 0;
         if (ac->doomed)
                 return -1;
+        if (ac->waiting)
+                return 0;
         ac->last_rx_ms = c->w->now_ms;
         while (off < n && c->state == SL_CONN_OPEN && !ac->doomed) {
                 size_t used = 0;
@@ -1807,6 +3226,11 @@ static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
                 long r = on_frame(c, ac, &f);
                 if (r < 0)
                         return -1;
+                if (ac->waiting) {
+                        /* the rest is offered again once the answer came */
+                        sl_conn_set_partial(c, false);
+                        return ac->doomed ? -1 : (long)off;
+                }
         }
         sl_conn_set_partial(c, ac->parser.state == AMQP_PS_PAYLOAD ||
                                    ac->parser.state == AMQP_PS_END ||
@@ -1819,6 +3243,7 @@ static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
 static void amqp_writable(struct sl_conn *c)
 {
         struct amqp_worker *aw = aw_of(c->w);
+        stubs_writable(aw, c);
         for (struct amqp_queue *q = aw->queues; q; q = q->next)
                 queue_dispatch(aw, q);
 }
@@ -1875,7 +3300,7 @@ static void amqp_closed(struct sl_conn *c, enum sl_close_reason why)
         for (struct amqp_queue **pp = &aw->queues; *pp;) {
                 struct amqp_queue *q = *pp;
                 if (q->owner == c)
-                        queue_delete(aw, q); /* unlinks q: *pp is now the next */
+                        queue_delete_announce(aw, q); /* unlinks q: *pp is now the next */
                 else
                         pp = &q->next;
         }
@@ -1895,7 +3320,11 @@ static int amqp_worker_init(struct sl_worker *w)
         struct amqp_worker *aw = calloc(1, sizeof(*aw));
         if (!aw)
                 return -ENOMEM;
+        aw->w = w;
         w->proto_ctx[CTL_PROTO_AMQP] = aw;
+        int rc = sl_worker_add_poller(w, amqp_links_poll, aw);
+        if (rc)
+                return rc;
         if (!ex_add(aw, amqp_cstr("amq.direct"), AMQP_EX_DIRECT) ||
             !ex_add(aw, amqp_cstr("amq.fanout"), AMQP_EX_FANOUT) ||
             !ex_add(aw, amqp_cstr("amq.topic"), AMQP_EX_TOPIC))
@@ -1924,7 +3353,33 @@ static void amqp_worker_fini(struct sl_worker *w)
                 struct amqp_msg *m;
                 while ((m = queue_pop(q)))
                         free(m);
+                while (q->consumers) {
+                        struct amqp_consumer *k = q->consumers;
+                        q->consumers = k->next_in_queue;
+                        free(k); /* proxies (connections are closed already) */
+                }
                 free(q);
+        }
+        while (aw->qrefs) {
+                struct amqp_qref *r = aw->qrefs;
+                aw->qrefs = r->next;
+                free(r);
+        }
+        while (aw->stubs) {
+                struct amqp_consumer *k = aw->stubs;
+                stub_unlink(aw, k);
+                free(k);
+        }
+        /* What is still on its way at shutdown: batches not sent. */
+        for (uint16_t d = 0; d <= w->nworkers; d++) {
+                struct amqp_link *l = &aw->link[d];
+                struct amqp_msg *lists[3] = {l->fwd_head, l->dlv_head, l->stl_head};
+                for (int i = 0; i < 3; i++)
+                        for (struct amqp_msg *m = lists[i], *n; m; m = n) {
+                                n = m->next;
+                                free(m);
+                        }
+                free(l->out);
         }
         free(aw);
         w->proto_ctx[CTL_PROTO_AMQP] = NULL;
@@ -1967,4 +3422,5 @@ const struct sl_proto_ops amqp_proto_ops = {
     .closed = amqp_closed,
     .refused = amqp_refused,
     .metrics = amqp_metrics,
+    .msg = amqp_msg_in,
 };

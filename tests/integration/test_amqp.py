@@ -1,6 +1,8 @@
-"""AMQP 0-9-1 front-end, first slice: pika (Debian's python3-pika) and raw
-sockets against a real sluiced on every backend. Queues live on the worker
-of the connection that declared them, so these tests run one worker."""
+"""AMQP 0-9-1 front-end: pika (Debian's python3-pika) and raw sockets
+against a real sluiced on every backend, with two workers. A queue lives on
+the worker of the connection that declared it; the cross-worker tests place
+connections on chosen workers (through the admin API) to prove publishes,
+deliveries, acks and errors crossing between them."""
 import signal
 import socket
 import struct
@@ -25,7 +27,7 @@ def hard_timeout():
 
 @pytest.fixture
 def amqp(make_sluiced):
-    s = make_sluiced(workers="1", listeners={"amqp": "127.0.0.1:0"}).start()
+    s = make_sluiced(workers="2", listeners={"amqp": "127.0.0.1:0"}).start()
     return s
 
 
