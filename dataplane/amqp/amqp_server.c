@@ -2243,6 +2243,8 @@ static long on_queue_declare(struct sl_conn *c, struct amqp_channel *ch,
                 name = amqp_cstr(gen);
         }
         struct amqp_qref *r = qref_find(aw, name);
+        if (r && qref_local(aw, r) && !r->q)
+                r = NULL; /* deleted here; its Q_DELETE is ahead of any new declare */
         bool passive = m->args[AMQP_QUEUE_DECLARE_PASSIVE].u;
         bool durable = m->args[AMQP_QUEUE_DECLARE_DURABLE].u;
         bool exclusive = m->args[AMQP_QUEUE_DECLARE_EXCLUSIVE].u;

@@ -8,6 +8,7 @@ import socket
 import struct
 
 import pika
+from harness import wait_until
 import pytest
 
 TEST_TIMEOUT_S = 30
@@ -664,3 +665,199 @@ def test_message_larger_than_output_cap_refused_and_slow_consumer(make_sluiced):
     assert ch.queue_declare(q, passive=True).method.queue == q  # publisher unaffected
     sock.close()
     conn.close()
+
+
+# ---- across workers ---------------------------------------------------------
+
+def local_port(conn):
+    return conn._impl._transport._sock.getsockname()[1]
+
+
+def worker_of(s, conn):
+    port = local_port(conn)
+    for c in s.api("/api/v1/connections")["connections"]:
+        if c["protocol"] == "amqp" and c["peer"].endswith(f":{port}"):
+            return c["worker"]
+    raise AssertionError(f"connection from port {port} not listed")
+
+
+def connect_on(s, worker, **kw):
+    """A pika connection the kernel placed on `worker` (others are closed)."""
+    spare = []
+    try:
+        for _ in range(64):
+            conn = connect(s, **kw)
+            if worker_of(s, conn) == worker:
+                return conn
+            spare.append(conn)
+        raise AssertionError(f"no connection landed on worker {worker}")
+    finally:
+        for x in spare:
+            x.close()
+
+
+def drain(ch, queue, n, timeout=10, ack=False, **kw):
+    """n deliveries from a consumer on queue, in arrival order (each acked
+    when ack)."""
+    got = []
+    for method, props, body in ch.consume(queue, inactivity_timeout=timeout, **kw):
+        assert method is not None, f"only {len(got)} of {n} deliveries arrived"
+        got.append((method, props, body))
+        if ack and len(got) < n:
+            ch.basic_ack(method.delivery_tag)
+        if len(got) == n:
+            break
+    return got
+
+
+def test_cross_worker_publish_consume_ack_with_confirms(amqp):
+    owner = connect_on(amqp, 0)
+    other = connect_on(amqp, 1)
+    och = owner.channel()
+    q = och.queue_declare("xw.q").method.queue
+    och.exchange_declare("xw.fan", exchange_type="fanout")
+    och.queue_bind(q, "xw.fan")
+    # a queue on worker 1 bound to the same exchange: one publish, two workers
+    pch = other.channel()
+    q1 = pch.queue_declare("xw.q1").method.queue
+    pch.queue_bind(q1, "xw.fan")
+    pch.confirm_delivery()
+    for i in range(50):
+        # confirm_delivery makes basic_publish wait for the broker's ack
+        pch.basic_publish("xw.fan", "", str(i).encode(), mandatory=True)
+    pch.basic_publish("", q, b"direct")
+    # the routing table on worker 1 knows the queue of worker 0 at once
+    assert pch.queue_declare(q, passive=True).method.message_count == 51
+    assert pch.queue_declare(q1, passive=True).method.message_count == 50
+    # consumer on worker 1, queue on worker 0, prefetch 5 across the hop
+    cch = other.channel()
+    cch.basic_qos(prefetch_count=5)
+    first = drain(cch, q, 5)
+    assert [b for _, _, b in first] == [str(i).encode() for i in range(5)]
+    # nothing beyond the prefetch arrives until an ack travels back
+    extra = []
+    other.process_data_events(time_limit=0.5)
+    for m in cch.consume(q, inactivity_timeout=0.3):
+        if m[0] is None:
+            break
+        extra.append(m)
+    assert extra == []
+    cch.basic_ack(first[-1][0].delivery_tag, multiple=True)
+    rest = drain(cch, q, 46, ack=True)
+    assert [b for _, _, b in rest] == [str(i).encode() for i in range(5, 50)] + [b"direct"]
+    # reject with requeue: it comes back redelivered
+    cch.basic_nack(rest[-1][0].delivery_tag, requeue=True)
+    again = drain(cch, q, 1)
+    assert again[0][2] == b"direct" and again[0][0].redelivered
+    cch.basic_ack(again[0][0].delivery_tag, multiple=True)
+    cch.cancel()
+    wait_until(lambda: och.queue_declare(q, passive=True).method.message_count == 0,
+               what="queue on worker 0 to be empty")
+    assert amqp.metric_sum("sluice_amqp_messages_settled_total") >= 51
+    owner.close()
+    other.close()
+
+
+def test_cross_worker_get_purge_delete_and_close_requeues(amqp):
+    owner = connect_on(amqp, 0)
+    other = connect_on(amqp, 1)
+    och = owner.channel()
+    q = och.queue_declare("xw.get").method.queue
+    for i in range(4):
+        och.basic_publish("", q, str(i).encode())
+    ch = other.channel()
+    method, _, body = ch.basic_get(q)
+    assert body == b"0" and method.message_count == 3
+    method2, _, body2 = ch.basic_get(q, auto_ack=True)
+    assert body2 == b"1"
+    # the unacked get goes back to the queue when the channel closes
+    ch.close()
+    ch = other.channel()
+    m, _, b = ch.basic_get(q, auto_ack=True)
+    assert b == b"0" and m.redelivered
+    assert ch.queue_purge(q).method.message_count == 2
+    assert ch.basic_get(q) == (None, None, None)
+    och.basic_publish("", q, b"x")
+    # ordered after the publish on its own connection: the queue holds it
+    assert och.queue_declare(q, passive=True).method.message_count == 1
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.queue_delete(q, if_empty=True)
+    assert ei.value.reply_code == 406
+    ch = other.channel()
+    assert ch.queue_delete(q).method.message_count == 1
+    # gone from every worker's routing table once delete-ok arrived
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        och.queue_declare(q, passive=True)
+    assert ei.value.reply_code == 404
+    owner.close()
+    other.close()
+
+
+def test_cross_worker_unacked_requeued_when_consumer_connection_closes(amqp):
+    owner = connect_on(amqp, 0)
+    och = owner.channel()
+    q = och.queue_declare("xw.close").method.queue
+    for i in range(3):
+        och.basic_publish("", q, str(i).encode())
+    other = connect_on(amqp, 1)
+    cch = other.channel()
+    got = drain(cch, q, 3)
+    assert [b for _, _, b in got] == [b"0", b"1", b"2"]
+    other.close()  # unacked: back to the queue on worker 0, redelivered
+    again = drain(och, q, 3)
+    assert [b for _, _, b in again] == [b"0", b"1", b"2"]
+    assert all(m.redelivered for m, _, _ in again)
+    och.basic_ack(again[-1][0].delivery_tag, multiple=True)
+    owner.close()
+
+
+def test_cross_worker_exclusive_auto_delete_and_cancel_notify(amqp):
+    owner = connect_on(amqp, 0)
+    other = connect_on(amqp, 1)
+    och = owner.channel()
+    xq = och.queue_declare("", exclusive=True).method.queue
+    ch = other.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.basic_consume(xq, lambda *a: None)
+    assert ei.value.reply_code == 405
+    ch = other.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.basic_get(xq)
+    assert ei.value.reply_code == 405
+    # auto-delete: the last consumer, on the other worker, takes it away
+    aq = och.queue_declare("xw.auto", auto_delete=True).method.queue
+    ch = other.channel()
+    tag = ch.basic_consume(aq, lambda *a: None)
+    ch.basic_cancel(tag)
+    def gone(name):
+        c = owner.channel()
+        try:
+            c.queue_declare(name, passive=True)
+            c.close()
+            return False
+        except pika.exceptions.ChannelClosedByBroker as e:
+            assert e.reply_code == 404
+            return True
+    wait_until(lambda: gone(aq), what="auto-delete queue to go")
+    # a consumer on worker 1 is told when the queue on worker 0 is deleted
+    dq = och.queue_declare("xw.del").method.queue
+    cancelled = []
+    ch = other.channel()
+    ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+    tag = ch.basic_consume(dq, lambda *a: None)
+    och.queue_delete(dq)
+    wait_until(lambda: (other.process_data_events(time_limit=0.05), cancelled)[1],
+               what="server basic.cancel on worker 1")
+    assert cancelled == [tag]
+    # the exclusive queue goes with its owner, on every worker
+    owner.close()
+    def xq_gone():
+        c = other.channel()
+        try:
+            c.queue_declare(xq, passive=True)
+            c.close()
+            return False
+        except pika.exceptions.ChannelClosedByBroker as e:
+            return e.reply_code == 404
+    wait_until(xq_gone, what="exclusive queue to go with its owner")
+    other.close()
