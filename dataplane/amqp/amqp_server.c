@@ -961,6 +961,11 @@ static void list_append(struct amqp_msg **head, struct amqp_msg **tail, struct a
 
 static void fwd_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m)
 {
+        if (aw->w->draining) {
+                /* Shutting down: every worker drops its (in-memory) messages. */
+                free(m);
+                return;
+        }
         struct amqp_link *l = link_of(aw, dst);
         list_append(&l->fwd_head, &l->fwd_tail, m);
         aw->links_dirty = true;
@@ -968,6 +973,11 @@ static void fwd_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m)
 
 static void dlv_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m)
 {
+        if (aw->w->draining) {
+                /* Shutting down: every worker drops its (in-memory) messages. */
+                free(m);
+                return;
+        }
         struct amqp_link *l = link_of(aw, dst);
         list_append(&l->dlv_head, &l->dlv_tail, m);
         aw->links_dirty = true;
@@ -975,6 +985,11 @@ static void dlv_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m)
 
 static void stl_push(struct amqp_worker *aw, struct amqp_msg *m, uint8_t op)
 {
+        if (aw->w->draining) {
+                /* Shutting down: every worker drops its (in-memory) messages. */
+                free(m);
+                return;
+        }
         struct amqp_link *l = link_of(aw, m->home);
         m->op = op;
         list_append(&l->stl_head, &l->stl_tail, m);
@@ -1546,6 +1561,13 @@ static void stub_cancel(struct amqp_worker *aw, struct amqp_consumer *k, struct 
                 stl_push(aw, m, AMQP_SETTLE_RETURN);
         }
         k->pend_tail = NULL;
+        if (aw->w->draining) {
+                /* Shutting down: the proxy's worker stops too, nobody would
+                 * answer (nor send more). */
+                stub_unlink(aw, k);
+                free(k);
+                return;
+        }
         struct amqp_qop *o = calloc(1, sizeof(*o));
         SL_ASSERT(o);
         o->op = AMQP_QOP_CANCEL;
