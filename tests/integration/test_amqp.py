@@ -861,3 +861,65 @@ def test_cross_worker_exclusive_auto_delete_and_cancel_notify(amqp):
             return e.reply_code == 404
     wait_until(xq_gone, what="exclusive queue to go with its owner")
     other.close()
+
+
+# ---- durability ---------------------------------------------------------------
+
+def test_durable_queue_unacked_persistent_messages_survive_sigkill(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    q = ch.queue_declare("dur.q", durable=True).method.queue
+    tq = ch.queue_declare("dur.nondurable").method.queue
+    ch.confirm_delivery()
+    persistent = pika.BasicProperties(delivery_mode=2)
+    for i in range(20):
+        # each returns once confirmed, i.e. once fsynced
+        ch.basic_publish("", q, str(i).encode(), properties=persistent)
+    ch.basic_publish("", q, b"transient")
+    ch.basic_publish("", tq, b"in a non-durable queue", properties=persistent)
+    got = drain(ch, q, 21)
+    tags = {body: method.delivery_tag for method, _, body in got}
+    for i in list(range(8)) + [12]:
+        ch.basic_ack(tags[str(i).encode()])
+    ch.basic_reject(tags[b"15"], requeue=False)
+    # The acks are recorded before this message in the queue's log, so its
+    # confirm (after fsync) makes them durable too.
+    ch.basic_publish("", q, b"marker", properties=persistent)
+    amqp.kill()
+    amqp.start()
+    conn = connect(amqp)
+    ch = conn.channel()
+    # the durable queue is declared again by the client (its definition is
+    # not in the metadata log yet); its log brings back what was unacked
+    expected = [str(i).encode() for i in (8, 9, 10, 11, 13, 14, 16, 17, 18, 19)] + [b"marker"]
+    assert ch.queue_declare(q, durable=True).method.message_count == len(expected)
+    again = drain(ch, q, len(expected))
+    assert [body for _, _, body in again] == expected
+    assert all(method.redelivered for method, _, _ in again)
+    ch.basic_ack(again[-1][0].delivery_tag, multiple=True)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.queue_declare(tq, passive=True)
+    assert ei.value.reply_code == 404
+    conn.close()
+
+
+def test_durable_queue_on_another_worker_confirms_after_fsync_and_recovers(amqp):
+    owner = connect_on(amqp, 0)
+    q = owner.channel().queue_declare("dur.x", durable=True).method.queue
+    other = connect_on(amqp, 1)
+    ch = other.channel()
+    ch.confirm_delivery()
+    persistent = pika.BasicProperties(delivery_mode=2)
+    for i in range(10):
+        ch.basic_publish("", q, str(i).encode(), properties=persistent)
+    got = drain(ch, q, 10)
+    ch.basic_ack(got[3][0].delivery_tag, multiple=True)  # 0..3, settled on worker 0
+    ch.basic_publish("", q, b"marker", properties=persistent)
+    amqp.kill()
+    amqp.start()
+    conn = connect(amqp)
+    ch = conn.channel()
+    expected = [str(i).encode() for i in range(4, 10)] + [b"marker"]
+    assert ch.queue_declare(q, durable=True).method.message_count == len(expected)
+    assert [b for _, _, b in drain(ch, q, len(expected), ack=True)] == expected
+    conn.close()
