@@ -1587,6 +1587,9 @@ static int dq_open(struct amqp_worker *aw, struct amqp_queue *q)
         struct log_config cfg;
         log_config_default(&cfg);
         cfg.max_batch_bytes = DQ_BATCH_MAX;
+        /* Many queues, most of them short: preallocate 1 MiB ahead, not a
+         * whole segment per queue. */
+        cfg.prealloc_bytes = 1u << 20;
         struct amqp_plog *pl = calloc(1, sizeof(*pl));
         if (!pl)
                 return -ENOMEM;
@@ -2867,7 +2870,7 @@ static uint64_t queue_delete(struct amqp_worker *aw, struct amqp_queue *q)
         while ((m = queue_pop(q)))
                 free(m);
         if (!q->unacked_refs)
-                free(q);
+                queue_free(q);
         return n;
 }
 
@@ -3859,7 +3862,7 @@ static void amqp_worker_fini(struct sl_worker *w)
                         q->consumers = k->next_in_queue;
                         free(k); /* proxies (connections are closed already) */
                 }
-                free(q);
+                queue_free(q);
         }
         while (aw->qrefs) {
                 struct amqp_qref *r = aw->qrefs;
