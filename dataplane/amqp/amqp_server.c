@@ -169,6 +169,7 @@ struct amqp_exchange {
         struct amqp_exchange *next;
         struct amqp_name name;
         uint8_t type;
+        bool durable;
         struct amqp_binding *bindings;
 };
 
@@ -194,6 +195,9 @@ struct amqp_worker {
         uint64_t gen_seq;
         uint32_t epoch_seq;
         bool links_dirty;
+        /* The durable objects stored in the metadata log are applied:
+         * until then clients are not read (they would miss them). */
+        bool ready;
         struct amqp_link link[CTL_WORKERS_MAX + 1];
         /* durable queues: storage on this worker's own io_uring */
         struct log_io *io;
@@ -1662,7 +1666,96 @@ struct amqp_topo {
         uint64_t conn, count;
         uint32_t slot, gen, epoch, method;
         uint16_t chan;
+        /* a durable object's record, written by the control thread first */
+        bool has_def;
+        struct ctl_amqp_def def;
 };
+
+/* The stored form of a change (the value of its definition record):
+ * version, op, exchange type, flags, worker, then names as length + bytes. */
+#define AMQP_DEF_VERSION 1
+
+static uint32_t topo_encode(const struct amqp_topo *t, uint8_t *b)
+{
+        uint32_t n = 0;
+        b[n++] = AMQP_DEF_VERSION;
+        b[n++] = t->op;
+        b[n++] = t->ex_type;
+        b[n++] = (uint8_t)(t->durable | t->auto_delete << 1);
+        b[n++] = (uint8_t)(t->worker >> 8);
+        b[n++] = (uint8_t)t->worker;
+        const struct amqp_name *names[3] = {&t->a, &t->b, &t->key};
+        for (int i = 0; i < 3; i++) {
+                b[n++] = names[i]->len;
+                memcpy(b + n, names[i]->s, names[i]->len);
+                n += names[i]->len;
+        }
+        return n;
+}
+
+static int topo_decode(const uint8_t *b, uint32_t len, struct amqp_topo *t)
+{
+        memset(t, 0, sizeof(*t));
+        if (len < 6 || b[0] != AMQP_DEF_VERSION)
+                return -EBADMSG;
+        t->op = b[1];
+        t->ex_type = b[2];
+        t->durable = b[3] & 1;
+        t->auto_delete = (b[3] >> 1) & 1;
+        t->worker = (uint16_t)(b[4] << 8 | b[5]);
+        uint32_t n = 6;
+        struct amqp_name *names[3] = {&t->a, &t->b, &t->key};
+        for (int i = 0; i < 3; i++) {
+                if (n >= len || n + 1 + b[n] > len)
+                        return -EBADMSG;
+                names[i]->len = b[n];
+                memcpy(names[i]->s, b + n + 1, b[n]);
+                names[i]->s[b[n]] = 0;
+                n += 1 + b[n];
+        }
+        return 0;
+}
+
+static int hex_put(char *dst, size_t cap, const struct amqp_name *n)
+{
+        int off = 0;
+        for (uint32_t i = 0; i < n->len && (size_t)off + 3 < cap; i++)
+                off += snprintf(dst + off, cap - (size_t)off, "%02x", (uint8_t)n->s[i]);
+        return off;
+}
+
+/* Makes t durable: PUT of its object (the key from its names), or a delete. */
+static void topo_def(struct amqp_topo *t, uint8_t op)
+{
+        struct ctl_amqp_def *d = &t->def;
+        char *k = d->key;
+        size_t cap = sizeof(d->key);
+        int n = 0;
+        switch (t->op) {
+        case AMQP_TOPO_EX_DECLARE:
+        case AMQP_TOPO_EX_DELETE:
+                n = snprintf(k, cap, "e:");
+                hex_put(k + n, cap - (size_t)n, &t->a);
+                break;
+        case AMQP_TOPO_Q_DECLARE:
+        case AMQP_TOPO_Q_DELETE:
+                n = snprintf(k, cap, "q:");
+                hex_put(k + n, cap - (size_t)n, &t->a);
+                break;
+        default: /* bindings: source, destination kind + name, key */
+                n = snprintf(k, cap, "b:");
+                n += hex_put(k + n, cap - (size_t)n, &t->b);
+                n += snprintf(k + n, cap - (size_t)n, ":%c",
+                              t->op == AMQP_TOPO_Q_BIND || t->op == AMQP_TOPO_Q_UNBIND ? 'q' : 'e');
+                n += hex_put(k + n, cap - (size_t)n, &t->a);
+                n += snprintf(k + n, cap - (size_t)n, ":");
+                hex_put(k + n, cap - (size_t)n, &t->key);
+                break;
+        }
+        d->op = op;
+        d->len = op == CTL_AMQP_DEF_PUT ? topo_encode(t, d->val) : 0;
+        t->has_def = true;
+}
 
 static struct amqp_topo *topo_new(struct sl_conn *c, struct amqp_channel *ch, uint8_t op,
                                   uint32_t method)
@@ -1687,6 +1780,7 @@ static long topo_submit(struct amqp_worker *aw, struct sl_conn *c, struct amqp_t
 {
         struct sl_msg m = {.type = CTL_AMQP_MSG_CHANGE, .u16 = aw->w->id};
         m.a.ptr[0] = t;
+        m.a.ptr[1] = t->has_def ? &t->def : NULL;
         out_msg(aw, aw->w->rt->control_ep, &m);
         if (c)
                 conn_wait(c);
@@ -1762,8 +1856,11 @@ static void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64
 {
         switch (t->op) {
         case AMQP_TOPO_EX_DECLARE:
-                if (!ex_find(aw, name_view(&t->a)))
-                        SL_ASSERT(ex_add(aw, name_view(&t->a), t->ex_type));
+                if (!ex_find(aw, name_view(&t->a))) {
+                        struct amqp_exchange *e = ex_add(aw, name_view(&t->a), t->ex_type);
+                        SL_ASSERT(e);
+                        e->durable = t->durable;
+                }
                 return;
         case AMQP_TOPO_EX_DELETE:
                 ex_remove(aw, name_view(&t->a));
@@ -1775,7 +1872,7 @@ static void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64
                 SL_ASSERT(r);
                 r->name = t->a;
                 r->qid = seq;
-                r->worker = t->worker;
+                r->worker = (uint16_t)(t->worker % aw->w->nworkers);
                 r->durable = t->durable;
                 r->exclusive = t->exclusive;
                 r->auto_delete = t->auto_delete;
@@ -1922,10 +2019,13 @@ static void topo_done(struct amqp_worker *aw, struct amqp_topo *t)
 static void queue_delete_announce(struct amqp_worker *aw, struct amqp_queue *q)
 {
         uint64_t qid = q->qid;
-        queue_delete(aw, q);
         struct amqp_topo *t = topo_new(NULL, NULL, AMQP_TOPO_Q_DELETE, 0);
         SL_ASSERT(t);
         t->qid = qid;
+        t->a = q->name;
+        if (q->durable && !q->owner)
+                topo_def(t, CTL_AMQP_DEF_DELETE_QUEUE);
+        queue_delete(aw, q);
         topo_submit(aw, NULL, t);
 }
 
@@ -2260,6 +2360,8 @@ static void qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                         break;
                 }
                 uint64_t qid = q->qid;
+                struct amqp_name qname = q->name;
+                bool durable = q->durable;
                 uint64_t n = queue_delete(aw, q);
                 /* delete-ok once every worker forgot the queue */
                 struct amqp_topo *t = calloc(1, sizeof(*t));
@@ -2274,8 +2376,12 @@ static void qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                 t->epoch = o->epoch;
                 t->nowait = o->nowait;
                 t->count = n;
+                t->a = qname;
+                if (durable)
+                        topo_def(t, CTL_AMQP_DEF_DELETE_QUEUE);
                 struct sl_msg m = {.type = CTL_AMQP_MSG_CHANGE, .u16 = o->from};
                 m.a.ptr[0] = t;
+                m.a.ptr[1] = t->has_def ? &t->def : NULL;
                 out_msg(aw, aw->w->rt->control_ep, &m);
                 free(o);
                 return;
@@ -2478,7 +2584,18 @@ static void amqp_msg_in(struct sl_worker *w, const struct sl_msg *m)
         struct amqp_worker *aw = aw_of(w);
         switch (m->type) {
         case CTL_AMQP_MSG_APPLY: {
-                topo_apply(aw, m->a.ptr[0], m->a.u64[1]);
+                if (m->u16 == 2) {
+                        aw->ready = true;
+                } else if (m->u16 == 1) {
+                        /* restored from the metadata log at start */
+                        static _Thread_local struct amqp_topo t;
+                        if (topo_decode(m->a.ptr[0], m->u32, &t) == 0)
+                                topo_apply(aw, &t, m->a.u64[1]);
+                        else
+                                SL_WARN("amqp: stored definition not understood; skipped");
+                } else {
+                        topo_apply(aw, m->a.ptr[0], m->a.u64[1]);
+                }
                 struct sl_msg r = {.type = CTL_AMQP_MSG_APPLY, .cookie = m->cookie};
                 sl_mbox_reply(&w->mb, m->src, &r);
                 return;
@@ -2693,6 +2810,9 @@ static long on_exchange_declare(struct sl_conn *c, struct amqp_channel *ch,
                 name_set(&x->a, name);
                 x->ex_type = (uint8_t)t;
                 x->nowait = m->args[AMQP_EXCHANGE_DECLARE_NOWAIT].u;
+                x->durable = m->args[AMQP_EXCHANGE_DECLARE_DURABLE].u;
+                if (x->durable)
+                        topo_def(x, CTL_AMQP_DEF_PUT);
                 return topo_submit(aw, c, x);
         }
         if (m->args[AMQP_EXCHANGE_DECLARE_NOWAIT].u)
@@ -2761,6 +2881,9 @@ static long on_queue_declare(struct sl_conn *c, struct amqp_channel *ch,
                 t->auto_delete = auto_delete;
                 t->owner_conn = exclusive ? c->id : 0;
                 t->nowait = nowait;
+                /* exclusive queues die with their connection: never stored */
+                if (durable && !exclusive)
+                        topo_def(t, CTL_AMQP_DEF_PUT);
                 return topo_submit(aw, c, t);
         }
         if (passive) {
@@ -2815,7 +2938,8 @@ static long on_queue_bind(struct sl_conn *c, struct amqp_channel *ch, const stru
         if (exn.len == 0)
                 return chan_error(c, ch, 403, "operation not permitted on the default exchange",
                                   m->key);
-        if (!ex_find(aw, exn))
+        struct amqp_exchange *e = ex_find(aw, exn);
+        if (!e)
                 return chan_error(c, ch, 404, "no exchange", m->key);
         struct amqp_topo *t = topo_new(c, ch, bind ? AMQP_TOPO_Q_BIND : AMQP_TOPO_Q_UNBIND, m->key);
         if (!t)
@@ -2824,6 +2948,9 @@ static long on_queue_bind(struct sl_conn *c, struct amqp_channel *ch, const stru
         name_set(&t->b, exn);
         name_set(&t->key, m->args[AMQP_QUEUE_BIND_ROUTING_KEY].b);
         t->nowait = bind && m->args[AMQP_QUEUE_BIND_NOWAIT].u;
+        /* a binding is durable when both ends are (as in RabbitMQ) */
+        if (r->durable && !r->exclusive && e->durable)
+                topo_def(t, bind ? CTL_AMQP_DEF_PUT : CTL_AMQP_DEF_DELETE);
         return topo_submit(aw, c, t);
 }
 
@@ -2950,6 +3077,8 @@ static long on_exchange_bind(struct sl_conn *c, struct amqp_channel *ch,
         name_set(&t->b, sn);
         name_set(&t->key, key);
         t->nowait = m->args[AMQP_EXCHANGE_BIND_NOWAIT].u;
+        if (src->durable && dst->durable)
+                topo_def(t, bind ? CTL_AMQP_DEF_PUT : CTL_AMQP_DEF_DELETE);
         return topo_submit(aw, c, t);
 }
 
@@ -2971,6 +3100,8 @@ static long on_exchange_delete(struct sl_conn *c, struct amqp_channel *ch,
                 return conn_error(c, 541, "out of memory", m->key);
         name_set(&t->a, name);
         t->nowait = nowait;
+        if (e->durable)
+                topo_def(t, CTL_AMQP_DEF_DELETE_EXCHANGE);
         return topo_submit(aw, c, t);
 }
 
@@ -3672,8 +3803,8 @@ static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
         size_t off = 0;
         if (ac->doomed)
                 return -1;
-        if (ac->waiting)
-                return 0;
+        if (ac->waiting || !aw_of(c->w)->ready)
+                return 0; /* offered again on the next iteration */
         ac->last_rx_ms = c->w->now_ms;
         while (off < n && c->state == SL_CONN_OPEN && !ac->doomed) {
                 size_t used = 0;
@@ -3824,10 +3955,18 @@ static int amqp_worker_init(struct sl_worker *w)
         int rc = sl_worker_add_poller(w, amqp_links_poll, aw);
         if (rc)
                 return rc;
-        if (!ex_add(aw, amqp_cstr("amq.direct"), AMQP_EX_DIRECT) ||
-            !ex_add(aw, amqp_cstr("amq.fanout"), AMQP_EX_FANOUT) ||
-            !ex_add(aw, amqp_cstr("amq.topic"), AMQP_EX_TOPIC))
-                return -ENOMEM;
+        static const struct {
+                const char *name;
+                uint8_t type;
+        } builtin[] = {{"amq.direct", AMQP_EX_DIRECT},
+                       {"amq.fanout", AMQP_EX_FANOUT},
+                       {"amq.topic", AMQP_EX_TOPIC}};
+        for (size_t i = 0; i < SL_ARRAY_LEN(builtin); i++) {
+                struct amqp_exchange *e = ex_add(aw, amqp_cstr(builtin[i].name), builtin[i].type);
+                if (!e)
+                        return -ENOMEM;
+                e->durable = true;
+        }
         return 0;
 }
 

@@ -870,6 +870,9 @@ def test_durable_queue_unacked_persistent_messages_survive_sigkill(amqp):
     ch = conn.channel()
     q = ch.queue_declare("dur.q", durable=True).method.queue
     tq = ch.queue_declare("dur.nondurable").method.queue
+    ch.exchange_declare("dur.ex", exchange_type="topic", durable=True)
+    ch.exchange_declare("dur.ex-transient", exchange_type="fanout")
+    ch.queue_bind(q, "dur.ex", routing_key="a.#")
     ch.confirm_delivery()
     persistent = pika.BasicProperties(delivery_mode=2)
     for i in range(20):
@@ -889,17 +892,36 @@ def test_durable_queue_unacked_persistent_messages_survive_sigkill(amqp):
     amqp.start()
     conn = connect(amqp)
     ch = conn.channel()
-    # the durable queue is declared again by the client (its definition is
-    # not in the metadata log yet); its log brings back what was unacked
+    # the queue, exchange and binding come back from the metadata log; the
+    # queue's own log brings back what was unacked
     expected = [str(i).encode() for i in (8, 9, 10, 11, 13, 14, 16, 17, 18, 19)] + [b"marker"]
-    assert ch.queue_declare(q, durable=True).method.message_count == len(expected)
+    assert ch.queue_declare(q, passive=True).method.message_count == len(expected)
+    ch.exchange_declare("dur.ex", passive=True)
+    ch.confirm_delivery()
+    ch.basic_publish("dur.ex", "a.b.c", b"bound", properties=persistent, mandatory=True)
+    expected.append(b"bound")
     again = drain(ch, q, len(expected))
     assert [body for _, _, body in again] == expected
-    assert all(method.redelivered for method, _, _ in again)
+    # recovered ones are marked redelivered; the one published since is not
+    assert [method.redelivered for method, _, _ in again] == [True] * (len(expected) - 1) + [False]
     ch.basic_ack(again[-1][0].delivery_tag, multiple=True)
+    for declare in (lambda c: c.queue_declare(tq, passive=True),
+                    lambda c: c.exchange_declare("dur.ex-transient", passive=True)):
+        c = conn.channel()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+            declare(c)
+        assert ei.value.reply_code == 404
+    # deleting the durable queue deletes its stored definition and binding
+    ch.queue_delete(q)
+    amqp.kill()
+    amqp.start()
+    conn = connect(amqp)
+    ch = conn.channel()
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
-        ch.queue_declare(tq, passive=True)
+        ch.queue_declare(q, passive=True)
     assert ei.value.reply_code == 404
+    ch = conn.channel()
+    ch.exchange_declare("dur.ex", passive=True)
     conn.close()
 
 
@@ -920,6 +942,6 @@ def test_durable_queue_on_another_worker_confirms_after_fsync_and_recovers(amqp)
     conn = connect(amqp)
     ch = conn.channel()
     expected = [str(i).encode() for i in range(4, 10)] + [b"marker"]
-    assert ch.queue_declare(q, durable=True).method.message_count == len(expected)
+    assert ch.queue_declare(q, passive=True).method.message_count == len(expected)
     assert [b for _, _, b in drain(ch, q, len(expected), ack=True)] == expected
     conn.close()
