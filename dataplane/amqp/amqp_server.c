@@ -62,6 +62,23 @@ struct amqp_name {
         char s[256];
 };
 
+/* Queue arguments (queue.declare x-*), checked as RabbitMQ does. */
+enum amqp_overflow {
+        AMQP_OVERFLOW_DROP_HEAD,
+        AMQP_OVERFLOW_REJECT_PUBLISH,
+        AMQP_OVERFLOW_REJECT_PUBLISH_DLX,
+};
+
+struct amqp_qargs {
+        int64_t ttl_ms;    /* x-message-ttl, -1: none */
+        int64_t max_len;   /* x-max-length, -1: none */
+        int64_t max_bytes; /* x-max-length-bytes (bodies), -1: none */
+        uint8_t overflow;  /* x-overflow */
+        bool dlx_set, dlrk_set;
+        struct amqp_name dlx;  /* x-dead-letter-exchange */
+        struct amqp_name dlrk; /* x-dead-letter-routing-key */
+};
+
 /* One message: exchange, routing key, raw content-header payload, body, in
  * one allocation. While unacked it sits on its channel's unacked list. */
 struct amqp_msg {
@@ -72,6 +89,8 @@ struct amqp_msg {
         uint8_t ex_len, rk_len;
         bool redelivered;
         bool persistent;             /* delivery-mode 2 */
+        int64_t ttl_ms;              /* expiration property, -1: none */
+        uint64_t expires_ms;         /* in its queue: dropped (never delivered) after, 0: never */
         bool mandatory;              /* while held by an open transaction */
         int64_t loff;                /* offset in its durable queue's log, -1: none */
         uint64_t dtag;               /* while unacked */
@@ -121,6 +140,8 @@ struct amqp_queue {
         struct amqp_queue *next;
         struct amqp_name name;
         uint64_t qid;
+        struct amqp_qargs qa;
+        uint64_t bytes; /* bodies of the ready messages (x-max-length-bytes) */
         struct amqp_worker *aw;
         /* durable: the log, appends waiting for their ack (in order), and
          * offsets settled since the last ack record */
@@ -152,6 +173,7 @@ struct amqp_qref {
         bool durable, exclusive, auto_delete;
         uint64_t owner_conn;  /* exclusive: the owning connection's id */
         struct amqp_queue *q; /* worker == self: the queue (NULL once deleted here) */
+        struct amqp_qargs qa;
 };
 
 /* To a queue (q) or, exchange-to-exchange, to another exchange (dst). */
@@ -195,6 +217,7 @@ struct amqp_worker {
         uint64_t gen_seq;
         uint32_t epoch_seq;
         bool links_dirty;
+        uint64_t next_expire_ms;
         /* The durable objects stored in the metadata log are applied:
          * until then clients are not read (they would miss them). */
         bool ready;
@@ -214,6 +237,7 @@ struct amqp_worker {
 struct amqp_confirm {
         uint64_t seq;
         uint32_t pending; /* queues on other workers that have not accepted it */
+        bool nack;        /* a queue refused it: basic.nack */
 };
 
 struct amqp_channel {
@@ -503,6 +527,7 @@ static bool topic_match(const uint8_t *p, size_t pn, const uint8_t *k, size_t kn
 
 static void queue_push(struct amqp_queue *q, struct amqp_msg *m)
 {
+        q->bytes += m->body_len;
         m->next = NULL;
         if (q->tail)
                 q->tail->next = m;
@@ -514,6 +539,7 @@ static void queue_push(struct amqp_queue *q, struct amqp_msg *m)
 
 static void queue_push_front(struct amqp_queue *q, struct amqp_msg *m)
 {
+        q->bytes += m->body_len;
         m->next = q->head;
         q->head = m;
         if (!q->tail)
@@ -530,6 +556,7 @@ static struct amqp_msg *queue_pop(struct amqp_queue *q)
         if (!q->head)
                 q->tail = NULL;
         q->count--;
+        q->bytes -= m->body_len;
         m->next = NULL;
         return m;
 }
@@ -580,9 +607,18 @@ struct amqp_origin {
         uint64_t conn, seq;
         uint32_t slot, gen, epoch;
         uint16_t chan;
+        bool nack; /* the queue refused it (x-overflow reject-publish) */
 };
 
 static void fwd_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m);
+struct amqp_fwd;
+static struct amqp_msg *msg_new(struct amqp_bytes ex, struct amqp_bytes rk, uint64_t hdr_max,
+                                uint64_t body_len);
+static int queue_enqueue(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
+                         const struct amqp_origin *o, struct amqp_fwd *f);
+static void queue_expire(struct amqp_worker *aw, struct amqp_queue *q);
+static void dead_letter(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
+                        const char *reason);
 struct amqp_fwd;
 static int dq_store(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
                     const struct amqp_origin *o, struct amqp_fwd *f);
@@ -590,13 +626,16 @@ static void dq_ack(struct amqp_worker *aw, struct amqp_queue *q, const struct am
 
 /* Hands m to the queue r names: here, or in the batch for its worker. */
 static void route_one(struct amqp_worker *aw, struct amqp_qref *r, struct amqp_msg *m,
-                      const struct amqp_origin *o, uint32_t *nremote)
+                      const struct amqp_origin *o, uint32_t *nremote, uint32_t *nrejected)
 {
         if (qref_local(aw, r)) {
-                queue_push(r->q, m);
                 /* a persistent message to a durable queue: its confirm
                  * waits for the log (counted like a queue elsewhere) */
-                *nremote += (uint32_t)dq_store(aw, r->q, m, o, NULL);
+                int rc = queue_enqueue(aw, r->q, m, o, NULL);
+                if (rc > 0)
+                        (*nremote)++;
+                else if (rc < 0)
+                        (*nrejected)++;
                 queue_dispatch(aw, r->q);
                 return;
         }
@@ -615,13 +654,13 @@ static void route_one(struct amqp_worker *aw, struct amqp_qref *r, struct amqp_m
  * a copy (allocated per extra queue). Returns the number of queues; those
  * on other workers are counted in *nremote (their confirm comes later). */
 static uint32_t route(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o,
-                      uint32_t *nremote)
+                      uint32_t *nremote, uint32_t *nrejected)
 {
         struct amqp_bytes ex = {m->data, m->ex_len};
         struct amqp_bytes rk = {m->data + m->ex_len, m->rk_len};
         static _Thread_local struct amqp_route r; /* 2.3 KiB: off the stack */
         r.nq = r.nseen = 0;
-        *nremote = 0;
+        *nremote = *nrejected = 0;
         if (ex.len == 0) {
                 struct amqp_qref *q = qref_find(aw, rk);
                 if (q)
@@ -644,9 +683,9 @@ static uint32_t route(struct amqp_worker *aw, struct amqp_msg *m, const struct a
                 if (!cp)
                         break;
                 memcpy(cp, m, msg_size(m));
-                route_one(aw, targets[i], cp, o, nremote);
+                route_one(aw, targets[i], cp, o, nremote, nrejected);
         }
-        route_one(aw, targets[0], m, o, nremote);
+        route_one(aw, targets[0], m, o, nremote, nrejected);
         return nt;
 }
 
@@ -756,6 +795,7 @@ static void proxy_send(struct amqp_worker *aw, struct amqp_queue *q, struct amqp
 
 static void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
 {
+        queue_expire(aw, q);
         while (q->head && q->consumers) {
                 struct amqp_consumer *pick = NULL;
                 /* round robin: the head of the list is next; rotate after use */
@@ -868,6 +908,7 @@ enum amqp_settle_op {
         AMQP_SETTLE_ACK,     /* acked, or rejected without requeue: gone */
         AMQP_SETTLE_REQUEUE, /* back at the head, redelivered */
         AMQP_SETTLE_RETURN,  /* never reached the client: back at the head as it was */
+        AMQP_SETTLE_REJECT,  /* rejected/nacked without requeue: dead-lettered */
 };
 
 static void stl_push(struct amqp_worker *aw, struct amqp_msg *m, uint8_t op);
@@ -1096,6 +1137,12 @@ static uint32_t amqp_links_poll(struct sl_worker *w, void *arg)
 {
         struct amqp_worker *aw = arg;
         uint32_t work = dq_poll(aw);
+        if (w->now_ms >= aw->next_expire_ms) {
+                /* TTL: heads expire even where nobody consumes */
+                aw->next_expire_ms = w->now_ms + 50;
+                for (struct amqp_queue *q = aw->queues; q; q = q->next)
+                        queue_expire(aw, q);
+        }
         if (!aw->links_dirty)
                 return work;
         aw->links_dirty = false;
@@ -1170,16 +1217,33 @@ static long confirm_send(struct sl_conn *c, struct amqp_channel *ch, uint64_t se
         return send_method(c, ch->id, &a);
 }
 
-/* Acks every confirm at the head whose queues have all accepted it. */
+static void confirm_nack(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq)
+{
+        struct amqp_method a;
+        amqp_method_init(&a, AMQP_BASIC_NACK);
+        a.args[AMQP_BASIC_NACK_DELIVERY_TAG].u = seq;
+        send_method(c, ch->id, &a);
+}
+
+/* Answers every confirm at the head whose queues have all answered: runs
+ * of acks as one ack with multiple, nacks one by one. */
 static void confirm_pump(struct sl_conn *c, struct amqp_channel *ch)
 {
         uint32_t popped = 0;
         uint64_t last = 0;
         while (ch->conf_n && ch->conf[ch->conf_head].pending == 0) {
-                last = ch->conf[ch->conf_head].seq;
+                struct amqp_confirm *e = &ch->conf[ch->conf_head];
+                if (e->nack) {
+                        if (popped)
+                                confirm_send(c, ch, last, popped > 1);
+                        popped = 0;
+                        confirm_nack(c, ch, e->seq);
+                } else {
+                        last = e->seq;
+                        popped++;
+                }
                 ch->conf_head++;
                 ch->conf_n--;
-                popped++;
         }
         if (ch->conf_n == 0)
                 ch->conf_head = 0;
@@ -1189,10 +1253,16 @@ static void confirm_pump(struct sl_conn *c, struct amqp_channel *ch)
 
 /* Publish seq went to nremote queues on other workers: ack now when none
  * and nothing earlier waits, else when the last accepts. */
-static long confirm_add(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq, uint32_t nremote)
+static long confirm_add(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq, uint32_t nremote,
+                        bool nack)
 {
-        if (nremote == 0 && ch->conf_n == 0)
+        if (nremote == 0 && ch->conf_n == 0) {
+                if (nack) {
+                        confirm_nack(c, ch, seq);
+                        return 0;
+                }
                 return confirm_send(c, ch, seq, false);
+        }
         if (ch->conf_head + ch->conf_n == ch->conf_cap) {
                 if (ch->conf_head) {
                         memmove(ch->conf, ch->conf + ch->conf_head, ch->conf_n * sizeof(*ch->conf));
@@ -1206,7 +1276,7 @@ static long confirm_add(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq
                         ch->conf_cap = cap;
                 }
         }
-        ch->conf[ch->conf_head + ch->conf_n++] = (struct amqp_confirm){seq, nremote};
+        ch->conf[ch->conf_head + ch->conf_n++] = (struct amqp_confirm){seq, nremote, nack};
         confirm_pump(c, ch);
         return 0;
 }
@@ -1224,6 +1294,7 @@ static void confirm_accepted(struct sl_worker *w, const struct amqp_origin *o)
                 return;
         SL_ASSERT(ch->conf[ch->conf_head + i].pending > 0);
         ch->conf[ch->conf_head + i].pending--;
+        ch->conf[ch->conf_head + i].nack |= o->nack;
         confirm_pump(c, ch);
 }
 
@@ -1548,6 +1619,7 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
                                         m->body_len = m->got = bl;
                                         m->persistent = true;
                                         m->loff = boff;
+                                        m->ttl_ms = -1;
                                         memcpy(m->data, pl + 16, plen - 16);
                                         list_append(&head, &tail, m);
                                 }
@@ -1638,6 +1710,326 @@ static uint32_t dq_poll(struct amqp_worker *aw)
         return (n > 0 ? (uint32_t)n : 0) + (log_owner_busy(aw->owner) ? 1 : 0);
 }
 
+/* ---- queue arguments, TTL, max-length, dead-lettering -------------------- */
+
+static void qargs_default(struct amqp_qargs *a)
+{
+        memset(a, 0, sizeof(*a));
+        a->ttl_ms = a->max_len = a->max_bytes = -1;
+        a->overflow = AMQP_OVERFLOW_DROP_HEAD;
+}
+
+static bool field_int(const struct amqp_field *f, int64_t *v)
+{
+        switch (f->tag) {
+        case 'b':
+        case 's':
+        case 'I':
+        case 'l':
+        case 'L':
+                *v = f->v.i;
+                return true;
+        case 'B':
+        case 'u':
+        case 'i':
+                *v = (int64_t)f->v.u;
+                return true;
+        default:
+                return false;
+        }
+}
+
+static bool field_is(const struct amqp_field *f, const char *name)
+{
+        size_t n = strlen(name);
+        return f->name.len == n && memcmp(f->name.ptr, name, n) == 0;
+}
+
+static bool bytes_is(struct amqp_bytes b, const char *s)
+{
+        size_t n = strlen(s);
+        return b.len == n && memcmp(b.ptr, s, n) == 0;
+}
+
+/* queue.declare arguments: the ones RabbitMQ checks are checked the same
+ * way (406 with its wording); others are ignored, as RabbitMQ does. */
+static int qargs_parse(struct amqp_bytes tbl, const struct amqp_name *qname, struct amqp_qargs *a,
+                       char *text, size_t n)
+{
+        qargs_default(a);
+        struct amqp_table_iter it;
+        struct amqp_field f;
+        amqp_table_iter_init(&it, tbl, false);
+        int rc;
+        while ((rc = amqp_table_next(&it, &f)) == 1) {
+                int64_t v = 0;
+                int64_t *slot = field_is(&f, "x-message-ttl")        ? &a->ttl_ms
+                                : field_is(&f, "x-max-length")       ? &a->max_len
+                                : field_is(&f, "x-max-length-bytes") ? &a->max_bytes
+                                                                     : NULL;
+                const char *bad = NULL;
+                if (slot) {
+                        if (!field_int(&f, &v))
+                                bad = "not an integer";
+                        else if (v < 0)
+                                bad = "value_negative";
+                        else
+                                *slot = v;
+                } else if (field_is(&f, "x-overflow")) {
+                        if (f.tag != 'S')
+                                bad = "not a string";
+                        else if (bytes_is(f.v.b, "drop-head"))
+                                a->overflow = AMQP_OVERFLOW_DROP_HEAD;
+                        else if (bytes_is(f.v.b, "reject-publish"))
+                                a->overflow = AMQP_OVERFLOW_REJECT_PUBLISH;
+                        else if (bytes_is(f.v.b, "reject-publish-dlx"))
+                                a->overflow = AMQP_OVERFLOW_REJECT_PUBLISH_DLX;
+                        else
+                                bad = "not one of drop-head, reject-publish, reject-publish-dlx";
+                } else if (field_is(&f, "x-dead-letter-exchange") ||
+                           field_is(&f, "x-dead-letter-routing-key")) {
+                        bool ex = field_is(&f, "x-dead-letter-exchange");
+                        if (f.tag != 'S' || f.v.b.len > 255) {
+                                bad = "not a short string";
+                        } else {
+                                name_set(ex ? &a->dlx : &a->dlrk, f.v.b);
+                                *(ex ? &a->dlx_set : &a->dlrk_set) = true;
+                        }
+                }
+                if (bad) {
+                        snprintf(text, n, "invalid arg '%.*s' for queue '%s' in vhost '/': %s",
+                                 (int)f.name.len, (const char *)f.name.ptr, qname->s, bad);
+                        return 406;
+                }
+        }
+        if (rc < 0) {
+                snprintf(text, n, "malformed arguments");
+                return 406;
+        }
+        if (a->dlrk_set && !a->dlx_set) {
+                snprintf(text, n,
+                         "invalid arg 'x-dead-letter-routing-key' for queue '%s' in vhost '/': "
+                         "Key x-dead-letter-routing-key should be specified together with "
+                         "x-dead-letter-exchange",
+                         qname->s);
+                return 406;
+        }
+        return 0;
+}
+
+/* The first argument two declarations disagree on, or NULL. */
+static const char *qargs_differ(const struct amqp_qargs *x, const struct amqp_qargs *y)
+{
+        if (x->ttl_ms != y->ttl_ms)
+                return "x-message-ttl";
+        if (x->max_len != y->max_len)
+                return "x-max-length";
+        if (x->max_bytes != y->max_bytes)
+                return "x-max-length-bytes";
+        if (x->overflow != y->overflow)
+                return "x-overflow";
+        if (x->dlx_set != y->dlx_set || (x->dlx_set && !name_eq(&x->dlx, name_view(&y->dlx))))
+                return "x-dead-letter-exchange";
+        if (x->dlrk_set != y->dlrk_set || (x->dlrk_set && !name_eq(&x->dlrk, name_view(&y->dlrk))))
+                return "x-dead-letter-routing-key";
+        return NULL;
+}
+
+/* The expiration property: milliseconds as a decimal string. */
+static int64_t expiration_ms(const struct amqp_header *h)
+{
+        if (!amqp_header_has(h, AMQP_BASIC_PROP_EXPIRATION))
+                return -1;
+        struct amqp_bytes e = h->props[AMQP_BASIC_PROP_EXPIRATION].b;
+        if (e.len == 0 || e.len > 18)
+                return -1;
+        int64_t v = 0;
+        for (uint32_t i = 0; i < e.len; i++) {
+                if (e.ptr[i] < '0' || e.ptr[i] > '9')
+                        return -1;
+                v = v * 10 + (e.ptr[i] - '0');
+        }
+        return v;
+}
+
+/* Is the x-death history a cycle through q without a rejection? (RabbitMQ:
+ * a message dead-lettered around a loop by expiry or max-length alone is
+ * dropped.) Also returns the count of the (q, reason) entry. */
+static bool xdeath_scan(struct amqp_bytes xdeath, const struct amqp_queue *q, const char *reason,
+                        int64_t *count)
+{
+        struct amqp_table_iter it;
+        struct amqp_field item;
+        bool rejected_seen = false, cycle = false;
+        *count = 0;
+        amqp_table_iter_init(&it, xdeath, true);
+        while (amqp_table_next(&it, &item) == 1) {
+                if (item.tag != 'F')
+                        continue;
+                struct amqp_field fq, fr, fc;
+                bool same_q = amqp_table_find(item.v.b, "queue", &fq) == 1 && fq.tag == 'S' &&
+                              name_eq(&q->name, fq.v.b);
+                bool has_r = amqp_table_find(item.v.b, "reason", &fr) == 1 && fr.tag == 'S';
+                if (same_q && has_r && bytes_is(fr.v.b, reason) &&
+                    amqp_table_find(item.v.b, "count", &fc) == 1)
+                        field_int(&fc, count);
+                if (same_q && !rejected_seen)
+                        cycle = true;
+                if (has_r && bytes_is(fr.v.b, "rejected"))
+                        rejected_seen = true;
+        }
+        return cycle && strcmp(reason, "rejected") != 0;
+}
+
+/* The dead-lettered copy of m from q: exchange and routing key from the
+ * queue's arguments, headers with x-death updated as RabbitMQ writes it.
+ * NULL: dropped (cycle, or no memory). */
+static struct amqp_msg *dl_build(struct amqp_worker *aw, const struct amqp_queue *q,
+                                 const struct amqp_msg *m, const char *reason)
+{
+        struct amqp_header h;
+        const uint8_t *hdr = m->data + m->ex_len + m->rk_len;
+        if (amqp_header_decode(hdr, m->hdr_len, &h) < 0)
+                return NULL;
+        struct amqp_bytes old = amqp_header_has(&h, AMQP_BASIC_PROP_HEADERS)
+                                    ? h.props[AMQP_BASIC_PROP_HEADERS].b
+                                    : (struct amqp_bytes){NULL, 0};
+        struct amqp_field xd = {0};
+        bool have_xd = old.len && amqp_table_find(old, "x-death", &xd) == 1 && xd.tag == 'A';
+        int64_t count = 0;
+        if (have_xd && xdeath_scan(xd.v.b, q, reason, &count))
+                return NULL;
+        struct amqp_bytes ex = {m->data, m->ex_len}, rk = {m->data + m->ex_len, m->rk_len};
+        size_t cap = old.len + 2048 + 4 * 256;
+        uint8_t *tb = malloc(cap), *hb = malloc(m->hdr_len + cap + 64);
+        struct amqp_msg *nm = NULL;
+        if (!tb || !hb)
+                goto out;
+        struct amqp_table_writer w;
+        amqp_table_writer_init(&w, tb, cap);
+        bool have_first = false;
+        struct amqp_table_iter it;
+        struct amqp_field f;
+        amqp_table_iter_init(&it, old, false);
+        while (amqp_table_next(&it, &f) == 1) {
+                if (field_is(&f, "x-death"))
+                        continue;
+                have_first |= field_is(&f, "x-first-death-reason");
+                amqp_table_put(&w, &f);
+        }
+        amqp_table_begin(&w, "x-death", 'A');
+        amqp_table_begin(&w, "", 'F');
+        amqp_table_put_i64(&w, "count", count + 1);
+        amqp_table_put_str(&w, "reason", amqp_cstr(reason));
+        amqp_table_put_str(&w, "queue", name_view(&q->name));
+        struct amqp_field tf = {
+            .name = amqp_cstr("time"), .tag = 'T', .v.u = (uint64_t)sl_time_ms() / 1000};
+        amqp_table_put(&w, &tf);
+        amqp_table_put_str(&w, "exchange", ex);
+        amqp_table_begin(&w, "routing-keys", 'A');
+        amqp_table_put_str(&w, "", rk);
+        amqp_table_end(&w);
+        amqp_table_end(&w);
+        if (have_xd) {
+                amqp_table_iter_init(&it, xd.v.b, true);
+                while (amqp_table_next(&it, &f) == 1) {
+                        struct amqp_field fq, fr;
+                        if (f.tag == 'F' && amqp_table_find(f.v.b, "queue", &fq) == 1 &&
+                            fq.tag == 'S' && name_eq(&q->name, fq.v.b) &&
+                            amqp_table_find(f.v.b, "reason", &fr) == 1 && fr.tag == 'S' &&
+                            bytes_is(fr.v.b, reason))
+                                continue; /* replaced by the entry above */
+                        amqp_table_put(&w, &f);
+                }
+        }
+        amqp_table_end(&w);
+        if (!have_first) {
+                amqp_table_put_str(&w, "x-first-death-reason", amqp_cstr(reason));
+                amqp_table_put_str(&w, "x-first-death-queue", name_view(&q->name));
+                amqp_table_put_str(&w, "x-first-death-exchange", ex);
+        }
+        struct amqp_bytes tbl;
+        if (amqp_table_writer_finish(&w, &tbl) != 0)
+                goto out;
+        h.props[AMQP_BASIC_PROP_HEADERS].b = tbl;
+        h.present |= 1u << AMQP_BASIC_PROP_HEADERS;
+        if (!strcmp(reason, "expired"))
+                h.present &= ~(1u << AMQP_BASIC_PROP_EXPIRATION); /* as RabbitMQ */
+        int hl = amqp_header_encode(&h, hb, m->hdr_len + cap + 64);
+        if (hl < 0)
+                goto out;
+        struct amqp_bytes nrk = q->qa.dlrk_set ? name_view(&q->qa.dlrk) : rk;
+        nm = msg_new(name_view(&q->qa.dlx), nrk, (uint64_t)hl, m->body_len);
+        if (!nm)
+                goto out;
+        nm->hdr_len = (uint32_t)hl;
+        nm->got = m->body_len;
+        nm->persistent = m->persistent;
+        nm->ttl_ms = -1;
+        memcpy(nm->data + nm->ex_len + nm->rk_len, hb, (size_t)hl);
+        memcpy(nm->data + nm->ex_len + nm->rk_len + hl, hdr + m->hdr_len, m->body_len);
+out:
+        (void)aw;
+        free(tb);
+        free(hb);
+        return nm;
+}
+
+/* m leaves q for good without being acked (reject/nack without requeue,
+ * expiry, max-length): to the dead-letter exchange if q has one, else
+ * dropped. Consumes m. */
+static void dead_letter(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
+                        const char *reason)
+{
+        struct amqp_msg *nm = q && q->qa.dlx_set ? dl_build(aw, q, m, reason) : NULL;
+        dq_ack(aw, q, m);
+        free(m);
+        if (!nm)
+                return;
+        static const struct amqp_origin none;
+        uint32_t pending = 0, rejected = 0;
+        if (route(aw, nm, &none, &pending, &rejected) == 0)
+                free(nm);
+}
+
+/* Drops expired messages at the head (never delivered; RabbitMQ expires
+ * from the head too). */
+static void queue_expire(struct amqp_worker *aw, struct amqp_queue *q)
+{
+        while (q->head && q->head->expires_ms && aw->w->now_ms >= q->head->expires_ms)
+                dead_letter(aw, q, queue_pop(q), "expired");
+}
+
+/* m enters q: TTL stamped, max-length applied, stored if durable.
+ * Returns 1 when its confirm must wait for the log, 0 when accepted, -1
+ * when refused (x-overflow reject-publish: m is consumed). */
+static int queue_enqueue(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
+                         const struct amqp_origin *o, struct amqp_fwd *f)
+{
+        const struct amqp_qargs *a = &q->qa;
+        if (a->overflow != AMQP_OVERFLOW_DROP_HEAD &&
+            ((a->max_len >= 0 && q->count + 1 > (uint64_t)a->max_len) ||
+             (a->max_bytes >= 0 && q->bytes + m->body_len > (uint64_t)a->max_bytes))) {
+                if (a->overflow == AMQP_OVERFLOW_REJECT_PUBLISH_DLX)
+                        dead_letter(aw, q, m, "maxlen");
+                else
+                        free(m);
+                return -1;
+        }
+        int64_t ttl = a->ttl_ms;
+        if (m->ttl_ms >= 0 && (ttl < 0 || m->ttl_ms < ttl))
+                ttl = m->ttl_ms;
+        m->expires_ms = ttl >= 0 ? aw->w->now_ms + (uint64_t)ttl : 0;
+        if (ttl == 0)
+                m->expires_ms = aw->w->now_ms ? aw->w->now_ms : 1;
+        queue_push(q, m);
+        int rc = dq_store(aw, q, m, o, f);
+        while ((a->max_len >= 0 && q->count > (uint64_t)a->max_len) ||
+               (a->max_bytes >= 0 && q->bytes > (uint64_t)a->max_bytes))
+                dead_letter(aw, q, queue_pop(q), "maxlen");
+        return rc;
+}
+
 /* ---- routing-table changes (through the control thread) ------------------ */
 
 enum amqp_topo_op {
@@ -1656,11 +2048,12 @@ enum amqp_topo_op {
 struct amqp_topo {
         uint8_t op, ex_type;
         bool durable, exclusive, auto_delete, nowait;
-        uint16_t worker;     /* Q_DECLARE: where the queue lives */
-        uint64_t owner_conn; /* Q_DECLARE exclusive */
-        uint64_t qid;        /* Q_DELETE */
-        struct amqp_name a;  /* queue, exchange, or destination exchange */
-        struct amqp_name b;  /* source exchange */
+        uint16_t worker;      /* Q_DECLARE: where the queue lives */
+        uint64_t owner_conn;  /* Q_DECLARE exclusive */
+        uint64_t qid;         /* Q_DELETE */
+        struct amqp_qargs qa; /* Q_DECLARE */
+        struct amqp_name a;   /* queue, exchange, or destination exchange */
+        struct amqp_name b;   /* source exchange */
         struct amqp_name key;
         /* the client waiting */
         uint64_t conn, count;
@@ -1684,12 +2077,19 @@ static uint32_t topo_encode(const struct amqp_topo *t, uint8_t *b)
         b[n++] = (uint8_t)(t->durable | t->auto_delete << 1);
         b[n++] = (uint8_t)(t->worker >> 8);
         b[n++] = (uint8_t)t->worker;
-        const struct amqp_name *names[3] = {&t->a, &t->b, &t->key};
-        for (int i = 0; i < 3; i++) {
+        const struct amqp_name *names[5] = {&t->a, &t->b, &t->key, &t->qa.dlx, &t->qa.dlrk};
+        for (int i = 0; i < 5; i++) {
                 b[n++] = names[i]->len;
                 memcpy(b + n, names[i]->s, names[i]->len);
                 n += names[i]->len;
         }
+        /* queue arguments */
+        int64_t nums[3] = {t->qa.ttl_ms, t->qa.max_len, t->qa.max_bytes};
+        for (int i = 0; i < 3; i++, n += 8)
+                for (int j = 0; j < 8; j++)
+                        b[n + (uint32_t)j] = (uint8_t)((uint64_t)nums[i] >> (56 - 8 * j));
+        b[n++] = t->qa.overflow;
+        b[n++] = (uint8_t)(t->qa.dlx_set | t->qa.dlrk_set << 1);
         return n;
 }
 
@@ -1704,8 +2104,9 @@ static int topo_decode(const uint8_t *b, uint32_t len, struct amqp_topo *t)
         t->auto_delete = (b[3] >> 1) & 1;
         t->worker = (uint16_t)(b[4] << 8 | b[5]);
         uint32_t n = 6;
-        struct amqp_name *names[3] = {&t->a, &t->b, &t->key};
-        for (int i = 0; i < 3; i++) {
+        qargs_default(&t->qa);
+        struct amqp_name *names[5] = {&t->a, &t->b, &t->key, &t->qa.dlx, &t->qa.dlrk};
+        for (int i = 0; i < 5; i++) {
                 if (n >= len || n + 1 + b[n] > len)
                         return -EBADMSG;
                 names[i]->len = b[n];
@@ -1713,6 +2114,14 @@ static int topo_decode(const uint8_t *b, uint32_t len, struct amqp_topo *t)
                 names[i]->s[b[n]] = 0;
                 n += 1 + b[n];
         }
+        if (n + 26 > len)
+                return -EBADMSG;
+        int64_t *nums[3] = {&t->qa.ttl_ms, &t->qa.max_len, &t->qa.max_bytes};
+        for (int i = 0; i < 3; i++, n += 8)
+                *nums[i] = (int64_t)get_be64(b + n);
+        t->qa.overflow = b[n++];
+        t->qa.dlx_set = b[n] & 1;
+        t->qa.dlrk_set = (b[n] >> 1) & 1;
         return 0;
 }
 
@@ -1877,6 +2286,7 @@ static void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64
                 r->exclusive = t->exclusive;
                 r->auto_delete = t->auto_delete;
                 r->owner_conn = t->owner_conn;
+                r->qa = t->qa;
                 if (qref_local(aw, r)) {
                         struct amqp_queue *q = calloc(1, sizeof(*q));
                         SL_ASSERT(q);
@@ -1884,6 +2294,7 @@ static void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64
                         q->qid = seq;
                         q->auto_delete = t->auto_delete;
                         q->durable = t->durable;
+                        q->qa = t->qa;
                         q->aw = aw;
                         if (q->durable) {
                                 int rc = dq_open(aw, q);
@@ -1950,7 +2361,7 @@ static long queue_declare_ok(struct sl_conn *c, struct amqp_channel *ch, struct 
 
 static long queue_check_equivalent(struct sl_conn *c, struct amqp_channel *ch,
                                    const struct amqp_qref *r, bool durable, bool exclusive,
-                                   bool auto_delete, uint32_t key);
+                                   bool auto_delete, const struct amqp_qargs *qa, uint32_t key);
 
 /* Every worker applied t: answer the client that waits for it. */
 static void topo_done(struct amqp_worker *aw, struct amqp_topo *t)
@@ -1976,7 +2387,7 @@ static void topo_done(struct amqp_worker *aw, struct amqp_topo *t)
                                 break;
                         }
                         if (queue_check_equivalent(c, ch, r, t->durable, t->exclusive,
-                                                   t->auto_delete, t->method))
+                                                   t->auto_delete, &t->qa, t->method))
                                 break;
                         uint64_t n = qref_local(aw, r) && r->q ? r->q->count : 0;
                         uint32_t k = qref_local(aw, r) && r->q ? r->q->nconsumers : 0;
@@ -2288,6 +2699,7 @@ static void qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                 snprintf(o->text, sizeof(o->text), "no queue '%s' in vhost '/'", o->name.s);
                 goto reply;
         }
+        queue_expire(aw, q);
         switch (o->op) {
         case AMQP_QOP_STAT:
                 o->count = q->count;
@@ -2495,17 +2907,18 @@ static void on_fwd(struct amqp_worker *aw, const struct sl_msg *msg)
         f->src = msg->src;
         f->waiting = 1; /* until every message below is in */
         struct amqp_queue *touched[16];
-        uint32_t nt = 0;
+        uint32_t nt = 0, oi = 0;
         bool all = false;
         for (struct amqp_msg *m = f->msgs, *next; m; m = next) {
                 next = m->next;
                 struct amqp_queue *q = queue_by_qid(aw, m->qid);
+                uint32_t o = m->o_seq ? oi++ : UINT32_MAX;
                 if (!q) {
                         free(m); /* deleted meanwhile: as if it had been dropped there */
                         continue;
                 }
-                queue_push(q, m);
-                dq_store(aw, q, m, NULL, f);
+                if (queue_enqueue(aw, q, m, NULL, f) < 0 && o != UINT32_MAX)
+                        f->o[o].nack = true;
                 bool seen = false;
                 for (uint32_t i = 0; i < nt && !seen; i++)
                         seen = touched[i] == q;
@@ -2540,10 +2953,13 @@ static void on_settle(struct amqp_worker *aw, struct amqp_msg *m)
                         k->inflight--;
                 if (tracked && k)
                         k->unacked--;
-                if (m->op == AMQP_SETTLE_ACK) {
+                if (m->op == AMQP_SETTLE_ACK || (m->op == AMQP_SETTLE_REJECT && q->deleted)) {
                         sl_counter_add(&aw->acked, 1);
                         dq_ack(aw, q, m);
                         free(m);
+                } else if (m->op == AMQP_SETTLE_REJECT) {
+                        sl_counter_add(&aw->acked, 1);
+                        dead_letter(aw, q, m, "rejected");
                 } else {
                         if (m->op == AMQP_SETTLE_REQUEUE)
                                 m->redelivered = true;
@@ -2769,6 +3185,7 @@ static struct amqp_msg *msg_new(struct amqp_bytes ex, struct amqp_bytes rk, uint
                 return NULL;
         memset(m, 0, sizeof(*m));
         m->loff = -1;
+        m->ttl_ms = -1;
         m->ex_len = (uint8_t)ex.len;
         m->rk_len = (uint8_t)rk.len;
         memcpy(m->data, ex.ptr, ex.len);
@@ -2824,7 +3241,7 @@ static long on_exchange_declare(struct sl_conn *c, struct amqp_channel *ch,
  * connection holds it exclusively. Returns non-zero after an error. */
 static long queue_check_equivalent(struct sl_conn *c, struct amqp_channel *ch,
                                    const struct amqp_qref *r, bool durable, bool exclusive,
-                                   bool auto_delete, uint32_t key)
+                                   bool auto_delete, const struct amqp_qargs *qa, uint32_t key)
 {
         if (r->owner_conn && r->owner_conn != c->id) {
                 chan_error(c, ch, 405, "queue is exclusive to another connection", key);
@@ -2833,7 +3250,7 @@ static long queue_check_equivalent(struct sl_conn *c, struct amqp_channel *ch,
         const char *what = r->durable != durable           ? "durable"
                            : r->exclusive != exclusive     ? "exclusive"
                            : r->auto_delete != auto_delete ? "auto_delete"
-                                                           : NULL;
+                                                           : qargs_differ(&r->qa, qa);
         if (!what)
                 return 0;
         char t[320];
@@ -2861,6 +3278,16 @@ static long on_queue_declare(struct sl_conn *c, struct amqp_channel *ch,
         bool exclusive = m->args[AMQP_QUEUE_DECLARE_EXCLUSIVE].u;
         bool auto_delete = m->args[AMQP_QUEUE_DECLARE_AUTO_DELETE].u;
         bool nowait = m->args[AMQP_QUEUE_DECLARE_NOWAIT].u;
+        struct amqp_qargs qa;
+        struct amqp_name qn;
+        name_set(&qn, name);
+        char text[700];
+        if (!passive) {
+                int code = qargs_parse(m->args[AMQP_QUEUE_DECLARE_ARGUMENTS].b, &qn, &qa, text,
+                                       sizeof(text));
+                if (code)
+                        return chan_error(c, ch, (uint16_t)code, text, m->key);
+        }
         if (!r && !passive && name.ptr != (const uint8_t *)gen && name.len >= 4 &&
             !memcmp(name.ptr, "amq.", 4))
                 return chan_error(c, ch, 403, "queue names amq.* are reserved", m->key);
@@ -2881,6 +3308,7 @@ static long on_queue_declare(struct sl_conn *c, struct amqp_channel *ch,
                 t->auto_delete = auto_delete;
                 t->owner_conn = exclusive ? c->id : 0;
                 t->nowait = nowait;
+                t->qa = qa;
                 /* exclusive queues die with their connection: never stored */
                 if (durable && !exclusive)
                         topo_def(t, CTL_AMQP_DEF_PUT);
@@ -2890,11 +3318,13 @@ static long on_queue_declare(struct sl_conn *c, struct amqp_channel *ch,
                 if (r->owner_conn && r->owner_conn != c->id)
                         return chan_error(c, ch, 405, "queue is exclusive to another connection",
                                           m->key);
-        } else if (queue_check_equivalent(c, ch, r, durable, exclusive, auto_delete, m->key)) {
+        } else if (queue_check_equivalent(c, ch, r, durable, exclusive, auto_delete, &qa, m->key)) {
                 return 0;
         }
         if (nowait)
                 return 0;
+        if (qref_local(aw, r) && r->q)
+                queue_expire(aw, r->q);
         if (qref_local(aw, r))
                 return queue_declare_ok(c, ch, name_view(&r->name), r->q ? r->q->count : 0,
                                         r->q ? r->q->nconsumers : 0);
@@ -3129,12 +3559,12 @@ static long on_publish(struct sl_conn *c, struct amqp_channel *ch, const struct 
 /* Routes a published message; basic.return when unroutable and mandatory.
  * seq: its confirm number (0: none); *nremote: queues elsewhere. */
 static long publish_route(struct sl_conn *c, struct amqp_channel *ch, struct amqp_msg *m,
-                          bool mandatory, uint64_t seq, uint32_t *nremote)
+                          bool mandatory, uint64_t seq, uint32_t *nremote, uint32_t *nrejected)
 {
         struct amqp_worker *aw = aw_of(c->w);
-        struct amqp_origin o = {c->id, seq, c->slot, c->gen, ch->epoch, ch->id};
-        *nremote = 0;
-        if (route(aw, m, &o, nremote) == 0) {
+        struct amqp_origin o = {c->id, seq, c->slot, c->gen, ch->epoch, ch->id, false};
+        *nremote = *nrejected = 0;
+        if (route(aw, m, &o, nremote, nrejected) == 0) {
                 sl_counter_add(&aw->unroutable, 1);
                 if (mandatory) {
                         sl_counter_add(&aw->returned, 1);
@@ -3175,11 +3605,11 @@ static long publish_done(struct sl_conn *c, struct amqp_channel *ch)
                 return 0;
         }
         uint64_t seq = ch->confirm ? ++ch->pub_seq : 0;
-        uint32_t nremote = 0;
-        if (publish_route(c, ch, m, ch->mandatory, seq, &nremote))
+        uint32_t nremote = 0, nrejected = 0;
+        if (publish_route(c, ch, m, ch->mandatory, seq, &nremote, &nrejected))
                 return -1;
         if (ch->confirm)
-                return confirm_add(c, ch, seq, nremote);
+                return confirm_add(c, ch, seq, nremote, nrejected > 0);
         return 0;
 }
 
@@ -3210,6 +3640,7 @@ static long on_header(struct sl_conn *c, struct amqp_channel *ch, const struct a
         m->hdr_len = f->size;
         m->persistent = amqp_header_has(&h, AMQP_BASIC_PROP_DELIVERY_MODE) &&
                         h.props[AMQP_BASIC_PROP_DELIVERY_MODE].u == 2;
+        m->ttl_ms = expiration_ms(&h);
         memcpy(m->data + m->ex_len + m->rk_len, f->payload, f->size);
         ch->want_header = false;
         if (m->body_len == 0)
@@ -3379,6 +3810,7 @@ static long on_get(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
                 return qop_submit(aw, c, r->worker, o);
         }
         struct amqp_queue *q = r->q;
+        queue_expire(aw, q);
         struct amqp_msg *msg = queue_pop(q);
         if (!msg)
                 return send_simple(c, ch->id, AMQP_BASIC_GET_EMPTY);
@@ -3423,14 +3855,19 @@ static long settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
                         req_tail = &x->next;
                 } else if (x->home != aw->w->id) {
                         sl_counter_add(&aw->acked, 1);
-                        stl_push(aw, x, AMQP_SETTLE_ACK);
+                        stl_push(aw, x,
+                                 m->key == AMQP_BASIC_ACK ? AMQP_SETTLE_ACK : AMQP_SETTLE_REJECT);
                 } else {
                         if (x->ucons)
                                 x->ucons->unacked--;
                         sl_counter_add(&aw->acked, 1);
                         struct amqp_queue *q = x->uq;
-                        dq_ack(aw, q, x);
-                        free(x);
+                        if (m->key == AMQP_BASIC_ACK || q->deleted) {
+                                dq_ack(aw, q, x);
+                                free(x);
+                        } else {
+                                dead_letter(aw, q, x, "rejected");
+                        }
                         queue_unref(q);
                 }
                 if (!multiple)
@@ -3507,9 +3944,9 @@ static long tx_commit(struct sl_conn *c, struct amqp_channel *ch)
         long rc = 0;
         while (p) {
                 struct amqp_msg *next = p->next;
-                uint32_t nremote;
+                uint32_t nremote, nrejected;
                 if (rc == 0)
-                        rc = publish_route(c, ch, p, p->mandatory, 0, &nremote);
+                        rc = publish_route(c, ch, p, p->mandatory, 0, &nremote, &nrejected);
                 else
                         free(p);
                 p = next;

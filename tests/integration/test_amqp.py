@@ -945,3 +945,127 @@ def test_durable_queue_on_another_worker_confirms_after_fsync_and_recovers(amqp)
     assert ch.queue_declare(q, passive=True).method.message_count == len(expected)
     assert [b for _, _, b in drain(ch, q, len(expected), ack=True)] == expected
     conn.close()
+
+
+# ---- queue arguments: TTL, max-length, dead-lettering ------------------------
+
+def closed_with(ch_factory, fn, code):
+    ch = ch_factory()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        fn(ch)
+    assert ei.value.reply_code == code, ei.value
+    return ei.value
+
+
+def test_invalid_and_inequivalent_queue_arguments_are_406(amqp):
+    conn = connect(amqp)
+    for args in ({"x-max-length": -1}, {"x-message-ttl": "soon"}, {"x-overflow": "bogus"},
+                 {"x-dead-letter-routing-key": "k"}):
+        e = closed_with(conn.channel, lambda ch: ch.queue_declare("args.bad", arguments=args), 406)
+        assert list(args)[0] in e.reply_text
+    ch = conn.channel()
+    ch.queue_declare("args.q", arguments={"x-max-length": 5, "x-unknown": 1})
+    ch.queue_declare("args.q", arguments={"x-max-length": 5})  # unknown ones are ignored
+    e = closed_with(conn.channel, lambda c: c.queue_declare("args.q", arguments={"x-max-length": 6}), 406)
+    assert "x-max-length" in e.reply_text
+    conn.close()
+
+
+def test_message_ttl_per_queue_and_per_message_never_delivered(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    q = ch.queue_declare("ttl.q", arguments={"x-message-ttl": 100}).method.queue
+    ch.basic_publish("", q, b"short-lived")
+    assert ch.queue_declare(q, passive=True).method.message_count == 1
+    wait_until(lambda: ch.queue_declare(q, passive=True).method.message_count == 0,
+               what="queue TTL to expire the message")
+    assert ch.basic_get(q) == (None, None, None)
+    q2 = ch.queue_declare("ttl.per-message").method.queue
+    ch.basic_publish("", q2, b"expires", properties=pika.BasicProperties(expiration="50"))
+    ch.basic_publish("", q2, b"stays")
+    wait_until(lambda: ch.queue_declare(q2, passive=True).method.message_count == 1,
+               what="per-message TTL")
+    assert ch.basic_get(q2, auto_ack=True)[2] == b"stays"
+    conn.close()
+
+
+def test_dead_letter_on_reject_across_workers_with_x_death(amqp):
+    owner = connect_on(amqp, 0)
+    other = connect_on(amqp, 1)
+    och = owner.channel()
+    och.exchange_declare("dlx.ex", exchange_type="fanout")
+    work = och.queue_declare("dlx.work", arguments={"x-dead-letter-exchange": "dlx.ex"}).method.queue
+    dch = other.channel()
+    dead = dch.queue_declare("dlx.dead").method.queue  # lives on worker 1
+    dch.queue_bind(dead, "dlx.ex")
+    och.basic_publish("", work, b"bad", properties=pika.BasicProperties(headers={"h": "v"}))
+    cch = other.channel()  # consumer on worker 1, queue on worker 0
+    method, _, body = drain(cch, work, 1)[0]
+    cch.basic_reject(method.delivery_tag, requeue=False)
+    cch.cancel()
+    def arrived():
+        return dch.queue_declare(dead, passive=True).method.message_count == 1
+    wait_until(arrived, what="the dead-lettered copy")
+    method, props, body = dch.basic_get(dead, auto_ack=True)
+    assert body == b"bad" and method.exchange == "dlx.ex" and method.routing_key == work
+    h = props.headers
+    assert h["h"] == "v"
+    (death,) = h["x-death"]
+    assert death["count"] == 1 and death["reason"] == "rejected" and death["queue"] == work
+    assert death["exchange"] == "" and death["routing-keys"] == [work]
+    assert h["x-first-death-reason"] == "rejected" and h["x-first-death-queue"] == work
+    assert och.queue_declare(work, passive=True).method.message_count == 0
+    owner.close()
+    other.close()
+
+
+def test_dead_letter_on_expiry_and_max_length_and_ttl_cycle_dropped(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    sink = ch.queue_declare("dl.sink").method.queue
+    q = ch.queue_declare("dl.ttl", arguments={
+        "x-message-ttl": 30, "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": sink}).method.queue
+    ch.basic_publish("", q, b"old")
+    wait_until(lambda: ch.queue_declare(sink, passive=True).method.message_count == 1,
+               what="expired message dead-lettered")
+    method, props, body = ch.basic_get(sink, auto_ack=True)
+    assert body == b"old" and method.routing_key == sink
+    assert props.headers["x-death"][0]["reason"] == "expired"
+    # max-length 2, drop-head: the oldest go to the sink, reason maxlen
+    m = ch.queue_declare("dl.max", arguments={
+        "x-max-length": 2, "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": sink}).method.queue
+    for i in range(5):
+        ch.basic_publish("", m, str(i).encode())
+    assert [ch.basic_get(m, auto_ack=True)[2] for _ in range(2)] == [b"3", b"4"]
+    dropped = [ch.basic_get(sink, auto_ack=True) for _ in range(3)]
+    assert [b for _, _, b in dropped] == [b"0", b"1", b"2"]
+    assert all(p.headers["x-death"][0]["reason"] == "maxlen" for _, p, _ in dropped)
+    # a queue dead-lettering expired messages to itself: dropped after one
+    # round (a cycle without a rejection), never looping
+    loop = ch.queue_declare("dl.loop", arguments={
+        "x-message-ttl": 20, "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "dl.loop"}).method.queue
+    ch.basic_publish("", loop, b"round")
+    wait_until(lambda: ch.queue_declare(loop, passive=True).method.message_count == 0,
+               what="the looping message to be dropped")
+    # and it stays gone (a loop would bring it back every 20 ms)
+    for _ in range(5):
+        conn.process_data_events(time_limit=0.05)
+        assert ch.queue_declare(loop, passive=True).method.message_count == 0
+    conn.close()
+
+
+def test_max_length_reject_publish_nacks_the_confirm(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    q = ch.queue_declare("rp.q", arguments={"x-max-length": 2,
+                                            "x-overflow": "reject-publish"}).method.queue
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"1")
+    ch.basic_publish("", q, b"2")
+    with pytest.raises(pika.exceptions.NackError):
+        ch.basic_publish("", q, b"3")
+    assert ch.queue_declare(q, passive=True).method.message_count == 2
+    conn.close()
