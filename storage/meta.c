@@ -338,7 +338,7 @@ static int enc_def(struct buf *pl, const char *key, const void *val, uint32_t le
         if (rc)
                 return rc;
         PUT(pl, len);
-        return buf_put(pl, val, len);
+        return len ? buf_put(pl, val, len) : 0; /* a delete has no value */
 }
 
 static int apply(struct meta_log *m, uint16_t type, uint16_t ver, const uint8_t *p, size_t n)
