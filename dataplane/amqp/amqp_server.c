@@ -73,6 +73,7 @@ struct amqp_qargs {
         int64_t ttl_ms;    /* x-message-ttl, -1: none */
         int64_t max_len;   /* x-max-length, -1: none */
         int64_t max_bytes; /* x-max-length-bytes (bodies), -1: none */
+        int64_t max_prio;  /* x-max-priority, -1: not a priority queue */
         uint8_t overflow;  /* x-overflow */
         bool dlx_set, dlrk_set;
         struct amqp_name dlx;  /* x-dead-letter-exchange */
@@ -89,6 +90,7 @@ struct amqp_msg {
         uint8_t ex_len, rk_len;
         bool redelivered;
         bool persistent;             /* delivery-mode 2 */
+        uint8_t priority;            /* priority property */
         int64_t ttl_ms;              /* expiration property, -1: none */
         uint64_t expires_ms;         /* in its queue: dropped (never delivered) after, 0: never */
         bool mandatory;              /* while held by an open transaction */
@@ -142,6 +144,9 @@ struct amqp_queue {
         uint64_t qid;
         struct amqp_qargs qa;
         uint64_t bytes; /* bodies of the ready messages (x-max-length-bytes) */
+        /* priority queue: the list is sorted by level, highest first;
+         * ptail[k] is the last ready message of level k */
+        struct amqp_msg **ptail;
         struct amqp_worker *aw;
         /* durable: the log, appends waiting for their ack (in order), and
          * offsets settled since the last ack record */
@@ -525,8 +530,42 @@ static bool topic_match(const uint8_t *p, size_t pn, const uint8_t *k, size_t kn
         return topic_match(prest, prn, k + kw + 1, kn - kw - 1);
 }
 
+static uint8_t msg_level(const struct amqp_queue *q, const struct amqp_msg *m)
+{
+        return m->priority > q->qa.max_prio ? (uint8_t)q->qa.max_prio : m->priority;
+}
+
+/* Into a priority queue: at the end of its level, or (front: requeued) at
+ * its start. */
+static void queue_insert_prio(struct amqp_queue *q, struct amqp_msg *m, bool front)
+{
+        uint8_t p = msg_level(q, m);
+        struct amqp_msg *after = NULL;
+        for (int k = front ? p + 1 : p; k <= q->qa.max_prio && !after; k++)
+                after = q->ptail[k]; /* the last message of a level >= the one we need */
+        if (!after) {
+                m->next = q->head;
+                q->head = m;
+                if (!q->tail)
+                        q->tail = m;
+        } else {
+                m->next = after->next;
+                after->next = m;
+                if (q->tail == after)
+                        q->tail = m;
+        }
+        if (!front || !q->ptail[p])
+                q->ptail[p] = m;
+        q->bytes += m->body_len;
+        q->count++;
+}
+
 static void queue_push(struct amqp_queue *q, struct amqp_msg *m)
 {
+        if (q->ptail) {
+                queue_insert_prio(q, m, false);
+                return;
+        }
         q->bytes += m->body_len;
         m->next = NULL;
         if (q->tail)
@@ -539,6 +578,10 @@ static void queue_push(struct amqp_queue *q, struct amqp_msg *m)
 
 static void queue_push_front(struct amqp_queue *q, struct amqp_msg *m)
 {
+        if (q->ptail) {
+                queue_insert_prio(q, m, true);
+                return;
+        }
         q->bytes += m->body_len;
         m->next = q->head;
         q->head = m;
@@ -555,6 +598,8 @@ static struct amqp_msg *queue_pop(struct amqp_queue *q)
         q->head = m->next;
         if (!q->head)
                 q->tail = NULL;
+        if (q->ptail && q->ptail[msg_level(q, m)] == m)
+                q->ptail[msg_level(q, m)] = NULL; /* it was the last of its level */
         q->count--;
         q->bytes -= m->body_len;
         m->next = NULL;
@@ -741,6 +786,7 @@ fail:
 
 static void queue_free(struct amqp_queue *q)
 {
+        free(q->ptail);
         free(q->pend);
         free(q->acks);
         free(q);
@@ -1621,6 +1667,12 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
                                         m->loff = boff;
                                         m->ttl_ms = -1;
                                         memcpy(m->data, pl + 16, plen - 16);
+                                        struct amqp_header h;
+                                        if (amqp_header_decode(m->data + m->ex_len + m->rk_len, hl,
+                                                               &h) == 0 &&
+                                            amqp_header_has(&h, AMQP_BASIC_PROP_PRIORITY))
+                                                m->priority =
+                                                    (uint8_t)h.props[AMQP_BASIC_PROP_PRIORITY].u;
                                         list_append(&head, &tail, m);
                                 }
                         }
@@ -1715,7 +1767,7 @@ static uint32_t dq_poll(struct amqp_worker *aw)
 static void qargs_default(struct amqp_qargs *a)
 {
         memset(a, 0, sizeof(*a));
-        a->ttl_ms = a->max_len = a->max_bytes = -1;
+        a->ttl_ms = a->max_len = a->max_bytes = a->max_prio = -1;
         a->overflow = AMQP_OVERFLOW_DROP_HEAD;
 }
 
@@ -1766,6 +1818,7 @@ static int qargs_parse(struct amqp_bytes tbl, const struct amqp_name *qname, str
                 int64_t *slot = field_is(&f, "x-message-ttl")        ? &a->ttl_ms
                                 : field_is(&f, "x-max-length")       ? &a->max_len
                                 : field_is(&f, "x-max-length-bytes") ? &a->max_bytes
+                                : field_is(&f, "x-max-priority")     ? &a->max_prio
                                                                      : NULL;
                 const char *bad = NULL;
                 if (slot) {
@@ -1773,6 +1826,8 @@ static int qargs_parse(struct amqp_bytes tbl, const struct amqp_name *qname, str
                                 bad = "not an integer";
                         else if (v < 0)
                                 bad = "value_negative";
+                        else if (slot == &a->max_prio && v > 255)
+                                bad = "value_out_of_range (max 255)";
                         else
                                 *slot = v;
                 } else if (field_is(&f, "x-overflow")) {
@@ -1828,6 +1883,8 @@ static const char *qargs_differ(const struct amqp_qargs *x, const struct amqp_qa
                 return "x-max-length-bytes";
         if (x->overflow != y->overflow)
                 return "x-overflow";
+        if (x->max_prio != y->max_prio)
+                return "x-max-priority";
         if (x->dlx_set != y->dlx_set || (x->dlx_set && !name_eq(&x->dlx, name_view(&y->dlx))))
                 return "x-dead-letter-exchange";
         if (x->dlrk_set != y->dlrk_set || (x->dlrk_set && !name_eq(&x->dlrk, name_view(&y->dlrk))))
@@ -1965,6 +2022,7 @@ static struct amqp_msg *dl_build(struct amqp_worker *aw, const struct amqp_queue
         nm->hdr_len = (uint32_t)hl;
         nm->got = m->body_len;
         nm->persistent = m->persistent;
+        nm->priority = m->priority;
         nm->ttl_ms = -1;
         memcpy(nm->data + nm->ex_len + nm->rk_len, hb, (size_t)hl);
         memcpy(nm->data + nm->ex_len + nm->rk_len + hl, hdr + m->hdr_len, m->body_len);
@@ -2084,8 +2142,8 @@ static uint32_t topo_encode(const struct amqp_topo *t, uint8_t *b)
                 n += names[i]->len;
         }
         /* queue arguments */
-        int64_t nums[3] = {t->qa.ttl_ms, t->qa.max_len, t->qa.max_bytes};
-        for (int i = 0; i < 3; i++, n += 8)
+        int64_t nums[4] = {t->qa.ttl_ms, t->qa.max_len, t->qa.max_bytes, t->qa.max_prio};
+        for (int i = 0; i < 4; i++, n += 8)
                 for (int j = 0; j < 8; j++)
                         b[n + (uint32_t)j] = (uint8_t)((uint64_t)nums[i] >> (56 - 8 * j));
         b[n++] = t->qa.overflow;
@@ -2114,10 +2172,10 @@ static int topo_decode(const uint8_t *b, uint32_t len, struct amqp_topo *t)
                 names[i]->s[b[n]] = 0;
                 n += 1 + b[n];
         }
-        if (n + 26 > len)
+        if (n + 34 > len)
                 return -EBADMSG;
-        int64_t *nums[3] = {&t->qa.ttl_ms, &t->qa.max_len, &t->qa.max_bytes};
-        for (int i = 0; i < 3; i++, n += 8)
+        int64_t *nums[4] = {&t->qa.ttl_ms, &t->qa.max_len, &t->qa.max_bytes, &t->qa.max_prio};
+        for (int i = 0; i < 4; i++, n += 8)
                 *nums[i] = (int64_t)get_be64(b + n);
         t->qa.overflow = b[n++];
         t->qa.dlx_set = b[n] & 1;
@@ -2296,6 +2354,10 @@ static void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64
                         q->durable = t->durable;
                         q->qa = t->qa;
                         q->aw = aw;
+                        if (q->qa.max_prio > 0) {
+                                q->ptail = calloc((size_t)q->qa.max_prio + 1, sizeof(*q->ptail));
+                                SL_ASSERT(q->ptail);
+                        }
                         if (q->durable) {
                                 int rc = dq_open(aw, q);
                                 if (rc)
@@ -3641,6 +3703,8 @@ static long on_header(struct sl_conn *c, struct amqp_channel *ch, const struct a
         m->persistent = amqp_header_has(&h, AMQP_BASIC_PROP_DELIVERY_MODE) &&
                         h.props[AMQP_BASIC_PROP_DELIVERY_MODE].u == 2;
         m->ttl_ms = expiration_ms(&h);
+        if (amqp_header_has(&h, AMQP_BASIC_PROP_PRIORITY))
+                m->priority = (uint8_t)h.props[AMQP_BASIC_PROP_PRIORITY].u;
         memcpy(m->data + m->ex_len + m->rk_len, f->payload, f->size);
         ch->want_header = false;
         if (m->body_len == 0)

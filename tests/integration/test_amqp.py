@@ -1069,3 +1069,25 @@ def test_max_length_reject_publish_nacks_the_confirm(amqp):
         ch.basic_publish("", q, b"3")
     assert ch.queue_declare(q, passive=True).method.message_count == 2
     conn.close()
+
+
+def test_priority_queue_delivers_highest_first_and_requeues_within_level(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    closed_with(conn.channel, lambda c: c.queue_declare("prio.bad", arguments={"x-max-priority": 300}), 406)
+    q = ch.queue_declare("prio.q", arguments={"x-max-priority": 5}).method.queue
+    for body, prio in ((b"low1", 1), (b"none", None), (b"high", 5), (b"low2", 1),
+                       (b"over", 9), (b"mid", 3)):
+        ch.basic_publish("", q, body, properties=pika.BasicProperties(priority=prio))
+    # 9 counts as the maximum, 5; equal levels keep publish order
+    order = [b"high", b"over", b"mid", b"low1", b"low2", b"none"]
+    got = [ch.basic_get(q) for _ in range(6)]
+    assert [b for _, _, b in got] == order
+    # a requeued message goes back to the front of its own level
+    ch.basic_nack(got[2][0].delivery_tag, requeue=True)   # mid
+    ch.basic_nack(got[3][0].delivery_tag, requeue=True)   # low1
+    ch.basic_publish("", q, b"top", properties=pika.BasicProperties(priority=4))
+    ch.basic_publish("", q, b"mid2", properties=pika.BasicProperties(priority=3))
+    rest = [ch.basic_get(q, auto_ack=True)[2] for _ in range(4)]
+    assert rest == [b"top", b"mid", b"mid2", b"low1"]
+    conn.close()
