@@ -56,6 +56,7 @@ enum amqp_conn_phase {
 };
 
 enum amqp_ex_type { AMQP_EX_DIRECT, AMQP_EX_FANOUT, AMQP_EX_TOPIC };
+#define AMQP_EX_DELAYED 0x80 /* in a change's ex_type: x-delayed-message of that type */
 
 struct amqp_name {
         uint8_t len;
@@ -197,6 +198,7 @@ struct amqp_exchange {
         struct amqp_name name;
         uint8_t type;
         bool durable;
+        bool delayed; /* x-delayed-message: type is its x-delayed-type */
         struct amqp_binding *bindings;
 };
 
@@ -212,6 +214,11 @@ struct amqp_link {
         uint32_t out_head, out_n, out_cap;
 };
 
+struct amqp_delayed {
+        uint64_t due_ms, seq;
+        struct amqp_msg *m;
+};
+
 struct amqp_worker {
         struct sl_worker *w;
         struct amqp_exchange *exchanges;
@@ -223,6 +230,11 @@ struct amqp_worker {
         uint32_t epoch_seq;
         bool links_dirty;
         uint64_t next_expire_ms;
+        /* x-delayed-message: messages held until due, a min-heap by (due,
+         * seq), routed on this (the publisher's) worker when due */
+        struct amqp_delayed *delayed;
+        uint32_t ndelayed, delayed_cap;
+        uint64_t delayed_seq;
         /* The durable objects stored in the metadata log are applied:
          * until then clients are not read (they would miss them). */
         bool ready;
@@ -1176,13 +1188,14 @@ static void stub_flush_credit(struct amqp_worker *aw)
 }
 
 static uint32_t dq_poll(struct amqp_worker *aw);
+static uint32_t delayed_poll(struct amqp_worker *aw);
 
 /* Once per loop iteration: batches out, then the ordered FIFOs into the
  * rings (the runtime publishes them with one flush). */
 static uint32_t amqp_links_poll(struct sl_worker *w, void *arg)
 {
         struct amqp_worker *aw = arg;
-        uint32_t work = dq_poll(aw);
+        uint32_t work = dq_poll(aw) + delayed_poll(aw);
         if (w->now_ms >= aw->next_expire_ms) {
                 /* TTL: heads expire even where nobody consumes */
                 aw->next_expire_ms = w->now_ms + 50;
@@ -2088,6 +2101,81 @@ static int queue_enqueue(struct amqp_worker *aw, struct amqp_queue *q, struct am
         return rc;
 }
 
+/* ---- x-delayed-message ------------------------------------------------------ */
+
+static bool delayed_before(const struct amqp_delayed *a, const struct amqp_delayed *b)
+{
+        return a->due_ms < b->due_ms || (a->due_ms == b->due_ms && a->seq < b->seq);
+}
+
+/* Holds m when it goes to a delayed exchange with a positive x-delay
+ * header. true: m is the heap's. */
+static bool delayed_hold(struct amqp_worker *aw, struct amqp_msg *m)
+{
+        if (!m->ex_len)
+                return false;
+        struct amqp_exchange *e = ex_find(aw, (struct amqp_bytes){m->data, m->ex_len});
+        if (!e || !e->delayed)
+                return false;
+        struct amqp_header h;
+        struct amqp_field f;
+        int64_t delay = 0;
+        if (amqp_header_decode(m->data + m->ex_len + m->rk_len, m->hdr_len, &h) != 0 ||
+            !amqp_header_has(&h, AMQP_BASIC_PROP_HEADERS) ||
+            amqp_table_find(h.props[AMQP_BASIC_PROP_HEADERS].b, "x-delay", &f) != 1 ||
+            !field_int(&f, &delay) || delay <= 0)
+                return false;
+        if (aw->ndelayed == aw->delayed_cap) {
+                uint32_t cap = aw->delayed_cap ? aw->delayed_cap * 2 : 64;
+                struct amqp_delayed *n = realloc(aw->delayed, cap * sizeof(*n));
+                if (!n)
+                        return false; /* routed now rather than lost */
+                aw->delayed = n;
+                aw->delayed_cap = cap;
+        }
+        uint32_t i = aw->ndelayed++;
+        struct amqp_delayed d = {aw->w->now_ms + (uint64_t)delay, ++aw->delayed_seq, m};
+        while (i > 0 && delayed_before(&d, &aw->delayed[(i - 1) / 2])) {
+                aw->delayed[i] = aw->delayed[(i - 1) / 2];
+                i = (i - 1) / 2;
+        }
+        aw->delayed[i] = d;
+        return true;
+}
+
+/* Routes the held messages that are due (through the exchange's type). */
+static uint32_t delayed_poll(struct amqp_worker *aw)
+{
+        uint32_t n = 0;
+        while (aw->ndelayed && aw->delayed[0].due_ms <= aw->w->now_ms) {
+                struct amqp_msg *m = aw->delayed[0].m;
+                struct amqp_delayed last = aw->delayed[--aw->ndelayed];
+                uint32_t i = 0;
+                for (;;) {
+                        uint32_t c = 2 * i + 1;
+                        if (c >= aw->ndelayed)
+                                break;
+                        if (c + 1 < aw->ndelayed &&
+                            delayed_before(&aw->delayed[c + 1], &aw->delayed[c]))
+                                c++;
+                        if (!delayed_before(&aw->delayed[c], &last))
+                                break;
+                        aw->delayed[i] = aw->delayed[c];
+                        i = c;
+                }
+                if (aw->ndelayed)
+                        aw->delayed[i] = last;
+                static const struct amqp_origin none;
+                uint32_t pending, rejected;
+                if (route(aw, m, &none, &pending, &rejected) == 0) {
+                        sl_counter_add(&aw->unroutable, 1);
+                        free(m);
+                }
+                n++;
+        }
+        return n;
+}
+
 /* ---- routing-table changes (through the control thread) ------------------ */
 
 enum amqp_topo_op {
@@ -2324,9 +2412,11 @@ static void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64
         switch (t->op) {
         case AMQP_TOPO_EX_DECLARE:
                 if (!ex_find(aw, name_view(&t->a))) {
-                        struct amqp_exchange *e = ex_add(aw, name_view(&t->a), t->ex_type);
+                        struct amqp_exchange *e =
+                            ex_add(aw, name_view(&t->a), t->ex_type & ~AMQP_EX_DELAYED);
                         SL_ASSERT(e);
                         e->durable = t->durable;
+                        e->delayed = t->ex_type & AMQP_EX_DELAYED;
                 }
                 return;
         case AMQP_TOPO_EX_DELETE:
@@ -2436,7 +2526,7 @@ static void topo_done(struct amqp_worker *aw, struct amqp_topo *t)
                         struct amqp_exchange *e = ex_find(aw, name_view(&t->a));
                         if (!e)
                                 chan_error(c, ch, 404, "exchange deleted meanwhile", t->method);
-                        else if (e->type != t->ex_type)
+                        else if ((e->type | (e->delayed ? AMQP_EX_DELAYED : 0)) != t->ex_type)
                                 chan_error(c, ch, 406, "inequivalent arg 'type'", t->method);
                         else
                                 send_simple(c, ch->id, AMQP_EXCHANGE_DECLARE_OK);
@@ -3270,6 +3360,23 @@ static long on_exchange_declare(struct sl_conn *c, struct amqp_channel *ch,
                 t = AMQP_EX_FANOUT;
         else if (type.len == 5 && !memcmp(type.ptr, "topic", 5))
                 t = AMQP_EX_TOPIC;
+        else if (bytes_is(type, "x-delayed-message")) {
+                struct amqp_field dt;
+                int sub = -1;
+                if (amqp_table_find(m->args[AMQP_EXCHANGE_DECLARE_ARGUMENTS].b, "x-delayed-type",
+                                    &dt) == 1 &&
+                    dt.tag == 'S')
+                        sub = bytes_is(dt.v.b, "direct")   ? AMQP_EX_DIRECT
+                              : bytes_is(dt.v.b, "fanout") ? AMQP_EX_FANOUT
+                              : bytes_is(dt.v.b, "topic")  ? AMQP_EX_TOPIC
+                                                           : -1;
+                if (sub < 0 && !passive)
+                        return chan_error(c, ch, 406,
+                                          "Invalid argument, 'x-delayed-type' must be an existing "
+                                          "exchange type",
+                                          m->key);
+                t = sub | AMQP_EX_DELAYED;
+        }
         struct amqp_exchange *e = ex_find(aw, name);
         if (passive) {
                 if (!e)
@@ -3278,7 +3385,7 @@ static long on_exchange_declare(struct sl_conn *c, struct amqp_channel *ch,
                 return chan_error(c, ch, 403, "the default exchange cannot be declared", m->key);
         } else if (t < 0) {
                 return conn_error(c, 503, "invalid exchange type", m->key);
-        } else if (e && e->type != t) {
+        } else if (e && (e->type | (e->delayed ? AMQP_EX_DELAYED : 0)) != t) {
                 return chan_error(c, ch, 406, "inequivalent arg 'type'", m->key);
         } else if (!e) {
                 if (name.len >= 4 && !memcmp(name.ptr, "amq.", 4))
@@ -3626,6 +3733,8 @@ static long publish_route(struct sl_conn *c, struct amqp_channel *ch, struct amq
         struct amqp_worker *aw = aw_of(c->w);
         struct amqp_origin o = {c->id, seq, c->slot, c->gen, ch->epoch, ch->id, false};
         *nremote = *nrejected = 0;
+        if (delayed_hold(aw, m))
+                return 0; /* accepted by the exchange: routed when due */
         if (route(aw, m, &o, nremote, nrejected) == 0) {
                 sl_counter_add(&aw->unroutable, 1);
                 if (mandatory) {
@@ -4504,6 +4613,9 @@ static void amqp_worker_fini(struct sl_worker *w)
                 }
                 queue_free(q);
         }
+        for (uint32_t i = 0; i < aw->ndelayed; i++)
+                free(aw->delayed[i].m);
+        free(aw->delayed);
         while (aw->qrefs) {
                 struct amqp_qref *r = aw->qrefs;
                 aw->qrefs = r->next;

@@ -1091,3 +1091,34 @@ def test_priority_queue_delivers_highest_first_and_requeues_within_level(amqp):
     rest = [ch.basic_get(q, auto_ack=True)[2] for _ in range(4)]
     assert rest == [b"top", b"mid", b"mid2", b"low1"]
     conn.close()
+
+
+def test_delayed_message_exchange_routes_when_due(amqp):
+    conn = connect(amqp)
+    closed_with(conn.channel, lambda c: c.exchange_declare("delay.bad", "x-delayed-message"), 406)
+    ch = conn.channel()
+    ch.exchange_declare("delay.ex", "x-delayed-message", durable=True,
+                        arguments={"x-delayed-type": "direct"})
+    q = ch.queue_declare("delay.q").method.queue
+    ch.queue_bind(q, "delay.ex", routing_key="k")
+    ch.confirm_delivery()
+    def pub(body, delay):
+        headers = {"x-delay": delay} if delay is not None else {}
+        ch.basic_publish("delay.ex", "k", body, properties=pika.BasicProperties(headers=headers))
+    pub(b"late", 600)
+    pub(b"early", 150)
+    pub(b"now", None)
+    # held by the exchange: only the undelayed one is in the queue yet
+    assert ch.queue_declare(q, passive=True).method.message_count == 1
+    assert ch.basic_get(q, auto_ack=True)[2] == b"now"
+    got = [b for _, _, b in drain(ch, q, 2, ack=True)]
+    assert got == [b"early", b"late"]
+    ch.cancel()
+    # a different type on redeclare is refused; the exchange is durable
+    closed_with(conn.channel, lambda c: c.exchange_declare("delay.ex", "direct", durable=True), 406)
+    conn.close()
+    amqp.kill()
+    amqp.start()
+    conn = connect(amqp)
+    conn.channel().exchange_declare("delay.ex", passive=True)
+    conn.close()
