@@ -248,7 +248,7 @@ struct amqp_worker {
         /* written by the worker, read by the control thread (metrics) */
         _Atomic uint64_t published, delivered, acked, unroutable, returned;
         _Atomic uint64_t queues_n, messages_ready, channels, conn_errors, chan_errors;
-        _Atomic uint64_t persist_too_large;
+        _Atomic uint64_t persist_too_large, log_trims;
 };
 
 struct amqp_confirm {
@@ -1767,6 +1767,13 @@ static uint32_t dq_poll(struct amqp_worker *aw)
                 q->ack_dirty = false;
                 if (q->nacks && !q->deleted)
                         dq_acks_flush(aw, q);
+                /* Everything settled and nothing out (our list's reference
+                 * is the only one): the whole durable log before the high
+                 * watermark is dead, so its segments can go. */
+                int64_t hw = q->log ? log_high_watermark(q->log) : 0;
+                if (!q->deleted && q->log && q->count == 0 && q->unacked_refs == 1 &&
+                    q->pend_n == 0 && hw > log_start_offset(q->log) && log_trim(q->log, hw) == 0)
+                        sl_counter_add(&aw->log_trims, 1);
                 queue_unref(q);
         }
         if (!aw->owner)
@@ -4675,6 +4682,11 @@ static void amqp_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
              "connection.close sent for a hard error.", AMQP_LOAD(conn_errors));
         emit(ctx, "sluice_amqp_channel_errors_total", "counter",
              "channel.close sent for a soft error.", AMQP_LOAD(chan_errors));
+        emit(ctx, "sluice_amqp_durable_log_trims_total", "counter",
+             "Durable queue logs trimmed once everything in them was settled.",
+             AMQP_LOAD(log_trims));
+        emit(ctx, "sluice_amqp_persist_too_large_total", "counter",
+             "Persistent messages over 2 MiB kept in memory only.", AMQP_LOAD(persist_too_large));
 }
 
 const struct sl_proto_ops amqp_proto_ops = {

@@ -1122,3 +1122,26 @@ def test_delayed_message_exchange_routes_when_due(amqp):
     conn = connect(amqp)
     conn.channel().exchange_declare("delay.ex", passive=True)
     conn.close()
+
+
+def test_durable_log_trimmed_once_everything_is_settled_and_stays_correct(amqp):
+    conn = connect(amqp)
+    ch = conn.channel()
+    q = ch.queue_declare("dur.trim", durable=True).method.queue
+    ch.confirm_delivery()
+    persistent = pika.BasicProperties(delivery_mode=2)
+    for i in range(5):
+        ch.basic_publish("", q, str(i).encode(), properties=persistent)
+    for method, _, _ in drain(ch, q, 5, ack=True)[-1:]:
+        ch.basic_ack(method.delivery_tag)
+    ch.cancel()
+    wait_until(lambda: amqp.metric_sum("sluice_amqp_durable_log_trims_total") >= 1,
+               what="the settled log to be trimmed")
+    ch.basic_publish("", q, b"after", properties=persistent)
+    amqp.kill()
+    amqp.start()
+    conn = connect(amqp)
+    ch = conn.channel()
+    assert ch.queue_declare(q, passive=True).method.message_count == 1
+    assert ch.basic_get(q, auto_ack=True)[2] == b"after"
+    conn.close()
