@@ -71,11 +71,12 @@ enum amqp_overflow {
 };
 
 struct amqp_qargs {
-        int64_t ttl_ms;    /* x-message-ttl, -1: none */
-        int64_t max_len;   /* x-max-length, -1: none */
-        int64_t max_bytes; /* x-max-length-bytes (bodies), -1: none */
-        int64_t max_prio;  /* x-max-priority, -1: not a priority queue */
-        uint8_t overflow;  /* x-overflow */
+        int64_t ttl_ms;     /* x-message-ttl, -1: none */
+        int64_t max_len;    /* x-max-length, -1: none */
+        int64_t max_bytes;  /* x-max-length-bytes (bodies), -1: none */
+        int64_t max_prio;   /* x-max-priority, -1: not a priority queue */
+        int64_t expires_ms; /* x-expires: deleted after this long unused, -1: never */
+        uint8_t overflow;   /* x-overflow */
         bool dlx_set, dlrk_set;
         struct amqp_name dlx;  /* x-dead-letter-exchange */
         struct amqp_name dlrk; /* x-dead-letter-routing-key */
@@ -144,7 +145,8 @@ struct amqp_queue {
         struct amqp_name name;
         uint64_t qid;
         struct amqp_qargs qa;
-        uint64_t bytes; /* bodies of the ready messages (x-max-length-bytes) */
+        uint64_t bytes;        /* bodies of the ready messages (x-max-length-bytes) */
+        uint64_t last_used_ms; /* declare, get, consume (x-expires) */
         /* priority queue: the list is sorted by level, highest first;
          * ptail[k] is the last ready message of level k */
         struct amqp_msg **ptail;
@@ -1199,8 +1201,17 @@ static uint32_t amqp_links_poll(struct sl_worker *w, void *arg)
         if (w->now_ms >= aw->next_expire_ms) {
                 /* TTL: heads expire even where nobody consumes */
                 aw->next_expire_ms = w->now_ms + 50;
-                for (struct amqp_queue *q = aw->queues; q; q = q->next)
+                for (struct amqp_queue *q = aw->queues, *next; q; q = next) {
+                        next = q->next;
                         queue_expire(aw, q);
+                        /* x-expires: unused (no consumer, no get or
+                         * declare) for that long, the queue goes */
+                        if (q->nconsumers)
+                                q->last_used_ms = w->now_ms;
+                        else if (q->qa.expires_ms > 0 &&
+                                 w->now_ms - q->last_used_ms >= (uint64_t)q->qa.expires_ms)
+                                queue_delete_announce(aw, q);
+                }
         }
         if (!aw->links_dirty)
                 return work;
@@ -1787,7 +1798,7 @@ static uint32_t dq_poll(struct amqp_worker *aw)
 static void qargs_default(struct amqp_qargs *a)
 {
         memset(a, 0, sizeof(*a));
-        a->ttl_ms = a->max_len = a->max_bytes = a->max_prio = -1;
+        a->ttl_ms = a->max_len = a->max_bytes = a->max_prio = a->expires_ms = -1;
         a->overflow = AMQP_OVERFLOW_DROP_HEAD;
 }
 
@@ -1839,6 +1850,7 @@ static int qargs_parse(struct amqp_bytes tbl, const struct amqp_name *qname, str
                                 : field_is(&f, "x-max-length")       ? &a->max_len
                                 : field_is(&f, "x-max-length-bytes") ? &a->max_bytes
                                 : field_is(&f, "x-max-priority")     ? &a->max_prio
+                                : field_is(&f, "x-expires")          ? &a->expires_ms
                                                                      : NULL;
                 const char *bad = NULL;
                 if (slot) {
@@ -1848,6 +1860,8 @@ static int qargs_parse(struct amqp_bytes tbl, const struct amqp_name *qname, str
                                 bad = "value_negative";
                         else if (slot == &a->max_prio && v > 255)
                                 bad = "value_out_of_range (max 255)";
+                        else if (slot == &a->expires_ms && v == 0)
+                                bad = "value_zero";
                         else
                                 *slot = v;
                 } else if (field_is(&f, "x-overflow")) {
@@ -1905,6 +1919,8 @@ static const char *qargs_differ(const struct amqp_qargs *x, const struct amqp_qa
                 return "x-overflow";
         if (x->max_prio != y->max_prio)
                 return "x-max-priority";
+        if (x->expires_ms != y->expires_ms)
+                return "x-expires";
         if (x->dlx_set != y->dlx_set || (x->dlx_set && !name_eq(&x->dlx, name_view(&y->dlx))))
                 return "x-dead-letter-exchange";
         if (x->dlrk_set != y->dlrk_set || (x->dlrk_set && !name_eq(&x->dlrk, name_view(&y->dlrk))))
@@ -2237,8 +2253,9 @@ static uint32_t topo_encode(const struct amqp_topo *t, uint8_t *b)
                 n += names[i]->len;
         }
         /* queue arguments */
-        int64_t nums[4] = {t->qa.ttl_ms, t->qa.max_len, t->qa.max_bytes, t->qa.max_prio};
-        for (int i = 0; i < 4; i++, n += 8)
+        int64_t nums[5] = {t->qa.ttl_ms, t->qa.max_len, t->qa.max_bytes, t->qa.max_prio,
+                           t->qa.expires_ms};
+        for (int i = 0; i < 5; i++, n += 8)
                 for (int j = 0; j < 8; j++)
                         b[n + (uint32_t)j] = (uint8_t)((uint64_t)nums[i] >> (56 - 8 * j));
         b[n++] = t->qa.overflow;
@@ -2267,10 +2284,11 @@ static int topo_decode(const uint8_t *b, uint32_t len, struct amqp_topo *t)
                 names[i]->s[b[n]] = 0;
                 n += 1 + b[n];
         }
-        if (n + 34 > len)
+        if (n + 42 > len)
                 return -EBADMSG;
-        int64_t *nums[4] = {&t->qa.ttl_ms, &t->qa.max_len, &t->qa.max_bytes, &t->qa.max_prio};
-        for (int i = 0; i < 4; i++, n += 8)
+        int64_t *nums[5] = {&t->qa.ttl_ms, &t->qa.max_len, &t->qa.max_bytes, &t->qa.max_prio,
+                            &t->qa.expires_ms};
+        for (int i = 0; i < 5; i++, n += 8)
                 *nums[i] = (int64_t)get_be64(b + n);
         t->qa.overflow = b[n++];
         t->qa.dlx_set = b[n] & 1;
@@ -2451,6 +2469,7 @@ static void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64
                         q->durable = t->durable;
                         q->qa = t->qa;
                         q->aw = aw;
+                        q->last_used_ms = aw->w->now_ms;
                         if (q->qa.max_prio > 0) {
                                 q->ptail = calloc((size_t)q->qa.max_prio + 1, sizeof(*q->ptail));
                                 SL_ASSERT(q->ptail);
@@ -2859,6 +2878,7 @@ static void qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                 goto reply;
         }
         queue_expire(aw, q);
+        q->last_used_ms = aw->w->now_ms;
         switch (o->op) {
         case AMQP_QOP_STAT:
                 o->count = q->count;
@@ -3499,8 +3519,10 @@ static long on_queue_declare(struct sl_conn *c, struct amqp_channel *ch,
         }
         if (nowait)
                 return 0;
-        if (qref_local(aw, r) && r->q)
+        if (qref_local(aw, r) && r->q) {
                 queue_expire(aw, r->q);
+                r->q->last_used_ms = aw->w->now_ms;
+        }
         if (qref_local(aw, r))
                 return queue_declare_ok(c, ch, name_view(&r->name), r->q ? r->q->count : 0,
                                         r->q ? r->q->nconsumers : 0);
@@ -3991,6 +4013,7 @@ static long on_get(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
         }
         struct amqp_queue *q = r->q;
         queue_expire(aw, q);
+        q->last_used_ms = aw->w->now_ms;
         struct amqp_msg *msg = queue_pop(q);
         if (!msg)
                 return send_simple(c, ch->id, AMQP_BASIC_GET_EMPTY);

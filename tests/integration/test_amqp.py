@@ -1145,3 +1145,19 @@ def test_durable_log_trimmed_once_everything_is_settled_and_stays_correct(amqp):
     assert ch.queue_declare(q, passive=True).method.message_count == 1
     assert ch.basic_get(q, auto_ack=True)[2] == b"after"
     conn.close()
+
+
+def test_x_expires_deletes_an_unused_queue_but_not_a_consumed_one(amqp):
+    conn = connect(amqp)
+    closed_with(conn.channel, lambda c: c.queue_declare("exp.bad", arguments={"x-expires": 0}), 406)
+    ch = conn.channel()
+    q = ch.queue_declare("exp.q", arguments={"x-expires": 150}).method.queue
+    kept = ch.queue_declare("exp.kept", arguments={"x-expires": 150}).method.queue
+    ch.basic_consume(kept, lambda *a: None)
+    # polled through the metrics: a passive declare would renew the lease
+    wait_until(lambda: amqp.metric_sum("sluice_amqp_queues") == 1,
+               what="the unused queue to expire")
+    closed_with(conn.channel, lambda c: c.queue_declare(q, passive=True), 404)
+    # the one with a consumer is still there
+    assert conn.channel().queue_declare(kept, passive=True).method.consumer_count == 1
+    conn.close()
