@@ -1161,3 +1161,44 @@ def test_x_expires_deletes_an_unused_queue_but_not_a_consumed_one(amqp):
     # the one with a consumer is still there
     assert conn.channel().queue_declare(kept, passive=True).method.consumer_count == 1
     conn.close()
+
+
+def test_cross_worker_consumer_that_stops_reading_gets_everything_in_order(make_sluiced):
+    """Deliveries to a consumer on another worker wait in its stub while its
+    output is at the cap (64 KiB here; window and credit across the hop),
+    then all arrive, in order, none twice."""
+    amqp = make_sluiced(workers="2", listeners={"amqp": "127.0.0.1:0"},
+                        extra={"limits": {"pending_response_bytes_max": "65536"}}).start()
+    owner = connect_on(amqp, 0)
+    och = owner.channel()
+    q = och.queue_declare("xw.slow").method.queue
+    # a raw consumer on worker 1 that does not read for a while
+    port = amqp.port("amqp")
+    for _ in range(64):
+        sock = raw_handshake(port)
+        peer_port = sock.getsockname()[1]
+        conns = amqp.api("/api/v1/connections")["connections"]
+        if any(c["peer"].endswith(f":{peer_port}") and c["worker"] == 1 for c in conns):
+            break
+        sock.close()
+    sock.sendall(frame(1, 1, method(20, 10, shortstr(b""))))
+    assert read_method(sock)[1:3] == (20, 11)
+    consume = struct.pack(">H", 0) + shortstr(q.encode()) + shortstr(b"slow") + b"\x02" + struct.pack(">I", 0)
+    sock.sendall(frame(1, 1, method(60, 20, consume)))
+    assert read_method(sock)[1:3] == (60, 21)
+    n, size = 400, 16384
+    och.confirm_delivery()
+    for i in range(n):
+        och.basic_publish("", q, struct.pack(">I", i) + b"x" * (size - 4))
+    bodies = []
+    body = b""
+    while len(bodies) < n:
+        ftype, ch, payload = read_frame(sock)
+        if ftype == 3:
+            body += payload
+            if len(body) == size:
+                bodies.append(struct.unpack(">I", body[:4])[0])
+                body = b""
+    assert bodies == list(range(n))
+    sock.close()
+    owner.close()
