@@ -56,7 +56,7 @@ enum ctl_amqp_def_op {
         CTL_AMQP_DEF_DELETE_EXCHANGE, /* key "e:H" and every binding from or to it */
 };
 #define CTL_AMQP_DEF_KEY_MAX 1600
-#define CTL_AMQP_DEF_VAL_MAX 1400
+#define CTL_AMQP_DEF_VAL_MAX 2048
 struct ctl_amqp_def {
         uint8_t op;
         uint32_t len;

@@ -55,8 +55,9 @@ enum amqp_conn_phase {
         AMQP_PH_CLOSING, /* we sent connection.close: wait for close-ok */
 };
 
-enum amqp_ex_type { AMQP_EX_DIRECT, AMQP_EX_FANOUT, AMQP_EX_TOPIC };
-#define AMQP_EX_DELAYED 0x80 /* in a change's ex_type: x-delayed-message of that type */
+enum amqp_ex_type { AMQP_EX_DIRECT, AMQP_EX_FANOUT, AMQP_EX_TOPIC, AMQP_EX_HEADERS };
+#define AMQP_BIND_ARGS_MAX 512  /* binding arguments kept (headers exchanges match on them) */
+#define AMQP_EX_DELAYED    0x80 /* in a change's ex_type: x-delayed-message of that type */
 
 struct amqp_name {
         uint8_t len;
@@ -187,6 +188,8 @@ struct amqp_qref {
 /* To a queue (q) or, exchange-to-exchange, to another exchange (dst). */
 struct amqp_binding {
         struct amqp_binding *next;
+        uint16_t args_len;
+        uint8_t args[AMQP_BIND_ARGS_MAX]; /* the binding's arguments table */
         struct amqp_qref *q;
         struct amqp_exchange *dst;
         struct amqp_name key;
@@ -626,6 +629,7 @@ static size_t msg_size(const struct amqp_msg *m)
 }
 
 struct amqp_route {
+        struct amqp_bytes headers; /* the message's headers table (headers exchanges) */
         struct amqp_qref *q[AMQP_ROUTE_QUEUES_MAX];
         uint32_t nq;
         struct amqp_exchange *seen[AMQP_ROUTE_EXCHANGES_MAX];
@@ -634,6 +638,73 @@ struct amqp_route {
 
 /* Collects the queues e routes rk to, following exchange-to-exchange
  * bindings; an exchange is visited once (cycles), a queue listed once. */
+static bool field_int(const struct amqp_field *f, int64_t *v);
+static bool field_is(const struct amqp_field *f, const char *name);
+static bool bytes_is(struct amqp_bytes b, const char *s);
+
+/* Header values compare by value: integers whatever their width, strings
+ * and tables by bytes, void (a binding's 'V') by presence. */
+static bool field_matches(const struct amqp_field *want, const struct amqp_field *have)
+{
+        int64_t x, y;
+        if (want->tag == 'V')
+                return true;
+        if (field_int(want, &x) && field_int(have, &y))
+                return x == y;
+        if (want->tag != have->tag)
+                return false;
+        switch (want->tag) {
+        case 'S':
+        case 'x':
+        case 'F':
+        case 'A':
+                return want->v.b.len == have->v.b.len &&
+                       memcmp(want->v.b.ptr, have->v.b.ptr, want->v.b.len) == 0;
+        case 'f':
+                return want->v.f == have->v.f;
+        case 'd':
+                return want->v.d == have->v.d;
+        case 'D':
+                return want->v.dec.scale == have->v.dec.scale &&
+                       want->v.dec.value == have->v.dec.value;
+        default:
+                return want->v.u == have->v.u;
+        }
+}
+
+/* A headers exchange binding against the message's headers, with x-match
+ * all (the default), any, all-with-x or any-with-x. */
+static bool headers_match(struct amqp_bytes args, struct amqp_bytes headers)
+{
+        struct amqp_table_iter it;
+        struct amqp_field f, mode;
+        bool any = false, with_x = false;
+        if (amqp_table_find(args, "x-match", &mode) == 1 && mode.tag == 'S') {
+                any = bytes_is(mode.v.b, "any") || bytes_is(mode.v.b, "any-with-x");
+                with_x = bytes_is(mode.v.b, "all-with-x") || bytes_is(mode.v.b, "any-with-x");
+        }
+        uint32_t n = 0, hits = 0;
+        amqp_table_iter_init(&it, args, false);
+        while (amqp_table_next(&it, &f) == 1) {
+                if (field_is(&f, "x-match") ||
+                    (!with_x && f.name.len >= 2 && !memcmp(f.name.ptr, "x-", 2)))
+                        continue;
+                n++;
+                char key[256];
+                memcpy(key, f.name.ptr, f.name.len);
+                key[f.name.len] = 0;
+                struct amqp_field h;
+                bool hit =
+                    headers.len && amqp_table_find(headers, key, &h) == 1 && field_matches(&f, &h);
+                hits += hit;
+                if (any && hit)
+                        return true;
+                if (!any && !hit)
+                        return false;
+        }
+        return any ? false : n == hits;
+}
+
 static void route_ex(struct amqp_route *r, struct amqp_exchange *e, struct amqp_bytes rk)
 {
         for (uint32_t i = 0; i < r->nseen; i++)
@@ -646,7 +717,9 @@ static void route_ex(struct amqp_route *r, struct amqp_exchange *e, struct amqp_
                 bool hit = e->type == AMQP_EX_FANOUT ||
                            (e->type == AMQP_EX_DIRECT && name_eq(&b->key, rk)) ||
                            (e->type == AMQP_EX_TOPIC &&
-                            topic_match((const uint8_t *)b->key.s, b->key.len, rk.ptr, rk.len));
+                            topic_match((const uint8_t *)b->key.s, b->key.len, rk.ptr, rk.len)) ||
+                           (e->type == AMQP_EX_HEADERS &&
+                            headers_match((struct amqp_bytes){b->args, b->args_len}, r->headers));
                 if (!hit)
                         continue;
                 if (b->dst) {
@@ -719,7 +792,12 @@ static uint32_t route(struct amqp_worker *aw, struct amqp_msg *m, const struct a
         struct amqp_bytes rk = {m->data + m->ex_len, m->rk_len};
         static _Thread_local struct amqp_route r; /* 2.3 KiB: off the stack */
         r.nq = r.nseen = 0;
+        r.headers = (struct amqp_bytes){NULL, 0};
         *nremote = *nrejected = 0;
+        struct amqp_header h;
+        if (ex.len && amqp_header_decode(m->data + m->ex_len + m->rk_len, m->hdr_len, &h) == 0 &&
+            amqp_header_has(&h, AMQP_BASIC_PROP_HEADERS))
+                r.headers = h.props[AMQP_BASIC_PROP_HEADERS].b; /* a view into m */
         if (ex.len == 0) {
                 struct amqp_qref *q = qref_find(aw, rk);
                 if (q)
@@ -2221,8 +2299,10 @@ struct amqp_topo {
         uint64_t owner_conn;  /* Q_DECLARE exclusive */
         uint64_t qid;         /* Q_DELETE */
         struct amqp_qargs qa; /* Q_DECLARE */
-        struct amqp_name a;   /* queue, exchange, or destination exchange */
-        struct amqp_name b;   /* source exchange */
+        uint16_t bargs_len;   /* bindings: their arguments */
+        uint8_t bargs[AMQP_BIND_ARGS_MAX];
+        struct amqp_name a; /* queue, exchange, or destination exchange */
+        struct amqp_name b; /* source exchange */
         struct amqp_name key;
         /* the client waiting */
         uint64_t conn, count;
@@ -2260,6 +2340,10 @@ static uint32_t topo_encode(const struct amqp_topo *t, uint8_t *b)
                         b[n + (uint32_t)j] = (uint8_t)((uint64_t)nums[i] >> (56 - 8 * j));
         b[n++] = t->qa.overflow;
         b[n++] = (uint8_t)(t->qa.dlx_set | t->qa.dlrk_set << 1);
+        b[n++] = (uint8_t)(t->bargs_len >> 8);
+        b[n++] = (uint8_t)t->bargs_len;
+        memcpy(b + n, t->bargs, t->bargs_len);
+        n += t->bargs_len;
         return n;
 }
 
@@ -2293,6 +2377,14 @@ static int topo_decode(const uint8_t *b, uint32_t len, struct amqp_topo *t)
         t->qa.overflow = b[n++];
         t->qa.dlx_set = b[n] & 1;
         t->qa.dlrk_set = (b[n] >> 1) & 1;
+        n++;
+        if (n + 2 > len)
+                return -EBADMSG;
+        t->bargs_len = (uint16_t)(b[n] << 8 | b[n + 1]);
+        n += 2;
+        if (t->bargs_len > AMQP_BIND_ARGS_MAX || n + t->bargs_len > len)
+                return -EBADMSG;
+        memcpy(t->bargs, b + n, t->bargs_len);
         return 0;
 }
 
@@ -2302,6 +2394,15 @@ static int hex_put(char *dst, size_t cap, const struct amqp_name *n)
         for (uint32_t i = 0; i < n->len && (size_t)off + 3 < cap; i++)
                 off += snprintf(dst + off, cap - (size_t)off, "%02x", (uint8_t)n->s[i]);
         return off;
+}
+
+static int topo_bind_args(struct amqp_topo *t, struct amqp_bytes args)
+{
+        if (args.len > AMQP_BIND_ARGS_MAX)
+                return -E2BIG;
+        t->bargs_len = (uint16_t)args.len;
+        memcpy(t->bargs, args.ptr, args.len);
+        return 0;
 }
 
 /* Makes t durable: PUT of its object (the key from its names), or a delete. */
@@ -2329,7 +2430,10 @@ static void topo_def(struct amqp_topo *t, uint8_t op)
                               t->op == AMQP_TOPO_Q_BIND || t->op == AMQP_TOPO_Q_UNBIND ? 'q' : 'e');
                 n += hex_put(k + n, cap - (size_t)n, &t->a);
                 n += snprintf(k + n, cap - (size_t)n, ":");
-                hex_put(k + n, cap - (size_t)n, &t->key);
+                n += hex_put(k + n, cap - (size_t)n, &t->key);
+                if (t->bargs_len) /* bindings differing only in arguments */
+                        snprintf(k + n, cap - (size_t)n, ":%08x",
+                                 log_crc32c(0, t->bargs, t->bargs_len));
                 break;
         }
         d->op = op;
@@ -2410,10 +2514,14 @@ static void ex_remove(struct amqp_worker *aw, struct amqp_bytes name)
 }
 
 static void binding_set(struct amqp_exchange *src, struct amqp_qref *q, struct amqp_exchange *dst,
-                        const struct amqp_name *key, bool bind)
+                        const struct amqp_topo *t, bool bind)
 {
+        const struct amqp_name *key = &t->key;
         struct amqp_binding **bp = &src->bindings;
-        while (*bp && !((*bp)->q == q && (*bp)->dst == dst && name_eq(&(*bp)->key, name_view(key))))
+        /* a binding is (source, destination, key, arguments), as in RabbitMQ */
+        while (*bp &&
+               !((*bp)->q == q && (*bp)->dst == dst && name_eq(&(*bp)->key, name_view(key)) &&
+                 (*bp)->args_len == t->bargs_len && !memcmp((*bp)->args, t->bargs, t->bargs_len)))
                 bp = &(*bp)->next;
         if (bind && !*bp) {
                 struct amqp_binding *b = calloc(1, sizeof(*b));
@@ -2421,6 +2529,8 @@ static void binding_set(struct amqp_exchange *src, struct amqp_qref *q, struct a
                 b->q = q;
                 b->dst = dst;
                 b->key = *key;
+                b->args_len = t->bargs_len;
+                memcpy(b->args, t->bargs, t->bargs_len);
                 b->next = src->bindings;
                 src->bindings = b;
         } else if (!bind && *bp) {
@@ -2510,7 +2620,7 @@ static void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64
                 struct amqp_qref *r = qref_find(aw, name_view(&t->a));
                 struct amqp_exchange *e = ex_find(aw, name_view(&t->b));
                 if (r && e)
-                        binding_set(e, r, NULL, &t->key, t->op == AMQP_TOPO_Q_BIND);
+                        binding_set(e, r, NULL, t, t->op == AMQP_TOPO_Q_BIND);
                 return;
         }
         case AMQP_TOPO_EX_BIND:
@@ -2518,7 +2628,7 @@ static void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64
                 struct amqp_exchange *d = ex_find(aw, name_view(&t->a));
                 struct amqp_exchange *e = ex_find(aw, name_view(&t->b));
                 if (d && e)
-                        binding_set(e, NULL, d, &t->key, t->op == AMQP_TOPO_EX_BIND);
+                        binding_set(e, NULL, d, t, t->op == AMQP_TOPO_EX_BIND);
                 return;
         }
         default:
@@ -3387,16 +3497,19 @@ static long on_exchange_declare(struct sl_conn *c, struct amqp_channel *ch,
                 t = AMQP_EX_FANOUT;
         else if (type.len == 5 && !memcmp(type.ptr, "topic", 5))
                 t = AMQP_EX_TOPIC;
+        else if (bytes_is(type, "headers"))
+                t = AMQP_EX_HEADERS;
         else if (bytes_is(type, "x-delayed-message")) {
                 struct amqp_field dt;
                 int sub = -1;
                 if (amqp_table_find(m->args[AMQP_EXCHANGE_DECLARE_ARGUMENTS].b, "x-delayed-type",
                                     &dt) == 1 &&
                     dt.tag == 'S')
-                        sub = bytes_is(dt.v.b, "direct")   ? AMQP_EX_DIRECT
-                              : bytes_is(dt.v.b, "fanout") ? AMQP_EX_FANOUT
-                              : bytes_is(dt.v.b, "topic")  ? AMQP_EX_TOPIC
-                                                           : -1;
+                        sub = bytes_is(dt.v.b, "direct")    ? AMQP_EX_DIRECT
+                              : bytes_is(dt.v.b, "fanout")  ? AMQP_EX_FANOUT
+                              : bytes_is(dt.v.b, "topic")   ? AMQP_EX_TOPIC
+                              : bytes_is(dt.v.b, "headers") ? AMQP_EX_HEADERS
+                                                            : -1;
                 if (sub < 0 && !passive)
                         return chan_error(c, ch, 406,
                                           "Invalid argument, 'x-delayed-type' must be an existing "
@@ -3576,6 +3689,11 @@ static long on_queue_bind(struct sl_conn *c, struct amqp_channel *ch, const stru
         name_set(&t->b, exn);
         name_set(&t->key, m->args[AMQP_QUEUE_BIND_ROUTING_KEY].b);
         t->nowait = bind && m->args[AMQP_QUEUE_BIND_NOWAIT].u;
+        if (topo_bind_args(
+                t, m->args[bind ? AMQP_QUEUE_BIND_ARGUMENTS : AMQP_QUEUE_UNBIND_ARGUMENTS].b)) {
+                free(t);
+                return chan_error(c, ch, 406, "binding arguments over 512 bytes", m->key);
+        }
         /* a binding is durable when both ends are (as in RabbitMQ) */
         if (r->durable && !r->exclusive && e->durable)
                 topo_def(t, bind ? CTL_AMQP_DEF_PUT : CTL_AMQP_DEF_DELETE);
@@ -3705,6 +3823,10 @@ static long on_exchange_bind(struct sl_conn *c, struct amqp_channel *ch,
         name_set(&t->b, sn);
         name_set(&t->key, key);
         t->nowait = m->args[AMQP_EXCHANGE_BIND_NOWAIT].u;
+        if (topo_bind_args(t, m->args[AMQP_EXCHANGE_BIND_ARGUMENTS].b)) {
+                free(t);
+                return chan_error(c, ch, 406, "binding arguments over 512 bytes", m->key);
+        }
         if (src->durable && dst->durable)
                 topo_def(t, bind ? CTL_AMQP_DEF_PUT : CTL_AMQP_DEF_DELETE);
         return topo_submit(aw, c, t);

@@ -1202,3 +1202,52 @@ def test_cross_worker_consumer_that_stops_reading_gets_everything_in_order(make_
     assert bodies == list(range(n))
     sock.close()
     owner.close()
+
+
+def test_headers_exchange_x_match_all_any_and_with_x(amqp):
+    owner = connect_on(amqp, 0)
+    other = connect_on(amqp, 1)
+    ch = owner.channel()
+    ch.exchange_declare("hdr.ex", "headers", durable=True)
+    qall = ch.queue_declare("hdr.all").method.queue
+    qany = other.channel().queue_declare("hdr.any").method.queue  # on worker 1
+    qx = ch.queue_declare("hdr.x").method.queue
+    ch.queue_bind(qall, "hdr.ex", arguments={"x-match": "all", "format": "pdf", "size": 3})
+    ch.queue_bind(qany, "hdr.ex", arguments={"x-match": "any", "format": "pdf", "type": "report"})
+    ch.queue_bind(qx, "hdr.ex", arguments={"x-match": "all-with-x", "x-tenant": "a"})
+    ch.confirm_delivery()
+    def pub(body, headers):
+        ch.basic_publish("hdr.ex", "", body, properties=pika.BasicProperties(headers=headers))
+    pub(b"both", {"format": "pdf", "size": 3})       # all + any
+    pub(b"any-only", {"type": "report", "size": 4})   # any
+    pub(b"none", {"format": "zip"})
+    pub(b"x", {"x-tenant": "a"})                     # with-x only
+    pub(b"no-headers", None)
+    def bodies(q):
+        out = []
+        while True:
+            m = ch.basic_get(q, auto_ack=True)
+            if m[0] is None:
+                return out
+            out.append(m[2])
+    assert bodies(qall) == [b"both"]
+    assert bodies(qany) == [b"both", b"any-only"]
+    assert bodies(qx) == [b"x"]
+    # unbinding needs the same arguments
+    ch.queue_unbind(qall, "hdr.ex", arguments={"x-match": "all", "format": "pdf", "size": 3})
+    pub(b"both", {"format": "pdf", "size": 3})
+    assert bodies(qall) == []
+    # a durable binding keeps its arguments across a restart
+    qd = ch.queue_declare("hdr.durable", durable=True).method.queue
+    ch.queue_bind(qd, "hdr.ex", arguments={"kind": "keep"})
+    owner.close()
+    other.close()
+    amqp.kill()
+    amqp.start()
+    conn = connect(amqp)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    pub(b"kept", {"kind": "keep"})
+    pub(b"other", {"kind": "drop"})
+    assert bodies(qd) == [b"kept"]
+    conn.close()
