@@ -197,6 +197,7 @@ struct amqp_binding {
 
 #define AMQP_ROUTE_QUEUES_MAX    256 /* queues one publish reaches (more are dropped) */
 #define AMQP_ROUTE_EXCHANGES_MAX 32  /* exchanges one publish passes through */
+#define AMQP_ROUTE_DEPTH_MAX     4   /* routes nested by dead-lettering */
 
 struct amqp_exchange {
         struct amqp_exchange *next;
@@ -240,6 +241,7 @@ struct amqp_worker {
         struct amqp_delayed *delayed;
         uint32_t ndelayed, delayed_cap;
         uint64_t delayed_seq;
+        uint32_t delayed_exchanges; /* in the routing table (publishes skip the check at 0) */
         /* The durable objects stored in the metadata log are applied:
          * until then clients are not read (they would miss them). */
         bool ready;
@@ -629,7 +631,11 @@ static size_t msg_size(const struct amqp_msg *m)
 }
 
 struct amqp_route {
-        struct amqp_bytes headers; /* the message's headers table (headers exchanges) */
+        /* the message's headers table, decoded at the first headers
+         * exchange only (off the path of every other publish) */
+        const struct amqp_msg *m;
+        bool headers_known;
+        struct amqp_bytes headers;
         struct amqp_qref *q[AMQP_ROUTE_QUEUES_MAX];
         uint32_t nq;
         struct amqp_exchange *seen[AMQP_ROUTE_EXCHANGES_MAX];
@@ -705,6 +711,19 @@ static bool headers_match(struct amqp_bytes args, struct amqp_bytes headers)
         return any ? false : n == hits;
 }
 
+static struct amqp_bytes route_headers(struct amqp_route *r)
+{
+        if (!r->headers_known) {
+                struct amqp_header h;
+                const struct amqp_msg *m = r->m;
+                r->headers_known = true;
+                if (amqp_header_decode(m->data + m->ex_len + m->rk_len, m->hdr_len, &h) == 0 &&
+                    amqp_header_has(&h, AMQP_BASIC_PROP_HEADERS))
+                        r->headers = h.props[AMQP_BASIC_PROP_HEADERS].b; /* a view into m */
+        }
+        return r->headers;
+}
+
 static void route_ex(struct amqp_route *r, struct amqp_exchange *e, struct amqp_bytes rk)
 {
         for (uint32_t i = 0; i < r->nseen; i++)
@@ -714,12 +733,13 @@ static void route_ex(struct amqp_route *r, struct amqp_exchange *e, struct amqp_
                 return;
         r->seen[r->nseen++] = e;
         for (struct amqp_binding *b = e->bindings; b; b = b->next) {
-                bool hit = e->type == AMQP_EX_FANOUT ||
-                           (e->type == AMQP_EX_DIRECT && name_eq(&b->key, rk)) ||
-                           (e->type == AMQP_EX_TOPIC &&
-                            topic_match((const uint8_t *)b->key.s, b->key.len, rk.ptr, rk.len)) ||
-                           (e->type == AMQP_EX_HEADERS &&
-                            headers_match((struct amqp_bytes){b->args, b->args_len}, r->headers));
+                bool hit =
+                    e->type == AMQP_EX_FANOUT ||
+                    (e->type == AMQP_EX_DIRECT && name_eq(&b->key, rk)) ||
+                    (e->type == AMQP_EX_TOPIC &&
+                     topic_match((const uint8_t *)b->key.s, b->key.len, rk.ptr, rk.len)) ||
+                    (e->type == AMQP_EX_HEADERS &&
+                     headers_match((struct amqp_bytes){b->args, b->args_len}, route_headers(r)));
                 if (!hit)
                         continue;
                 if (b->dst) {
@@ -785,34 +805,50 @@ static void route_one(struct amqp_worker *aw, struct amqp_qref *r, struct amqp_m
 /* Routes a complete message: the first matching queue takes m, further ones
  * a copy (allocated per extra queue). Returns the number of queues; those
  * on other workers are counted in *nremote (their confirm comes later). */
+static uint32_t route_at(struct amqp_worker *aw, struct amqp_route *r, struct amqp_msg *m,
+                         const struct amqp_origin *o, uint32_t *nremote, uint32_t *nrejected);
+
 static uint32_t route(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o,
                       uint32_t *nremote, uint32_t *nrejected)
 {
+        /* Dead-lettering routes again from inside a route (max-length,
+         * expiry): one 2.3 KiB struct per nesting level, off the stack. */
+        static _Thread_local struct amqp_route stack[AMQP_ROUTE_DEPTH_MAX];
+        static _Thread_local uint32_t depth;
+        *nremote = *nrejected = 0;
+        if (depth == AMQP_ROUTE_DEPTH_MAX)
+                return 0; /* a dead-letter chain this deep is dropped */
+        struct amqp_route *r = &stack[depth++];
+        uint32_t nt = route_at(aw, r, m, o, nremote, nrejected);
+        depth--;
+        return nt;
+}
+
+static uint32_t route_at(struct amqp_worker *aw, struct amqp_route *r, struct amqp_msg *m,
+                         const struct amqp_origin *o, uint32_t *nremote, uint32_t *nrejected)
+{
         struct amqp_bytes ex = {m->data, m->ex_len};
         struct amqp_bytes rk = {m->data + m->ex_len, m->rk_len};
-        static _Thread_local struct amqp_route r; /* 2.3 KiB: off the stack */
-        r.nq = r.nseen = 0;
-        r.headers = (struct amqp_bytes){NULL, 0};
+        r->nq = r->nseen = 0;
+        r->m = m;
+        r->headers_known = false;
+        r->headers = (struct amqp_bytes){NULL, 0};
         *nremote = *nrejected = 0;
-        struct amqp_header h;
-        if (ex.len && amqp_header_decode(m->data + m->ex_len + m->rk_len, m->hdr_len, &h) == 0 &&
-            amqp_header_has(&h, AMQP_BASIC_PROP_HEADERS))
-                r.headers = h.props[AMQP_BASIC_PROP_HEADERS].b; /* a view into m */
         if (ex.len == 0) {
                 struct amqp_qref *q = qref_find(aw, rk);
                 if (q)
-                        r.q[r.nq++] = q;
+                        r->q[r->nq++] = q;
         } else {
                 struct amqp_exchange *e = ex_find(aw, ex);
                 if (e)
-                        route_ex(&r, e, rk);
+                        route_ex(r, e, rk);
         }
         /* a queue deleted here whose removal is not applied yet */
         uint32_t nt = 0;
-        for (uint32_t i = 0; i < r.nq; i++)
-                if (!qref_local(aw, r.q[i]) || r.q[i]->q)
-                        r.q[nt++] = r.q[i];
-        struct amqp_qref **targets = r.q;
+        for (uint32_t i = 0; i < r->nq; i++)
+                if (!qref_local(aw, r->q[i]) || r->q[i]->q)
+                        r->q[nt++] = r->q[i];
+        struct amqp_qref **targets = r->q;
         if (nt == 0)
                 return 0; /* m stays the caller's (basic.return) */
         for (uint32_t i = 1; i < nt; i++) {
@@ -2213,7 +2249,7 @@ static bool delayed_before(const struct amqp_delayed *a, const struct amqp_delay
  * header. true: m is the heap's. */
 static bool delayed_hold(struct amqp_worker *aw, struct amqp_msg *m)
 {
-        if (!m->ex_len)
+        if (!m->ex_len || !aw->delayed_exchanges)
                 return false;
         struct amqp_exchange *e = ex_find(aw, (struct amqp_bytes){m->data, m->ex_len});
         if (!e || !e->delayed)
@@ -2494,6 +2530,7 @@ static void ex_remove(struct amqp_worker *aw, struct amqp_bytes name)
         if (!e)
                 return;
         *pp = e->next;
+        aw->delayed_exchanges -= e->delayed;
         while (e->bindings) {
                 struct amqp_binding *b = e->bindings;
                 e->bindings = b->next;
@@ -2552,6 +2589,7 @@ static void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64
                         SL_ASSERT(e);
                         e->durable = t->durable;
                         e->delayed = t->ex_type & AMQP_EX_DELAYED;
+                        aw->delayed_exchanges += e->delayed;
                 }
                 return;
         case AMQP_TOPO_EX_DELETE:

@@ -1251,3 +1251,28 @@ def test_headers_exchange_x_match_all_any_and_with_x(amqp):
     pub(b"other", {"kind": "drop"})
     assert bodies(qd) == [b"kept"]
     conn.close()
+
+
+def test_fanout_to_queues_that_dead_letter_while_routing(amqp):
+    """Dead-lettering from inside a publish's routing (max-length drop-head)
+    routes again while the first routing is still handing out copies:
+    every queue still gets its copy."""
+    conn = connect(amqp)
+    ch = conn.channel()
+    sink = ch.queue_declare("nest.sink").method.queue
+    ch.exchange_declare("nest.fan", "fanout")
+    qs = []
+    for i in range(3):
+        q = ch.queue_declare(f"nest.q{i}", arguments={
+            "x-max-length": 1, "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": sink}).method.queue
+        ch.queue_bind(q, "nest.fan")
+        qs.append(q)
+    ch.confirm_delivery()
+    ch.basic_publish("nest.fan", "", b"first")
+    ch.basic_publish("nest.fan", "", b"second")
+    for q in qs:
+        assert [ch.basic_get(q, auto_ack=True)[2], ch.basic_get(q)[0]] == [b"second", None]
+    assert [ch.basic_get(sink, auto_ack=True)[2] for _ in range(3)] == [b"first"] * 3
+    assert ch.basic_get(sink)[0] is None
+    conn.close()
