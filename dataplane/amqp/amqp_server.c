@@ -134,6 +134,7 @@ struct amqp_consumer {
         bool detached;        /* stub: cancelled here; waits for the proxy's goodbye */
         uint16_t rworker;     /* proxy: the stub's worker; stub: the queue's */
         uint32_t inflight;    /* proxy: sent and not yet written or returned */
+        uint32_t window;      /* proxy: most inflight at once */
         uint32_t credit_owed; /* stub: written since the last credit message */
         uint64_t qid;         /* stub */
         struct amqp_consumer *peer;
@@ -977,7 +978,7 @@ static void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
                 for (; *pp; pp = &(*pp)->next_in_queue) {
                         struct amqp_consumer *k = *pp;
                         if (k->proxy) {
-                                if (k->inflight >= AMQP_REMOTE_WINDOW ||
+                                if (k->inflight >= k->window ||
                                     (!k->no_ack && k->prefetch && k->unacked >= k->prefetch))
                                         continue;
                                 pick = k;
@@ -2781,7 +2782,7 @@ enum amqp_qop_op {
 struct amqp_qop {
         uint8_t op;
         bool if_unused, if_empty, no_ack, exclusive, nowait, reply;
-        uint16_t from, prefetch, code;
+        uint16_t from, prefetch, code, window;
         uint64_t qid;
         uint64_t conn;
         uint32_t slot, gen, epoch, method;
@@ -2907,6 +2908,8 @@ static int stub_write(struct amqp_worker *aw, struct amqp_consumer *k, struct am
         struct amqp_conn *ac = k->c->proto_state;
         if (ac->phase != AMQP_PH_RUNNING)
                 return -ENOBUFS;
+        if (m->tracked && ch->gprefetch && ch->nunacked >= ch->gprefetch)
+                return -EAGAIN; /* basic.qos global: written once an ack makes room */
         struct amqp_method meth;
         amqp_method_init(&meth, AMQP_BASIC_DELIVER);
         meth.args[AMQP_BASIC_DELIVER_CONSUMER_TAG].b = name_view(&k->tag);
@@ -2948,11 +2951,12 @@ static void stub_deliver(struct amqp_worker *aw, struct amqp_consumer *k, struct
         list_append(&k->pend_head, &k->pend_tail, m);
 }
 
-/* Output room came back on c: stubs of c write what waits. */
-static void stubs_writable(struct amqp_worker *aw, struct sl_conn *c)
+/* Output room came back on c, or (ch) acks made room under basic.qos
+ * global: stubs write what waits. */
+static void stubs_writable(struct amqp_worker *aw, struct sl_conn *c, struct amqp_channel *ch)
 {
         for (struct amqp_consumer *k = aw->stubs; k; k = k->next_stub) {
-                if (k->c != c || k->detached)
+                if (k->c != c || k->detached || (ch && k->ch != ch))
                         continue;
                 while (k->pend_head) {
                         struct amqp_msg *m = k->pend_head;
@@ -3049,6 +3053,7 @@ static void qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                 k->tag = o->stub->tag; /* copied by the channel's worker before sending */
                 k->no_ack = o->no_ack;
                 k->prefetch = o->prefetch;
+                k->window = o->window ? o->window : AMQP_REMOTE_WINDOW;
                 k->rworker = o->from;
                 k->peer = o->stub;
                 q->exclusive_consumer = o->exclusive;
@@ -4062,10 +4067,12 @@ static long on_consume(struct sl_conn *c, struct amqp_channel *ch, const struct 
                 k->rworker = r->worker;
                 k->qid = r->qid;
                 k->no_ack = m->args[AMQP_BASIC_CONSUME_NO_ACK].u;
-                /* basic.qos global=1 cannot be counted across workers: the
-                 * queue's worker applies it to this consumer alone. */
-                k->prefetch = ch->prefetch && ch->gprefetch ? SL_MIN(ch->prefetch, ch->gprefetch)
-                                                            : (ch->prefetch | ch->gprefetch);
+                /* The per-consumer prefetch is counted by the queue's worker;
+                 * basic.qos global=1 by this one (stub_write holds what
+                 * would pass it), with the hop's window no larger. */
+                k->prefetch = ch->prefetch;
+                o->window =
+                    ch->gprefetch ? SL_MIN(ch->gprefetch, AMQP_REMOTE_WINDOW) : AMQP_REMOTE_WINDOW;
                 o->stub = k;
                 o->no_ack = k->no_ack;
                 o->exclusive = exclusive;
@@ -4271,6 +4278,8 @@ static long settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp
         for (struct amqp_consumer *k = ch->consumers; k; k = k->next_in_chan)
                 if (!k->stub)
                         queue_dispatch(aw, k->q);
+        if (ch->gprefetch)
+                stubs_writable(aw, c, ch);
         return 0;
 }
 
@@ -4426,6 +4435,8 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
                 ch->nunacked = 0;
                 struct amqp_worker *aw = aw_of(c->w);
                 requeue_list(aw, un);
+                if (ch->gprefetch)
+                        stubs_writable(aw, c, ch);
                 if (m->key == AMQP_BASIC_RECOVER && send_simple(c, chan, AMQP_BASIC_RECOVER_OK))
                         return -1;
                 for (struct amqp_queue *q = aw->queues; q; q = q->next)
@@ -4673,7 +4684,7 @@ static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
 static void amqp_writable(struct sl_conn *c)
 {
         struct amqp_worker *aw = aw_of(c->w);
-        stubs_writable(aw, c);
+        stubs_writable(aw, c, NULL);
         for (struct amqp_queue *q = aw->queues; q; q = q->next)
                 queue_dispatch(aw, q);
 }

@@ -765,6 +765,8 @@ def test_cross_worker_get_purge_delete_and_close_requeues(amqp):
     q = och.queue_declare("xw.get").method.queue
     for i in range(4):
         och.basic_publish("", q, str(i).encode())
+    # ordered after the publishes on their connection: all four are in
+    assert och.queue_declare(q, passive=True).method.message_count == 4
     ch = other.channel()
     method, _, body = ch.basic_get(q)
     assert body == b"0" and method.message_count == 3
@@ -1276,3 +1278,36 @@ def test_fanout_to_queues_that_dead_letter_while_routing(amqp):
     assert [ch.basic_get(sink, auto_ack=True)[2] for _ in range(3)] == [b"first"] * 3
     assert ch.basic_get(sink)[0] is None
     conn.close()
+
+
+def test_global_qos_counts_deliveries_from_every_worker(amqp):
+    """basic.qos global=1 limits the channel's unacked deliveries together,
+    whether their queues live on the channel's worker or another."""
+    owner = connect_on(amqp, 0)
+    consumer = connect_on(amqp, 1)
+    och = owner.channel()
+    remote_q = och.queue_declare("gq.remote").method.queue  # worker 0
+    ch = consumer.channel()
+    local_q = ch.queue_declare("gq.local").method.queue     # worker 1
+    for i in range(5):
+        och.basic_publish("", remote_q, b"r%d" % i)
+        ch.basic_publish("", local_q, b"l%d" % i)
+    assert och.queue_declare(remote_q, passive=True).method.message_count == 5
+    ch.basic_qos(prefetch_count=3, global_qos=True)
+    got = []
+    ch.basic_consume(remote_q, lambda c, m, p, b: got.append(m))
+    ch.basic_consume(local_q, lambda c, m, p, b: got.append(m))
+    wait_until(lambda: (consumer.process_data_events(time_limit=0.05), len(got) >= 3)[1],
+               what="three deliveries")
+    consumer.process_data_events(time_limit=0.3)
+    assert len(got) == 3  # never more than the channel's global prefetch
+    ch.basic_ack(got[0].delivery_tag)
+    wait_until(lambda: (consumer.process_data_events(time_limit=0.05), len(got) >= 4)[1],
+               what="one more after an ack")
+    consumer.process_data_events(time_limit=0.3)
+    assert len(got) == 4
+    ch.basic_ack(got[-1].delivery_tag, multiple=True)
+    wait_until(lambda: (consumer.process_data_events(time_limit=0.05), len(got) >= 7)[1],
+               what="three more after acking all")
+    owner.close()
+    consumer.close()
