@@ -1348,7 +1348,9 @@ static uint32_t amqp_links_poll(struct sl_worker *w, void *arg)
                         work++;
                 }
         }
-        return work;
+        /* A peer's ring is full: stay awake to retry (nothing else would
+         * wake this worker when the peer catches up). */
+        return work + (aw->links_dirty ? 1 : 0);
 }
 
 static struct sl_conn *conn_find(struct sl_worker *w, uint32_t slot, uint32_t gen, uint64_t id)
