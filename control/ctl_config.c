@@ -21,11 +21,10 @@
 #define MIB (1024 * KIB)
 #define GIB (1024 * MIB)
 
-/* The Kafka and AMQP front-ends do not exist yet: their listeners default
- * to off so that a default sluiced never accepts connections it cannot
- * serve. Flip these when the front-ends land. */
+/* A front-end's listener defaults to on once it serves its clients across
+ * workers (AMQP: since queues are reachable from every worker). */
 #define CTL_KAFKA_DEFAULT_ENABLED true
-#define CTL_AMQP_DEFAULT_ENABLED  false
+#define CTL_AMQP_DEFAULT_ENABLED  true
 
 #define CTL_CPU_ID_MAX     (CPU_SETSIZE - 1)
 #define CTL_FILE_BYTES_MAX (1u << 20) /* a config file is a page or two */

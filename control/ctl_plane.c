@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ctl_amqp.h"
 #include "ctl_kafka.h"
 #include "ctl_text.h"
 
@@ -113,6 +114,7 @@ int ctl_plane_init(struct ctl_plane *cp, struct ctl_config *cfg, struct sl_runti
         rc = ctl_kafka_init(cp, err, err_len);
         if (rc)
                 return rc;
+        ctl_amqp_init(cp);
         if (cfg->admin_enabled) {
                 rc = ctl_http_start(cp, err, err_len);
                 if (rc)
@@ -185,6 +187,8 @@ static void plane_on_msg(void *ctx, const struct sl_msg *m)
         }
         if (ctl_kafka_on_msg(cp, m))
                 return;
+        if (ctl_amqp_on_msg(cp, m))
+                return;
         if (m->flags & SL_MSG_F_REQUEST) {
                 struct sl_msg r = {.type = m->type, .cookie = m->cookie};
                 sl_mbox_reply(&cp->mb, m->src, &r);
@@ -246,6 +250,7 @@ int ctl_plane_run(struct ctl_plane *cp)
                 }
                 ctl_http_run(cp);
                 busy = ctl_kafka_poll(cp);
+                busy |= ctl_amqp_poll(cp);
                 for (uint16_t i = 0; i < cp->rt->nworkers; i++)
                         sl_logq_drain(&cp->rt->workers[i].logq, stderr);
                 plane_sample(cp, sl_time_ms());
@@ -259,6 +264,7 @@ void ctl_plane_fini(struct ctl_plane *cp)
 {
         ctl_http_stop(cp);
         ctl_kafka_fini(cp);
+        ctl_amqp_fini(cp);
         if (cp->rt)
                 for (uint16_t i = 0; i < cp->rt->nworkers; i++)
                         sl_logq_drain(&cp->rt->workers[i].logq, stderr);

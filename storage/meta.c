@@ -29,6 +29,12 @@ struct meta_off {
         int64_t offset;
 };
 
+struct meta_def {
+        char *key; /* NULL: deleted slot */
+        uint8_t *val;
+        uint32_t len;
+};
+
 struct meta_cbent {
         meta_cb cb;
         void *ctx;
@@ -51,6 +57,8 @@ struct meta_log {
         uint32_t ntopics, topics_cap;
         struct meta_off *offs;
         uint32_t noffs, offs_cap; /* open addressing, power of two */
+        struct meta_def *defs;    /* few and rarely changed: a plain array */
+        uint32_t ndefs, defs_cap;
 
         struct buf pend, fly; /* appended, being written */
         struct meta_cbent *pcb, *fcb;
@@ -300,6 +308,68 @@ static int apply_group_delete(struct meta_log *m, const char *g)
 }
 
 /* Apply one record's payload; unknown types are counted and skipped. */
+static int apply_def(struct meta_log *m, const char *key, const uint8_t *val, uint32_t len)
+{
+        struct meta_def *free_slot = NULL;
+        for (uint32_t i = 0; i < m->ndefs; i++) {
+                struct meta_def *d = &m->defs[i];
+                if (!d->key) {
+                        free_slot = free_slot ? free_slot : d;
+                        continue;
+                }
+                if (strcmp(d->key, key) != 0)
+                        continue;
+                free(d->val);
+                d->val = NULL;
+                d->len = 0;
+                if (len == 0) {
+                        free(d->key);
+                        d->key = NULL;
+                        return 0;
+                }
+                d->val = malloc(len);
+                if (!d->val)
+                        return -ENOMEM;
+                memcpy(d->val, val, len);
+                d->len = len;
+                return 0;
+        }
+        if (len == 0)
+                return 0;
+        if (!free_slot) {
+                if (m->ndefs == m->defs_cap) {
+                        uint32_t cap = m->defs_cap ? m->defs_cap * 2 : 16;
+                        struct meta_def *nd = realloc(m->defs, cap * sizeof(*nd));
+                        if (!nd)
+                                return -ENOMEM;
+                        m->defs = nd;
+                        m->defs_cap = cap;
+                }
+                free_slot = &m->defs[m->ndefs++];
+        }
+        free_slot->key = strdup(key);
+        free_slot->val = malloc(len);
+        if (!free_slot->key || !free_slot->val) {
+                free(free_slot->key);
+                free(free_slot->val);
+                free_slot->key = NULL;
+                free_slot->val = NULL;
+                return -ENOMEM;
+        }
+        memcpy(free_slot->val, val, len);
+        free_slot->len = len;
+        return 0;
+}
+
+static int enc_def(struct buf *pl, const char *key, const void *val, uint32_t len)
+{
+        int rc = put_str(pl, key);
+        if (rc)
+                return rc;
+        PUT(pl, len);
+        return len ? buf_put(pl, val, len) : 0; /* a delete has no value */
+}
+
 static int apply(struct meta_log *m, uint16_t type, uint16_t ver, const uint8_t *p, size_t n)
 {
         struct rd r = {.p = p, .n = n};
@@ -359,6 +429,14 @@ static int apply(struct meta_log *m, uint16_t type, uint16_t ver, const uint8_t 
                 if (!r.bad && hwm > m->producer_id_hwm)
                         m->producer_id_hwm = hwm;
                 return r.bad ? -EBADMSG : 0;
+        }
+        case META_REC_DEF: {
+                char key[4096];
+                rd_str(&r, key, sizeof(key));
+                uint32_t len = GET(&r, uint32_t);
+                if (r.bad || r.n < len)
+                        return -EBADMSG;
+                return apply_def(m, key, r.p, len);
         }
         case META_REC_SNAP_BEGIN:
         case META_REC_SNAP_END:
@@ -680,6 +758,37 @@ int meta_producer_id_reserve(struct meta_log *m, int64_t hwm, meta_cb cb, void *
         return append(m, META_REC_PRODUCER_IDS, &pl, cb, ctx);
 }
 
+int meta_def_put(struct meta_log *m, const char *key, const void *val, uint32_t len, meta_cb cb,
+                 void *ctx)
+{
+        if (strlen(key) >= 4096 || len > META_REC_MAX / 2)
+                return -EINVAL;
+        int rc = apply_def(m, key, val, len);
+        if (rc)
+                return rc;
+        struct buf pl = {0};
+        rc = enc_def(&pl, key, val, len);
+        if (rc) {
+                free(pl.b);
+                return rc;
+        }
+        return append(m, META_REC_DEF, &pl, cb, ctx);
+}
+
+uint32_t meta_def_count(const struct meta_log *m)
+{
+        return m->ndefs;
+}
+
+const char *meta_def_at(const struct meta_log *m, uint32_t i, const uint8_t **val, uint32_t *len)
+{
+        if (i >= m->ndefs || !m->defs[i].key)
+                return NULL;
+        *val = m->defs[i].val;
+        *len = m->defs[i].len;
+        return m->defs[i].key;
+}
+
 int meta_offset_get(const struct meta_log *m, const char *group, const uint8_t uuid[16],
                     uint32_t partition, int64_t *offset)
 {
@@ -858,6 +967,11 @@ static void meta_free(struct meta_log *m)
         for (uint32_t i = 0; i < m->offs_cap; i++)
                 free(m->offs[i].group);
         free(m->offs);
+        for (uint32_t i = 0; i < m->ndefs; i++) {
+                free(m->defs[i].key);
+                free(m->defs[i].val);
+        }
+        free(m->defs);
         free(m->pend.b);
         free(m->fly.b);
         free(m->pcb);
@@ -941,6 +1055,13 @@ int meta_snapshot(struct meta_log *m)
         if (!rc && m->producer_id_hwm) {
                 rc = buf_put(&pl, &m->producer_id_hwm, 8);
                 EMIT(META_REC_PRODUCER_IDS);
+        }
+        for (uint32_t i = 0; i < m->ndefs && !rc; i++) {
+                const struct meta_def *d = &m->defs[i];
+                if (!d->key)
+                        continue;
+                rc = enc_def(&pl, d->key, d->val, d->len);
+                EMIT(META_REC_DEF);
         }
         if (!rc)
                 rc = buf_put(&pl, &records, 8);

@@ -23,7 +23,8 @@ enum meta_rec_type {
         META_REC_OFFSET = 6,
         META_REC_PRODUCER_IDS = 7, /* i64: producer ids below it may have been issued */
         META_REC_GROUP_DELETE = 8, /* str: every committed offset of the group goes */
-        /* 16..: queues, exchanges, bindings, users (not yet) */
+        /* 16..: front-ends' durable objects */
+        META_REC_DEF = 16, /* key str, value len u32, value (len 0 deletes) */
 };
 
 #define META_NAME_MAX 249 /* Kafka's topic name limit */
@@ -95,6 +96,16 @@ const struct meta_topic *meta_topic_find(const struct meta_log *m, const char *n
 const struct meta_topic *meta_topic_by_uuid(const struct meta_log *m, const uint8_t uuid[16]);
 uint32_t meta_topic_count(const struct meta_log *m);
 const struct meta_topic *meta_topic_at(const struct meta_log *m, uint32_t i);
+
+/* Definitions: a key -> value store for the durable objects of a front-end
+ * (AMQP exchanges, queues, bindings), which alone knows what the bytes mean.
+ * Keys are C strings up to 4095 bytes; len 0 deletes the key. Applied at
+ * once; cb when durable, as for the other mutations. */
+int meta_def_put(struct meta_log *m, const char *key, const void *val, uint32_t len, meta_cb cb,
+                 void *ctx);
+uint32_t meta_def_count(const struct meta_log *m);
+/* The i-th slot: its key (NULL for a deleted one) and value. */
+const char *meta_def_at(const struct meta_log *m, uint32_t i, const uint8_t **val, uint32_t *len);
 
 /* Group commit step, once per control-loop iteration; never blocks. */
 int meta_poll(struct meta_log *m);

@@ -139,7 +139,7 @@ static void test_defaults(void **state)
         assert_int_equal(nats->advertised_port, 0);
         assert_true(cfg.listeners[CTL_PROTO_KAFKA].enabled);
         assert_int_equal(cfg.listeners[CTL_PROTO_KAFKA].port, 9092);
-        assert_false(cfg.listeners[CTL_PROTO_AMQP].enabled);
+        assert_true(cfg.listeners[CTL_PROTO_AMQP].enabled);
         assert_int_equal(cfg.listeners[CTL_PROTO_AMQP].port, 5672);
         assert_false(cfg.listeners[CTL_PROTO_TEST].enabled);
 

@@ -319,6 +319,48 @@ static void test_partition_dirs(void **state)
         st_rmrf(dir);
 }
 
+static const char *def_get(struct meta_log *m, const char *key, uint32_t *len)
+{
+        for (uint32_t i = 0; i < meta_def_count(m); i++) {
+                const uint8_t *v;
+                const char *k = meta_def_at(m, i, &v, len);
+                if (k && strcmp(k, key) == 0)
+                        return (const char *)v;
+        }
+        return NULL;
+}
+
+/* Definitions (AMQP's durable objects): put, overwrite, delete; replayed
+ * from the log and carried by a snapshot. */
+static void test_definitions(void **state)
+{
+        (void)state;
+        char dir[256];
+        assert_non_null(st_tmpdir(dir, sizeof(dir)));
+        struct meta_log *m = open_ok(dir);
+        assert_int_equal(meta_def_put(m, "q:71", "one", 3, ack, NULL), 0);
+        assert_int_equal(meta_def_put(m, "e:65", "ex", 2, ack, NULL), 0);
+        assert_int_equal(meta_def_put(m, "q:71", "two!", 4, ack, NULL), 0);
+        assert_int_equal(meta_def_put(m, "b:65:q71:", "b", 1, ack, NULL), 0);
+        assert_int_equal(meta_def_put(m, "b:65:q71:", NULL, 0, ack, NULL), 0);
+        assert_int_equal(meta_def_put(m, "missing", NULL, 0, ack, NULL), 0);
+        assert_int_equal(meta_drain(m), 0);
+        meta_close(m);
+        for (int round = 0; round < 2; round++) {
+                m = open_ok(dir);
+                uint32_t len = 0;
+                const char *v = def_get(m, "q:71", &len);
+                assert_non_null(v);
+                assert_int_equal(len, 4);
+                assert_memory_equal(v, "two!", 4);
+                assert_non_null(def_get(m, "e:65", &len));
+                assert_null(def_get(m, "b:65:q71:", &len));
+                /* the second round reads them from the snapshot */
+                assert_int_equal(meta_snapshot(m), 0);
+                meta_close(m);
+        }
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -328,6 +370,7 @@ int main(void)
             cmocka_unit_test(test_partition_dirs),
             cmocka_unit_test(test_producer_id_hwm),
             cmocka_unit_test(test_topic_grow_and_group_delete),
+            cmocka_unit_test(test_definitions),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
