@@ -77,8 +77,9 @@ int main(int argc, char **argv)
         }
         atomic_store(&sl_log_level, (int)cfg->log_level);
         if (cfg->mode == CTL_MODE_DPDK) {
-                fprintf(stderr, "sluiced: mode = dpdk is not available in this build yet "
-                                "(use mode = kernel)\n");
+                fprintf(stderr, "sluiced: mode = dpdk: the DPDK backend cannot run connections "
+                                "yet (its TCP/IP stack is tested on its own); use mode = "
+                                "kernel\n");
                 return 1;
         }
 
