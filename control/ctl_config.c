@@ -1418,6 +1418,15 @@ int ctl_config_validate(const struct ctl_config *cfg, char *err, size_t err_len,
                 err_set(err, err_len, "%s%s", pfx, why);
                 return -EINVAL;
         }
+        for (int p = 0; cfg->mode == CTL_MODE_DPDK && p < CTL_PROTO_COUNT; p++) {
+                if (cfg->listeners[p].enabled && cfg->listeners[p].port == 0) {
+                        err_set(err, err_len,
+                                "%s[listeners] %s: mode = dpdk needs a fixed port (the DPDK "
+                                "ports' TCP stack listens, no kernel picks one)",
+                                pfx, ctl_proto_name((enum ctl_proto)p));
+                        return -EINVAL;
+                }
+        }
         if (cfg->mode == CTL_MODE_DPDK && nports == 0) {
                 err_set(err, err_len,
                         "%smode = dpdk needs [dpdk] ports (PCI addresses or vdev strings) and "

@@ -203,19 +203,14 @@ int ctl_dpdk_eal_argv(const struct ctl_config *cfg, const struct ctl_dpdk_port *
         } while (0)
 
         ADD("sluiced");
-        /* One lcore per worker: lcore i runs on the worker's core (or on
-         * core 0..n-1 for unpinned workers, which the EAL then pins). */
-        char lcores[512] = "";
-        size_t lp = 0;
-        for (uint32_t i = 0; i < cfg->worker_count && i < CTL_WORKERS_MAX; i++) {
-                int core = cfg->worker_cores[i] >= 0 ? cfg->worker_cores[i] : (int)i;
-                int w = snprintf(lcores + lp, sizeof(lcores) - lp, "%s%" PRIu32 "@%d", i ? "," : "",
-                                 i, core);
-                if (w < 0 || (size_t)w >= sizeof(lcores) - lp)
-                        return -E2BIG;
-                lp += (size_t)w;
-        }
-        ADD("--lcores=%s", lcores);
+        /* The EAL's main lcore is the control thread that calls
+         * rte_eal_init (its affinity is restored afterwards); workers are
+         * sluiced's own pinned threads and join as registered lcores
+         * (rte_thread_register), each with its own queue pair. */
+        int main_core = cfg->control_core >= 0      ? cfg->control_core
+                        : cfg->worker_cores[0] >= 0 ? cfg->worker_cores[0]
+                                                    : 0;
+        ADD("--lcores=0@%d", main_core);
         ADD("--file-prefix=%s", cfg->dpdk_file_prefix);
         if (!cfg->dpdk_hugepages) {
                 ADD("--no-huge");
@@ -346,11 +341,19 @@ void ctl_dpdk_plan_print(const struct ctl_config *cfg, FILE *out)
                 fprintf(out, "#   port %d: PCI %s, %s/%u, %s%s%s\n", i, ports[i].dev, ip,
                         ports[i].prefix_len, state, drv[0] ? " " : "", drv);
         }
-        for (uint32_t i = 0; i < cfg->worker_count && i < CTL_WORKERS_MAX; i++)
-                fprintf(out,
-                        "#   lcore %" PRIu32 " (worker %" PRIu32 "): core %d, rx/tx queue %" PRIu32
-                        " of each port\n",
-                        i, i, cfg->worker_cores[i] >= 0 ? cfg->worker_cores[i] : (int)i, i);
+        fprintf(out, "#   EAL main lcore: the control thread (not a worker)\n");
+        for (uint32_t i = 0; i < cfg->worker_count && i < CTL_WORKERS_MAX; i++) {
+                if (cfg->worker_cores[i] >= 0)
+                        fprintf(out, "#   worker %" PRIu32 ": core %d, registered lcore, ", i,
+                                cfg->worker_cores[i]);
+                else
+                        fprintf(out, "#   worker %" PRIu32 ": unpinned, registered lcore, ", i);
+                /* One queue pair for now: the TCP stack does not yet forward
+                 * a segment that RSS hands to a worker not owning its flow. */
+                fprintf(out, "%s\n",
+                        i == 0 ? "polls rx/tx queue 0 of each port"
+                               : "no port queue yet (serves no DPDK connection)");
+        }
         char buf[2048];
         char *argv[64];
         int argc = n >= 0 ? ctl_dpdk_eal_argv(cfg, ports, n, buf, sizeof(buf), argv, 64) : -EINVAL;

@@ -10,6 +10,7 @@
 
 #include "ctl_config.h"
 #include "ctl_plane.h"
+#include "net/net_dpdk.h"
 #include "sl_build.h"
 #include "sl_log.h"
 #include "sl_testproto.h"
@@ -77,10 +78,17 @@ int main(int argc, char **argv)
         }
         atomic_store(&sl_log_level, (int)cfg->log_level);
         if (cfg->mode == CTL_MODE_DPDK) {
-                fprintf(stderr, "sluiced: mode = dpdk: the DPDK backend cannot run connections "
-                                "yet (its TCP/IP stack is tested on its own); use mode = "
-                                "kernel\n");
+#if SL_HAVE_DPDK
+                /* Before anything else starts: a port that cannot start is a
+                 * refusal to run, never a quiet fallback to kernel sockets. */
+                if (net_dpdk_setup(cfg, err, sizeof(err)) != 0) {
+                        fprintf(stderr, "sluiced: %s\n", err);
+                        return 1;
+                }
+#else
+                fprintf(stderr, "sluiced: mode = dpdk, but this build has no DPDK support\n");
                 return 1;
+#endif
         }
 
         struct ctl_plane cp = {0};
@@ -124,5 +132,9 @@ int main(int argc, char **argv)
                         exit_code = 1;
         ctl_plane_fini(&cp);
         sl_runtime_fini(&rt);
+#if SL_HAVE_DPDK
+        if (cfg->mode == CTL_MODE_DPDK)
+                net_dpdk_teardown();
+#endif
         return exit_code;
 }

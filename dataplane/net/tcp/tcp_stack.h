@@ -106,6 +106,12 @@ bool tcp_stack_neighbour(const struct tcp_stack *s, uint32_t ip, uint8_t mac[6])
 
 /* ---- one connection ---- */
 
+/* Connections are numbered 0..conns_max-1 for the life of the stack: a
+ * small handle a user can keep instead of the pointer. NULL when that slot
+ * holds no connection. */
+struct tcp_conn *tcp_stack_conn(struct tcp_stack *s, uint32_t index);
+uint32_t tcp_conn_index(const struct tcp_conn *c);
+
 void tcp_conn_user_set(struct tcp_conn *c, void *user);
 void *tcp_conn_user(const struct tcp_conn *c);
 uint32_t tcp_conn_peer_ip(const struct tcp_conn *c); /* host order */

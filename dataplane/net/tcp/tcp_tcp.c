@@ -867,6 +867,18 @@ void tcp_stack_timers(struct tcp_stack *s, uint64_t now_ms)
 
 /* ---- the user's calls ---- */
 
+struct tcp_conn *tcp_stack_conn(struct tcp_stack *s, uint32_t index)
+{
+        if (index >= s->cfg.conns_max || s->conns[index].state == TCPS_FREE)
+                return NULL;
+        return &s->conns[index];
+}
+
+uint32_t tcp_conn_index(const struct tcp_conn *c)
+{
+        return c->idx;
+}
+
 void tcp_conn_user_set(struct tcp_conn *c, void *user)
 {
         c->user = user;

@@ -1098,7 +1098,7 @@ static void test_dpdk_eal_argv(void **state)
                 strcat(line, argv[i]);
                 strcat(line, i + 1 < argc ? " " : "");
         }
-        assert_string_equal(line, "sluiced --lcores=0@0,1@1 --file-prefix=sl-test --no-huge -m 256 "
+        assert_string_equal(line, "sluiced --lcores=0@0 --file-prefix=sl-test --no-huge -m 256 "
                                   "--vdev=net_tap0,iface=sl0 --allow=0000:03:00.1 --no-shconf "
                                   "--no-telemetry --log-level=lib.eal:warning");
 
@@ -1140,6 +1140,9 @@ static void test_dpdk_validate_errors(void **state)
             {"[dpdk]\nports = net_tap0\naddresses = 10.0.0.1/24\ngateway = nope\n",
              "[dpdk] gateway: expected an IPv4 address"},
             {"[dpdk]\nports = net_a net_b net_c net_d net_e\n", "more than 4 ports"},
+            {"[net]\nmode = dpdk\n[listeners]\nnats = 127.0.0.1:0\n[dpdk]\nports = net_tap0\n"
+             "addresses = 10.0.0.1/24\n",
+             "[listeners] nats: mode = dpdk needs a fixed port"},
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 assert_int_equal(load(&cfg, bad[i].text), 0);
@@ -1173,7 +1176,8 @@ static void test_dpdk_check_plan(void **state)
         assert_contains(text, "#   memory: --no-huge, 256 MiB");
         assert_contains(text, "#   port 0: vdev net_tap0,iface=sl0, 10.9.0.2/24");
         assert_contains(text, "#   port 1: PCI 0000:03:00.1, 192.0.2.10/30, ");
-        assert_contains(text, "#   lcore 1 (worker 1): core ");
+        assert_contains(text, "#   worker 0: ");
+        assert_contains(text, "polls rx/tx queue 0 of each port");
         assert_contains(text, "#   eal: --lcores=");
         free(text);
 

@@ -1,0 +1,565 @@
+/* The DPDK backend of the connection interface: the worker polls its port
+ * queue in bursts and runs its own instance of the userspace TCP/IP stack
+ * (net/tcp/); connections of that stack become ordinary sl_conns, so the
+ * protocol front-ends run unchanged. Compiled only when libdpdk is found.
+ *
+ * Process side (control thread, before workers start): net_dpdk_setup
+ * initialises the EAL from [dpdk] and starts each port; a port that cannot
+ * start is an error, never a fallback to kernel sockets.
+ *
+ * Worker side: each worker registers as a DPDK lcore. This first slice
+ * gives every port one queue pair, polled by worker 0: a segment RSS would
+ * hand to a worker that does not own its flow cannot be forwarded yet.
+ *
+ * Receive views point into the TCP receive ring; the token of a view is the
+ * TCP connection's index, and releasing it frees those bytes (opens the
+ * window). A send completes when its bytes are copied into the TCP send
+ * ring, whose size is the connection's credit. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+#include <rte_random.h>
+
+#include "net.h"
+#include "net_dpdk.h"
+#include "tcp/tcp_stack.h"
+
+#define DPDK_BURST       32
+#define DPDK_MBUF_CACHE  256
+#define DPDK_SCRATCH_MAX 9216
+
+struct dpdk_port {
+        uint16_t id;
+        struct rte_mempool *pool;
+        struct rte_ether_addr mac;
+        uint32_t ip;
+        uint8_t prefix_len;
+        bool tx_csum; /* IPv4 + TCP checksum offload */
+        bool rx_csum;
+        uint16_t mtu;
+};
+
+/* Written once by the control thread before any worker starts. */
+static struct {
+        bool ready;
+        int nports;
+        struct dpdk_port ports[CTL_DPDK_PORTS_MAX];
+} dpdk;
+
+struct net_dpdk {
+        struct sl_worker *w;
+        struct dpdk_port *port; /* NULL: this worker polls no queue */
+        struct tcp_stack *stack;
+        uint32_t conns_max;
+        struct sl_conn **by_tcp; /* [tcp index] the sl_conn riding on it */
+        uint32_t *rx_lent;       /* [tcp index] bytes lent as the current view */
+        uint8_t *tx_blocked;     /* [tcp index] a send waits for room */
+        uint32_t *readyq;        /* tcp indexes with something to deliver */
+        uint8_t *in_readyq;
+        uint32_t ready_head, ready_count;
+        bool accepting;
+        struct rte_mbuf *tx[DPDK_BURST];
+        uint16_t tx_count;
+        uint64_t tx_dropped;
+        uint8_t scratch[DPDK_SCRATCH_MAX];
+};
+
+/* ---- process setup ---- */
+
+int net_dpdk_setup(const struct ctl_config *cfg, char *err, size_t err_len)
+{
+        struct ctl_dpdk_port ports[CTL_DPDK_PORTS_MAX];
+        int n = ctl_dpdk_ports_parse(cfg, ports, err, err_len);
+        if (n <= 0) {
+                if (n == 0)
+                        snprintf(err, err_len, "[dpdk] ports: none configured");
+                return -EINVAL;
+        }
+        char buf[2048];
+        char *argv[64];
+        int argc = ctl_dpdk_eal_argv(cfg, ports, n, buf, sizeof(buf), argv, 64);
+        if (argc < 0) {
+                snprintf(err, err_len, "[dpdk] eal_args: too many arguments");
+                return -EINVAL;
+        }
+        /* rte_eal_init pins the calling (control) thread to the main
+         * lcore's core; the control thread keeps the placement it had. */
+        cpu_set_t saved;
+        bool have_saved = sched_getaffinity(0, sizeof(saved), &saved) == 0;
+        if (rte_eal_init(argc, argv) < 0) {
+                snprintf(err, err_len, "DPDK EAL init failed: %s (EAL arguments from [dpdk])",
+                         rte_strerror(rte_errno));
+                return -EINVAL;
+        }
+        if (have_saved)
+                pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved);
+
+        for (int i = 0; i < n; i++) {
+                struct dpdk_port *p = &dpdk.ports[i];
+                /* A vdev is known by its name up to the first comma; a PCI
+                 * device by its address. */
+                char name[sizeof(ports[i].dev)];
+                memcpy(name, ports[i].dev, sizeof(name));
+                name[sizeof(name) - 1] = '\0';
+                char *comma = strchr(name, ',');
+                if (comma)
+                        *comma = '\0';
+                if (rte_eth_dev_get_port_by_name(name, &p->id) != 0) {
+                        snprintf(err, err_len,
+                                 "[dpdk] port %s: no such DPDK port (not bound to vfio-pci, "
+                                 "or the vdev failed to probe)",
+                                 ports[i].dev);
+                        return -ENODEV;
+                }
+                struct rte_eth_dev_info info;
+                int rc = rte_eth_dev_info_get(p->id, &info);
+                if (rc != 0) {
+                        snprintf(err, err_len, "[dpdk] port %s: %s", name, rte_strerror(-rc));
+                        return rc;
+                }
+                struct rte_eth_conf conf;
+                memset(&conf, 0, sizeof(conf));
+                uint64_t want_tx = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM;
+                uint64_t want_rx = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_TCP_CKSUM;
+                p->tx_csum = (info.tx_offload_capa & want_tx) == want_tx;
+                p->rx_csum = (info.rx_offload_capa & want_rx) == want_rx;
+                if (p->tx_csum)
+                        conf.txmode.offloads = want_tx;
+                if (p->rx_csum)
+                        conf.rxmode.offloads = want_rx;
+                char pool_name[RTE_MEMPOOL_NAMESIZE];
+                snprintf(pool_name, sizeof(pool_name), "sl_mbufs_%d", i);
+                p->pool = rte_pktmbuf_pool_create(pool_name, cfg->dpdk_mbufs, DPDK_MBUF_CACHE, 0,
+                                                  RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());
+                if (!p->pool) {
+                        snprintf(err, err_len,
+                                 "[dpdk] mbufs: cannot allocate %u mbufs for %s: %s (memory_mb "
+                                 "too small?)",
+                                 cfg->dpdk_mbufs, name, rte_strerror(rte_errno));
+                        return -ENOMEM;
+                }
+                uint16_t rxd = (uint16_t)cfg->dpdk_rx_descriptors;
+                uint16_t txd = (uint16_t)cfg->dpdk_tx_descriptors;
+                if ((rc = rte_eth_dev_configure(p->id, 1, 1, &conf)) != 0 ||
+                    (rc = rte_eth_dev_adjust_nb_rx_tx_desc(p->id, &rxd, &txd)) != 0 ||
+                    (rc = rte_eth_rx_queue_setup(p->id, 0, rxd, rte_eth_dev_socket_id(p->id), NULL,
+                                                 p->pool)) != 0 ||
+                    (rc = rte_eth_tx_queue_setup(p->id, 0, txd, rte_eth_dev_socket_id(p->id),
+                                                 NULL)) != 0 ||
+                    (rc = rte_eth_dev_start(p->id)) != 0) {
+                        snprintf(err, err_len, "[dpdk] port %s cannot start: %s", ports[i].dev,
+                                 rte_strerror(rc < 0 ? -rc : rc));
+                        return rc < 0 ? rc : -rc;
+                }
+                rte_eth_macaddr_get(p->id, &p->mac);
+                p->ip = ports[i].ip;
+                p->prefix_len = ports[i].prefix_len;
+                uint16_t mtu = 1500;
+                if (rte_eth_dev_get_mtu(p->id, &mtu) != 0 || mtu < 576)
+                        mtu = 1500;
+                p->mtu = mtu;
+        }
+        dpdk.nports = n;
+        dpdk.ready = true;
+        return 0;
+}
+
+void net_dpdk_teardown(void)
+{
+        if (!dpdk.ready)
+                return;
+        for (int i = 0; i < dpdk.nports; i++) {
+                rte_eth_dev_stop(dpdk.ports[i].id);
+                rte_eth_dev_close(dpdk.ports[i].id);
+        }
+        rte_eal_cleanup();
+        dpdk.ready = false;
+}
+
+/* ---- frames out ---- */
+
+static void tx_flush(struct net_dpdk *d)
+{
+        if (!d->tx_count)
+                return;
+        uint16_t sent = rte_eth_tx_burst(d->port->id, 0, d->tx, d->tx_count);
+        for (uint16_t i = sent; i < d->tx_count; i++) {
+                rte_pktmbuf_free(d->tx[i]);
+                d->tx_dropped++; /* TCP retransmits what the ring refused */
+        }
+        d->tx_count = 0;
+}
+
+static int dpdk_xmit(void *drv, const uint8_t *frame, uint32_t len, bool offload)
+{
+        struct net_dpdk *d = drv;
+        struct rte_mbuf *m = rte_pktmbuf_alloc(d->port->pool);
+        if (!m)
+                return -ENOBUFS;
+        char *dst = rte_pktmbuf_append(m, (uint16_t)len);
+        if (!dst) {
+                rte_pktmbuf_free(m);
+                return -EMSGSIZE;
+        }
+        memcpy(dst, frame, len);
+        if (offload) {
+                m->l2_len = sizeof(struct rte_ether_hdr);
+                m->l3_len = 20;
+                m->ol_flags |=
+                    RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_TCP_CKSUM;
+        }
+        d->tx[d->tx_count++] = m;
+        if (d->tx_count == DPDK_BURST)
+                tx_flush(d);
+        return 0;
+}
+
+/* ---- TCP upcalls ---- */
+
+static void ready_push(struct net_dpdk *d, uint32_t idx)
+{
+        if (d->in_readyq[idx])
+                return;
+        d->in_readyq[idx] = 1;
+        d->readyq[(d->ready_head + d->ready_count++) % d->conns_max] = idx;
+}
+
+static uint8_t proto_of_port(const struct sl_worker *w, uint16_t port)
+{
+        const struct ctl_config *cfg = w->rt->cfg;
+        for (int p = 0; p < CTL_PROTO_COUNT; p++)
+                if (cfg->listeners[p].enabled && w->rt->protos[p] && cfg->listeners[p].port == port)
+                        return (uint8_t)p;
+        return CTL_PROTO_COUNT;
+}
+
+static int on_accepted(void *user, struct tcp_conn *t)
+{
+        struct net_dpdk *d = user;
+        struct sl_worker *w = d->w;
+        uint8_t proto = proto_of_port(w, tcp_conn_local_port(t));
+        if (!d->accepting || proto == CTL_PROTO_COUNT)
+                return -ECONNREFUSED;
+        uint32_t idx = tcp_conn_index(t);
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof(ss));
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+        sin->sin_family = AF_INET;
+        sin->sin_addr.s_addr = htonl(tcp_conn_peer_ip(t));
+        sin->sin_port = htons(tcp_conn_peer_port(t));
+        d->rx_lent[idx] = 0;
+        d->tx_blocked[idx] = 0;
+        d->by_tcp[idx] = NULL;
+        /* The slot net_conn_accepted will take: its free list's head, or the
+         * next never-used one. Found again below by its handle. */
+        struct sl_conn *cand = w->free_conns;
+        uint32_t high = w->conns_high;
+        if (net_conn_accepted(w, (int)idx, proto, &ss) != 0)
+                return -ENOSPC;
+        struct sl_conn *c = NULL;
+        if (cand && cand->fd == (int)idx && cand->state != SL_CONN_FREE)
+                c = cand;
+        else if (high < w->conns_max && w->conns[high].fd == (int)idx &&
+                 w->conns[high].state != SL_CONN_FREE)
+                c = &w->conns[high];
+        if (c && c->state != SL_CONN_DRAINING) {
+                d->by_tcp[idx] = c;
+                ready_push(d, idx); /* data may have come with the handshake's ACK */
+        }
+        /* Closed already inside net_conn_accepted (a limit): its shutdown
+         * detached the TCP connection, which then finishes on its own. */
+        return 0;
+}
+
+static void on_readable(void *user, struct tcp_conn *t)
+{
+        ready_push(user, tcp_conn_index(t));
+}
+
+static void on_writable(void *user, struct tcp_conn *t)
+{
+        struct net_dpdk *d = user;
+        uint32_t idx = tcp_conn_index(t);
+        struct sl_conn *c = d->by_tcp[idx];
+        if (c && d->tx_blocked[idx]) {
+                d->tx_blocked[idx] = 0;
+                d->w->net->tx_submit(d->w, c, -1);
+        }
+}
+
+static void on_closed(void *user, struct tcp_conn *t, int err)
+{
+        struct net_dpdk *d = user;
+        uint32_t idx = tcp_conn_index(t);
+        struct sl_conn *c = d->by_tcp[idx];
+        d->by_tcp[idx] = NULL;
+        if (!c)
+                return;
+        c->fd = -1; /* the TCP connection is gone: nothing to close later */
+        if (d->tx_blocked[idx]) {
+                d->tx_blocked[idx] = 0;
+                net_conn_tx_done(d->w, c, err);
+        }
+        net_conn_rx_end(d->w, c, err);
+}
+
+/* ---- sl_net_ops ---- */
+
+static struct tcp_conn *conn_tcp(struct net_dpdk *d, const struct sl_conn *c)
+{
+        return c->fd >= 0 ? tcp_stack_conn(d->stack, (uint32_t)c->fd) : NULL;
+}
+
+static int dpdk_init(struct sl_worker *w)
+{
+        const struct ctl_config *cfg = w->rt->cfg;
+        if (!dpdk.ready)
+                return -ENODEV;
+        if (rte_thread_register() != 0)
+                return -rte_errno;
+        struct net_dpdk *d = calloc(1, sizeof(*d));
+        if (!d)
+                return -ENOMEM;
+        w->net_state = d;
+        d->w = w;
+        d->accepting = true;
+        if (w->id != 0)
+                return 0; /* one queue pair per port for now: worker 0 polls it */
+        d->port = &dpdk.ports[0];
+        d->conns_max = cfg->limits.connections_max < 65536 ? cfg->limits.connections_max : 65536;
+        struct tcp_stack_config tc = {
+            .ip = d->port->ip,
+            .prefix_len = d->port->prefix_len,
+            .mtu = d->port->mtu,
+            .conns_max = d->conns_max,
+            .syn_backlog_max = cfg->dpdk_syn_backlog,
+            .buf_bytes = cfg->dpdk_tcp_buffer_bytes,
+            .rto_min_ms = 200,
+            .rto_max_ms = 60000,
+            .rto_initial_ms = 1000,
+            .retries_max = 15,
+            .delack_ms = 40,
+            .time_wait_ms = 60000,
+            .keepalive_idle_ms = 7200000,
+            .keepalive_interval_ms = 75000,
+            .keepalive_probes = 9,
+            .isn_secret = rte_rdtsc() ^ rte_rand(),
+            .tx_csum_offload = d->port->tx_csum,
+            .xmit = dpdk_xmit,
+            .drv = d,
+            .user = d,
+            .accepted = on_accepted,
+            .readable = on_readable,
+            .writable = on_writable,
+            .closed = on_closed,
+        };
+        memcpy(tc.mac, d->port->mac.addr_bytes, 6);
+        d->stack = tcp_stack_create(&tc);
+        d->by_tcp = calloc(d->conns_max, sizeof(*d->by_tcp));
+        d->rx_lent = calloc(d->conns_max, sizeof(*d->rx_lent));
+        d->tx_blocked = calloc(d->conns_max, 1);
+        d->readyq = calloc(d->conns_max, sizeof(*d->readyq));
+        d->in_readyq = calloc(d->conns_max, 1);
+        if (!d->stack || !d->by_tcp || !d->rx_lent || !d->tx_blocked || !d->readyq || !d->in_readyq)
+                return -ENOMEM;
+        for (int p = 0; p < CTL_PROTO_COUNT; p++)
+                if (cfg->listeners[p].enabled && w->rt->protos[p])
+                        tcp_stack_listen(d->stack, cfg->listeners[p].port);
+        tcp_stack_announce(d->stack, w->now_ms);
+        tx_flush(d);
+        return 0;
+}
+
+static void dpdk_fini(struct sl_worker *w)
+{
+        struct net_dpdk *d = w->net_state;
+        if (!d)
+                return;
+        if (d->port)
+                tx_flush(d);
+        tcp_stack_destroy(d->stack);
+        free(d->by_tcp);
+        free(d->rx_lent);
+        free(d->tx_blocked);
+        free(d->readyq);
+        free(d->in_readyq);
+        free(d);
+        w->net_state = NULL;
+        rte_thread_unregister();
+}
+
+/* Hands c its next receive view, or its end of stream. */
+static void deliver(struct net_dpdk *d, uint32_t idx)
+{
+        struct sl_conn *c = d->by_tcp[idx];
+        if (!c || !(c->flags & SL_CONN_RX_ARMED) || d->rx_lent[idx])
+                return;
+        struct tcp_conn *t = tcp_stack_conn(d->stack, idx);
+        const uint8_t *p;
+        uint32_t n = tcp_conn_rx_peek(t, &p);
+        if (n) {
+                d->rx_lent[idx] = n;
+                net_conn_rx(d->w, c, p, n, idx);
+        } else if (tcp_conn_rx_eof(t)) {
+                net_conn_rx_end(d->w, c, 0);
+        }
+}
+
+static uint32_t dpdk_poll(struct sl_worker *w)
+{
+        struct net_dpdk *d = w->net_state;
+        if (!d->port)
+                return 0;
+        struct rte_mbuf *rx[DPDK_BURST];
+        uint16_t n = rte_eth_rx_burst(d->port->id, 0, rx, DPDK_BURST);
+        for (uint16_t i = 0; i < n; i++) {
+                struct rte_mbuf *m = rx[i];
+                uint64_t good = RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_GOOD;
+                bool csum_ok = (m->ol_flags & good) == good;
+                if (m->nb_segs == 1) {
+                        tcp_stack_input(d->stack, rte_pktmbuf_mtod(m, const uint8_t *), m->data_len,
+                                        csum_ok, w->now_ms);
+                } else if (m->pkt_len <= sizeof(d->scratch)) {
+                        const void *p = rte_pktmbuf_read(m, 0, m->pkt_len, d->scratch);
+                        tcp_stack_input(d->stack, p, m->pkt_len, csum_ok, w->now_ms);
+                }
+                rte_pktmbuf_free(m);
+        }
+        tcp_stack_timers(d->stack, w->now_ms);
+        uint32_t work = n;
+        /* Deliver to connections that became readable or were re-armed;
+         * bounded by what was queued on entry. */
+        for (uint32_t k = d->ready_count; k > 0 && d->ready_count; k--) {
+                uint32_t idx = d->readyq[d->ready_head];
+                d->ready_head = (d->ready_head + 1) % d->conns_max;
+                d->ready_count--;
+                d->in_readyq[idx] = 0;
+                deliver(d, idx);
+                work++;
+        }
+        return work;
+}
+
+static void dpdk_rx_arm(struct sl_worker *w, struct sl_conn *c)
+{
+        struct net_dpdk *d = w->net_state;
+        if (c->fd >= 0)
+                ready_push(d, (uint32_t)c->fd);
+        else
+                net_conn_rx_end(w, c, -ECONNRESET);
+}
+
+static void dpdk_rx_release(struct sl_worker *w, uint32_t token)
+{
+        struct net_dpdk *d = w->net_state;
+        uint32_t n = d->rx_lent[token];
+        d->rx_lent[token] = 0;
+        struct tcp_conn *t = tcp_stack_conn(d->stack, token);
+        if (n && t)
+                tcp_conn_rx_consume(d->stack, t, n, w->now_ms);
+}
+
+/* iovcnt < 0: the retry after the peer acknowledged bytes (c->iov and the
+ * count stay as the generic layer built them). */
+static void dpdk_tx_submit(struct sl_worker *w, struct sl_conn *c, int iovcnt)
+{
+        struct net_dpdk *d = w->net_state;
+        struct tcp_conn *t = conn_tcp(d, c);
+        if (!t) {
+                net_conn_tx_done(w, c, -EPIPE);
+                return;
+        }
+        if (iovcnt >= 0)
+                c->msg.msg_iovlen = (size_t)iovcnt;
+        uint64_t copied = 0;
+        for (size_t i = 0; i < c->msg.msg_iovlen; i++) {
+                uint32_t len = (uint32_t)c->iov[i].iov_len;
+                uint32_t took = tcp_conn_send(d->stack, t, c->iov[i].iov_base, len, w->now_ms);
+                copied += took;
+                if (took < len)
+                        break;
+        }
+        if (copied == 0) {
+                if (tcp_conn_tx_room(t) == 0 && tcp_conn_tx_queued(t) == 0) {
+                        net_conn_tx_done(w, c, -EPIPE); /* the stream no longer sends */
+                        return;
+                }
+                d->tx_blocked[c->fd] = 1; /* on_writable resubmits */
+                return;
+        }
+        net_conn_tx_done(w, c, (long)copied);
+}
+
+static void dpdk_shutdown(struct sl_worker *w, struct sl_conn *c)
+{
+        struct net_dpdk *d = w->net_state;
+        struct tcp_conn *t = conn_tcp(d, c);
+        if (t) {
+                uint32_t idx = (uint32_t)c->fd;
+                d->by_tcp[idx] = NULL;
+                d->tx_blocked[idx] = 0;
+                if (d->rx_lent[idx])
+                        dpdk_rx_release(w, idx);
+                /* graceful: what TCP holds is still delivered, then FIN */
+                tcp_conn_close(d->stack, t, w->now_ms);
+        }
+        c->fd = -1;
+        c->flags &= ~(SL_CONN_RX_ARMED | SL_CONN_TX_INFLIGHT);
+        net_conn_released(w, c);
+}
+
+static void dpdk_flush(struct sl_worker *w)
+{
+        struct net_dpdk *d = w->net_state;
+        if (d->port)
+                tx_flush(d);
+}
+
+/* A poll-mode port raises no event here: sleep briefly on the wake-up fd
+ * (DESIGN.md: pause, then short sleeps) so rings still wake us at once. */
+static void dpdk_wait(struct sl_worker *w, int timeout_ms)
+{
+        struct net_dpdk *d = w->net_state;
+        int ms = timeout_ms;
+        if (d->port && (ms < 0 || ms > 1))
+                ms = 1;
+        struct pollfd pfd = {.fd = w->mb.wake->eventfd, .events = POLLIN};
+        poll(&pfd, 1, ms);
+}
+
+static void dpdk_listeners_close(struct sl_worker *w)
+{
+        struct net_dpdk *d = w->net_state;
+        d->accepting = false;
+}
+
+static void dpdk_release(struct sl_worker *w, struct sl_conn *c)
+{
+        (void)w;
+        c->fd = -1;
+}
+
+const struct sl_net_ops net_dpdk_ops = {
+    .name = "dpdk",
+    .init = dpdk_init,
+    .fini = dpdk_fini,
+    .poll = dpdk_poll,
+    .rx_arm = dpdk_rx_arm,
+    .tx_submit = dpdk_tx_submit,
+    .rx_release = dpdk_rx_release,
+    .shutdown = dpdk_shutdown,
+    .flush = dpdk_flush,
+    .wait = dpdk_wait,
+    .listeners_close = dpdk_listeners_close,
+    .release = dpdk_release,
+};

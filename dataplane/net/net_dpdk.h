@@ -1,0 +1,21 @@
+/* The DPDK backend's process-wide side, called by sluiced's control thread:
+ * EAL and ports up before the workers start, down after they stopped.
+ * Declared whether or not the build has DPDK; defined only when it has. */
+#ifndef NET_DPDK_H
+#define NET_DPDK_H
+
+#include <stddef.h>
+
+#include "ctl_config.h"
+
+struct sl_net_ops;
+
+/* Initialises the EAL from [dpdk] and configures and starts every port
+ * (one queue pair each). 0, or -errno with a message naming the port or
+ * key at fault: sluiced then refuses to start. */
+int net_dpdk_setup(const struct ctl_config *cfg, char *err, size_t err_len);
+void net_dpdk_teardown(void);
+
+extern const struct sl_net_ops net_dpdk_ops;
+
+#endif
