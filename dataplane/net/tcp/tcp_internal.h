@@ -154,6 +154,7 @@ struct tcp_stack {
 
         struct tcp_conn *conns;
         uint8_t *bufs;
+        size_t bufs_bytes;
         uint32_t *free_stack;
         uint32_t free_count;
         uint32_t *hash_heads; /* index + 1 */

@@ -4,6 +4,7 @@
  * constructor, since the pools are carved here. */
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "tcp_internal.h"
 
@@ -53,7 +54,13 @@ struct tcp_stack *tcp_stack_create(const struct tcp_stack_config *cfg)
         s->conns = calloc(n, sizeof(*s->conns));
         s->free_stack = calloc(n, sizeof(uint32_t));
         s->hash_heads = calloc(buckets, sizeof(uint32_t));
-        s->bufs = malloc((size_t)n * 2 * cfg->buf_bytes);
+        /* Reserved, not committed: a page of a ring costs memory only once
+         * a connection has used it, so conns_max can be sized for the peak. */
+        s->bufs_bytes = (size_t)n * 2 * cfg->buf_bytes;
+        s->bufs = mmap(NULL, s->bufs_bytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (s->bufs == MAP_FAILED)
+                s->bufs = NULL;
         if (!s->conns || !s->free_stack || !s->hash_heads || !s->bufs) {
                 tcp_stack_destroy(s);
                 return NULL;
@@ -75,7 +82,8 @@ void tcp_stack_destroy(struct tcp_stack *s)
         free(s->conns);
         free(s->free_stack);
         free(s->hash_heads);
-        free(s->bufs);
+        if (s->bufs)
+                munmap(s->bufs, s->bufs_bytes);
         free(s);
 }
 

@@ -1,0 +1,218 @@
+"""sluiced in dpdk mode, end to end: the DPDK net_tap port lives in a
+network namespace this test creates, the kernel's own TCP stack is the
+client side, and the real nats.c client talks to the broker through
+sluiced's userspace TCP/IP stack. Needs root (namespaces) and a build with
+DPDK; prints a skip reason otherwise."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+
+SLUICED = os.environ.get("SLUICED", "build/control/sluiced")
+NATS_C_CLIENT = os.environ.get("NATS_C_CLIENT", "build/tests/integration/clients/nats_c_client")
+BROKER_IP = "10.77.0.2"
+CLIENT_IP = "10.77.0.1"
+NATS_PORT = 4222
+
+
+def wait_until(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def skip_reason():
+    if os.geteuid() != 0:
+        return "needs root to create a network namespace"
+    if not shutil.which("ip"):
+        return "needs iproute2 (ip)"
+    if not os.access(SLUICED, os.X_OK):
+        return f"no sluiced at {SLUICED}"
+    probe = subprocess.run(["ip", "netns", "add", "sl-probe-" + uuid.uuid4().hex[:6]],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"cannot create a network namespace here: {probe.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe.args[3]], capture_output=True)
+    return None
+
+
+REASON = skip_reason()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+
+def netns_run(ns, *cmd, **kw):
+    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
+                          **kw)
+
+
+class DpdkBroker:
+    """sluiced with one worker polling a net_tap port in its own netns."""
+
+    def __init__(self):
+        self.ns = "sl-e2e-" + uuid.uuid4().hex[:8]
+        self.tap = "sl" + uuid.uuid4().hex[:8]
+        self.dir = tempfile.mkdtemp(prefix="sl-e2e-")
+        self.proc = None
+
+    def start(self):
+        subprocess.run(["ip", "netns", "add", self.ns], check=True)
+        netns_run(self.ns, "ip", "link", "set", "lo", "up", check=True)
+        conf = os.path.join(self.dir, "sluiced.conf")
+        data = os.path.join(self.dir, "data")
+        os.mkdir(data)
+        with open(conf, "w") as f:
+            f.write(f"""[server]
+data_dir = {data}
+[net]
+mode = dpdk
+[cores]
+worker_count = 1
+[listeners]
+nats = 0.0.0.0:{NATS_PORT}
+kafka = off
+[admin]
+listen = 127.0.0.1:0
+[dpdk]
+hugepages = false
+memory_mb = 256
+file_prefix = {self.ns}
+ports = net_tap0,iface={self.tap}
+addresses = {BROKER_IP}/24
+eal_args = --no-shconf --no-telemetry --log-level=lib.eal:warning --log-level=pmd.net.tap:error
+mbufs = 4095
+""")
+        self.log = open(os.path.join(self.dir, "sluiced.log"), "w+")
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, SLUICED, "--config", conf],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(lambda: self.proc.poll() is not None or
+                   netns_run(self.ns, "ip", "link", "show", self.tap).returncode == 0,
+                   15, "the tap interface")
+        assert self.proc.poll() is None, self.log_text()
+        netns_run(self.ns, "ip", "addr", "add", f"{CLIENT_IP}/24", "dev", self.tap, check=True)
+        netns_run(self.ns, "ip", "link", "set", self.tap, "up", check=True)
+        wait_until(lambda: self.nats_greets(), 15, "the broker to greet over the tap port")
+        return self
+
+    def nats_greets(self):
+        r = netns_run(self.ns, "/usr/bin/python3", "-c",
+                      "import socket;s=socket.create_connection"
+                      f"(('{BROKER_IP}',{NATS_PORT}),timeout=1);print(s.recv(5))", timeout=10)
+        return r.returncode == 0 and "INFO" in r.stdout
+
+    def log_text(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def broker():
+    b = DpdkBroker().start()
+    yield b
+    code = b.proc.poll()
+    b.stop()
+    assert code is None, "sluiced died during the tests"
+
+
+@pytest.mark.parametrize("scenario", ["pubsub", "wildcards", "queue_groups", "request_reply",
+                                      "headers", "flush_rounds"])
+def test_nats_c_through_dpdk(broker, scenario):
+    if not os.access(NATS_C_CLIENT, os.X_OK):
+        pytest.skip(f"no nats.c client at {NATS_C_CLIENT}")
+    r = netns_run(broker.ns, NATS_C_CLIENT, f"nats://{BROKER_IP}:{NATS_PORT}", "1", scenario,
+                  timeout=120)
+    assert r.returncode == 0, f"{r.stdout}{r.stderr}\n--- sluiced ---\n{broker.log_text()[-3000:]}"
+    assert r.stdout.strip().endswith(f"ok {scenario}")
+
+
+# Run inside the namespace: publishes MiBs of random payloads through the
+# broker and checks each one comes back byte for byte (windows, ring
+# wrap-around and retransmission bookkeeping under load).
+BULK = r"""
+import os, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+f = s.makefile("rb")
+f.readline()
+s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB bulk 1\r\nPING\r\n')
+assert f.readline() == b"PONG\r\n"
+total = 0
+for i in range(96):
+    body = os.urandom(48 * 1024 + i)
+    s.sendall(b"PUB bulk %d\r\n" % len(body) + body + b"\r\n")
+    head = f.readline()
+    assert head == b"MSG bulk 1 %d\r\n" % len(body), head
+    got = f.read(len(body) + 2)
+    assert got == body + b"\r\n", "payload %d differs" % i
+    total += len(body)
+s.shutdown(socket.SHUT_WR)
+assert f.read() == b""
+print("ok", total)
+"""
+
+
+def test_bulk_transfer_byte_for_byte(broker):
+    r = netns_run(broker.ns, "/usr/bin/python3", "-c", BULK, BROKER_IP, str(NATS_PORT),
+                  timeout=120)
+    assert r.returncode == 0, f"{r.stdout}{r.stderr}\n--- sluiced ---\n{broker.log_text()[-3000:]}"
+    assert int(r.stdout.split()[1]) > 4 * 1024 * 1024
+
+
+CONNS = r"""
+import socket, sys, time
+socks = []
+for i in range(int(sys.argv[3])):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+    socks.append((s, s.makefile("rb")))
+for s, f in socks:
+    assert f.readline().startswith(b"INFO ")
+    s.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+for s, f in socks:
+    assert f.readline() == b"PONG\r\n"
+# half of them close, half reset: the broker frees both kinds
+for i, (s, f) in enumerate(socks):
+    if i % 2:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    s.close()
+print("ok")
+"""
+
+
+def test_many_connections_closed_and_reset(broker):
+    r = netns_run(broker.ns, "/usr/bin/python3", "-c", CONNS, BROKER_IP, str(NATS_PORT), "200",
+                  timeout=120)
+    assert r.returncode == 0, f"{r.stdout}{r.stderr}\n--- sluiced ---\n{broker.log_text()[-3000:]}"
+    # the broker still serves new clients afterwards
+    wait_until(broker.nats_greets, 10, "a greeting after the churn")
+
+
+def test_unknown_port_is_refused_with_rst(broker):
+    probe = ("import socket,sys\n"
+             "try:\n"
+             f"    socket.create_connection(('{BROKER_IP}', 4999), timeout=5)\n"
+             "    print('connected')\n"
+             "except ConnectionRefusedError:\n"
+             "    print('refused')\n")
+    r = netns_run(broker.ns, "/usr/bin/python3", "-c", probe, timeout=30)
+    assert r.stdout.strip() == "refused", r.stdout + r.stderr
