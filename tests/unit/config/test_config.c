@@ -1196,6 +1196,34 @@ static void test_dpdk_check_plan(void **state)
         free(text);
 }
 
+/* The dpdk examples in deploy/ parse, and the tap one validates here. */
+static void test_deploy_dpdk_examples(void **state)
+{
+        (void)state;
+        char path[1024];
+        if (!deploy_path("sluice-dpdk-tap.conf", path, sizeof(path)))
+                skip();
+        struct ctl_config cfg;
+        struct ctl_dpdk_port ports[CTL_DPDK_PORTS_MAX];
+        char *warnings = NULL;
+        ctl_config_defaults(&cfg);
+        if (ctl_config_load(&cfg, path, err, sizeof(err)) != 0)
+                fail_msg("%s", err);
+        assert_int_equal(cfg.mode, CTL_MODE_DPDK);
+        assert_int_equal(validate(&cfg, &warnings), 0);
+        free(warnings);
+        assert_int_equal(ctl_dpdk_ports_parse(&cfg, ports, err, sizeof(err)), 1);
+        assert_true(ports[0].is_vdev);
+
+        deploy_path("sluice-dpdk-2port.conf", path, sizeof(path));
+        ctl_config_defaults(&cfg);
+        if (ctl_config_load(&cfg, path, err, sizeof(err)) != 0)
+                fail_msg("%s", err);
+        assert_int_equal(ctl_dpdk_ports_parse(&cfg, ports, err, sizeof(err)), 2);
+        assert_false(ports[1].is_vdev);
+        assert_int_equal(cfg.dpdk_hugepages, 1);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -1240,6 +1268,7 @@ int main(void)
             cmocka_unit_test(test_dpdk_eal_argv),
             cmocka_unit_test(test_dpdk_validate_errors),
             cmocka_unit_test(test_dpdk_check_plan),
+            cmocka_unit_test(test_deploy_dpdk_examples),
         };
         return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
