@@ -348,11 +348,7 @@ void ctl_dpdk_plan_print(const struct ctl_config *cfg, FILE *out)
                                 cfg->worker_cores[i]);
                 else
                         fprintf(out, "#   worker %" PRIu32 ": unpinned, registered lcore, ", i);
-                /* One queue pair for now: the TCP stack does not yet forward
-                 * a segment that RSS hands to a worker not owning its flow. */
-                fprintf(out, "%s\n",
-                        i == 0 ? "polls rx/tx queue 0 of each port"
-                               : "no port queue yet (serves no DPDK connection)");
+                fprintf(out, "polls rx/tx queue %" PRIu32 " of port 0\n", i);
         }
         char buf[2048];
         char *argv[64];

@@ -77,19 +77,6 @@ int main(int argc, char **argv)
                 return 0;
         }
         atomic_store(&sl_log_level, (int)cfg->log_level);
-        if (cfg->mode == CTL_MODE_DPDK) {
-#if SL_HAVE_DPDK
-                /* Before anything else starts: a port that cannot start is a
-                 * refusal to run, never a quiet fallback to kernel sockets. */
-                if (net_dpdk_setup(cfg, err, sizeof(err)) != 0) {
-                        fprintf(stderr, "sluiced: %s\n", err);
-                        return 1;
-                }
-#else
-                fprintf(stderr, "sluiced: mode = dpdk, but this build has no DPDK support\n");
-                return 1;
-#endif
-        }
 
         struct ctl_plane cp = {0};
         struct sl_runtime rt;
@@ -100,6 +87,21 @@ int main(int argc, char **argv)
                 return 1;
         }
         ctl_signals_block(); /* workers inherit the mask; signals go to signalfd */
+        if (cfg->mode == CTL_MODE_DPDK) {
+#if SL_HAVE_DPDK
+                /* After the signal mask (the EAL's own threads inherit it, or
+                 * SIGTERM would kill instead of drain) and before the workers:
+                 * a port that cannot start is a refusal to run, never a quiet
+                 * fallback to kernel sockets. */
+                if (net_dpdk_setup(cfg, err, sizeof(err)) != 0) {
+                        fprintf(stderr, "sluiced: %s\n", err);
+                        return 1;
+                }
+#else
+                fprintf(stderr, "sluiced: mode = dpdk, but this build has no DPDK support\n");
+                return 1;
+#endif
+        }
 
         const struct sl_proto_ops *protos[CTL_PROTO_COUNT] = {0};
         sluiced_protos_fill(protos);

@@ -107,6 +107,11 @@ static void worker_on_msg(void *ctx, const struct sl_msg *m)
                 sl_mbox_reply(&w->mb, m->src, &r);
                 return;
         }
+        case SL_MSG_NET_FRAME:
+#if SL_HAVE_DPDK
+                net_dpdk_frame_msg(w, m);
+#endif
+                return;
         default:
                 break;
         }

@@ -7,15 +7,21 @@
  * initialises the EAL from [dpdk] and starts each port; a port that cannot
  * start is an error, never a fallback to kernel sockets.
  *
- * Worker side: each worker registers as a DPDK lcore. This first slice
- * gives every port one queue pair, polled by worker 0: a segment RSS would
- * hand to a worker that does not own its flow cannot be forwarded yet.
+ * Worker side: each worker registers as a DPDK lcore and owns queue pair
+ * <worker id> of the port, with its own TCP/IP stack. A connection belongs
+ * to the worker that net_dpdk_flow_owner() names for its 4-tuple; whatever
+ * queue a segment arrives on (RSS, af_packet fanout and tap multiqueue all
+ * hash differently), a worker that does not own it forwards the mbuf to
+ * the owner over the mailbox ring, never answers it. ARP belongs to
+ * worker 0, which also sends the gratuitous ARP.
  *
  * Receive views point into the TCP receive ring; the token of a view is the
  * TCP connection's index, and releasing it frees those bytes (opens the
  * window). A send completes when its bytes are copied into the TCP send
  * ring, whose size is the connection's credit. */
 #include <errno.h>
+#include <inttypes.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -40,6 +46,7 @@
 
 struct dpdk_port {
         uint16_t id;
+        uint16_t queues; /* one pair per worker */
         struct rte_mempool *pool;
         struct rte_ether_addr mac;
         uint32_t ip;
@@ -49,16 +56,24 @@ struct dpdk_port {
         uint16_t mtu;
 };
 
-/* Written once by the control thread before any worker starts. */
+struct dpdk_worker_summary {
+        bool valid;
+        uint64_t rx_frames, tx_frames, forwarded, forward_dropped, conns, retransmits;
+};
+
+/* Written once by the control thread before any worker starts; summary[i]
+ * by worker i as it stops, read after it was joined. */
 static struct {
         bool ready;
         int nports;
         struct dpdk_port ports[CTL_DPDK_PORTS_MAX];
+        struct dpdk_worker_summary summary[CTL_WORKERS_MAX];
 } dpdk;
 
 struct net_dpdk {
         struct sl_worker *w;
-        struct dpdk_port *port; /* NULL: this worker polls no queue */
+        struct dpdk_port *port;
+        uint16_t queue;
         struct tcp_stack *stack;
         uint32_t conns_max;
         struct sl_conn **by_tcp; /* [tcp index] the sl_conn riding on it */
@@ -71,6 +86,7 @@ struct net_dpdk {
         struct rte_mbuf *tx[DPDK_BURST];
         uint16_t tx_count;
         uint64_t tx_dropped;
+        uint64_t frames_forwarded, forward_dropped;
         uint8_t scratch[DPDK_SCRATCH_MAX];
 };
 
@@ -133,6 +149,20 @@ int net_dpdk_setup(const struct ctl_config *cfg, char *err, size_t err_len)
                 uint64_t want_rx = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_TCP_CKSUM;
                 p->tx_csum = (info.tx_offload_capa & want_tx) == want_tx;
                 p->rx_csum = (info.rx_offload_capa & want_rx) == want_rx;
+                p->queues = (uint16_t)cfg->worker_count;
+                if (info.max_rx_queues < p->queues || info.max_tx_queues < p->queues) {
+                        snprintf(err, err_len,
+                                 "[dpdk] port %s has %u rx / %u tx queues, %u workers need one "
+                                 "pair each",
+                                 ports[i].dev, info.max_rx_queues, info.max_tx_queues, p->queues);
+                        return -EINVAL;
+                }
+                uint64_t rss = info.flow_type_rss_offloads & RTE_ETH_RSS_NONFRAG_IPV4_TCP;
+                if (p->queues > 1 && rss) {
+                        /* spreads flows; forwarding fixes what it gets wrong */
+                        conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+                        conf.rx_adv_conf.rss_conf.rss_hf = rss;
+                }
                 if (p->tx_csum)
                         conf.txmode.offloads = want_tx;
                 if (p->rx_csum)
@@ -150,13 +180,19 @@ int net_dpdk_setup(const struct ctl_config *cfg, char *err, size_t err_len)
                 }
                 uint16_t rxd = (uint16_t)cfg->dpdk_rx_descriptors;
                 uint16_t txd = (uint16_t)cfg->dpdk_tx_descriptors;
-                if ((rc = rte_eth_dev_configure(p->id, 1, 1, &conf)) != 0 ||
-                    (rc = rte_eth_dev_adjust_nb_rx_tx_desc(p->id, &rxd, &txd)) != 0 ||
-                    (rc = rte_eth_rx_queue_setup(p->id, 0, rxd, rte_eth_dev_socket_id(p->id), NULL,
-                                                 p->pool)) != 0 ||
-                    (rc = rte_eth_tx_queue_setup(p->id, 0, txd, rte_eth_dev_socket_id(p->id),
-                                                 NULL)) != 0 ||
-                    (rc = rte_eth_dev_start(p->id)) != 0) {
+                rc = rte_eth_dev_configure(p->id, p->queues, p->queues, &conf);
+                if (rc == 0)
+                        rc = rte_eth_dev_adjust_nb_rx_tx_desc(p->id, &rxd, &txd);
+                for (uint16_t q = 0; rc == 0 && q < p->queues; q++) {
+                        rc = rte_eth_rx_queue_setup(p->id, q, rxd, rte_eth_dev_socket_id(p->id),
+                                                    NULL, p->pool);
+                        if (rc == 0)
+                                rc = rte_eth_tx_queue_setup(p->id, q, txd,
+                                                            rte_eth_dev_socket_id(p->id), NULL);
+                }
+                if (rc == 0)
+                        rc = rte_eth_dev_start(p->id);
+                if (rc != 0) {
                         snprintf(err, err_len, "[dpdk] port %s cannot start: %s", ports[i].dev,
                                  rte_strerror(rc < 0 ? -rc : rc));
                         return rc < 0 ? rc : -rc;
@@ -178,6 +214,17 @@ void net_dpdk_teardown(void)
 {
         if (!dpdk.ready)
                 return;
+        for (int i = 0; i < CTL_WORKERS_MAX; i++) {
+                const struct dpdk_worker_summary *sum = &dpdk.summary[i];
+                if (!sum->valid)
+                        continue;
+                fprintf(stderr,
+                        "sluiced: dpdk worker %d: %" PRIu64 " frames in, %" PRIu64 " out, %" PRIu64
+                        " forwarded to their owner (%" PRIu64 " dropped), %" PRIu64
+                        " connections, %" PRIu64 " retransmits\n",
+                        i, sum->rx_frames, sum->tx_frames, sum->forwarded, sum->forward_dropped,
+                        sum->conns, sum->retransmits);
+        }
         for (int i = 0; i < dpdk.nports; i++) {
                 rte_eth_dev_stop(dpdk.ports[i].id);
                 rte_eth_dev_close(dpdk.ports[i].id);
@@ -192,7 +239,7 @@ static void tx_flush(struct net_dpdk *d)
 {
         if (!d->tx_count)
                 return;
-        uint16_t sent = rte_eth_tx_burst(d->port->id, 0, d->tx, d->tx_count);
+        uint16_t sent = rte_eth_tx_burst(d->port->id, d->queue, d->tx, d->tx_count);
         for (uint16_t i = sent; i < d->tx_count; i++) {
                 rte_pktmbuf_free(d->tx[i]);
                 d->tx_dropped++; /* TCP retransmits what the ring refused */
@@ -333,9 +380,8 @@ static int dpdk_init(struct sl_worker *w)
         w->net_state = d;
         d->w = w;
         d->accepting = true;
-        if (w->id != 0)
-                return 0; /* one queue pair per port for now: worker 0 polls it */
         d->port = &dpdk.ports[0];
+        d->queue = w->id;
         d->conns_max = cfg->limits.connections_max < 65536 ? cfg->limits.connections_max : 65536;
         struct tcp_stack_config tc = {
             .ip = d->port->ip,
@@ -375,7 +421,8 @@ static int dpdk_init(struct sl_worker *w)
         for (int p = 0; p < CTL_PROTO_COUNT; p++)
                 if (cfg->listeners[p].enabled && w->rt->protos[p])
                         tcp_stack_listen(d->stack, cfg->listeners[p].port);
-        tcp_stack_announce(d->stack, w->now_ms);
+        if (w->id == 0)
+                tcp_stack_announce(d->stack, w->now_ms); /* worker 0 owns ARP */
         tx_flush(d);
         return 0;
 }
@@ -387,6 +434,19 @@ static void dpdk_fini(struct sl_worker *w)
                 return;
         if (d->port)
                 tx_flush(d);
+        if (d->stack && w->id < CTL_WORKERS_MAX) {
+                /* kept for net_dpdk_teardown's summary: the worker's log
+                 * ring is no longer drained once workers stop */
+                const struct tcp_stack_stats *st = tcp_stack_stats(d->stack);
+                struct dpdk_worker_summary *sum = &dpdk.summary[w->id];
+                sum->valid = true;
+                sum->rx_frames = st->rx_frames;
+                sum->tx_frames = st->tx_frames;
+                sum->forwarded = d->frames_forwarded;
+                sum->forward_dropped = d->forward_dropped;
+                sum->conns = st->conns_accepted;
+                sum->retransmits = st->retransmits;
+        }
         tcp_stack_destroy(d->stack);
         free(d->by_tcp);
         free(d->rx_lent);
@@ -396,6 +456,58 @@ static void dpdk_fini(struct sl_worker *w)
         free(d);
         w->net_state = NULL;
         rte_thread_unregister();
+}
+
+/* The worker owning a frame: TCP by its 4-tuple (the same function on
+ * every worker, so all agree), ARP worker 0, anything else (ICMP, junk)
+ * whoever received it. */
+static uint16_t frame_owner(const struct rte_mbuf *m, uint16_t nworkers)
+{
+        if (nworkers == 1 || m->data_len < 14)
+                return UINT16_MAX;
+        const uint8_t *f = rte_pktmbuf_mtod(m, const uint8_t *);
+        uint16_t type = (uint16_t)(f[12] << 8 | f[13]);
+        if (type == RTE_ETHER_TYPE_ARP)
+                return 0;
+        if (type != RTE_ETHER_TYPE_IPV4 || m->data_len < 14 + 20)
+                return UINT16_MAX;
+        const uint8_t *ip = f + 14;
+        uint32_t ihl = (uint32_t)(ip[0] & 0xf) * 4;
+        if (ip[9] != IPPROTO_TCP || ihl < 20 || m->data_len < 14 + ihl + 4)
+                return UINT16_MAX;
+        uint32_t src;
+        memcpy(&src, ip + 12, 4);
+        const uint8_t *t = ip + ihl;
+        uint16_t sport = (uint16_t)(t[0] << 8 | t[1]), dport = (uint16_t)(t[2] << 8 | t[3]);
+        return net_dpdk_flow_owner(ntohl(src), sport, dport, nworkers);
+}
+
+uint16_t net_dpdk_flow_owner(uint32_t peer_ip, uint16_t peer_port, uint16_t local_port,
+                             uint16_t nworkers)
+{
+        uint64_t k = ((uint64_t)peer_ip << 32) | ((uint32_t)peer_port << 16) | local_port;
+        k *= 0x9e3779b97f4a7c15ULL;
+        return (uint16_t)((k >> 32) % nworkers);
+}
+
+static void frame_input(struct net_dpdk *d, struct rte_mbuf *m)
+{
+        uint64_t good = RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_GOOD;
+        bool csum_ok = (m->ol_flags & good) == good;
+        if (m->nb_segs == 1) {
+                tcp_stack_input(d->stack, rte_pktmbuf_mtod(m, const uint8_t *), m->data_len,
+                                csum_ok, d->w->now_ms);
+        } else if (m->pkt_len <= sizeof(d->scratch)) {
+                const void *p = rte_pktmbuf_read(m, 0, m->pkt_len, d->scratch);
+                tcp_stack_input(d->stack, p, m->pkt_len, csum_ok, d->w->now_ms);
+        }
+        rte_pktmbuf_free(m);
+}
+
+void net_dpdk_frame_msg(struct sl_worker *w, const struct sl_msg *msg)
+{
+        struct net_dpdk *d = w->net_state;
+        frame_input(d, msg->a.ptr[0]);
 }
 
 /* Hands c its next receive view, or its end of stream. */
@@ -421,19 +533,24 @@ static uint32_t dpdk_poll(struct sl_worker *w)
         if (!d->port)
                 return 0;
         struct rte_mbuf *rx[DPDK_BURST];
-        uint16_t n = rte_eth_rx_burst(d->port->id, 0, rx, DPDK_BURST);
+        uint16_t n = rte_eth_rx_burst(d->port->id, d->queue, rx, DPDK_BURST);
         for (uint16_t i = 0; i < n; i++) {
                 struct rte_mbuf *m = rx[i];
-                uint64_t good = RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_GOOD;
-                bool csum_ok = (m->ol_flags & good) == good;
-                if (m->nb_segs == 1) {
-                        tcp_stack_input(d->stack, rte_pktmbuf_mtod(m, const uint8_t *), m->data_len,
-                                        csum_ok, w->now_ms);
-                } else if (m->pkt_len <= sizeof(d->scratch)) {
-                        const void *p = rte_pktmbuf_read(m, 0, m->pkt_len, d->scratch);
-                        tcp_stack_input(d->stack, p, m->pkt_len, csum_ok, w->now_ms);
+                uint16_t owner = frame_owner(m, w->nworkers);
+                if (owner == UINT16_MAX || owner == w->id) {
+                        frame_input(d, m);
+                        continue;
                 }
-                rte_pktmbuf_free(m);
+                /* Not ours: to the owner, which answers it (a RST from here
+                 * would kill a healthy connection). */
+                struct sl_msg msg = {.type = SL_MSG_NET_FRAME};
+                msg.a.ptr[0] = m;
+                if (sl_mbox_send(&w->mb, owner, &msg) == 0) {
+                        d->frames_forwarded++;
+                } else {
+                        d->forward_dropped++; /* ring full: TCP resends it */
+                        rte_pktmbuf_free(m);
+                }
         }
         tcp_stack_timers(d->stack, w->now_ms);
         uint32_t work = n;
@@ -529,9 +646,8 @@ static void dpdk_flush(struct sl_worker *w)
  * (DESIGN.md: pause, then short sleeps) so rings still wake us at once. */
 static void dpdk_wait(struct sl_worker *w, int timeout_ms)
 {
-        struct net_dpdk *d = w->net_state;
         int ms = timeout_ms;
-        if (d->port && (ms < 0 || ms > 1))
+        if (ms < 0 || ms > 1)
                 ms = 1;
         struct pollfd pfd = {.fd = w->mb.wake->eventfd, .events = POLLIN};
         poll(&pfd, 1, ms);

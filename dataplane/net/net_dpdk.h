@@ -18,4 +18,15 @@ void net_dpdk_teardown(void);
 
 extern const struct sl_net_ops net_dpdk_ops;
 
+struct sl_worker;
+struct sl_msg;
+
+/* The worker that owns a TCP flow: a pure function of the 4-tuple, so any
+ * worker can tell where a segment must go. */
+uint16_t net_dpdk_flow_owner(uint32_t peer_ip, uint16_t peer_port, uint16_t local_port,
+                             uint16_t nworkers);
+/* SL_MSG_NET_FRAME: a frame another worker received for one of ours
+ * (a.ptr[0] = the mbuf, consumed). */
+void net_dpdk_frame_msg(struct sl_worker *w, const struct sl_msg *msg);
+
 #endif
