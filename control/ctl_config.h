@@ -96,6 +96,10 @@ struct ctl_config {
         uint32_t dpdk_mbufs;            /* per port pool */
         uint32_t dpdk_syn_backlog;      /* half-open connections per worker */
         uint32_t dpdk_tcp_buffer_bytes; /* receive and send buffer per connection */
+        /* Tests only (there is no netem here): frames dropped in both
+         * directions and received frames swapped with the next, per mille. */
+        uint32_t dpdk_loss_per_mille;
+        uint32_t dpdk_reorder_per_mille;
 
         /* [listeners] */
         struct ctl_listener listeners[CTL_PROTO_COUNT];

@@ -87,6 +87,10 @@ struct net_dpdk {
         uint16_t tx_count;
         uint64_t tx_dropped;
         uint64_t frames_forwarded, forward_dropped;
+        /* [dpdk] test_loss/test_reorder: a seeded PRNG and one held frame */
+        uint32_t loss_per_mille, reorder_per_mille;
+        uint64_t rng;
+        struct rte_mbuf *held;
         uint8_t scratch[DPDK_SCRATCH_MAX];
 };
 
@@ -247,9 +251,19 @@ static void tx_flush(struct net_dpdk *d)
         d->tx_count = 0;
 }
 
+static uint32_t rng_per_mille(struct net_dpdk *d)
+{
+        d->rng ^= d->rng << 13;
+        d->rng ^= d->rng >> 7;
+        d->rng ^= d->rng << 17;
+        return (uint32_t)(d->rng % 1000);
+}
+
 static int dpdk_xmit(void *drv, const uint8_t *frame, uint32_t len, bool offload)
 {
         struct net_dpdk *d = drv;
+        if (d->loss_per_mille && rng_per_mille(d) < d->loss_per_mille)
+                return 0; /* test loss: "sent", never arrives */
         struct rte_mbuf *m = rte_pktmbuf_alloc(d->port->pool);
         if (!m)
                 return -ENOBUFS;
@@ -382,6 +396,9 @@ static int dpdk_init(struct sl_worker *w)
         d->accepting = true;
         d->port = &dpdk.ports[0];
         d->queue = w->id;
+        d->loss_per_mille = cfg->dpdk_loss_per_mille;
+        d->reorder_per_mille = cfg->dpdk_reorder_per_mille;
+        d->rng = 0x9e3779b97f4a7c15ULL * (w->id + 1);
         d->conns_max = cfg->limits.connections_max < 65536 ? cfg->limits.connections_max : 65536;
         struct tcp_stack_config tc = {
             .ip = d->port->ip,
@@ -434,6 +451,8 @@ static void dpdk_fini(struct sl_worker *w)
                 return;
         if (d->port)
                 tx_flush(d);
+        if (d->held)
+                rte_pktmbuf_free(d->held);
         if (d->stack && w->id < CTL_WORKERS_MAX) {
                 /* kept for net_dpdk_teardown's summary: the worker's log
                  * ring is no longer drained once workers stop */
@@ -504,6 +523,27 @@ static void frame_input(struct net_dpdk *d, struct rte_mbuf *m)
         rte_pktmbuf_free(m);
 }
 
+/* Processes a received frame here, or hands it to the worker owning its
+ * flow: a RST from a worker that does not own it would kill a healthy
+ * connection. */
+static void frame_steer(struct net_dpdk *d, struct rte_mbuf *m)
+{
+        struct sl_worker *w = d->w;
+        uint16_t owner = frame_owner(m, w->nworkers);
+        if (owner == UINT16_MAX || owner == w->id) {
+                frame_input(d, m);
+                return;
+        }
+        struct sl_msg msg = {.type = SL_MSG_NET_FRAME};
+        msg.a.ptr[0] = m;
+        if (sl_mbox_send(&w->mb, owner, &msg) == 0) {
+                d->frames_forwarded++;
+        } else {
+                d->forward_dropped++; /* ring full: TCP resends it */
+                rte_pktmbuf_free(m);
+        }
+}
+
 void net_dpdk_frame_msg(struct sl_worker *w, const struct sl_msg *msg)
 {
         struct net_dpdk *d = w->net_state;
@@ -536,21 +576,28 @@ static uint32_t dpdk_poll(struct sl_worker *w)
         uint16_t n = rte_eth_rx_burst(d->port->id, d->queue, rx, DPDK_BURST);
         for (uint16_t i = 0; i < n; i++) {
                 struct rte_mbuf *m = rx[i];
-                uint16_t owner = frame_owner(m, w->nworkers);
-                if (owner == UINT16_MAX || owner == w->id) {
-                        frame_input(d, m);
+                if (d->loss_per_mille && rng_per_mille(d) < d->loss_per_mille) {
+                        rte_pktmbuf_free(m);
                         continue;
                 }
-                /* Not ours: to the owner, which answers it (a RST from here
-                 * would kill a healthy connection). */
-                struct sl_msg msg = {.type = SL_MSG_NET_FRAME};
-                msg.a.ptr[0] = m;
-                if (sl_mbox_send(&w->mb, owner, &msg) == 0) {
-                        d->frames_forwarded++;
-                } else {
-                        d->forward_dropped++; /* ring full: TCP resends it */
-                        rte_pktmbuf_free(m);
+                if (d->reorder_per_mille) {
+                        /* hold this one back until after the next frame */
+                        struct rte_mbuf *prev = d->held;
+                        d->held = NULL;
+                        if (!prev && rng_per_mille(d) < d->reorder_per_mille) {
+                                d->held = m;
+                                continue;
+                        }
+                        if (prev) {
+                                frame_steer(d, m);
+                                m = prev;
+                        }
                 }
+                frame_steer(d, m);
+        }
+        if (n == 0 && d->held) {
+                frame_steer(d, d->held); /* nothing followed: no reason to wait */
+                d->held = NULL;
         }
         tcp_stack_timers(d->stack, w->now_ms);
         uint32_t work = n;
