@@ -19,6 +19,7 @@ NATS_C_CLIENT = os.environ.get("NATS_C_CLIENT", "build/tests/integration/clients
 BROKER_IP = "10.77.0.2"
 CLIENT_IP = "10.77.0.1"
 NATS_PORT = 4222
+KAFKA_PORT = 9092
 
 
 def wait_until(pred, timeout, what):
@@ -108,7 +109,8 @@ mode = dpdk
 worker_count = {self.workers}
 [listeners]
 nats = 0.0.0.0:{NATS_PORT}
-kafka = off
+kafka = 0.0.0.0:{KAFKA_PORT}
+kafka_advertised = {BROKER_IP}:{KAFKA_PORT}
 [admin]
 listen = 127.0.0.1:0
 [dpdk]
@@ -258,6 +260,23 @@ def test_5000_connections_served_then_closed_and_reset(broker):
     assert served_s < 30, f"5000 connections took {served_s:.1f} s"
     # the broker still serves new clients afterwards
     wait_until(broker.nats_greets, 10, "a greeting after the churn")
+
+
+@pytest.mark.skipif(not shutil.which("kcat"), reason="kcat not installed")
+def test_kcat_produce_consume_through_dpdk(broker):
+    """Kafka (librdkafka under kcat) through the userspace stack: metadata
+    advertises the DPDK address, produce with acks=all, consume back."""
+    b = f"{BROKER_IP}:{KAFKA_PORT}"
+    msgs = [f"dpdk-message-{i}" for i in range(300)]
+    r = netns_run(broker.cns, "kcat", "-b", b, "-t", "dp", "-P", "-X", "acks=all",
+                  input="\n".join(msgs) + "\n", timeout=60)
+    assert r.returncode == 0, r.stderr + broker.log_text()[-2000:]
+    r = netns_run(broker.cns, "kcat", "-b", b, "-t", "dp", "-C", "-e", "-o", "beginning", "-q",
+                  timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:-1] == msgs
+    r = netns_run(broker.cns, "kcat", "-b", b, "-L", timeout=60)
+    assert f"broker 0 at {b}" in r.stdout, r.stdout
 
 
 def test_unknown_port_is_refused_with_rst(broker):
