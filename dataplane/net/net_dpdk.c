@@ -27,6 +27,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <rte_eal.h>
 #include <rte_errno.h>
@@ -43,6 +44,7 @@
 #define DPDK_BURST       32
 #define DPDK_MBUF_CACHE  256
 #define DPDK_SCRATCH_MAX 9216
+#define DPDK_NAP_US      50
 
 struct dpdk_port {
         uint16_t id;
@@ -689,15 +691,17 @@ static void dpdk_flush(struct sl_worker *w)
                 tx_flush(d);
 }
 
-/* A poll-mode port raises no event here: sleep briefly on the wake-up fd
- * (DESIGN.md: pause, then short sleeps) so rings still wake us at once. */
+/* A poll-mode port raises no event here (no rx interrupts on the vdevs we
+ * run on): nap briefly on the wake-up fd so rings still wake us at once,
+ * and a frame waits at most DPDK_NAP_US (DESIGN.md: pause, then short
+ * sleeps). 1 ms naps cost a request/reply hop up to a millisecond. */
 static void dpdk_wait(struct sl_worker *w, int timeout_ms)
 {
-        int ms = timeout_ms;
-        if (ms < 0 || ms > 1)
-                ms = 1;
+        struct timespec nap = {.tv_sec = 0, .tv_nsec = DPDK_NAP_US * 1000L};
+        if (timeout_ms == 0)
+                nap.tv_nsec = 0;
         struct pollfd pfd = {.fd = w->mb.wake->eventfd, .events = POLLIN};
-        poll(&pfd, 1, ms);
+        ppoll(&pfd, 1, &nap, NULL);
 }
 
 static void dpdk_listeners_close(struct sl_worker *w)
