@@ -7,6 +7,8 @@
 
 #include "ctl_plane.h"
 #include "ctl_text.h"
+#include "net/net_dpdk.h"
+#include "sl_build.h"
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
@@ -53,6 +55,9 @@ static const char *text_line(const struct ctl_text *t, uint32_t k, int *len)
         return q;
 }
 
+typedef void (*worker_metrics_fn)(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx);
+static void grouped_metrics(struct sl_runtime *rt, struct ctl_text *t, worker_metrics_fn fn);
+
 /* Protocol counters: each front-end reports per worker, always the same
  * names in the same order; samples of one name are grouped under one
  * HELP/TYPE as Prometheus expects. */
@@ -62,12 +67,23 @@ static void proto_metrics(struct sl_runtime *rt, struct ctl_text *t)
                 const struct sl_proto_ops *ops = rt->protos[p];
                 if (!ops || !ops->metrics || !rt->cfg->listeners[p].enabled)
                         continue;
+                grouped_metrics(rt, t, ops->metrics);
+        }
+#if SL_HAVE_DPDK
+        if (rt->cfg->mode == CTL_MODE_DPDK)
+                grouped_metrics(rt, t, net_dpdk_metrics); /* the TCP/IP stacks */
+#endif
+}
+
+static void grouped_metrics(struct sl_runtime *rt, struct ctl_text *t, worker_metrics_fn fn)
+{
+        {
                 struct ctl_text heads = {0}, per[CTL_WORKERS_MAX] = {0};
                 struct proto_emit h = {.t = &heads, .worker = 0, .headers = true};
-                ops->metrics(&rt->workers[0], proto_emit, &h);
+                fn(&rt->workers[0], proto_emit, &h);
                 for (uint16_t i = 0; i < rt->nworkers; i++) {
                         struct proto_emit pe = {.t = &per[i], .worker = i, .headers = false};
-                        ops->metrics(&rt->workers[i], proto_emit, &pe);
+                        fn(&rt->workers[i], proto_emit, &pe);
                 }
                 /* heads: HELP, TYPE, sample, HELP, TYPE, sample, ... */
                 for (uint32_t k = 0;; k++) {

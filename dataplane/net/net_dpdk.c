@@ -58,6 +58,69 @@ struct dpdk_port {
         uint16_t mtu;
 };
 
+/* Counters of one worker published for /metrics: the owner copies them
+ * (relaxed stores) about every 100 ms; the control thread reads them. */
+enum dpdk_counter {
+        DC_RX_FRAMES,
+        DC_TX_FRAMES,
+        DC_TX_DROPPED,
+        DC_FORWARDED,
+        DC_FORWARD_DROPPED,
+        DC_IP_BAD,
+        DC_IP_FRAGMENTS,
+        DC_TCP_BAD,
+        DC_CONNS,
+        DC_CONNS_ACCEPTED,
+        DC_SYN_BACKLOG_DROPPED,
+        DC_POOL_DROPPED,
+        DC_RETRANSMITS,
+        DC_FAST_RETRANSMITS,
+        DC_RTO_EXPIRIES,
+        DC_OOO_SEGMENTS,
+        DC_OUT_OF_WINDOW,
+        DC_RST_SENT,
+        DC_RST_RECEIVED,
+        DC_TIMEOUTS,
+        DC_COUNT,
+};
+
+static const struct {
+        const char *name, *type, *help;
+} dpdk_counter_desc[DC_COUNT] = {
+    [DC_RX_FRAMES] = {"sluice_dpdk_rx_frames_total", "counter", "Frames received by the stack."},
+    [DC_TX_FRAMES] = {"sluice_dpdk_tx_frames_total", "counter", "Frames handed to the port."},
+    [DC_TX_DROPPED] = {"sluice_dpdk_tx_dropped_total", "counter",
+                       "Frames the port or the mbuf pool refused (TCP resends)."},
+    [DC_FORWARDED] = {"sluice_dpdk_forwarded_frames_total", "counter",
+                      "Frames received for a flow another worker owns, handed to it."},
+    [DC_FORWARD_DROPPED] = {"sluice_dpdk_forward_dropped_total", "counter",
+                            "Frames for another worker dropped on a full ring."},
+    [DC_IP_BAD] = {"sluice_dpdk_ip_bad_total", "counter", "IPv4 headers or checksums refused."},
+    [DC_IP_FRAGMENTS] = {"sluice_dpdk_ip_fragments_dropped_total", "counter",
+                         "IPv4 fragments dropped."},
+    [DC_TCP_BAD] = {"sluice_dpdk_tcp_bad_total", "counter", "TCP headers or checksums refused."},
+    [DC_CONNS] = {"sluice_dpdk_tcp_connections", "gauge",
+                  "TCP connections in the stack, TIME_WAIT included."},
+    [DC_CONNS_ACCEPTED] = {"sluice_dpdk_tcp_accepted_total", "counter", "Handshakes completed."},
+    [DC_SYN_BACKLOG_DROPPED] = {"sluice_dpdk_tcp_syn_backlog_dropped_total", "counter",
+                                "SYNs dropped with the SYN queue full (a flood)."},
+    [DC_POOL_DROPPED] = {"sluice_dpdk_tcp_pool_dropped_total", "counter",
+                         "SYNs dropped with no connection slot left."},
+    [DC_RETRANSMITS] = {"sluice_dpdk_tcp_retransmits_total", "counter", "Segments resent."},
+    [DC_FAST_RETRANSMITS] = {"sluice_dpdk_tcp_fast_retransmits_total", "counter",
+                             "Resent on three duplicate ACKs."},
+    [DC_RTO_EXPIRIES] = {"sluice_dpdk_tcp_rto_expiries_total", "counter",
+                         "Retransmission timeouts."},
+    [DC_OOO_SEGMENTS] = {"sluice_dpdk_tcp_out_of_order_total", "counter",
+                         "Segments held out of order for reassembly."},
+    [DC_OUT_OF_WINDOW] = {"sluice_dpdk_tcp_out_of_window_total", "counter",
+                          "Segments outside the receive window."},
+    [DC_RST_SENT] = {"sluice_dpdk_tcp_rst_sent_total", "counter", "Resets sent."},
+    [DC_RST_RECEIVED] = {"sluice_dpdk_tcp_rst_received_total", "counter", "Resets received."},
+    [DC_TIMEOUTS] = {"sluice_dpdk_tcp_timeouts_total", "counter",
+                     "Connections dropped after retransmissions or keepalives ran out."},
+};
+
 struct dpdk_worker_summary {
         bool valid;
         uint64_t rx_frames, tx_frames, forwarded, forward_dropped, conns, retransmits;
@@ -70,6 +133,7 @@ static struct {
         int nports;
         struct dpdk_port ports[CTL_DPDK_PORTS_MAX];
         struct dpdk_worker_summary summary[CTL_WORKERS_MAX];
+        _Atomic uint64_t pub[CTL_WORKERS_MAX][DC_COUNT];
 } dpdk;
 
 struct net_dpdk {
@@ -93,6 +157,7 @@ struct net_dpdk {
         uint32_t loss_per_mille, reorder_per_mille;
         uint64_t rng;
         struct rte_mbuf *held;
+        uint64_t pub_next_ms;
         uint8_t scratch[DPDK_SCRATCH_MAX];
 };
 
@@ -552,6 +617,45 @@ void net_dpdk_frame_msg(struct sl_worker *w, const struct sl_msg *msg)
         frame_input(d, msg->a.ptr[0]);
 }
 
+static void counters_publish(struct net_dpdk *d)
+{
+        const struct tcp_stack_stats *st = tcp_stack_stats(d->stack);
+        uint64_t v[DC_COUNT] = {
+            [DC_RX_FRAMES] = st->rx_frames,
+            [DC_TX_FRAMES] = st->tx_frames,
+            [DC_TX_DROPPED] = st->tx_dropped + d->tx_dropped,
+            [DC_FORWARDED] = d->frames_forwarded,
+            [DC_FORWARD_DROPPED] = d->forward_dropped,
+            [DC_IP_BAD] = st->ip_bad,
+            [DC_IP_FRAGMENTS] = st->ip_fragments_dropped,
+            [DC_TCP_BAD] = st->tcp_bad,
+            [DC_CONNS] = tcp_stack_conns_in_use(d->stack),
+            [DC_CONNS_ACCEPTED] = st->conns_accepted,
+            [DC_SYN_BACKLOG_DROPPED] = st->syn_backlog_dropped,
+            [DC_POOL_DROPPED] = st->conn_pool_dropped,
+            [DC_RETRANSMITS] = st->retransmits,
+            [DC_FAST_RETRANSMITS] = st->fast_retransmits,
+            [DC_RTO_EXPIRIES] = st->rto_expiries,
+            [DC_OOO_SEGMENTS] = st->ooo_segments,
+            [DC_OUT_OF_WINDOW] = st->out_of_window,
+            [DC_RST_SENT] = st->rst_sent,
+            [DC_RST_RECEIVED] = st->rst_received,
+            [DC_TIMEOUTS] = st->timeouts,
+        };
+        for (int i = 0; i < DC_COUNT; i++)
+                atomic_store_explicit(&dpdk.pub[d->w->id][i], v[i], memory_order_relaxed);
+}
+
+void net_dpdk_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
+{
+        if (w->id >= CTL_WORKERS_MAX)
+                return;
+        for (int i = 0; i < DC_COUNT; i++)
+                emit(ctx, dpdk_counter_desc[i].name, dpdk_counter_desc[i].type,
+                     dpdk_counter_desc[i].help,
+                     (double)atomic_load_explicit(&dpdk.pub[w->id][i], memory_order_relaxed));
+}
+
 /* Hands c its next receive view, or its end of stream. */
 static void deliver(struct net_dpdk *d, uint32_t idx)
 {
@@ -602,6 +706,10 @@ static uint32_t dpdk_poll(struct sl_worker *w)
                 d->held = NULL;
         }
         tcp_stack_timers(d->stack, w->now_ms);
+        if (w->now_ms >= d->pub_next_ms) {
+                d->pub_next_ms = w->now_ms + 100;
+                counters_publish(d);
+        }
         uint32_t work = n;
         /* Deliver to connections that became readable or were re-armed;
          * bounded by what was queued on entry. */

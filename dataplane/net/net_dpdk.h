@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "ctl_config.h"
+#include "sl_conn.h"
 
 struct sl_net_ops;
 
@@ -28,5 +29,9 @@ uint16_t net_dpdk_flow_owner(uint32_t peer_ip, uint16_t peer_port, uint16_t loca
 /* SL_MSG_NET_FRAME: a frame another worker received for one of ours
  * (a.ptr[0] = the mbuf, consumed). */
 void net_dpdk_frame_msg(struct sl_worker *w, const struct sl_msg *msg);
+
+/* Control thread: worker w's stack counters for /metrics (published by
+ * the worker about every 100 ms). */
+void net_dpdk_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx);
 
 #endif

@@ -144,6 +144,22 @@ mbufs = 4095
                       f"(('{BROKER_IP}',{NATS_PORT}),timeout=1);print(s.recv(5))", timeout=10)
         return r.returncode == 0 and "INFO" in r.stdout
 
+    def metrics(self):
+        """/metrics from the admin API, which stays on kernel sockets (the
+        management plane: 127.0.0.1 of the broker's namespace)."""
+        script = ("import json,urllib.request,sys;"
+                  "p=json.load(open(sys.argv[1]))['admin'];"
+                  "print(urllib.request.urlopen(f'http://127.0.0.1:{p}/metrics',timeout=10)"
+                  ".read().decode())")
+        r = netns_run(self.ns, "/usr/bin/python3", "-c", script,
+                      os.path.join(self.dir, "data", "ports.json"), timeout=30, check=True)
+        out = {}
+        for line in r.stdout.splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                out[k] = float(v)
+        return out
+
     def log_text(self):
         self.log.flush()
         self.log.seek(0)
@@ -260,6 +276,17 @@ def test_5000_connections_served_then_closed_and_reset(broker):
     assert served_s < 30, f"5000 connections took {served_s:.1f} s"
     # the broker still serves new clients afterwards
     wait_until(broker.nats_greets, 10, "a greeting after the churn")
+
+
+def test_metrics_report_the_tcp_stacks(broker):
+    def counted():
+        m = broker.metrics()
+        rx = [m.get(f'sluice_dpdk_rx_frames_total{{worker="{w}"}}') for w in range(broker.workers)]
+        accepted = sum(v for k, v in m.items() if k.startswith("sluice_dpdk_tcp_accepted_total"))
+        return m if None not in rx and sum(rx) > 0 and accepted > 0 else None
+    m = wait_until(counted, 10, "the stacks' counters in /metrics, one line per worker")
+    assert 'sluice_dpdk_tcp_connections{worker="0"}' in m
+    assert m['sluice_dpdk_ip_fragments_dropped_total{worker="0"}'] == 0
 
 
 @pytest.mark.skipif(not shutil.which("kcat"), reason="kcat not installed")
