@@ -144,6 +144,7 @@ struct net_dpdk {
         uint32_t conns_max;
         struct sl_conn **by_tcp; /* [tcp index] the sl_conn riding on it */
         uint32_t *rx_lent;       /* [tcp index] bytes lent as the current view */
+        uint8_t *gen;            /* [tcp index] bumped per connection: stale tokens */
         uint8_t *tx_blocked;     /* [tcp index] a send waits for room */
         uint32_t *readyq;        /* tcp indexes with something to deliver */
         uint8_t *in_readyq;
@@ -386,6 +387,7 @@ static int on_accepted(void *user, struct tcp_conn *t)
         sin->sin_addr.s_addr = htonl(tcp_conn_peer_ip(t));
         sin->sin_port = htons(tcp_conn_peer_port(t));
         d->rx_lent[idx] = 0;
+        d->gen[idx]++;
         d->tx_blocked[idx] = 0;
         d->by_tcp[idx] = NULL;
         /* The slot net_conn_accepted will take: its free list's head, or the
@@ -466,6 +468,7 @@ static int dpdk_init(struct sl_worker *w)
         d->loss_per_mille = cfg->dpdk_loss_per_mille;
         d->reorder_per_mille = cfg->dpdk_reorder_per_mille;
         d->rng = 0x9e3779b97f4a7c15ULL * (w->id + 1);
+        /* view tokens keep the index in 24 bits */
         d->conns_max = cfg->limits.connections_max < 65536 ? cfg->limits.connections_max : 65536;
         struct tcp_stack_config tc = {
             .ip = d->port->ip,
@@ -497,10 +500,12 @@ static int dpdk_init(struct sl_worker *w)
         d->stack = tcp_stack_create(&tc);
         d->by_tcp = calloc(d->conns_max, sizeof(*d->by_tcp));
         d->rx_lent = calloc(d->conns_max, sizeof(*d->rx_lent));
+        d->gen = calloc(d->conns_max, 1);
         d->tx_blocked = calloc(d->conns_max, 1);
         d->readyq = calloc(d->conns_max, sizeof(*d->readyq));
         d->in_readyq = calloc(d->conns_max, 1);
-        if (!d->stack || !d->by_tcp || !d->rx_lent || !d->tx_blocked || !d->readyq || !d->in_readyq)
+        if (!d->stack || !d->by_tcp || !d->rx_lent || !d->gen || !d->tx_blocked || !d->readyq ||
+            !d->in_readyq)
                 return -ENOMEM;
         for (int p = 0; p < CTL_PROTO_COUNT; p++)
                 if (cfg->listeners[p].enabled && w->rt->protos[p])
@@ -536,6 +541,7 @@ static void dpdk_fini(struct sl_worker *w)
         tcp_stack_destroy(d->stack);
         free(d->by_tcp);
         free(d->rx_lent);
+        free(d->gen);
         free(d->tx_blocked);
         free(d->readyq);
         free(d->in_readyq);
@@ -656,6 +662,14 @@ void net_dpdk_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
                      (double)atomic_load_explicit(&dpdk.pub[w->id][i], memory_order_relaxed));
 }
 
+/* A receive view's token: the TCP index plus the connection's generation,
+ * so a view released after its connection died (the slot may serve a new
+ * one by then) frees nothing of the new connection's. */
+static uint32_t view_token(const struct net_dpdk *d, uint32_t idx)
+{
+        return idx | ((uint32_t)d->gen[idx] << 24);
+}
+
 /* Hands c its next receive view, or its end of stream. */
 static void deliver(struct net_dpdk *d, uint32_t idx)
 {
@@ -667,7 +681,7 @@ static void deliver(struct net_dpdk *d, uint32_t idx)
         uint32_t n = tcp_conn_rx_peek(t, &p);
         if (n) {
                 d->rx_lent[idx] = n;
-                net_conn_rx(d->w, c, p, n, idx);
+                net_conn_rx(d->w, c, p, n, view_token(d, idx));
         } else if (tcp_conn_rx_eof(t)) {
                 net_conn_rx_end(d->w, c, 0);
         }
@@ -736,9 +750,12 @@ static void dpdk_rx_arm(struct sl_worker *w, struct sl_conn *c)
 static void dpdk_rx_release(struct sl_worker *w, uint32_t token)
 {
         struct net_dpdk *d = w->net_state;
-        uint32_t n = d->rx_lent[token];
-        d->rx_lent[token] = 0;
-        struct tcp_conn *t = tcp_stack_conn(d->stack, token);
+        uint32_t idx = token & 0xffffff;
+        if (idx >= d->conns_max || d->gen[idx] != token >> 24)
+                return; /* the view of a connection that is gone */
+        uint32_t n = d->rx_lent[idx];
+        d->rx_lent[idx] = 0;
+        struct tcp_conn *t = tcp_stack_conn(d->stack, idx);
         if (n && t)
                 tcp_conn_rx_consume(d->stack, t, n, w->now_ms);
 }
@@ -783,7 +800,7 @@ static void dpdk_shutdown(struct sl_worker *w, struct sl_conn *c)
                 d->by_tcp[idx] = NULL;
                 d->tx_blocked[idx] = 0;
                 if (d->rx_lent[idx])
-                        dpdk_rx_release(w, idx);
+                        dpdk_rx_release(w, view_token(d, idx));
                 /* graceful: what TCP holds is still delivered, then FIN */
                 tcp_conn_close(d->stack, t, w->now_ms);
         }
