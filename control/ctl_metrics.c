@@ -75,34 +75,33 @@ static void proto_metrics(struct sl_runtime *rt, struct ctl_text *t)
 #endif
 }
 
+/* One function's per-worker samples, grouped by name under one HELP/TYPE. */
 static void grouped_metrics(struct sl_runtime *rt, struct ctl_text *t, worker_metrics_fn fn)
 {
-        {
-                struct ctl_text heads = {0}, per[CTL_WORKERS_MAX] = {0};
-                struct proto_emit h = {.t = &heads, .worker = 0, .headers = true};
-                fn(&rt->workers[0], proto_emit, &h);
-                for (uint16_t i = 0; i < rt->nworkers; i++) {
-                        struct proto_emit pe = {.t = &per[i], .worker = i, .headers = false};
-                        fn(&rt->workers[i], proto_emit, &pe);
-                }
-                /* heads: HELP, TYPE, sample, HELP, TYPE, sample, ... */
-                for (uint32_t k = 0;; k++) {
-                        int hl, tl, len;
-                        const char *help = text_line(&heads, 3 * k, &hl);
-                        const char *type = text_line(&heads, 3 * k + 1, &tl);
-                        if (!help || !type)
-                                break;
-                        ctl_text_printf(t, "%.*s\n%.*s\n", hl, help, tl, type);
-                        for (uint16_t i = 0; i < rt->nworkers; i++) {
-                                const char *line = text_line(&per[i], k, &len);
-                                if (line)
-                                        ctl_text_printf(t, "%.*s\n", len, line);
-                        }
-                }
-                ctl_text_free(&heads);
-                for (uint16_t i = 0; i < rt->nworkers; i++)
-                        ctl_text_free(&per[i]);
+        struct ctl_text heads = {0}, per[CTL_WORKERS_MAX] = {0};
+        struct proto_emit h = {.t = &heads, .worker = 0, .headers = true};
+        fn(&rt->workers[0], proto_emit, &h);
+        for (uint16_t i = 0; i < rt->nworkers; i++) {
+                struct proto_emit pe = {.t = &per[i], .worker = i, .headers = false};
+                fn(&rt->workers[i], proto_emit, &pe);
         }
+        /* heads: HELP, TYPE, sample, HELP, TYPE, sample, ... */
+        for (uint32_t k = 0;; k++) {
+                int hl, tl, len;
+                const char *help = text_line(&heads, 3 * k, &hl);
+                const char *type = text_line(&heads, 3 * k + 1, &tl);
+                if (!help || !type)
+                        break;
+                ctl_text_printf(t, "%.*s\n%.*s\n", hl, help, tl, type);
+                for (uint16_t i = 0; i < rt->nworkers; i++) {
+                        const char *line = text_line(&per[i], k, &len);
+                        if (line)
+                                ctl_text_printf(t, "%.*s\n", len, line);
+                }
+        }
+        ctl_text_free(&heads);
+        for (uint16_t i = 0; i < rt->nworkers; i++)
+                ctl_text_free(&per[i]);
 }
 
 void ctl_metrics_render(struct ctl_plane *cp, struct ctl_text *t)
