@@ -126,6 +126,8 @@ int main(int argc, char **argv)
         }
         SL_INFO("sluiced %s started: %u workers, data dir %s", SL_VERSION, rt.nworkers,
                 cfg->data_dir);
+        /* the plane owns cfg from here (a reload replaces it): read now */
+        bool dpdk_mode = cfg->mode == CTL_MODE_DPDK;
         ctl_plane_run(&cp);
         sl_runtime_stop(&rt);
         int exit_code = 0;
@@ -135,8 +137,10 @@ int main(int argc, char **argv)
         ctl_plane_fini(&cp);
         sl_runtime_fini(&rt);
 #if SL_HAVE_DPDK
-        if (cfg->mode == CTL_MODE_DPDK)
+        if (dpdk_mode)
                 net_dpdk_teardown();
+#else
+        (void)dpdk_mode;
 #endif
         return exit_code;
 }
