@@ -360,8 +360,10 @@ def csum(b):
     s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
     while s >> 16: s = (s & 0xffff) + (s >> 16)
     return ~s & 0xffff
-src, dst = socket.inet_aton(client), socket.inet_aton(broker)
-raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+dst = socket.inet_aton(broker)
+# spoofed sources on the link that nobody answers for: the SYN-ACKs go
+# unanswered (no RST frees the half-open slot), as in a real flood
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
 s = socket.create_connection((broker, port), timeout=10)
 f = s.makefile("rb")
 f.readline()
@@ -369,10 +371,14 @@ s.sendall(b'CONNECT {"verbose":false}\r\nSUB t 1\r\n')
 sent = 0
 for rnd in range(20):
     for i in range(500):
+        src = socket.inet_aton("10.77.0.%d" % (100 + i % 100))
         sport = 20000 + (rnd * 500 + i) % 40000
         tcp = struct.pack("!HHIIBBHHH", sport, port, rnd * 7919 + i, 0, 5 << 4, 2, 65535, 0, 0)
         c = csum(src + dst + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
-        raw.sendto(tcp[:16] + struct.pack("!H", c) + tcp[18:], (broker, 0))
+        tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), i, 0, 64, 6, 0, src, dst)
+        ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+        raw.sendto(ip + tcp, (broker, 0))
         sent += 1
     t = time.monotonic()
     s.sendall(b"PUB t 4\r\nping\r\n")
@@ -388,6 +394,10 @@ def test_syn_flood_leaves_established_connections_served(broker):
     assert r.returncode == 0, f"{r.stdout}{r.stderr}\n--- sluiced ---\n{broker.log_text()[-3000:]}"
     assert r.stdout.split() == ["ok", "10000"]
     wait_until(broker.nats_greets, 10, "new clients to be served after the flood")
+    # the SYN queue overflowed into stateless cookies (published every 100 ms)
+    wait_until(lambda: sum(v for k, v in broker.metrics().items()
+                           if k.startswith("sluice_dpdk_tcp_syn_cookies_sent_total")) > 0,
+               10, "SYN cookies in /metrics")
 
 
 @pytest.mark.parametrize("loss,reorder", [(10, 10), (30, 30)], ids=["1pct", "3pct"])

@@ -25,7 +25,7 @@ struct tcp_stack_config {
         uint16_t mtu; /* IP MTU of the port, 576..9000 */
 
         uint32_t conns_max;       /* every state counts, TIME_WAIT included */
-        uint32_t syn_backlog_max; /* connections in SYN_RECEIVED at once */
+        uint32_t syn_backlog_max; /* SYN_RECEIVED at once; beyond it, SYN cookies */
         uint32_t buf_bytes;       /* receive and send ring per connection, power of two */
 
         uint32_t rto_min_ms, rto_max_ms, rto_initial_ms;
@@ -70,8 +70,9 @@ struct tcp_stack_stats {
         uint64_t ip_fragments_dropped;
         uint64_t ip_not_ours; /* another destination or an unknown protocol */
         uint64_t icmp_echo_replies;
-        uint64_t tcp_bad; /* header or checksum */
-        uint64_t syn_backlog_dropped, conn_pool_dropped;
+        uint64_t tcp_bad;                                /* header or checksum */
+        uint64_t syn_cookies_sent, syn_cookies_accepted; /* SYN queue full: stateless */
+        uint64_t conn_pool_dropped;
         uint64_t conns_accepted, conns_refused;
         uint64_t rst_sent, rst_received;
         uint64_t retransmits, fast_retransmits, rto_expiries;

@@ -376,11 +376,72 @@ static void rtt_sample(struct tcp_stack *s, struct tcp_conn *c, uint32_t rtt_ms)
         c->rto_ms = rto;
 }
 
+/* ---- SYN cookies ----
+ * With the SYN queue full (a flood), a SYN is answered statelessly: our
+ * initial sequence number encodes a keyed hash of the 4-tuple and the
+ * client's ISN, a 5-bit clock (65 s periods) and the MSS as an index. The
+ * ACK that completes the handshake proves the client saw it; only then is
+ * a connection allocated. A cookie SYN-ACK offers no window scaling,
+ * timestamps or SACK: nothing else would survive without state. */
+static const uint16_t cookie_mss[8] = {536, 1200, 1360, 1400, 1440, 1452, 1460, 8960};
+
+static uint32_t cookie_hash(const struct tcp_stack *s, uint32_t rip, uint16_t rport, uint16_t lport,
+                            uint32_t irs, uint32_t period)
+{
+        uint64_t k = ((uint64_t)rip << 32) | ((uint32_t)rport << 16) | lport;
+        return (uint32_t)mix64(k ^ mix64(s->cfg.isn_secret + 2 + period) ^ ((uint64_t)irs << 17));
+}
+
+static uint32_t cookie_period(uint64_t now_ms)
+{
+        return (uint32_t)(now_ms >> 16) & 0x1f;
+}
+
+static uint32_t cookie_make(const struct tcp_stack *s, uint32_t rip, const struct seg *g,
+                            uint64_t now_ms)
+{
+        uint32_t mss = g->opt.mss ? g->opt.mss : MSS_DEFAULT;
+        uint32_t mi = 0;
+        while (mi + 1 < 8 && cookie_mss[mi + 1] <= mss)
+                mi++;
+        uint32_t t = cookie_period(now_ms);
+        return (cookie_hash(s, rip, g->sport, g->dport, g->seq, t) & ~0xffu) | (t << 3) | mi;
+}
+
+/* The MSS the cookie in g's ACK carries, or 0 when it is not ours (or
+ * older than one period). */
+static uint32_t cookie_check(const struct tcp_stack *s, uint32_t rip, const struct seg *g,
+                             uint64_t now_ms)
+{
+        uint32_t c = g->ack - 1, irs = g->seq - 1;
+        uint32_t t = (c >> 3) & 0x1f;
+        if (((cookie_period(now_ms) - t) & 0x1f) > 1)
+                return 0;
+        if ((cookie_hash(s, rip, g->sport, g->dport, irs, t) & ~0xffu) != (c & ~0xffu))
+                return 0;
+        return cookie_mss[c & 7];
+}
+
+static void cookie_send(struct tcp_stack *s, const uint8_t *eth_src, uint32_t src_ip,
+                        const struct seg *g, uint64_t now_ms)
+{
+        struct tcp_conn tmp;
+        memset(&tmp, 0, sizeof(tmp));
+        tmp.rip = src_ip;
+        tmp.rport = g->sport;
+        tmp.lport = g->dport;
+        memcpy(tmp.rmac, eth_src, 6);
+        tmp.rcv_nxt = tmp.rx_read = g->seq + 1; /* a full window, unscaled */
+        seg_emit(s, &tmp, cookie_make(s, src_ip, g, now_ms), TH_SYN, 0, now_ms);
+        s->stats.syn_cookies_sent++;
+}
+
 static void syn_input(struct tcp_stack *s, const uint8_t *eth_src, uint32_t src_ip,
                       const struct seg *g, uint64_t now_ms)
 {
         if (s->syn_received >= s->cfg.syn_backlog_max) {
-                s->stats.syn_backlog_dropped++; /* a flood fills this, never the pool */
+                /* a flood fills the SYN queue, never the pool */
+                cookie_send(s, eth_src, src_ip, g, now_ms);
                 return;
         }
         struct tcp_conn *c = conn_alloc(s, src_ip, g->sport, g->dport);
@@ -518,6 +579,37 @@ static bool port_listening(const struct tcp_stack *s, uint16_t port)
         return false;
 }
 
+/* A connection from a valid cookie: SYN_RECEIVED as if it had been
+ * queued, so the handshake's ACK completes it on the usual path. */
+static struct tcp_conn *cookie_conn(struct tcp_stack *s, const uint8_t *eth_src, uint32_t src_ip,
+                                    const struct seg *g, uint32_t mss, uint64_t now_ms)
+{
+        struct tcp_conn *c = conn_alloc(s, src_ip, g->sport, g->dport);
+        if (!c) {
+                s->stats.conn_pool_dropped++;
+                return NULL;
+        }
+        s->syn_received++; /* balanced by the establishment below */
+        s->stats.syn_cookies_accepted++;
+        c->state = TCPS_SYN_RECEIVED;
+        memcpy(c->rmac, eth_src, 6);
+        c->irs = g->seq - 1;
+        c->rcv_nxt = c->rx_read = g->seq;
+        /* what the cookie SYN-ACK advertised: the ring, unscaled */
+        c->rcv_adv = g->seq + (s->cfg.buf_bytes < 0xffff ? s->cfg.buf_bytes : 0xffff);
+        c->iss = g->ack - 1;
+        c->snd_una = c->iss;
+        c->snd_nxt = c->snd_max = g->ack;
+        if (mss > s->mss_local)
+                mss = s->mss_local;
+        c->snd_mss = (uint16_t)mss;
+        c->cwnd = 10 * mss;
+        c->ssthresh = UINT32_MAX;
+        c->rto_ms = s->cfg.rto_initial_ms;
+        (void)now_ms;
+        return c;
+}
+
 /* The ACK field of a segment on a synchronized connection. Returns bytes
  * of data it acknowledged. */
 static uint32_t ack_process(struct tcp_stack *s, struct tcp_conn *c, const struct seg *g,
@@ -611,27 +703,39 @@ void tcp_input(struct tcp_stack *s, const uint8_t *eth_src, uint32_t src_ip, uin
                 conn_free(s, c); /* a new incarnation (RFC 9293 3.10.7.4) */
                 c = NULL;
         }
+        bool from_cookie = false;
         if (!c) {
                 if (g.flags & TH_RST)
                         return;
-                if ((g.flags & (TH_SYN | TH_ACK | TH_FIN)) == TH_SYN && port_listening(s, g.dport))
+                if ((g.flags & (TH_SYN | TH_ACK | TH_FIN)) == TH_SYN &&
+                    port_listening(s, g.dport)) {
                         syn_input(s, eth_src, src_ip, &g, now_ms);
-                else
+                        return;
+                }
+                uint32_t mss = (g.flags & (TH_SYN | TH_ACK)) == TH_ACK && port_listening(s, g.dport)
+                                   ? cookie_check(s, src_ip, &g, now_ms)
+                                   : 0;
+                if (!mss) {
                         rst_reply(s, eth_src, src_ip, &g);
-                return;
+                        return;
+                }
+                c = cookie_conn(s, eth_src, src_ip, &g, mss, now_ms);
+                if (!c)
+                        return; /* no slot: the client's retransmission retries */
+                from_cookie = true;
         }
         c->probes = 0;
 
-        if (c->state == TCPS_SYN_RECEIVED) {
+        if (c->state == TCPS_SYN_RECEIVED && !from_cookie) {
                 if (g.flags & TH_RST) {
                         if (g.seq == c->rcv_nxt)
                                 conn_free(s, c); /* never attached: nobody to tell */
                         return;
                 }
                 if (g.flags & TH_SYN) {
+                        /* the SYN again: our SYN-ACK was lost */
                         if ((g.flags & TH_ACK) == 0 && g.seq == c->irs)
-                                seg_emit(s, c, c->iss, TH_SYN, 0,
-                                         now_ms); /* our SYN-ACK was lost */
+                                seg_emit(s, c, c->iss, TH_SYN, 0, now_ms);
                         return;
                 }
                 if (!(g.flags & TH_ACK))
@@ -640,6 +744,8 @@ void tcp_input(struct tcp_stack *s, const uint8_t *eth_src, uint32_t src_ip, uin
                         rst_reply(s, eth_src, src_ip, &g);
                         return;
                 }
+        }
+        if (c->state == TCPS_SYN_RECEIVED) {
                 s->syn_received--;
                 c->state = TCPS_ESTABLISHED;
                 c->snd_una = g.ack;

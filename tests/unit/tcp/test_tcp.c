@@ -947,22 +947,69 @@ static void test_abort_sends_reset(void **state)
         assert_int_equal(tcp_stack_conns_in_use(st), 0);
 }
 
-static void test_syn_backlog_bounded(void **state)
+static void test_syn_flood_answered_with_cookies(void **state)
 {
         (void)state;
-        /* backlog 4, pool 8: a flood of SYNs never takes the last slots */
+        /* backlog 4, pool 8: SYNs beyond the queue get stateless cookies and
+         * never take a slot */
         for (uint16_t i = 0; i < 20; i++)
-                peer_send(
-                    &(struct iseg){.sport = (uint16_t)(50000 + i), .seq = i, .flags = TH_SYN});
+                peer_send(&(struct iseg){.sport = (uint16_t)(50000 + i),
+                                         .seq = 1000u * i,
+                                         .flags = TH_SYN,
+                                         .opts = syn_opts_full,
+                                         .opts_len = sizeof(syn_opts_full)});
         assert_int_equal(tcp_stack_conns_in_use(st), 4);
-        assert_int_equal(tcp_stack_stats(st)->syn_backlog_dropped, 16);
+        assert_int_equal(tcp_stack_stats(st)->syn_cookies_sent, 16);
+        struct oseg cookie = {0};
+        for (int i = 0; i < 20; i++) {
+                struct oseg sa = expect_seg();
+                assert_int_equal(sa.flags, TH_SYN | TH_ACK);
+                if (i == 19)
+                        cookie = sa;
+        }
+        /* a cookie SYN-ACK offers only the MSS: nothing else survives */
+        assert_int_equal(cookie.dport, 50019);
+        assert_int_equal(cookie.mss, 1460);
+        assert_int_equal(cookie.wscale, -1);
+        assert_false(cookie.ts);
+        assert_false(cookie.sack_ok);
+
+        /* a forged ACK (wrong cookie) is reset, no slot taken */
+        peer_send(
+            &(struct iseg){.sport = 50018, .seq = 18001, .ack = cookie.seq + 1, .flags = TH_ACK});
+        assert_int_equal(expect_seg().flags, TH_RST);
+        assert_null(accepted_conn);
+        /* the real client's ACK carries its cookie: a connection at last */
+        peer_send(&(struct iseg){.sport = 50019,
+                                 .seq = 19001,
+                                 .ack = cookie.seq + 1,
+                                 .flags = TH_ACK | TH_PSH,
+                                 .data = "PING",
+                                 .len = 4});
+        assert_non_null(accepted_conn);
+        assert_int_equal(tcp_stack_stats(st)->syn_cookies_accepted, 1);
+        assert_int_equal(received_len, 4);
+        assert_memory_equal(received, "PING", 4);
+        assert_int_equal(tcp_conn_send(st, accepted_conn, "PONG", 4, now), 4);
+        struct oseg d = expect_seg();
+        assert_int_equal(d.len, 4);
+        assert_int_equal(d.seq, cookie.seq + 1);
+        assert_int_equal(d.ack, 19005);
+        peer_send(
+            &(struct iseg){.sport = 50019, .seq = 19005, .ack = cookie.seq + 5, .flags = TH_ACK});
+        assert_int_equal(tcp_conn_tx_queued(accepted_conn), 0);
+        /* a cookie expires after two 65 s periods */
+        peer_send(&(struct iseg){.sport = 50017, .seq = 17000, .flags = TH_SYN});
+        struct oseg old = expect_seg();
+        now += 3u * 65536;
+        peer_send(
+            &(struct iseg){.sport = 50017, .seq = 17001, .ack = old.seq + 1, .flags = TH_ACK});
+        assert_int_equal(expect_seg().flags, TH_RST);
+
+        /* unanswered SYN-ACKs of the queue are retried, then the slots free */
         out_read = out_count;
-        /* unanswered SYN-ACKs are retried, then the half-open slots free */
         advance(70000);
-        assert_int_equal(tcp_stack_conns_in_use(st), 0);
         out_read = out_count;
-        /* and a real client gets in */
-        connect_peer(41011, 1, false);
         assert_int_equal(tcp_stack_conns_in_use(st), 1);
 }
 
@@ -1075,7 +1122,7 @@ int main(void)
             T(test_we_close_first_then_time_wait),
             T(test_reset_handling),
             T(test_abort_sends_reset),
-            T(test_syn_backlog_bounded),
+            T(test_syn_flood_answered_with_cookies),
             T(test_keepalive_probes_then_drop),
             T(test_timestamps_echoed),
             T(test_pool_limit),
