@@ -350,6 +350,11 @@ void ctl_dpdk_plan_print(const struct ctl_config *cfg, FILE *out)
                         fprintf(out, "#   worker %" PRIu32 ": unpinned, registered lcore, ", i);
                 fprintf(out, "polls rx/tx queue %" PRIu32 " of port 0\n", i);
         }
+        if (n > 1)
+                fprintf(out,
+                        "#   note: only port 0 is polled yet; ports 1..%d start but carry "
+                        "no connections\n",
+                        n - 1);
         char buf[2048];
         char *argv[64];
         int argc = n >= 0 ? ctl_dpdk_eal_argv(cfg, ports, n, buf, sizeof(buf), argv, 64) : -EINVAL;

@@ -1178,6 +1178,7 @@ static void test_dpdk_check_plan(void **state)
         assert_contains(text, "#   port 1: PCI 0000:03:00.1, 192.0.2.10/30, ");
         assert_contains(text, "#   worker 0: ");
         assert_contains(text, "polls rx/tx queue 1 of port 0");
+        assert_contains(text, "only port 0 is polled yet");
         assert_contains(text, "#   eal: --lcores=");
         free(text);
 
