@@ -86,6 +86,15 @@ class DpdkBroker:
         self.proc = None
 
     def start(self):
+        """Starts everything; on any failure tears down what it made (no
+        namespace or broker outlives a failed start)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self):
         subprocess.run(["ip", "netns", "add", self.ns], check=True)
         netns_run(self.ns, "ip", "link", "set", "lo", "up", check=True)
         if self.kind == "tap":
