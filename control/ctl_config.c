@@ -48,9 +48,13 @@ enum key_flag {
         KF_RELOAD = 1, /* may change on SIGHUP */
         KF_BYTES = 2,  /* accepts k/m/g suffixes */
         KF_POW2 = 4,   /* must be a power of two */
+        KF_ALIAS = 8,  /* a second spelling of a key printed elsewhere */
 };
 
-enum str_kind { STR_PATH, STR_NAME, STR_SECRET };
+/* STR_WORDS: blank-separated words of printable characters (argument and
+ * device lists); inih would take a ';' or '#' after a blank for a comment,
+ * so those are refused rather than silently cut. */
+enum str_kind { STR_PATH, STR_NAME, STR_SECRET, STR_WORDS };
 
 struct key_desc {
         const char *section;
@@ -69,8 +73,8 @@ static const char *const idle_names[] = {"poll", "adaptive", "sleep", NULL};
 static const char *const backend_names[] = {"auto", "uring", "epoll", "chaos", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const proto_names[] = {"nats", "kafka", "amqp", "test"};
-static const char *const section_names[] = {"server", "cores",  "net",  "listeners",
-                                            "admin",  "limits", "nats", "kafka"};
+static const char *const section_names[] = {"server", "cores", "net",   "listeners", "admin",
+                                            "limits", "nats",  "kafka", "dpdk"};
 static const char *const bool_names[] = {"false", "true", NULL};
 
 #define OFF(field) offsetof(struct ctl_config, field)
@@ -121,6 +125,8 @@ static const struct key_desc keys[] = {
     ENUM("cores", "idle", idle, idle_names, 0),
     U32("cores", "idle_spin_us", idle_spin_us, 0, 1000000, 0),
 
+    /* The transport is chosen in [net]; [server] mode stays for old files. */
+    ENUM("net", "mode", mode, mode_names, KF_ALIAS),
     ENUM("net", "backend", net_backend, backend_names, 0),
     U32("net", "chaos_seed", chaos_seed, 0, UINT32_MAX, 0),
     /* io_uring provided-buffer rings hold a power of two, at most 32768 */
@@ -157,6 +163,21 @@ static const struct key_desc keys[] = {
     U32("limits", "write_deadline_ms", limits.write_deadline_ms, 1, CTL_MS_MAX, KF_RELOAD),
     U32("limits", "subscriptions_max", limits.subscriptions_max, 0, 10000000, KF_RELOAD),
 
+    STR("dpdk", "eal_args", dpdk_eal_args, STR_WORDS, 0),
+    STR("dpdk", "file_prefix", dpdk_file_prefix, STR_NAME, 0),
+    ENUM("dpdk", "hugepages", dpdk_hugepages, bool_names, 0),
+    U32("dpdk", "memory_mb", dpdk_memory_mb, 64, 1024 * 1024, 0),
+    STR("dpdk", "ports", dpdk_ports, STR_WORDS, 0),
+    STR("dpdk", "addresses", dpdk_addresses, STR_WORDS, 0),
+    STR("dpdk", "gateway", dpdk_gateway, STR_WORDS, 0),
+    U32("dpdk", "rx_descriptors", dpdk_rx_descriptors, 64, 32768, KF_POW2),
+    U32("dpdk", "tx_descriptors", dpdk_tx_descriptors, 64, 32768, KF_POW2),
+    U32("dpdk", "mbufs", dpdk_mbufs, 1024, 16 * 1024 * 1024, 0),
+    U32("dpdk", "syn_backlog", dpdk_syn_backlog, 1, 1000000, 0),
+    U32("dpdk", "tcp_buffer_bytes", dpdk_tcp_buffer_bytes, 4 * KIB, 16 * MIB, KF_POW2 | KF_BYTES),
+    U32("dpdk", "test_loss_per_mille", dpdk_loss_per_mille, 0, 500, 0),
+    U32("dpdk", "test_reorder_per_mille", dpdk_reorder_per_mille, 0, 500, 0),
+
     /* [kafka] before [nats]: the printer writes nats user.* keys last */
     ENUM("kafka", "auto_create_topics", kafka_auto_create, bool_names, 0),
     U32("kafka", "default_partitions", kafka_default_partitions, 1, 1024, 0),
@@ -167,6 +188,7 @@ static const struct key_desc keys[] = {
     U32("nats", "ping_max_outstanding", nats_ping_max_outstanding, 1, 1000, KF_RELOAD),
     U32("nats", "auth_timeout_ms", nats_auth_timeout_ms, 10, 600000, KF_RELOAD),
     STR("nats", "token", nats_token, STR_SECRET, KF_RELOAD),
+
     /* user.NAME = PASSWORD keys are handled apart: their names vary */
 };
 
@@ -596,6 +618,15 @@ void ctl_config_defaults(struct ctl_config *cfg)
         cfg->kafka_default_partitions = 1;
         cfg->kafka_idle_ms = 600000;                     /* Kafka's connections.max.idle.ms */
         cfg->kafka_producer_id_expiration_ms = 86400000; /* Kafka's default: one day */
+
+        str_set(cfg->dpdk_file_prefix, sizeof(cfg->dpdk_file_prefix), "sluice");
+        cfg->dpdk_hugepages = 1;
+        cfg->dpdk_memory_mb = 512;
+        cfg->dpdk_rx_descriptors = 1024;
+        cfg->dpdk_tx_descriptors = 1024;
+        cfg->dpdk_mbufs = 16383; /* a power of two minus one suits the mempool's ring */
+        cfg->dpdk_syn_backlog = 1024;
+        cfg->dpdk_tcp_buffer_bytes = 64 * KIB;
 }
 
 /* ------------------------------------------------------------------ */
@@ -770,7 +801,7 @@ static char *ctx_line_read(char *buf, int num, void *stream)
                 if (close && !section_known(line + 1, (size_t)(close - line - 1))) {
                         ctx_fail(ctx,
                                  "[%.*s]: unknown section (expected one of server, cores, net, "
-                                 "listeners, admin, limits, nats)",
+                                 "listeners, admin, limits, nats, kafka, dpdk)",
                                  (int)(close - line - 1), line + 1);
                         return NULL;
                 }
@@ -864,6 +895,11 @@ static int key_str_parse(struct parse_ctx *ctx, const struct key_desc *k, const 
                 ok = ok && n > 0;
                 for (const char *c = value; ok && *c; c++)
                         ok = is_name_char(*c);
+                break;
+        case STR_WORDS:
+                what = "blank-separated words without ';', '#' or control characters";
+                for (const char *c = value; ok && *c; c++)
+                        ok = (unsigned char)*c >= 0x20 && *c != 0x7f && *c != ';' && *c != '#';
                 break;
         case STR_SECRET:
                 /* No blanks: inih would take " ;" inside a secret for a
@@ -1372,7 +1408,32 @@ int ctl_config_validate(const struct ctl_config *cfg, char *err, size_t err_len,
                 snprintf(pfx, sizeof(pfx), "%s: ", cfg->path);
 
         if (cfg->mode == CTL_MODE_DPDK && !SL_HAVE_DPDK) {
-                err_set(err, err_len, "%s[server] mode: dpdk, but this build has no DPDK support",
+                err_set(err, err_len,
+                        "%smode = dpdk, but this build has no DPDK support (rebuild with "
+                        "libdpdk-dev installed, or use mode = kernel)",
+                        pfx);
+                return -EINVAL;
+        }
+        struct ctl_dpdk_port ports[CTL_DPDK_PORTS_MAX];
+        char why[256];
+        int nports = ctl_dpdk_ports_parse(cfg, ports, why, sizeof(why));
+        if (nports < 0) {
+                err_set(err, err_len, "%s%s", pfx, why);
+                return -EINVAL;
+        }
+        for (int p = 0; cfg->mode == CTL_MODE_DPDK && p < CTL_PROTO_COUNT; p++) {
+                if (cfg->listeners[p].enabled && cfg->listeners[p].port == 0) {
+                        err_set(err, err_len,
+                                "%s[listeners] %s: mode = dpdk needs a fixed port (the DPDK "
+                                "ports' TCP stack listens, no kernel picks one)",
+                                pfx, ctl_proto_name((enum ctl_proto)p));
+                        return -EINVAL;
+                }
+        }
+        if (cfg->mode == CTL_MODE_DPDK && nports == 0) {
+                err_set(err, err_len,
+                        "%smode = dpdk needs [dpdk] ports (PCI addresses or vdev strings) and "
+                        "their addresses",
                         pfx);
                 return -EINVAL;
         }
@@ -1460,6 +1521,8 @@ void ctl_config_print(const struct ctl_config *cfg, FILE *out)
                         fprintf(out, "%s[%s]\n", i ? "\n" : "", section);
                 }
                 /* workers and worker_count are two spellings of one setting */
+                if (k->flags & KF_ALIAS)
+                        continue;
                 if ((k->type == KT_WORKERS && !pinned) || (k->type == KT_WORKER_COUNT && pinned))
                         continue;
                 key_format(k, cfg, value, sizeof(value));
@@ -1469,6 +1532,8 @@ void ctl_config_print(const struct ctl_config *cfg, FILE *out)
                 fprintf(out, "%s%s = %s\n", USER_PREFIX, cfg->nats_users[i].name,
                         cfg->nats_users[i].password);
         core_plan_print(cfg, out);
+        if (cfg->mode == CTL_MODE_DPDK || cfg->dpdk_ports[0])
+                ctl_dpdk_plan_print(cfg, out);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1497,7 +1562,7 @@ int ctl_config_reload(struct ctl_config *cur, const struct ctl_config *next, cha
                 const struct key_desc *k = &keys[i];
                 bool differ;
                 const char *name = k->name;
-                if (k->flags & KF_RELOAD || k->type == KT_WORKER_COUNT)
+                if (k->flags & (KF_RELOAD | KF_ALIAS) || k->type == KT_WORKER_COUNT)
                         continue;
                 if (k->type == KT_WORKERS) {
                         /* one entry for the worker set, named as the file spells it */

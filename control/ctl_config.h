@@ -9,10 +9,11 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#define CTL_WORKERS_MAX   64
-#define CTL_LISTENERS_MAX 8
-#define CTL_USERS_MAX     32
-#define CTL_PATH_MAX      512
+#define CTL_WORKERS_MAX    64
+#define CTL_LISTENERS_MAX  8
+#define CTL_USERS_MAX      32
+#define CTL_PATH_MAX       512
+#define CTL_DPDK_PORTS_MAX 4
 
 enum ctl_mode { CTL_MODE_KERNEL, CTL_MODE_DPDK };
 enum ctl_idle { CTL_IDLE_POLL, CTL_IDLE_ADAPTIVE, CTL_IDLE_SLEEP };
@@ -46,6 +47,14 @@ struct ctl_limits {
         uint32_t subscriptions_max;        /* per connection (NATS), 0 = unlimited */
 };
 
+/* One DPDK port as [dpdk] ports and addresses describe it. */
+struct ctl_dpdk_port {
+        char dev[128];      /* PCI address (0000:03:00.0) or vdev string (net_tap0,iface=x) */
+        bool is_vdev;       /* a vdev: passed to the EAL as --vdev */
+        uint32_t ip;        /* host byte order */
+        uint8_t prefix_len; /* netmask length */
+};
+
 struct ctl_user {
         char name[64];
         char password[128];
@@ -73,6 +82,24 @@ struct ctl_config {
         uint32_t recv_buffers; /* per worker, provided-buffer ring entries */
         uint32_t recv_buffer_bytes;
         uint32_t ring_slots; /* per ordered worker pair */
+
+        /* [dpdk]: read only in mode = dpdk (and by --check) */
+        char dpdk_eal_args[256];      /* extra EAL arguments, blank-separated */
+        char dpdk_file_prefix[64];    /* --file-prefix: lets several DPDK processes coexist */
+        unsigned dpdk_hugepages;      /* 0: --no-huge with dpdk_memory_mb of ordinary memory */
+        uint32_t dpdk_memory_mb;      /* -m */
+        char dpdk_ports[512];         /* blank-separated PCI addresses or vdev strings */
+        char dpdk_addresses[256];     /* blank-separated IPv4/prefix, one per port */
+        char dpdk_gateway[64];        /* IPv4 next hop for off-link peers, "" = none */
+        uint32_t dpdk_rx_descriptors; /* per queue */
+        uint32_t dpdk_tx_descriptors;
+        uint32_t dpdk_mbufs;            /* per port pool */
+        uint32_t dpdk_syn_backlog;      /* half-open connections per worker */
+        uint32_t dpdk_tcp_buffer_bytes; /* receive and send buffer per connection */
+        /* Tests only (there is no netem here): frames dropped in both
+         * directions and received frames swapped with the next, per mille. */
+        uint32_t dpdk_loss_per_mille;
+        uint32_t dpdk_reorder_per_mille;
 
         /* [listeners] */
         struct ctl_listener listeners[CTL_PROTO_COUNT];
@@ -132,6 +159,22 @@ void ctl_config_print(const struct ctl_config *cfg, FILE *out);
  * err; nothing is applied then. */
 int ctl_config_reload(struct ctl_config *cur, const struct ctl_config *next, char *err,
                       size_t err_len);
+
+/* Splits [dpdk] ports and addresses into ports[] (at most
+ * CTL_DPDK_PORTS_MAX). Returns the count (0 when none is configured) or
+ * -EINVAL with a message naming the bad entry. */
+int ctl_dpdk_ports_parse(const struct ctl_config *cfg, struct ctl_dpdk_port *ports, char *err,
+                         size_t err_len);
+
+/* The EAL argument vector [dpdk] describes (argv[0] included), for the
+ * given worker cores: one lcore per worker. Strings live in buf. Returns
+ * argc or -E2BIG. */
+int ctl_dpdk_eal_argv(const struct ctl_config *cfg, const struct ctl_dpdk_port *ports, int nports,
+                      char *buf, size_t buf_len, char **argv, int argv_max);
+
+/* `--check`'s DPDK part: hugepages free, each port and its state (PCI
+ * device bound to vfio-pci?), the lcore of each worker, the EAL line. */
+void ctl_dpdk_plan_print(const struct ctl_config *cfg, FILE *out);
 
 const char *ctl_proto_name(enum ctl_proto p);
 

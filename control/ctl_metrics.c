@@ -8,6 +8,8 @@
 #include "ctl_kafka.h"
 #include "ctl_plane.h"
 #include "ctl_text.h"
+#include "net/net_dpdk.h"
+#include "sl_build.h"
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
@@ -54,6 +56,9 @@ static const char *text_line(const struct ctl_text *t, uint32_t k, int *len)
         return q;
 }
 
+typedef void (*worker_metrics_fn)(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx);
+static void grouped_metrics(struct sl_runtime *rt, struct ctl_text *t, worker_metrics_fn fn);
+
 /* Protocol counters: each front-end reports per worker, always the same
  * names in the same order; samples of one name are grouped under one
  * HELP/TYPE as Prometheus expects. */
@@ -63,31 +68,41 @@ static void proto_metrics(struct sl_runtime *rt, struct ctl_text *t)
                 const struct sl_proto_ops *ops = rt->protos[p];
                 if (!ops || !ops->metrics || !rt->cfg->listeners[p].enabled)
                         continue;
-                struct ctl_text heads = {0}, per[CTL_WORKERS_MAX] = {0};
-                struct proto_emit h = {.t = &heads, .worker = 0, .headers = true};
-                ops->metrics(&rt->workers[0], proto_emit, &h);
-                for (uint16_t i = 0; i < rt->nworkers; i++) {
-                        struct proto_emit pe = {.t = &per[i], .worker = i, .headers = false};
-                        ops->metrics(&rt->workers[i], proto_emit, &pe);
-                }
-                /* heads: HELP, TYPE, sample, HELP, TYPE, sample, ... */
-                for (uint32_t k = 0;; k++) {
-                        int hl, tl, len;
-                        const char *help = text_line(&heads, 3 * k, &hl);
-                        const char *type = text_line(&heads, 3 * k + 1, &tl);
-                        if (!help || !type)
-                                break;
-                        ctl_text_printf(t, "%.*s\n%.*s\n", hl, help, tl, type);
-                        for (uint16_t i = 0; i < rt->nworkers; i++) {
-                                const char *line = text_line(&per[i], k, &len);
-                                if (line)
-                                        ctl_text_printf(t, "%.*s\n", len, line);
-                        }
-                }
-                ctl_text_free(&heads);
-                for (uint16_t i = 0; i < rt->nworkers; i++)
-                        ctl_text_free(&per[i]);
+                grouped_metrics(rt, t, ops->metrics);
         }
+#if SL_HAVE_DPDK
+        if (rt->cfg->mode == CTL_MODE_DPDK)
+                grouped_metrics(rt, t, net_dpdk_metrics); /* the TCP/IP stacks */
+#endif
+}
+
+/* One function's per-worker samples, grouped by name under one HELP/TYPE. */
+static void grouped_metrics(struct sl_runtime *rt, struct ctl_text *t, worker_metrics_fn fn)
+{
+        struct ctl_text heads = {0}, per[CTL_WORKERS_MAX] = {0};
+        struct proto_emit h = {.t = &heads, .worker = 0, .headers = true};
+        fn(&rt->workers[0], proto_emit, &h);
+        for (uint16_t i = 0; i < rt->nworkers; i++) {
+                struct proto_emit pe = {.t = &per[i], .worker = i, .headers = false};
+                fn(&rt->workers[i], proto_emit, &pe);
+        }
+        /* heads: HELP, TYPE, sample, HELP, TYPE, sample, ... */
+        for (uint32_t k = 0;; k++) {
+                int hl, tl, len;
+                const char *help = text_line(&heads, 3 * k, &hl);
+                const char *type = text_line(&heads, 3 * k + 1, &tl);
+                if (!help || !type)
+                        break;
+                ctl_text_printf(t, "%.*s\n%.*s\n", hl, help, tl, type);
+                for (uint16_t i = 0; i < rt->nworkers; i++) {
+                        const char *line = text_line(&per[i], k, &len);
+                        if (line)
+                                ctl_text_printf(t, "%.*s\n", len, line);
+                }
+        }
+        ctl_text_free(&heads);
+        for (uint16_t i = 0; i < rt->nworkers; i++)
+                ctl_text_free(&per[i]);
 }
 
 void ctl_metrics_render(struct ctl_plane *cp, struct ctl_text *t)

@@ -10,6 +10,7 @@
 
 #include "ctl_config.h"
 #include "ctl_plane.h"
+#include "net/net_dpdk.h"
 #include "sl_build.h"
 #include "sl_log.h"
 #include "sl_testproto.h"
@@ -76,11 +77,6 @@ int main(int argc, char **argv)
                 return 0;
         }
         atomic_store(&sl_log_level, (int)cfg->log_level);
-        if (cfg->mode == CTL_MODE_DPDK) {
-                fprintf(stderr, "sluiced: mode = dpdk is not available in this build yet "
-                                "(use mode = kernel)\n");
-                return 1;
-        }
 
         struct ctl_plane cp = {0};
         struct sl_runtime rt;
@@ -91,6 +87,21 @@ int main(int argc, char **argv)
                 return 1;
         }
         ctl_signals_block(); /* workers inherit the mask; signals go to signalfd */
+        if (cfg->mode == CTL_MODE_DPDK) {
+#if SL_HAVE_DPDK
+                /* After the signal mask (the EAL's own threads inherit it, or
+                 * SIGTERM would kill instead of drain) and before the workers:
+                 * a port that cannot start is a refusal to run, never a quiet
+                 * fallback to kernel sockets. */
+                if (net_dpdk_setup(cfg, err, sizeof(err)) != 0) {
+                        fprintf(stderr, "sluiced: %s\n", err);
+                        return 1;
+                }
+#else
+                fprintf(stderr, "sluiced: mode = dpdk, but this build has no DPDK support\n");
+                return 1;
+#endif
+        }
 
         const struct sl_proto_ops *protos[CTL_PROTO_COUNT] = {0};
         sluiced_protos_fill(protos);
@@ -115,6 +126,8 @@ int main(int argc, char **argv)
         }
         SL_INFO("sluiced %s started: %u workers, data dir %s", SL_VERSION, rt.nworkers,
                 cfg->data_dir);
+        /* the plane owns cfg from here (a reload replaces it): read now */
+        bool dpdk_mode = cfg->mode == CTL_MODE_DPDK;
         ctl_plane_run(&cp);
         sl_runtime_stop(&rt);
         int exit_code = 0;
@@ -123,5 +136,11 @@ int main(int argc, char **argv)
                         exit_code = 1;
         ctl_plane_fini(&cp);
         sl_runtime_fini(&rt);
+#if SL_HAVE_DPDK
+        if (dpdk_mode)
+                net_dpdk_teardown();
+#else
+        (void)dpdk_mode;
+#endif
         return exit_code;
 }

@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include "net/net.h"
+#include "net/net_dpdk.h"
+#include "sl_build.h"
 
 #define WORKER_TICK_MS      100
 #define WORKER_DRAIN_BUDGET 512
@@ -105,6 +107,11 @@ static void worker_on_msg(void *ctx, const struct sl_msg *m)
                 sl_mbox_reply(&w->mb, m->src, &r);
                 return;
         }
+        case SL_MSG_NET_FRAME:
+#if SL_HAVE_DPDK
+                net_dpdk_frame_msg(w, m);
+#endif
+                return;
         default:
                 break;
         }
@@ -155,6 +162,14 @@ static int worker_net_init(struct sl_worker *w)
         SL_ASSERT(net_uring_ops.release && net_epoll_ops.release);
 
         const struct ctl_config *cfg = w->rt->cfg;
+        if (cfg->mode == CTL_MODE_DPDK) {
+#if SL_HAVE_DPDK
+                w->net = &net_dpdk_ops;
+                return w->net->init(w);
+#else
+                return -ENOTSUP; /* validation refuses this before we get here */
+#endif
+        }
         enum ctl_net_backend b = cfg->net_backend;
         if (b == CTL_NET_CHAOS) {
                 w->chaos = net_chaos_create(cfg->chaos_seed + w->id * 7919u, w->id);
@@ -351,6 +366,12 @@ static int runtime_listeners_open(struct sl_runtime *rt, char *err, size_t err_l
                 const struct ctl_listener *l = &cfg->listeners[p];
                 if (!l->enabled || !rt->protos[p])
                         continue;
+                if (cfg->mode == CTL_MODE_DPDK) {
+                        /* The DPDK ports' TCP stack listens; the kernel
+                         * never sees client traffic. */
+                        rt->bound_ports[p] = l->port;
+                        continue;
+                }
                 /* Port 0: the first socket lets the kernel choose, the others of
                  * the reuseport group join that port. */
                 uint16_t port = l->port;

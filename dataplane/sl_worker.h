@@ -23,8 +23,9 @@ struct sl_chaos;
 enum sl_core_msg {
         SL_MSG_BUF_RETURN = SL_MSG_CORE, /* a.ptr[0] = chain head, u32 = count */
         SL_MSG_SHUTDOWN,                 /* control -> worker */
-        SL_MSG_RELOAD, /* control -> worker request: a.ptr[0] = const struct ctl_config* */
-        SL_MSG_PING,   /* request; the reply proves the ring round trip */
+        SL_MSG_RELOAD,    /* control -> worker request: a.ptr[0] = const struct ctl_config* */
+        SL_MSG_PING,      /* request; the reply proves the ring round trip */
+        SL_MSG_NET_FRAME, /* dpdk: a.ptr[0] = a received frame for the owner of its flow */
 };
 
 struct sl_worker_stats {

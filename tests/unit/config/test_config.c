@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "ctl_config.h"
+#include "sl_build.h"
 
 #define ERR_LEN 512
 
@@ -1032,6 +1033,209 @@ static void test_deploy_sluice_test_conf(void **state)
         free(warnings);
 }
 
+/* ---- [dpdk] and [net] mode ---------------------------------------- */
+
+/* mode = dpdk validates only in a build with DPDK; elsewhere it must fail
+ * with that reason, whatever else is right or wrong. */
+#define DPDK_MODE_MESSAGE(with_dpdk) (SL_HAVE_DPDK ? (with_dpdk) : "this build has no DPDK support")
+#define DPDK_MODE_RC                 (SL_HAVE_DPDK ? 0 : -EINVAL)
+
+static const char dpdk_tap[] = "[net]\n"
+                               "mode = dpdk\n"
+                               "[cores]\n"
+                               "worker_count = 2\n"
+                               "[dpdk]\n"
+                               "eal_args = --no-shconf --no-telemetry --log-level=lib.eal:warning\n"
+                               "file_prefix = sl-test\n"
+                               "hugepages = false\n"
+                               "memory_mb = 256\n"
+                               "ports = net_tap0,iface=sl0 0000:03:00.1\n"
+                               "addresses = 10.9.0.2/24 192.0.2.10/30\n"
+                               "gateway = 10.9.0.1\n"
+                               "rx_descriptors = 512\n"
+                               "tx_descriptors = 2048\n"
+                               "mbufs = 4095\n"
+                               "syn_backlog = 64\n"
+                               "tcp_buffer_bytes = 128k\n";
+
+static void test_dpdk_keys_parsed(void **state)
+{
+        (void)state;
+        struct ctl_config cfg;
+        assert_int_equal(load(&cfg, dpdk_tap), 0);
+        assert_int_equal(cfg.mode, CTL_MODE_DPDK);
+        assert_string_equal(cfg.dpdk_file_prefix, "sl-test");
+        assert_int_equal(cfg.dpdk_hugepages, 0);
+        assert_int_equal(cfg.dpdk_memory_mb, 256);
+        assert_int_equal(cfg.dpdk_rx_descriptors, 512);
+        assert_int_equal(cfg.dpdk_tx_descriptors, 2048);
+        assert_int_equal(cfg.dpdk_mbufs, 4095);
+        assert_int_equal(cfg.dpdk_syn_backlog, 64);
+        assert_int_equal(cfg.dpdk_tcp_buffer_bytes, 128 * 1024);
+
+        struct ctl_dpdk_port ports[CTL_DPDK_PORTS_MAX];
+        assert_int_equal(ctl_dpdk_ports_parse(&cfg, ports, err, sizeof(err)), 2);
+        assert_true(ports[0].is_vdev);
+        assert_string_equal(ports[0].dev, "net_tap0,iface=sl0");
+        assert_int_equal(ports[0].ip, 0x0a090002);
+        assert_int_equal(ports[0].prefix_len, 24);
+        assert_false(ports[1].is_vdev);
+        assert_string_equal(ports[1].dev, "0000:03:00.1");
+        assert_int_equal(ports[1].prefix_len, 30);
+        assert_round_trip(&cfg);
+
+        /* [server] mode, the older spelling, still works */
+        assert_int_equal(load(&cfg, "[server]\nmode = dpdk\n"), 0);
+        assert_int_equal(cfg.mode, CTL_MODE_DPDK);
+        load_fails_with("[net]\nmode = xdp\n",
+                        "t.conf:2: [net] mode: expected kernel|dpdk, got \"xdp\"");
+}
+
+static void test_dpdk_eal_argv(void **state)
+{
+        (void)state;
+        struct ctl_config cfg;
+        assert_int_equal(load(&cfg, dpdk_tap), 0);
+        cfg.worker_cores[0] = 0;
+        cfg.worker_cores[1] = 1;
+        struct ctl_dpdk_port ports[CTL_DPDK_PORTS_MAX];
+        int n = ctl_dpdk_ports_parse(&cfg, ports, err, sizeof(err));
+        char buf[1024], line[1024] = "";
+        char *argv[32];
+        int argc = ctl_dpdk_eal_argv(&cfg, ports, n, buf, sizeof(buf), argv, 32);
+        assert_true(argc > 0);
+        assert_null(argv[argc]);
+        for (int i = 0; i < argc; i++) {
+                strcat(line, argv[i]);
+                strcat(line, i + 1 < argc ? " " : "");
+        }
+        assert_string_equal(line, "sluiced --lcores=0@0 --file-prefix=sl-test --no-huge -m 256 "
+                                  "--vdev=net_tap0,iface=sl0 --allow=0000:03:00.1 --no-shconf "
+                                  "--no-telemetry --log-level=lib.eal:warning");
+
+        /* only vdevs: the EAL must not probe the machine's PCI NICs */
+        assert_int_equal(load(&cfg, "[dpdk]\nports = net_tap0\naddresses = 10.0.0.1/8\n"), 0);
+        n = ctl_dpdk_ports_parse(&cfg, ports, err, sizeof(err));
+        assert_int_equal(n, 1);
+        argc = ctl_dpdk_eal_argv(&cfg, ports, n, buf, sizeof(buf), argv, 32);
+        assert_true(argc > 0);
+        assert_string_equal(argv[argc - 1], "--no-pci");
+        assert_int_equal(ctl_dpdk_eal_argv(&cfg, ports, n, buf, 16, argv, 32), -E2BIG);
+        assert_int_equal(ctl_dpdk_eal_argv(&cfg, ports, n, buf, sizeof(buf), argv, 3), -E2BIG);
+}
+
+static void test_dpdk_validate_errors(void **state)
+{
+        (void)state;
+        struct ctl_config cfg;
+        char *warnings = NULL;
+
+        /* dpdk without ports is an error, never a silent kernel fallback */
+        assert_int_equal(load(&cfg, "[net]\nmode = dpdk\n"), 0);
+        assert_int_equal(validate(&cfg, &warnings), -EINVAL);
+        assert_contains(err, DPDK_MODE_MESSAGE("mode = dpdk needs [dpdk] ports"));
+        free(warnings);
+
+        const struct {
+                const char *text, *message;
+        } bad[] = {
+            {"[dpdk]\nports = eth0\naddresses = 10.0.0.1/24\n", "\"eth0\" is neither a PCI"},
+            {"[dpdk]\nports = 03:00.9\naddresses = 10.0.0.1/24\n", "\"03:00.9\" is neither"},
+            {"[dpdk]\nports = net_\naddresses = 10.0.0.1/24\n", "\"net_\" is neither"},
+            {"[dpdk]\nports = net_tap0 net_tap1\naddresses = 10.0.0.1/24\n",
+             "1 address(es) for 2 port(s)"},
+            {"[dpdk]\nports = net_tap0\naddresses = 10.0.0.1/24 10.0.0.2/24\n",
+             "more addresses than ports"},
+            {"[dpdk]\nports = net_tap0\naddresses = 10.0.0.1\n", "expected IPv4/prefix"},
+            {"[dpdk]\nports = net_tap0\naddresses = 10.0.0.1/33\n", "expected IPv4/prefix"},
+            {"[dpdk]\nports = net_tap0\naddresses = 10.0.0.1/24\ngateway = nope\n",
+             "[dpdk] gateway: expected an IPv4 address"},
+            {"[dpdk]\nports = net_a net_b net_c net_d net_e\n", "more than 4 ports"},
+            {"[net]\nmode = dpdk\n[listeners]\nnats = 127.0.0.1:0\n[dpdk]\nports = net_tap0\n"
+             "addresses = 10.0.0.1/24\n",
+             DPDK_MODE_MESSAGE("[listeners] nats: mode = dpdk needs a fixed port")},
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                assert_int_equal(load(&cfg, bad[i].text), 0);
+                assert_int_equal(validate(&cfg, &warnings), -EINVAL);
+                assert_contains(err, bad[i].message);
+                free(warnings);
+        }
+        /* the working tap setup validates */
+        assert_int_equal(load(&cfg, dpdk_tap), 0);
+        assert_int_equal(validate(&cfg, &warnings), DPDK_MODE_RC);
+        free(warnings);
+
+        /* limits at their boundaries */
+        assert_int_equal(load(&cfg, "[dpdk]\nrx_descriptors = 64\nmbufs = 1024\n"), 0);
+        load_fails_starting("[dpdk]\nrx_descriptors = 32\n", "t.conf:2: [dpdk] rx_descriptors");
+        load_fails_starting("[dpdk]\nrx_descriptors = 1000\n", "t.conf:2: [dpdk] rx_descriptors");
+        load_fails_starting("[dpdk]\nmbufs = 1023\n", "t.conf:2: [dpdk] mbufs");
+        load_fails_starting("[dpdk]\nhugepages = maybe\n", "t.conf:2: [dpdk] hugepages");
+        /* inih would cut a value at " ;": refuse it rather than start with
+         * half the EAL arguments */
+        load_fails_starting("[dpdk]\neal_args = --a;b\n", "t.conf:2: [dpdk] eal_args");
+}
+
+static void test_dpdk_check_plan(void **state)
+{
+        (void)state;
+        struct ctl_config cfg;
+        assert_int_equal(load(&cfg, dpdk_tap), 0);
+        char *text = print_to_string(&cfg);
+        assert_contains(text, "# dpdk plan (mode = dpdk");
+        assert_contains(text, "#   memory: --no-huge, 256 MiB");
+        assert_contains(text, "#   port 0: vdev net_tap0,iface=sl0, 10.9.0.2/24");
+        assert_contains(text, "#   port 1: PCI 0000:03:00.1, 192.0.2.10/30, ");
+        assert_contains(text, "#   worker 0: ");
+        assert_contains(text, "polls rx/tx queue 1 of port 0");
+        assert_contains(text, "only port 0 is polled yet");
+        assert_contains(text, "#   eal: --lcores=");
+        free(text);
+
+        /* hugepage mode reports what the kernel has free */
+        assert_int_equal(load(&cfg, "[net]\nmode = dpdk\n[dpdk]\nports = net_tap0\n"
+                                    "addresses = 10.0.0.2/24\n"),
+                         0);
+        text = print_to_string(&cfg);
+        assert_true(strstr(text, "#   hugepages: ") != NULL);
+        free(text);
+
+        /* kernel mode without ports prints no dpdk plan */
+        ctl_config_defaults(&cfg);
+        text = print_to_string(&cfg);
+        assert_null(strstr(text, "dpdk plan"));
+        free(text);
+}
+
+/* The dpdk examples in deploy/ parse, and the tap one validates here. */
+static void test_deploy_dpdk_examples(void **state)
+{
+        (void)state;
+        char path[1024];
+        if (!deploy_path("sluice-dpdk-tap.conf", path, sizeof(path)))
+                skip();
+        struct ctl_config cfg;
+        struct ctl_dpdk_port ports[CTL_DPDK_PORTS_MAX];
+        char *warnings = NULL;
+        ctl_config_defaults(&cfg);
+        if (ctl_config_load(&cfg, path, err, sizeof(err)) != 0)
+                fail_msg("%s", err);
+        assert_int_equal(cfg.mode, CTL_MODE_DPDK);
+        assert_int_equal(validate(&cfg, &warnings), DPDK_MODE_RC);
+        free(warnings);
+        assert_int_equal(ctl_dpdk_ports_parse(&cfg, ports, err, sizeof(err)), 1);
+        assert_true(ports[0].is_vdev);
+
+        deploy_path("sluice-dpdk-2port.conf", path, sizeof(path));
+        ctl_config_defaults(&cfg);
+        if (ctl_config_load(&cfg, path, err, sizeof(err)) != 0)
+                fail_msg("%s", err);
+        assert_int_equal(ctl_dpdk_ports_parse(&cfg, ports, err, sizeof(err)), 2);
+        assert_false(ports[1].is_vdev);
+        assert_int_equal(cfg.dpdk_hugepages, 1);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -1072,6 +1276,11 @@ int main(void)
             cmocka_unit_test(test_reload_refused),
             cmocka_unit_test(test_deploy_sluice_conf_is_the_defaults),
             cmocka_unit_test(test_deploy_sluice_test_conf),
+            cmocka_unit_test(test_dpdk_keys_parsed),
+            cmocka_unit_test(test_dpdk_eal_argv),
+            cmocka_unit_test(test_dpdk_validate_errors),
+            cmocka_unit_test(test_dpdk_check_plan),
+            cmocka_unit_test(test_deploy_dpdk_examples),
         };
         return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

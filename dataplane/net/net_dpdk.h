@@ -1,0 +1,37 @@
+/* The DPDK backend's process-wide side, called by sluiced's control thread:
+ * EAL and ports up before the workers start, down after they stopped.
+ * Declared whether or not the build has DPDK; defined only when it has. */
+#ifndef NET_DPDK_H
+#define NET_DPDK_H
+
+#include <stddef.h>
+
+#include "ctl_config.h"
+#include "sl_conn.h"
+
+struct sl_net_ops;
+
+/* Initialises the EAL from [dpdk] and configures and starts every port
+ * (one queue pair each). 0, or -errno with a message naming the port or
+ * key at fault: sluiced then refuses to start. */
+int net_dpdk_setup(const struct ctl_config *cfg, char *err, size_t err_len);
+void net_dpdk_teardown(void);
+
+extern const struct sl_net_ops net_dpdk_ops;
+
+struct sl_worker;
+struct sl_msg;
+
+/* The worker that owns a TCP flow: a pure function of the 4-tuple, so any
+ * worker can tell where a segment must go. */
+uint16_t net_dpdk_flow_owner(uint32_t peer_ip, uint16_t peer_port, uint16_t local_port,
+                             uint16_t nworkers);
+/* SL_MSG_NET_FRAME: a frame another worker received for one of ours
+ * (a.ptr[0] = the mbuf, consumed). */
+void net_dpdk_frame_msg(struct sl_worker *w, const struct sl_msg *msg);
+
+/* Control thread: worker w's stack counters for /metrics (published by
+ * the worker about every 100 ms). */
+void net_dpdk_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx);
+
+#endif

@@ -1,0 +1,147 @@
+/* A userspace TCP/IP stack for one worker: Ethernet frames in, Ethernet
+ * frames out, a server's TCP in between. One instance per worker core and
+ * no global state, so workers never share it (DESIGN.md: the per-core stack
+ * of the DPDK mode). It knows nothing of DPDK: a driver hands it received
+ * frames (tcp_stack_input) and takes the frames it emits (xmit), which is
+ * also how the unit tests and the fuzzer drive it.
+ *
+ * Time is the caller's: every entry point takes now_ms from a monotonic
+ * clock. Nothing allocates after tcp_stack_create. */
+#ifndef TCP_STACK_H
+#define TCP_STACK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct tcp_stack;
+struct tcp_conn;
+
+#define TCP_LISTEN_PORTS_MAX 8
+
+struct tcp_stack_config {
+        uint8_t mac[6];
+        uint32_t ip; /* host byte order */
+        uint8_t prefix_len;
+        uint16_t mtu; /* IP MTU of the port, 576..9000 */
+
+        uint32_t conns_max;       /* every state counts, TIME_WAIT included */
+        uint32_t syn_backlog_max; /* SYN_RECEIVED at once; beyond it, SYN cookies */
+        uint32_t buf_bytes;       /* receive and send ring per connection, power of two */
+
+        uint32_t rto_min_ms, rto_max_ms, rto_initial_ms;
+        uint32_t retries_max; /* RTO expiries in a row before the connection is dropped */
+        uint32_t delack_ms;
+        uint32_t time_wait_ms;
+        uint32_t keepalive_idle_ms; /* 0: no keepalive */
+        uint32_t keepalive_interval_ms;
+        uint32_t keepalive_probes;
+        uint64_t isn_secret; /* RFC 6528: initial sequence numbers are not guessable */
+
+        /* The driver fills IPv4 and TCP checksums (the stack leaves the
+         * pseudo-header sum in the TCP field, as DPDK's offload expects). */
+        bool tx_csum_offload;
+
+        /* Emits one frame; the stack keeps ownership of frame (the driver
+         * copies it). <0 counts as a drop: retransmission recovers. */
+        int (*xmit)(void *drv, const uint8_t *frame, uint32_t len, bool csum_offload);
+        void *drv;
+
+        /* Upcalls to the connection's user; all run inside stack calls. */
+        void *user;
+        /* A handshake completed on a listening port. Non-zero refuses: the
+         * peer gets a RST. */
+        int (*accepted)(void *user, struct tcp_conn *c);
+        /* In-order bytes (or the peer's FIN) are ready: tcp_conn_rx_peek. */
+        void (*readable)(void *user, struct tcp_conn *c);
+        /* The peer acknowledged bytes: send room grew. */
+        void (*writable)(void *user, struct tcp_conn *c);
+        /* The connection died while attached (reset, retransmissions or
+         * keepalive exhausted): err is -ECONNRESET or -ETIMEDOUT. c is
+         * invalid afterwards. */
+        void (*closed)(void *user, struct tcp_conn *c, int err);
+};
+
+/* Counters, written by the owning worker only. */
+struct tcp_stack_stats {
+        uint64_t rx_frames, tx_frames, tx_dropped;
+        uint64_t eth_dropped; /* not for us, unknown ethertype, runt */
+        uint64_t arp_replies, arp_learned;
+        uint64_t ip_bad; /* header or checksum */
+        uint64_t ip_fragments_dropped;
+        uint64_t ip_not_ours; /* another destination or an unknown protocol */
+        uint64_t icmp_echo_replies;
+        uint64_t tcp_bad;                                /* header or checksum */
+        uint64_t syn_cookies_sent, syn_cookies_accepted; /* SYN queue full: stateless */
+        uint64_t conn_pool_dropped;
+        uint64_t conns_accepted, conns_refused;
+        uint64_t rst_sent, rst_received;
+        uint64_t retransmits, fast_retransmits, rto_expiries;
+        uint64_t ooo_segments, out_of_window;
+        uint64_t keepalive_probes, timeouts;
+};
+
+/* Carves every pool from cfg; NULL on a bad config or no memory. */
+struct tcp_stack *tcp_stack_create(const struct tcp_stack_config *cfg);
+void tcp_stack_destroy(struct tcp_stack *s);
+
+/* Accept connections to port. 0, -EEXIST, -ENOSPC. */
+int tcp_stack_listen(struct tcp_stack *s, uint16_t port);
+
+/* Sends one gratuitous ARP so neighbours learn (or update) our MAC. */
+void tcp_stack_announce(struct tcp_stack *s, uint64_t now_ms);
+
+/* One received frame, borrowed for the call. csum_ok: the NIC verified the
+ * IPv4 and TCP checksums. */
+void tcp_stack_input(struct tcp_stack *s, const uint8_t *frame, uint32_t len, bool csum_ok,
+                     uint64_t now_ms);
+
+/* Retransmission, delayed-ACK, keepalive and TIME_WAIT timers. Cheap when
+ * nothing is due; call every loop iteration. */
+void tcp_stack_timers(struct tcp_stack *s, uint64_t now_ms);
+
+const struct tcp_stack_stats *tcp_stack_stats(const struct tcp_stack *s);
+uint32_t tcp_stack_conns_in_use(const struct tcp_stack *s);
+
+/* The MAC the neighbour table holds for ip (host order); false if none. */
+bool tcp_stack_neighbour(const struct tcp_stack *s, uint32_t ip, uint8_t mac[6]);
+
+/* ---- one connection ---- */
+
+/* Connections are numbered 0..conns_max-1 for the life of the stack: a
+ * small handle a user can keep instead of the pointer. NULL when that slot
+ * holds no connection. */
+struct tcp_conn *tcp_stack_conn(struct tcp_stack *s, uint32_t index);
+uint32_t tcp_conn_index(const struct tcp_conn *c);
+
+void tcp_conn_user_set(struct tcp_conn *c, void *user);
+void *tcp_conn_user(const struct tcp_conn *c);
+uint32_t tcp_conn_peer_ip(const struct tcp_conn *c); /* host order */
+uint16_t tcp_conn_peer_port(const struct tcp_conn *c);
+uint16_t tcp_conn_local_port(const struct tcp_conn *c);
+
+/* Contiguous received bytes at the read position (lent until the next
+ * consume); 0 when none. */
+uint32_t tcp_conn_rx_peek(const struct tcp_conn *c, const uint8_t **p);
+/* Frees n read bytes; may send a window update. */
+void tcp_conn_rx_consume(struct tcp_stack *s, struct tcp_conn *c, uint32_t n, uint64_t now_ms);
+/* The peer sent FIN and every byte before it was read. */
+bool tcp_conn_rx_eof(const struct tcp_conn *c);
+
+/* Bytes tcp_conn_send would take now. */
+uint32_t tcp_conn_tx_room(const struct tcp_conn *c);
+/* Copies up to n bytes into the send ring and transmits what the windows
+ * allow. Returns bytes taken (0 when the ring is full or the connection no
+ * longer sends). */
+uint32_t tcp_conn_send(struct tcp_stack *s, struct tcp_conn *c, const void *p, uint32_t n,
+                       uint64_t now_ms);
+/* Bytes sent and not yet acknowledged, plus bytes not yet sent. */
+uint32_t tcp_conn_tx_queued(const struct tcp_conn *c);
+
+/* Detaches the user (no upcall after this) and closes gracefully: queued
+ * bytes are still delivered, then FIN; the stack frees the connection
+ * itself after TIME_WAIT or LAST_ACK. */
+void tcp_conn_close(struct tcp_stack *s, struct tcp_conn *c, uint64_t now_ms);
+/* Detaches the user, sends RST, frees at once. */
+void tcp_conn_abort(struct tcp_stack *s, struct tcp_conn *c);
+
+#endif
