@@ -176,7 +176,9 @@ func ttlScenario() {
 	defer owner.Close()
 	defer user.Close()
 	och := channel(owner)
-	declareArgs(och, "go.qttl", false, amqp.Table{"x-message-ttl": int32(100)})
+	// long enough that a loaded machine still sees the message before it
+	// expires (the check that it was queued at all)
+	declareArgs(och, "go.qttl", false, amqp.Table{"x-message-ttl": int32(800)})
 	declare(och, "go.mttl")
 	uch := confirming(channel(user))
 	publishWith(uch, "", "go.qttl", amqp.Publishing{Body: []byte("short-lived")})
@@ -265,8 +267,8 @@ func delayedExchange() {
 	must(och.QueueBind("go.delayed", "k", "go.delay", false, nil))
 	uch := confirming(channel(user))
 	start := time.Now()
-	publishWith(uch, "go.delay", "k", amqp.Publishing{Body: []byte("late"), Headers: amqp.Table{"x-delay": int32(600)}})
-	publishWith(uch, "go.delay", "k", amqp.Publishing{Body: []byte("early"), Headers: amqp.Table{"x-delay": int64(150)}})
+	publishWith(uch, "go.delay", "k", amqp.Publishing{Body: []byte("late"), Headers: amqp.Table{"x-delay": int32(900)}})
+	publishWith(uch, "go.delay", "k", amqp.Publishing{Body: []byte("early"), Headers: amqp.Table{"x-delay": int64(400)}})
 	publishWith(uch, "go.delay", "k", amqp.Publishing{Body: []byte("now")})
 	publishWith(uch, "go.delay", "other", amqp.Publishing{Body: []byte("unrouted"), Headers: amqp.Table{"x-delay": int32(10)}})
 	check(ready(uch, "go.delayed") == 1, "only the undelayed message is routed at once")
@@ -275,7 +277,7 @@ func delayedExchange() {
 	for _, want := range []struct {
 		body string
 		min  time.Duration
-	}{{"now", 0}, {"early", 150 * time.Millisecond}, {"late", 600 * time.Millisecond}} {
+	}{{"now", 0}, {"early", 400 * time.Millisecond}, {"late", 900 * time.Millisecond}} {
 		m := next(d, "delayed delivery")
 		check(string(m.Body) == want.body, "delayed order: got %q, want %q", m.Body, want.body)
 		check(time.Since(start) >= want.min, "%q arrived after %v, before its delay", m.Body, time.Since(start))
