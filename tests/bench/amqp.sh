@@ -41,6 +41,13 @@ command -v jq >/dev/null || { echo "amqp.sh: needs jq" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "amqp.sh: run as root (rabbitmq-server runs as root here)" >&2; exit 1; }
 
 [ -d "$build" ] || meson setup "$build" "$src" >/dev/null
+# A build dir set up from another tree (a sibling worktree, /work/main) would
+# benchmark that tree's code under this tree's commit.
+built_from=$(jq -r .directories.source "$build/meson-info/meson-info.json")
+[ "$(realpath "$built_from")" = "$src" ] || {
+	echo "amqp.sh: $build builds $built_from, not $src: set BUILD_DIR" >&2
+	exit 1
+}
 ninja -C "$build" control/sluiced tools/sluice-bench >/dev/null
 bench=$build/tools/sluice-bench
 sluiced=$build/control/sluiced
