@@ -23,7 +23,7 @@ GO_SCENARIOS = ["declare_bind", "exchange_types", "publish_consume_ack", "nack_r
                 "close", "tx", "frame_max_4096", "cancel_notify", "exclusive", "recover", "many_channels",
                 "exchange_admin",
                 # the queue features (clients/amqpgo/features.go)
-                "dlx_x_death", "ttl", "max_length", "priority", "delayed_exchange", "headers_exchange"]
+                "dlx_x_death", "dlx_reject_cycle", "ttl", "max_length", "priority", "delayed_exchange", "headers_exchange"]
 WORKERS = 2
 
 

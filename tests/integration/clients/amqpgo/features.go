@@ -20,6 +20,7 @@ import (
 var featureScenarios = map[string]func(){
 	"dlx_x_death":      dlxXDeath,
 	"dlx_x_death_time": dlxXDeathTime,
+	"dlx_reject_cycle": dlxRejectCycle,
 	"ttl":              ttlScenario,
 	"max_length":       maxLength,
 	"priority":         priorityScenario,
@@ -167,6 +168,44 @@ func dlxXDeathTime() {
 	when, _ := deaths[0].(amqp.Table)["time"].(time.Time)
 	check(time.Since(when) < time.Hour && time.Until(when) < time.Minute,
 		"x-death time %v is not the time of death (now %v)", when, time.Now())
+}
+
+// dlxRejectCycle: two queues dead-lettering into each other, every death a
+// rejection (so not a cycle the broker drops): x-death keeps one entry per
+// queue and reason, most recent first, counting the deaths.
+func dlxRejectCycle() {
+	owner, user := dial(), dial()
+	defer owner.Close()
+	defer user.Close()
+	och := confirming(channel(owner))
+	declareArgs(och, "go.ping", false, amqp.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "go.pong"})
+	uch := confirming(channel(user))
+	declareArgs(uch, "go.pong", false, amqp.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "go.ping"})
+	publishWith(uch, "", "go.ping", amqp.Publishing{Body: []byte("ball")})
+	var m amqp.Delivery
+	// two rounds: rejected in ping, pong, ping, pong, then back in ping
+	for i, q := range []string{"go.ping", "go.pong", "go.ping", "go.pong", "go.ping"} {
+		waitFor(func() bool {
+			var ok bool
+			var err error
+			m, ok, err = uch.Get(q, false)
+			must(err)
+			return ok
+		}, "the message in "+q)
+		if i < 4 {
+			must(m.Reject(false))
+		}
+	}
+	deaths, ok := m.Headers["x-death"].([]interface{})
+	check(ok && len(deaths) == 2, "x-death after two rounds %#v", m.Headers["x-death"])
+	for i, want := range []string{"go.pong", "go.ping"} {
+		d := deaths[i].(amqp.Table)
+		count, _ := asInt64(d["count"])
+		check(d["queue"] == want && d["reason"] == "rejected" && count == 2,
+			"x-death[%d] = %v (want queue %s, rejected, count 2)", i, d, want)
+	}
+	check(m.Headers["x-first-death-queue"] == "go.ping", "x-first-death-queue %v", m.Headers["x-first-death-queue"])
+	must(m.Ack(false))
 }
 
 // ttlScenario: per-queue and per-message TTL; an expired message is never
