@@ -8,11 +8,10 @@
 # below), SIZES, MODES, FANOUT (4),
 # INFLIGHT (confirm window, 1000), PREFETCH (256), MAX_BYTES (per confirm run).
 #
-# sluiced runs ONE worker: its AMQP queues live on the worker of the
-# connection that declared them until they can cross workers. It keeps AMQP
-# messages in memory only (durability is being built on another branch), so
-# its "persistent" confirm numbers are in-memory numbers; RabbitMQ fsyncs
-# persistent messages in durable queues before confirming them.
+# sluiced runs at its defaults: one worker per CPU it may run on (2 here when
+# unpinned, 1 when the "one" layout pins it to CPU 0), its data dir on the
+# root disk, persistent messages in durable queues fsynced before their
+# confirm, as RabbitMQ does.
 #
 # rabbitmq-server is started here as root from /usr/lib/rabbitmq/bin (not the
 # /usr/sbin wrapper, which switches to the rabbitmq user and the system node)
@@ -42,6 +41,13 @@ command -v jq >/dev/null || { echo "amqp.sh: needs jq" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "amqp.sh: run as root (rabbitmq-server runs as root here)" >&2; exit 1; }
 
 [ -d "$build" ] || meson setup "$build" "$src" >/dev/null
+# A build dir set up from another tree (a sibling worktree, /work/main) would
+# benchmark that tree's code under this tree's commit.
+built_from=$(jq -r .directories.source "$build/meson-info/meson-info.json")
+[ "$(realpath "$built_from")" = "$src" ] || {
+	echo "amqp.sh: $build builds $built_from, not $src: set BUILD_DIR" >&2
+	exit 1
+}
 ninja -C "$build" control/sluiced tools/sluice-bench >/dev/null
 bench=$build/tools/sluice-bench
 sluiced=$build/control/sluiced
@@ -93,9 +99,10 @@ free_port() {
 
 # Ways to share the 2 vCPUs (CONFIGS, default "one two"):
 #   one: each broker (every thread) pinned to CPU 0, sluice-bench to CPU 1;
-#        the Erlang VM then runs one scheduler, like sluiced's one worker
-#   two: nothing pinned: RabbitMQ's VM runs a scheduler per vCPU (its
-#        default), sluiced still one worker; sluice-bench shares the CPUs
+#        the Erlang VM then runs one scheduler, sluiced one worker (its
+#        default sizes workers from the CPUs it may run on)
+#   two: nothing pinned: RabbitMQ's VM runs a scheduler per vCPU and sluiced
+#        a worker per vCPU (both defaults); sluice-bench shares the CPUs
 configs=${CONFIGS:-"one two"}
 [ "$ncpu" -ge 2 ] || configs="two"
 pin_broker="" pin_bench=""
@@ -112,8 +119,6 @@ start_sluiced() {
 	cat >"$tmp/sluiced/sluiced.conf" <<EOF
 [server]
 data_dir = $tmp/sluiced/data
-[cores]
-worker_count = 1
 [listeners]
 nats = off
 amqp = 127.0.0.1:0

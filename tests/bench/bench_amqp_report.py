@@ -7,10 +7,10 @@ import os
 import sys
 
 CONFIGS = {
-    "one": "1 core each: the broker (every thread; for RabbitMQ the Erlang VM, which then runs "
-           "one scheduler) pinned to CPU 0, sluice-bench pinned to CPU 1",
-    "two": "nothing pinned: RabbitMQ as installed (one scheduler per vCPU, so 2), sluiced still "
-           "one worker, sluice-bench on the same 2 vCPUs",
+    "one": "1 core each: the broker (every thread; the Erlang VM then runs one scheduler, "
+           "sluiced one worker) pinned to CPU 0, sluice-bench pinned to CPU 1",
+    "two": "nothing pinned: both brokers as installed (RabbitMQ one scheduler per vCPU, sluiced "
+           "one worker per vCPU, so 2 each), sluice-bench on the same 2 vCPUs",
 }
 MODE_TEXT = {
     "confirm": "persistent publish, confirms",
@@ -108,13 +108,12 @@ def section(rows):
            f"(the machine is shared with other builds: treat ratios as indicative).", "",
            "```", env("CMD", "tests/bench/amqp.sh"), "```", "",
            "How the runs are set up:",
-           "- **sluiced runs one worker** (`worker_count = 1`): its AMQP queues still live on "
-           "the worker of the connection that declared them.",
-           "- **sluiced's \"persistent\" rows are in memory**: AMQP durability is being built on "
-           "another branch, so sluiced confirms a persistent message once it is routed to the "
-           "(memory-only) durable queue. RabbitMQ fsyncs persistent messages in durable queues "
-           "before confirming them. Until sluiced persists, the confirm rows compare unlike "
-           "things and say nothing about the 10x target.",
+           "- **sluiced runs at its defaults**: one worker per CPU it may run on (2 in the "
+           "unpinned layout, 1 when pinned to CPU 0), queues on any worker (a publish crosses "
+           "to the queue's worker when they differ), data dir on the root disk (ext4).",
+           "- **Both brokers persist**: sluiced appends each persistent message to its durable "
+           "queue's log and confirms it only after the group-committed fdatasync that covers "
+           "it; RabbitMQ fsyncs persistent messages in durable queues before confirming them.",
            "- RabbitMQ runs as root under a temp dir on the root disk (ext4), default "
            "settings, classic queues. Each CPU layout below starts both brokers afresh.",
            f"- Each row is the best of {env('REPEAT', '?')} runs of {env('SECS', '?')} s "
@@ -123,7 +122,7 @@ def section(rows):
            f"consumes, at most {env('INFLIGHT', '?')} unconfirmed, at most "
            f"{int(env('MAX_BYTES', '0')) >> 20} MiB per run; msgs/s counts confirmed messages; "
            "latency is from the write() that sent a message to the confirm that covered it "
-           "(RabbitMQ coalesces confirms with multiple=1; sluiced acks each one).",
+           "(both brokers coalesce confirms with multiple=1).",
            f"- consume, manual acks: one publisher, one consumer with prefetch "
            f"{env('PREFETCH', '?')} acking with one basic.ack multiple=1 per read; transient "
            "messages. transient pub -> consume: the same with a no-ack consumer. fan-out: a "
