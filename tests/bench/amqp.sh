@@ -2,7 +2,7 @@
 # AMQP 0-9-1 benchmark (issue 7): the same sluice-bench workloads against
 # sluiced and rabbitmq-server on this machine in one run; writes the `## AMQP`
 # section of tests/bench/RESULTS.md. Not a test: numbers never fail anything.
-#   tests/bench/amqp.sh [SECONDS_PER_RUN]   (default 1; BUILD_DIR=/tmp/build-bench)
+#   tests/bench/amqp.sh [SECONDS_PER_RUN]   (default 1; BUILD_DIR=build-bench in the tree)
 # Each run is repeated REPEAT times (default 2, best kept: other work on a
 # shared machine only ever slows a run down). Env: CONFIGS ("one two", see
 # below), SIZES, MODES, FANOUT (4),
@@ -20,7 +20,7 @@
 # the end. A system-wide instance, if any, is never touched.
 set -eu
 src=$(cd "$(dirname "$0")/../.." && pwd)
-build=${BUILD_DIR:-/tmp/build-bench}
+build=${BUILD_DIR:-$src/build-bench}
 secs=${1:-1}
 repeat=${REPEAT:-2}
 sizes=${SIZES:-"16 128 1024 16384"}

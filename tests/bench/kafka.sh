@@ -6,14 +6,14 @@
 # durability (the default) for 100 B, 1 KiB and 16 KiB records, plus
 # end-to-end latency with the consumer's connection on the other worker.
 # Prints the `## Kafka` markdown for tests/bench/RESULTS.md on stdout.
-#   tests/bench/kafka.sh [MIB_PER_RUN]   (default 256; BUILD_DIR=/tmp/build-bench,
+#   tests/bench/kafka.sh [MIB_PER_RUN]   (default 256; BUILD_DIR=build-bench in the tree,
 #                                         DATA_PARENT=/var/tmp: must be a disk, not tmpfs)
 # Each size gets a fresh sluiced (2 workers, topics with 2 partitions: one per
 # worker) and data dir, removed afterwards; only processes started here are
 # stopped. Not a test: numbers never fail anything.
 set -eu
 src=$(cd "$(dirname "$0")/../.." && pwd)
-build=${BUILD_DIR:-/tmp/build-bench}
+build=${BUILD_DIR:-$src/build-bench}
 mib=${1:-256}
 sizes=${SIZES:-"100 1024 16384"}
 conns=${CONNS:-2}

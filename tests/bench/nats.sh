@@ -2,13 +2,13 @@
 # NATS benchmark (issue 3): the same sluice-bench workloads against sluiced and
 # nats-server on this machine in one run; writes the `## NATS` section of
 # tests/bench/RESULTS.md. Not a test: numbers never fail anything.
-#   tests/bench/nats.sh [SECONDS_PER_RUN]   (default 1; BUILD_DIR=/tmp/build-bench)
+#   tests/bench/nats.sh [SECONDS_PER_RUN]   (default 1; BUILD_DIR=build-bench in the tree)
 # Throughput runs are repeated REPEAT times (default 2, best kept: other work on
 # a shared machine only ever slows a run down); reqrep runs RR_SECS (default 2).
 # Brokers run on free ports with temp dirs; only the ones started here are stopped.
 set -eu
 src=$(cd "$(dirname "$0")/../.." && pwd)
-build=${BUILD_DIR:-/tmp/build-bench}
+build=${BUILD_DIR:-$src/build-bench}
 secs=${1:-1}
 repeat=${REPEAT:-2}
 rr_secs=${RR_SECS:-2}

@@ -7,7 +7,7 @@
 # PARTITIONS 0 skips it).
 set -eu
 src=$(cd "$(dirname "$0")/../.." && pwd)
-build=${BUILD_DIR:-/tmp/build-storage}
+build=${BUILD_DIR:-$src/build-bench}
 dir=${1:-/var/tmp/sluice-bench-$$}
 secs=${2:-1}
 parts=${3:-1000}
