@@ -669,11 +669,17 @@ static void offset_commit(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struc
         int32_t gen =
             kafka_val_get_int32(rq, KAFKA_OFFSET_COMMIT_REQ_GENERATION_ID_OR_MEMBER_EPOCH);
         int16_t gerr = 0;
-        if (gen >= 0 && g && g->members) {
+        /* Generation -1 is a consumer outside any group (assign(), not
+         * subscribe()): fine while the group has no members, as in Kafka.
+         * While it has some, every commit must come from a current member
+         * of the current generation: anything else is a client that lost
+         * its partitions, and its offsets would move their new owner's
+         * committed position back. */
+        if (g && g->members) {
                 struct member *m;
                 gerr = member_check(g, kafka_val_get_str(rq, KAFKA_OFFSET_COMMIT_REQ_MEMBER_ID),
                                     gen, &m);
-        } else if (gen >= 0 && (!g || !g->members)) {
+        } else if (gen >= 0) {
                 gerr = GERR_UNKNOWN_MEMBER;
         }
         char group[ID_MAX];

@@ -702,6 +702,14 @@ def test_member_ids_unique_across_restart_and_old_ones_rejected(make_sluiced):
     # id rather than making it the newcomer (or a second member of that id).
     assert join_group_v4(c, 15, b"g", old_id)[0] == 25
     assert join_group_v4(c, 16, b"g", b"made-up-1")[0] == 25
+    # Nor may a commit outside the group (generation -1) overwrite the
+    # offsets of a group that has members.
+    assert offset_commit_v2(c, 18, b"g", -1, b"", b"grpids", 0, 0) == 25
+    assert offset_fetch_v1(c, 19, b"g", b"grpids", 0) == 1
     # The newcomer is untouched: it commits with its own id and generation.
-    assert offset_commit_v2(c, 17, b"g", new_gen, new_id, b"grpids", 0, 1) == 0
+    assert offset_commit_v2(c, 17, b"g", new_gen, new_id, b"grpids", 0, 2) == 0
+    assert offset_fetch_v1(c, 20, b"g", b"grpids", 0) == 2
+    # A group without members takes commits from outside (assign() users).
+    assert offset_commit_v2(c, 21, b"solo", -1, b"", b"grpids", 0, 1) == 0
+    assert offset_fetch_v1(c, 22, b"solo", b"grpids", 0) == 1
     c.close()
