@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ctl_kafka.h"
 #include "ctl_plane.h"
@@ -73,11 +75,18 @@ struct group {
 struct commit_op {
         struct parked p;
         uint32_t cbs;
-        int16_t *errs;
+        bool failed; /* a record of this call did not become durable */
 };
 
 static struct group *groups;
 static uint64_t member_seq;
+/* Per-boot random tag in every member id. Groups live in memory only, so
+ * after a restart member_seq starts again: without the tag a new member
+ * got the id a member from before the restart still used, both were taken
+ * for one member, got the same partitions and committed over each other,
+ * and a stale member's OffsetCommit passed the generation check under the
+ * newcomer's id. Zero-terminated hex; empty until the first id. */
+static char boot_tag[17];
 static uint32_t commits_pending; /* OffsetCommits waiting for the metadata log */
 
 static void strview(char *dst, size_t cap, struct kafka_str s)
@@ -153,6 +162,54 @@ static struct member *member_find(struct group *g, struct kafka_str id)
                 if (streq(m->id, id))
                         return m;
         return NULL;
+}
+
+static void boot_tag_init(void)
+{
+        if (boot_tag[0])
+                return;
+        uint64_t r = 0;
+        if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) {
+                /* No entropy yet: the start time still differs per boot. */
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                r = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+                r ^= (uint64_t)getpid() << 48;
+        }
+        snprintf(boot_tag, sizeof(boot_tag), "%016llx", (unsigned long long)r);
+}
+
+/* "<client id>-<boot tag>-<n>", as Kafka's "<client id>-<uuid>": unique
+ * across restarts, and recognisable as issued by this boot. */
+static void member_id_new(const struct ctl_kafka_gcall *c, char *id, size_t cap)
+{
+        boot_tag_init();
+        char cid[64];
+        strview(cid, sizeof(cid), (struct kafka_str){c->client_id, c->client_id_len});
+        snprintf(id, cap, "%s-%s-%llu", cid[0] ? cid : "member", boot_tag,
+                 (unsigned long long)++member_seq);
+}
+
+/* Whether id ends in "-<this boot's tag>-<n>" with n already handed out. */
+static bool member_id_issued_here(struct kafka_str id)
+{
+        if (!boot_tag[0] || id.len <= 0)
+                return false;
+        const char *s = (const char *)id.ptr;
+        size_t n = (size_t)id.len, digits = 0;
+        uint64_t seq = 0;
+        while (digits < n && digits < 20 && s[n - 1 - digits] >= '0' && s[n - 1 - digits] <= '9')
+                digits++;
+        if (digits == 0 || digits == 20)
+                return false;
+        for (size_t i = n - digits; i < n; i++)
+                seq = seq * 10 + (uint64_t)(s[i] - '0');
+        size_t tag = sizeof(boot_tag) - 1;
+        if (n < digits + tag + 2)
+                return false;
+        const char *t = s + n - digits - 1 - tag;
+        return t[-1] == '-' && t[tag] == '-' && memcmp(t, boot_tag, tag) == 0 && seq >= 1 &&
+               seq <= member_seq;
 }
 
 static void member_protos_free(struct member *m)
@@ -338,14 +395,20 @@ static void join_group(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct p
         if (!m) {
                 char id[ID_MAX];
                 if (mid.len > 0) {
-                        /* An id we handed out with MEMBER_ID_REQUIRED. */
+                        /* Only an id this boot handed out with
+                         * MEMBER_ID_REQUIRED: one from before a restart
+                         * (or made up) would be taken for someone else's,
+                         * so the client starts over with an empty id. A
+                         * static member keeps its id: its instance id is
+                         * what identifies it. */
+                        if (inst.len <= 0 && !member_id_issued_here(mid)) {
+                                strview(tmp.id, sizeof(tmp.id), mid);
+                                answer_join(cp, g, &tmp, GERR_UNKNOWN_MEMBER);
+                                return;
+                        }
                         strview(id, sizeof(id), mid);
                 } else {
-                        char cid[64];
-                        strview(cid, sizeof(cid),
-                                (struct kafka_str){c->client_id, c->client_id_len});
-                        snprintf(id, sizeof(id), "%s-%llu", cid[0] ? cid : "member",
-                                 (unsigned long long)++member_seq);
+                        member_id_new(c, id, sizeof(id));
                         if (c->api_version >= 4 && inst.len <= 0) {
                                 /* KIP-394: the client rejoins with this id. */
                                 snprintf(tmp.id, sizeof(tmp.id), "%s", id);
@@ -530,12 +593,50 @@ static void leave_group(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct 
         reply(cp, &pk);
 }
 
+/* A round of the metadata log failed: nothing this call wrote is durable,
+ * so no entry may be answered as done (the client would skip records after
+ * a crash). Entries answered with an error already keep theirs. */
+static void commit_op_fail(struct commit_op *op)
+{
+        struct ctl_kafka_gcall *c = op->p.call;
+        struct kafka_val *rt = c->resp->root;
+        if (c->api_key == KAFKA_API_OFFSET_COMMIT) {
+                struct kafka_val *ta = kafka_val_array(rt, KAFKA_OFFSET_COMMIT_RESP_TOPICS);
+                for (int32_t i = 0; i < ta->len; i++) {
+                        struct kafka_val *pa =
+                            kafka_val_array(kafka_val_array_elem(ta, i),
+                                            KAFKA_OFFSET_COMMIT_RESP_TOPICS_PARTITIONS);
+                        for (int32_t j = 0; j < pa->len; j++) {
+                                struct kafka_val *po = kafka_val_array_elem(pa, j);
+                                if (!kafka_val_get_int16(
+                                        po, KAFKA_OFFSET_COMMIT_RESP_TOPICS_PARTITIONS_ERROR_CODE))
+                                        kafka_val_set_int16(
+                                            po,
+                                            KAFKA_OFFSET_COMMIT_RESP_TOPICS_PARTITIONS_ERROR_CODE,
+                                            GERR_UNKNOWN);
+                        }
+                }
+        } else if (c->api_key == KAFKA_API_DELETE_GROUPS) {
+                struct kafka_val *ra = kafka_val_array(rt, KAFKA_DELETE_GROUPS_RESP_RESULTS);
+                for (int32_t i = 0; i < ra->len; i++) {
+                        struct kafka_val *e = kafka_val_array_elem(ra, i);
+                        if (!kafka_val_get_int16(e, KAFKA_DELETE_GROUPS_RESP_RESULTS_ERROR_CODE))
+                                kafka_val_set_int16(e, KAFKA_DELETE_GROUPS_RESP_RESULTS_ERROR_CODE,
+                                                    GERR_UNKNOWN);
+                }
+        }
+}
+
 static void commit_cb(void *ctx, int res)
 {
         struct commit_op *op = ctx;
-        if (res)
+        if (res) {
                 sl_log(SL_LOG_ERROR, "kafka: offset commit not durable: %s", strerror(-res));
+                op->failed = true;
+        }
         if (--op->cbs == 0) {
+                if (op->failed)
+                        commit_op_fail(op);
                 reply(ctl_kafka_plane(), &op->p);
                 free(op);
                 commits_pending--;
@@ -568,11 +669,17 @@ static void offset_commit(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struc
         int32_t gen =
             kafka_val_get_int32(rq, KAFKA_OFFSET_COMMIT_REQ_GENERATION_ID_OR_MEMBER_EPOCH);
         int16_t gerr = 0;
-        if (gen >= 0 && g && g->members) {
+        /* Generation -1 is a consumer outside any group (assign(), not
+         * subscribe()): fine while the group has no members, as in Kafka.
+         * While it has some, every commit must come from a current member
+         * of the current generation: anything else is a client that lost
+         * its partitions, and its offsets would move their new owner's
+         * committed position back. */
+        if (g && g->members) {
                 struct member *m;
                 gerr = member_check(g, kafka_val_get_str(rq, KAFKA_OFFSET_COMMIT_REQ_MEMBER_ID),
                                     gen, &m);
-        } else if (gen >= 0 && (!g || !g->members)) {
+        } else if (gen >= 0) {
                 gerr = GERR_UNKNOWN_MEMBER;
         }
         char group[ID_MAX];

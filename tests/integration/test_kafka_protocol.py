@@ -615,3 +615,101 @@ def test_create_partitions_duplicate_topic_is_invalid_request(make_sluiced):
     c.close()
     m = s.metrics()
     assert 'sluice_kafka_partition_worker{topic="dup",partition="1"}' not in m
+
+
+# ---- consumer groups across a restart -----------------------------------------
+
+def kstr(s):
+    return struct.pack(">h", len(s)) + s
+
+
+def join_group_v4(c, corr, group, member_id):
+    """JoinGroup v4 (KIP-394 member ids): (error, generation, member id)."""
+    proto = kstr(b"range") + struct.pack(">i", 0)
+    body = kstr(group) + struct.pack(">ii", 6000, 6000) + kstr(member_id) + kstr(b"consumer")
+    c.sendall(frame(11, 4, corr, body + struct.pack(">i", 1) + proto))
+    r = recv_frame(c)
+    assert struct.unpack(">i", r[:4])[0] == corr
+    _throttle, err, gen = struct.unpack(">ihi", r[4:14])
+    off = 14
+    for _ in range(2):  # protocol name, leader
+        (n,) = struct.unpack(">h", r[off:off + 2])
+        off += 2 + max(n, 0)
+    (n,) = struct.unpack(">h", r[off:off + 2])
+    return err, gen, r[off + 2:off + 2 + n]
+
+
+def join_new_member(c, corr, group):
+    err, _, mid = join_group_v4(c, corr, group, b"")
+    assert err == 79 and mid  # MEMBER_ID_REQUIRED, with the id to rejoin with
+    err, gen, mid2 = join_group_v4(c, corr + 1, group, mid)
+    assert (err, mid2) == (0, mid), (err, mid2)
+    return mid, gen
+
+
+def offset_commit_v2(c, corr, group, gen, member_id, topic, partition, offset):
+    """OffsetCommit v2 of one partition: its error code."""
+    body = kstr(group) + struct.pack(">i", gen) + kstr(member_id) + struct.pack(">q", -1)
+    body += struct.pack(">i", 1) + kstr(topic) + struct.pack(">i", 1)
+    body += struct.pack(">iq", partition, offset) + kstr(b"")
+    c.sendall(frame(8, 2, corr, body))
+    r = recv_frame(c)
+    assert struct.unpack(">i", r[:4])[0] == corr
+    (n,) = struct.unpack(">h", r[8:10])
+    off = 10 + n + 4
+    idx, err = struct.unpack(">ih", r[off:off + 6])
+    assert idx == partition
+    return err
+
+
+def offset_fetch_v1(c, corr, group, topic, partition):
+    body = kstr(group) + struct.pack(">i", 1) + kstr(topic) + struct.pack(">ii", 1, partition)
+    c.sendall(frame(9, 1, corr, body))
+    r = recv_frame(c)
+    assert struct.unpack(">i", r[:4])[0] == corr
+    (n,) = struct.unpack(">h", r[8:10])
+    off = 10 + n + 4
+    idx, committed = struct.unpack(">iq", r[off:off + 12])
+    assert idx == partition
+    return committed
+
+
+# Groups live in memory: after a SIGKILL, members rejoin. Member ids used to
+# restart at "<client>-1", so a newcomer got the id a member from before the
+# restart still held; that member's rejoin and its commits (same id, and a
+# generation the new group soon reaches again) were taken for the
+# newcomer's, two consumers shared one membership and one's commits moved
+# the other's position back (test_kafka_librdkafka's group restart test).
+def test_member_ids_unique_across_restart_and_old_ones_rejected(make_sluiced):
+    s = start(make_sluiced)
+    c = raw_conn(s)
+    assert produce(c, "grpids", batch_v2(-1, -1, -1), 1) == (0, 0)
+    old_id, old_gen = join_new_member(c, 2, b"g")
+    assert offset_commit_v2(c, 4, b"g", old_gen, old_id, b"grpids", 0, 1) == 0
+    c.close()
+    s.kill()
+    s.start()
+    c = raw_conn(s)
+    new_id, new_gen = join_new_member(c, 10, b"g")
+    assert new_id != old_id
+    assert offset_fetch_v1(c, 12, b"g", b"grpids", 0) == 1  # durable across the kill
+    # The member from before the restart, with its old id and a generation
+    # the new group also has: not a member, so its commit is refused...
+    assert new_gen == old_gen
+    assert offset_commit_v2(c, 13, b"g", old_gen, old_id, b"grpids", 0, 0) == 25  # UNKNOWN_MEMBER_ID
+    assert offset_fetch_v1(c, 14, b"g", b"grpids", 0) == 1
+    # ...and its JoinGroup with that id tells it to start over with an empty
+    # id rather than making it the newcomer (or a second member of that id).
+    assert join_group_v4(c, 15, b"g", old_id)[0] == 25
+    assert join_group_v4(c, 16, b"g", b"made-up-1")[0] == 25
+    # Nor may a commit outside the group (generation -1) overwrite the
+    # offsets of a group that has members.
+    assert offset_commit_v2(c, 18, b"g", -1, b"", b"grpids", 0, 0) == 25
+    assert offset_fetch_v1(c, 19, b"g", b"grpids", 0) == 1
+    # The newcomer is untouched: it commits with its own id and generation.
+    assert offset_commit_v2(c, 17, b"g", new_gen, new_id, b"grpids", 0, 2) == 0
+    assert offset_fetch_v1(c, 20, b"g", b"grpids", 0) == 2
+    # A group without members takes commits from outside (assign() users).
+    assert offset_commit_v2(c, 21, b"solo", -1, b"", b"grpids", 0, 1) == 0
+    assert offset_fetch_v1(c, 22, b"solo", b"grpids", 0) == 1
+    c.close()
