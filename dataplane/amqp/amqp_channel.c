@@ -452,6 +452,10 @@ static long publish_done(struct sl_conn *c, struct amqp_channel *ch)
         ch->pub = NULL;
         ch->publishing = false;
         sl_counter_add(&aw_of(c->w)->published, 1);
+        if (aw_of(c->w)->alarm) {
+                struct amqp_conn *ac = c->proto_state;
+                ac->block_after = true; /* stop reading once this frame is handled */
+        }
         if (ch->tx) {
                 m->mandatory = ch->mandatory;
                 m->next = NULL;

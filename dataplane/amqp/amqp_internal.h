@@ -241,10 +241,20 @@ struct amqp_worker {
         struct amqp_plog *plogs;
         uint8_t *scratch; /* one batch being built */
         struct amqp_queue *ack_dirty;
+        /* Resource alarms (CTL_AMQP_ALARM_* bits from the control thread):
+         * while set, a connection that publishes is no longer read (and
+         * told with connection.blocked) until they clear. held_bytes: the
+         * bytes of messages in this worker's queues, published to
+         * held_bytes_pub once per loop iteration for the control thread. */
+        uint8_t alarm;
+        uint64_t held_bytes;
+        uint64_t held_told, held_told_ms; /* last reported to the control thread */
+        struct sl_conn *blocked;          /* connections blocked by the alarm */
         /* written by the worker, read by the control thread (metrics) */
         _Atomic uint64_t published, delivered, acked, unroutable, returned;
         _Atomic uint64_t queues_n, messages_ready, channels, conn_errors, chan_errors;
         _Atomic uint64_t persist_too_large, log_trims;
+        _Atomic uint64_t held_bytes_pub, alarm_pub;
 };
 
 struct amqp_confirm {
@@ -305,6 +315,12 @@ struct amqp_conn {
         /* A method waits for another worker or the control thread: input is
          * paused so the channel's methods stay in order. */
         bool waiting;
+        /* Resource alarm: the client understands connection.blocked; a
+         * publish completed while the alarm is on (block once the frame is
+         * handled); input stopped until the alarm clears (a list through
+         * the worker's blocked connections). */
+        bool blocked_cap, block_after, blocked;
+        struct sl_conn *blocked_prev, *blocked_next;
         uint64_t last_rx_ms, last_tx_hb_ms, phase_since_ms;
         struct amqp_channel **chans; /* [channel_max + 1], allocated at the first channel.open */
 };
@@ -434,6 +450,9 @@ struct amqp_qop {
 };
 
 /* amqp_server.c */
+long conn_block(struct sl_conn *c);
+void blocked_unlink(struct amqp_worker *aw, struct sl_conn *c);
+void alarm_set(struct amqp_worker *aw, uint8_t alarm);
 void doom(struct sl_conn *c);
 bool conn_usable(struct sl_conn *c);
 int send_method(struct sl_conn *c, uint16_t ch, const struct amqp_method *m);

@@ -158,6 +158,15 @@ uint32_t amqp_links_poll(struct sl_worker *w, void *arg)
 {
         struct amqp_worker *aw = arg;
         uint32_t work = dq_poll(aw) + delayed_poll(aw);
+        atomic_store_explicit(&aw->held_bytes_pub, aw->held_bytes, memory_order_relaxed);
+        if (aw->held_bytes != aw->held_told && w->now_ms - aw->held_told_ms >= 100) {
+                /* the memory alarm's input: summed over workers there */
+                struct sl_msg m = {.type = CTL_AMQP_MSG_HELD, .u16 = w->id};
+                m.a.u64[0] = aw->held_bytes;
+                out_msg(aw, w->rt->control_ep, &m);
+                aw->held_told = aw->held_bytes;
+                aw->held_told_ms = w->now_ms;
+        }
         if (w->now_ms >= aw->next_expire_ms) {
                 /* TTL: heads expire even where nobody consumes */
                 aw->next_expire_ms = w->now_ms + 50;
@@ -233,8 +242,8 @@ void conn_resume(struct sl_conn *c)
         if (!ac->waiting)
                 return;
         ac->waiting = false;
-        if (ac->doomed)
-                return; /* closed from the next tick */
+        if (ac->doomed || ac->blocked)
+                return; /* closed from the next tick, or resumed when the alarm clears */
         sl_conn_rx_resume(c);
 }
 
@@ -882,6 +891,9 @@ void amqp_msg_in(struct sl_worker *w, const struct sl_msg *m)
         }
         case CTL_AMQP_MSG_DONE:
                 topo_done(aw, m->a.ptr[0]);
+                return;
+        case CTL_AMQP_MSG_ALARM:
+                alarm_set(aw, (uint8_t)m->u16);
                 return;
         case CTL_AMQP_MSG_FWD:
                 on_fwd(aw, m);

