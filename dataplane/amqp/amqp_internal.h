@@ -250,6 +250,7 @@ struct amqp_worker {
         uint64_t held_bytes;
         uint64_t held_told, held_told_ms; /* last reported to the control thread */
         struct sl_conn *blocked;          /* connections blocked by the alarm */
+        struct amqp_channel *acks_dirty;  /* channels with confirms to send */
         /* written by the worker, read by the control thread (metrics) */
         _Atomic uint64_t published, delivered, acked, unroutable, returned;
         _Atomic uint64_t queues_n, messages_ready, channels, conn_errors, chan_errors;
@@ -269,6 +270,13 @@ struct amqp_channel {
         /* confirms waiting for other workers, in publish order */
         struct amqp_confirm *conf;
         uint32_t conf_head, conf_n, conf_cap;
+        /* Positive confirms decided but not sent yet: ack_n of them, the
+         * last ack_last; one basic.ack (multiple when ack_n > 1) goes at
+         * the end of the loop iteration (the worker's ack_dirty list). */
+        uint64_t ack_last;
+        uint32_t ack_n;
+        struct amqp_channel *ack_next;
+        struct sl_conn *ack_conn;
         bool closing; /* we sent channel.close */
         bool confirm;
         uint16_t prefetch;  /* for consumers created afterwards (per_consumer_qos) */
@@ -535,6 +543,8 @@ struct sl_conn *conn_find(struct sl_worker *w, uint32_t slot, uint32_t gen, uint
 struct amqp_channel *chan_find(struct sl_conn *c, uint16_t chan, uint32_t epoch);
 void conn_wait(struct sl_conn *c);
 void conn_resume(struct sl_conn *c);
+void confirms_flush(struct amqp_worker *aw);
+void confirms_forget(struct amqp_worker *aw, struct amqp_channel *ch);
 long confirm_add(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq, uint32_t nremote,
                  bool nack);
 void confirm_accepted(struct sl_worker *w, const struct amqp_origin *o);

@@ -182,6 +182,7 @@ uint32_t amqp_links_poll(struct sl_worker *w, void *arg)
                                 queue_delete_announce(aw, q);
                 }
         }
+        confirms_flush(aw);
         if (!aw->links_dirty)
                 return work;
         aw->links_dirty = false;
@@ -258,16 +259,76 @@ static long confirm_send(struct sl_conn *c, struct amqp_channel *ch, uint64_t se
         return send_method(c, ch->id, &a);
 }
 
+/* Sends the channel's deferred acks as one basic.ack. Every confirm up to
+ * ack_last is decided (the FIFO pops in order and nacks flush first), so
+ * multiple=1 covers exactly the ones not answered yet, as RabbitMQ does. */
+static long confirm_flush_chan(struct amqp_channel *ch)
+{
+        if (!ch->ack_n)
+                return 0;
+        long rc = confirm_send(ch->ack_conn, ch, ch->ack_last, ch->ack_n > 1);
+        ch->ack_n = 0;
+        return rc;
+}
+
+/* Positive confirms up to seq (n of them) are decided: sent at the end
+ * of the iteration, coalesced with any others decided meanwhile. */
+static void confirm_defer(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq, uint32_t n)
+{
+        if (!ch->ack_n && !ch->ack_conn) {
+                struct amqp_worker *aw = aw_of(c->w);
+                ch->ack_conn = c;
+                ch->ack_next = aw->acks_dirty;
+                aw->acks_dirty = ch;
+        }
+        ch->ack_last = seq;
+        ch->ack_n += n;
+}
+
+/* End of a loop iteration (and of each received chunk): one basic.ack per
+ * channel for everything decided since the last flush. */
+void confirms_flush(struct amqp_worker *aw)
+{
+        while (aw->acks_dirty) {
+                struct amqp_channel *ch = aw->acks_dirty;
+                aw->acks_dirty = ch->ack_next;
+                ch->ack_next = NULL;
+                if (ch->ack_n && conn_usable(ch->ack_conn))
+                        confirm_flush_chan(ch);
+                ch->ack_n = 0;
+                ch->ack_conn = NULL;
+        }
+}
+
+/* ch is being freed: its decided acks leave first if the connection still
+ * writes (a channel.close right after publishes must not swallow their
+ * confirms), then it is off the list. */
+void confirms_forget(struct amqp_worker *aw, struct amqp_channel *ch)
+{
+        if (!ch->ack_conn)
+                return;
+        if (ch->ack_n && conn_usable(ch->ack_conn))
+                confirm_flush_chan(ch);
+        for (struct amqp_channel **pp = &aw->acks_dirty; *pp; pp = &(*pp)->ack_next)
+                if (*pp == ch) {
+                        *pp = ch->ack_next;
+                        break;
+                }
+        ch->ack_n = 0;
+        ch->ack_conn = NULL;
+}
+
 static void confirm_nack(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq)
 {
+        confirm_flush_chan(ch); /* acks before it leave first, in order */
         struct amqp_method a;
         amqp_method_init(&a, AMQP_BASIC_NACK);
         a.args[AMQP_BASIC_NACK_DELIVERY_TAG].u = seq;
         send_method(c, ch->id, &a);
 }
 
-/* Answers every confirm at the head whose queues have all answered: runs
- * of acks as one ack with multiple, nacks one by one. */
+/* Answers every confirm at the head whose queues have all answered: acks
+ * deferred to coalesce, nacks one by one. */
 static void confirm_pump(struct sl_conn *c, struct amqp_channel *ch)
 {
         uint32_t popped = 0;
@@ -276,7 +337,7 @@ static void confirm_pump(struct sl_conn *c, struct amqp_channel *ch)
                 struct amqp_confirm *e = &ch->conf[ch->conf_head];
                 if (e->nack) {
                         if (popped)
-                                confirm_send(c, ch, last, popped > 1);
+                                confirm_defer(c, ch, last, popped);
                         popped = 0;
                         confirm_nack(c, ch, e->seq);
                 } else {
@@ -289,7 +350,7 @@ static void confirm_pump(struct sl_conn *c, struct amqp_channel *ch)
         if (ch->conf_n == 0)
                 ch->conf_head = 0;
         if (popped)
-                confirm_send(c, ch, last, popped > 1);
+                confirm_defer(c, ch, last, popped);
 }
 
 /* Publish seq went to nremote queues on other workers: ack now when none
@@ -302,7 +363,8 @@ long confirm_add(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq, uint3
                         confirm_nack(c, ch, seq);
                         return 0;
                 }
-                return confirm_send(c, ch, seq, false);
+                confirm_defer(c, ch, seq, 1);
+                return 0;
         }
         if (ch->conf_head + ch->conf_n == ch->conf_cap) {
                 if (ch->conf_head) {

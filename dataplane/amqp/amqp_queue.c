@@ -258,6 +258,7 @@ void chan_free(struct sl_conn *c, struct amqp_channel *ch)
         ch->unacked_head = ch->unacked_tail = NULL;
         ch->nunacked = 0;
         requeue_list(aw, un);
+        confirms_forget(aw, ch);
         free(ch->pub);
         free(ch->conf);
         while (ch->txp_head) {

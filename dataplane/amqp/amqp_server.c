@@ -647,6 +647,7 @@ static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
                         return ac->doomed ? -1 : (long)off;
                 }
         }
+        confirms_flush(aw_of(c->w));
         sl_conn_set_partial(c, ac->parser.state == AMQP_PS_PAYLOAD ||
                                    ac->parser.state == AMQP_PS_END ||
                                    (ac->parser.state == AMQP_PS_HEADER && ac->parser.hdr_len));

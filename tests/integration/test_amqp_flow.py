@@ -118,6 +118,70 @@ def test_client_without_blocked_capability_is_paused_silently(make_sluiced):
     sock.close()
 
 
+# ---- publisher confirms -------------------------------------------------------------
+
+def read_confirms(sock, n):
+    """basic.ack/nack frames until tag n is confirmed: [(kind, tag, multiple)]."""
+    out = []
+    while not out or out[-1][1] < n:
+        ch, cls, mid, args = read_method_raw(sock)
+        assert (cls, mid) in ((60, 80), (60, 120)), (cls, mid)
+        tag, bits = struct.unpack(">QB", args[:9])
+        out.append(("ack" if mid == 80 else "nack", tag, bool(bits & 1)))
+    return out
+
+
+def check_confirm_cover(confirms, n):
+    """The confirms answer 1..n exactly once, in order."""
+    answered = 0
+    for kind, tag, multiple in confirms:
+        assert tag > answered, confirms
+        assert multiple or tag == answered + 1, confirms
+        answered = tag
+    assert answered == n
+
+
+@pytest.mark.parametrize("persistent", [False, True], ids=["transient", "persistent"])
+def test_confirms_decided_together_leave_as_one_ack_with_multiple(make_sluiced, persistent):
+    s = make_sluiced(workers="1", listeners={"amqp": "127.0.0.1:0"}).start()
+    sock = raw_open(s, confirm=True, queue=b"conf.q", durable=persistent)
+    n = 200
+    # one write: the broker reads them in one or a few chunks, and the
+    # persistent ones reach the disk in one or a few group commits
+    sock.sendall(b"".join(publish_frames(1, b"conf.q", b"m%d" % i, persistent=persistent)
+                          for i in range(n)))
+    confirms = read_confirms(sock, n)
+    check_confirm_cover(confirms, n)
+    assert all(kind == "ack" for kind, _, _ in confirms)
+    if s.backend != "chaos":  # chaos hands the bytes over in small pieces
+        assert len(confirms) <= 20, f"{len(confirms)} basic.ack frames for {n} publishes"
+        assert confirms[-1][2], "the last ack covers several publishes (multiple=1)"
+    sock.close()
+
+
+def test_nacks_stay_individual_between_coalesced_acks(make_sluiced):
+    """x-overflow reject-publish: each refused publish gets its own
+    basic.nack, in order, and no multiple ack spans one."""
+    s = make_sluiced(workers="1", listeners={"amqp": "127.0.0.1:0"}).start()
+    conn = connect(s)
+    conn.channel().queue_declare("conf.full", arguments={"x-max-length": 3,
+                                                          "x-overflow": "reject-publish"})
+    sock = raw_open(s, confirm=True, queue=b"conf.other")
+    n = 30
+    # every third publish (tags 1, 4, .., 28) goes to the full queue: the
+    # first three fit, the other seven are refused
+    sock.sendall(b"".join(publish_frames(1, b"conf.full" if i % 3 == 0 else b"conf.other", b"x")
+                          for i in range(n)))
+    confirms = read_confirms(sock, n)
+    check_confirm_cover(confirms, n)
+    nacks = [(tag, multiple) for kind, tag, multiple in confirms if kind == "nack"]
+    assert nacks == [(t, False) for t in (10, 13, 16, 19, 22, 25, 28)], confirms
+    if s.backend != "chaos":
+        assert any(kind == "ack" and multiple for kind, _, multiple in confirms), confirms
+    conn.close()
+    sock.close()
+
+
 # ---- raw client helpers -----------------------------------------------------------
 
 def table(entries):
@@ -135,7 +199,7 @@ def read_method_raw(sock):
             return ch, cls, mid, payload[4:]
 
 
-def raw_open(s, capabilities=True, confirm=False, queue=b"raw.q"):
+def raw_open(s, capabilities=True, confirm=False, queue=b"raw.q", durable=False):
     """A connection with channel 1 open and `queue` declared."""
     sock = socket.create_connection(("127.0.0.1", s.port("amqp")), timeout=10)
     sock.sendall(b"AMQP\x00\x00\x09\x01")
@@ -150,7 +214,8 @@ def raw_open(s, capabilities=True, confirm=False, queue=b"raw.q"):
     assert read_method_raw(sock)[1:3] == (10, 41)
     sock.sendall(frame(1, 1, method(20, 10, shortstr(b""))))
     assert read_method_raw(sock)[1:3] == (20, 11)
-    sock.sendall(frame(1, 1, method(50, 10, b"\x00\x00" + shortstr(queue) + b"\x00" +
+    sock.sendall(frame(1, 1, method(50, 10, b"\x00\x00" + shortstr(queue) +
+                                    (b"\x02" if durable else b"\x00") +
                                     struct.pack(">I", 0))))
     assert read_method_raw(sock)[1:3] == (50, 11)
     if confirm:
@@ -159,9 +224,10 @@ def raw_open(s, capabilities=True, confirm=False, queue=b"raw.q"):
     return sock
 
 
-def publish_frames(ch, rk, body, exchange=b""):
+def publish_frames(ch, rk, body, exchange=b"", persistent=False):
+    props = struct.pack(">HB", 0x1000, 2) if persistent else struct.pack(">H", 0)
     return (frame(1, ch, method(60, 40, b"\x00\x00" + shortstr(exchange) + shortstr(rk) + b"\x00")) +
-            frame(2, ch, struct.pack(">HHQH", 60, 0, len(body), 0)) + frame(3, ch, body))
+            frame(2, ch, struct.pack(">HHQ", 60, 0, len(body)) + props) + frame(3, ch, body))
 
 
 def publish_raw(sock, ch, rk, body):
