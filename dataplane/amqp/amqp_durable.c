@@ -107,11 +107,59 @@ static void dq_acks_flush(struct amqp_worker *aw, struct amqp_queue *q)
         q->nacks = 0;
 }
 
+/* ---- the lowest live offset -------------------------------------------- */
+
+static uint64_t *live_at(struct amqp_queue *q, uint32_t i)
+{
+        return &q->live[(q->live_head + i) % q->live_cap];
+}
+
+/* A persistent message is in the log at off (appended in offset order). */
+static void live_push(struct amqp_queue *q, int64_t off)
+{
+        if (q->live_n == q->live_cap) {
+                uint32_t cap = q->live_cap ? q->live_cap * 2 : 256;
+                uint64_t *n = malloc(cap * sizeof(*n));
+                SL_ASSERT(n); /* as the other per-queue rings: grown, kept */
+                for (uint32_t i = 0; i < q->live_n; i++)
+                        n[i] = *live_at(q, i);
+                free(q->live);
+                q->live = n;
+                q->live_cap = cap;
+                q->live_head = 0;
+        }
+        SL_DASSERT(!q->live_n || (*live_at(q, q->live_n - 1) & ~AMQP_LIVE_SETTLED) < (uint64_t)off);
+        *live_at(q, q->live_n++) = (uint64_t)off;
+}
+
+/* The message at off is settled: marked (binary search), and the settled
+ * head dropped so the head is the lowest live offset. */
+static void live_settle(struct amqp_queue *q, int64_t off)
+{
+        uint32_t lo = 0, hi = q->live_n;
+        while (lo < hi) {
+                uint32_t mid = lo + (hi - lo) / 2;
+                if ((*live_at(q, mid) & ~AMQP_LIVE_SETTLED) < (uint64_t)off)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        if (lo < q->live_n && (*live_at(q, lo) & ~AMQP_LIVE_SETTLED) == (uint64_t)off)
+                *live_at(q, lo) |= AMQP_LIVE_SETTLED;
+        while (q->live_n && (*live_at(q, 0) & AMQP_LIVE_SETTLED)) {
+                q->live_head = (q->live_head + 1) % q->live_cap;
+                q->live_n--;
+        }
+        if (!q->live_n)
+                q->live_head = 0;
+}
+
 /* m left q for good: remember its offset for the next ack record. */
 void dq_ack(struct amqp_worker *aw, struct amqp_queue *q, const struct amqp_msg *m)
 {
         if (!q || !q->log || m->loff < 0 || q->deleted)
                 return;
+        live_settle(q, m->loff);
         if (q->nacks == q->acks_cap) {
                 uint32_t cap = q->acks_cap ? q->acks_cap * 2 : 256;
                 uint64_t *n = realloc(q->acks, cap * sizeof(*n));
@@ -161,6 +209,7 @@ int dq_store(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
                 return 0;
         }
         m->loff = off;
+        live_push(q, off);
         if (q->pend_n == q->pend_cap) {
                 uint32_t cap = q->pend_cap ? q->pend_cap * 2 : 64;
                 struct amqp_pend *n = malloc(cap * sizeof(*n));
@@ -337,6 +386,7 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
                 }
                 /* it may have been delivered before the crash */
                 m->redelivered = true;
+                live_push(q, m->loff);
                 queue_push(q, m);
                 back++;
         }
@@ -361,6 +411,12 @@ int dq_open(struct amqp_worker *aw, struct amqp_queue *q)
         struct log_config cfg;
         log_config_default(&cfg);
         cfg.max_batch_bytes = DQ_BATCH_MAX;
+        cfg.segment_bytes = DQ_SEGMENT_BYTES;
+        /* Only settlement removes messages: never retention (whose clock is
+         * the wall clock, while the batches carry the worker's monotonic
+         * time, so every rolled segment would look a week old). */
+        cfg.retention_ms = -1;
+        cfg.retention_bytes = -1;
         /* Many queues, most of them short: preallocate 1 MiB ahead, not a
          * whole segment per queue. */
         cfg.prealloc_bytes = 1u << 20;
@@ -392,6 +448,22 @@ void dq_remove(struct amqp_worker *aw, struct amqp_queue *q)
         q->nacks = 0;
 }
 
+/* Some of q's log is still live: everything below the lowest live offset
+ * is settled (acked, or its ack record is on its way), so it can go; at
+ * most every AMQP_TRIM_MS (a trim persists the start offset), else later
+ * from the worker's 50 ms queue sweep. */
+void dq_trim(struct amqp_worker *aw, struct amqp_queue *q)
+{
+        if (!q->trim_wanted || q->deleted || !q->log || !q->live_n ||
+            aw->w->now_ms - q->trim_ms < AMQP_TRIM_MS)
+                return;
+        q->trim_wanted = false;
+        q->trim_ms = aw->w->now_ms;
+        int64_t lo = (int64_t)(*live_at(q, 0) & ~AMQP_LIVE_SETTLED);
+        if (lo > log_start_offset(q->log) && log_trim(q->log, lo) == 0)
+                sl_counter_add(&aw->log_trims, 1);
+}
+
 uint32_t dq_poll(struct amqp_worker *aw)
 {
         while (aw->ack_dirty) {
@@ -405,8 +477,13 @@ uint32_t dq_poll(struct amqp_worker *aw)
                  * watermark is dead, so its segments can go. */
                 int64_t hw = q->log ? log_high_watermark(q->log) : 0;
                 if (!q->deleted && q->log && q->count == 0 && q->unacked_refs == 1 &&
-                    q->pend_n == 0 && hw > log_start_offset(q->log) && log_trim(q->log, hw) == 0)
-                        sl_counter_add(&aw->log_trims, 1);
+                    q->pend_n == 0 && hw > log_start_offset(q->log)) {
+                        if (log_trim(q->log, hw) == 0)
+                                sl_counter_add(&aw->log_trims, 1);
+                } else {
+                        q->trim_wanted = true;
+                        dq_trim(aw, q);
+                }
                 queue_unref(q);
         }
         if (!aw->owner)

@@ -150,6 +150,14 @@ struct amqp_queue {
         uint32_t nacks, acks_cap;
         bool ack_dirty;
         struct amqp_queue *next_dirty;
+        /* durable: the log offsets of its live persistent messages (ready,
+         * unacked or being appended) in log order, AMQP_LIVE_SETTLED set
+         * once settled; the head is the lowest live offset, below which
+         * the log is trimmed (at most every AMQP_TRIM_MS while not empty) */
+        uint64_t *live;
+        uint32_t live_head, live_n, live_cap;
+        uint64_t trim_ms;
+        bool trim_wanted; /* settled since the last trim: try again after AMQP_TRIM_MS */
         struct amqp_msg *head, *tail;
         uint64_t count;
         struct amqp_consumer *consumers;
@@ -380,9 +388,12 @@ struct amqp_fwd {
         struct amqp_origin o[];
 };
 
-#define DQ_REC_MSG   'M'
-#define DQ_REC_ACK   'A'
-#define DQ_BATCH_MAX (2u << 20)
+#define DQ_REC_MSG        'M'
+#define DQ_REC_ACK        'A'
+#define DQ_BATCH_MAX      (2u << 20)
+#define DQ_SEGMENT_BYTES  (8u << 20) /* small: a queue that is never empty still trims */
+#define AMQP_LIVE_SETTLED (1ull << 63)
+#define AMQP_TRIM_MS      1000
 
 struct amqp_pend {
         struct amqp_origin o;
@@ -570,6 +581,7 @@ void fwd_accepted(struct amqp_worker *aw, struct amqp_fwd *f);
 int dq_open(struct amqp_worker *aw, struct amqp_queue *q);
 void dq_remove(struct amqp_worker *aw, struct amqp_queue *q);
 uint32_t dq_poll(struct amqp_worker *aw);
+void dq_trim(struct amqp_worker *aw, struct amqp_queue *q);
 
 /* amqp_qargs.c */
 void qargs_default(struct amqp_qargs *a);

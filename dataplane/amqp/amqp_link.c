@@ -173,6 +173,8 @@ uint32_t amqp_links_poll(struct sl_worker *w, void *arg)
                 for (struct amqp_queue *q = aw->queues, *next; q; q = next) {
                         next = q->next;
                         queue_expire(aw, q);
+                        if (q->trim_wanted)
+                                dq_trim(aw, q);
                         /* x-expires: unused (no consumer, no get or
                          * declare) for that long, the queue goes */
                         if (q->nconsumers)

@@ -59,6 +59,7 @@ void queue_free(struct amqp_queue *q)
         free(q->ptail);
         free(q->pend);
         free(q->acks);
+        free(q->live);
         free(q);
 }
 

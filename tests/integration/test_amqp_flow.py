@@ -3,6 +3,7 @@
 restarts of durable queues (delayed messages, logs trimmed while some of
 them is unacked, messages over the storage batch limit, and a restart under
 load with publishers and consumers on both workers)."""
+import os
 import signal
 import socket
 import struct
@@ -180,6 +181,44 @@ def test_nacks_stay_individual_between_coalesced_acks(make_sluiced):
         assert any(kind == "ack" and multiple for kind, _, multiple in confirms), confirms
     conn.close()
     sock.close()
+
+
+# ---- durable queues across SIGKILL ----------------------------------------------
+
+def queue_segments(s, name):
+    d = os.path.join(s.data_dir, "amqp", "q-" + name.encode().hex())
+    return sorted(f for f in os.listdir(d) if f.endswith(".log"))
+
+
+def test_durable_log_trimmed_below_lowest_unacked_while_queue_not_empty(make_sluiced):
+    s = make_sluiced(workers="1", listeners={"amqp": "127.0.0.1:0"}).start()
+    conn = connect(s)
+    ch = conn.channel()
+    q = ch.queue_declare("trim.q", durable=True).method.queue
+    ch.confirm_delivery()
+    persistent = pika.BasicProperties(delivery_mode=2)
+    body = b"t" * (512 << 10)
+    n = 40  # 20 MiB: three 8 MiB segments
+    for i in range(n):
+        ch.basic_publish("", q, b"%03d" % i + body, properties=persistent)
+    assert len(queue_segments(s, q)) >= 3
+    ch.basic_qos(prefetch_count=n - 1)
+    got = drain(ch, q, n - 1)
+    for method_, _, _ in got[:n - 2]:
+        ch.basic_ack(method_.delivery_tag)
+    # message n-2 stays unacked and n-1 ready: the queue is never empty,
+    # yet the segments below the lowest live offset go
+    wait_until(lambda: len(queue_segments(s, q)) == 1, what="segments below the unacked one deleted")
+    assert s.metric_sum("sluice_amqp_durable_log_trims_total") >= 1
+    s.kill()
+    s.start()
+    conn = connect(s)
+    ch = conn.channel()
+    assert ch.queue_declare(q, passive=True).method.message_count == 2
+    back = drain(ch, q, 2, ack=True)
+    assert [b[:3] for _, _, b in back] == [b"%03d" % (n - 2), b"%03d" % (n - 1)]
+    assert back[0][0].redelivered
+    conn.close()
 
 
 # ---- raw client helpers -----------------------------------------------------------
