@@ -420,8 +420,13 @@ static long publish_route(struct sl_conn *c, struct amqp_channel *ch, struct amq
         struct amqp_worker *aw = aw_of(c->w);
         struct amqp_origin o = {c->id, seq, c->slot, c->gen, ch->epoch, ch->id, false};
         *nremote = *nrejected = 0;
-        if (delayed_hold(aw, m))
-                return 0; /* accepted by the exchange: routed when due */
+        int held = delayed_hold(aw, m, &o);
+        if (held) {
+                /* accepted by the exchange, routed when due; a persistent
+                 * one in a durable exchange is confirmed once stored */
+                *nremote = held == 2;
+                return 0;
+        }
         if (route(aw, m, &o, nremote, nrejected) == 0) {
                 sl_counter_add(&aw->unroutable, 1);
                 if (mandatory) {

@@ -157,9 +157,14 @@ static void live_settle(struct amqp_queue *q, int64_t off)
 /* m left q for good: remember its offset for the next ack record. */
 void dq_ack(struct amqp_worker *aw, struct amqp_queue *q, const struct amqp_msg *m)
 {
-        if (!q || !q->log || m->loff < 0 || q->deleted)
+        dq_ack_off(aw, q, m->loff);
+}
+
+void dq_ack_off(struct amqp_worker *aw, struct amqp_queue *q, int64_t off)
+{
+        if (!q || !q->log || off < 0 || q->deleted)
                 return;
-        live_settle(q, m->loff);
+        live_settle(q, off);
         if (q->nacks == q->acks_cap) {
                 uint32_t cap = q->acks_cap ? q->acks_cap * 2 : 256;
                 uint64_t *n = realloc(q->acks, cap * sizeof(*n));
@@ -167,7 +172,7 @@ void dq_ack(struct amqp_worker *aw, struct amqp_queue *q, const struct amqp_msg 
                 q->acks = n;
                 q->acks_cap = cap;
         }
-        q->acks[q->nacks++] = (uint64_t)m->loff;
+        q->acks[q->nacks++] = (uint64_t)off;
         if (!q->ack_dirty) {
                 q->ack_dirty = true;
                 q->unacked_refs++; /* alive until flushed */
@@ -176,16 +181,16 @@ void dq_ack(struct amqp_worker *aw, struct amqp_queue *q, const struct amqp_msg 
         }
 }
 
-/* Appends persistent m entering durable q; the confirm (o, or the
- * forwarded batch f) waits for the append's ack. Returns 1 when the
- * caller must wait, 0 when nothing was stored. */
-int dq_store(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
-             const struct amqp_origin *o, struct amqp_fwd *f)
+/* Appends m to q's log as a record of type rec ('D': due_wall_ms before
+ * the data); the confirm (o, or the forwarded batch f) waits for the
+ * append's ack. Returns 1 when the caller must wait, 0 when nothing was
+ * stored. */
+static int dq_append_msg(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
+                         const struct amqp_origin *o, struct amqp_fwd *f, uint8_t rec,
+                         uint64_t due_wall_ms)
 {
-        m->loff = -1;
-        if (!q->log || !m->persistent)
-                return 0;
-        uint64_t payload = 1 + 14 + m->ex_len + m->rk_len + m->hdr_len + m->body_len;
+        uint32_t extra = rec == DQ_REC_DELAYED ? 8 : 0;
+        uint64_t payload = 1 + 14 + extra + m->ex_len + m->rk_len + m->hdr_len + m->body_len;
         if (payload + LOG_BATCH_HEADER_BYTES > DQ_BATCH_MAX) {
                 sl_counter_add(&aw->persist_too_large, 1);
                 return 0;
@@ -194,13 +199,15 @@ int dq_store(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
                 dq_acks_flush(aw, q);
         uint8_t *b = aw->scratch;
         uint8_t *p = b + LOG_BATCH_HEADER_BYTES;
-        p[0] = DQ_REC_MSG;
+        p[0] = rec;
         p[1] = m->ex_len;
         p[2] = m->rk_len;
         put_be32(p + 3, m->hdr_len);
         put_be64(p + 7, m->body_len);
         p[15] = m->redelivered;
-        memcpy(p + 16, m->data, m->ex_len + m->rk_len + m->hdr_len + m->body_len);
+        if (extra)
+                put_be64(p + 16, due_wall_ms);
+        memcpy(p + 16 + extra, m->data, m->ex_len + m->rk_len + m->hdr_len + m->body_len);
         uint32_t len = dq_frame(b, (uint32_t)payload + 1, aw->w->now_ms);
         int64_t off;
         int rc = log_append(q->log, b, len, dq_append_cb, q, &off);
@@ -228,6 +235,29 @@ int dq_store(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
                 f->waiting++;
         q->unacked_refs++; /* alive until the append is acked */
         return o && o->seq ? 1 : 0;
+}
+
+/* Appends persistent m entering durable q; the confirm (o, or the
+ * forwarded batch f) waits for the append's ack. Returns 1 when the
+ * caller must wait, 0 when nothing was stored. */
+int dq_store(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
+             const struct amqp_origin *o, struct amqp_fwd *f)
+{
+        m->loff = -1;
+        if (!q->log || !m->persistent)
+                return 0;
+        return dq_append_msg(aw, q, m, o, f, DQ_REC_MSG, 0);
+}
+
+/* Persistent m held by a durable delayed exchange: into this worker's
+ * delayed log (opened on first use). Returns 1 when the confirm waits. */
+int dq_store_delayed(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o,
+                     uint64_t due_wall_ms)
+{
+        m->loff = -1;
+        if (!m->persistent || (!aw->delayq && dq_delayed_open(aw) != 0))
+                return 0;
+        return dq_append_msg(aw, aw->delayq, m, o, NULL, DQ_REC_DELAYED, due_wall_ms);
 }
 
 /* Every message of forwarded batch f is in its queue (and durable where
@@ -346,12 +376,18 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
                                         }
                                         acked[nacked++] = get_be64(pl + 1 + 8 * i);
                                 }
-                        } else if (boff >= off && plen >= 16 && pl[0] == DQ_REC_MSG) {
+                        } else if (boff >= off && plen >= 16 &&
+                                   (pl[0] == DQ_REC_MSG || pl[0] == DQ_REC_DELAYED)) {
                                 uint32_t hl = (uint32_t)pl[3] << 24 | (uint32_t)pl[4] << 16 |
                                               (uint32_t)pl[5] << 8 | pl[6];
                                 uint64_t bl = get_be64(pl + 7);
-                                if (16 + (uint64_t)pl[1] + pl[2] + hl + bl == plen) {
-                                        struct amqp_msg *m = malloc(sizeof(*m) + plen - 16);
+                                /* a delayed one carries its due time (wall
+                                 * clock), kept in expires_ms until re-held */
+                                uint32_t skip = pl[0] == DQ_REC_DELAYED ? 24 : 16;
+                                uint64_t due = skip == 24 && plen >= 24 ? get_be64(pl + 16) : 0;
+                                if (plen >= skip &&
+                                    skip + (uint64_t)pl[1] + pl[2] + hl + bl == plen) {
+                                        struct amqp_msg *m = malloc(sizeof(*m) + plen - skip);
                                         SL_ASSERT(m);
                                         memset(m, 0, sizeof(*m));
                                         m->ex_len = pl[1];
@@ -361,7 +397,8 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
                                         m->persistent = true;
                                         m->loff = boff;
                                         m->ttl_ms = -1;
-                                        memcpy(m->data, pl + 16, plen - 16);
+                                        m->expires_ms = due;
+                                        memcpy(m->data, pl + skip, plen - skip);
                                         struct amqp_header h;
                                         if (amqp_header_decode(m->data + m->ex_len + m->rk_len, hl,
                                                                &h) == 0 &&
@@ -397,17 +434,63 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
         return rc;
 }
 
+static int dq_open_at(struct amqp_worker *aw, struct amqp_queue *q, const char *dir);
+
 /* Opens (creating) the log of durable queue q on its worker. */
 int dq_open(struct amqp_worker *aw, struct amqp_queue *q)
+{
+        char dir[CTL_PATH_MAX + 600];
+        dq_dir(aw, &q->name, dir, sizeof(dir));
+        return dq_open_at(aw, q, dir);
+}
+
+static void dq_delayed_dir(struct amqp_worker *aw, char *buf, size_t n)
+{
+        snprintf(buf, n, "%s/amqp/delayed-w%u", aw->w->cfg->data_dir, (unsigned)aw->w->id);
+}
+
+/* This worker's delayed log (messages held by durable x-delayed-message
+ * exchanges), read back into aw->delayq's list (see delayed_recover). */
+int dq_delayed_open(struct amqp_worker *aw)
+{
+        if (aw->delayq)
+                return 0;
+        struct amqp_queue *q = calloc(1, sizeof(*q));
+        if (!q)
+                return -ENOMEM;
+        q->aw = aw;
+        qargs_default(&q->qa);
+        name_set(&q->name, amqp_cstr("(delayed)"));
+        char dir[CTL_PATH_MAX + 600];
+        dq_delayed_dir(aw, dir, sizeof(dir));
+        int rc = dq_open_at(aw, q, dir);
+        if (rc && !q->log) {
+                queue_free(q);
+                return rc;
+        }
+        aw->delayq = q;
+        return rc;
+}
+
+/* At start: the delayed log exists when a durable delayed exchange held
+ * persistent messages on this worker before. */
+bool dq_delayed_exists(struct amqp_worker *aw)
+{
+        char dir[CTL_PATH_MAX + 600];
+        struct stat st;
+        dq_delayed_dir(aw, dir, sizeof(dir));
+        return stat(dir, &st) == 0;
+}
+
+static int dq_open_at(struct amqp_worker *aw, struct amqp_queue *q, const char *dir)
 {
         int rc = dq_owner(aw);
         if (rc)
                 return rc;
-        char dir[CTL_PATH_MAX + 600];
-        snprintf(dir, sizeof(dir), "%s/amqp", aw->w->cfg->data_dir);
-        if (mkdir(dir, 0750) && errno != EEXIST)
+        char top[CTL_PATH_MAX + 16];
+        snprintf(top, sizeof(top), "%s/amqp", aw->w->cfg->data_dir);
+        if (mkdir(top, 0750) && errno != EEXIST)
                 return -errno;
-        dq_dir(aw, &q->name, dir, sizeof(dir));
         struct log_config cfg;
         log_config_default(&cfg);
         cfg.max_batch_bytes = DQ_BATCH_MAX;
@@ -476,8 +559,12 @@ uint32_t dq_poll(struct amqp_worker *aw)
                  * is the only one): the whole durable log before the high
                  * watermark is dead, so its segments can go. */
                 int64_t hw = q->log ? log_high_watermark(q->log) : 0;
-                if (!q->deleted && q->log && q->count == 0 && q->unacked_refs == 1 &&
-                    q->pend_n == 0 && hw > log_start_offset(q->log)) {
+                /* (the delayed log's messages are in the heap, not its list:
+                 * only its live offsets say what is settled) */
+                bool empty =
+                    q == aw->delayq ? q->live_n == 0 : q->count == 0 && q->unacked_refs == 1;
+                if (!q->deleted && q->log && empty && q->pend_n == 0 &&
+                    hw > log_start_offset(q->log)) {
                         if (log_trim(q->log, hw) == 0)
                                 sl_counter_add(&aw->log_trims, 1);
                 } else {

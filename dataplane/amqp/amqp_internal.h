@@ -217,6 +217,15 @@ struct amqp_link {
         uint32_t out_head, out_n, out_cap;
 };
 
+/* A held message released from the delayed log: acked there once its
+ * `pending` target queues have it durably. Its origin in route() is
+ * {slot AMQP_SLOT_DELAYED, seq loff + 1}. */
+struct amqp_release {
+        int64_t loff;
+        uint32_t pending;
+};
+#define AMQP_SLOT_DELAYED UINT32_MAX
+
 struct amqp_delayed {
         uint64_t due_ms, seq;
         struct amqp_msg *m;
@@ -259,6 +268,13 @@ struct amqp_worker {
         uint64_t held_told, held_told_ms; /* last reported to the control thread */
         struct sl_conn *blocked;          /* connections blocked by the alarm */
         struct amqp_channel *acks_dirty;  /* channels with confirms to send */
+        /* Durable x-delayed-message: the persistent messages held here are
+         * in a log of their own (a queue that is never listed, in
+         * <data>/amqp/delayed-w<id>); a released one is acked there once
+         * every queue it reached has it (releases wait in rel). */
+        struct amqp_queue *delayq;
+        struct amqp_release *rel;
+        uint32_t nrel, rel_cap;
         /* written by the worker, read by the control thread (metrics) */
         _Atomic uint64_t published, delivered, acked, unroutable, returned;
         _Atomic uint64_t queues_n, messages_ready, channels, conn_errors, chan_errors;
@@ -390,6 +406,7 @@ struct amqp_fwd {
 
 #define DQ_REC_MSG        'M'
 #define DQ_REC_ACK        'A'
+#define DQ_REC_DELAYED    'D' /* a held x-delayed-message: 'M' plus its due time (wall clock) */
 #define DQ_BATCH_MAX      (2u << 20)
 #define DQ_SEGMENT_BYTES  (8u << 20) /* small: a queue that is never empty still trims */
 #define AMQP_LIVE_SETTLED (1ull << 63)
@@ -575,6 +592,13 @@ void amqp_msg_in(struct sl_worker *w, const struct sl_msg *m);
 /* amqp_durable.c */
 uint64_t get_be64(const uint8_t *p);
 void dq_ack(struct amqp_worker *aw, struct amqp_queue *q, const struct amqp_msg *m);
+void dq_ack_off(struct amqp_worker *aw, struct amqp_queue *q, int64_t off);
+int dq_store_delayed(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o,
+                     uint64_t due_wall_ms);
+int dq_delayed_open(struct amqp_worker *aw);
+bool dq_delayed_exists(struct amqp_worker *aw);
+void delayed_recover(struct amqp_worker *aw);
+void delayed_released(struct amqp_worker *aw, int64_t loff);
 int dq_store(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
              const struct amqp_origin *o, struct amqp_fwd *f);
 void fwd_accepted(struct amqp_worker *aw, struct amqp_fwd *f);
@@ -597,7 +621,7 @@ void dead_letter(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *
 void queue_expire(struct amqp_worker *aw, struct amqp_queue *q);
 int queue_enqueue(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
                   const struct amqp_origin *o, struct amqp_fwd *f);
-bool delayed_hold(struct amqp_worker *aw, struct amqp_msg *m);
+int delayed_hold(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o);
 uint32_t delayed_poll(struct amqp_worker *aw);
 
 #endif

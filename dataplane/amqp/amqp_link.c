@@ -388,6 +388,10 @@ long confirm_add(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq, uint3
 
 void confirm_accepted(struct sl_worker *w, const struct amqp_origin *o)
 {
+        if (o->slot == AMQP_SLOT_DELAYED) {
+                delayed_released(aw_of(w), (int64_t)o->seq - 1);
+                return;
+        }
         struct sl_conn *c = conn_find(w, o->slot, o->gen, o->conn);
         if (!c)
                 return;
@@ -938,6 +942,7 @@ void amqp_msg_in(struct sl_worker *w, const struct sl_msg *m)
         switch (m->type) {
         case CTL_AMQP_MSG_APPLY: {
                 if (m->u16 == 2) {
+                        delayed_recover(aw); /* the exchanges are known now */
                         aw->ready = true;
                 } else if (m->u16 == 1) {
                         /* restored from the metadata log at start */

@@ -342,33 +342,19 @@ static bool delayed_before(const struct amqp_delayed *a, const struct amqp_delay
         return a->due_ms < b->due_ms || (a->due_ms == b->due_ms && a->seq < b->seq);
 }
 
-/* Holds m when it goes to a delayed exchange with a positive x-delay
- * header. true: m is the heap's. */
-bool delayed_hold(struct amqp_worker *aw, struct amqp_msg *m)
+/* Into the heap, due at due_ms (the worker's clock). false: no memory. */
+static bool delayed_push(struct amqp_worker *aw, struct amqp_msg *m, uint64_t due_ms)
 {
-        if (!m->ex_len || !aw->delayed_exchanges)
-                return false;
-        struct amqp_exchange *e = ex_find(aw, (struct amqp_bytes){m->data, m->ex_len});
-        if (!e || !e->delayed)
-                return false;
-        struct amqp_header h;
-        struct amqp_field f;
-        int64_t delay = 0;
-        if (amqp_header_decode(m->data + m->ex_len + m->rk_len, m->hdr_len, &h) != 0 ||
-            !amqp_header_has(&h, AMQP_BASIC_PROP_HEADERS) ||
-            amqp_table_find(h.props[AMQP_BASIC_PROP_HEADERS].b, "x-delay", &f) != 1 ||
-            !field_int(&f, &delay) || delay <= 0)
-                return false;
         if (aw->ndelayed == aw->delayed_cap) {
                 uint32_t cap = aw->delayed_cap ? aw->delayed_cap * 2 : 64;
                 struct amqp_delayed *n = realloc(aw->delayed, cap * sizeof(*n));
                 if (!n)
-                        return false; /* routed now rather than lost */
+                        return false;
                 aw->delayed = n;
                 aw->delayed_cap = cap;
         }
         uint32_t i = aw->ndelayed++;
-        struct amqp_delayed d = {aw->w->now_ms + (uint64_t)delay, ++aw->delayed_seq, m};
+        struct amqp_delayed d = {due_ms, ++aw->delayed_seq, m};
         while (i > 0 && delayed_before(&d, &aw->delayed[(i - 1) / 2])) {
                 aw->delayed[i] = aw->delayed[(i - 1) / 2];
                 i = (i - 1) / 2;
@@ -377,10 +363,82 @@ bool delayed_hold(struct amqp_worker *aw, struct amqp_msg *m)
         return true;
 }
 
+/* Holds m when it goes to a delayed exchange with a positive x-delay
+ * header. Returns 0 (not held), 1 (held: m is the heap's) or 2 (held and
+ * being stored: the confirm for o waits for the delayed log). */
+int delayed_hold(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o)
+{
+        if (!m->ex_len || !aw->delayed_exchanges)
+                return 0;
+        struct amqp_exchange *e = ex_find(aw, (struct amqp_bytes){m->data, m->ex_len});
+        if (!e || !e->delayed)
+                return 0;
+        struct amqp_header h;
+        struct amqp_field f;
+        int64_t delay = 0;
+        if (amqp_header_decode(m->data + m->ex_len + m->rk_len, m->hdr_len, &h) != 0 ||
+            !amqp_header_has(&h, AMQP_BASIC_PROP_HEADERS) ||
+            amqp_table_find(h.props[AMQP_BASIC_PROP_HEADERS].b, "x-delay", &f) != 1 ||
+            !field_int(&f, &delay) || delay <= 0)
+                return 0;
+        if (!delayed_push(aw, m, aw->w->now_ms + (uint64_t)delay))
+                return 0; /* routed now rather than lost */
+        m->loff = -1;
+        if (e->durable && m->persistent &&
+            dq_store_delayed(aw, m, o, sl_realtime_ms() + (uint64_t)delay) > 0)
+                return 2;
+        return 1;
+}
+
+/* At start (once the stored exchanges are applied): the messages of this
+ * worker's delayed log that were not released go back into the heap, due
+ * when they were (by the wall clock; overdue ones at once). */
+void delayed_recover(struct amqp_worker *aw)
+{
+        if (!dq_delayed_exists(aw) || dq_delayed_open(aw) != 0)
+                return;
+        struct amqp_queue *q = aw->delayq;
+        uint64_t now_wall = sl_realtime_ms();
+        uint32_t n = 0;
+        struct amqp_msg *m;
+        while ((m = queue_pop(q))) {
+                uint64_t due_wall = m->expires_ms;
+                m->expires_ms = 0;
+                m->redelivered = false; /* never delivered: it was held */
+                struct amqp_exchange *e = ex_find(aw, (struct amqp_bytes){m->data, m->ex_len});
+                uint64_t wait = due_wall > now_wall ? due_wall - now_wall : 0;
+                if (!e || !e->delayed || !delayed_push(aw, m, aw->w->now_ms + wait)) {
+                        dq_ack(aw, q, m); /* its exchange is gone */
+                        free(m);
+                        continue;
+                }
+                n++;
+        }
+        if (n)
+                SL_INFO("amqp: %u delayed messages held again", n);
+}
+
+/* A released message's target queue has it (durably where it must): once
+ * all have, it is acked in the delayed log. */
+void delayed_released(struct amqp_worker *aw, int64_t loff)
+{
+        for (uint32_t i = 0; i < aw->nrel; i++) {
+                if (aw->rel[i].loff != loff)
+                        continue;
+                if (--aw->rel[i].pending == 0) {
+                        dq_ack_off(aw, aw->delayq, loff);
+                        aw->rel[i] = aw->rel[--aw->nrel];
+                }
+                return;
+        }
+}
+
 /* Routes the held messages that are due (through the exchange's type). */
 uint32_t delayed_poll(struct amqp_worker *aw)
 {
         uint32_t n = 0;
+        if (aw->delayq && aw->delayq->trim_wanted)
+                dq_trim(aw, aw->delayq);
         while (aw->ndelayed && aw->delayed[0].due_ms <= aw->w->now_ms) {
                 struct amqp_msg *m = aw->delayed[0].m;
                 struct amqp_delayed last = aw->delayed[--aw->ndelayed];
@@ -399,11 +457,33 @@ uint32_t delayed_poll(struct amqp_worker *aw)
                 }
                 if (aw->ndelayed)
                         aw->delayed[i] = last;
-                static const struct amqp_origin none;
+                /* A stored one is acked in the delayed log only once every
+                 * queue it reaches has it (their appends, or the other
+                 * workers' acceptances, answer this origin): a crash in
+                 * between brings it back rather than losing it. */
+                int64_t loff = m->loff;
+                struct amqp_origin o = {0};
+                if (loff >= 0) {
+                        o.slot = AMQP_SLOT_DELAYED;
+                        o.seq = (uint64_t)loff + 1;
+                }
                 uint32_t pending, rejected;
-                if (route(aw, m, &none, &pending, &rejected) == 0) {
+                if (route(aw, m, &o, &pending, &rejected) == 0) {
                         sl_counter_add(&aw->unroutable, 1);
                         free(m);
+                        pending = 0;
+                }
+                if (loff >= 0 && pending == 0) {
+                        dq_ack_off(aw, aw->delayq, loff);
+                } else if (loff >= 0) {
+                        if (aw->nrel == aw->rel_cap) {
+                                uint32_t cap = aw->rel_cap ? aw->rel_cap * 2 : 64;
+                                struct amqp_release *r = realloc(aw->rel, cap * sizeof(*r));
+                                SL_ASSERT(r); /* grown, kept; bounded by the releases in flight */
+                                aw->rel = r;
+                                aw->rel_cap = cap;
+                        }
+                        aw->rel[aw->nrel++] = (struct amqp_release){loff, pending};
                 }
                 n++;
         }

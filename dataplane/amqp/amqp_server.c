@@ -795,6 +795,13 @@ void amqp_worker_fini(struct sl_worker *w)
         for (uint32_t i = 0; i < aw->ndelayed; i++)
                 free(aw->delayed[i].m);
         free(aw->delayed);
+        free(aw->rel);
+        if (aw->delayq) {
+                struct amqp_msg *m;
+                while ((m = queue_pop(aw->delayq)))
+                        free(m);
+                queue_free(aw->delayq); /* its log is closed with the plogs */
+        }
         while (aw->qrefs) {
                 struct amqp_qref *r = aw->qrefs;
                 aw->qrefs = r->next;

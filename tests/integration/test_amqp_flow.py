@@ -222,6 +222,57 @@ def test_durable_log_trimmed_below_lowest_unacked_while_queue_not_empty(make_slu
     conn.close()
 
 
+def test_durable_delayed_messages_survive_sigkill_and_fire_when_due(make_sluiced):
+    s = make_sluiced(workers="2", listeners={"amqp": "127.0.0.1:0"}).start()
+    conn = connect(s)
+    ch = conn.channel()
+    ch.exchange_declare("delay.dur", exchange_type="x-delayed-message", durable=True,
+                        arguments={"x-delayed-type": "direct"})
+    q = ch.queue_declare("delay.dq", durable=True).method.queue
+    ch.queue_bind(q, "delay.dur", routing_key="k")
+    ch.confirm_delivery()
+
+    def props(delay_ms, mode=2):
+        return pika.BasicProperties(delivery_mode=mode, headers={"x-delay": delay_ms})
+
+    # released before the kill, consumed and acked: must not come back
+    ch.basic_publish("delay.dur", "k", b"early", properties=props(50))
+    (method_, _, body), = drain(ch, q, 1)
+    assert body == b"early"
+    ch.basic_ack(method_.delivery_tag)
+    ch.cancel()
+    # held across the kill: confirmed once stored
+    t0 = time.monotonic()
+    ch.basic_publish("delay.dur", "k", b"late", properties=props(2500))
+    ch.basic_publish("delay.dur", "k", b"later", properties=props(3000))
+    ch.basic_publish("delay.dur", "k", b"transient", properties=props(2500, mode=1))
+    # the ack of "early" reaches the disk before this confirm
+    ch.basic_publish("", q, b"marker", properties=pika.BasicProperties(delivery_mode=2))
+    s.kill()
+    s.start()
+    conn = connect(s)
+    ch = conn.channel()
+    got = drain(ch, q, 3, ack=True)
+    elapsed = time.monotonic() - t0
+    assert [b for _, _, b in got] == [b"marker", b"late", b"later"]
+    ch.basic_ack(got[-1][0].delivery_tag)
+    assert elapsed >= 2.4, f"fired after {elapsed:.2f}s, before its delay"
+    assert not got[1][0].redelivered  # never delivered before: it was held
+    ch.cancel()
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"marker2", properties=pika.BasicProperties(delivery_mode=2))
+    # released and acked: the delayed log does not bring them back again
+    s.kill()
+    s.start()
+    conn = connect(s)
+    ch = conn.channel()
+    assert ch.queue_declare(q, passive=True).method.message_count == 1
+    method_, _, body = ch.basic_get(q, auto_ack=True)
+    assert body == b"marker2"
+    assert ch.queue_declare(q, passive=True).method.message_count == 0
+    conn.close()
+
+
 def test_sigkill_under_load_loses_no_confirmed_message(make_sluiced):
     """Publishers with confirms and consumers acking, on both workers (so
     forwarded publishes, remote consumers and settlements crossing workers
