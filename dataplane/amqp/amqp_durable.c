@@ -412,7 +412,8 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
                         p += blen;
                 }
         }
-        qsort(acked, nacked, 8, cmp_u64);
+        if (nacked)
+                qsort(acked, nacked, 8, cmp_u64);
         uint32_t back = 0;
         for (struct amqp_msg *m = head, *next; m; m = next) {
                 next = m->next;

@@ -197,12 +197,12 @@ static long on_start_ok(struct sl_conn *c, struct amqp_conn *ac, const struct am
         struct amqp_field caps, f;
         if (amqp_table_find(m->args[AMQP_CONNECTION_START_OK_CLIENT_PROPERTIES].b, "capabilities",
                             &caps) == 1 &&
-            caps.tag == 'F' && amqp_table_find(caps.v.b, "consumer_cancel_notify", &f) == 1 &&
-            f.tag == 't')
-                ac->cancel_notify = f.v.u != 0;
-        if (caps.tag == 'F' && amqp_table_find(caps.v.b, "connection.blocked", &f) == 1 &&
-            f.tag == 't')
-                ac->blocked_cap = f.v.u != 0;
+            caps.tag == 'F') {
+                if (amqp_table_find(caps.v.b, "consumer_cancel_notify", &f) == 1 && f.tag == 't')
+                        ac->cancel_notify = f.v.u != 0;
+                if (amqp_table_find(caps.v.b, "connection.blocked", &f) == 1 && f.tag == 't')
+                        ac->blocked_cap = f.v.u != 0;
+        }
         struct amqp_method t;
         amqp_method_init(&t, AMQP_CONNECTION_TUNE);
         t.args[AMQP_CONNECTION_TUNE_CHANNEL_MAX].u = AMQP_CHANNEL_MAX;
@@ -821,6 +821,20 @@ void amqp_worker_fini(struct sl_worker *w)
                                 n = m->next;
                                 free(m);
                         }
+                /* ring messages not sent: the batches they carry */
+                for (uint32_t i = 0; i < l->out_n; i++) {
+                        const struct sl_msg *o = &l->out[(l->out_head + i) % l->out_cap];
+                        if (o->type == CTL_AMQP_MSG_ACCEPT) {
+                                free(o->a.ptr[0]);
+                        } else if (o->type == CTL_AMQP_MSG_FWD) {
+                                struct amqp_fwd *f = o->a.ptr[0];
+                                for (struct amqp_msg *m = f->msgs, *n; m; m = n) {
+                                        n = m->next;
+                                        free(m);
+                                }
+                                free(f);
+                        }
+                }
                 free(l->out);
         }
         while (aw->plogs) {
