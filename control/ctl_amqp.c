@@ -13,9 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "ctl_kafka.h"
 #include "ctl_plane.h"
+#include "ctl_text.h"
 #include "meta.h"
 
 struct amqp_pending {
@@ -39,6 +42,13 @@ static struct {
         /* The metadata log is the Kafka registry's when Kafka is on;
          * otherwise opened here (never both: one owner per directory). */
         struct meta_log *own_meta;
+        /* Resource alarms: what each worker last reported holding, the
+         * alarms on (CTL_AMQP_ALARM_*), what each worker was told. */
+        uint64_t held[CTL_WORKERS_MAX];
+        uint8_t alarm;
+        uint8_t alarm_told[CTL_WORKERS_MAX];
+        uint64_t mem_check_ms, disk_check_ms;
+        uint64_t ram_bytes;
 } A;
 
 static struct meta_log *meta(void)
@@ -273,6 +283,11 @@ bool ctl_amqp_on_msg(struct ctl_plane *cp, const struct sl_msg *m)
                 cur_start();
                 return true;
         }
+        if (m->type == CTL_AMQP_MSG_HELD) {
+                if (m->u16 < CTL_WORKERS_MAX)
+                        A.held[m->u16] = m->a.u64[0];
+                return true;
+        }
         if (m->type == CTL_AMQP_MSG_APPLY && (m->flags & SL_MSG_F_REPLY)) {
                 SL_ASSERT(A.cur && A.acks_waiting > 0);
                 A.acks_waiting--;
@@ -283,9 +298,83 @@ bool ctl_amqp_on_msg(struct ctl_plane *cp, const struct sl_msg *m)
         return true;
 }
 
+/* ---- resource alarms ----------------------------------------------------
+ *
+ * Memory: the bytes of messages the workers hold in their queues (each
+ * reports its own) against limits.amqp_memory_high_watermark_bytes, every
+ * 100 ms. Disk: the data directory's free space against
+ * limits.amqp_disk_free_limit_bytes, every second (one statvfs). A change
+ * is told to every worker (retried while a ring is full); the workers
+ * block publishing connections while any alarm is on. */
+
+static uint64_t memory_limit(const struct ctl_limits *l)
+{
+        if (l->amqp_memory_high_watermark_bytes)
+                return l->amqp_memory_high_watermark_bytes;
+        if (!A.ram_bytes) {
+                long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+                A.ram_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 1ull << 32;
+        }
+        return A.ram_bytes / 10 * 4;
+}
+
+static void alarms_check(void)
+{
+        const struct ctl_config *cfg = A.cp->current;
+        uint64_t now = sl_time_ms();
+        uint8_t alarm = A.alarm;
+        if (now - A.mem_check_ms >= 100) {
+                A.mem_check_ms = now;
+                uint64_t held = 0;
+                for (uint16_t i = 0; i < A.cp->rt->nworkers; i++)
+                        held += A.held[i];
+                if (held > memory_limit(&cfg->limits))
+                        alarm |= CTL_AMQP_ALARM_MEMORY;
+                else
+                        alarm &= (uint8_t)~CTL_AMQP_ALARM_MEMORY;
+        }
+        if (now - A.disk_check_ms >= 1000) {
+                A.disk_check_ms = now;
+                struct statvfs sv;
+                uint64_t limit = cfg->limits.amqp_disk_free_limit_bytes;
+                if (limit && statvfs(cfg->data_dir, &sv) == 0 &&
+                    (uint64_t)sv.f_bavail * sv.f_frsize < limit)
+                        alarm |= CTL_AMQP_ALARM_DISK;
+                else
+                        alarm &= (uint8_t)~CTL_AMQP_ALARM_DISK;
+        }
+        if (alarm != A.alarm) {
+                if (alarm & ~A.alarm)
+                        sl_log(SL_LOG_WARN, "amqp: resource alarm on (%s): publishers blocked",
+                               alarm & ~A.alarm & CTL_AMQP_ALARM_MEMORY ? "memory" : "disk");
+                else if (!alarm)
+                        sl_log(SL_LOG_INFO, "amqp: resource alarms cleared");
+                A.alarm = alarm;
+        }
+        for (uint16_t i = 0; i < A.cp->rt->nworkers; i++) {
+                if (A.alarm_told[i] == A.alarm)
+                        continue;
+                struct sl_msg m = {.type = CTL_AMQP_MSG_ALARM, .u16 = A.alarm};
+                if (sl_mbox_send(&A.cp->mb, i, &m) == 0)
+                        A.alarm_told[i] = A.alarm;
+        }
+}
+
+void ctl_amqp_metrics(struct ctl_text *t)
+{
+        ctl_text_printf(t,
+                        "# HELP sluice_amqp_alarm AMQP resource alarm on (publishers blocked).\n"
+                        "# TYPE sluice_amqp_alarm gauge\n"
+                        "sluice_amqp_alarm{kind=\"memory\"} %d\n"
+                        "sluice_amqp_alarm{kind=\"disk\"} %d\n",
+                        (A.alarm & CTL_AMQP_ALARM_MEMORY) != 0,
+                        (A.alarm & CTL_AMQP_ALARM_DISK) != 0);
+}
+
 bool ctl_amqp_poll(struct ctl_plane *cp)
 {
         (void)cp;
+        alarms_check();
         if (A.own_meta)
                 meta_poll(A.own_meta);
         cur_pump();

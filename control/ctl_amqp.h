@@ -42,7 +42,16 @@ enum ctl_amqp_msg {
         CTL_AMQP_MSG_QOP,
         CTL_AMQP_MSG_QOP_REPLY,
         CTL_AMQP_MSG_CANCELLED,
+        /* control -> worker, one-way: the resource alarms now on (u16,
+         * CTL_AMQP_ALARM_* bits; 0 = clear). */
+        CTL_AMQP_MSG_ALARM,
+        /* worker -> control, one-way: a.u64[0] = bytes of messages held in
+         * the worker's queues, u16 = the worker (sent when it changed,
+         * at most every 100 ms). */
+        CTL_AMQP_MSG_HELD,
 };
+#define CTL_AMQP_ALARM_MEMORY 1
+#define CTL_AMQP_ALARM_DISK   2
 
 /* What a change of a durable object writes to the metadata log (before any
  * worker applies it). Keys: "e:<hex name>" exchanges, "q:<hex name>"
@@ -70,5 +79,8 @@ void ctl_amqp_fini(struct ctl_plane *cp);
 bool ctl_amqp_on_msg(struct ctl_plane *cp, const struct sl_msg *m);
 /* Starts queued changes; true while work is pending. */
 bool ctl_amqp_poll(struct ctl_plane *cp);
+/* sluice_amqp_alarm{kind} for /metrics. */
+struct ctl_text;
+void ctl_amqp_metrics(struct ctl_text *t);
 
 #endif

@@ -162,6 +162,10 @@ static const struct key_desc keys[] = {
     U32("limits", "idle_timeout_ms", limits.idle_timeout_ms, 0, CTL_MS_MAX, KF_RELOAD),
     U32("limits", "write_deadline_ms", limits.write_deadline_ms, 1, CTL_MS_MAX, KF_RELOAD),
     U32("limits", "subscriptions_max", limits.subscriptions_max, 0, 10000000, KF_RELOAD),
+    U64("limits", "amqp_memory_high_watermark_bytes", limits.amqp_memory_high_watermark_bytes, 0,
+        1024 * GIB, KF_RELOAD | KF_BYTES),
+    U64("limits", "amqp_disk_free_limit_bytes", limits.amqp_disk_free_limit_bytes, 0, 1024 * GIB,
+        KF_RELOAD | KF_BYTES),
 
     STR("dpdk", "eal_args", dpdk_eal_args, STR_WORDS, 0),
     STR("dpdk", "file_prefix", dpdk_file_prefix, STR_NAME, 0),
@@ -609,7 +613,9 @@ void ctl_config_defaults(struct ctl_config *cfg)
         l->partial_frame_timeout_ms = 10000;
         l->idle_timeout_ms = 0; /* never: protocol heartbeats find dead peers */
         l->write_deadline_ms = 10000;
-        l->subscriptions_max = 0; /* unlimited */
+        l->subscriptions_max = 0;                 /* unlimited */
+        l->amqp_memory_high_watermark_bytes = 0;  /* 40% of RAM, as RabbitMQ's 0.4 */
+        l->amqp_disk_free_limit_bytes = 50 * MIB; /* RabbitMQ's default */
 
         cfg->nats_ping_interval_ms = 120000;
         cfg->nats_ping_max_outstanding = 2;

@@ -45,6 +45,11 @@ struct ctl_limits {
         uint32_t idle_timeout_ms;          /* 0 = never */
         uint32_t write_deadline_ms;        /* slow consumer: pending output older than this */
         uint32_t subscriptions_max;        /* per connection (NATS), 0 = unlimited */
+        /* AMQP resource alarms: publishers are blocked while the messages
+         * held in queues exceed this (0: 40% of physical memory) ... */
+        uint64_t amqp_memory_high_watermark_bytes;
+        /* ... or the data directory's free space is below this (0: off) */
+        uint64_t amqp_disk_free_limit_bytes;
 };
 
 /* One DPDK port as [dpdk] ports and addresses describe it. */

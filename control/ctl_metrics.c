@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ctl_amqp.h"
 #include "ctl_kafka.h"
 #include "ctl_plane.h"
 #include "ctl_text.h"
@@ -110,6 +111,8 @@ void ctl_metrics_render(struct ctl_plane *cp, struct ctl_text *t)
         struct sl_runtime *rt = cp->rt;
         proto_metrics(rt, t);
         ctl_kafka_metrics(t);
+        if (rt->cfg->listeners[CTL_PROTO_AMQP].enabled)
+                ctl_amqp_metrics(t);
 
         PER_WORKER(t, rt, "sluice_connections", "gauge", "Open client connections.",
                    stats.conns_open);

@@ -1,0 +1,276 @@
+/* Queues on their own worker: the ready list (priority levels), delivery
+ * to consumers (local, or proxies for consumers on other workers),
+ * unacked bookkeeping and requeueing. */
+
+#include "amqp_internal.h"
+
+/* ---- delivery ------------------------------------------------------------- */
+
+/* Writes method frame + content header + body frames of m; all or nothing
+ * as far as the room check goes. Returns 0, -EAGAIN (no room: try when
+ * writable), -ENOBUFS (connection dropped). */
+int send_content(struct sl_conn *c, uint16_t chan, const struct amqp_method *meth,
+                 const struct amqp_msg *m)
+{
+        struct amqp_conn *ac = c->proto_state;
+        uint8_t buf[AMQP_CTL_BUF];
+        int n = amqp_method_frame_encode(chan, meth, buf, sizeof(buf));
+        SL_ASSERT(n > 0);
+        uint32_t chunk = ac->frame_max - AMQP_FRAME_OVERHEAD;
+        uint64_t nframes = (m->body_len + chunk - 1) / chunk;
+        uint64_t need = (uint64_t)n + AMQP_FRAME_OVERHEAD + m->hdr_len +
+                        nframes * AMQP_FRAME_OVERHEAD + m->body_len;
+        if (!conn_usable(c))
+                return -ENOBUFS;
+        if (sl_conn_tx_room(c) < need) {
+                sl_conn_want_writable(c);
+                return -EAGAIN;
+        }
+        const uint8_t *hdr = m->data + m->ex_len + m->rk_len;
+        const uint8_t *body = hdr + m->hdr_len;
+        uint8_t end = AMQP_FRAME_END;
+        uint8_t fh[7] = {
+            AMQP_FRAME_HEADER,           (uint8_t)(chan >> 8),        (uint8_t)chan,
+            (uint8_t)(m->hdr_len >> 24), (uint8_t)(m->hdr_len >> 16), (uint8_t)(m->hdr_len >> 8),
+            (uint8_t)m->hdr_len};
+        struct iovec iov[3] = {{buf, (size_t)n}, {fh, 7}, {(void *)hdr, m->hdr_len}};
+        struct iovec iov_end = {&end, 1};
+        struct iovec all[4] = {iov[0], iov[1], iov[2], iov_end};
+        if (sl_conn_sendv(c, all, 4) != 0)
+                goto fail;
+        for (uint64_t off = 0; off < m->body_len; off += chunk) {
+                uint32_t len = (uint32_t)SL_MIN((uint64_t)chunk, m->body_len - off);
+                uint8_t bh[7] = {AMQP_FRAME_BODY,      (uint8_t)(chan >> 8), (uint8_t)chan,
+                                 (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+                                 (uint8_t)len};
+                struct iovec bv[3] = {{bh, 7}, {(void *)(body + off), len}, {&end, 1}};
+                if (sl_conn_sendv(c, bv, 3) != 0)
+                        goto fail;
+        }
+        return 0;
+fail:
+        /* Half a message is on the wire: the stream cannot be repaired. */
+        doom(c);
+        return -ENOBUFS;
+}
+
+void queue_free(struct amqp_queue *q)
+{
+        free(q->ptail);
+        free(q->pend);
+        free(q->acks);
+        free(q->live);
+        free(q);
+}
+
+void queue_unref(struct amqp_queue *q)
+{
+        SL_ASSERT(q->unacked_refs > 0);
+        if (--q->unacked_refs == 0 && q->deleted)
+                queue_free(q);
+}
+
+/* m (delivered with a tag) joins its channel's unacked list; a message from
+ * a queue here holds a reference on the queue (remote ones hold it at
+ * home). */
+void unacked_add(struct amqp_worker *aw, struct amqp_channel *ch, struct amqp_msg *m)
+{
+        if (m->home == aw->w->id)
+                m->uq->unacked_refs++;
+        ch->nunacked++;
+        m->next = NULL;
+        if (ch->unacked_tail)
+                ch->unacked_tail->next = m;
+        else
+                ch->unacked_head = m;
+        ch->unacked_tail = m;
+}
+
+/* Delivers from q to its consumers, round robin, while they have credit
+ * and room. */
+
+/* Hands the head of q to a consumer on another worker (through its proxy). */
+static void proxy_send(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_consumer *k)
+{
+        struct amqp_msg *m = queue_pop(q);
+        m->home = aw->w->id;
+        m->qid = q->qid;
+        m->rstub = k->peer;
+        m->ucons = k;
+        m->tracked = !k->no_ack;
+        m->uq = m->tracked ? q : NULL;
+        if (m->tracked) {
+                q->unacked_refs++;
+                k->unacked++;
+        } else {
+                dq_ack(aw, q, m); /* no-ack: settled as it leaves */
+        }
+        k->inflight++;
+        dlv_push(aw, k->rworker, m);
+}
+
+void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
+{
+        queue_expire(aw, q);
+        while (q->head && q->consumers) {
+                struct amqp_consumer *pick = NULL;
+                /* round robin: the head of the list is next; rotate after use */
+                struct amqp_consumer **pp = &q->consumers;
+                for (; *pp; pp = &(*pp)->next_in_queue) {
+                        struct amqp_consumer *k = *pp;
+                        if (k->proxy) {
+                                if (k->inflight >= k->window ||
+                                    (!k->no_ack && k->prefetch && k->unacked >= k->prefetch))
+                                        continue;
+                                pick = k;
+                                break;
+                        }
+                        struct amqp_conn *ac = k->c->proto_state;
+                        if (!conn_usable(k->c) || ac->phase != AMQP_PH_RUNNING)
+                                continue;
+                        if (!k->no_ack && k->prefetch && k->unacked >= k->prefetch)
+                                continue;
+                        if (!k->no_ack && k->ch->gprefetch && k->ch->nunacked >= k->ch->gprefetch)
+                                continue;
+                        pick = k;
+                        break;
+                }
+                if (!pick)
+                        return;
+                if (pick->proxy) {
+                        *pp = pick->next_in_queue;
+                        pick->next_in_queue = NULL;
+                        struct amqp_consumer **tail = &q->consumers;
+                        while (*tail)
+                                tail = &(*tail)->next_in_queue;
+                        *tail = pick;
+                        proxy_send(aw, q, pick);
+                        sl_counter_add(&aw->delivered, 1);
+                        continue;
+                }
+                struct amqp_msg *m = q->head;
+                struct amqp_channel *ch = pick->ch;
+                struct amqp_method meth;
+                amqp_method_init(&meth, AMQP_BASIC_DELIVER);
+                meth.args[AMQP_BASIC_DELIVER_CONSUMER_TAG].b = name_view(&pick->tag);
+                meth.args[AMQP_BASIC_DELIVER_DELIVERY_TAG].u = ch->next_tag + 1;
+                meth.args[AMQP_BASIC_DELIVER_REDELIVERED].u = m->redelivered;
+                meth.args[AMQP_BASIC_DELIVER_EXCHANGE].b = (struct amqp_bytes){m->data, m->ex_len};
+                meth.args[AMQP_BASIC_DELIVER_ROUTING_KEY].b =
+                    (struct amqp_bytes){m->data + m->ex_len, m->rk_len};
+                int rc = send_content(pick->c, ch->id, &meth, m);
+                if (rc != 0)
+                        return; /* resumed from writable() (or the conn is gone) */
+                /* rotate: pick goes to the tail */
+                *pp = pick->next_in_queue;
+                pick->next_in_queue = NULL;
+                struct amqp_consumer **tail = &q->consumers;
+                while (*tail)
+                        tail = &(*tail)->next_in_queue;
+                *tail = pick;
+                queue_pop(q);
+                ch->next_tag++;
+                sl_counter_add(&aw->delivered, 1);
+                if (pick->no_ack) {
+                        dq_ack(aw, q, m);
+                        free(m);
+                } else {
+                        m->dtag = ch->next_tag;
+                        m->uq = q;
+                        m->ucons = pick;
+                        m->home = aw->w->id;
+                        pick->unacked++;
+                        unacked_add(aw, ch, m);
+                }
+        }
+}
+
+void consumer_remove(struct amqp_consumer *k)
+{
+        struct amqp_worker *aw = aw_of(k->c->w);
+        if (k->stub) {
+                stub_cancel(aw, k, NULL, 0, 0, false);
+                return;
+        }
+        struct amqp_queue *q = k->q;
+        for (struct amqp_consumer **pp = &q->consumers; *pp; pp = &(*pp)->next_in_queue)
+                if (*pp == k) {
+                        *pp = k->next_in_queue;
+                        break;
+                }
+        q->nconsumers--;
+        q->exclusive_consumer = false; /* it was the only one if set */
+        for (struct amqp_consumer **pp = &k->ch->consumers; *pp; pp = &(*pp)->next_in_chan)
+                if (*pp == k) {
+                        *pp = k->next_in_chan;
+                        break;
+                }
+        for (struct amqp_msg *m = k->ch->unacked_head; m; m = m->next)
+                if (m->ucons == k)
+                        m->ucons = NULL;
+        free(k);
+        /* auto-delete: the queue goes with its last consumer */
+        if (q->auto_delete && !q->deleted && q->nconsumers == 0)
+                queue_delete_announce(aw, q);
+}
+
+/* Puts unacked messages back at the head of their queues, in order; those
+ * from queues on other workers travel home. */
+void requeue_list(struct amqp_worker *aw, struct amqp_msg *m)
+{
+        /* reverse, so pushing to the front keeps the original order */
+        struct amqp_msg *rev = NULL;
+        while (m) {
+                struct amqp_msg *n = m->next;
+                m->next = rev;
+                rev = m;
+                m = n;
+        }
+        while (rev) {
+                struct amqp_msg *n = rev->next;
+                if (rev->home != aw->w->id) {
+                        /* home pushes each to the front as it arrives: in
+                         * this reversed order, that restores the original */
+                        rev->next = NULL;
+                        stl_push(aw, rev, AMQP_SETTLE_REQUEUE);
+                        rev = n;
+                        continue;
+                }
+                rev->redelivered = true;
+                if (rev->ucons)
+                        rev->ucons->unacked--;
+                struct amqp_queue *q = rev->uq;
+                if (q->deleted)
+                        free(rev);
+                else
+                        queue_push_front(q, rev);
+                queue_unref(q);
+                rev = n;
+        }
+}
+
+void chan_free(struct sl_conn *c, struct amqp_channel *ch)
+{
+        struct amqp_conn *ac = c->proto_state;
+        struct amqp_worker *aw = aw_of(c->w);
+        while (ch->consumers)
+                consumer_remove(ch->consumers);
+        struct amqp_msg *un = ch->unacked_head;
+        ch->unacked_head = ch->unacked_tail = NULL;
+        ch->nunacked = 0;
+        requeue_list(aw, un);
+        confirms_forget(aw, ch);
+        free(ch->pub);
+        free(ch->conf);
+        while (ch->txp_head) {
+                struct amqp_msg *m = ch->txp_head;
+                ch->txp_head = m->next;
+                free(m);
+        }
+        free(ch->txa);
+        ac->chans[ch->id] = NULL;
+        free(ch);
+        sl_counter_add(&aw->channels, -1);
+        for (struct amqp_queue *q = aw->queues; q; q = q->next)
+                queue_dispatch(aw, q);
+}
