@@ -2,6 +2,8 @@
  * x-overflow, x-dead-letter-*, x-max-priority, x-expires), TTL expiry,
  * dead-lettering with x-death, and x-delayed-message holding. */
 
+#include <time.h>
+
 #include "amqp_internal.h"
 
 /* ---- queue arguments, TTL, max-length, dead-lettering -------------------- */
@@ -226,8 +228,9 @@ static struct amqp_msg *dl_build(struct amqp_worker *aw, const struct amqp_queue
         amqp_table_put_i64(&w, "count", count + 1);
         amqp_table_put_str(&w, "reason", amqp_cstr(reason));
         amqp_table_put_str(&w, "queue", name_view(&q->name));
-        struct amqp_field tf = {
-            .name = amqp_cstr("time"), .tag = 'T', .v.u = (uint64_t)sl_time_ms() / 1000};
+        /* An AMQP timestamp is Unix time: the wall clock, not the monotonic
+         * clock the loop runs on (dead-lettering is not the hot path). */
+        struct amqp_field tf = {.name = amqp_cstr("time"), .tag = 'T', .v.u = (uint64_t)time(NULL)};
         amqp_table_put(&w, &tf);
         amqp_table_put_str(&w, "exchange", ex);
         amqp_table_begin(&w, "routing-keys", 'A');

@@ -596,6 +596,33 @@ static void ex_remove(struct amqp_worker *aw, struct amqp_bytes name)
         free(e);
 }
 
+/* Binding arguments are equal as tables, not as bytes: RabbitMQ compares
+ * them sorted, and clients such as amqp091-go encode a table in random map
+ * order, so an unbind must find the bind whatever order its fields come in.
+ * Types must match exactly (RabbitMQ compares typed values). */
+static bool bargs_equal(const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t blen)
+{
+        if (alen == blen && memcmp(a, b, alen) == 0)
+                return true;
+        struct amqp_bytes ta = {.ptr = a, .len = alen}, tb = {.ptr = b, .len = blen};
+        struct amqp_table_iter it;
+        struct amqp_field f, g;
+        uint32_t na = 0, nb = 0;
+        amqp_table_iter_init(&it, tb, false);
+        while (amqp_table_next(&it, &g) == 1)
+                nb++;
+        amqp_table_iter_init(&it, ta, false);
+        while (amqp_table_next(&it, &f) == 1) {
+                char key[256];
+                memcpy(key, f.name.ptr, f.name.len);
+                key[f.name.len] = 0;
+                if (amqp_table_find(tb, key, &g) != 1 || g.tag != f.tag || !field_matches(&f, &g))
+                        return false;
+                na++;
+        }
+        return na == nb;
+}
+
 static void binding_set(struct amqp_exchange *src, struct amqp_qref *q, struct amqp_exchange *dst,
                         const struct amqp_topo *t, bool bind)
 {
@@ -604,7 +631,7 @@ static void binding_set(struct amqp_exchange *src, struct amqp_qref *q, struct a
         /* a binding is (source, destination, key, arguments), as in RabbitMQ */
         while (*bp &&
                !((*bp)->q == q && (*bp)->dst == dst && name_eq(&(*bp)->key, name_view(key)) &&
-                 (*bp)->args_len == t->bargs_len && !memcmp((*bp)->args, t->bargs, t->bargs_len)))
+                 bargs_equal((*bp)->args, (*bp)->args_len, t->bargs, t->bargs_len)))
                 bp = &(*bp)->next;
         if (bind && !*bp) {
                 struct amqp_binding *b = calloc(1, sizeof(*b));

@@ -93,16 +93,10 @@ def test_amqpgo_scenario(amqp, scenario):
 
 
 @needs_go
-@needs_go
-@pytest.mark.xfail(strict=True, reason="broker bug: dl_build() in dataplane/amqp/amqp_server.c writes "
-                   "x-death 'time' from sl_time_ms() (CLOCK_MONOTONIC, seconds since boot), not Unix time")
 def test_amqpgo_x_death_time_is_wall_clock(amqp):
     run_go(amqp, "dlx_x_death_time")
 
 
-@pytest.mark.xfail(strict=True, reason="broker bug: unbind compares binding arguments byte for byte "
-                   "(memcmp in dataplane/amqp/amqp_server.c near line 2564), RabbitMQ compares them as "
-                   "sorted tables; amqp091-go encodes tables in random map order, so its unbinds miss")
 def test_headers_unbind_with_reordered_arguments(amqp):
     conn, ch = pika_channel(amqp)
     try:
