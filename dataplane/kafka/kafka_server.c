@@ -1837,6 +1837,15 @@ static void kafka_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx
              (double)atomic_load_explicit(&kw->requests, memory_order_relaxed));
         emit(ctx, "sluice_kafka_fetch_bytes_total", "counter", "Record bytes returned by Fetch",
              (double)atomic_load_explicit(&kw->fetch_bytes, memory_order_relaxed));
+        emit(ctx, "sluice_kafka_fetch_reads_mem_total", "counter",
+             "Partition reads answered from the log's in-memory window",
+             (double)atomic_load_explicit(&kw->fetch_reads_mem, memory_order_relaxed));
+        emit(ctx, "sluice_kafka_fetch_reads_cache_total", "counter",
+             "Partition reads answered from a read-ahead cache",
+             (double)atomic_load_explicit(&kw->fetch_reads_cache, memory_order_relaxed));
+        emit(ctx, "sluice_kafka_fetch_reads_disk_total", "counter",
+             "Partition reads that went to disk",
+             (double)atomic_load_explicit(&kw->fetch_reads_disk, memory_order_relaxed));
         emit(ctx, "sluice_kafka_protocol_closes_total", "counter",
              "Connections closed for a bad frame, version or request",
              (double)atomic_load_explicit(&kw->errors_closed, memory_order_relaxed));
