@@ -123,16 +123,35 @@ static void starved_wake(struct kafka_worker *kw)
 
 static void req_run(struct kafka_worker *kw, struct kafka_req *r);
 
+/* Record batches (Fetch) are not encoded into kw->enc: the response goes
+ * out as the encoded pieces with the batches between them, straight from the
+ * fetch buffer into the connection's queue. */
+#define KAFKA_RESP_SEGS 15
+
 static int resp_send(struct kafka_worker *kw, struct kafka_req *r)
 {
-        ssize_t n = kafka_response_encode(&r->resp, r->h.correlation_id, kw->enc, kw->enc_cap);
+        struct kafka_seg seg[KAFKA_RESP_SEGS];
+        int nseg = 0;
+        ssize_t n = kafka_response_encode_segs(&r->resp, r->h.correlation_id, kw->enc, kw->enc_cap,
+                                               seg, KAFKA_RESP_SEGS, &nseg);
         if (n < 0) {
                 SL_WARN("kafka: cannot encode response to api %d v%d: %s", r->h.api_key,
                         r->h.api_version, strerror((int)-n));
                 sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
                 return -EPIPE;
         }
-        int rc = sl_conn_send(r->c, kw->enc, (size_t)n);
+        struct iovec iov[2 * KAFKA_RESP_SEGS + 1];
+        int k = 0;
+        size_t at = 0;
+        for (int i = 0; i < nseg; i++) {
+                if (seg[i].at > at)
+                        iov[k++] = (struct iovec){kw->enc + at, seg[i].at - at};
+                iov[k++] = (struct iovec){(void *)(uintptr_t)seg[i].ptr, seg[i].len};
+                at = seg[i].at;
+        }
+        if ((size_t)n > at)
+                iov[k++] = (struct iovec){kw->enc + at, (size_t)n - at};
+        int rc = sl_conn_sendv(r->c, iov, k);
         if (rc == -ENOBUFS)
                 sl_conn_want_writable(r->c);
         return rc;
