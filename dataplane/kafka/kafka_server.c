@@ -124,8 +124,9 @@ static void starved_wake(struct kafka_worker *kw)
 static void req_run(struct kafka_worker *kw, struct kafka_req *r);
 
 /* Record batches (Fetch) are not encoded into kw->enc: the response goes
- * out as the encoded pieces with the batches between them, straight from the
- * fetch buffer into the connection's queue. */
+ * out as the encoded pieces with the batches between them, and the batches
+ * are not copied at all: the connection holds a reference on the fetch
+ * buffer until they are sent. */
 #define KAFKA_RESP_SEGS 15
 
 static int resp_send(struct kafka_worker *kw, struct kafka_req *r)
@@ -141,17 +142,26 @@ static int resp_send(struct kafka_worker *kw, struct kafka_req *r)
                 return -EPIPE;
         }
         struct iovec iov[2 * KAFKA_RESP_SEGS + 1];
+        struct sl_buf *refs[2 * KAFKA_RESP_SEGS + 1];
+        const struct sl_buf *fb = r->fbuf;
         int k = 0;
         size_t at = 0;
         for (int i = 0; i < nseg; i++) {
-                if (seg[i].at > at)
+                if (seg[i].at > at) {
+                        refs[k] = NULL;
                         iov[k++] = (struct iovec){kw->enc + at, seg[i].at - at};
+                }
+                bool in_fbuf =
+                    fb && seg[i].ptr >= fb->data && seg[i].ptr + seg[i].len <= fb->data + fb->cap;
+                refs[k] = in_fbuf ? r->fbuf : NULL;
                 iov[k++] = (struct iovec){(void *)(uintptr_t)seg[i].ptr, seg[i].len};
                 at = seg[i].at;
         }
-        if ((size_t)n > at)
+        if ((size_t)n > at) {
+                refs[k] = NULL;
                 iov[k++] = (struct iovec){kw->enc + at, (size_t)n - at};
-        int rc = sl_conn_sendv(r->c, iov, k);
+        }
+        int rc = sl_conn_sendv_ref(r->c, iov, refs, k);
         if (rc == -ENOBUFS)
                 sl_conn_want_writable(r->c);
         return rc;
