@@ -160,6 +160,10 @@ struct kafka_reader {
         const uint8_t *cache;
         int64_t cache_first, cache_last;
         uint64_t cache_used; /* kw->read_clock at the last hit: least recent is reused */
+        /* a read ahead with no fetch waiting for it yet (pop NULL while busy):
+         * partition and first offset it reads */
+        uint32_t ahead_pid;
+        int64_t ahead_offset;
 };
 
 struct kafka_waiter {
@@ -202,7 +206,7 @@ struct kafka_worker {
         /* counters for /metrics */
         _Atomic uint64_t requests, produce_batches, fetch_bytes, errors_closed;
         /* where fetched partitions were answered from (owner side) */
-        _Atomic uint64_t fetch_reads_mem, fetch_reads_cache, fetch_reads_disk;
+        _Atomic uint64_t fetch_reads_mem, fetch_reads_cache, fetch_reads_disk, fetch_reads_ahead;
 };
 
 static inline struct kafka_worker *kafka_kw(struct sl_worker *w)

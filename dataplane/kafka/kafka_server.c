@@ -1875,6 +1875,9 @@ static void kafka_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx
         emit(ctx, "sluice_kafka_fetch_reads_disk_total", "counter",
              "Partition reads that went to disk",
              (double)atomic_load_explicit(&kw->fetch_reads_disk, memory_order_relaxed));
+        emit(ctx, "sluice_kafka_fetch_reads_ahead_total", "counter",
+             "Disk reads started ahead of a sequential consumer",
+             (double)atomic_load_explicit(&kw->fetch_reads_ahead, memory_order_relaxed));
         emit(ctx, "sluice_kafka_protocol_closes_total", "counter",
              "Connections closed for a bad frame, version or request",
              (double)atomic_load_explicit(&kw->errors_closed, memory_order_relaxed));
