@@ -16,11 +16,16 @@ enum sl_buf_class {
         SL_BUF_CLASSES,
 };
 
+/* A tx chunk that carries no bytes of its own: data[] holds a struct
+ * sl_buf_ref naming bytes inside another buffer, which it holds a reference
+ * on until they are sent (sl_conn_sendv_ref). */
+#define SL_BUF_F_REF 0x01
+
 struct sl_buf {
         struct sl_buf *next; /* free list, tx chains, return chains */
         uint16_t owner;      /* worker whose pool it belongs to */
         uint8_t cls;
-        uint8_t flags;
+        uint8_t flags; /* SL_BUF_F_* */
         _Atomic uint32_t refs;
         uint32_t cap; /* bytes in data[] */
         uint32_t len; /* bytes filled */
@@ -104,6 +109,11 @@ static inline bool sl_buf_unref(struct sl_buf *b)
 {
         return atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1;
 }
+
+struct sl_buf_ref {
+        struct sl_buf *target;
+        const uint8_t *ptr; /* len bytes (the chunk's len) inside target */
+};
 
 /* Queue of buffers waiting to go home to one owner: an intrusive list, so
  * it is bounded by the number of buffers in existence and needs no memory. */

@@ -227,6 +227,33 @@ static struct sl_buf *conn_chunk_alloc(struct sl_worker *w)
         return sl_buf_alloc(&w->pool, SL_BUF_CHUNK);
 }
 
+static bool chunk_is_ref(const struct sl_buf *b)
+{
+        return b->flags & SL_BUF_F_REF;
+}
+
+static const struct sl_buf_ref *chunk_ref(const struct sl_buf *b)
+{
+        return (const struct sl_buf_ref *)(const void *)b->data;
+}
+
+/* A sent or discarded tx chunk goes back; a reference chunk first drops its
+ * hold on the buffer it points into (which may belong to another worker). */
+static void conn_chunk_free(struct sl_worker *w, struct sl_buf *b)
+{
+        if (chunk_is_ref(b)) {
+                sl_worker_buf_put(w, chunk_ref(b)->target);
+                b->flags &= (uint8_t)~SL_BUF_F_REF;
+        }
+        sl_buf_pool_give(&w->pool, b);
+}
+
+/* Room left in the tail chunk for copied bytes (none in a reference). */
+static size_t chunk_room(const struct sl_buf *b)
+{
+        return b && !chunk_is_ref(b) ? b->cap - b->len : 0;
+}
+
 static int conn_tx_refuse(struct sl_conn *c)
 {
         struct sl_worker *w = c->w;
@@ -257,7 +284,7 @@ static int conn_sendv(struct sl_conn *c, const struct iovec *iov, int iovcnt, bo
 
         /* Reserve every chunk first so a failure queues nothing. */
         struct sl_buf *tail = c->tx_tail;
-        size_t room = tail ? tail->cap - tail->len : 0;
+        size_t room = chunk_room(tail);
         struct sl_buf *fresh = NULL, *fresh_tail = NULL;
         while (room < total) {
                 struct sl_buf *b = conn_chunk_alloc(w);
@@ -283,7 +310,7 @@ static int conn_sendv(struct sl_conn *c, const struct iovec *iov, int iovcnt, bo
                         c->tx_head = fresh;
                 c->tx_tail = fresh_tail;
         }
-        struct sl_buf *b = tail && tail->len < tail->cap ? tail : (tail ? tail->next : c->tx_head);
+        struct sl_buf *b = chunk_room(tail) ? tail : (tail ? tail->next : c->tx_head);
         for (int i = 0; i < iovcnt; i++) {
                 const uint8_t *p = iov[i].iov_base;
                 size_t n = iov[i].iov_len;
@@ -311,6 +338,94 @@ int sl_conn_sendv(struct sl_conn *c, const struct iovec *iov, int iovcnt)
         return conn_sendv(c, iov, iovcnt, true);
 }
 
+int sl_conn_sendv_ref(struct sl_conn *c, const struct iovec *iov, struct sl_buf *const *refs,
+                      int iovcnt)
+{
+        struct sl_worker *w = c->w;
+        if (c->state != SL_CONN_OPEN && c->state != SL_CONN_CLOSING)
+                return -EPIPE;
+        size_t total = 0, chunk = w->pool.bytes[SL_BUF_CHUNK];
+        uint32_t need = 0; /* chunks, at worst: a copied run after a reference starts a new one */
+        for (int i = 0; i < iovcnt; i++) {
+                total += iov[i].iov_len;
+                if (refs[i])
+                        need++;
+                else if (iov[i].iov_len)
+                        need += (uint32_t)((iov[i].iov_len + chunk - 1) / chunk) + 1;
+        }
+        if (total == 0)
+                return 0;
+        if (total > sl_conn_tx_room(c))
+                return conn_tx_refuse(c);
+        /* Take every chunk first so a failure queues nothing. */
+        struct sl_buf *spare = NULL;
+        for (uint32_t k = 0; k < need; k++) {
+                struct sl_buf *b = conn_chunk_alloc(w);
+                if (!b) {
+                        while (spare) {
+                                struct sl_buf *n = spare->next;
+                                sl_buf_pool_give(&w->pool, spare);
+                                spare = n;
+                        }
+                        return conn_tx_refuse(c);
+                }
+                b->next = spare;
+                spare = b;
+        }
+        for (int i = 0; i < iovcnt; i++) {
+                const uint8_t *p = iov[i].iov_base;
+                size_t n = iov[i].iov_len;
+                if (n == 0)
+                        continue;
+                if (refs[i]) {
+                        struct sl_buf *b = spare;
+                        spare = b->next;
+                        b->next = NULL;
+                        b->flags |= SL_BUF_F_REF;
+                        sl_buf_ref(refs[i]);
+                        *(struct sl_buf_ref *)(void *)b->data =
+                            (struct sl_buf_ref){.target = refs[i], .ptr = p};
+                        b->len = (uint32_t)n;
+                        if (c->tx_tail)
+                                c->tx_tail->next = b;
+                        else
+                                c->tx_head = b;
+                        c->tx_tail = b;
+                        continue;
+                }
+                while (n) {
+                        struct sl_buf *b = c->tx_tail;
+                        if (!chunk_room(b) || b->len == b->cap) {
+                                b = spare;
+                                spare = b->next;
+                                b->next = NULL;
+                                if (c->tx_tail)
+                                        c->tx_tail->next = b;
+                                else
+                                        c->tx_head = b;
+                                c->tx_tail = b;
+                        }
+                        size_t k = SL_MIN(n, (size_t)(b->cap - b->len));
+                        memcpy(b->data + b->len, p, k);
+                        b->len += (uint32_t)k;
+                        p += k;
+                        n -= k;
+                }
+        }
+        while (spare) {
+                struct sl_buf *n = spare->next;
+                sl_buf_pool_give(&w->pool, spare);
+                spare = n;
+        }
+        if (c->tx_pending == 0)
+                c->tx_stalled_since_ms = w->now_ms;
+        c->tx_pending += total;
+        stat_add(&c->pub.tx_pending, (int64_t)total);
+        stat_add(&w->stats.tx_pending_bytes, (int64_t)total);
+        conn_mark_dirty(w, c);
+        return 0;
+}
+
 int sl_conn_send(struct sl_conn *c, const void *p, size_t n)
 {
         struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
@@ -334,7 +449,7 @@ void *sl_conn_tx_reserve(struct sl_conn *c, size_t n)
                 return NULL;
         }
         struct sl_buf *t = c->tx_tail;
-        if (t && t->cap - t->len >= n)
+        if (chunk_room(t) >= n)
                 return t->data + t->len;
         struct sl_buf *b = conn_chunk_alloc(w);
         if (!b) {
@@ -383,7 +498,8 @@ static void conn_tx_start(struct sl_worker *w, struct sl_conn *c)
                 if (len == 0)
                         continue;
                 len = SL_MIN(len, cap - bytes);
-                c->iov[n].iov_base = b->data + b->off;
+                const uint8_t *base = chunk_is_ref(b) ? chunk_ref(b)->ptr : b->data;
+                c->iov[n].iov_base = (void *)(uintptr_t)(base + b->off);
                 c->iov[n].iov_len = len;
                 bytes += len;
                 n++;
@@ -425,15 +541,16 @@ static void conn_tx_complete(struct sl_worker *w, struct sl_conn *c, long res)
                 size_t k = SL_MIN(left, (size_t)(b->len - b->off));
                 b->off += (uint32_t)k;
                 left -= k;
-                if (b->off == b->len && (b != c->tx_tail || b->len == b->cap)) {
+                if (b->off == b->len && (b != c->tx_tail || !chunk_room(b))) {
                         c->tx_head = b->next;
                         if (!c->tx_head)
                                 c->tx_tail = NULL;
-                        sl_buf_pool_give(&w->pool, b);
+                        conn_chunk_free(w, b);
                 }
         }
         /* Reuse a drained tail chunk from the start. */
-        if (c->tx_head && c->tx_head == c->tx_tail && c->tx_head->off == c->tx_head->len)
+        if (c->tx_head && c->tx_head == c->tx_tail && c->tx_head->off == c->tx_head->len &&
+            !chunk_is_ref(c->tx_head))
                 c->tx_head->off = c->tx_head->len = 0;
         c->tx_stalled_since_ms = w->now_ms;
         if (c->tx_pending)
@@ -541,7 +658,7 @@ static void conn_tx_discard(struct sl_worker *w, struct sl_conn *c)
         while (c->tx_head) {
                 struct sl_buf *b = c->tx_head;
                 c->tx_head = b->next;
-                sl_buf_pool_give(&w->pool, b);
+                conn_chunk_free(w, b);
         }
         c->tx_tail = NULL;
         stat_add(&c->pub.tx_pending, -(int64_t)c->tx_pending);

@@ -170,6 +170,14 @@ int sl_conn_send(struct sl_conn *c, const void *p, size_t n);
 /* Queues the concatenation of iov (copied), all or nothing. */
 int sl_conn_sendv(struct sl_conn *c, const struct iovec *iov, int iovcnt);
 
+/* As sl_conn_sendv, but iov[i] with refs[i] != NULL is not copied: those
+ * bytes lie inside pool buffer refs[i], which gains a reference until they
+ * are sent (the protocol may drop its own at once). For large payloads a
+ * protocol already holds in a buffer (Kafka Fetch): the bytes then reach the
+ * socket with the kernel's copy only. All or nothing, like sl_conn_sendv. */
+int sl_conn_sendv_ref(struct sl_conn *c, const struct iovec *iov, struct sl_buf *const *refs,
+                      int iovcnt);
+
 /* Queues a protocol's last words (an error text) past the pending cap, then
  * closes: the overshoot is bounded by the text. */
 void sl_conn_send_last(struct sl_conn *c, const void *p, size_t n, enum sl_close_reason why);

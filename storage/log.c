@@ -1055,6 +1055,8 @@ int log_read_submit(struct log_partition *p, struct log_read *r)
                 if (n != 0)
                         return n;
         }
+        if (r->mem_only)
+                return -EAGAIN;
         return read_issue(p, r, s, pos, 0);
 }
 

@@ -124,6 +124,10 @@ struct log_read {
         int64_t offset;
         int64_t timestamp;
         bool by_time;
+        /* Answer only from the in-memory window: -EAGAIN instead of a disk
+         * read, so buf needs no alignment (a caller copies straight into
+         * its response buffer and reads disk with its own aligned one). */
+        bool mem_only;
         uint32_t max_bytes;
         void *buf;
         uint32_t buf_cap;
@@ -141,8 +145,9 @@ struct log_read {
 };
 /* Returns >0 when served from memory right away (bytes; cb not called),
  * 0 when a disk read is in flight (cb runs from log_owner_poll), or a
- * negative error (-ERANGE past the watermark or before the start). A
- * read by time past the newest batch returns -ERANGE too. */
+ * negative error (-ERANGE past the watermark or before the start; -EAGAIN
+ * for mem_only when memory cannot answer). A read by time past the newest
+ * batch returns -ERANGE too. */
 int log_read_submit(struct log_partition *p, struct log_read *r);
 
 /* Wait registry: "tell me when offset `offset` is visible" (offset < HW).

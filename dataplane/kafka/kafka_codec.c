@@ -397,9 +397,19 @@ ssize_t kafka_msg_decode(struct kafka_msg *m, struct kafka_arena *a, int16_t api
 /* ---- encode -------------------------------------------------------------- */
 
 /* p == NULL only counts: the same walk sizes and writes. */
+/* Where RECORDS bytes are left out of the output (kafka_response_encode_iov):
+ * each is written as its length prefix only and noted with the output
+ * position it belongs at. */
+struct wr_segs {
+        struct kafka_seg *seg;
+        int n, max;
+        size_t skipped; /* record bytes not written to the output */
+};
+
 struct wr {
         uint8_t *p;
         size_t cap, pos;
+        struct wr_segs *segs;
 };
 
 struct enc {
@@ -478,7 +488,17 @@ static int enc_prim(const struct enc *e, struct wr *w, uint8_t type, bool nullab
                 if (type == KAFKA_T_STRING && len > INT16_MAX)
                         return -EINVAL;
                 int rc = wr_len(e, w, type == KAFKA_T_STRING ? 2 : 4, len);
-                return rc < 0 ? rc : wr_put(w, v->u.ptr, (size_t)len);
+                if (rc < 0)
+                        return rc;
+                struct wr_segs *sg = w->segs;
+                if (type == KAFKA_T_RECORDS && sg && sg->n < sg->max &&
+                    (uint32_t)len >= KAFKA_SEG_MIN_BYTES) {
+                        sg->seg[sg->n++] =
+                            (struct kafka_seg){.at = w->pos, .ptr = v->u.ptr, .len = (uint32_t)len};
+                        sg->skipped += (size_t)len;
+                        return 0;
+                }
+                return wr_put(w, v->u.ptr, (size_t)len);
         }
         }
         return -EINVAL;
@@ -570,14 +590,14 @@ static ssize_t msg_encode(const struct kafka_msg *m, struct wr *w)
 
 ssize_t kafka_msg_encode(const struct kafka_msg *m, uint8_t *out, size_t cap)
 {
-        struct wr w = {out, cap, 0};
+        struct wr w = {out, cap, 0, NULL};
         SL_ASSERT(out || cap == 0);
         return msg_encode(m, &w);
 }
 
 ssize_t kafka_msg_size(const struct kafka_msg *m)
 {
-        struct wr w = {NULL, SIZE_MAX, 0};
+        struct wr w = {NULL, SIZE_MAX, 0, NULL};
         return msg_encode(m, &w);
 }
 
@@ -649,7 +669,7 @@ ssize_t kafka_req_header_decode(struct kafka_req_header *h, const uint8_t *p, si
 
 ssize_t kafka_req_header_encode(const struct kafka_req_header *h, uint8_t *out, size_t cap)
 {
-        struct wr w = {out, cap, 0};
+        struct wr w = {out, cap, 0, NULL};
         int hv = kafka_req_header_version(h->api_key, h->api_version);
         if (hv < 0)
                 return hv;
@@ -669,7 +689,7 @@ ssize_t kafka_req_header_encode(const struct kafka_req_header *h, uint8_t *out, 
 ssize_t kafka_resp_header_encode(int16_t api_key, int16_t version, int32_t correlation_id,
                                  uint8_t *out, size_t cap)
 {
-        struct wr w = {out, cap, 0};
+        struct wr w = {out, cap, 0, NULL};
         int rc = wr_be(&w, (uint32_t)correlation_id, 4);
         if (rc == 0 && kafka_resp_header_version(api_key, version) == 1)
                 rc = wr_uvarint(&w, 0);
@@ -679,6 +699,15 @@ ssize_t kafka_resp_header_encode(int16_t api_key, int16_t version, int32_t corre
 ssize_t kafka_response_encode(const struct kafka_msg *m, int32_t correlation_id, uint8_t *out,
                               size_t cap)
 {
+        return kafka_response_encode_segs(m, correlation_id, out, cap, NULL, 0, NULL);
+}
+
+ssize_t kafka_response_encode_segs(const struct kafka_msg *m, int32_t correlation_id, uint8_t *out,
+                                   size_t cap, struct kafka_seg *seg, int seg_max, int *nseg)
+{
+        struct wr_segs sg = {.seg = seg, .max = seg ? seg_max : 0};
+        if (nseg)
+                *nseg = 0;
         if (cap < KAFKA_FRAME_PREFIX)
                 return -ENOSPC;
         ssize_t hn = kafka_resp_header_encode(m->desc->api_key, m->version, correlation_id,
@@ -686,13 +715,17 @@ ssize_t kafka_response_encode(const struct kafka_msg *m, int32_t correlation_id,
         if (hn < 0)
                 return hn;
         size_t off = KAFKA_FRAME_PREFIX + (size_t)hn;
-        ssize_t bn = kafka_msg_encode(m, out + off, cap - off);
+        struct wr body = {out, cap, off, seg ? &sg : NULL};
+        ssize_t bn = msg_encode(m, &body);
         if (bn < 0)
                 return bn;
         size_t total = off + (size_t)bn;
-        struct wr w = {out, KAFKA_FRAME_PREFIX, 0};
-        if (total - KAFKA_FRAME_PREFIX > INT32_MAX)
+        if (nseg)
+                *nseg = sg.n;
+        /* the size prefix counts the records left out too */
+        if (total + sg.skipped - KAFKA_FRAME_PREFIX > INT32_MAX)
                 return -EINVAL;
-        wr_be(&w, total - KAFKA_FRAME_PREFIX, 4);
+        struct wr w = {out, KAFKA_FRAME_PREFIX, 0, NULL};
+        wr_be(&w, total + sg.skipped - KAFKA_FRAME_PREFIX, 4);
         return (ssize_t)total;
 }

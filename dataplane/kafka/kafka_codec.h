@@ -306,4 +306,20 @@ ssize_t kafka_resp_header_encode(int16_t api_key, int16_t version, int32_t corre
 ssize_t kafka_response_encode(const struct kafka_msg *m, int32_t correlation_id, uint8_t *out,
                               size_t cap);
 
+/* The same frame without copying large RECORDS values (Fetch's record
+ * batches): each such value is written as its length only and listed in
+ * seg[] with the position in out where its bytes belong, so the caller
+ * sends out and the records as separate pieces (one copy less). Values
+ * under KAFKA_SEG_MIN_BYTES, and any past seg_max, are copied as usual.
+ * Returns the bytes written to out (the frame is that plus the segments'
+ * bytes; the size prefix counts them all) or -ENOSPC / -EINVAL. */
+#define KAFKA_SEG_MIN_BYTES 512
+struct kafka_seg {
+        size_t at; /* bytes of out that come before this piece */
+        const uint8_t *ptr;
+        uint32_t len;
+};
+ssize_t kafka_response_encode_segs(const struct kafka_msg *m, int32_t correlation_id, uint8_t *out,
+                                   size_t cap, struct kafka_seg *seg, int seg_max, int *nseg);
+
 #endif

@@ -15,7 +15,10 @@
 #define KAFKA_ARENA_BYTES     (256u << 10)
 #define KAFKA_CONN_INFLIGHT   32 /* ring size; limits.inflight_requests_max caps below it */
 #define KAFKA_READERS         4  /* concurrent partition reads per owner */
-#define KAFKA_WAITERS         1024
+/* Bytes one disk read asks for (more than any fetch takes): the rest serves
+ * the partition's next fetches from the reader's cache. */
+#define KAFKA_READ_AHEAD_BYTES (4u << 20)
+#define KAFKA_WAITERS          1024
 
 /* Kafka error codes used here. */
 enum {
@@ -139,6 +142,9 @@ struct kafka_part {
         struct kafka_producers producers;
 };
 
+/* A disk read reads ahead (KAFKA_READ_AHEAD_BYTES) and its buffer stays a
+ * read cache of that partition once the read is answered: a consumer's next
+ * fetches are copied from it instead of reading the same blocks again. */
 struct kafka_reader {
         struct log_read lr;
         uint8_t *buf;
@@ -146,6 +152,18 @@ struct kafka_reader {
         struct kafka_pop *pop;
         struct kafka_worker *kw;
         bool busy;
+        /* cache: whole batches cache[0 .. cache_len) of partition cache_pid
+         * (UINT32_MAX: none), offsets cache_first .. cache_last, all below
+         * the high watermark when read */
+        uint32_t cache_pid;
+        uint32_t cache_len;
+        const uint8_t *cache;
+        int64_t cache_first, cache_last;
+        uint64_t cache_used; /* kw->read_clock at the last hit: least recent is reused */
+        /* a read ahead with no fetch waiting for it yet (pop NULL while busy):
+         * partition and first offset it reads */
+        uint32_t ahead_pid;
+        int64_t ahead_offset;
 };
 
 struct kafka_waiter {
@@ -173,6 +191,7 @@ struct kafka_worker {
         struct kafka_pop *send_head, *send_tail;   /* requester: pops to send */
         struct kafka_req *timers;
         struct kafka_reader readers[KAFKA_READERS];
+        uint64_t read_clock;
         struct kafka_waiter waiters[KAFKA_WAITERS];
         struct kafka_waiter *free_waiters;
         uint64_t next_token;
@@ -186,6 +205,8 @@ struct kafka_worker {
         uint32_t test_drop_every, test_drop_count;
         /* counters for /metrics */
         _Atomic uint64_t requests, produce_batches, fetch_bytes, errors_closed;
+        /* where fetched partitions were answered from (owner side) */
+        _Atomic uint64_t fetch_reads_mem, fetch_reads_cache, fetch_reads_disk, fetch_reads_ahead;
 };
 
 static inline struct kafka_worker *kafka_kw(struct sl_worker *w)

@@ -201,10 +201,188 @@ static bool append_run(struct kafka_worker *kw, struct kafka_pop *p, struct kafk
 
 /* ---- reads ---------------------------------------------------------------- */
 
+/* Copies whole batches from `src` (len bytes of whole batches) into p's
+ * buffer: from the batch holding p->offset, below hw, up to p->max (KIP-74:
+ * the first batch even when larger; cut at p->cap, as a client skips a
+ * partial last batch). Returns the bytes copied (and where in src they
+ * end); 0 when src does not hold p->offset. */
+static uint32_t batches_copy(struct kafka_pop *p, const uint8_t *src, uint32_t len, int64_t hw,
+                             uint32_t *end)
+{
+        uint32_t pos = 0, start = UINT32_MAX, got = 0;
+        while (pos + LOG_BATCH_HEADER_BYTES <= len) {
+                const uint8_t *b = src + pos;
+                uint32_t blen = log_batch_len(b);
+                int64_t base = log_batch_base_offset(b);
+                if (blen < LOG_BATCH_HEADER_BYTES || blen > len - pos || base >= hw)
+                        break;
+                if (start == UINT32_MAX) {
+                        if (base + log_batch_last_delta(b) >= p->offset)
+                                start = pos;
+                } else if (got + blen > p->max || got + blen > p->cap) {
+                        break;
+                }
+                if (start != UINT32_MAX)
+                        got += blen;
+                pos += blen;
+        }
+        if (start == UINT32_MAX)
+                return 0;
+        got = SL_MIN(got, p->cap);
+        if (end)
+                *end = start + got;
+        memcpy(p->dest, src + start, got);
+        return got;
+}
+
+/* Data still in the log's memory window goes straight into the response
+ * buffer: one copy, no reader, no disk. */
+static bool read_from_mem(struct kafka_worker *kw, struct kafka_pop *p, struct kafka_part *kp)
+{
+        struct log_read lr = {.offset = p->offset,
+                              .mem_only = true,
+                              .max_bytes = SL_MAX(p->max, 1u),
+                              .buf = p->dest,
+                              .buf_cap = p->cap};
+        int n = log_read_submit(kp->log, &lr);
+        if (n == -EAGAIN || n == 0)
+                return false;
+        if (n < 0) {
+                p->err = err_map(n);
+        } else {
+                p->got = (uint32_t)n;
+                if (lr.hw > p->hw)
+                        p->hw = lr.hw;
+                atomic_fetch_add_explicit(&kw->fetch_reads_mem, 1, memory_order_relaxed);
+        }
+        owner_done(kw, p);
+        return true;
+}
+
+static struct kafka_reader *reader_pick(struct kafka_worker *kw);
+static void read_cb(struct log_read *lr, int res);
+static void read_finish(struct kafka_reader *rd, int res);
+
+/* Sequential consumers: once a fetch has been answered from the last part
+ * of a cache, the range after it is read now, so the consumer's next fetch
+ * finds it in memory (or joins the read in flight) instead of waiting for
+ * the disk. Only with a second reader free, so read-ahead never takes the
+ * last reader from a fetch. */
+static void read_ahead(struct kafka_worker *kw, struct kafka_part *kp, struct kafka_reader *from,
+                       const struct kafka_pop *p)
+{
+        int64_t next = from->cache_last + 1;
+        if (next >= log_high_watermark(kp->log))
+                return;
+        uint32_t free_readers = 0;
+        for (int i = 0; i < KAFKA_READERS; i++) {
+                const struct kafka_reader *rd = &kw->readers[i];
+                if ((rd->busy && rd->ahead_pid == p->pid && rd->ahead_offset == next) ||
+                    (!rd->busy && rd->cache_pid == p->pid && rd->cache_first <= next &&
+                     next <= rd->cache_last))
+                        return; /* already read or being read */
+                free_readers += !rd->busy;
+        }
+        if (free_readers < 2)
+                return;
+        struct kafka_reader *rd = reader_pick(kw);
+        /* never evict the cache the consumer is still reading */
+        if (!rd || rd == from)
+                return;
+        rd->busy = true;
+        rd->pop = NULL;
+        rd->cache_pid = UINT32_MAX;
+        rd->ahead_pid = p->pid;
+        rd->ahead_offset = next;
+        atomic_fetch_add_explicit(&kw->fetch_reads_ahead, 1, memory_order_relaxed);
+        memset(&rd->lr, 0, sizeof(rd->lr));
+        rd->lr.offset = next;
+        rd->lr.max_bytes = rd->cap;
+        rd->lr.buf = rd->buf;
+        rd->lr.buf_cap = rd->cap;
+        rd->lr.cb = read_cb;
+        rd->lr.ctx = rd;
+        int rc = log_read_submit(kp->log, &rd->lr);
+        if (rc != 0)
+                read_finish(rd, rc); /* answered from memory (bytes) or failed */
+}
+
+/* A fetch for exactly where a read-ahead in flight starts waits for it. */
+static bool read_join_ahead(struct kafka_worker *kw, struct kafka_pop *p)
+{
+        for (int i = 0; i < KAFKA_READERS; i++) {
+                struct kafka_reader *rd = &kw->readers[i];
+                if (rd->busy && !rd->pop && rd->ahead_pid == p->pid &&
+                    rd->ahead_offset == p->offset) {
+                        rd->pop = p;
+                        return true;
+                }
+        }
+        return false;
+}
+
+static bool read_from_cache(struct kafka_worker *kw, struct kafka_pop *p, struct kafka_part *kp)
+{
+        for (int i = 0; i < KAFKA_READERS; i++) {
+                struct kafka_reader *rd = &kw->readers[i];
+                if (rd->busy || rd->cache_pid != p->pid || p->offset < rd->cache_first ||
+                    p->offset > rd->cache_last)
+                        continue;
+                uint32_t end = 0;
+                p->got = batches_copy(p, rd->cache, rd->cache_len, p->hw, &end);
+                if (!p->got)
+                        return false;
+                rd->cache_used = ++kw->read_clock;
+                atomic_fetch_add_explicit(&kw->fetch_reads_cache, 1, memory_order_relaxed);
+                if (end >= rd->cache_len / 2) /* the consumer is into the second half */
+                        read_ahead(kw, kp, rd, p);
+                owner_done(kw, p);
+                return true;
+        }
+        return false;
+}
+
+/* The partition's cached reads are no longer valid (dropped, rewound). */
+static void cache_forget(struct kafka_worker *kw, uint32_t pid)
+{
+        for (int i = 0; i < KAFKA_READERS; i++) {
+                if (kw->readers[i].cache_pid == pid)
+                        kw->readers[i].cache_pid = UINT32_MAX;
+                if (kw->readers[i].ahead_pid == pid) /* in flight: kept by nobody */
+                        kw->readers[i].ahead_pid = UINT32_MAX;
+        }
+}
+
+/* Keeps the whole batches a disk read returned as the partition's cache. */
+static void cache_keep(struct kafka_worker *kw, struct kafka_reader *rd, uint32_t pid)
+{
+        const uint8_t *d = rd->buf + rd->lr.data_off;
+        uint32_t n = rd->lr.data_len;
+        if (n < LOG_BATCH_HEADER_BYTES)
+                return;
+        uint32_t last = 0;
+        for (uint32_t pos = 0; pos + LOG_BATCH_HEADER_BYTES <= n; pos += log_batch_len(d + pos))
+                last = pos;
+        rd->cache_pid = pid;
+        rd->cache = d;
+        rd->cache_len = n;
+        rd->cache_first = log_batch_base_offset(d);
+        rd->cache_last = log_batch_base_offset(d + last) + log_batch_last_delta(d + last);
+        rd->cache_used = ++kw->read_clock;
+}
+
 static void read_finish(struct kafka_reader *rd, int res)
 {
         struct kafka_pop *p = rd->pop;
         struct kafka_worker *kw = rd->kw;
+        uint32_t ahead_pid = rd->ahead_pid;
+        rd->ahead_pid = UINT32_MAX;
+        if (!p) { /* a read-ahead no fetch has joined yet */
+                rd->busy = false;
+                if (res > 0 && ahead_pid < CTL_KAFKA_PIDS_MAX && kw->parts[ahead_pid])
+                        cache_keep(kw, rd, ahead_pid);
+                return;
+        }
         if (res < 0) {
                 if (p->op == KAFKA_POP_OFFSET) {
                         p->base = -1; /* no batch at or after that timestamp */
@@ -216,11 +394,14 @@ static void read_finish(struct kafka_reader *rd, int res)
                 p->base = rd->lr.offset_found;
                 p->hw = p->timestamp;
         } else {
-                uint32_t n = SL_MIN(rd->lr.data_len, p->cap);
-                memcpy(p->dest, (uint8_t *)rd->buf + rd->lr.data_off, n);
-                p->got = n;
+                const uint8_t *d = rd->buf + rd->lr.data_off;
+                uint32_t n = rd->lr.data_len;
                 if (rd->lr.hw > p->hw)
                         p->hw = rd->lr.hw;
+                p->got = batches_copy(p, d, n, p->hw, NULL);
+                atomic_fetch_add_explicit(&kw->fetch_reads_disk, 1, memory_order_relaxed);
+                /* Keep what was read ahead for the next fetches. */
+                cache_keep(kw, rd, p->pid);
         }
         rd->busy = false;
         rd->pop = NULL;
@@ -232,30 +413,46 @@ static void read_cb(struct log_read *lr, int res)
         read_finish(lr->ctx, res);
 }
 
-static bool read_run(struct kafka_worker *kw, struct kafka_pop *p, struct kafka_part *kp)
+/* A free reader, preferring one caching nothing, then the least recently
+ * used cache. */
+static struct kafka_reader *reader_pick(struct kafka_worker *kw)
 {
         struct kafka_reader *rd = NULL;
-        for (int i = 0; i < KAFKA_READERS; i++)
-                if (!kw->readers[i].busy) {
-                        rd = &kw->readers[i];
-                        break;
-                }
+        for (int i = 0; i < KAFKA_READERS; i++) {
+                struct kafka_reader *c = &kw->readers[i];
+                if (c->busy)
+                        continue;
+                if (c->cache_pid == UINT32_MAX)
+                        return c;
+                if (!rd || c->cache_used < rd->cache_used)
+                        rd = c;
+        }
+        return rd;
+}
+
+static bool read_run(struct kafka_worker *kw, struct kafka_pop *p, struct kafka_part *kp)
+{
+        struct kafka_reader *rd = reader_pick(kw);
         if (!rd)
                 return false;
         rd->busy = true;
         rd->pop = p;
+        rd->cache_pid = UINT32_MAX;
+        rd->ahead_pid = UINT32_MAX;
         memset(&rd->lr, 0, sizeof(rd->lr));
         rd->lr.by_time = p->op == KAFKA_POP_OFFSET;
         rd->lr.offset = p->offset;
         rd->lr.timestamp = p->timestamp;
-        rd->lr.max_bytes = rd->lr.by_time ? 1 : SL_MAX(p->max, 1u);
+        /* Read ahead: the whole buffer's worth of batches (storage caps the
+         * read at buf_cap); batches_copy takes what this fetch may have. */
+        rd->lr.max_bytes = rd->lr.by_time ? 1 : rd->cap;
         rd->lr.buf = rd->buf;
         rd->lr.buf_cap = rd->cap;
         rd->lr.cb = read_cb;
         rd->lr.ctx = rd;
         int rc = log_read_submit(kp->log, &rd->lr);
         if (rc != 0)
-                read_finish(rd, rc < 0 ? rc : 0);
+                read_finish(rd, rc); /* answered from memory (bytes) or failed */
         return true;
 }
 
@@ -285,6 +482,11 @@ static void owner_exec(struct kafka_worker *kw, struct kafka_pop *p)
                         owner_done(kw, p);
                         return;
                 }
+                if (log_partition_state(kp->log) != 0)
+                        cache_forget(kw, p->pid);
+                if (read_from_mem(kw, p, kp) || read_from_cache(kw, p, kp) ||
+                    read_join_ahead(kw, p))
+                        return;
                 if (!read_run(kw, p, kp))
                         queue_push(&kw->retry_head, &kw->retry_tail, p);
                 return;
@@ -391,7 +593,8 @@ static void part_drop(struct kafka_worker *kw, uint32_t pid)
                         }
         }
         kw->parts[pid] = NULL;
-        log_owner_drain(kw->owner);
+        log_owner_drain(kw->owner); /* read-aheads finish, and cache nothing of it */
+        cache_forget(kw, pid);
         log_partition_abandon(kp->log);
         free(kp);
 }
@@ -567,9 +770,14 @@ int kafka_part_init(struct kafka_worker *kw)
         kw->owner = log_owner_create(kw->io);
         if (!kw->owner)
                 return -ENOMEM;
-        uint32_t cap = kw->w->pool.bytes[SL_BUF_LARGE] + (64u << 10);
+        /* Room for the largest batch past the read-ahead, plus the sparse
+         * index's slack at both ends. */
+        uint32_t cap =
+            SL_MAX(kw->w->pool.bytes[SL_BUF_LARGE], KAFKA_READ_AHEAD_BYTES) + (64u << 10);
         for (int i = 0; i < KAFKA_READERS; i++) {
                 kw->readers[i].kw = kw;
+                kw->readers[i].cache_pid = UINT32_MAX;
+                kw->readers[i].ahead_pid = UINT32_MAX;
                 kw->readers[i].cap = cap;
                 kw->readers[i].buf = aligned_alloc(4096, SL_ALIGN_UP(cap, 4096u));
                 if (!kw->readers[i].buf)

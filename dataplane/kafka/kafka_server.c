@@ -123,16 +123,45 @@ static void starved_wake(struct kafka_worker *kw)
 
 static void req_run(struct kafka_worker *kw, struct kafka_req *r);
 
+/* Record batches (Fetch) are not encoded into kw->enc: the response goes
+ * out as the encoded pieces with the batches between them, and the batches
+ * are not copied at all: the connection holds a reference on the fetch
+ * buffer until they are sent. */
+#define KAFKA_RESP_SEGS 15
+
 static int resp_send(struct kafka_worker *kw, struct kafka_req *r)
 {
-        ssize_t n = kafka_response_encode(&r->resp, r->h.correlation_id, kw->enc, kw->enc_cap);
+        struct kafka_seg seg[KAFKA_RESP_SEGS];
+        int nseg = 0;
+        ssize_t n = kafka_response_encode_segs(&r->resp, r->h.correlation_id, kw->enc, kw->enc_cap,
+                                               seg, KAFKA_RESP_SEGS, &nseg);
         if (n < 0) {
                 SL_WARN("kafka: cannot encode response to api %d v%d: %s", r->h.api_key,
                         r->h.api_version, strerror((int)-n));
                 sl_conn_close(r->c, SL_CLOSE_PROTOCOL);
                 return -EPIPE;
         }
-        int rc = sl_conn_send(r->c, kw->enc, (size_t)n);
+        struct iovec iov[2 * KAFKA_RESP_SEGS + 1];
+        struct sl_buf *refs[2 * KAFKA_RESP_SEGS + 1];
+        const struct sl_buf *fb = r->fbuf;
+        int k = 0;
+        size_t at = 0;
+        for (int i = 0; i < nseg; i++) {
+                if (seg[i].at > at) {
+                        refs[k] = NULL;
+                        iov[k++] = (struct iovec){kw->enc + at, seg[i].at - at};
+                }
+                bool in_fbuf =
+                    fb && seg[i].ptr >= fb->data && seg[i].ptr + seg[i].len <= fb->data + fb->cap;
+                refs[k] = in_fbuf ? r->fbuf : NULL;
+                iov[k++] = (struct iovec){(void *)(uintptr_t)seg[i].ptr, seg[i].len};
+                at = seg[i].at;
+        }
+        if ((size_t)n > at) {
+                refs[k] = NULL;
+                iov[k++] = (struct iovec){kw->enc + at, (size_t)n - at};
+        }
+        int rc = sl_conn_sendv_ref(r->c, iov, refs, k);
         if (rc == -ENOBUFS)
                 sl_conn_want_writable(r->c);
         return rc;
@@ -1837,6 +1866,18 @@ static void kafka_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx
              (double)atomic_load_explicit(&kw->requests, memory_order_relaxed));
         emit(ctx, "sluice_kafka_fetch_bytes_total", "counter", "Record bytes returned by Fetch",
              (double)atomic_load_explicit(&kw->fetch_bytes, memory_order_relaxed));
+        emit(ctx, "sluice_kafka_fetch_reads_mem_total", "counter",
+             "Partition reads answered from the log's in-memory window",
+             (double)atomic_load_explicit(&kw->fetch_reads_mem, memory_order_relaxed));
+        emit(ctx, "sluice_kafka_fetch_reads_cache_total", "counter",
+             "Partition reads answered from a read-ahead cache",
+             (double)atomic_load_explicit(&kw->fetch_reads_cache, memory_order_relaxed));
+        emit(ctx, "sluice_kafka_fetch_reads_disk_total", "counter",
+             "Partition reads that went to disk",
+             (double)atomic_load_explicit(&kw->fetch_reads_disk, memory_order_relaxed));
+        emit(ctx, "sluice_kafka_fetch_reads_ahead_total", "counter",
+             "Disk reads started ahead of a sequential consumer",
+             (double)atomic_load_explicit(&kw->fetch_reads_ahead, memory_order_relaxed));
         emit(ctx, "sluice_kafka_protocol_closes_total", "counter",
              "Connections closed for a bad frame, version or request",
              (double)atomic_load_explicit(&kw->errors_closed, memory_order_relaxed));

@@ -110,16 +110,19 @@ for size in $sizes; do
 	fs=$((f1 - f0))
 	s_bytes=$(((b1 - b0) / (fs > 0 ? fs : 1)))
 	raw=$(best "$bench" sys fsync --dir "$tmp" --window "$s_bytes" --size "$size" --duration 3 --json)
+	c2=$(cpu_s)
 	cons=$(best "$bench" kafka consume --url "127.0.0.1:$kport" --size "$size" -n "$conns" \
 		--window "$window" --count "$count" --json)
+	c3=$(cpu_s)
 	stop_sluiced
-	rows="$rows$(printf '| %s | %.1f | %.0f | %.1f | %.1f | %s | %.1f | **%.0f%%** | %.1f | **%.0f%%** | %.2f |' \
+	rows="$rows$(printf '| %s | %.1f | %.0f | %.1f | %.1f | %s | %.1f | **%.0f%%** | %.1f | **%.0f%%** | %.2f | %.2f |' \
 		"$size" "$(j "$prod" .mb_per_s)" "$(j "$prod" .msgs_per_s)" "$(j "$prod" .p50_us | awk '{print $1/1000}')" \
 		"$(j "$prod" .p99_us | awk '{print $1/1000}')" "$s_bytes" "$(j "$raw" .mb_per_s)" \
 		"$(awk -v a="$(j "$prod" .mb_per_s)" -v b="$(j "$raw" .mb_per_s)" 'BEGIN{print 100*a/b}')" \
 		"$(j "$cons" .mb_per_s)" \
 		"$(awk -v a="$(j "$cons" .mb_per_s)" -v b="$loop_mbs" 'BEGIN{print 100*a/b}')" \
-		"$(awk -v a="$c1" -v b="$c0" -v r="$repeat" 'BEGIN{print (a-b)/r}')")
+		"$(awk -v a="$c1" -v b="$c0" -v r="$repeat" 'BEGIN{print (a-b)/r}')" \
+		"$(awk -v a="$c3" -v b="$c2" -v r="$repeat" 'BEGIN{print (a-b)/r}')")
 "
 	echo "kafka.sh: size $size done" >&2
 done
@@ -163,8 +166,8 @@ tests/bench/kafka.sh $*
 - **produce**: records acknowledged per second; latency is per produce request (send to acks=all answer), so it includes queueing behind the pipelined requests. **S** = bytes made durable per fdatasync in that run (sluiced's own counters, \`sluice_kafka_log_synced_bytes_total / sluice_kafka_log_fsyncs_total\`); **raw** = write(S)+fdatasync in a loop, O_DIRECT into a preallocated file on the same disk (\`sluice-bench sys fsync\`, as bench_storage does). Target: produce ≥ 70% of raw.
 - **consume**: a fresh topic is filled (untimed), then read from offset 0 to the end. **loopback** = one TCP connection over 127.0.0.1 with a writer thread and a reader (\`sluice-bench sys loopback --size 64K\`): **$loop_mbs MB/s**. Target: consume ≥ 70% of loopback. MB/s count record values only.
 
-| size B | produce MB/s | records/s | p50 ms | p99 ms | S bytes | raw write(S)+fdatasync MB/s | **produce / raw** | consume MB/s | **consume / loopback** | sluiced CPU s per produce run |
-|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| size B | produce MB/s | records/s | p50 ms | p99 ms | S bytes | raw write(S)+fdatasync MB/s | **produce / raw** | consume MB/s | **consume / loopback** | sluiced CPU s per produce run | sluiced CPU s per consume run (fill + read) |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 $rows
 End to end, 100 B records, one produce (acks=all) at a time, the consumer long-polling with max_wait 500 ms (fetch.wait.max.ms's default): producer connection on worker $pw, consumer on worker $cw, partition on worker 0. $(j "$e2e" '"\(.recv_msgs) records: p50 \(.p50_us) µs, p99 \(.p99_us) µs, p99.9 \(.p999_us) µs, max \(.max_us) µs"').
 EOF

@@ -761,3 +761,61 @@ def test_committed_offsets_survive_sigkill(make_sluiced):
     s.start()
     # Only what was produced after the commit is consumed again.
     assert run_py(GROUP_STEP, bootstrap(s), "crashg", "50", "5").startswith(b"ok")
+
+
+# ---- fetch data path: memory window, read-ahead cache, disk -----------------
+
+READ_PATHS = r"""
+import sys, time
+from confluent_kafka import Producer, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+b, n = sys.argv[1], int(sys.argv[2])
+a = AdminClient({'bootstrap.servers': b})
+for t, f in a.create_topics([NewTopic('rp', num_partitions=1, replication_factor=1)]).items():
+    f.result(30)
+# Batches of about 16 KiB, so a 64 KiB fetch is several of them.
+p = Producer({'bootstrap.servers': b, 'acks': 'all', 'linger.ms': 5, 'batch.size': 16384})
+for i in range(n):
+    p.produce('rp', b'%08d' % i + b'x' * 992, partition=0)
+    if i % 1000 == 999:
+        p.poll(0)
+assert p.flush(60) == 0
+# Small fetches: many per disk read, so the read-ahead cache must answer.
+c = Consumer({'bootstrap.servers': b, 'group.id': 'rp', 'fetch.wait.max.ms': 100,
+              'max.partition.fetch.bytes': 65536, 'fetch.max.bytes': 65536,
+              'message.max.bytes': 65536,
+              'queued.max.messages.kbytes': 1024})
+c.assign([TopicPartition('rp', 0, 0)])
+want = 0
+deadline = time.time() + 60
+while want < n and time.time() < deadline:
+    m = c.poll(0.2)
+    if m is None or m.error():
+        continue
+    assert m.offset() == want and m.value()[:8] == b'%08d' % want, (m.offset(), want)
+    want += 1
+c.close()
+assert want == n, (want, n)
+print("ok")
+"""
+
+
+def test_fetch_reads_from_memory_cache_and_disk(make_sluiced):
+    """12 MB on one partition (three times the 4 MiB memory window), read
+    back in order with 64 KiB fetches: the old part comes from disk 4 MiB at
+    a time (many fetches per disk read), the next range read ahead while the
+    consumer is in the second half of the last, the newest from memory; every
+    record arrives once, in order, with its own value."""
+    s = start(make_sluiced)
+    out = run_py(READ_PATHS, bootstrap(s), "12000")
+    assert out.startswith(b"ok"), out
+    disk = s.metric_sum("sluice_kafka_fetch_reads_disk_total")
+    cache = s.metric_sum("sluice_kafka_fetch_reads_cache_total")
+    mem = s.metric_sum("sluice_kafka_fetch_reads_mem_total")
+    ahead = s.metric_sum("sluice_kafka_fetch_reads_ahead_total")
+    print("reads: disk", disk, "cache", cache, "mem", mem, "ahead", ahead)
+    assert disk > 0 and mem > 0, (disk, cache, mem)
+    # 4 MiB per disk read, 64 KiB per fetch: far more cache hits than reads.
+    assert cache > 4 * (disk + ahead), (disk, cache, mem, ahead)
+    # The second 4 MiB was read before the consumer asked for it.
+    assert ahead >= 1, (disk, cache, mem, ahead)

@@ -349,6 +349,72 @@ static void test_fetch_response_v4(void **state)
         decode_reencode(&d, KAFKA_API_FETCH, 4, KAFKA_RESPONSE, want + 8, len - 8);
 }
 
+/* Joins what kafka_response_encode_segs wrote and the pieces it left out. */
+static size_t join_segs(uint8_t *dst, const uint8_t *out, size_t n, const struct kafka_seg *seg,
+                        int nseg)
+{
+        size_t at = 0, k = 0;
+        for (int i = 0; i < nseg; i++) {
+                memcpy(dst + k, out + at, seg[i].at - at);
+                k += seg[i].at - at;
+                memcpy(dst + k, seg[i].ptr, seg[i].len);
+                k += seg[i].len;
+                at = seg[i].at;
+        }
+        memcpy(dst + k, out + at, n - at);
+        return k + n - at;
+}
+
+/* Fetch records sent as separate pieces must make the very bytes of the
+ * copied encoding: big values left out (in order, at their places), small
+ * ones and those past seg_max inline; the size prefix counts everything. */
+static void test_fetch_response_segs(void **state)
+{
+        (void)state;
+        static uint8_t recs[3][1500];
+        static const uint32_t lens[3] = {600, 100, 1500};
+        for (int i = 0; i < 3; i++)
+                for (uint32_t j = 0; j < lens[i]; j++)
+                        recs[i][j] = (uint8_t)(i * 31 + j);
+        for (int16_t v = 4; v <= 12; v += 8) {
+                struct kafka_msg m;
+                assert_int_equal(kafka_msg_init(&m, &arena, KAFKA_API_FETCH, v, KAFKA_RESPONSE), 0);
+                struct kafka_val *t =
+                    kafka_val_array_init(&arena, m.root, KAFKA_FETCH_RESP_RESPONSES, 1);
+                kafka_val_set_cstr(t, KAFKA_FETCH_RESP_RESPONSES_TOPIC, "test");
+                kafka_val_array_init(&arena, t, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS, 3);
+                for (int i = 0; i < 3; i++) {
+                        struct kafka_val *p = kafka_val_array_elem(
+                            kafka_val_array(t, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS), i);
+                        kafka_val_set_int32(
+                            p, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_PARTITION_INDEX, i);
+                        kafka_val_array_init(
+                            &arena, p, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_ABORTED_TRANSACTIONS,
+                            0);
+                        kafka_val_set_str(p, KAFKA_FETCH_RESP_RESPONSES_PARTITIONS_RECORDS, recs[i],
+                                          (int32_t)lens[i]);
+                }
+                static uint8_t want[4096], out[4096], got[4096];
+                ssize_t wn = kafka_response_encode(&m, 7, want, sizeof(want));
+                assert_true(wn > 2200);
+                for (int max = 0; max <= 3; max++) {
+                        struct kafka_seg seg[3];
+                        int nseg = -1;
+                        ssize_t n =
+                            kafka_response_encode_segs(&m, 7, out, sizeof(out), seg, max, &nseg);
+                        assert_true(n > 0);
+                        /* 600 and 1500 are over KAFKA_SEG_MIN_BYTES, 100 is not */
+                        assert_int_equal(nseg, max < 2 ? max : 2);
+                        if (nseg >= 1)
+                                assert_ptr_equal(seg[0].ptr, recs[0]);
+                        if (nseg == 2)
+                                assert_ptr_equal(seg[1].ptr, recs[2]);
+                        assert_int_equal(join_segs(got, out, (size_t)n, seg, nseg), wn);
+                        assert_memory_equal(got, want, (size_t)wn);
+                }
+        }
+}
+
 /* Writing null where the version forbids it is the caller's bug: refused. */
 static void test_encode_rejects_bad_null(void **state)
 {
@@ -392,6 +458,7 @@ int main(void)
             cmocka_unit_test_setup(test_produce_request_v3, setup),
             cmocka_unit_test_setup(test_produce_request_v9, setup),
             cmocka_unit_test_setup(test_fetch_response_v4, setup),
+            cmocka_unit_test_setup(test_fetch_response_segs, setup),
             cmocka_unit_test_setup(test_encode_rejects_bad_null, setup),
             cmocka_unit_test_setup(test_header_versions, setup),
         };
