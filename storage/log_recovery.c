@@ -348,8 +348,13 @@ static uint64_t seg_scan(struct log_partition *p, struct log_seg *s, struct scan
                         if (from == chunk_from && chunk_len == sb->cap)
                                 break; /* batch larger than any we accept */
                         /* A small first read: after a clean close the scan
-                         * starts at the recovery point and finds zeros. */
-                        size_t want = chunk_len ? sb->cap : SL_MIN(sb->cap, (size_t)65536);
+                         * starts at the recovery point and finds zeros.
+                         * Then double: a crash leaves up to about
+                         * recovery_point_bytes past the point, and a
+                         * full-buffer read there would mostly fetch the
+                         * preallocated zeros beyond the tail. */
+                        size_t want = chunk_len ? SL_MIN(sb->cap, (size_t)chunk_len * 2)
+                                                : SL_MIN(sb->cap, (size_t)65536);
                         ssize_t n = pread(s->fd, sb->b, want, (off_t)from);
                         if (n <= 0)
                                 break;

@@ -27,6 +27,9 @@ echo
 echo
 "$build/tests/unit/storage/bench_storage" --crc
 echo
+# where a fsync'd 1 MiB append's time goes: never-written vs written blocks
+"$build/tests/unit/storage/bench_storage" "$dir" --extents 300
+echo
 # PARTITIONS 0 skips the start-up run (it needs PARTITIONS * MIB_EACH free)
 if [ "$parts" -gt 0 ]; then
 	echo
