@@ -71,6 +71,7 @@ struct kafka_pop {
         uint8_t acks;
         uint16_t req_ep; /* requesting worker */
         uint32_t pid;
+        uint64_t snap_gen; /* the requester's topic snapshot when it routed */
         struct kafka_req *req;
         int32_t tidx, pidx; /* where its answer goes in the response */
         /* in */

@@ -74,6 +74,7 @@ static bool pop_send(struct kafka_worker *kw, struct kafka_pop *p, uint16_t dst)
 void kafka_pop_submit(struct kafka_worker *kw, struct kafka_pop *p, uint16_t dst)
 {
         p->req_ep = kw->w->id;
+        p->snap_gen = kw->snap ? kw->snap->gen : 0;
         if (dst == kw->w->id) {
                 owner_exec(kw, p);
                 return;
@@ -459,6 +460,14 @@ static bool read_run(struct kafka_worker *kw, struct kafka_pop *p, struct kafka_
 static void owner_exec(struct kafka_worker *kw, struct kafka_pop *p)
 {
         struct kafka_part *kp = p->pid < CTL_KAFKA_PIDS_MAX ? kw->parts[p->pid] : NULL;
+        if (!kp && (!kw->snap || kw->snap->gen < p->snap_gen)) {
+                /* Routed by a newer topic snapshot than this worker has
+                 * applied (just after start or a topic change): the
+                 * partition is about to open here, so wait for it rather
+                 * than call it unknown. Retried from the poller. */
+                queue_push(&kw->retry_head, &kw->retry_tail, p);
+                return;
+        }
         if (!kp) {
                 p->err = KERR_NOT_LEADER;
                 owner_done(kw, p);
