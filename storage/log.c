@@ -539,6 +539,16 @@ bool log_owner_busy(const struct log_owner *o)
         return false;
 }
 
+bool log_owner_ready(const struct log_owner *o)
+{
+        if (!o->io->notifies)
+                return log_owner_busy(o);
+        /* Only partitions on the work list move in a poll (interval syncs
+         * keep theirs there until due); every other one waits for a
+         * completion, whose eventfd signal wakes the owner. */
+        return o->work || (o->io->ops->unsubmitted && o->io->ops->unsubmitted(o->io));
+}
+
 int log_owner_drain(struct log_owner *o)
 {
         o->draining = true;

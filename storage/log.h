@@ -86,6 +86,11 @@ int log_owner_poll(struct log_owner *o);
 int log_owner_poll_wait(struct log_owner *o);
 /* True while any partition has I/O in flight or data not yet written. */
 bool log_owner_busy(const struct log_owner *o);
+/* True while a poll now would make progress without waiting for a
+ * completion: what a worker checks before it may sleep. With a backend
+ * that signals completions (log_io_notify) I/O in flight does not count;
+ * without one this is log_owner_busy(). */
+bool log_owner_ready(const struct log_owner *o);
 /* Tools and tests: poll until nothing is in flight, blocking in the io. */
 int log_owner_drain(struct log_owner *o);
 

@@ -6,6 +6,7 @@
 #ifndef LOG_IO_H
 #define LOG_IO_H
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdbool.h>
 #include <sys/types.h>
@@ -65,17 +66,35 @@ struct log_io_ops {
         int (*unlink_now)(struct log_io *io, int dirfd, const char *name);
         int (*rename_now)(struct log_io *io, int dirfd, const char *from, const char *to);
         void (*destroy)(struct log_io *io);
+        /* Optional. Have every completion signal `eventfd` (a worker's wake
+         * eventfd) so the owner may sleep while requests are in flight. */
+        int (*notify)(struct log_io *io, int eventfd);
+        /* Optional. True while requests are queued but not yet handed to
+         * the kernel: only a flush, not a completion, moves them on. */
+        bool (*unsubmitted)(const struct log_io *io);
 };
 
 struct log_io {
         const struct log_io_ops *ops;
         uint32_t inflight; /* submitted, callback not yet run */
+        bool notifies;     /* completions signal the owner's eventfd */
 };
 
 static inline void log_io_submit(struct log_io *io, struct log_io_req *req)
 {
         io->inflight++;
         io->ops->submit(io, req);
+}
+
+/* Ask the backend to signal `eventfd` on every completion. Returns 0, or
+ * -EOPNOTSUPP when it cannot (the fake; a borrowed ring, whose owner is
+ * woken by its own ring already): the owner must then keep polling while
+ * anything is in flight. */
+static inline int log_io_notify(struct log_io *io, int eventfd)
+{
+        int rc = io->ops->notify ? io->ops->notify(io, eventfd) : -EOPNOTSUPP;
+        io->notifies = rc == 0;
+        return rc;
 }
 
 /* io_uring backend. With ring == NULL it creates and owns a ring of

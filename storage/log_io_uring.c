@@ -188,6 +188,23 @@ static void uio_destroy(struct log_io *io)
         free(u);
 }
 
+/* The kernel signals the eventfd after it posts each CQE, so a CQE that
+ * lands after the owner's last reap leaves the eventfd readable until the
+ * owner reads it on waking: the owner cannot sleep through it. */
+static int uio_notify(struct log_io *io, int eventfd)
+{
+        struct uio *u = (struct uio *)io;
+        if (!u->owned)
+                return -EOPNOTSUPP;
+        return io_uring_register_eventfd(u->ring, eventfd);
+}
+
+static bool uio_unsubmitted(const struct log_io *io)
+{
+        const struct uio *u = (const struct uio *)io;
+        return u->backlog || (u->owned && io_uring_sq_ready(u->ring));
+}
+
 static const struct log_io_ops uio_ops = {
     .submit = uio_submit,
     .flush = uio_flush,
@@ -198,6 +215,8 @@ static const struct log_io_ops uio_ops = {
     .unlink_now = uio_unlink_now,
     .rename_now = uio_rename_now,
     .destroy = uio_destroy,
+    .notify = uio_notify,
+    .unsubmitted = uio_unsubmitted,
 };
 
 struct log_io *log_io_uring_create(struct io_uring *ring, unsigned entries, unsigned tag)

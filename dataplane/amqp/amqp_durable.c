@@ -65,6 +65,11 @@ static int dq_owner(struct amqp_worker *aw)
         aw->io = log_io_uring_create(NULL, 256, 0);
         if (!aw->io)
                 return -ENOMEM;
+        /* Completions wake the worker, so it sleeps while I/O is in flight;
+         * without this it keeps polling until the I/O is done. */
+        if (log_io_notify(aw->io, aw->w->mb.wake->eventfd) != 0)
+                SL_WARN("worker %u: storage completions cannot wake it; it polls instead",
+                        aw->w->id);
         aw->owner = log_owner_create(aw->io);
         aw->scratch = aligned_alloc(4096, DQ_BATCH_MAX + 4096);
         if (!aw->owner || !aw->scratch)
@@ -577,5 +582,6 @@ uint32_t dq_poll(struct amqp_worker *aw)
         if (!aw->owner)
                 return 0;
         int n = log_owner_poll(aw->owner);
-        return (n > 0 ? (uint32_t)n : 0) + (log_owner_busy(aw->owner) ? 1 : 0);
+        /* Storage I/O in flight is not work: its completions wake us. */
+        return (n > 0 ? (uint32_t)n : 0) + (log_owner_ready(aw->owner) ? 1 : 0);
 }

@@ -766,7 +766,8 @@ uint32_t kafka_part_poll(struct kafka_worker *kw)
                 last_scan_ms = kw->w->now_ms;
                 work += waiters_expire(kw);
         }
-        if (log_owner_busy(kw->owner) || kw->retry_head || kw->send_head)
+        /* Storage I/O in flight is not work: its completions wake us. */
+        if (log_owner_ready(kw->owner) || kw->retry_head || kw->send_head)
                 work++;
         return work;
 }
@@ -779,6 +780,11 @@ int kafka_part_init(struct kafka_worker *kw)
         kw->owner = log_owner_create(kw->io);
         if (!kw->owner)
                 return -ENOMEM;
+        /* Completions wake the worker, so it sleeps while I/O is in flight;
+         * without this it keeps polling until the I/O is done. */
+        if (log_io_notify(kw->io, kw->w->mb.wake->eventfd) != 0)
+                SL_WARN("worker %u: storage completions cannot wake it; it polls instead",
+                        kw->w->id);
         /* Room for the largest batch past the read-ahead, plus the sparse
          * index's slack at both ends. */
         uint32_t cap =
