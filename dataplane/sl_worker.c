@@ -189,10 +189,13 @@ static int worker_net_init(struct sl_worker *w)
         return w->net->init(w);
 }
 
-static uint32_t worker_step(struct sl_worker *w)
+/* now_ns: the loop's own timestamp. clock_gettime was 23% of a DPDK
+ * worker's time under a memif stream (three reads per loop); reading it
+ * once more here for now_ms bought nothing. */
+static uint32_t worker_step(struct sl_worker *w, uint64_t now_ns)
 {
         uint32_t work = 0;
-        w->now_ms = sl_time_ms();
+        w->now_ms = now_ns / 1000000ull;
         work += w->net->poll(w);
         if (w->held || w->starved)
                 work += sl_conn_retry_held(w);
@@ -269,7 +272,7 @@ static void *worker_main(void *arg)
         uint64_t idle_since = 0, shutdown_deadline = 0;
         for (;;) {
                 uint64_t t0 = sl_time_ns();
-                uint32_t work = worker_step(w);
+                uint32_t work = worker_step(w, t0);
                 uint64_t t1 = sl_time_ns();
                 sl_counter_add(&w->stats.loops, 1);
                 sl_counter_add(&w->stats.total_ns, t1 - t0);

@@ -10,13 +10,50 @@
 
 static const uint8_t mac_broadcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 
+/* Every received segment is summed when the port offers no receive
+ * checksum offload (memif, af_packet): 18% of a worker under a memif
+ * stream with the 16-bit big-endian loop. The one's complement sum does
+ * not depend on byte order (RFC 1071), so native 32-bit words go into a
+ * 64-bit accumulator and the folded result is swapped once. */
 uint32_t csum_add(uint32_t sum, const uint8_t *p, size_t n)
 {
+        uint64_t acc = 0;
         size_t i = 0;
-        for (; i + 1 < n; i += 2)
-                sum += (uint32_t)((p[i] << 8) | p[i + 1]);
+        for (; i + 16 <= n; i += 16) {
+                uint32_t w[4];
+                memcpy(w, p + i, 16);
+                acc += (uint64_t)w[0] + w[1] + w[2] + w[3];
+        }
+        for (; i + 4 <= n; i += 4) {
+                uint32_t w;
+                memcpy(&w, p + i, 4);
+                acc += w;
+        }
+        if (i + 2 <= n) {
+                uint16_t h;
+                memcpy(&h, p + i, 2);
+                acc += h;
+                i += 2;
+        }
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
         if (i < n)
-                sum += (uint32_t)(p[i] << 8);
+                acc += p[i]; /* the high byte of a big-endian pad word, once swapped */
+        acc = (acc & 0xffffffffu) + (acc >> 32);
+        acc = (acc & 0xffffffffu) + (acc >> 32);
+        acc = (acc & 0xffff) + (acc >> 16);
+        acc = (acc & 0xffff) + (acc >> 16);
+        acc = (acc & 0xffff) + (acc >> 16);
+        sum += (uint32_t)(((acc & 0xff) << 8) | (acc >> 8));
+#else
+        if (i < n)
+                acc += (uint32_t)p[i] << 8;
+        acc = (acc & 0xffffffffu) + (acc >> 32);
+        acc = (acc & 0xffffffffu) + (acc >> 32);
+        acc = (acc & 0xffff) + (acc >> 16);
+        acc = (acc & 0xffff) + (acc >> 16);
+        acc = (acc & 0xffff) + (acc >> 16);
+        sum += (uint32_t)acc;
+#endif
         /* fold early so long buffers cannot overflow 32 bits */
         return (sum & 0xffff) + (sum >> 16);
 }

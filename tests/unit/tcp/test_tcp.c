@@ -1100,11 +1100,53 @@ static void test_bad_tcp_checksum_dropped(void **state)
         assert_int_equal(expect_seg().flags, TH_SYN | TH_ACK);
 }
 
+/* The word-at-a-time checksum against the RFC 1071 example and the plain
+ * big-endian 16-bit definition, for every length and alignment, chained
+ * the way headers and payloads are summed. */
+static uint32_t csum_reference(uint32_t sum, const uint8_t *p, size_t n)
+{
+        size_t i = 0;
+        for (; i + 1 < n; i += 2)
+                sum += (uint32_t)((p[i] << 8) | p[i + 1]);
+        if (i < n)
+                sum += (uint32_t)(p[i] << 8);
+        while (sum >> 16)
+                sum = (sum & 0xffff) + (sum >> 16);
+        return sum;
+}
+
+static void test_checksum_matches_definition(void **state)
+{
+        (void)state;
+        static const uint8_t rfc1071[] = {0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7};
+        uint32_t s = csum_add(0, rfc1071, sizeof(rfc1071));
+        while (s >> 16)
+                s = (s & 0xffff) + (s >> 16);
+        assert_int_equal(s, 0xddf2);
+        uint8_t buf[1600];
+        uint64_t x = 0x9e3779b97f4a7c15ull;
+        for (size_t i = 0; i < sizeof(buf); i++) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                buf[i] = (uint8_t)(i % 7 == 0 ? 0xff : x); /* runs of 0xff carry */
+        }
+        for (size_t off = 0; off < 8; off++) {
+                for (size_t n = 0; n + off <= 1540; n++) {
+                        uint32_t seed = 0x1234 + (uint32_t)n;
+                        assert_int_equal(csum_fold(csum_add(seed, buf + off, n)),
+                                         csum_fold(csum_reference(seed, buf + off, n)));
+                }
+                /* an even-length header chained before a payload */
+                uint32_t a = csum_add(csum_add(0, buf + off, 20), buf + off + 20, 1441);
+                assert_int_equal(csum_fold(a), csum_fold(csum_reference(0, buf + off, 1461)));
+        }
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         const struct CMUnitTest tests[] = {
             T(test_seq_arithmetic_wraps),
+            T(test_checksum_matches_definition),
             T(test_arp_reply_and_announce),
             T(test_icmp_echo),
             T(test_ip_fragments_and_bad_headers_dropped),
