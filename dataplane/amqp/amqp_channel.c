@@ -6,13 +6,35 @@
 
 /* ---- channel-level methods ------------------------------------------------- */
 
-struct amqp_msg *amqp_msg_new(struct amqp_bytes ex, struct amqp_bytes rk, uint64_t hdr_max,
-                              uint64_t body_len)
+_Thread_local int64_t amqp_msg_held_bytes;
+
+/* Returns the message with its header zeroed, NULL if out of memory. */
+struct amqp_msg *amqp_msg_alloc(uint64_t bytes)
 {
-        struct amqp_msg *m = malloc(sizeof(*m) + ex.len + rk.len + hdr_max + body_len);
+        struct amqp_msg *m = malloc(bytes);
         if (!m)
                 return NULL;
         memset(m, 0, sizeof(*m));
+        m->alloc_bytes = bytes;
+        amqp_msg_held_bytes += (int64_t)bytes;
+        return m;
+}
+
+/* Like free(), NULL is nothing to do. */
+void amqp_msg_free(struct amqp_msg *m)
+{
+        if (!m)
+                return;
+        amqp_msg_held_bytes -= (int64_t)m->alloc_bytes;
+        free(m);
+}
+
+struct amqp_msg *amqp_msg_new(struct amqp_bytes ex, struct amqp_bytes rk, uint64_t hdr_max,
+                              uint64_t body_len)
+{
+        struct amqp_msg *m = amqp_msg_alloc(sizeof(*m) + ex.len + rk.len + hdr_max + body_len);
+        if (!m)
+                return NULL;
         m->loff = -1;
         m->ttl_ms = -1;
         m->ex_len = (uint8_t)ex.len;
@@ -285,7 +307,7 @@ uint64_t amqp_queue_delete(struct amqp_worker *aw, struct amqp_queue *q)
         uint64_t n = q->count;
         struct amqp_msg *m;
         while ((m = amqp_queue_pop(q)))
-                free(m);
+                amqp_msg_free(m);
         if (!q->unacked_refs)
                 amqp_queue_free(q);
         return n;
@@ -449,11 +471,11 @@ static long publish_route(struct sl_conn *c, struct amqp_channel *ch, struct amq
                         /* no room: the return is dropped (output is full) */
                         int rc = amqp_send_content(c, ch->id, &r, m);
                         if (rc == -ENOBUFS) {
-                                free(m);
+                                amqp_msg_free(m);
                                 return -1;
                         }
                 }
-                free(m);
+                amqp_msg_free(m);
         }
         return 0;
 }
@@ -665,7 +687,7 @@ long amqp_get_ok_send(struct amqp_worker *aw, struct sl_conn *c, struct amqp_cha
                 return -1;
         ch->next_tag++;
         if (no_ack) {
-                free(msg);
+                amqp_msg_free(msg);
         } else {
                 msg->dtag = ch->next_tag;
                 amqp_unacked_add(aw, ch, msg);
@@ -744,7 +766,7 @@ long amqp_settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_m
                         struct amqp_queue *q = x->uq;
                         if (m->key == AMQP_BASIC_ACK || q->deleted) {
                                 amqp_dq_ack(aw, q, x);
-                                free(x);
+                                amqp_msg_free(x);
                         } else {
                                 amqp_dead_letter(aw, q, x, "rejected");
                         }
@@ -830,7 +852,7 @@ long amqp_tx_commit(struct sl_conn *c, struct amqp_channel *ch)
                 if (rc == 0)
                         rc = publish_route(c, ch, p, p->mandatory, 0, &nremote, &nrejected);
                 else
-                        free(p);
+                        amqp_msg_free(p);
                 p = next;
         }
         for (uint32_t i = 0; i < n && rc == 0 && ac->chans[id] == ch; i++) {
@@ -849,7 +871,7 @@ long amqp_tx_rollback(struct sl_conn *c, struct amqp_channel *ch)
         while (ch->txp_head) {
                 struct amqp_msg *m = ch->txp_head;
                 ch->txp_head = m->next;
-                free(m);
+                amqp_msg_free(m);
         }
         ch->txp_tail = NULL;
         ch->ntxa = 0;

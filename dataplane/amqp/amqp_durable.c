@@ -388,9 +388,9 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
                                     skip == 24 && plen >= 24 ? amqp_get_be64(pl + 16) : 0;
                                 if (plen >= skip &&
                                     skip + (uint64_t)pl[1] + pl[2] + hl + bl == plen) {
-                                        struct amqp_msg *m = malloc(sizeof(*m) + plen - skip);
+                                        struct amqp_msg *m =
+                                            amqp_msg_alloc(sizeof(*m) + plen - skip);
                                         SL_ASSERT(m);
-                                        memset(m, 0, sizeof(*m));
                                         m->ex_len = pl[1];
                                         m->rk_len = pl[2];
                                         m->hdr_len = hl;
@@ -420,7 +420,7 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
                 next = m->next;
                 uint64_t key = (uint64_t)m->loff;
                 if (nacked && bsearch(&key, acked, nacked, 8, cmp_u64)) {
-                        free(m);
+                        amqp_msg_free(m);
                         continue;
                 }
                 /* it may have been delivered before the crash */

@@ -76,6 +76,7 @@ struct amqp_qargs {
 struct amqp_msg {
         struct amqp_msg *next;
         uint64_t body_len;
+        uint64_t alloc_bytes; /* what amqp_msg_alloc took, for amqp_msg_free */
         uint64_t got;
         uint32_t hdr_len;
         uint8_t ex_len, rk_len;
@@ -260,11 +261,12 @@ struct amqp_worker {
         struct amqp_queue *ack_dirty;
         /* Resource alarms (CTL_AMQP_ALARM_* bits from the control thread):
          * while set, a connection that publishes is no longer read (and
-         * told with connection.blocked) until they clear. held_bytes: the
-         * bytes of messages in this worker's queues, published to
-         * held_bytes_pub once per loop iteration for the control thread. */
+         * told with connection.blocked) until they clear. The memory
+         * alarm's measure is amqp_msg_held_bytes (every message allocated
+         * and not yet freed: ready, unacked, in a transaction or in flight
+         * between workers), published to held_bytes_pub once per loop
+         * iteration for the control thread. */
         uint8_t alarm;
-        uint64_t held_bytes;
         uint64_t held_told, held_told_ms; /* last reported to the control thread */
         struct sl_conn *blocked;          /* connections blocked by the alarm */
         struct amqp_channel *acks_dirty;  /* channels with confirms to send */
@@ -279,7 +281,8 @@ struct amqp_worker {
         _Atomic uint64_t published, delivered, acked, unroutable, returned;
         _Atomic uint64_t queues_n, messages_ready, channels, conn_errors, chan_errors;
         _Atomic uint64_t persist_too_large, log_trims;
-        _Atomic uint64_t held_bytes_pub, alarm_pub;
+        _Atomic uint64_t alarm_pub;
+        _Atomic int64_t held_bytes_pub;
 };
 
 struct amqp_confirm {
@@ -499,6 +502,13 @@ long amqp_chan_error(struct sl_conn *c, struct amqp_channel *ch, uint16_t code, 
 void amqp_worker_fini(struct sl_worker *w);
 
 /* amqp_channel.c */
+/* Every message is allocated and freed through these two, so the memory
+ * alarm sees all of them wherever they are. The count is per thread (a
+ * message freed on another worker than its allocator's counts there, so one
+ * worker's value may be negative); the sum over workers is what is held. */
+extern _Thread_local int64_t amqp_msg_held_bytes;
+struct amqp_msg *amqp_msg_alloc(uint64_t bytes);
+void amqp_msg_free(struct amqp_msg *m);
 struct amqp_msg *amqp_msg_new(struct amqp_bytes ex, struct amqp_bytes rk, uint64_t hdr_max,
                               uint64_t body_len);
 long amqp_on_exchange_declare(struct sl_conn *c, struct amqp_channel *ch,

@@ -85,7 +85,7 @@ void amqp_fwd_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m)
 {
         if (aw->w->draining) {
                 /* Shutting down: every worker drops its (in-memory) messages. */
-                free(m);
+                amqp_msg_free(m);
                 return;
         }
         struct amqp_link *l = link_of(aw, dst);
@@ -97,7 +97,7 @@ void amqp_dlv_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m)
 {
         if (aw->w->draining) {
                 /* Shutting down: every worker drops its (in-memory) messages. */
-                free(m);
+                amqp_msg_free(m);
                 return;
         }
         struct amqp_link *l = link_of(aw, dst);
@@ -109,7 +109,7 @@ void amqp_stl_push(struct amqp_worker *aw, struct amqp_msg *m, uint8_t op)
 {
         if (aw->w->draining) {
                 /* Shutting down: every worker drops its (in-memory) messages. */
-                free(m);
+                amqp_msg_free(m);
                 return;
         }
         struct amqp_link *l = link_of(aw, m->home);
@@ -158,13 +158,16 @@ uint32_t amqp_links_poll(struct sl_worker *w, void *arg)
 {
         struct amqp_worker *aw = arg;
         uint32_t work = amqp_dq_poll(aw) + amqp_delayed_poll(aw);
-        atomic_store_explicit(&aw->held_bytes_pub, aw->held_bytes, memory_order_relaxed);
-        if (aw->held_bytes != aw->held_told && w->now_ms - aw->held_told_ms >= 100) {
-                /* the memory alarm's input: summed over workers there */
+        uint64_t held = (uint64_t)amqp_msg_held_bytes;
+        atomic_store_explicit(&aw->held_bytes_pub, amqp_msg_held_bytes, memory_order_relaxed);
+        if (held != aw->held_told && w->now_ms - aw->held_told_ms >= 100) {
+                /* the memory alarm's input: summed over workers there, in
+                 * uint64 arithmetic, which wraps to the right total even
+                 * when one worker's count is negative */
                 struct sl_msg m = {.type = CTL_AMQP_MSG_HELD, .u16 = w->id};
-                m.a.u64[0] = aw->held_bytes;
+                m.a.u64[0] = held;
                 amqp_out_msg(aw, w->rt->control_ep, &m);
-                aw->held_told = aw->held_bytes;
+                aw->held_told = held;
                 aw->held_told_ms = w->now_ms;
         }
         if (w->now_ms >= aw->next_expire_ms) {
@@ -539,7 +542,7 @@ int amqp_stub_write(struct amqp_worker *aw, struct amqp_consumer *k, struct amqp
         k->credit_owed++;
         aw->links_dirty = true;
         if (!m->tracked) {
-                free(m);
+                amqp_msg_free(m);
         } else {
                 m->dtag = ch->next_tag;
                 amqp_unacked_add(aw, ch, m);
@@ -700,7 +703,7 @@ void amqp_qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                 struct amqp_msg *x;
                 while ((x = amqp_queue_pop(q))) {
                         amqp_dq_ack(aw, q, x);
-                        free(x);
+                        amqp_msg_free(x);
                 }
                 break;
         }
@@ -855,7 +858,7 @@ static void on_fwd(struct amqp_worker *aw, const struct sl_msg *msg)
                 struct amqp_queue *q = amqp_queue_by_qid(aw, m->qid);
                 uint32_t o = m->o_seq ? oi++ : UINT32_MAX;
                 if (!q) {
-                        free(m); /* deleted meanwhile: as if it had been dropped there */
+                        amqp_msg_free(m); /* deleted meanwhile: as if it had been dropped there */
                         continue;
                 }
                 if (amqp_queue_enqueue(aw, q, m, NULL, f) < 0 && o != UINT32_MAX)
@@ -897,7 +900,7 @@ static void on_settle(struct amqp_worker *aw, struct amqp_msg *m)
                 if (m->op == AMQP_SETTLE_ACK || (m->op == AMQP_SETTLE_REJECT && q->deleted)) {
                         sl_counter_add(&aw->acked, 1);
                         amqp_dq_ack(aw, q, m);
-                        free(m);
+                        amqp_msg_free(m);
                 } else if (m->op == AMQP_SETTLE_REJECT) {
                         sl_counter_add(&aw->acked, 1);
                         amqp_dead_letter(aw, q, m, "rejected");
@@ -905,7 +908,7 @@ static void on_settle(struct amqp_worker *aw, struct amqp_msg *m)
                         if (m->op == AMQP_SETTLE_REQUEUE)
                                 m->redelivered = true;
                         if (!q || q->deleted)
-                                free(m);
+                                amqp_msg_free(m);
                         else
                                 amqp_queue_push_front(q, m);
                 }

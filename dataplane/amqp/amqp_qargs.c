@@ -291,13 +291,13 @@ void amqp_dead_letter(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_
 {
         struct amqp_msg *nm = q && q->qa.dlx_set ? dl_build(aw, q, m, reason) : NULL;
         amqp_dq_ack(aw, q, m);
-        free(m);
+        amqp_msg_free(m);
         if (!nm)
                 return;
         static const struct amqp_origin none;
         uint32_t pending = 0, rejected = 0;
         if (amqp_route(aw, nm, &none, &pending, &rejected) == 0)
-                free(nm);
+                amqp_msg_free(nm);
 }
 
 /* Drops expired messages at the head (never delivered; RabbitMQ expires
@@ -321,7 +321,7 @@ int amqp_queue_enqueue(struct amqp_worker *aw, struct amqp_queue *q, struct amqp
                 if (a->overflow == AMQP_OVERFLOW_REJECT_PUBLISH_DLX)
                         amqp_dead_letter(aw, q, m, "maxlen");
                 else
-                        free(m);
+                        amqp_msg_free(m);
                 return -1;
         }
         int64_t ttl = a->ttl_ms;
@@ -412,7 +412,7 @@ void amqp_delayed_recover(struct amqp_worker *aw)
                 uint64_t wait = due_wall > now_wall ? due_wall - now_wall : 0;
                 if (!e || !e->delayed || !delayed_push(aw, m, aw->w->now_ms + wait)) {
                         amqp_dq_ack(aw, q, m); /* its exchange is gone */
-                        free(m);
+                        amqp_msg_free(m);
                         continue;
                 }
                 n++;
@@ -473,7 +473,7 @@ uint32_t amqp_delayed_poll(struct amqp_worker *aw)
                 uint32_t pending, rejected;
                 if (amqp_route(aw, m, &o, &pending, &rejected) == 0) {
                         sl_counter_add(&aw->unroutable, 1);
-                        free(m);
+                        amqp_msg_free(m);
                         pending = 0;
                 }
                 if (loff >= 0 && pending == 0) {

@@ -173,7 +173,7 @@ void amqp_queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
                 sl_counter_add(&aw->delivered, 1);
                 if (pick->no_ack) {
                         amqp_dq_ack(aw, q, m);
-                        free(m);
+                        amqp_msg_free(m);
                 } else {
                         m->dtag = ch->next_tag;
                         m->uq = q;
@@ -260,12 +260,12 @@ void amqp_chan_free(struct sl_conn *c, struct amqp_channel *ch)
         ch->nunacked = 0;
         amqp_requeue_list(aw, un);
         amqp_confirms_forget(aw, ch);
-        free(ch->pub);
+        amqp_msg_free(ch->pub);
         free(ch->conf);
         while (ch->txp_head) {
                 struct amqp_msg *m = ch->txp_head;
                 ch->txp_head = m->next;
-                free(m);
+                amqp_msg_free(m);
         }
         free(ch->txa);
         ac->chans[ch->id] = NULL;

@@ -128,7 +128,6 @@ static void queue_insert_prio(struct amqp_queue *q, struct amqp_msg *m, bool fro
         if (!front || !q->ptail[p])
                 q->ptail[p] = m;
         q->bytes += m->body_len;
-        q->aw->held_bytes += m->body_len;
         q->count++;
 }
 
@@ -139,7 +138,6 @@ void amqp_queue_push(struct amqp_queue *q, struct amqp_msg *m)
                 return;
         }
         q->bytes += m->body_len;
-        q->aw->held_bytes += m->body_len;
         m->next = NULL;
         if (q->tail)
                 q->tail->next = m;
@@ -156,7 +154,6 @@ void amqp_queue_push_front(struct amqp_queue *q, struct amqp_msg *m)
                 return;
         }
         q->bytes += m->body_len;
-        q->aw->held_bytes += m->body_len;
         m->next = q->head;
         q->head = m;
         if (!q->tail)
@@ -176,7 +173,6 @@ struct amqp_msg *amqp_queue_pop(struct amqp_queue *q)
                 q->ptail[msg_level(q, m)] = NULL; /* it was the last of its level */
         q->count--;
         q->bytes -= m->body_len;
-        q->aw->held_bytes -= m->body_len;
         m->next = NULL;
         return m;
 }
@@ -387,10 +383,11 @@ static uint32_t route_at(struct amqp_worker *aw, struct amqp_route *r, struct am
         if (nt == 0)
                 return 0; /* m stays the caller's (basic.return) */
         for (uint32_t i = 1; i < nt; i++) {
-                struct amqp_msg *cp = malloc(msg_size(m));
+                struct amqp_msg *cp = amqp_msg_alloc(msg_size(m));
                 if (!cp)
                         break;
                 memcpy(cp, m, msg_size(m));
+                cp->alloc_bytes = msg_size(m);
                 route_one(aw, targets[i], cp, o, nremote, nrejected);
         }
         route_one(aw, targets[0], m, o, nremote, nrejected);

@@ -790,7 +790,7 @@ void amqp_worker_fini(struct sl_worker *w)
                 aw->queues = q->next;
                 struct amqp_msg *m;
                 while ((m = amqp_queue_pop(q)))
-                        free(m);
+                        amqp_msg_free(m);
                 while (q->consumers) {
                         struct amqp_consumer *k = q->consumers;
                         q->consumers = k->next_in_queue;
@@ -799,13 +799,13 @@ void amqp_worker_fini(struct sl_worker *w)
                 amqp_queue_free(q);
         }
         for (uint32_t i = 0; i < aw->ndelayed; i++)
-                free(aw->delayed[i].m);
+                amqp_msg_free(aw->delayed[i].m);
         free(aw->delayed);
         free(aw->rel);
         if (aw->delayq) {
                 struct amqp_msg *m;
                 while ((m = amqp_queue_pop(aw->delayq)))
-                        free(m);
+                        amqp_msg_free(m);
                 amqp_queue_free(aw->delayq); /* its log is closed with the plogs */
         }
         while (aw->qrefs) {
@@ -825,7 +825,7 @@ void amqp_worker_fini(struct sl_worker *w)
                 for (int i = 0; i < 3; i++)
                         for (struct amqp_msg *m = lists[i], *n; m; m = n) {
                                 n = m->next;
-                                free(m);
+                                amqp_msg_free(m);
                         }
                 /* ring messages not sent: the batches they carry */
                 for (uint32_t i = 0; i < l->out_n; i++) {
@@ -836,7 +836,7 @@ void amqp_worker_fini(struct sl_worker *w)
                                 struct amqp_fwd *f = o->a.ptr[0];
                                 for (struct amqp_msg *m = f->msgs, *n; m; m = n) {
                                         n = m->next;
-                                        free(m);
+                                        amqp_msg_free(m);
                                 }
                                 free(f);
                         }
@@ -885,7 +885,8 @@ static void amqp_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
              "Durable queue logs trimmed once everything in them was settled.",
              AMQP_LOAD(log_trims));
         emit(ctx, "sluice_amqp_held_bytes", "gauge",
-             "Bytes of messages held in this worker's queues (the memory alarm's measure).",
+             "Bytes of messages allocated minus freed on this worker, ready, unacked or in flight; "
+             "the sum over workers is the memory alarm's measure.",
              AMQP_LOAD(held_bytes_pub));
         emit(ctx, "sluice_amqp_persist_too_large_total", "counter",
              "Persistent messages over 2 MiB kept in memory only.", AMQP_LOAD(persist_too_large));
