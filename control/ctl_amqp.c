@@ -42,7 +42,8 @@ static struct {
         /* The metadata log is the Kafka registry's when Kafka is on;
          * otherwise opened here (never both: one owner per directory). */
         struct meta_log *own_meta;
-        /* Resource alarms: what each worker last reported holding, the
+        /* Resource alarms: what each worker last reported holding (bytes
+         * allocated minus freed there, an int64 carried as uint64), the
          * alarms on (CTL_AMQP_ALARM_*), what each worker was told. */
         uint64_t held[CTL_WORKERS_MAX];
         uint8_t alarm;
@@ -325,10 +326,14 @@ static void alarms_check(void)
         uint8_t alarm = A.alarm;
         if (now - A.mem_check_ms >= 100) {
                 A.mem_check_ms = now;
-                uint64_t held = 0;
+                /* A worker's count is negative when it frees more than it
+                 * allocates (messages from other workers); the reports
+                 * arrive at different times, so the sum can be briefly
+                 * negative too: that is nothing held, not an alarm. */
+                int64_t held = 0;
                 for (uint16_t i = 0; i < A.cp->rt->nworkers; i++)
-                        held += A.held[i];
-                if (held > memory_limit(&cfg->limits))
+                        held += (int64_t)A.held[i];
+                if (held > 0 && (uint64_t)held > memory_limit(&cfg->limits))
                         alarm |= CTL_AMQP_ALARM_MEMORY;
                 else
                         alarm &= (uint8_t)~CTL_AMQP_ALARM_MEMORY;

@@ -32,7 +32,7 @@ static void put_be64(uint8_t *p, uint64_t v)
         put_be32(p + 4, (uint32_t)v);
 }
 
-uint64_t get_be64(const uint8_t *p)
+uint64_t amqp_get_be64(const uint8_t *p)
 {
         uint64_t v = 0;
         for (int i = 0; i < 8; i++)
@@ -160,12 +160,12 @@ static void live_settle(struct amqp_queue *q, int64_t off)
 }
 
 /* m left q for good: remember its offset for the next ack record. */
-void dq_ack(struct amqp_worker *aw, struct amqp_queue *q, const struct amqp_msg *m)
+void amqp_dq_ack(struct amqp_worker *aw, struct amqp_queue *q, const struct amqp_msg *m)
 {
-        dq_ack_off(aw, q, m->loff);
+        amqp_dq_ack_off(aw, q, m->loff);
 }
 
-void dq_ack_off(struct amqp_worker *aw, struct amqp_queue *q, int64_t off)
+void amqp_dq_ack_off(struct amqp_worker *aw, struct amqp_queue *q, int64_t off)
 {
         if (!q || !q->log || off < 0 || q->deleted)
                 return;
@@ -245,8 +245,8 @@ static int dq_append_msg(struct amqp_worker *aw, struct amqp_queue *q, struct am
 /* Appends persistent m entering durable q; the confirm (o, or the
  * forwarded batch f) waits for the append's ack. Returns 1 when the
  * caller must wait, 0 when nothing was stored. */
-int dq_store(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
-             const struct amqp_origin *o, struct amqp_fwd *f)
+int amqp_dq_store(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
+                  const struct amqp_origin *o, struct amqp_fwd *f)
 {
         m->loff = -1;
         if (!q->log || !m->persistent)
@@ -256,18 +256,18 @@ int dq_store(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
 
 /* Persistent m held by a durable delayed exchange: into this worker's
  * delayed log (opened on first use). Returns 1 when the confirm waits. */
-int dq_store_delayed(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o,
-                     uint64_t due_wall_ms)
+int amqp_dq_store_delayed(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o,
+                          uint64_t due_wall_ms)
 {
         m->loff = -1;
-        if (!m->persistent || (!aw->delayq && dq_delayed_open(aw) != 0))
+        if (!m->persistent || (!aw->delayq && amqp_dq_delayed_open(aw) != 0))
                 return 0;
         return dq_append_msg(aw, aw->delayq, m, o, NULL, DQ_REC_DELAYED, due_wall_ms);
 }
 
 /* Every message of forwarded batch f is in its queue (and durable where
  * it must be): the block goes back as the confirm, if anyone waits. */
-void fwd_accepted(struct amqp_worker *aw, struct amqp_fwd *f)
+void amqp_fwd_accepted(struct amqp_worker *aw, struct amqp_fwd *f)
 {
         if (!f->n) {
                 free(f);
@@ -275,7 +275,7 @@ void fwd_accepted(struct amqp_worker *aw, struct amqp_fwd *f)
         }
         struct sl_msg r = {.type = CTL_AMQP_MSG_ACCEPT};
         r.a.ptr[0] = f;
-        out_msg(aw, f->src, &r);
+        amqp_out_msg(aw, f->src, &r);
 }
 
 static void dq_append_cb(void *ctx, int64_t base_offset, int res)
@@ -291,11 +291,11 @@ static void dq_append_cb(void *ctx, int64_t base_offset, int res)
                 SL_WARN("amqp: queue %s: append failed: %s", q->name.s, strerror(-res));
         if (e.f) {
                 if (--e.f->waiting == 0)
-                        fwd_accepted(aw, e.f);
+                        amqp_fwd_accepted(aw, e.f);
         } else if (e.o.seq) {
-                confirm_accepted(aw->w, &e.o);
+                amqp_confirm_accepted(aw->w, &e.o);
         }
-        queue_unref(q);
+        amqp_queue_unref(q);
 }
 
 static int dq_rmdir(const char *dir)
@@ -379,22 +379,23 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
                                                 acked = realloc(acked, acked_cap * 8);
                                                 SL_ASSERT(acked);
                                         }
-                                        acked[nacked++] = get_be64(pl + 1 + 8 * i);
+                                        acked[nacked++] = amqp_get_be64(pl + 1 + 8 * i);
                                 }
                         } else if (boff >= off && plen >= 16 &&
                                    (pl[0] == DQ_REC_MSG || pl[0] == DQ_REC_DELAYED)) {
                                 uint32_t hl = (uint32_t)pl[3] << 24 | (uint32_t)pl[4] << 16 |
                                               (uint32_t)pl[5] << 8 | pl[6];
-                                uint64_t bl = get_be64(pl + 7);
+                                uint64_t bl = amqp_get_be64(pl + 7);
                                 /* a delayed one carries its due time (wall
                                  * clock), kept in expires_ms until re-held */
                                 uint32_t skip = pl[0] == DQ_REC_DELAYED ? 24 : 16;
-                                uint64_t due = skip == 24 && plen >= 24 ? get_be64(pl + 16) : 0;
+                                uint64_t due =
+                                    skip == 24 && plen >= 24 ? amqp_get_be64(pl + 16) : 0;
                                 if (plen >= skip &&
                                     skip + (uint64_t)pl[1] + pl[2] + hl + bl == plen) {
-                                        struct amqp_msg *m = malloc(sizeof(*m) + plen - skip);
+                                        struct amqp_msg *m =
+                                            amqp_msg_alloc(sizeof(*m) + plen - skip);
                                         SL_ASSERT(m);
-                                        memset(m, 0, sizeof(*m));
                                         m->ex_len = pl[1];
                                         m->rk_len = pl[2];
                                         m->hdr_len = hl;
@@ -410,7 +411,7 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
                                             amqp_header_has(&h, AMQP_BASIC_PROP_PRIORITY))
                                                 m->priority =
                                                     (uint8_t)h.props[AMQP_BASIC_PROP_PRIORITY].u;
-                                        list_append(&head, &tail, m);
+                                        amqp_list_append(&head, &tail, m);
                                 }
                         }
                         off = boff + log_batch_last_delta(p) + 1;
@@ -424,13 +425,13 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
                 next = m->next;
                 uint64_t key = (uint64_t)m->loff;
                 if (nacked && bsearch(&key, acked, nacked, 8, cmp_u64)) {
-                        free(m);
+                        amqp_msg_free(m);
                         continue;
                 }
                 /* it may have been delivered before the crash */
                 m->redelivered = true;
                 live_push(q, m->loff);
-                queue_push(q, m);
+                amqp_queue_push(q, m);
                 back++;
         }
         free(acked);
@@ -443,7 +444,7 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
 static int dq_open_at(struct amqp_worker *aw, struct amqp_queue *q, const char *dir);
 
 /* Opens (creating) the log of durable queue q on its worker. */
-int dq_open(struct amqp_worker *aw, struct amqp_queue *q)
+int amqp_dq_open(struct amqp_worker *aw, struct amqp_queue *q)
 {
         char dir[CTL_PATH_MAX + 600];
         dq_dir(aw, &q->name, dir, sizeof(dir));
@@ -456,8 +457,8 @@ static void dq_delayed_dir(struct amqp_worker *aw, char *buf, size_t n)
 }
 
 /* This worker's delayed log (messages held by durable x-delayed-message
- * exchanges), read back into aw->delayq's list (see delayed_recover). */
-int dq_delayed_open(struct amqp_worker *aw)
+ * exchanges), read back into aw->delayq's list (see amqp_delayed_recover). */
+int amqp_dq_delayed_open(struct amqp_worker *aw)
 {
         if (aw->delayq)
                 return 0;
@@ -465,13 +466,13 @@ int dq_delayed_open(struct amqp_worker *aw)
         if (!q)
                 return -ENOMEM;
         q->aw = aw;
-        qargs_default(&q->qa);
+        amqp_qargs_default(&q->qa);
         name_set(&q->name, amqp_cstr("(delayed)"));
         char dir[CTL_PATH_MAX + 600];
         dq_delayed_dir(aw, dir, sizeof(dir));
         int rc = dq_open_at(aw, q, dir);
         if (rc && !q->log) {
-                queue_free(q);
+                amqp_queue_free(q);
                 return rc;
         }
         aw->delayq = q;
@@ -480,7 +481,7 @@ int dq_delayed_open(struct amqp_worker *aw)
 
 /* At start: the delayed log exists when a durable delayed exchange held
  * persistent messages on this worker before. */
-bool dq_delayed_exists(struct amqp_worker *aw)
+bool amqp_dq_delayed_exists(struct amqp_worker *aw)
 {
         char dir[CTL_PATH_MAX + 600];
         struct stat st;
@@ -527,7 +528,7 @@ static int dq_open_at(struct amqp_worker *aw, struct amqp_queue *q, const char *
 
 /* The durable queue q is deleted: its files go (the open log writes to
  * unlinked files until the worker stops). */
-void dq_remove(struct amqp_worker *aw, struct amqp_queue *q)
+void amqp_dq_remove(struct amqp_worker *aw, struct amqp_queue *q)
 {
         if (!q->log)
                 return;
@@ -541,7 +542,7 @@ void dq_remove(struct amqp_worker *aw, struct amqp_queue *q)
  * is settled (acked, or its ack record is on its way), so it can go; at
  * most every AMQP_TRIM_MS (a trim persists the start offset), else later
  * from the worker's 50 ms queue sweep. */
-void dq_trim(struct amqp_worker *aw, struct amqp_queue *q)
+void amqp_dq_trim(struct amqp_worker *aw, struct amqp_queue *q)
 {
         if (!q->trim_wanted || q->deleted || !q->log || !q->live_n ||
             aw->w->now_ms - q->trim_ms < AMQP_TRIM_MS)
@@ -553,7 +554,7 @@ void dq_trim(struct amqp_worker *aw, struct amqp_queue *q)
                 sl_counter_add(&aw->log_trims, 1);
 }
 
-uint32_t dq_poll(struct amqp_worker *aw)
+uint32_t amqp_dq_poll(struct amqp_worker *aw)
 {
         while (aw->ack_dirty) {
                 struct amqp_queue *q = aw->ack_dirty;
@@ -575,9 +576,9 @@ uint32_t dq_poll(struct amqp_worker *aw)
                                 sl_counter_add(&aw->log_trims, 1);
                 } else {
                         q->trim_wanted = true;
-                        dq_trim(aw, q);
+                        amqp_dq_trim(aw, q);
                 }
-                queue_unref(q);
+                amqp_queue_unref(q);
         }
         if (!aw->owner)
                 return 0;

@@ -76,6 +76,7 @@ struct amqp_qargs {
 struct amqp_msg {
         struct amqp_msg *next;
         uint64_t body_len;
+        uint64_t alloc_bytes; /* what amqp_msg_alloc took, for amqp_msg_free */
         uint64_t got;
         uint32_t hdr_len;
         uint8_t ex_len, rk_len;
@@ -218,7 +219,7 @@ struct amqp_link {
 };
 
 /* A held message released from the delayed log: acked there once its
- * `pending` target queues have it durably. Its origin in route() is
+ * `pending` target queues have it durably. Its origin in amqp_route() is
  * {slot AMQP_SLOT_DELAYED, seq loff + 1}. */
 struct amqp_release {
         int64_t loff;
@@ -260,11 +261,12 @@ struct amqp_worker {
         struct amqp_queue *ack_dirty;
         /* Resource alarms (CTL_AMQP_ALARM_* bits from the control thread):
          * while set, a connection that publishes is no longer read (and
-         * told with connection.blocked) until they clear. held_bytes: the
-         * bytes of messages in this worker's queues, published to
-         * held_bytes_pub once per loop iteration for the control thread. */
+         * told with connection.blocked) until they clear. The memory
+         * alarm's measure is amqp_msg_held_bytes (every message allocated
+         * and not yet freed: ready, unacked, in a transaction or in flight
+         * between workers), published to held_bytes_pub once per loop
+         * iteration for the control thread. */
         uint8_t alarm;
-        uint64_t held_bytes;
         uint64_t held_told, held_told_ms; /* last reported to the control thread */
         struct sl_conn *blocked;          /* connections blocked by the alarm */
         struct amqp_channel *acks_dirty;  /* channels with confirms to send */
@@ -279,7 +281,8 @@ struct amqp_worker {
         _Atomic uint64_t published, delivered, acked, unroutable, returned;
         _Atomic uint64_t queues_n, messages_ready, channels, conn_errors, chan_errors;
         _Atomic uint64_t persist_too_large, log_trims;
-        _Atomic uint64_t held_bytes_pub, alarm_pub;
+        _Atomic uint64_t alarm_pub;
+        _Atomic int64_t held_bytes_pub;
 };
 
 struct amqp_confirm {
@@ -486,142 +489,152 @@ struct amqp_qop {
 };
 
 /* amqp_server.c */
-long conn_block(struct sl_conn *c);
-void blocked_unlink(struct amqp_worker *aw, struct sl_conn *c);
-void alarm_set(struct amqp_worker *aw, uint8_t alarm);
-void doom(struct sl_conn *c);
-bool conn_usable(struct sl_conn *c);
-int send_method(struct sl_conn *c, uint16_t ch, const struct amqp_method *m);
-int send_simple(struct sl_conn *c, uint16_t ch, uint32_t key);
-long conn_error(struct sl_conn *c, uint16_t code, const char *text, uint32_t cause);
-long chan_error(struct sl_conn *c, struct amqp_channel *ch, uint16_t code, const char *text,
-                uint32_t cause);
+long amqp_conn_block(struct sl_conn *c);
+void amqp_blocked_unlink(struct amqp_worker *aw, struct sl_conn *c);
+void amqp_alarm_set(struct amqp_worker *aw, uint8_t alarm);
+void amqp_doom(struct sl_conn *c);
+bool amqp_conn_usable(struct sl_conn *c);
+int amqp_send_method(struct sl_conn *c, uint16_t ch, const struct amqp_method *m);
+int amqp_send_simple(struct sl_conn *c, uint16_t ch, uint32_t key);
+long amqp_conn_error(struct sl_conn *c, uint16_t code, const char *text, uint32_t cause);
+long amqp_chan_error(struct sl_conn *c, struct amqp_channel *ch, uint16_t code, const char *text,
+                     uint32_t cause);
 void amqp_worker_fini(struct sl_worker *w);
 
 /* amqp_channel.c */
-struct amqp_msg *msg_new(struct amqp_bytes ex, struct amqp_bytes rk, uint64_t hdr_max,
-                         uint64_t body_len);
-long on_exchange_declare(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
-long queue_check_equivalent(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_qref *r,
-                            bool durable, bool exclusive, bool auto_delete,
-                            const struct amqp_qargs *qa, uint32_t key);
-long on_queue_declare(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
-long on_queue_bind(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
-uint64_t queue_delete(struct amqp_worker *aw, struct amqp_queue *q);
-long on_queue_delete(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
-long on_queue_purge(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
-long on_exchange_bind(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
-long on_exchange_delete(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
-long on_publish(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
-long on_header(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_frame *f);
-long on_body(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_frame *f);
-long on_consume(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
-long on_cancel(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
-long get_ok_send(struct amqp_worker *aw, struct sl_conn *c, struct amqp_channel *ch,
-                 struct amqp_msg *msg, uint64_t left, bool no_ack);
-long on_get(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
-long settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m, uint64_t tag,
-            bool multiple, bool requeue);
-long tx_hold_settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
-long tx_commit(struct sl_conn *c, struct amqp_channel *ch);
-long tx_rollback(struct sl_conn *c, struct amqp_channel *ch);
+/* Every message is allocated and freed through these two, so the memory
+ * alarm sees all of them wherever they are. The count is per thread (a
+ * message freed on another worker than its allocator's counts there, so one
+ * worker's value may be negative); the sum over workers is what is held. */
+extern _Thread_local int64_t amqp_msg_held_bytes;
+struct amqp_msg *amqp_msg_alloc(uint64_t bytes);
+void amqp_msg_free(struct amqp_msg *m);
+struct amqp_msg *amqp_msg_new(struct amqp_bytes ex, struct amqp_bytes rk, uint64_t hdr_max,
+                              uint64_t body_len);
+long amqp_on_exchange_declare(struct sl_conn *c, struct amqp_channel *ch,
+                              const struct amqp_method *m);
+long amqp_queue_check_equivalent(struct sl_conn *c, struct amqp_channel *ch,
+                                 const struct amqp_qref *r, bool durable, bool exclusive,
+                                 bool auto_delete, const struct amqp_qargs *qa, uint32_t key);
+long amqp_on_queue_declare(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
+long amqp_on_queue_bind(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
+uint64_t amqp_queue_delete(struct amqp_worker *aw, struct amqp_queue *q);
+long amqp_on_queue_delete(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
+long amqp_on_queue_purge(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
+long amqp_on_exchange_bind(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
+long amqp_on_exchange_delete(struct sl_conn *c, struct amqp_channel *ch,
+                             const struct amqp_method *m);
+long amqp_on_publish(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
+long amqp_on_header(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_frame *f);
+long amqp_on_body(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_frame *f);
+long amqp_on_consume(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
+long amqp_on_cancel(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
+long amqp_get_ok_send(struct amqp_worker *aw, struct sl_conn *c, struct amqp_channel *ch,
+                      struct amqp_msg *msg, uint64_t left, bool no_ack);
+long amqp_on_get(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
+long amqp_settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m,
+                 uint64_t tag, bool multiple, bool requeue);
+long amqp_tx_hold_settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_method *m);
+long amqp_tx_commit(struct sl_conn *c, struct amqp_channel *ch);
+long amqp_tx_rollback(struct sl_conn *c, struct amqp_channel *ch);
 
 /* amqp_route.c */
-struct amqp_exchange *ex_find(struct amqp_worker *aw, struct amqp_bytes name);
-struct amqp_qref *qref_find(struct amqp_worker *aw, struct amqp_bytes name);
-struct amqp_qref *qref_by_qid(struct amqp_worker *aw, uint64_t qid);
-struct amqp_queue *queue_by_qid(struct amqp_worker *aw, uint64_t qid);
-bool qref_local(struct amqp_worker *aw, const struct amqp_qref *r);
-struct amqp_exchange *ex_add(struct amqp_worker *aw, struct amqp_bytes name, uint8_t type);
-void queue_push(struct amqp_queue *q, struct amqp_msg *m);
-void queue_push_front(struct amqp_queue *q, struct amqp_msg *m);
-struct amqp_msg *queue_pop(struct amqp_queue *q);
-uint32_t route(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o,
-               uint32_t *nremote, uint32_t *nrejected);
-int topo_decode(const uint8_t *b, uint32_t len, struct amqp_topo *t);
-int topo_bind_args(struct amqp_topo *t, struct amqp_bytes args);
-void topo_def(struct amqp_topo *t, uint8_t op);
-struct amqp_topo *topo_new(struct sl_conn *c, struct amqp_channel *ch, uint8_t op, uint32_t method);
-long topo_submit(struct amqp_worker *aw, struct sl_conn *c, struct amqp_topo *t);
-void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64_t seq);
-long queue_declare_ok(struct sl_conn *c, struct amqp_channel *ch, struct amqp_bytes name,
-                      uint64_t count, uint32_t consumers);
-void topo_done(struct amqp_worker *aw, struct amqp_topo *t);
-void queue_delete_announce(struct amqp_worker *aw, struct amqp_queue *q);
+struct amqp_exchange *amqp_ex_find(struct amqp_worker *aw, struct amqp_bytes name);
+struct amqp_qref *amqp_qref_find(struct amqp_worker *aw, struct amqp_bytes name);
+struct amqp_qref *amqp_qref_by_qid(struct amqp_worker *aw, uint64_t qid);
+struct amqp_queue *amqp_queue_by_qid(struct amqp_worker *aw, uint64_t qid);
+bool amqp_qref_local(struct amqp_worker *aw, const struct amqp_qref *r);
+struct amqp_exchange *amqp_ex_add(struct amqp_worker *aw, struct amqp_bytes name, uint8_t type);
+void amqp_queue_push(struct amqp_queue *q, struct amqp_msg *m);
+void amqp_queue_push_front(struct amqp_queue *q, struct amqp_msg *m);
+struct amqp_msg *amqp_queue_pop(struct amqp_queue *q);
+uint32_t amqp_route(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o,
+                    uint32_t *nremote, uint32_t *nrejected);
+int amqp_topo_decode(const uint8_t *b, uint32_t len, struct amqp_topo *t);
+int amqp_topo_bind_args(struct amqp_topo *t, struct amqp_bytes args);
+void amqp_topo_def(struct amqp_topo *t, uint8_t op);
+struct amqp_topo *amqp_topo_new(struct sl_conn *c, struct amqp_channel *ch, uint8_t op,
+                                uint32_t method);
+long amqp_topo_submit(struct amqp_worker *aw, struct sl_conn *c, struct amqp_topo *t);
+void amqp_topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64_t seq);
+long amqp_queue_declare_ok(struct sl_conn *c, struct amqp_channel *ch, struct amqp_bytes name,
+                           uint64_t count, uint32_t consumers);
+void amqp_topo_done(struct amqp_worker *aw, struct amqp_topo *t);
+void amqp_queue_delete_announce(struct amqp_worker *aw, struct amqp_queue *q);
 
 /* amqp_queue.c */
-int send_content(struct sl_conn *c, uint16_t chan, const struct amqp_method *meth,
-                 const struct amqp_msg *m);
-void queue_free(struct amqp_queue *q);
-void queue_unref(struct amqp_queue *q);
-void unacked_add(struct amqp_worker *aw, struct amqp_channel *ch, struct amqp_msg *m);
-void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q);
-void consumer_remove(struct amqp_consumer *k);
-void requeue_list(struct amqp_worker *aw, struct amqp_msg *m);
-void chan_free(struct sl_conn *c, struct amqp_channel *ch);
+int amqp_send_content(struct sl_conn *c, uint16_t chan, const struct amqp_method *meth,
+                      const struct amqp_msg *m);
+void amqp_queue_free(struct amqp_queue *q);
+void amqp_queue_unref(struct amqp_queue *q);
+void amqp_unacked_add(struct amqp_worker *aw, struct amqp_channel *ch, struct amqp_msg *m);
+void amqp_queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q);
+void amqp_consumer_remove(struct amqp_consumer *k);
+void amqp_requeue_list(struct amqp_worker *aw, struct amqp_msg *m);
+void amqp_chan_free(struct sl_conn *c, struct amqp_channel *ch);
 
 /* amqp_link.c */
-void out_msg(struct amqp_worker *aw, uint16_t dst, const struct sl_msg *m);
-void list_append(struct amqp_msg **head, struct amqp_msg **tail, struct amqp_msg *m);
-void fwd_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m);
-void dlv_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m);
-void stl_push(struct amqp_worker *aw, struct amqp_msg *m, uint8_t op);
+void amqp_out_msg(struct amqp_worker *aw, uint16_t dst, const struct sl_msg *m);
+void amqp_list_append(struct amqp_msg **head, struct amqp_msg **tail, struct amqp_msg *m);
+void amqp_fwd_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m);
+void amqp_dlv_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m);
+void amqp_stl_push(struct amqp_worker *aw, struct amqp_msg *m, uint8_t op);
 uint32_t amqp_links_poll(struct sl_worker *w, void *arg);
-struct sl_conn *conn_find(struct sl_worker *w, uint32_t slot, uint32_t gen, uint64_t id);
-struct amqp_channel *chan_find(struct sl_conn *c, uint16_t chan, uint32_t epoch);
-void conn_wait(struct sl_conn *c);
-void conn_resume(struct sl_conn *c);
-void confirms_flush(struct amqp_worker *aw);
-void confirms_forget(struct amqp_worker *aw, struct amqp_channel *ch);
-long confirm_add(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq, uint32_t nremote,
-                 bool nack);
-void confirm_accepted(struct sl_worker *w, const struct amqp_origin *o);
-struct amqp_qop *qop_new(struct sl_conn *c, struct amqp_channel *ch, uint8_t op,
-                         const struct amqp_qref *r, uint32_t method);
-long qop_submit(struct amqp_worker *aw, struct sl_conn *c, uint16_t dst, struct amqp_qop *o);
-void stub_unlink(struct amqp_worker *aw, struct amqp_consumer *k);
-void stub_cancel(struct amqp_worker *aw, struct amqp_consumer *k, struct sl_conn *c, uint16_t chan,
-                 uint32_t method, bool nowait);
-int stub_write(struct amqp_worker *aw, struct amqp_consumer *k, struct amqp_msg *m);
-void stubs_writable(struct amqp_worker *aw, struct sl_conn *c, struct amqp_channel *ch);
-void proxy_unlink(struct amqp_consumer *k);
-void qop_exec(struct amqp_worker *aw, struct amqp_qop *o);
-void qop_reply(struct amqp_worker *aw, struct amqp_qop *o);
+struct sl_conn *amqp_conn_find(struct sl_worker *w, uint32_t slot, uint32_t gen, uint64_t id);
+struct amqp_channel *amqp_chan_find(struct sl_conn *c, uint16_t chan, uint32_t epoch);
+void amqp_conn_wait(struct sl_conn *c);
+void amqp_conn_resume(struct sl_conn *c);
+void amqp_confirms_flush(struct amqp_worker *aw);
+void amqp_confirms_forget(struct amqp_worker *aw, struct amqp_channel *ch);
+long amqp_confirm_add(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq, uint32_t nremote,
+                      bool nack);
+void amqp_confirm_accepted(struct sl_worker *w, const struct amqp_origin *o);
+struct amqp_qop *amqp_qop_new(struct sl_conn *c, struct amqp_channel *ch, uint8_t op,
+                              const struct amqp_qref *r, uint32_t method);
+long amqp_qop_submit(struct amqp_worker *aw, struct sl_conn *c, uint16_t dst, struct amqp_qop *o);
+void amqp_stub_unlink(struct amqp_worker *aw, struct amqp_consumer *k);
+void amqp_stub_cancel(struct amqp_worker *aw, struct amqp_consumer *k, struct sl_conn *c,
+                      uint16_t chan, uint32_t method, bool nowait);
+int amqp_stub_write(struct amqp_worker *aw, struct amqp_consumer *k, struct amqp_msg *m);
+void amqp_stubs_writable(struct amqp_worker *aw, struct sl_conn *c, struct amqp_channel *ch);
+void amqp_proxy_unlink(struct amqp_consumer *k);
+void amqp_qop_exec(struct amqp_worker *aw, struct amqp_qop *o);
+void amqp_qop_reply(struct amqp_worker *aw, struct amqp_qop *o);
 void amqp_msg_in(struct sl_worker *w, const struct sl_msg *m);
 
 /* amqp_durable.c */
-uint64_t get_be64(const uint8_t *p);
-void dq_ack(struct amqp_worker *aw, struct amqp_queue *q, const struct amqp_msg *m);
-void dq_ack_off(struct amqp_worker *aw, struct amqp_queue *q, int64_t off);
-int dq_store_delayed(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o,
-                     uint64_t due_wall_ms);
-int dq_delayed_open(struct amqp_worker *aw);
-bool dq_delayed_exists(struct amqp_worker *aw);
-void delayed_recover(struct amqp_worker *aw);
-void delayed_released(struct amqp_worker *aw, int64_t loff);
-int dq_store(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
-             const struct amqp_origin *o, struct amqp_fwd *f);
-void fwd_accepted(struct amqp_worker *aw, struct amqp_fwd *f);
-int dq_open(struct amqp_worker *aw, struct amqp_queue *q);
-void dq_remove(struct amqp_worker *aw, struct amqp_queue *q);
-uint32_t dq_poll(struct amqp_worker *aw);
-void dq_trim(struct amqp_worker *aw, struct amqp_queue *q);
+uint64_t amqp_get_be64(const uint8_t *p);
+void amqp_dq_ack(struct amqp_worker *aw, struct amqp_queue *q, const struct amqp_msg *m);
+void amqp_dq_ack_off(struct amqp_worker *aw, struct amqp_queue *q, int64_t off);
+int amqp_dq_store_delayed(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o,
+                          uint64_t due_wall_ms);
+int amqp_dq_delayed_open(struct amqp_worker *aw);
+bool amqp_dq_delayed_exists(struct amqp_worker *aw);
+void amqp_delayed_recover(struct amqp_worker *aw);
+void amqp_delayed_released(struct amqp_worker *aw, int64_t loff);
+int amqp_dq_store(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
+                  const struct amqp_origin *o, struct amqp_fwd *f);
+void amqp_fwd_accepted(struct amqp_worker *aw, struct amqp_fwd *f);
+int amqp_dq_open(struct amqp_worker *aw, struct amqp_queue *q);
+void amqp_dq_remove(struct amqp_worker *aw, struct amqp_queue *q);
+uint32_t amqp_dq_poll(struct amqp_worker *aw);
+void amqp_dq_trim(struct amqp_worker *aw, struct amqp_queue *q);
 
 /* amqp_qargs.c */
-void qargs_default(struct amqp_qargs *a);
-bool field_int(const struct amqp_field *f, int64_t *v);
-bool field_is(const struct amqp_field *f, const char *name);
-bool bytes_is(struct amqp_bytes b, const char *s);
-int qargs_parse(struct amqp_bytes tbl, const struct amqp_name *qname, struct amqp_qargs *a,
-                char *text, size_t n);
-const char *qargs_differ(const struct amqp_qargs *x, const struct amqp_qargs *y);
-int64_t expiration_ms(const struct amqp_header *h);
-void dead_letter(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
-                 const char *reason);
-void queue_expire(struct amqp_worker *aw, struct amqp_queue *q);
-int queue_enqueue(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
-                  const struct amqp_origin *o, struct amqp_fwd *f);
-int delayed_hold(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o);
-uint32_t delayed_poll(struct amqp_worker *aw);
+void amqp_qargs_default(struct amqp_qargs *a);
+bool amqp_field_int(const struct amqp_field *f, int64_t *v);
+bool amqp_field_is(const struct amqp_field *f, const char *name);
+bool amqp_bytes_is(struct amqp_bytes b, const char *s);
+int amqp_qargs_parse(struct amqp_bytes tbl, const struct amqp_name *qname, struct amqp_qargs *a,
+                     char *text, size_t n);
+const char *amqp_qargs_differ(const struct amqp_qargs *x, const struct amqp_qargs *y);
+int64_t amqp_expiration_ms(const struct amqp_header *h);
+void amqp_dead_letter(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
+                      const char *reason);
+void amqp_queue_expire(struct amqp_worker *aw, struct amqp_queue *q);
+int amqp_queue_enqueue(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
+                       const struct amqp_origin *o, struct amqp_fwd *f);
+int amqp_delayed_hold(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o);
+uint32_t amqp_delayed_poll(struct amqp_worker *aw);
 
 #endif

@@ -64,14 +64,14 @@ static void link_flush(struct amqp_worker *aw, uint16_t dst)
 }
 
 /* A one-off message to dst, after the batches already bound for it. */
-void out_msg(struct amqp_worker *aw, uint16_t dst, const struct sl_msg *m)
+void amqp_out_msg(struct amqp_worker *aw, uint16_t dst, const struct sl_msg *m)
 {
         if (dst < aw->w->nworkers)
                 link_flush(aw, dst);
         out_push(aw, dst, m);
 }
 
-void list_append(struct amqp_msg **head, struct amqp_msg **tail, struct amqp_msg *m)
+void amqp_list_append(struct amqp_msg **head, struct amqp_msg **tail, struct amqp_msg *m)
 {
         m->next = NULL;
         if (*tail)
@@ -81,40 +81,40 @@ void list_append(struct amqp_msg **head, struct amqp_msg **tail, struct amqp_msg
         *tail = m;
 }
 
-void fwd_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m)
+void amqp_fwd_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m)
 {
         if (aw->w->draining) {
                 /* Shutting down: every worker drops its (in-memory) messages. */
-                free(m);
+                amqp_msg_free(m);
                 return;
         }
         struct amqp_link *l = link_of(aw, dst);
-        list_append(&l->fwd_head, &l->fwd_tail, m);
+        amqp_list_append(&l->fwd_head, &l->fwd_tail, m);
         aw->links_dirty = true;
 }
 
-void dlv_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m)
+void amqp_dlv_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m)
 {
         if (aw->w->draining) {
                 /* Shutting down: every worker drops its (in-memory) messages. */
-                free(m);
+                amqp_msg_free(m);
                 return;
         }
         struct amqp_link *l = link_of(aw, dst);
-        list_append(&l->dlv_head, &l->dlv_tail, m);
+        amqp_list_append(&l->dlv_head, &l->dlv_tail, m);
         aw->links_dirty = true;
 }
 
-void stl_push(struct amqp_worker *aw, struct amqp_msg *m, uint8_t op)
+void amqp_stl_push(struct amqp_worker *aw, struct amqp_msg *m, uint8_t op)
 {
         if (aw->w->draining) {
                 /* Shutting down: every worker drops its (in-memory) messages. */
-                free(m);
+                amqp_msg_free(m);
                 return;
         }
         struct amqp_link *l = link_of(aw, m->home);
         m->op = op;
-        list_append(&l->stl_head, &l->stl_tail, m);
+        amqp_list_append(&l->stl_head, &l->stl_tail, m);
         aw->links_dirty = true;
 }
 
@@ -148,7 +148,7 @@ static void stub_flush_credit(struct amqp_worker *aw)
                 struct sl_msg m = {.type = CTL_AMQP_MSG_CREDIT, .u32 = k->credit_owed};
                 m.a.ptr[0] = k->peer;
                 k->credit_owed = 0;
-                out_msg(aw, k->rworker, &m);
+                amqp_out_msg(aw, k->rworker, &m);
         }
 }
 
@@ -157,14 +157,17 @@ static void stub_flush_credit(struct amqp_worker *aw)
 uint32_t amqp_links_poll(struct sl_worker *w, void *arg)
 {
         struct amqp_worker *aw = arg;
-        uint32_t work = dq_poll(aw) + delayed_poll(aw);
-        atomic_store_explicit(&aw->held_bytes_pub, aw->held_bytes, memory_order_relaxed);
-        if (aw->held_bytes != aw->held_told && w->now_ms - aw->held_told_ms >= 100) {
-                /* the memory alarm's input: summed over workers there */
+        uint32_t work = amqp_dq_poll(aw) + amqp_delayed_poll(aw);
+        uint64_t held = (uint64_t)amqp_msg_held_bytes;
+        atomic_store_explicit(&aw->held_bytes_pub, amqp_msg_held_bytes, memory_order_relaxed);
+        if (held != aw->held_told && w->now_ms - aw->held_told_ms >= 100) {
+                /* the memory alarm's input: summed over workers there, in
+                 * uint64 arithmetic, which wraps to the right total even
+                 * when one worker's count is negative */
                 struct sl_msg m = {.type = CTL_AMQP_MSG_HELD, .u16 = w->id};
-                m.a.u64[0] = aw->held_bytes;
-                out_msg(aw, w->rt->control_ep, &m);
-                aw->held_told = aw->held_bytes;
+                m.a.u64[0] = held;
+                amqp_out_msg(aw, w->rt->control_ep, &m);
+                aw->held_told = held;
                 aw->held_told_ms = w->now_ms;
         }
         if (w->now_ms >= aw->next_expire_ms) {
@@ -172,19 +175,19 @@ uint32_t amqp_links_poll(struct sl_worker *w, void *arg)
                 aw->next_expire_ms = w->now_ms + 50;
                 for (struct amqp_queue *q = aw->queues, *next; q; q = next) {
                         next = q->next;
-                        queue_expire(aw, q);
+                        amqp_queue_expire(aw, q);
                         if (q->trim_wanted)
-                                dq_trim(aw, q);
+                                amqp_dq_trim(aw, q);
                         /* x-expires: unused (no consumer, no get or
                          * declare) for that long, the queue goes */
                         if (q->nconsumers)
                                 q->last_used_ms = w->now_ms;
                         else if (q->qa.expires_ms > 0 &&
                                  w->now_ms - q->last_used_ms >= (uint64_t)q->qa.expires_ms)
-                                queue_delete_announce(aw, q);
+                                amqp_queue_delete_announce(aw, q);
                 }
         }
-        confirms_flush(aw);
+        amqp_confirms_flush(aw);
         if (!aw->links_dirty)
                 return work;
         aw->links_dirty = false;
@@ -210,7 +213,7 @@ uint32_t amqp_links_poll(struct sl_worker *w, void *arg)
         return work + (aw->links_dirty ? 1 : 0);
 }
 
-struct sl_conn *conn_find(struct sl_worker *w, uint32_t slot, uint32_t gen, uint64_t id)
+struct sl_conn *amqp_conn_find(struct sl_worker *w, uint32_t slot, uint32_t gen, uint64_t id)
 {
         if (slot >= w->conns_max)
                 return NULL;
@@ -221,7 +224,7 @@ struct sl_conn *conn_find(struct sl_worker *w, uint32_t slot, uint32_t gen, uint
 }
 
 /* The channel a reply is for, if it is still the same open channel. */
-struct amqp_channel *chan_find(struct sl_conn *c, uint16_t chan, uint32_t epoch)
+struct amqp_channel *amqp_chan_find(struct sl_conn *c, uint16_t chan, uint32_t epoch)
 {
         struct amqp_conn *ac = c->proto_state;
         if (!ac->chans || chan > ac->channel_max)
@@ -232,14 +235,14 @@ struct amqp_channel *chan_find(struct sl_conn *c, uint16_t chan, uint32_t epoch)
         return ch;
 }
 
-void conn_wait(struct sl_conn *c)
+void amqp_conn_wait(struct sl_conn *c)
 {
         struct amqp_conn *ac = c->proto_state;
         ac->waiting = true;
         sl_conn_rx_pause(c);
 }
 
-void conn_resume(struct sl_conn *c)
+void amqp_conn_resume(struct sl_conn *c)
 {
         struct amqp_conn *ac = c->proto_state;
         if (!ac->waiting)
@@ -258,7 +261,7 @@ static long confirm_send(struct sl_conn *c, struct amqp_channel *ch, uint64_t se
         amqp_method_init(&a, AMQP_BASIC_ACK);
         a.args[AMQP_BASIC_ACK_DELIVERY_TAG].u = seq;
         a.args[AMQP_BASIC_ACK_MULTIPLE].u = multiple;
-        return send_method(c, ch->id, &a);
+        return amqp_send_method(c, ch->id, &a);
 }
 
 /* Sends the channel's deferred acks as one basic.ack. Every confirm up to
@@ -289,13 +292,13 @@ static void confirm_defer(struct sl_conn *c, struct amqp_channel *ch, uint64_t s
 
 /* End of a loop iteration (and of each received chunk): one basic.ack per
  * channel for everything decided since the last flush. */
-void confirms_flush(struct amqp_worker *aw)
+void amqp_confirms_flush(struct amqp_worker *aw)
 {
         while (aw->acks_dirty) {
                 struct amqp_channel *ch = aw->acks_dirty;
                 aw->acks_dirty = ch->ack_next;
                 ch->ack_next = NULL;
-                if (ch->ack_n && conn_usable(ch->ack_conn))
+                if (ch->ack_n && amqp_conn_usable(ch->ack_conn))
                         confirm_flush_chan(ch);
                 ch->ack_n = 0;
                 ch->ack_conn = NULL;
@@ -305,11 +308,11 @@ void confirms_flush(struct amqp_worker *aw)
 /* ch is being freed: its decided acks leave first if the connection still
  * writes (a channel.close right after publishes must not swallow their
  * confirms), then it is off the list. */
-void confirms_forget(struct amqp_worker *aw, struct amqp_channel *ch)
+void amqp_confirms_forget(struct amqp_worker *aw, struct amqp_channel *ch)
 {
         if (!ch->ack_conn)
                 return;
-        if (ch->ack_n && conn_usable(ch->ack_conn))
+        if (ch->ack_n && amqp_conn_usable(ch->ack_conn))
                 confirm_flush_chan(ch);
         for (struct amqp_channel **pp = &aw->acks_dirty; *pp; pp = &(*pp)->ack_next)
                 if (*pp == ch) {
@@ -326,7 +329,7 @@ static void confirm_nack(struct sl_conn *c, struct amqp_channel *ch, uint64_t se
         struct amqp_method a;
         amqp_method_init(&a, AMQP_BASIC_NACK);
         a.args[AMQP_BASIC_NACK_DELIVERY_TAG].u = seq;
-        send_method(c, ch->id, &a);
+        amqp_send_method(c, ch->id, &a);
 }
 
 /* Answers every confirm at the head whose queues have all answered: acks
@@ -357,8 +360,8 @@ static void confirm_pump(struct sl_conn *c, struct amqp_channel *ch)
 
 /* Publish seq went to nremote queues on other workers: ack now when none
  * and nothing earlier waits, else when the last accepts. */
-long confirm_add(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq, uint32_t nremote,
-                 bool nack)
+long amqp_confirm_add(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq, uint32_t nremote,
+                      bool nack)
 {
         if (nremote == 0 && ch->conf_n == 0) {
                 if (nack) {
@@ -376,7 +379,7 @@ long confirm_add(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq, uint3
                         uint32_t cap = ch->conf_cap ? ch->conf_cap * 2 : 64;
                         struct amqp_confirm *n = realloc(ch->conf, cap * sizeof(*n));
                         if (!n)
-                                return conn_error(c, 541, "out of memory", AMQP_BASIC_PUBLISH);
+                                return amqp_conn_error(c, 541, "out of memory", AMQP_BASIC_PUBLISH);
                         ch->conf = n;
                         ch->conf_cap = cap;
                 }
@@ -386,16 +389,16 @@ long confirm_add(struct sl_conn *c, struct amqp_channel *ch, uint64_t seq, uint3
         return 0;
 }
 
-void confirm_accepted(struct sl_worker *w, const struct amqp_origin *o)
+void amqp_confirm_accepted(struct sl_worker *w, const struct amqp_origin *o)
 {
         if (o->slot == AMQP_SLOT_DELAYED) {
-                delayed_released(aw_of(w), (int64_t)o->seq - 1);
+                amqp_delayed_released(aw_of(w), (int64_t)o->seq - 1);
                 return;
         }
-        struct sl_conn *c = conn_find(w, o->slot, o->gen, o->conn);
+        struct sl_conn *c = amqp_conn_find(w, o->slot, o->gen, o->conn);
         if (!c)
                 return;
-        struct amqp_channel *ch = chan_find(c, o->chan, o->epoch);
+        struct amqp_channel *ch = amqp_chan_find(c, o->chan, o->epoch);
         if (!ch || !ch->conf_n)
                 return;
         uint64_t i = o->seq - ch->conf[ch->conf_head].seq;
@@ -409,8 +412,8 @@ void confirm_accepted(struct sl_worker *w, const struct amqp_origin *o)
 
 /* ---- operations on a queue that lives on another worker ------------------ */
 
-struct amqp_qop *qop_new(struct sl_conn *c, struct amqp_channel *ch, uint8_t op,
-                         const struct amqp_qref *r, uint32_t method)
+struct amqp_qop *amqp_qop_new(struct sl_conn *c, struct amqp_channel *ch, uint8_t op,
+                              const struct amqp_qref *r, uint32_t method)
 {
         struct amqp_qop *o = calloc(1, sizeof(*o));
         if (!o)
@@ -429,17 +432,17 @@ struct amqp_qop *qop_new(struct sl_conn *c, struct amqp_channel *ch, uint8_t op,
         return o;
 }
 
-long qop_submit(struct amqp_worker *aw, struct sl_conn *c, uint16_t dst, struct amqp_qop *o)
+long amqp_qop_submit(struct amqp_worker *aw, struct sl_conn *c, uint16_t dst, struct amqp_qop *o)
 {
         struct sl_msg m = {.type = CTL_AMQP_MSG_QOP};
         m.a.ptr[0] = o;
-        out_msg(aw, dst, &m);
+        amqp_out_msg(aw, dst, &m);
         if (c && o->reply)
-                conn_wait(c);
+                amqp_conn_wait(c);
         return 0;
 }
 
-void stub_unlink(struct amqp_worker *aw, struct amqp_consumer *k)
+void amqp_stub_unlink(struct amqp_worker *aw, struct amqp_consumer *k)
 {
         (void)aw;
         if (!k->prev_stub)
@@ -463,8 +466,8 @@ static void stub_link(struct amqp_worker *aw, struct amqp_consumer *k)
 /* The channel no longer has stub k: what waits for room goes home, and the
  * proxy is told goodbye (its answer frees k). method != 0: the client
  * waits for cancel-ok. */
-void stub_cancel(struct amqp_worker *aw, struct amqp_consumer *k, struct sl_conn *c, uint16_t chan,
-                 uint32_t method, bool nowait)
+void amqp_stub_cancel(struct amqp_worker *aw, struct amqp_consumer *k, struct sl_conn *c,
+                      uint16_t chan, uint32_t method, bool nowait)
 {
         if (k->ch) {
                 for (struct amqp_consumer **pp = &k->ch->consumers; *pp; pp = &(*pp)->next_in_chan)
@@ -476,13 +479,13 @@ void stub_cancel(struct amqp_worker *aw, struct amqp_consumer *k, struct sl_conn
         while (k->pend_head) {
                 struct amqp_msg *m = k->pend_head;
                 k->pend_head = m->next;
-                stl_push(aw, m, AMQP_SETTLE_RETURN);
+                amqp_stl_push(aw, m, AMQP_SETTLE_RETURN);
         }
         k->pend_tail = NULL;
         if (aw->w->draining) {
                 /* Shutting down: the proxy's worker stops too, nobody would
                  * answer (nor send more). */
-                stub_unlink(aw, k);
+                amqp_stub_unlink(aw, k);
                 free(k);
                 return;
         }
@@ -509,14 +512,14 @@ void stub_cancel(struct amqp_worker *aw, struct amqp_consumer *k, struct sl_conn
         k->ch = NULL;
         struct sl_msg m = {.type = CTL_AMQP_MSG_QOP};
         m.a.ptr[0] = o;
-        out_msg(aw, k->rworker, &m);
+        amqp_out_msg(aw, k->rworker, &m);
         if (c && method)
-                conn_wait(c);
+                amqp_conn_wait(c);
 }
 
 /* Writes a delivery that came from another worker to the stub's client.
  * 0, -EAGAIN (no room: keep it), -ENOBUFS (connection gone). */
-int stub_write(struct amqp_worker *aw, struct amqp_consumer *k, struct amqp_msg *m)
+int amqp_stub_write(struct amqp_worker *aw, struct amqp_consumer *k, struct amqp_msg *m)
 {
         struct amqp_channel *ch = k->ch;
         struct amqp_conn *ac = k->c->proto_state;
@@ -532,17 +535,17 @@ int stub_write(struct amqp_worker *aw, struct amqp_consumer *k, struct amqp_msg 
         meth.args[AMQP_BASIC_DELIVER_EXCHANGE].b = (struct amqp_bytes){m->data, m->ex_len};
         meth.args[AMQP_BASIC_DELIVER_ROUTING_KEY].b =
             (struct amqp_bytes){m->data + m->ex_len, m->rk_len};
-        int rc = send_content(k->c, ch->id, &meth, m);
+        int rc = amqp_send_content(k->c, ch->id, &meth, m);
         if (rc)
                 return rc;
         ch->next_tag++;
         k->credit_owed++;
         aw->links_dirty = true;
         if (!m->tracked) {
-                free(m);
+                amqp_msg_free(m);
         } else {
                 m->dtag = ch->next_tag;
-                unacked_add(aw, ch, m);
+                amqp_unacked_add(aw, ch, m);
         }
         return 0;
 }
@@ -550,24 +553,24 @@ int stub_write(struct amqp_worker *aw, struct amqp_consumer *k, struct amqp_msg 
 static void stub_deliver(struct amqp_worker *aw, struct amqp_consumer *k, struct amqp_msg *m)
 {
         if (k->detached) {
-                stl_push(aw, m, AMQP_SETTLE_RETURN);
+                amqp_stl_push(aw, m, AMQP_SETTLE_RETURN);
                 return;
         }
         if (!k->pend_head) {
-                int rc = stub_write(aw, k, m);
+                int rc = amqp_stub_write(aw, k, m);
                 if (rc == 0)
                         return;
                 if (rc == -ENOBUFS) {
-                        stl_push(aw, m, AMQP_SETTLE_RETURN);
+                        amqp_stl_push(aw, m, AMQP_SETTLE_RETURN);
                         return;
                 }
         }
-        list_append(&k->pend_head, &k->pend_tail, m);
+        amqp_list_append(&k->pend_head, &k->pend_tail, m);
 }
 
 /* Output room came back on c, or (ch) acks made room under basic.qos
  * global: stubs write what waits. */
-void stubs_writable(struct amqp_worker *aw, struct sl_conn *c, struct amqp_channel *ch)
+void amqp_stubs_writable(struct amqp_worker *aw, struct sl_conn *c, struct amqp_channel *ch)
 {
         for (struct amqp_consumer *k = aw->stubs; k; k = k->next_stub) {
                 if (k->c != c || k->detached || (ch && k->ch != ch))
@@ -575,14 +578,14 @@ void stubs_writable(struct amqp_worker *aw, struct sl_conn *c, struct amqp_chann
                 while (k->pend_head) {
                         struct amqp_msg *m = k->pend_head;
                         struct amqp_msg *next = m->next;
-                        int rc = stub_write(aw, k, m);
+                        int rc = amqp_stub_write(aw, k, m);
                         if (rc == -EAGAIN)
                                 break;
                         k->pend_head = next;
                         if (!next)
                                 k->pend_tail = NULL;
                         if (rc)
-                                stl_push(aw, m, AMQP_SETTLE_RETURN);
+                                amqp_stl_push(aw, m, AMQP_SETTLE_RETURN);
                 }
         }
 }
@@ -594,7 +597,7 @@ static void proxy_maybe_free(struct amqp_consumer *k)
 }
 
 /* Unlinks a proxy from its queue (cancel or queue deletion). */
-void proxy_unlink(struct amqp_consumer *k)
+void amqp_proxy_unlink(struct amqp_consumer *k)
 {
         struct amqp_queue *q = k->q;
         if (!q)
@@ -612,27 +615,27 @@ void proxy_unlink(struct amqp_consumer *k)
 static void qop_answer(struct amqp_worker *aw, struct amqp_qop *o)
 {
         if (o->from == aw->w->id) {
-                qop_reply(aw, o);
+                amqp_qop_reply(aw, o);
                 return;
         }
         struct sl_msg m = {.type = CTL_AMQP_MSG_QOP_REPLY};
         m.a.ptr[0] = o;
-        out_msg(aw, o->from, &m);
+        amqp_out_msg(aw, o->from, &m);
 }
 
 /* The queue's worker runs o (it lives here, or o finds it gone). */
-void qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
+void amqp_qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
 {
-        struct amqp_queue *q = queue_by_qid(aw, o->qid);
+        struct amqp_queue *q = amqp_queue_by_qid(aw, o->qid);
         if (o->op == AMQP_QOP_CANCEL) {
                 struct amqp_consumer *k = o->proxy;
                 if (k) {
                         struct amqp_queue *kq = k->q;
-                        proxy_unlink(k);
+                        amqp_proxy_unlink(k);
                         k->released = true;
                         proxy_maybe_free(k);
                         if (kq && kq->auto_delete && !kq->deleted && kq->nconsumers == 0)
-                                queue_delete_announce(aw, kq);
+                                amqp_queue_delete_announce(aw, kq);
                 }
                 goto reply;
         }
@@ -641,7 +644,7 @@ void qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                 snprintf(o->text, sizeof(o->text), "no queue '%s' in vhost '/'", o->name.s);
                 goto reply;
         }
-        queue_expire(aw, q);
+        amqp_queue_expire(aw, q);
         q->last_used_ms = aw->w->now_ms;
         switch (o->op) {
         case AMQP_QOP_STAT:
@@ -678,7 +681,7 @@ void qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                 break;
         }
         case AMQP_QOP_GET: {
-                struct amqp_msg *m = queue_pop(q);
+                struct amqp_msg *m = amqp_queue_pop(q);
                 o->count = q->count;
                 if (m) {
                         m->home = aw->w->id;
@@ -689,7 +692,7 @@ void qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                         if (m->tracked)
                                 q->unacked_refs++;
                         else
-                                dq_ack(aw, q, m);
+                                amqp_dq_ack(aw, q, m);
                         sl_counter_add(&aw->delivered, 1);
                 }
                 o->msg = m;
@@ -698,9 +701,9 @@ void qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
         case AMQP_QOP_PURGE: {
                 o->count = q->count;
                 struct amqp_msg *x;
-                while ((x = queue_pop(q))) {
-                        dq_ack(aw, q, x);
-                        free(x);
+                while ((x = amqp_queue_pop(q))) {
+                        amqp_dq_ack(aw, q, x);
+                        amqp_msg_free(x);
                 }
                 break;
         }
@@ -718,7 +721,7 @@ void qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                 uint64_t qid = q->qid;
                 struct amqp_name qname = q->name;
                 bool durable = q->durable;
-                uint64_t n = queue_delete(aw, q);
+                uint64_t n = amqp_queue_delete(aw, q);
                 /* delete-ok once every worker forgot the queue */
                 struct amqp_topo *t = calloc(1, sizeof(*t));
                 SL_ASSERT(t);
@@ -734,11 +737,11 @@ void qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                 t->count = n;
                 t->a = qname;
                 if (durable)
-                        topo_def(t, CTL_AMQP_DEF_DELETE_QUEUE);
+                        amqp_topo_def(t, CTL_AMQP_DEF_DELETE_QUEUE);
                 struct sl_msg m = {.type = CTL_AMQP_MSG_CHANGE, .u16 = o->from};
                 m.a.ptr[0] = t;
                 m.a.ptr[1] = t->has_def ? &t->def : NULL;
-                out_msg(aw, aw->w->rt->control_ep, &m);
+                amqp_out_msg(aw, aw->w->rt->control_ep, &m);
                 free(o);
                 return;
         }
@@ -748,7 +751,7 @@ void qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
         if (o->op == AMQP_QOP_CONSUME && o->code == 0) {
                 /* reply first: deliveries must follow consume-ok */
                 qop_answer(aw, o);
-                queue_dispatch(aw, q);
+                amqp_queue_dispatch(aw, q);
                 return;
         }
 reply:
@@ -756,19 +759,19 @@ reply:
 }
 
 /* The queue's worker answered o: finish the method for the client. */
-void qop_reply(struct amqp_worker *aw, struct amqp_qop *o)
+void amqp_qop_reply(struct amqp_worker *aw, struct amqp_qop *o)
 {
-        struct sl_conn *c = o->conn ? conn_find(aw->w, o->slot, o->gen, o->conn) : NULL;
-        struct amqp_channel *ch = c ? chan_find(c, o->chan, o->epoch) : NULL;
+        struct sl_conn *c = o->conn ? amqp_conn_find(aw->w, o->slot, o->gen, o->conn) : NULL;
+        struct amqp_channel *ch = c ? amqp_chan_find(c, o->chan, o->epoch) : NULL;
         switch (o->op) {
         case AMQP_QOP_CANCEL:
-                stub_unlink(aw, o->stub);
+                amqp_stub_unlink(aw, o->stub);
                 free(o->stub);
                 if (ch && o->method && !o->nowait) {
                         struct amqp_method r;
                         amqp_method_init(&r, AMQP_BASIC_CANCEL_OK);
                         r.args[AMQP_BASIC_CANCEL_OK_CONSUMER_TAG].b = name_view(&o->name);
-                        send_method(c, ch->id, &r);
+                        amqp_send_method(c, ch->id, &r);
                 }
                 break;
         case AMQP_QOP_CONSUME: {
@@ -776,7 +779,7 @@ void qop_reply(struct amqp_worker *aw, struct amqp_qop *o)
                 if (o->code) {
                         free(k);
                         if (ch)
-                                chan_error(c, ch, o->code, o->text, o->method);
+                                amqp_chan_error(c, ch, o->code, o->text, o->method);
                         break;
                 }
                 k->peer = o->proxy;
@@ -784,7 +787,7 @@ void qop_reply(struct amqp_worker *aw, struct amqp_qop *o)
                 if (!ch) {
                         k->c = NULL;
                         k->ch = NULL;
-                        stub_cancel(aw, k, NULL, 0, 0, false);
+                        amqp_stub_cancel(aw, k, NULL, 0, 0, false);
                         break;
                 }
                 k->c = c;
@@ -795,48 +798,48 @@ void qop_reply(struct amqp_worker *aw, struct amqp_qop *o)
                         struct amqp_method r;
                         amqp_method_init(&r, AMQP_BASIC_CONSUME_OK);
                         r.args[AMQP_BASIC_CONSUME_OK_CONSUMER_TAG].b = name_view(&k->tag);
-                        send_method(c, ch->id, &r);
+                        amqp_send_method(c, ch->id, &r);
                 }
                 break;
         }
         case AMQP_QOP_GET:
                 if (!ch) {
                         if (o->msg)
-                                stl_push(aw, o->msg, AMQP_SETTLE_RETURN);
+                                amqp_stl_push(aw, o->msg, AMQP_SETTLE_RETURN);
                         break;
                 }
                 if (o->code) {
-                        chan_error(c, ch, o->code, o->text, o->method);
+                        amqp_chan_error(c, ch, o->code, o->text, o->method);
                         break;
                 }
                 if (!o->msg) {
-                        send_simple(c, ch->id, AMQP_BASIC_GET_EMPTY);
+                        amqp_send_simple(c, ch->id, AMQP_BASIC_GET_EMPTY);
                         break;
                 }
-                if (get_ok_send(aw, c, ch, o->msg, o->count, o->no_ack))
-                        stl_push(aw, o->msg, AMQP_SETTLE_RETURN);
+                if (amqp_get_ok_send(aw, c, ch, o->msg, o->count, o->no_ack))
+                        amqp_stl_push(aw, o->msg, AMQP_SETTLE_RETURN);
                 break;
         default:
                 if (!ch)
                         break;
                 if (o->code) {
-                        chan_error(c, ch, o->code, o->text, o->method);
+                        amqp_chan_error(c, ch, o->code, o->text, o->method);
                         break;
                 }
                 if (o->op == AMQP_QOP_STAT) {
-                        queue_declare_ok(c, ch, name_view(&o->name), o->count, o->consumers);
+                        amqp_queue_declare_ok(c, ch, name_view(&o->name), o->count, o->consumers);
                 } else if (o->op == AMQP_QOP_PURGE && !o->nowait) {
                         struct amqp_method r;
                         amqp_method_init(&r, AMQP_QUEUE_PURGE_OK);
                         r.args[AMQP_QUEUE_PURGE_OK_MESSAGE_COUNT].u = (uint32_t)o->count;
-                        send_method(c, ch->id, &r);
+                        amqp_send_method(c, ch->id, &r);
                 } else if (o->op == AMQP_QOP_DELETE) {
-                        chan_error(c, ch, 541, "delete failed", o->method);
+                        amqp_chan_error(c, ch, 541, "delete failed", o->method);
                 }
                 break;
         }
         if (c && o->reply)
-                conn_resume(c);
+                amqp_conn_resume(c);
         free(o);
 }
 
@@ -852,13 +855,13 @@ static void on_fwd(struct amqp_worker *aw, const struct sl_msg *msg)
         bool all = false;
         for (struct amqp_msg *m = f->msgs, *next; m; m = next) {
                 next = m->next;
-                struct amqp_queue *q = queue_by_qid(aw, m->qid);
+                struct amqp_queue *q = amqp_queue_by_qid(aw, m->qid);
                 uint32_t o = m->o_seq ? oi++ : UINT32_MAX;
                 if (!q) {
-                        free(m); /* deleted meanwhile: as if it had been dropped there */
+                        amqp_msg_free(m); /* deleted meanwhile: as if it had been dropped there */
                         continue;
                 }
-                if (queue_enqueue(aw, q, m, NULL, f) < 0 && o != UINT32_MAX)
+                if (amqp_queue_enqueue(aw, q, m, NULL, f) < 0 && o != UINT32_MAX)
                         f->o[o].nack = true;
                 bool seen = false;
                 for (uint32_t i = 0; i < nt && !seen; i++)
@@ -872,13 +875,13 @@ static void on_fwd(struct amqp_worker *aw, const struct sl_msg *msg)
         }
         f->msgs = NULL;
         if (--f->waiting == 0)
-                fwd_accepted(aw, f);
+                amqp_fwd_accepted(aw, f);
         if (all) {
                 for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                        queue_dispatch(aw, q);
+                        amqp_queue_dispatch(aw, q);
         } else {
                 for (uint32_t i = 0; i < nt; i++)
-                        queue_dispatch(aw, touched[i]);
+                        amqp_queue_dispatch(aw, touched[i]);
         }
 }
 
@@ -889,33 +892,33 @@ static void on_settle(struct amqp_worker *aw, struct amqp_msg *m)
                 m->next = NULL;
                 struct amqp_consumer *k = m->ucons;
                 bool tracked = m->tracked;
-                struct amqp_queue *q = tracked ? m->uq : queue_by_qid(aw, m->qid);
+                struct amqp_queue *q = tracked ? m->uq : amqp_queue_by_qid(aw, m->qid);
                 if (m->op == AMQP_SETTLE_RETURN && k)
                         k->inflight--;
                 if (tracked && k)
                         k->unacked--;
                 if (m->op == AMQP_SETTLE_ACK || (m->op == AMQP_SETTLE_REJECT && q->deleted)) {
                         sl_counter_add(&aw->acked, 1);
-                        dq_ack(aw, q, m);
-                        free(m);
+                        amqp_dq_ack(aw, q, m);
+                        amqp_msg_free(m);
                 } else if (m->op == AMQP_SETTLE_REJECT) {
                         sl_counter_add(&aw->acked, 1);
-                        dead_letter(aw, q, m, "rejected");
+                        amqp_dead_letter(aw, q, m, "rejected");
                 } else {
                         if (m->op == AMQP_SETTLE_REQUEUE)
                                 m->redelivered = true;
                         if (!q || q->deleted)
-                                free(m);
+                                amqp_msg_free(m);
                         else
-                                queue_push_front(q, m);
+                                amqp_queue_push_front(q, m);
                 }
                 if (tracked)
-                        queue_unref(q);
+                        amqp_queue_unref(q);
                 if (k)
                         proxy_maybe_free(k);
         }
         for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                queue_dispatch(aw, q);
+                amqp_queue_dispatch(aw, q);
 }
 
 /* The queue of stub k went away on its worker: tell the client (when it
@@ -931,9 +934,9 @@ static void on_cancelled(struct amqp_worker *aw, struct amqp_consumer *k)
                 amqp_method_init(&r, AMQP_BASIC_CANCEL);
                 r.args[AMQP_BASIC_CANCEL_CONSUMER_TAG].b = name_view(&k->tag);
                 r.args[AMQP_BASIC_CANCEL_NOWAIT].u = 1;
-                send_method(c, k->ch->id, &r);
+                amqp_send_method(c, k->ch->id, &r);
         }
-        stub_cancel(aw, k, NULL, 0, 0, false);
+        amqp_stub_cancel(aw, k, NULL, 0, 0, false);
 }
 
 void amqp_msg_in(struct sl_worker *w, const struct sl_msg *m)
@@ -942,27 +945,27 @@ void amqp_msg_in(struct sl_worker *w, const struct sl_msg *m)
         switch (m->type) {
         case CTL_AMQP_MSG_APPLY: {
                 if (m->u16 == 2) {
-                        delayed_recover(aw); /* the exchanges are known now */
+                        amqp_delayed_recover(aw); /* the exchanges are known now */
                         aw->ready = true;
                 } else if (m->u16 == 1) {
                         /* restored from the metadata log at start */
                         static _Thread_local struct amqp_topo t;
-                        if (topo_decode(m->a.ptr[0], m->u32, &t) == 0)
-                                topo_apply(aw, &t, m->a.u64[1]);
+                        if (amqp_topo_decode(m->a.ptr[0], m->u32, &t) == 0)
+                                amqp_topo_apply(aw, &t, m->a.u64[1]);
                         else
                                 SL_WARN("amqp: stored definition not understood; skipped");
                 } else {
-                        topo_apply(aw, m->a.ptr[0], m->a.u64[1]);
+                        amqp_topo_apply(aw, m->a.ptr[0], m->a.u64[1]);
                 }
                 struct sl_msg r = {.type = CTL_AMQP_MSG_APPLY, .cookie = m->cookie};
                 sl_mbox_reply(&w->mb, m->src, &r);
                 return;
         }
         case CTL_AMQP_MSG_DONE:
-                topo_done(aw, m->a.ptr[0]);
+                amqp_topo_done(aw, m->a.ptr[0]);
                 return;
         case CTL_AMQP_MSG_ALARM:
-                alarm_set(aw, (uint8_t)m->u16);
+                amqp_alarm_set(aw, (uint8_t)m->u16);
                 return;
         case CTL_AMQP_MSG_FWD:
                 on_fwd(aw, m);
@@ -970,7 +973,7 @@ void amqp_msg_in(struct sl_worker *w, const struct sl_msg *m)
         case CTL_AMQP_MSG_ACCEPT: {
                 struct amqp_fwd *f = m->a.ptr[0];
                 for (uint32_t i = 0; i < f->n; i++)
-                        confirm_accepted(w, &f->o[i]);
+                        amqp_confirm_accepted(w, &f->o[i]);
                 free(f);
                 return;
         }
@@ -991,14 +994,14 @@ void amqp_msg_in(struct sl_worker *w, const struct sl_msg *m)
                 struct amqp_queue *q = k->q;
                 proxy_maybe_free(k);
                 if (q)
-                        queue_dispatch(aw, q);
+                        amqp_queue_dispatch(aw, q);
                 return;
         }
         case CTL_AMQP_MSG_QOP:
-                qop_exec(aw, m->a.ptr[0]);
+                amqp_qop_exec(aw, m->a.ptr[0]);
                 return;
         case CTL_AMQP_MSG_QOP_REPLY:
-                qop_reply(aw, m->a.ptr[0]);
+                amqp_qop_reply(aw, m->a.ptr[0]);
                 return;
         case CTL_AMQP_MSG_CANCELLED:
                 on_cancelled(aw, m->a.ptr[0]);

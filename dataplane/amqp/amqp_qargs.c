@@ -8,14 +8,14 @@
 
 /* ---- queue arguments, TTL, max-length, dead-lettering -------------------- */
 
-void qargs_default(struct amqp_qargs *a)
+void amqp_qargs_default(struct amqp_qargs *a)
 {
         memset(a, 0, sizeof(*a));
         a->ttl_ms = a->max_len = a->max_bytes = a->max_prio = a->expires_ms = -1;
         a->overflow = AMQP_OVERFLOW_DROP_HEAD;
 }
 
-bool field_int(const struct amqp_field *f, int64_t *v)
+bool amqp_field_int(const struct amqp_field *f, int64_t *v)
 {
         switch (f->tag) {
         case 'b':
@@ -35,13 +35,13 @@ bool field_int(const struct amqp_field *f, int64_t *v)
         }
 }
 
-bool field_is(const struct amqp_field *f, const char *name)
+bool amqp_field_is(const struct amqp_field *f, const char *name)
 {
         size_t n = strlen(name);
         return f->name.len == n && memcmp(f->name.ptr, name, n) == 0;
 }
 
-bool bytes_is(struct amqp_bytes b, const char *s)
+bool amqp_bytes_is(struct amqp_bytes b, const char *s)
 {
         size_t n = strlen(s);
         return b.len == n && memcmp(b.ptr, s, n) == 0;
@@ -49,25 +49,25 @@ bool bytes_is(struct amqp_bytes b, const char *s)
 
 /* queue.declare arguments: the ones RabbitMQ checks are checked the same
  * way (406 with its wording); others are ignored, as RabbitMQ does. */
-int qargs_parse(struct amqp_bytes tbl, const struct amqp_name *qname, struct amqp_qargs *a,
-                char *text, size_t n)
+int amqp_qargs_parse(struct amqp_bytes tbl, const struct amqp_name *qname, struct amqp_qargs *a,
+                     char *text, size_t n)
 {
-        qargs_default(a);
+        amqp_qargs_default(a);
         struct amqp_table_iter it;
         struct amqp_field f;
         amqp_table_iter_init(&it, tbl, false);
         int rc;
         while ((rc = amqp_table_next(&it, &f)) == 1) {
                 int64_t v = 0;
-                int64_t *slot = field_is(&f, "x-message-ttl")        ? &a->ttl_ms
-                                : field_is(&f, "x-max-length")       ? &a->max_len
-                                : field_is(&f, "x-max-length-bytes") ? &a->max_bytes
-                                : field_is(&f, "x-max-priority")     ? &a->max_prio
-                                : field_is(&f, "x-expires")          ? &a->expires_ms
-                                                                     : NULL;
+                int64_t *slot = amqp_field_is(&f, "x-message-ttl")        ? &a->ttl_ms
+                                : amqp_field_is(&f, "x-max-length")       ? &a->max_len
+                                : amqp_field_is(&f, "x-max-length-bytes") ? &a->max_bytes
+                                : amqp_field_is(&f, "x-max-priority")     ? &a->max_prio
+                                : amqp_field_is(&f, "x-expires")          ? &a->expires_ms
+                                                                          : NULL;
                 const char *bad = NULL;
                 if (slot) {
-                        if (!field_int(&f, &v))
+                        if (!amqp_field_int(&f, &v))
                                 bad = "not an integer";
                         else if (v < 0)
                                 bad = "value_negative";
@@ -77,20 +77,20 @@ int qargs_parse(struct amqp_bytes tbl, const struct amqp_name *qname, struct amq
                                 bad = "value_zero";
                         else
                                 *slot = v;
-                } else if (field_is(&f, "x-overflow")) {
+                } else if (amqp_field_is(&f, "x-overflow")) {
                         if (f.tag != 'S')
                                 bad = "not a string";
-                        else if (bytes_is(f.v.b, "drop-head"))
+                        else if (amqp_bytes_is(f.v.b, "drop-head"))
                                 a->overflow = AMQP_OVERFLOW_DROP_HEAD;
-                        else if (bytes_is(f.v.b, "reject-publish"))
+                        else if (amqp_bytes_is(f.v.b, "reject-publish"))
                                 a->overflow = AMQP_OVERFLOW_REJECT_PUBLISH;
-                        else if (bytes_is(f.v.b, "reject-publish-dlx"))
+                        else if (amqp_bytes_is(f.v.b, "reject-publish-dlx"))
                                 a->overflow = AMQP_OVERFLOW_REJECT_PUBLISH_DLX;
                         else
                                 bad = "not one of drop-head, reject-publish, reject-publish-dlx";
-                } else if (field_is(&f, "x-dead-letter-exchange") ||
-                           field_is(&f, "x-dead-letter-routing-key")) {
-                        bool ex = field_is(&f, "x-dead-letter-exchange");
+                } else if (amqp_field_is(&f, "x-dead-letter-exchange") ||
+                           amqp_field_is(&f, "x-dead-letter-routing-key")) {
+                        bool ex = amqp_field_is(&f, "x-dead-letter-exchange");
                         if (f.tag != 'S' || f.v.b.len > 255) {
                                 bad = "not a short string";
                         } else {
@@ -120,7 +120,7 @@ int qargs_parse(struct amqp_bytes tbl, const struct amqp_name *qname, struct amq
 }
 
 /* The first argument two declarations disagree on, or NULL. */
-const char *qargs_differ(const struct amqp_qargs *x, const struct amqp_qargs *y)
+const char *amqp_qargs_differ(const struct amqp_qargs *x, const struct amqp_qargs *y)
 {
         if (x->ttl_ms != y->ttl_ms)
                 return "x-message-ttl";
@@ -142,7 +142,7 @@ const char *qargs_differ(const struct amqp_qargs *x, const struct amqp_qargs *y)
 }
 
 /* The expiration property: milliseconds as a decimal string. */
-int64_t expiration_ms(const struct amqp_header *h)
+int64_t amqp_expiration_ms(const struct amqp_header *h)
 {
         if (!amqp_header_has(h, AMQP_BASIC_PROP_EXPIRATION))
                 return -1;
@@ -176,12 +176,12 @@ static bool xdeath_scan(struct amqp_bytes xdeath, const struct amqp_queue *q, co
                 bool same_q = amqp_table_find(item.v.b, "queue", &fq) == 1 && fq.tag == 'S' &&
                               name_eq(&q->name, fq.v.b);
                 bool has_r = amqp_table_find(item.v.b, "reason", &fr) == 1 && fr.tag == 'S';
-                if (same_q && has_r && bytes_is(fr.v.b, reason) &&
+                if (same_q && has_r && amqp_bytes_is(fr.v.b, reason) &&
                     amqp_table_find(item.v.b, "count", &fc) == 1)
-                        field_int(&fc, count);
+                        amqp_field_int(&fc, count);
                 if (same_q && !rejected_seen)
                         cycle = true;
-                if (has_r && bytes_is(fr.v.b, "rejected"))
+                if (has_r && amqp_bytes_is(fr.v.b, "rejected"))
                         rejected_seen = true;
         }
         return cycle && strcmp(reason, "rejected") != 0;
@@ -218,9 +218,9 @@ static struct amqp_msg *dl_build(struct amqp_worker *aw, const struct amqp_queue
         struct amqp_field f;
         amqp_table_iter_init(&it, old, false);
         while (amqp_table_next(&it, &f) == 1) {
-                if (field_is(&f, "x-death"))
+                if (amqp_field_is(&f, "x-death"))
                         continue;
-                have_first |= field_is(&f, "x-first-death-reason");
+                have_first |= amqp_field_is(&f, "x-first-death-reason");
                 amqp_table_put(&w, &f);
         }
         amqp_table_begin(&w, "x-death", 'A');
@@ -244,7 +244,7 @@ static struct amqp_msg *dl_build(struct amqp_worker *aw, const struct amqp_queue
                         if (f.tag == 'F' && amqp_table_find(f.v.b, "queue", &fq) == 1 &&
                             fq.tag == 'S' && name_eq(&q->name, fq.v.b) &&
                             amqp_table_find(f.v.b, "reason", &fr) == 1 && fr.tag == 'S' &&
-                            bytes_is(fr.v.b, reason))
+                            amqp_bytes_is(fr.v.b, reason))
                                 continue; /* replaced by the entry above */
                         amqp_table_put(&w, &f);
                 }
@@ -266,7 +266,7 @@ static struct amqp_msg *dl_build(struct amqp_worker *aw, const struct amqp_queue
         if (hl < 0)
                 goto out;
         struct amqp_bytes nrk = q->qa.dlrk_set ? name_view(&q->qa.dlrk) : rk;
-        nm = msg_new(name_view(&q->qa.dlx), nrk, (uint64_t)hl, m->body_len);
+        nm = amqp_msg_new(name_view(&q->qa.dlx), nrk, (uint64_t)hl, m->body_len);
         if (!nm)
                 goto out;
         nm->hdr_len = (uint32_t)hl;
@@ -286,42 +286,42 @@ out:
 /* m leaves q for good without being acked (reject/nack without requeue,
  * expiry, max-length): to the dead-letter exchange if q has one, else
  * dropped. Consumes m. */
-void dead_letter(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
-                 const char *reason)
+void amqp_dead_letter(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
+                      const char *reason)
 {
         struct amqp_msg *nm = q && q->qa.dlx_set ? dl_build(aw, q, m, reason) : NULL;
-        dq_ack(aw, q, m);
-        free(m);
+        amqp_dq_ack(aw, q, m);
+        amqp_msg_free(m);
         if (!nm)
                 return;
         static const struct amqp_origin none;
         uint32_t pending = 0, rejected = 0;
-        if (route(aw, nm, &none, &pending, &rejected) == 0)
-                free(nm);
+        if (amqp_route(aw, nm, &none, &pending, &rejected) == 0)
+                amqp_msg_free(nm);
 }
 
 /* Drops expired messages at the head (never delivered; RabbitMQ expires
  * from the head too). */
-void queue_expire(struct amqp_worker *aw, struct amqp_queue *q)
+void amqp_queue_expire(struct amqp_worker *aw, struct amqp_queue *q)
 {
         while (q->head && q->head->expires_ms && aw->w->now_ms >= q->head->expires_ms)
-                dead_letter(aw, q, queue_pop(q), "expired");
+                amqp_dead_letter(aw, q, amqp_queue_pop(q), "expired");
 }
 
 /* m enters q: TTL stamped, max-length applied, stored if durable.
  * Returns 1 when its confirm must wait for the log, 0 when accepted, -1
  * when refused (x-overflow reject-publish: m is consumed). */
-int queue_enqueue(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
-                  const struct amqp_origin *o, struct amqp_fwd *f)
+int amqp_queue_enqueue(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
+                       const struct amqp_origin *o, struct amqp_fwd *f)
 {
         const struct amqp_qargs *a = &q->qa;
         if (a->overflow != AMQP_OVERFLOW_DROP_HEAD &&
             ((a->max_len >= 0 && q->count + 1 > (uint64_t)a->max_len) ||
              (a->max_bytes >= 0 && q->bytes + m->body_len > (uint64_t)a->max_bytes))) {
                 if (a->overflow == AMQP_OVERFLOW_REJECT_PUBLISH_DLX)
-                        dead_letter(aw, q, m, "maxlen");
+                        amqp_dead_letter(aw, q, m, "maxlen");
                 else
-                        free(m);
+                        amqp_msg_free(m);
                 return -1;
         }
         int64_t ttl = a->ttl_ms;
@@ -330,11 +330,11 @@ int queue_enqueue(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg 
         m->expires_ms = ttl >= 0 ? aw->w->now_ms + (uint64_t)ttl : 0;
         if (ttl == 0)
                 m->expires_ms = aw->w->now_ms ? aw->w->now_ms : 1;
-        queue_push(q, m);
-        int rc = dq_store(aw, q, m, o, f);
+        amqp_queue_push(q, m);
+        int rc = amqp_dq_store(aw, q, m, o, f);
         while ((a->max_len >= 0 && q->count > (uint64_t)a->max_len) ||
                (a->max_bytes >= 0 && q->bytes > (uint64_t)a->max_bytes))
-                dead_letter(aw, q, queue_pop(q), "maxlen");
+                amqp_dead_letter(aw, q, amqp_queue_pop(q), "maxlen");
         return rc;
 }
 
@@ -369,11 +369,11 @@ static bool delayed_push(struct amqp_worker *aw, struct amqp_msg *m, uint64_t du
 /* Holds m when it goes to a delayed exchange with a positive x-delay
  * header. Returns 0 (not held), 1 (held: m is the heap's) or 2 (held and
  * being stored: the confirm for o waits for the delayed log). */
-int delayed_hold(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o)
+int amqp_delayed_hold(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o)
 {
         if (!m->ex_len || !aw->delayed_exchanges)
                 return 0;
-        struct amqp_exchange *e = ex_find(aw, (struct amqp_bytes){m->data, m->ex_len});
+        struct amqp_exchange *e = amqp_ex_find(aw, (struct amqp_bytes){m->data, m->ex_len});
         if (!e || !e->delayed)
                 return 0;
         struct amqp_header h;
@@ -382,13 +382,13 @@ int delayed_hold(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_o
         if (amqp_header_decode(m->data + m->ex_len + m->rk_len, m->hdr_len, &h) != 0 ||
             !amqp_header_has(&h, AMQP_BASIC_PROP_HEADERS) ||
             amqp_table_find(h.props[AMQP_BASIC_PROP_HEADERS].b, "x-delay", &f) != 1 ||
-            !field_int(&f, &delay) || delay <= 0)
+            !amqp_field_int(&f, &delay) || delay <= 0)
                 return 0;
         if (!delayed_push(aw, m, aw->w->now_ms + (uint64_t)delay))
                 return 0; /* routed now rather than lost */
         m->loff = -1;
         if (e->durable && m->persistent &&
-            dq_store_delayed(aw, m, o, sl_realtime_ms() + (uint64_t)delay) > 0)
+            amqp_dq_store_delayed(aw, m, o, sl_realtime_ms() + (uint64_t)delay) > 0)
                 return 2;
         return 1;
 }
@@ -396,23 +396,23 @@ int delayed_hold(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_o
 /* At start (once the stored exchanges are applied): the messages of this
  * worker's delayed log that were not released go back into the heap, due
  * when they were (by the wall clock; overdue ones at once). */
-void delayed_recover(struct amqp_worker *aw)
+void amqp_delayed_recover(struct amqp_worker *aw)
 {
-        if (!dq_delayed_exists(aw) || dq_delayed_open(aw) != 0)
+        if (!amqp_dq_delayed_exists(aw) || amqp_dq_delayed_open(aw) != 0)
                 return;
         struct amqp_queue *q = aw->delayq;
         uint64_t now_wall = sl_realtime_ms();
         uint32_t n = 0;
         struct amqp_msg *m;
-        while ((m = queue_pop(q))) {
+        while ((m = amqp_queue_pop(q))) {
                 uint64_t due_wall = m->expires_ms;
                 m->expires_ms = 0;
                 m->redelivered = false; /* never delivered: it was held */
-                struct amqp_exchange *e = ex_find(aw, (struct amqp_bytes){m->data, m->ex_len});
+                struct amqp_exchange *e = amqp_ex_find(aw, (struct amqp_bytes){m->data, m->ex_len});
                 uint64_t wait = due_wall > now_wall ? due_wall - now_wall : 0;
                 if (!e || !e->delayed || !delayed_push(aw, m, aw->w->now_ms + wait)) {
-                        dq_ack(aw, q, m); /* its exchange is gone */
-                        free(m);
+                        amqp_dq_ack(aw, q, m); /* its exchange is gone */
+                        amqp_msg_free(m);
                         continue;
                 }
                 n++;
@@ -423,13 +423,13 @@ void delayed_recover(struct amqp_worker *aw)
 
 /* A released message's target queue has it (durably where it must): once
  * all have, it is acked in the delayed log. */
-void delayed_released(struct amqp_worker *aw, int64_t loff)
+void amqp_delayed_released(struct amqp_worker *aw, int64_t loff)
 {
         for (uint32_t i = 0; i < aw->nrel; i++) {
                 if (aw->rel[i].loff != loff)
                         continue;
                 if (--aw->rel[i].pending == 0) {
-                        dq_ack_off(aw, aw->delayq, loff);
+                        amqp_dq_ack_off(aw, aw->delayq, loff);
                         aw->rel[i] = aw->rel[--aw->nrel];
                 }
                 return;
@@ -437,11 +437,11 @@ void delayed_released(struct amqp_worker *aw, int64_t loff)
 }
 
 /* Routes the held messages that are due (through the exchange's type). */
-uint32_t delayed_poll(struct amqp_worker *aw)
+uint32_t amqp_delayed_poll(struct amqp_worker *aw)
 {
         uint32_t n = 0;
         if (aw->delayq && aw->delayq->trim_wanted)
-                dq_trim(aw, aw->delayq);
+                amqp_dq_trim(aw, aw->delayq);
         while (aw->ndelayed && aw->delayed[0].due_ms <= aw->w->now_ms) {
                 struct amqp_msg *m = aw->delayed[0].m;
                 struct amqp_delayed last = aw->delayed[--aw->ndelayed];
@@ -471,13 +471,13 @@ uint32_t delayed_poll(struct amqp_worker *aw)
                         o.seq = (uint64_t)loff + 1;
                 }
                 uint32_t pending, rejected;
-                if (route(aw, m, &o, &pending, &rejected) == 0) {
+                if (amqp_route(aw, m, &o, &pending, &rejected) == 0) {
                         sl_counter_add(&aw->unroutable, 1);
-                        free(m);
+                        amqp_msg_free(m);
                         pending = 0;
                 }
                 if (loff >= 0 && pending == 0) {
-                        dq_ack_off(aw, aw->delayq, loff);
+                        amqp_dq_ack_off(aw, aw->delayq, loff);
                 } else if (loff >= 0) {
                         if (aw->nrel == aw->rel_cap) {
                                 uint32_t cap = aw->rel_cap ? aw->rel_cap * 2 : 64;

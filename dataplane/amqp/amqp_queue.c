@@ -9,8 +9,8 @@
 /* Writes method frame + content header + body frames of m; all or nothing
  * as far as the room check goes. Returns 0, -EAGAIN (no room: try when
  * writable), -ENOBUFS (connection dropped). */
-int send_content(struct sl_conn *c, uint16_t chan, const struct amqp_method *meth,
-                 const struct amqp_msg *m)
+int amqp_send_content(struct sl_conn *c, uint16_t chan, const struct amqp_method *meth,
+                      const struct amqp_msg *m)
 {
         struct amqp_conn *ac = c->proto_state;
         uint8_t buf[AMQP_CTL_BUF];
@@ -20,7 +20,7 @@ int send_content(struct sl_conn *c, uint16_t chan, const struct amqp_method *met
         uint64_t nframes = (m->body_len + chunk - 1) / chunk;
         uint64_t need = (uint64_t)n + AMQP_FRAME_OVERHEAD + m->hdr_len +
                         nframes * AMQP_FRAME_OVERHEAD + m->body_len;
-        if (!conn_usable(c))
+        if (!amqp_conn_usable(c))
                 return -ENOBUFS;
         if (sl_conn_tx_room(c) < need) {
                 sl_conn_want_writable(c);
@@ -50,11 +50,11 @@ int send_content(struct sl_conn *c, uint16_t chan, const struct amqp_method *met
         return 0;
 fail:
         /* Half a message is on the wire: the stream cannot be repaired. */
-        doom(c);
+        amqp_doom(c);
         return -ENOBUFS;
 }
 
-void queue_free(struct amqp_queue *q)
+void amqp_queue_free(struct amqp_queue *q)
 {
         free(q->ptail);
         free(q->pend);
@@ -63,17 +63,17 @@ void queue_free(struct amqp_queue *q)
         free(q);
 }
 
-void queue_unref(struct amqp_queue *q)
+void amqp_queue_unref(struct amqp_queue *q)
 {
         SL_ASSERT(q->unacked_refs > 0);
         if (--q->unacked_refs == 0 && q->deleted)
-                queue_free(q);
+                amqp_queue_free(q);
 }
 
 /* m (delivered with a tag) joins its channel's unacked list; a message from
  * a queue here holds a reference on the queue (remote ones hold it at
  * home). */
-void unacked_add(struct amqp_worker *aw, struct amqp_channel *ch, struct amqp_msg *m)
+void amqp_unacked_add(struct amqp_worker *aw, struct amqp_channel *ch, struct amqp_msg *m)
 {
         if (m->home == aw->w->id)
                 m->uq->unacked_refs++;
@@ -92,7 +92,7 @@ void unacked_add(struct amqp_worker *aw, struct amqp_channel *ch, struct amqp_ms
 /* Hands the head of q to a consumer on another worker (through its proxy). */
 static void proxy_send(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_consumer *k)
 {
-        struct amqp_msg *m = queue_pop(q);
+        struct amqp_msg *m = amqp_queue_pop(q);
         m->home = aw->w->id;
         m->qid = q->qid;
         m->rstub = k->peer;
@@ -103,15 +103,15 @@ static void proxy_send(struct amqp_worker *aw, struct amqp_queue *q, struct amqp
                 q->unacked_refs++;
                 k->unacked++;
         } else {
-                dq_ack(aw, q, m); /* no-ack: settled as it leaves */
+                amqp_dq_ack(aw, q, m); /* no-ack: settled as it leaves */
         }
         k->inflight++;
-        dlv_push(aw, k->rworker, m);
+        amqp_dlv_push(aw, k->rworker, m);
 }
 
-void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
+void amqp_queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
 {
-        queue_expire(aw, q);
+        amqp_queue_expire(aw, q);
         while (q->head && q->consumers) {
                 struct amqp_consumer *pick = NULL;
                 /* round robin: the head of the list is next; rotate after use */
@@ -126,7 +126,7 @@ void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
                                 break;
                         }
                         struct amqp_conn *ac = k->c->proto_state;
-                        if (!conn_usable(k->c) || ac->phase != AMQP_PH_RUNNING)
+                        if (!amqp_conn_usable(k->c) || ac->phase != AMQP_PH_RUNNING)
                                 continue;
                         if (!k->no_ack && k->prefetch && k->unacked >= k->prefetch)
                                 continue;
@@ -158,7 +158,7 @@ void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
                 meth.args[AMQP_BASIC_DELIVER_EXCHANGE].b = (struct amqp_bytes){m->data, m->ex_len};
                 meth.args[AMQP_BASIC_DELIVER_ROUTING_KEY].b =
                     (struct amqp_bytes){m->data + m->ex_len, m->rk_len};
-                int rc = send_content(pick->c, ch->id, &meth, m);
+                int rc = amqp_send_content(pick->c, ch->id, &meth, m);
                 if (rc != 0)
                         return; /* resumed from writable() (or the conn is gone) */
                 /* rotate: pick goes to the tail */
@@ -168,28 +168,28 @@ void queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
                 while (*tail)
                         tail = &(*tail)->next_in_queue;
                 *tail = pick;
-                queue_pop(q);
+                amqp_queue_pop(q);
                 ch->next_tag++;
                 sl_counter_add(&aw->delivered, 1);
                 if (pick->no_ack) {
-                        dq_ack(aw, q, m);
-                        free(m);
+                        amqp_dq_ack(aw, q, m);
+                        amqp_msg_free(m);
                 } else {
                         m->dtag = ch->next_tag;
                         m->uq = q;
                         m->ucons = pick;
                         m->home = aw->w->id;
                         pick->unacked++;
-                        unacked_add(aw, ch, m);
+                        amqp_unacked_add(aw, ch, m);
                 }
         }
 }
 
-void consumer_remove(struct amqp_consumer *k)
+void amqp_consumer_remove(struct amqp_consumer *k)
 {
         struct amqp_worker *aw = aw_of(k->c->w);
         if (k->stub) {
-                stub_cancel(aw, k, NULL, 0, 0, false);
+                amqp_stub_cancel(aw, k, NULL, 0, 0, false);
                 return;
         }
         struct amqp_queue *q = k->q;
@@ -211,12 +211,12 @@ void consumer_remove(struct amqp_consumer *k)
         free(k);
         /* auto-delete: the queue goes with its last consumer */
         if (q->auto_delete && !q->deleted && q->nconsumers == 0)
-                queue_delete_announce(aw, q);
+                amqp_queue_delete_announce(aw, q);
 }
 
 /* Puts unacked messages back at the head of their queues, in order; those
  * from queues on other workers travel home. */
-void requeue_list(struct amqp_worker *aw, struct amqp_msg *m)
+void amqp_requeue_list(struct amqp_worker *aw, struct amqp_msg *m)
 {
         /* reverse, so pushing to the front keeps the original order */
         struct amqp_msg *rev = NULL;
@@ -232,7 +232,7 @@ void requeue_list(struct amqp_worker *aw, struct amqp_msg *m)
                         /* home pushes each to the front as it arrives: in
                          * this reversed order, that restores the original */
                         rev->next = NULL;
-                        stl_push(aw, rev, AMQP_SETTLE_REQUEUE);
+                        amqp_stl_push(aw, rev, AMQP_SETTLE_REQUEUE);
                         rev = n;
                         continue;
                 }
@@ -243,34 +243,34 @@ void requeue_list(struct amqp_worker *aw, struct amqp_msg *m)
                 if (q->deleted)
                         free(rev);
                 else
-                        queue_push_front(q, rev);
-                queue_unref(q);
+                        amqp_queue_push_front(q, rev);
+                amqp_queue_unref(q);
                 rev = n;
         }
 }
 
-void chan_free(struct sl_conn *c, struct amqp_channel *ch)
+void amqp_chan_free(struct sl_conn *c, struct amqp_channel *ch)
 {
         struct amqp_conn *ac = c->proto_state;
         struct amqp_worker *aw = aw_of(c->w);
         while (ch->consumers)
-                consumer_remove(ch->consumers);
+                amqp_consumer_remove(ch->consumers);
         struct amqp_msg *un = ch->unacked_head;
         ch->unacked_head = ch->unacked_tail = NULL;
         ch->nunacked = 0;
-        requeue_list(aw, un);
-        confirms_forget(aw, ch);
-        free(ch->pub);
+        amqp_requeue_list(aw, un);
+        amqp_confirms_forget(aw, ch);
+        amqp_msg_free(ch->pub);
         free(ch->conf);
         while (ch->txp_head) {
                 struct amqp_msg *m = ch->txp_head;
                 ch->txp_head = m->next;
-                free(m);
+                amqp_msg_free(m);
         }
         free(ch->txa);
         ac->chans[ch->id] = NULL;
         free(ch);
         sl_counter_add(&aw->channels, -1);
         for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                queue_dispatch(aw, q);
+                amqp_queue_dispatch(aw, q);
 }

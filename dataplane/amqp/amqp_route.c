@@ -7,7 +7,7 @@
 
 /* ---- broker: exchanges, queues, routing ---------------------------------- */
 
-struct amqp_exchange *ex_find(struct amqp_worker *aw, struct amqp_bytes name)
+struct amqp_exchange *amqp_ex_find(struct amqp_worker *aw, struct amqp_bytes name)
 {
         for (struct amqp_exchange *e = aw->exchanges; e; e = e->next)
                 if (name_eq(&e->name, name))
@@ -15,7 +15,7 @@ struct amqp_exchange *ex_find(struct amqp_worker *aw, struct amqp_bytes name)
         return NULL;
 }
 
-struct amqp_qref *qref_find(struct amqp_worker *aw, struct amqp_bytes name)
+struct amqp_qref *amqp_qref_find(struct amqp_worker *aw, struct amqp_bytes name)
 {
         for (struct amqp_qref *r = aw->qrefs; r; r = r->next)
                 if (name_eq(&r->name, name))
@@ -23,7 +23,7 @@ struct amqp_qref *qref_find(struct amqp_worker *aw, struct amqp_bytes name)
         return NULL;
 }
 
-struct amqp_qref *qref_by_qid(struct amqp_worker *aw, uint64_t qid)
+struct amqp_qref *amqp_qref_by_qid(struct amqp_worker *aw, uint64_t qid)
 {
         for (struct amqp_qref *r = aw->qrefs; r; r = r->next)
                 if (r->qid == qid)
@@ -32,7 +32,7 @@ struct amqp_qref *qref_by_qid(struct amqp_worker *aw, uint64_t qid)
 }
 
 /* A queue living here, by id (forwarded publishes name their queue so). */
-struct amqp_queue *queue_by_qid(struct amqp_worker *aw, uint64_t qid)
+struct amqp_queue *amqp_queue_by_qid(struct amqp_worker *aw, uint64_t qid)
 {
         if (aw->qid_cache && aw->qid_cache->qid == qid)
                 return aw->qid_cache;
@@ -42,12 +42,12 @@ struct amqp_queue *queue_by_qid(struct amqp_worker *aw, uint64_t qid)
         return NULL;
 }
 
-bool qref_local(struct amqp_worker *aw, const struct amqp_qref *r)
+bool amqp_qref_local(struct amqp_worker *aw, const struct amqp_qref *r)
 {
         return r->worker == aw->w->id;
 }
 
-struct amqp_exchange *ex_add(struct amqp_worker *aw, struct amqp_bytes name, uint8_t type)
+struct amqp_exchange *amqp_ex_add(struct amqp_worker *aw, struct amqp_bytes name, uint8_t type)
 {
         struct amqp_exchange *e = calloc(1, sizeof(*e));
         if (!e)
@@ -128,18 +128,16 @@ static void queue_insert_prio(struct amqp_queue *q, struct amqp_msg *m, bool fro
         if (!front || !q->ptail[p])
                 q->ptail[p] = m;
         q->bytes += m->body_len;
-        q->aw->held_bytes += m->body_len;
         q->count++;
 }
 
-void queue_push(struct amqp_queue *q, struct amqp_msg *m)
+void amqp_queue_push(struct amqp_queue *q, struct amqp_msg *m)
 {
         if (q->ptail) {
                 queue_insert_prio(q, m, false);
                 return;
         }
         q->bytes += m->body_len;
-        q->aw->held_bytes += m->body_len;
         m->next = NULL;
         if (q->tail)
                 q->tail->next = m;
@@ -149,14 +147,13 @@ void queue_push(struct amqp_queue *q, struct amqp_msg *m)
         q->count++;
 }
 
-void queue_push_front(struct amqp_queue *q, struct amqp_msg *m)
+void amqp_queue_push_front(struct amqp_queue *q, struct amqp_msg *m)
 {
         if (q->ptail) {
                 queue_insert_prio(q, m, true);
                 return;
         }
         q->bytes += m->body_len;
-        q->aw->held_bytes += m->body_len;
         m->next = q->head;
         q->head = m;
         if (!q->tail)
@@ -164,7 +161,7 @@ void queue_push_front(struct amqp_queue *q, struct amqp_msg *m)
         q->count++;
 }
 
-struct amqp_msg *queue_pop(struct amqp_queue *q)
+struct amqp_msg *amqp_queue_pop(struct amqp_queue *q)
 {
         struct amqp_msg *m = q->head;
         if (!m)
@@ -176,7 +173,6 @@ struct amqp_msg *queue_pop(struct amqp_queue *q)
                 q->ptail[msg_level(q, m)] = NULL; /* it was the last of its level */
         q->count--;
         q->bytes -= m->body_len;
-        q->aw->held_bytes -= m->body_len;
         m->next = NULL;
         return m;
 }
@@ -208,7 +204,7 @@ static bool field_matches(const struct amqp_field *want, const struct amqp_field
         int64_t x, y;
         if (want->tag == 'V')
                 return true;
-        if (field_int(want, &x) && field_int(have, &y))
+        if (amqp_field_int(want, &x) && amqp_field_int(have, &y))
                 return x == y;
         if (want->tag != have->tag)
                 return false;
@@ -239,13 +235,14 @@ static bool headers_match(struct amqp_bytes args, struct amqp_bytes headers)
         struct amqp_field f, mode;
         bool any = false, with_x = false;
         if (amqp_table_find(args, "x-match", &mode) == 1 && mode.tag == 'S') {
-                any = bytes_is(mode.v.b, "any") || bytes_is(mode.v.b, "any-with-x");
-                with_x = bytes_is(mode.v.b, "all-with-x") || bytes_is(mode.v.b, "any-with-x");
+                any = amqp_bytes_is(mode.v.b, "any") || amqp_bytes_is(mode.v.b, "any-with-x");
+                with_x =
+                    amqp_bytes_is(mode.v.b, "all-with-x") || amqp_bytes_is(mode.v.b, "any-with-x");
         }
         uint32_t n = 0, hits = 0;
         amqp_table_iter_init(&it, args, false);
         while (amqp_table_next(&it, &f) == 1) {
-                if (field_is(&f, "x-match") ||
+                if (amqp_field_is(&f, "x-match") ||
                     (!with_x && f.name.len >= 2 && !memcmp(f.name.ptr, "x-", 2)))
                         continue;
                 n++;
@@ -314,15 +311,15 @@ struct amqp_fwd;
 static void route_one(struct amqp_worker *aw, struct amqp_qref *r, struct amqp_msg *m,
                       const struct amqp_origin *o, uint32_t *nremote, uint32_t *nrejected)
 {
-        if (qref_local(aw, r)) {
+        if (amqp_qref_local(aw, r)) {
                 /* a persistent message to a durable queue: its confirm
                  * waits for the log (counted like a queue elsewhere) */
-                int rc = queue_enqueue(aw, r->q, m, o, NULL);
+                int rc = amqp_queue_enqueue(aw, r->q, m, o, NULL);
                 if (rc > 0)
                         (*nremote)++;
                 else if (rc < 0)
                         (*nrejected)++;
-                queue_dispatch(aw, r->q);
+                amqp_queue_dispatch(aw, r->q);
                 return;
         }
         m->qid = r->qid;
@@ -332,7 +329,7 @@ static void route_one(struct amqp_worker *aw, struct amqp_qref *r, struct amqp_m
         m->o_gen = o->gen;
         m->o_epoch = o->epoch;
         m->o_chan = o->chan;
-        fwd_push(aw, r->worker, m);
+        amqp_fwd_push(aw, r->worker, m);
         (*nremote)++;
 }
 
@@ -342,10 +339,10 @@ static void route_one(struct amqp_worker *aw, struct amqp_qref *r, struct amqp_m
 static uint32_t route_at(struct amqp_worker *aw, struct amqp_route *r, struct amqp_msg *m,
                          const struct amqp_origin *o, uint32_t *nremote, uint32_t *nrejected);
 
-uint32_t route(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o,
-               uint32_t *nremote, uint32_t *nrejected)
+uint32_t amqp_route(struct amqp_worker *aw, struct amqp_msg *m, const struct amqp_origin *o,
+                    uint32_t *nremote, uint32_t *nrejected)
 {
-        /* Dead-lettering routes again from inside a route (max-length,
+        /* Dead-lettering routes again from inside an amqp_route() (max-length,
          * expiry): one 2.3 KiB struct per nesting level, off the stack. */
         static _Thread_local struct amqp_route stack[AMQP_ROUTE_DEPTH_MAX];
         static _Thread_local uint32_t depth;
@@ -369,27 +366,28 @@ static uint32_t route_at(struct amqp_worker *aw, struct amqp_route *r, struct am
         r->headers = (struct amqp_bytes){NULL, 0};
         *nremote = *nrejected = 0;
         if (ex.len == 0) {
-                struct amqp_qref *q = qref_find(aw, rk);
+                struct amqp_qref *q = amqp_qref_find(aw, rk);
                 if (q)
                         r->q[r->nq++] = q;
         } else {
-                struct amqp_exchange *e = ex_find(aw, ex);
+                struct amqp_exchange *e = amqp_ex_find(aw, ex);
                 if (e)
                         route_ex(r, e, rk);
         }
         /* a queue deleted here whose removal is not applied yet */
         uint32_t nt = 0;
         for (uint32_t i = 0; i < r->nq; i++)
-                if (!qref_local(aw, r->q[i]) || r->q[i]->q)
+                if (!amqp_qref_local(aw, r->q[i]) || r->q[i]->q)
                         r->q[nt++] = r->q[i];
         struct amqp_qref **targets = r->q;
         if (nt == 0)
                 return 0; /* m stays the caller's (basic.return) */
         for (uint32_t i = 1; i < nt; i++) {
-                struct amqp_msg *cp = malloc(msg_size(m));
+                struct amqp_msg *cp = amqp_msg_alloc(msg_size(m));
                 if (!cp)
                         break;
                 memcpy(cp, m, msg_size(m));
+                cp->alloc_bytes = msg_size(m);
                 route_one(aw, targets[i], cp, o, nremote, nrejected);
         }
         route_one(aw, targets[0], m, o, nremote, nrejected);
@@ -430,7 +428,7 @@ static uint32_t topo_encode(const struct amqp_topo *t, uint8_t *b)
         return n;
 }
 
-int topo_decode(const uint8_t *b, uint32_t len, struct amqp_topo *t)
+int amqp_topo_decode(const uint8_t *b, uint32_t len, struct amqp_topo *t)
 {
         memset(t, 0, sizeof(*t));
         if (len < 6 || b[0] != AMQP_DEF_VERSION)
@@ -441,7 +439,7 @@ int topo_decode(const uint8_t *b, uint32_t len, struct amqp_topo *t)
         t->auto_delete = (b[3] >> 1) & 1;
         t->worker = (uint16_t)(b[4] << 8 | b[5]);
         uint32_t n = 6;
-        qargs_default(&t->qa);
+        amqp_qargs_default(&t->qa);
         struct amqp_name *names[5] = {&t->a, &t->b, &t->key, &t->qa.dlx, &t->qa.dlrk};
         for (int i = 0; i < 5; i++) {
                 if (n >= len || n + 1 + b[n] > len)
@@ -456,7 +454,7 @@ int topo_decode(const uint8_t *b, uint32_t len, struct amqp_topo *t)
         int64_t *nums[5] = {&t->qa.ttl_ms, &t->qa.max_len, &t->qa.max_bytes, &t->qa.max_prio,
                             &t->qa.expires_ms};
         for (int i = 0; i < 5; i++, n += 8)
-                *nums[i] = (int64_t)get_be64(b + n);
+                *nums[i] = (int64_t)amqp_get_be64(b + n);
         t->qa.overflow = b[n++];
         t->qa.dlx_set = b[n] & 1;
         t->qa.dlrk_set = (b[n] >> 1) & 1;
@@ -479,7 +477,7 @@ static int hex_put(char *dst, size_t cap, const struct amqp_name *n)
         return off;
 }
 
-int topo_bind_args(struct amqp_topo *t, struct amqp_bytes args)
+int amqp_topo_bind_args(struct amqp_topo *t, struct amqp_bytes args)
 {
         if (args.len > AMQP_BIND_ARGS_MAX)
                 return -E2BIG;
@@ -489,7 +487,7 @@ int topo_bind_args(struct amqp_topo *t, struct amqp_bytes args)
 }
 
 /* Makes t durable: PUT of its object (the key from its names), or a delete. */
-void topo_def(struct amqp_topo *t, uint8_t op)
+void amqp_topo_def(struct amqp_topo *t, uint8_t op)
 {
         struct ctl_amqp_def *d = &t->def;
         char *k = d->key;
@@ -524,7 +522,8 @@ void topo_def(struct amqp_topo *t, uint8_t op)
         t->has_def = true;
 }
 
-struct amqp_topo *topo_new(struct sl_conn *c, struct amqp_channel *ch, uint8_t op, uint32_t method)
+struct amqp_topo *amqp_topo_new(struct sl_conn *c, struct amqp_channel *ch, uint8_t op,
+                                uint32_t method)
 {
         struct amqp_topo *t = calloc(1, sizeof(*t));
         if (!t)
@@ -542,14 +541,14 @@ struct amqp_topo *topo_new(struct sl_conn *c, struct amqp_channel *ch, uint8_t o
 }
 
 /* Sends t to the sequencer; the client's input waits for the barrier. */
-long topo_submit(struct amqp_worker *aw, struct sl_conn *c, struct amqp_topo *t)
+long amqp_topo_submit(struct amqp_worker *aw, struct sl_conn *c, struct amqp_topo *t)
 {
         struct sl_msg m = {.type = CTL_AMQP_MSG_CHANGE, .u16 = aw->w->id};
         m.a.ptr[0] = t;
         m.a.ptr[1] = t->has_def ? &t->def : NULL;
-        out_msg(aw, aw->w->rt->control_ep, &m);
+        amqp_out_msg(aw, aw->w->rt->control_ep, &m);
         if (c)
-                conn_wait(c);
+                amqp_conn_wait(c);
         return 0;
 }
 
@@ -652,13 +651,13 @@ static void binding_set(struct amqp_exchange *src, struct amqp_qref *q, struct a
 
 /* Applies a change to this worker's replica (the same on every worker:
  * deterministic, idempotent against what is already there). */
-void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64_t seq)
+void amqp_topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64_t seq)
 {
         switch (t->op) {
         case AMQP_TOPO_EX_DECLARE:
-                if (!ex_find(aw, name_view(&t->a))) {
+                if (!amqp_ex_find(aw, name_view(&t->a))) {
                         struct amqp_exchange *e =
-                            ex_add(aw, name_view(&t->a), t->ex_type & ~AMQP_EX_DELAYED);
+                            amqp_ex_add(aw, name_view(&t->a), t->ex_type & ~AMQP_EX_DELAYED);
                         SL_ASSERT(e);
                         e->durable = t->durable;
                         e->delayed = t->ex_type & AMQP_EX_DELAYED;
@@ -669,7 +668,7 @@ void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64_t seq)
                 ex_remove(aw, name_view(&t->a));
                 return;
         case AMQP_TOPO_Q_DECLARE: {
-                if (qref_find(aw, name_view(&t->a)))
+                if (amqp_qref_find(aw, name_view(&t->a)))
                         return;
                 struct amqp_qref *r = calloc(1, sizeof(*r));
                 SL_ASSERT(r);
@@ -681,7 +680,7 @@ void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64_t seq)
                 r->auto_delete = t->auto_delete;
                 r->owner_conn = t->owner_conn;
                 r->qa = t->qa;
-                if (qref_local(aw, r)) {
+                if (amqp_qref_local(aw, r)) {
                         struct amqp_queue *q = calloc(1, sizeof(*q));
                         SL_ASSERT(q);
                         q->name = t->a;
@@ -696,20 +695,20 @@ void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64_t seq)
                                 SL_ASSERT(q->ptail);
                         }
                         if (q->durable) {
-                                int rc = dq_open(aw, q);
+                                int rc = amqp_dq_open(aw, q);
                                 if (rc)
                                         SL_WARN("amqp: durable queue %s: storage: %s", q->name.s,
                                                 strerror(-rc));
                         }
                         /* the owner, if still here (it may have closed) */
                         if (t->exclusive)
-                                q->owner = conn_find(aw->w, t->slot, t->gen, t->owner_conn);
+                                q->owner = amqp_conn_find(aw->w, t->slot, t->gen, t->owner_conn);
                         q->next = aw->queues;
                         aw->queues = q;
                         sl_counter_add(&aw->queues_n, 1);
                         r->q = q;
                         if (t->exclusive && !q->owner)
-                                queue_delete_announce(aw, q);
+                                amqp_queue_delete_announce(aw, q);
                 }
                 r->next = aw->qrefs;
                 aw->qrefs = r;
@@ -728,16 +727,16 @@ void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64_t seq)
         }
         case AMQP_TOPO_Q_BIND:
         case AMQP_TOPO_Q_UNBIND: {
-                struct amqp_qref *r = qref_find(aw, name_view(&t->a));
-                struct amqp_exchange *e = ex_find(aw, name_view(&t->b));
+                struct amqp_qref *r = amqp_qref_find(aw, name_view(&t->a));
+                struct amqp_exchange *e = amqp_ex_find(aw, name_view(&t->b));
                 if (r && e)
                         binding_set(e, r, NULL, t, t->op == AMQP_TOPO_Q_BIND);
                 return;
         }
         case AMQP_TOPO_EX_BIND:
         case AMQP_TOPO_EX_UNBIND: {
-                struct amqp_exchange *d = ex_find(aw, name_view(&t->a));
-                struct amqp_exchange *e = ex_find(aw, name_view(&t->b));
+                struct amqp_exchange *d = amqp_ex_find(aw, name_view(&t->a));
+                struct amqp_exchange *e = amqp_ex_find(aw, name_view(&t->b));
                 if (d && e)
                         binding_set(e, NULL, d, t, t->op == AMQP_TOPO_EX_BIND);
                 return;
@@ -747,90 +746,91 @@ void topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64_t seq)
         }
 }
 
-long queue_declare_ok(struct sl_conn *c, struct amqp_channel *ch, struct amqp_bytes name,
-                      uint64_t count, uint32_t consumers)
+long amqp_queue_declare_ok(struct sl_conn *c, struct amqp_channel *ch, struct amqp_bytes name,
+                           uint64_t count, uint32_t consumers)
 {
         struct amqp_method r;
         amqp_method_init(&r, AMQP_QUEUE_DECLARE_OK);
         r.args[AMQP_QUEUE_DECLARE_OK_QUEUE].b = name;
         r.args[AMQP_QUEUE_DECLARE_OK_MESSAGE_COUNT].u = (uint32_t)count;
         r.args[AMQP_QUEUE_DECLARE_OK_CONSUMER_COUNT].u = consumers;
-        return send_method(c, ch->id, &r);
+        return amqp_send_method(c, ch->id, &r);
 }
 
 /* Every worker applied t: answer the client that waits for it. */
-void topo_done(struct amqp_worker *aw, struct amqp_topo *t)
+void amqp_topo_done(struct amqp_worker *aw, struct amqp_topo *t)
 {
-        struct sl_conn *c = t->conn ? conn_find(aw->w, t->slot, t->gen, t->conn) : NULL;
-        struct amqp_channel *ch = c ? chan_find(c, t->chan, t->epoch) : NULL;
+        struct sl_conn *c = t->conn ? amqp_conn_find(aw->w, t->slot, t->gen, t->conn) : NULL;
+        struct amqp_channel *ch = c ? amqp_chan_find(c, t->chan, t->epoch) : NULL;
         if (ch && !t->nowait) {
                 switch (t->method) {
                 case AMQP_EXCHANGE_DECLARE: {
-                        struct amqp_exchange *e = ex_find(aw, name_view(&t->a));
+                        struct amqp_exchange *e = amqp_ex_find(aw, name_view(&t->a));
                         if (!e)
-                                chan_error(c, ch, 404, "exchange deleted meanwhile", t->method);
+                                amqp_chan_error(c, ch, 404, "exchange deleted meanwhile",
+                                                t->method);
                         else if ((e->type | (e->delayed ? AMQP_EX_DELAYED : 0)) != t->ex_type)
-                                chan_error(c, ch, 406, "inequivalent arg 'type'", t->method);
+                                amqp_chan_error(c, ch, 406, "inequivalent arg 'type'", t->method);
                         else
-                                send_simple(c, ch->id, AMQP_EXCHANGE_DECLARE_OK);
+                                amqp_send_simple(c, ch->id, AMQP_EXCHANGE_DECLARE_OK);
                         break;
                 }
                 case AMQP_QUEUE_DECLARE: {
-                        struct amqp_qref *r = qref_find(aw, name_view(&t->a));
+                        struct amqp_qref *r = amqp_qref_find(aw, name_view(&t->a));
                         if (!r) {
-                                chan_error(c, ch, 404, "queue deleted meanwhile", t->method);
+                                amqp_chan_error(c, ch, 404, "queue deleted meanwhile", t->method);
                                 break;
                         }
-                        if (queue_check_equivalent(c, ch, r, t->durable, t->exclusive,
-                                                   t->auto_delete, &t->qa, t->method))
+                        if (amqp_queue_check_equivalent(c, ch, r, t->durable, t->exclusive,
+                                                        t->auto_delete, &t->qa, t->method))
                                 break;
-                        uint64_t n = qref_local(aw, r) && r->q ? r->q->count : 0;
-                        uint32_t k = qref_local(aw, r) && r->q ? r->q->nconsumers : 0;
-                        queue_declare_ok(c, ch, name_view(&r->name), n, k);
+                        uint64_t n = amqp_qref_local(aw, r) && r->q ? r->q->count : 0;
+                        uint32_t k = amqp_qref_local(aw, r) && r->q ? r->q->nconsumers : 0;
+                        amqp_queue_declare_ok(c, ch, name_view(&r->name), n, k);
                         break;
                 }
                 case AMQP_QUEUE_DELETE: {
                         struct amqp_method r;
                         amqp_method_init(&r, AMQP_QUEUE_DELETE_OK);
                         r.args[AMQP_QUEUE_DELETE_OK_MESSAGE_COUNT].u = (uint32_t)t->count;
-                        send_method(c, ch->id, &r);
+                        amqp_send_method(c, ch->id, &r);
                         break;
                 }
                 case AMQP_EXCHANGE_DELETE:
-                        send_simple(c, ch->id, AMQP_EXCHANGE_DELETE_OK);
+                        amqp_send_simple(c, ch->id, AMQP_EXCHANGE_DELETE_OK);
                         break;
                 case AMQP_QUEUE_BIND:
-                        send_simple(c, ch->id, AMQP_QUEUE_BIND_OK);
+                        amqp_send_simple(c, ch->id, AMQP_QUEUE_BIND_OK);
                         break;
                 case AMQP_QUEUE_UNBIND:
-                        send_simple(c, ch->id, AMQP_QUEUE_UNBIND_OK);
+                        amqp_send_simple(c, ch->id, AMQP_QUEUE_UNBIND_OK);
                         break;
                 case AMQP_EXCHANGE_BIND:
-                        send_simple(c, ch->id, AMQP_EXCHANGE_BIND_OK);
+                        amqp_send_simple(c, ch->id, AMQP_EXCHANGE_BIND_OK);
                         break;
                 case AMQP_EXCHANGE_UNBIND:
-                        send_simple(c, ch->id, AMQP_EXCHANGE_UNBIND_OK);
+                        amqp_send_simple(c, ch->id, AMQP_EXCHANGE_UNBIND_OK);
                         break;
                 default:
                         break;
                 }
         }
         if (c)
-                conn_resume(c);
+                amqp_conn_resume(c);
         free(t);
 }
 
 /* A queue here went away (deleted, auto-delete, exclusive owner closed):
  * the routing table forgets it everywhere. */
-void queue_delete_announce(struct amqp_worker *aw, struct amqp_queue *q)
+void amqp_queue_delete_announce(struct amqp_worker *aw, struct amqp_queue *q)
 {
         uint64_t qid = q->qid;
-        struct amqp_topo *t = topo_new(NULL, NULL, AMQP_TOPO_Q_DELETE, 0);
+        struct amqp_topo *t = amqp_topo_new(NULL, NULL, AMQP_TOPO_Q_DELETE, 0);
         SL_ASSERT(t);
         t->qid = qid;
         t->a = q->name;
         if (q->durable && !q->owner)
-                topo_def(t, CTL_AMQP_DEF_DELETE_QUEUE);
-        queue_delete(aw, q);
-        topo_submit(aw, NULL, t);
+                amqp_topo_def(t, CTL_AMQP_DEF_DELETE_QUEUE);
+        amqp_queue_delete(aw, q);
+        amqp_topo_submit(aw, NULL, t);
 }

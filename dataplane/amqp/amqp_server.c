@@ -21,7 +21,7 @@
 
 /* ---- sending -------------------------------------------------------------- */
 
-void doom(struct sl_conn *c)
+void amqp_doom(struct sl_conn *c)
 {
         struct amqp_conn *ac = c->proto_state;
         if (!ac->doomed)
@@ -30,7 +30,7 @@ void doom(struct sl_conn *c)
         ac->doomed = true;
 }
 
-bool conn_usable(struct sl_conn *c)
+bool amqp_conn_usable(struct sl_conn *c)
 {
         struct amqp_conn *ac = c->proto_state;
         return c->state == SL_CONN_OPEN && !ac->doomed;
@@ -38,23 +38,23 @@ bool conn_usable(struct sl_conn *c)
 
 /* Sends one method frame. Control replies are small; when the output queue
  * is at its cap the client is not reading: drop it. */
-int send_method(struct sl_conn *c, uint16_t ch, const struct amqp_method *m)
+int amqp_send_method(struct sl_conn *c, uint16_t ch, const struct amqp_method *m)
 {
         uint8_t buf[AMQP_CTL_BUF];
         int n = amqp_method_frame_encode(ch, m, buf, sizeof(buf));
         SL_ASSERT(n > 0);
-        if (!conn_usable(c) || sl_conn_send(c, buf, (size_t)n) != 0) {
-                doom(c);
+        if (!amqp_conn_usable(c) || sl_conn_send(c, buf, (size_t)n) != 0) {
+                amqp_doom(c);
                 return -ENOBUFS;
         }
         return 0;
 }
 
-int send_simple(struct sl_conn *c, uint16_t ch, uint32_t key)
+int amqp_send_simple(struct sl_conn *c, uint16_t ch, uint32_t key)
 {
         struct amqp_method m;
         amqp_method_init(&m, key);
-        return send_method(c, ch, &m);
+        return amqp_send_method(c, ch, &m);
 }
 
 /* Hard error: connection.close with code and text, then wait for close-ok;
@@ -85,7 +85,7 @@ static long conn_error_ex(struct sl_conn *c, uint16_t code, const char *text, ui
                 return -1;
         }
         if (sl_conn_send(c, buf, (size_t)n) != 0) {
-                doom(c);
+                amqp_doom(c);
                 return -1;
         }
         ac->phase = AMQP_PH_CLOSING;
@@ -93,14 +93,14 @@ static long conn_error_ex(struct sl_conn *c, uint16_t code, const char *text, ui
         return 0;
 }
 
-long conn_error(struct sl_conn *c, uint16_t code, const char *text, uint32_t cause)
+long amqp_conn_error(struct sl_conn *c, uint16_t code, const char *text, uint32_t cause)
 {
         return conn_error_ex(c, code, text, cause, false);
 }
 
 /* Soft error: channel.close; the channel discards input until close-ok. */
-long chan_error(struct sl_conn *c, struct amqp_channel *ch, uint16_t code, const char *text,
-                uint32_t cause)
+long amqp_chan_error(struct sl_conn *c, struct amqp_channel *ch, uint16_t code, const char *text,
+                     uint32_t cause)
 {
         SL_INFO("amqp: %s: channel %u error %u %s", c->peer_str, ch->id, code, text);
         sl_counter_add(&aw_of(c->w)->chan_errors, 1);
@@ -117,14 +117,14 @@ long chan_error(struct sl_conn *c, struct amqp_channel *ch, uint16_t code, const
          * close-ok. */
         uint16_t id = ch->id;
         struct amqp_conn *ac = c->proto_state;
-        chan_free(c, ch);
+        amqp_chan_free(c, ch);
         struct amqp_channel *nch = calloc(1, sizeof(*nch));
         if (!nch)
-                return conn_error(c, 541, "out of memory", cause);
+                return amqp_conn_error(c, 541, "out of memory", cause);
         nch->id = id;
         nch->closing = true;
         ac->chans[id] = nch;
-        return send_method(c, id, &m) ? -1 : 0;
+        return amqp_send_method(c, id, &m) ? -1 : 0;
 }
 
 /* ---- connection methods --------------------------------------------------- */
@@ -159,7 +159,7 @@ static int send_start(struct sl_conn *c)
         m.args[AMQP_CONNECTION_START_SERVER_PROPERTIES].b = props;
         m.args[AMQP_CONNECTION_START_MECHANISMS].b = amqp_cstr("PLAIN");
         m.args[AMQP_CONNECTION_START_LOCALES].b = amqp_cstr("en_US");
-        return send_method(c, 0, &m);
+        return amqp_send_method(c, 0, &m);
 }
 
 static bool peer_is_loopback(const struct sl_conn *c)
@@ -184,15 +184,16 @@ static long on_start_ok(struct sl_conn *c, struct amqp_conn *ac, const struct am
         static const char guest[] = "\0guest\0guest";
         if (mech.len != 5 || memcmp(mech.ptr, "PLAIN", 5) != 0) {
                 ac->phase = AMQP_PH_TUNE_OK; /* so the close is sent as a method */
-                return conn_error(c, 403, "only the PLAIN mechanism is supported", m->key);
+                return amqp_conn_error(c, 403, "only the PLAIN mechanism is supported", m->key);
         }
         bool ok = resp.len == sizeof(guest) - 1 && memcmp(resp.ptr, guest, resp.len) == 0;
         if (!ok || !peer_is_loopback(c)) {
                 ac->phase = AMQP_PH_TUNE_OK;
-                return conn_error(c, 403,
-                                  ok ? "user 'guest' can only connect via localhost"
-                                     : "Login was refused using authentication mechanism PLAIN",
-                                  m->key);
+                return amqp_conn_error(
+                    c, 403,
+                    ok ? "user 'guest' can only connect via localhost"
+                       : "Login was refused using authentication mechanism PLAIN",
+                    m->key);
         }
         struct amqp_field caps, f;
         if (amqp_table_find(m->args[AMQP_CONNECTION_START_OK_CLIENT_PROPERTIES].b, "capabilities",
@@ -209,7 +210,7 @@ static long on_start_ok(struct sl_conn *c, struct amqp_conn *ac, const struct am
         t.args[AMQP_CONNECTION_TUNE_FRAME_MAX].u = AMQP_SERVER_FRAME_MAX;
         t.args[AMQP_CONNECTION_TUNE_HEARTBEAT].u = AMQP_HEARTBEAT_S;
         ac->phase = AMQP_PH_TUNE_OK;
-        return send_method(c, 0, &t);
+        return amqp_send_method(c, 0, &t);
 }
 
 static long on_tune_ok(struct sl_conn *c, struct amqp_conn *ac, const struct amqp_method *m)
@@ -218,9 +219,9 @@ static long on_tune_ok(struct sl_conn *c, struct amqp_conn *ac, const struct amq
         uint64_t fmax = m->args[AMQP_CONNECTION_TUNE_OK_FRAME_MAX].u;
         uint64_t hb = m->args[AMQP_CONNECTION_TUNE_OK_HEARTBEAT].u;
         if (chmax > AMQP_CHANNEL_MAX)
-                return conn_error(c, 530, "channel_max above the server's", m->key);
+                return amqp_conn_error(c, 530, "channel_max above the server's", m->key);
         if (fmax == 0 || fmax > AMQP_SERVER_FRAME_MAX || fmax < AMQP_FRAME_MAX_MIN)
-                return conn_error(c, 530, "frame_max out of range", m->key);
+                return amqp_conn_error(c, 530, "frame_max out of range", m->key);
         ac->channel_max = chmax ? (uint16_t)chmax : AMQP_CHANNEL_MAX;
         ac->frame_max = (uint32_t)fmax;
         ac->heartbeat = (uint16_t)hb;
@@ -237,9 +238,10 @@ static long on_open(struct sl_conn *c, struct amqp_conn *ac, const struct amqp_m
 {
         struct amqp_bytes vh = m->args[AMQP_CONNECTION_OPEN_VIRTUAL_HOST].b;
         if (!(vh.len == 1 && vh.ptr[0] == '/'))
-                return conn_error(c, 530, "access to vhost refused (only \"/\" exists)", m->key);
+                return amqp_conn_error(c, 530, "access to vhost refused (only \"/\" exists)",
+                                       m->key);
         ac->phase = AMQP_PH_RUNNING;
-        return send_simple(c, 0, AMQP_CONNECTION_OPEN_OK);
+        return amqp_send_simple(c, 0, AMQP_CONNECTION_OPEN_OK);
 }
 
 static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t chan,
@@ -248,25 +250,25 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
         struct amqp_channel *ch = ac->chans && chan <= ac->channel_max ? ac->chans[chan] : NULL;
         if (m->key == AMQP_CHANNEL_OPEN) {
                 if (chan > ac->channel_max)
-                        return conn_error(c, 504, "channel number above channel_max", m->key);
+                        return amqp_conn_error(c, 504, "channel number above channel_max", m->key);
                 if (ch)
-                        return conn_error(c, 504, "second 'channel.open' seen", m->key);
+                        return amqp_conn_error(c, 504, "second 'channel.open' seen", m->key);
                 if (!ac->chans) {
                         ac->chans = calloc((size_t)ac->channel_max + 1, sizeof(*ac->chans));
                         if (!ac->chans)
-                                return conn_error(c, 541, "out of memory", m->key);
+                                return amqp_conn_error(c, 541, "out of memory", m->key);
                 }
                 ch = calloc(1, sizeof(*ch));
                 if (!ch)
-                        return conn_error(c, 541, "out of memory", m->key);
+                        return amqp_conn_error(c, 541, "out of memory", m->key);
                 ch->id = chan;
                 ch->epoch = ++aw_of(c->w)->epoch_seq;
                 ac->chans[chan] = ch;
                 sl_counter_add(&aw_of(c->w)->channels, 1);
-                return send_simple(c, chan, AMQP_CHANNEL_OPEN_OK);
+                return amqp_send_simple(c, chan, AMQP_CHANNEL_OPEN_OK);
         }
         if (!ch)
-                return conn_error(c, 504, "expected 'channel.open'", m->key);
+                return amqp_conn_error(c, 504, "expected 'channel.open'", m->key);
         if (ch->closing) {
                 /* after our channel.close only close / close-ok matter */
                 if (m->key == AMQP_CHANNEL_CLOSE_OK) {
@@ -275,53 +277,54 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
                 } else if (m->key == AMQP_CHANNEL_CLOSE) {
                         ac->chans[chan] = NULL;
                         free(ch);
-                        return send_simple(c, chan, AMQP_CHANNEL_CLOSE_OK);
+                        return amqp_send_simple(c, chan, AMQP_CHANNEL_CLOSE_OK);
                 }
                 return 0;
         }
         if (ch->publishing)
-                return conn_error(c, 505, "expected content header/body, got a method", m->key);
+                return amqp_conn_error(c, 505, "expected content header/body, got a method",
+                                       m->key);
         switch (m->key) {
         case AMQP_CHANNEL_CLOSE:
-                chan_free(c, ch);
-                return send_simple(c, chan, AMQP_CHANNEL_CLOSE_OK);
+                amqp_chan_free(c, ch);
+                return amqp_send_simple(c, chan, AMQP_CHANNEL_CLOSE_OK);
         case AMQP_CHANNEL_CLOSE_OK:
                 return 0; /* not expected; ignore */
         case AMQP_CHANNEL_FLOW: {
                 struct amqp_method r;
                 amqp_method_init(&r, AMQP_CHANNEL_FLOW_OK);
                 r.args[0].u = m->args[0].u;
-                return send_method(c, chan, &r);
+                return amqp_send_method(c, chan, &r);
         }
         case AMQP_ACCESS_REQUEST: {
                 struct amqp_method r;
                 amqp_method_init(&r, AMQP_ACCESS_REQUEST_OK);
                 r.args[0].u = 1;
-                return send_method(c, chan, &r);
+                return amqp_send_method(c, chan, &r);
         }
         case AMQP_EXCHANGE_DECLARE:
-                return on_exchange_declare(c, ch, m);
+                return amqp_on_exchange_declare(c, ch, m);
         case AMQP_QUEUE_DECLARE:
-                return on_queue_declare(c, ch, m);
+                return amqp_on_queue_declare(c, ch, m);
         case AMQP_QUEUE_BIND:
-                return on_queue_bind(c, ch, m);
+                return amqp_on_queue_bind(c, ch, m);
         case AMQP_QUEUE_UNBIND:
-                return on_queue_bind(c, ch, m);
+                return amqp_on_queue_bind(c, ch, m);
         case AMQP_QUEUE_PURGE:
-                return on_queue_purge(c, ch, m);
+                return amqp_on_queue_purge(c, ch, m);
         case AMQP_QUEUE_DELETE:
-                return on_queue_delete(c, ch, m);
+                return amqp_on_queue_delete(c, ch, m);
         case AMQP_EXCHANGE_DELETE:
-                return on_exchange_delete(c, ch, m);
+                return amqp_on_exchange_delete(c, ch, m);
         case AMQP_EXCHANGE_BIND:
         case AMQP_EXCHANGE_UNBIND:
-                return on_exchange_bind(c, ch, m);
+                return amqp_on_exchange_bind(c, ch, m);
         case AMQP_BASIC_QOS:
                 if (m->args[AMQP_BASIC_QOS_GLOBAL].u)
                         ch->gprefetch = (uint16_t)m->args[AMQP_BASIC_QOS_PREFETCH_COUNT].u;
                 else
                         ch->prefetch = (uint16_t)m->args[AMQP_BASIC_QOS_PREFETCH_COUNT].u;
-                return send_simple(c, chan, AMQP_BASIC_QOS_OK);
+                return amqp_send_simple(c, chan, AMQP_BASIC_QOS_OK);
         case AMQP_BASIC_RECOVER:
         case AMQP_BASIC_RECOVER_ASYNC: {
                 /* requeue=0 (redeliver to the same consumer) is not
@@ -330,70 +333,71 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
                 ch->unacked_head = ch->unacked_tail = NULL;
                 ch->nunacked = 0;
                 struct amqp_worker *aw = aw_of(c->w);
-                requeue_list(aw, un);
+                amqp_requeue_list(aw, un);
                 if (ch->gprefetch)
-                        stubs_writable(aw, c, ch);
-                if (m->key == AMQP_BASIC_RECOVER && send_simple(c, chan, AMQP_BASIC_RECOVER_OK))
+                        amqp_stubs_writable(aw, c, ch);
+                if (m->key == AMQP_BASIC_RECOVER &&
+                    amqp_send_simple(c, chan, AMQP_BASIC_RECOVER_OK))
                         return -1;
                 for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                        queue_dispatch(aw, q);
+                        amqp_queue_dispatch(aw, q);
                 return 0;
         }
         case AMQP_BASIC_PUBLISH:
-                return on_publish(c, ch, m);
+                return amqp_on_publish(c, ch, m);
         case AMQP_BASIC_CONSUME:
-                return on_consume(c, ch, m);
+                return amqp_on_consume(c, ch, m);
         case AMQP_BASIC_CANCEL:
-                return on_cancel(c, ch, m);
+                return amqp_on_cancel(c, ch, m);
         case AMQP_BASIC_GET:
-                return on_get(c, ch, m);
+                return amqp_on_get(c, ch, m);
         case AMQP_BASIC_ACK:
         case AMQP_BASIC_REJECT:
         case AMQP_BASIC_NACK:
                 if (ch->tx)
-                        return tx_hold_settle(c, ch, m);
+                        return amqp_tx_hold_settle(c, ch, m);
                 break;
         default:
                 break;
         }
         switch (m->key) {
         case AMQP_BASIC_ACK:
-                return settle(c, ch, m, m->args[AMQP_BASIC_ACK_DELIVERY_TAG].u,
-                              m->args[AMQP_BASIC_ACK_MULTIPLE].u, false);
+                return amqp_settle(c, ch, m, m->args[AMQP_BASIC_ACK_DELIVERY_TAG].u,
+                                   m->args[AMQP_BASIC_ACK_MULTIPLE].u, false);
         case AMQP_BASIC_REJECT:
-                return settle(c, ch, m, m->args[AMQP_BASIC_REJECT_DELIVERY_TAG].u, false,
-                              m->args[AMQP_BASIC_REJECT_REQUEUE].u);
+                return amqp_settle(c, ch, m, m->args[AMQP_BASIC_REJECT_DELIVERY_TAG].u, false,
+                                   m->args[AMQP_BASIC_REJECT_REQUEUE].u);
         case AMQP_BASIC_NACK:
-                return settle(c, ch, m, m->args[AMQP_BASIC_NACK_DELIVERY_TAG].u,
-                              m->args[AMQP_BASIC_NACK_MULTIPLE].u,
-                              m->args[AMQP_BASIC_NACK_REQUEUE].u);
+                return amqp_settle(c, ch, m, m->args[AMQP_BASIC_NACK_DELIVERY_TAG].u,
+                                   m->args[AMQP_BASIC_NACK_MULTIPLE].u,
+                                   m->args[AMQP_BASIC_NACK_REQUEUE].u);
         case AMQP_TX_SELECT:
                 if (ch->confirm)
-                        return chan_error(c, ch, 406, "cannot switch from confirm to tx mode",
-                                          m->key);
+                        return amqp_chan_error(c, ch, 406, "cannot switch from confirm to tx mode",
+                                               m->key);
                 ch->tx = true;
-                return send_simple(c, chan, AMQP_TX_SELECT_OK);
+                return amqp_send_simple(c, chan, AMQP_TX_SELECT_OK);
         case AMQP_TX_COMMIT:
         case AMQP_TX_ROLLBACK:
                 if (!ch->tx)
-                        return chan_error(c, ch, 406, "channel is not transactional", m->key);
-                return m->key == AMQP_TX_COMMIT ? tx_commit(c, ch) : tx_rollback(c, ch);
+                        return amqp_chan_error(c, ch, 406, "channel is not transactional", m->key);
+                return m->key == AMQP_TX_COMMIT ? amqp_tx_commit(c, ch) : amqp_tx_rollback(c, ch);
         case AMQP_CONFIRM_SELECT:
                 if (ch->tx)
-                        return chan_error(c, ch, 406, "cannot switch from tx to confirm mode",
-                                          m->key);
+                        return amqp_chan_error(c, ch, 406, "cannot switch from tx to confirm mode",
+                                               m->key);
                 ch->confirm = true;
                 if (m->args[AMQP_CONFIRM_SELECT_NOWAIT].u)
                         return 0;
-                return send_simple(c, chan, AMQP_CONFIRM_SELECT_OK);
+                return amqp_send_simple(c, chan, AMQP_CONFIRM_SELECT_OK);
         default:
                 break;
         }
         if (!(m->desc->chassis & AMQP_CHASSIS_SERVER))
-                return conn_error(c, 503, "method not sent by clients", m->key);
+                return amqp_conn_error(c, 503, "method not sent by clients", m->key);
         char t[96];
         snprintf(t, sizeof(t), "%s not implemented yet", m->desc->name);
-        return conn_error(c, 540, t, m->key);
+        return amqp_conn_error(c, 540, t, m->key);
 }
 
 static long on_method(struct sl_conn *c, struct amqp_conn *ac, const struct amqp_frame *f)
@@ -404,14 +408,14 @@ static long on_method(struct sl_conn *c, struct amqp_conn *ac, const struct amqp
                 if (rc == 0 && f->channel == 0 &&
                     (m.key == AMQP_CONNECTION_CLOSE_OK || m.key == AMQP_CONNECTION_CLOSE)) {
                         if (m.key == AMQP_CONNECTION_CLOSE)
-                                send_simple(c, 0, AMQP_CONNECTION_CLOSE_OK);
+                                amqp_send_simple(c, 0, AMQP_CONNECTION_CLOSE_OK);
                         sl_conn_close(c, SL_CLOSE_PROTOCOL);
                         return -1;
                 }
                 return 0;
         }
         if (rc < 0)
-                return conn_error(c, (uint16_t)-rc, "malformed method frame", 0);
+                return amqp_conn_error(c, (uint16_t)-rc, "malformed method frame", 0);
         uint16_t cls = (uint16_t)(m.key >> 16);
         if (ac->phase != AMQP_PH_RUNNING) {
                 uint32_t want = ac->phase == AMQP_PH_START_OK  ? AMQP_CONNECTION_START_OK
@@ -422,7 +426,8 @@ static long on_method(struct sl_conn *c, struct amqp_conn *ac, const struct amqp
                         return -1;
                 }
                 if (f->channel != 0 || m.key != want)
-                        return conn_error(c, 505, "unexpected method during the handshake", m.key);
+                        return amqp_conn_error(c, 505, "unexpected method during the handshake",
+                                               m.key);
                 if (m.key == AMQP_CONNECTION_START_OK)
                         return on_start_ok(c, ac, &m);
                 if (m.key == AMQP_CONNECTION_TUNE_OK)
@@ -431,8 +436,8 @@ static long on_method(struct sl_conn *c, struct amqp_conn *ac, const struct amqp
         }
         if (f->channel == 0) {
                 if (cls != AMQP_CLASS_CONNECTION)
-                        return conn_error(c, 504, "channel 0 carries only connection methods",
-                                          m.key);
+                        return amqp_conn_error(c, 504, "channel 0 carries only connection methods",
+                                               m.key);
                 if (m.key == AMQP_CONNECTION_CLOSE) {
                         struct amqp_method r;
                         amqp_method_init(&r, AMQP_CONNECTION_CLOSE_OK);
@@ -446,11 +451,11 @@ static long on_method(struct sl_conn *c, struct amqp_conn *ac, const struct amqp
                         return -1;
                 }
                 if (m.desc->chassis & AMQP_CHASSIS_SERVER)
-                        return conn_error(c, 540, "connection method not implemented", m.key);
-                return conn_error(c, 503, "unexpected connection method", m.key);
+                        return amqp_conn_error(c, 540, "connection method not implemented", m.key);
+                return amqp_conn_error(c, 503, "unexpected connection method", m.key);
         }
         if (cls == AMQP_CLASS_CONNECTION)
-                return conn_error(c, 503, "connection methods belong on channel 0", m.key);
+                return amqp_conn_error(c, 503, "connection methods belong on channel 0", m.key);
         return dispatch_method(c, ac, f->channel, &m);
 }
 
@@ -461,35 +466,35 @@ static long on_frame(struct sl_conn *c, struct amqp_conn *ac, const struct amqp_
                 return on_method(c, ac, f);
         case AMQP_FRAME_HEARTBEAT:
                 if (f->channel != 0)
-                        return conn_error(c, 501, "heartbeat on a non-zero channel", 0);
+                        return amqp_conn_error(c, 501, "heartbeat on a non-zero channel", 0);
                 return 0;
         case AMQP_FRAME_HEADER:
         case AMQP_FRAME_BODY:
                 break;
         default:
-                return conn_error(c, 501, "unknown frame type", 0);
+                return amqp_conn_error(c, 501, "unknown frame type", 0);
         }
         if (ac->phase == AMQP_PH_CLOSING)
                 return 0;
         if (ac->phase != AMQP_PH_RUNNING || f->channel == 0)
-                return conn_error(c, 505, "content frame outside a channel", 0);
+                return amqp_conn_error(c, 505, "content frame outside a channel", 0);
         struct amqp_channel *ch =
             ac->chans && f->channel <= ac->channel_max ? ac->chans[f->channel] : NULL;
         if (!ch)
-                return conn_error(c, 504, "content frame on a channel not open", 0);
+                return amqp_conn_error(c, 504, "content frame on a channel not open", 0);
         if (ch->closing)
                 return 0;
         if (!ch->publishing)
-                return conn_error(c, 505, "content frame without basic.publish", 0);
+                return amqp_conn_error(c, 505, "content frame without basic.publish", 0);
         if (f->type == AMQP_FRAME_HEADER) {
                 if (!ch->want_header)
-                        return conn_error(c, 505, "second content header", AMQP_BASIC_PUBLISH);
-                return on_header(c, ch, f);
+                        return amqp_conn_error(c, 505, "second content header", AMQP_BASIC_PUBLISH);
+                return amqp_on_header(c, ch, f);
         }
         if (ch->want_header)
-                return conn_error(c, 505, "body frame before the content header",
-                                  AMQP_BASIC_PUBLISH);
-        return on_body(c, ch, f);
+                return amqp_conn_error(c, 505, "body frame before the content header",
+                                       AMQP_BASIC_PUBLISH);
+        return amqp_on_body(c, ch, f);
 }
 
 /* ---- resource alarms ------------------------------------------------------
@@ -508,7 +513,7 @@ static const char *alarm_reason(uint8_t alarm)
 }
 
 /* Stops reading c (after the frame being handled). */
-long conn_block(struct sl_conn *c)
+long amqp_conn_block(struct sl_conn *c)
 {
         struct amqp_conn *ac = c->proto_state;
         struct amqp_worker *aw = aw_of(c->w);
@@ -526,10 +531,10 @@ long conn_block(struct sl_conn *c)
         struct amqp_method m;
         amqp_method_init(&m, AMQP_CONNECTION_BLOCKED);
         m.args[AMQP_CONNECTION_BLOCKED_REASON].b = amqp_cstr(alarm_reason(aw->alarm));
-        return send_method(c, 0, &m) ? -1 : 0;
+        return amqp_send_method(c, 0, &m) ? -1 : 0;
 }
 
-void blocked_unlink(struct amqp_worker *aw, struct sl_conn *c)
+void amqp_blocked_unlink(struct amqp_worker *aw, struct sl_conn *c)
 {
         struct amqp_conn *ac = c->proto_state;
         if (ac->blocked_prev)
@@ -546,7 +551,7 @@ void blocked_unlink(struct amqp_worker *aw, struct sl_conn *c)
 
 /* The control thread's verdict (bits of CTL_AMQP_ALARM_*): on clearing,
  * every blocked connection is told and read again. */
-void alarm_set(struct amqp_worker *aw, uint8_t alarm)
+void amqp_alarm_set(struct amqp_worker *aw, uint8_t alarm)
 {
         aw->alarm = alarm;
         atomic_store_explicit(&aw->alarm_pub, alarm, memory_order_relaxed);
@@ -555,11 +560,11 @@ void alarm_set(struct amqp_worker *aw, uint8_t alarm)
         while (aw->blocked) {
                 struct sl_conn *c = aw->blocked;
                 struct amqp_conn *ac = c->proto_state;
-                blocked_unlink(aw, c);
+                amqp_blocked_unlink(aw, c);
                 ac->last_rx_ms = c->w->now_ms; /* its heartbeats were not read */
-                if (ac->blocked_cap && conn_usable(c) &&
-                    send_simple(c, 0, AMQP_CONNECTION_UNBLOCKED) != 0)
-                        doom(c);
+                if (ac->blocked_cap && amqp_conn_usable(c) &&
+                    amqp_send_simple(c, 0, AMQP_CONNECTION_UNBLOCKED) != 0)
+                        amqp_doom(c);
                 if (!ac->waiting && !ac->doomed)
                         sl_conn_rx_resume(c);
         }
@@ -598,7 +603,7 @@ static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
                                 ac->abuf_cap = AMQP_SERVER_FRAME_MAX;
                                 ac->abuf = malloc(ac->abuf_cap);
                                 if (!ac->abuf) {
-                                        conn_error(c, 541, "out of memory", 0);
+                                        amqp_conn_error(c, 541, "out of memory", 0);
                                         return -1;
                                 }
                         }
@@ -638,7 +643,7 @@ static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
                         return -1;
                 if (ac->block_after && !ac->waiting) {
                         ac->block_after = false;
-                        if (aw_of(c->w)->alarm && conn_block(c) < 0)
+                        if (aw_of(c->w)->alarm && amqp_conn_block(c) < 0)
                                 return -1;
                 }
                 if (ac->waiting || ac->blocked) {
@@ -647,7 +652,7 @@ static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
                         return ac->doomed ? -1 : (long)off;
                 }
         }
-        confirms_flush(aw_of(c->w));
+        amqp_confirms_flush(aw_of(c->w));
         sl_conn_set_partial(c, ac->parser.state == AMQP_PS_PAYLOAD ||
                                    ac->parser.state == AMQP_PS_END ||
                                    (ac->parser.state == AMQP_PS_HEADER && ac->parser.hdr_len));
@@ -659,9 +664,9 @@ static long amqp_recv(struct sl_conn *c, const uint8_t *p, size_t n)
 static void amqp_writable(struct sl_conn *c)
 {
         struct amqp_worker *aw = aw_of(c->w);
-        stubs_writable(aw, c, NULL);
+        amqp_stubs_writable(aw, c, NULL);
         for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                queue_dispatch(aw, q);
+                amqp_queue_dispatch(aw, q);
 }
 
 static void amqp_tick(struct sl_conn *c, uint64_t now)
@@ -708,7 +713,7 @@ static void amqp_closed(struct sl_conn *c, enum sl_close_reason why)
                                 free(ac->chans[i]); /* a stub awaiting close-ok */
                                 ac->chans[i] = NULL;
                         } else if (ac->chans[i]) {
-                                chan_free(c, ac->chans[i]);
+                                amqp_chan_free(c, ac->chans[i]);
                         }
                 free(ac->chans);
                 ac->chans = NULL;
@@ -717,12 +722,12 @@ static void amqp_closed(struct sl_conn *c, enum sl_close_reason why)
         for (struct amqp_queue **pp = &aw->queues; *pp;) {
                 struct amqp_queue *q = *pp;
                 if (q->owner == c)
-                        queue_delete_announce(aw, q); /* unlinks q: *pp is now the next */
+                        amqp_queue_delete_announce(aw, q); /* unlinks q: *pp is now the next */
                 else
                         pp = &q->next;
         }
         if (ac->blocked)
-                blocked_unlink(aw, c);
+                amqp_blocked_unlink(aw, c);
         amqp_parser_take_buffer(&ac->parser);
         free(ac->abuf);
         ac->abuf = NULL;
@@ -751,7 +756,8 @@ static int amqp_worker_init(struct sl_worker *w)
                        {"amq.fanout", AMQP_EX_FANOUT},
                        {"amq.topic", AMQP_EX_TOPIC}};
         for (size_t i = 0; i < SL_ARRAY_LEN(builtin); i++) {
-                struct amqp_exchange *e = ex_add(aw, amqp_cstr(builtin[i].name), builtin[i].type);
+                struct amqp_exchange *e =
+                    amqp_ex_add(aw, amqp_cstr(builtin[i].name), builtin[i].type);
                 if (!e)
                         return -ENOMEM;
                 e->durable = true;
@@ -766,7 +772,7 @@ void amqp_worker_fini(struct sl_worker *w)
                 return;
         if (aw->owner) {
                 /* acks recorded, every append finished (callbacks run) */
-                dq_poll(aw);
+                amqp_dq_poll(aw);
                 log_owner_drain(aw->owner);
         }
         while (aw->exchanges) {
@@ -783,24 +789,24 @@ void amqp_worker_fini(struct sl_worker *w)
                 struct amqp_queue *q = aw->queues;
                 aw->queues = q->next;
                 struct amqp_msg *m;
-                while ((m = queue_pop(q)))
-                        free(m);
+                while ((m = amqp_queue_pop(q)))
+                        amqp_msg_free(m);
                 while (q->consumers) {
                         struct amqp_consumer *k = q->consumers;
                         q->consumers = k->next_in_queue;
                         free(k); /* proxies (connections are closed already) */
                 }
-                queue_free(q);
+                amqp_queue_free(q);
         }
         for (uint32_t i = 0; i < aw->ndelayed; i++)
-                free(aw->delayed[i].m);
+                amqp_msg_free(aw->delayed[i].m);
         free(aw->delayed);
         free(aw->rel);
         if (aw->delayq) {
                 struct amqp_msg *m;
-                while ((m = queue_pop(aw->delayq)))
-                        free(m);
-                queue_free(aw->delayq); /* its log is closed with the plogs */
+                while ((m = amqp_queue_pop(aw->delayq)))
+                        amqp_msg_free(m);
+                amqp_queue_free(aw->delayq); /* its log is closed with the plogs */
         }
         while (aw->qrefs) {
                 struct amqp_qref *r = aw->qrefs;
@@ -809,7 +815,7 @@ void amqp_worker_fini(struct sl_worker *w)
         }
         while (aw->stubs) {
                 struct amqp_consumer *k = aw->stubs;
-                stub_unlink(aw, k);
+                amqp_stub_unlink(aw, k);
                 free(k);
         }
         /* What is still on its way at shutdown: batches not sent. */
@@ -819,7 +825,7 @@ void amqp_worker_fini(struct sl_worker *w)
                 for (int i = 0; i < 3; i++)
                         for (struct amqp_msg *m = lists[i], *n; m; m = n) {
                                 n = m->next;
-                                free(m);
+                                amqp_msg_free(m);
                         }
                 /* ring messages not sent: the batches they carry */
                 for (uint32_t i = 0; i < l->out_n; i++) {
@@ -830,7 +836,7 @@ void amqp_worker_fini(struct sl_worker *w)
                                 struct amqp_fwd *f = o->a.ptr[0];
                                 for (struct amqp_msg *m = f->msgs, *n; m; m = n) {
                                         n = m->next;
-                                        free(m);
+                                        amqp_msg_free(m);
                                 }
                                 free(f);
                         }
@@ -879,7 +885,8 @@ static void amqp_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
              "Durable queue logs trimmed once everything in them was settled.",
              AMQP_LOAD(log_trims));
         emit(ctx, "sluice_amqp_held_bytes", "gauge",
-             "Bytes of messages held in this worker's queues (the memory alarm's measure).",
+             "Bytes of messages allocated minus freed on this worker, ready, unacked or in flight; "
+             "the sum over workers is the memory alarm's measure.",
              AMQP_LOAD(held_bytes_pub));
         emit(ctx, "sluice_amqp_persist_too_large_total", "counter",
              "Persistent messages over 2 MiB kept in memory only.", AMQP_LOAD(persist_too_large));

@@ -77,6 +77,32 @@ def test_memory_alarm_blocks_publisher_until_consumer_drains(make_sluiced):
     cons.close()
 
 
+def test_memory_alarm_counts_unacked_deliveries(make_sluiced):
+    """Messages delivered and not yet acked are still in memory: with no
+    message ready at all, unacked deliveries alone raise the alarm, and the
+    acks clear it."""
+    s = make_sluiced(workers="2", listeners={"amqp": "127.0.0.1:0"},
+                     extra={"limits": {"amqp_memory_high_watermark_bytes": "4096"}}).start()
+    cons = connect(s)
+    cch = cons.channel()
+    q = cch.queue_declare("unacked.q").method.queue
+    got = []
+    cch.basic_consume(q, lambda ch, m, p, b: got.append(m.delivery_tag), auto_ack=False)
+    pub = connect(s)
+    pch = pub.channel()
+    for _ in range(5):  # 5 KiB, every one delivered at once and left unacked
+        pch.basic_publish("", q, b"u" * 1024)
+    wait_until(lambda: (cons.process_data_events(0.05), len(got) == 5)[1],
+               what="all five delivered")
+    wait_until(lambda: alarm(s, "memory") == 1, what="memory alarm raised by unacked messages")
+    assert cch.queue_declare(q, passive=True).method.message_count == 0  # none ready
+    cch.basic_ack(got[-1], multiple=True)
+    wait_until(lambda: (cons.process_data_events(0.05), alarm(s, "memory") == 0)[1],
+               what="memory alarm cleared by the acks")
+    pub.close()
+    cons.close()
+
+
 def test_disk_alarm_blocks_publishers_but_serves_consumers(make_sluiced):
     # more free space required than any test machine has: the alarm is on
     s = make_sluiced(workers="2", listeners={"amqp": "127.0.0.1:0"},

@@ -3,7 +3,7 @@
  * fake backend can (log_io_fake_power_cut: every file back to what its last
  * completed fsync covered, names no directory fsync covered undone).
  *
- * amqp_server.c keeps its queue-log code (dq_store, dq_acks_flush, dq_poll,
+ * amqp_server.c keeps its queue-log code (amqp_dq_store, dq_acks_flush, amqp_dq_poll,
  * dq_recover) static, bound to its worker, and opens its storage on
  * log_io_uring_create, so it cannot be handed the fake backend. This test
  * drives the storage log the way that code does -- the same record layout
@@ -158,7 +158,7 @@ static void flush_acks(struct log_owner *o, struct log_partition *p, struct mode
         md->npending = 0;
 }
 
-/* dq_store: an 'M' record (exchange, routing key, header, body), always
+/* amqp_dq_store: an 'M' record (exchange, routing key, header, body), always
  * after the ack records of everything settled before it. */
 static void store(struct log_owner *o, struct log_partition *p, struct model *md, uint64_t *rng)
 {
@@ -322,14 +322,14 @@ static void test_queue_log_survives_power_cuts(void **state)
                                 if (!md.m[i].settled && !queued)
                                         md.pending[md.npending++] = i;
                         } else if (r < 88) {
-                                /* dq_poll at the end of a loop iteration */
+                                /* amqp_dq_poll at the end of a loop iteration */
                                 flush_acks(o, p, &md);
                         } else if (r < 97) {
                                 log_owner_poll(o);
                                 if (io->inflight && rng_next(&rng) % 2)
                                         io->ops->wait(io);
                         } else {
-                                /* dq_poll: everything settled and stored,
+                                /* amqp_dq_poll: everything settled and stored,
                                  * nothing in flight: the whole log goes */
                                 flush_acks(o, p, &md);
                                 bool all = true;
