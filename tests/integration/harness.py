@@ -160,3 +160,25 @@ def recv_until_closed(sock, timeout=10.0):
             break
         data += d
     return bytes(data), time.monotonic() - t0
+
+
+def alarm_timeout(seconds):
+    """Context manager for a test's hard timeout: SIGALRM raises
+    TimeoutError in the test after `seconds`. One place for every suite's
+    autouse timeout fixture."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def scope():
+        def boom(signum, frame):
+            raise TimeoutError(f"test exceeded {seconds}s")
+
+        old = signal.signal(signal.SIGALRM, boom)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+
+    return scope()

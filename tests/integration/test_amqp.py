@@ -8,7 +8,7 @@ import socket
 import struct
 
 import pika
-from harness import wait_until
+from harness import alarm_timeout, wait_until
 import pytest
 
 TEST_TIMEOUT_S = 30
@@ -16,14 +16,8 @@ TEST_TIMEOUT_S = 30
 
 @pytest.fixture(autouse=True)
 def hard_timeout():
-    def boom(signum, frame):
-        raise TimeoutError(f"test exceeded {TEST_TIMEOUT_S}s")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(TEST_TIMEOUT_S)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+    with alarm_timeout(TEST_TIMEOUT_S):
+        yield
 
 
 @pytest.fixture

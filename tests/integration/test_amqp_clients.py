@@ -13,7 +13,7 @@ import subprocess
 import pika
 import pytest
 
-from harness import wait_until
+from harness import alarm_timeout, wait_until
 
 TEST_TIMEOUT_S = 60
 AMQP_GO_CLIENT = os.environ.get("AMQP_GO_CLIENT")
@@ -29,14 +29,8 @@ WORKERS = 2
 
 @pytest.fixture(autouse=True)
 def hard_timeout():
-    def boom(signum, frame):
-        raise TimeoutError(f"test exceeded {TEST_TIMEOUT_S}s")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(TEST_TIMEOUT_S)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+    with alarm_timeout(TEST_TIMEOUT_S):
+        yield
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pika
-from harness import wait_until
+from harness import alarm_timeout, wait_until
 import pytest
 
 from test_amqp import connect, connect_on, drain, frame, longstr, method, read_frame, shortstr
@@ -21,14 +21,8 @@ TEST_TIMEOUT_S = 60
 
 @pytest.fixture(autouse=True)
 def hard_timeout():
-    def boom(signum, frame_):
-        raise TimeoutError(f"test exceeded {TEST_TIMEOUT_S}s")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(TEST_TIMEOUT_S)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+    with alarm_timeout(TEST_TIMEOUT_S):
+        yield
 
 
 def alarm(s, kind):
