@@ -81,41 +81,36 @@ void amqp_list_append(struct amqp_msg **head, struct amqp_msg **tail, struct amq
         *tail = m;
 }
 
-void amqp_fwd_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m)
+/* Queue m on one of the link's outgoing lists; flushed once per loop
+ * iteration. Shutting down, every worker drops its (in-memory) messages. */
+static void link_push(struct amqp_worker *aw, struct amqp_msg **head, struct amqp_msg **tail,
+                      struct amqp_msg *m)
 {
         if (aw->w->draining) {
-                /* Shutting down: every worker drops its (in-memory) messages. */
                 amqp_msg_free(m);
                 return;
         }
-        struct amqp_link *l = link_of(aw, dst);
-        amqp_list_append(&l->fwd_head, &l->fwd_tail, m);
+        amqp_list_append(head, tail, m);
         aw->links_dirty = true;
+}
+
+void amqp_fwd_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m)
+{
+        struct amqp_link *l = link_of(aw, dst);
+        link_push(aw, &l->fwd_head, &l->fwd_tail, m);
 }
 
 void amqp_dlv_push(struct amqp_worker *aw, uint16_t dst, struct amqp_msg *m)
 {
-        if (aw->w->draining) {
-                /* Shutting down: every worker drops its (in-memory) messages. */
-                amqp_msg_free(m);
-                return;
-        }
         struct amqp_link *l = link_of(aw, dst);
-        amqp_list_append(&l->dlv_head, &l->dlv_tail, m);
-        aw->links_dirty = true;
+        link_push(aw, &l->dlv_head, &l->dlv_tail, m);
 }
 
 void amqp_stl_push(struct amqp_worker *aw, struct amqp_msg *m, uint8_t op)
 {
-        if (aw->w->draining) {
-                /* Shutting down: every worker drops its (in-memory) messages. */
-                amqp_msg_free(m);
-                return;
-        }
         struct amqp_link *l = link_of(aw, m->home);
         m->op = op;
-        amqp_list_append(&l->stl_head, &l->stl_tail, m);
-        aw->links_dirty = true;
+        link_push(aw, &l->stl_head, &l->stl_tail, m);
 }
 
 static void fwd_flush(struct amqp_worker *aw, uint16_t dst)
