@@ -492,12 +492,7 @@ static long publish_done(struct sl_conn *c, struct amqp_channel *ch)
         }
         if (ch->tx) {
                 m->mandatory = ch->mandatory;
-                m->next = NULL;
-                if (ch->txp_tail)
-                        ch->txp_tail->next = m;
-                else
-                        ch->txp_head = m;
-                ch->txp_tail = m;
+                amqp_list_append(&ch->txp_head, &ch->txp_tail, m);
                 return 0;
         }
         uint64_t seq = ch->confirm ? ++ch->pub_seq : 0;

@@ -78,12 +78,7 @@ void amqp_unacked_add(struct amqp_worker *aw, struct amqp_channel *ch, struct am
         if (m->home == aw->w->id)
                 m->uq->unacked_refs++;
         ch->nunacked++;
-        m->next = NULL;
-        if (ch->unacked_tail)
-                ch->unacked_tail->next = m;
-        else
-                ch->unacked_head = m;
-        ch->unacked_tail = m;
+        amqp_list_append(&ch->unacked_head, &ch->unacked_tail, m);
 }
 
 /* Delivers from q to its consumers, round robin, while they have credit
@@ -241,7 +236,7 @@ void amqp_requeue_list(struct amqp_worker *aw, struct amqp_msg *m)
                         rev->ucons->unacked--;
                 struct amqp_queue *q = rev->uq;
                 if (q->deleted)
-                        free(rev);
+                        amqp_msg_free(rev); /* keeps the memory alarm's count */
                 else
                         amqp_queue_push_front(q, rev);
                 amqp_queue_unref(q);

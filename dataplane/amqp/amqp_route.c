@@ -138,12 +138,7 @@ void amqp_queue_push(struct amqp_queue *q, struct amqp_msg *m)
                 return;
         }
         q->bytes += m->body_len;
-        m->next = NULL;
-        if (q->tail)
-                q->tail->next = m;
-        else
-                q->head = m;
-        q->tail = m;
+        amqp_list_append(&q->head, &q->tail, m);
         q->count++;
 }
 
@@ -387,7 +382,7 @@ static uint32_t route_at(struct amqp_worker *aw, struct amqp_route *r, struct am
                 if (!cp)
                         break;
                 memcpy(cp, m, msg_size(m));
-                cp->alloc_bytes = msg_size(m);
+                cp->alloc_bytes = msg_size(m); /* m's allocation may be larger */
                 route_one(aw, targets[i], cp, o, nremote, nrejected);
         }
         route_one(aw, targets[0], m, o, nremote, nrejected);

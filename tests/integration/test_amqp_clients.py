@@ -97,9 +97,14 @@ def test_headers_unbind_with_reordered_arguments(amqp):
         ch.exchange_declare("hdr.order", "headers")
         ch.queue_declare("hdr.order.q")
         ch.queue_bind("hdr.order.q", "hdr.order", arguments={"x-match": "all", "format": "pdf", "size": 3})
-        ch.queue_unbind("hdr.order.q", "hdr.order", arguments={"size": 3, "format": "pdf", "x-match": "all"})
         ch.confirm_delivery()
-        ch.basic_publish("hdr.order", "", b"m", properties=pika.BasicProperties(headers={"format": "pdf", "size": 3}))
+        pdf = pika.BasicProperties(headers={"format": "pdf", "size": 3})
+        # the binding routes before it is removed
+        ch.basic_publish("hdr.order", "", b"m", properties=pdf)
+        assert ch.queue_declare("hdr.order.q", passive=True).method.message_count == 1
+        ch.queue_purge("hdr.order.q")
+        ch.queue_unbind("hdr.order.q", "hdr.order", arguments={"size": 3, "format": "pdf", "x-match": "all"})
+        ch.basic_publish("hdr.order", "", b"m", properties=pdf)
         assert ch.queue_declare("hdr.order.q", passive=True).method.message_count == 0
     finally:
         conn.close()
