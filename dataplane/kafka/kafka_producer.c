@@ -6,8 +6,8 @@
 #include <stdbool.h>
 #include <string.h>
 
-#define KERR_OUT_OF_ORDER_SEQUENCE  45
-#define KERR_INVALID_PRODUCER_EPOCH 47
+#include "kafka_internal.h" /* KERR_* */
+#include "log.h"            /* log_batch_last_delta */
 
 static int64_t be64(const uint8_t *p)
 {
@@ -45,7 +45,7 @@ static int32_t seq_add(int32_t s, int32_t n)
 
 static int32_t batch_last(const uint8_t *b)
 {
-        return seq_add(batch_first(b), be32(b + 23));
+        return seq_add(batch_first(b), log_batch_last_delta(b));
 }
 
 void kafka_producers_init(struct kafka_producers *ps, uint64_t expiry_ms)

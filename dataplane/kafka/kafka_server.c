@@ -1059,6 +1059,17 @@ static const struct ctl_kafka_topic *fetch_topic(const struct kafka_worker *kw,
                    : NULL;
 }
 
+/* A request partition into the session: 0.. its slot, or -ENOSPC. */
+static int fsession_upsert_req(struct kafka_fsession *fs, const struct ctl_kafka_topic *tp,
+                               const struct kafka_val *pe)
+{
+        return kafka_fsession_upsert(
+            fs, tp->uuid, tp->name, tp->name_len,
+            kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION),
+            kafka_val_get_int64(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_FETCH_OFFSET),
+            kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION_MAX_BYTES));
+}
+
 /* An incremental request: its partitions update the session (added, or
  * new offset / max bytes), its forgotten topics leave it. Topics this
  * broker does not know cannot be kept (no id to key them by) and are left
@@ -1074,12 +1085,7 @@ static int16_t fsession_apply(struct kafka_worker *kw, struct kafka_fsession *fs
                 const struct kafka_val *pa = kafka_val_array(t, KAFKA_FETCH_REQ_TOPICS_PARTITIONS);
                 for (int32_t j = 0; tp && j < pa->len; j++) {
                         const struct kafka_val *pe = kafka_val_array_elem(pa, j);
-                        int rc = kafka_fsession_upsert(
-                            fs, tp->uuid, tp->name, tp->name_len,
-                            kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION),
-                            kafka_val_get_int64(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_FETCH_OFFSET),
-                            kafka_val_get_int32(
-                                pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION_MAX_BYTES));
+                        int rc = fsession_upsert_req(fs, tp, pe);
                         if (rc < 0)
                                 return KERR_INVALID_REQUEST; /* past the session's bounds */
                 }
@@ -1215,12 +1221,7 @@ static int32_t fetch_session_open(struct kafka_worker *kw, struct kafka_req *r, 
                         const struct kafka_val *pe = kafka_val_array_elem(pa, j);
                         if (!tp)
                                 continue;
-                        int rc = kafka_fsession_upsert(
-                            fs, tp->uuid, tp->name, tp->name_len,
-                            kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION),
-                            kafka_val_get_int64(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_FETCH_OFFSET),
-                            kafka_val_get_int32(
-                                pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION_MAX_BYTES));
+                        int rc = fsession_upsert_req(fs, tp, pe);
                         if (rc < 0) {
                                 kafka_fsession_free(fs);
                                 fs = NULL;
@@ -1367,22 +1368,17 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
                 int32_t pmax =
                     kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION_MAX_BYTES);
                 int32_t idx = kafka_val_get_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION);
-                const struct ctl_kafka_part *cp;
-                if (by_id) {
-                        /* v13+: topics by id (KIP-516); an id we do not know is
-                         * UNKNOWN_TOPIC_ID, a known topic without that
-                         * partition UNKNOWN_TOPIC_OR_PARTITION. */
-                        const uint8_t *id = kafka_val_get_uuid(t, KAFKA_FETCH_REQ_TOPICS_TOPIC_ID);
-                        const struct ctl_kafka_topic *tp =
-                            id ? ctl_kafka_snap_find_id(kw->snap, id) : NULL;
-                        cp = tp && idx >= 0 && (uint32_t)idx < tp->nparts ? &tp->parts[idx] : NULL;
-                        if (!tp) {
-                                p->err = KERR_UNKNOWN_TOPIC_ID;
-                                continue;
-                        }
-                } else {
-                        cp = part_find(kw, kafka_val_get_str(t, KAFKA_FETCH_REQ_TOPICS_TOPIC), idx);
+                /* v13+: topics by id (KIP-516); an id we do not know is
+                 * UNKNOWN_TOPIC_ID, a known topic without that partition
+                 * UNKNOWN_TOPIC_OR_PARTITION. */
+                const struct ctl_kafka_topic *tp = fetch_topic(
+                    kw, t, by_id, KAFKA_FETCH_REQ_TOPICS_TOPIC, KAFKA_FETCH_REQ_TOPICS_TOPIC_ID);
+                if (!tp && by_id) {
+                        p->err = KERR_UNKNOWN_TOPIC_ID;
+                        continue;
                 }
+                const struct ctl_kafka_part *cp =
+                    tp && idx >= 0 && (uint32_t)idx < tp->nparts ? &tp->parts[idx] : NULL;
                 if (!cp) {
                         p->err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
                         continue;
