@@ -344,17 +344,33 @@ int sl_conn_sendv_ref(struct sl_conn *c, const struct iovec *iov, struct sl_buf 
         struct sl_worker *w = c->w;
         if (c->state != SL_CONN_OPEN && c->state != SL_CONN_CLOSING)
                 return -EPIPE;
+        bool any_ref = false;
+        for (int i = 0; i < iovcnt; i++)
+                any_ref |= refs[i] && iov[i].iov_len;
+        if (!any_ref) /* e.g. a Produce answer: plain copies */
+                return conn_sendv(c, iov, iovcnt, true);
+        /* Exactly the chunks the fill below takes: copies fill the tail's
+         * room first; a reference takes a chunk of its own and leaves no
+         * room behind it. */
         size_t total = 0, chunk = w->pool.bytes[SL_BUF_CHUNK];
-        uint32_t need = 0; /* chunks, at worst: a copied run after a reference starts a new one */
+        size_t room = chunk_room(c->tx_tail);
+        uint32_t need = 0;
         for (int i = 0; i < iovcnt; i++) {
-                total += iov[i].iov_len;
-                if (refs[i])
+                size_t n = iov[i].iov_len;
+                total += n;
+                if (n == 0)
+                        continue;
+                if (refs[i]) {
                         need++;
-                else if (iov[i].iov_len)
-                        need += (uint32_t)((iov[i].iov_len + chunk - 1) / chunk) + 1;
+                        room = 0;
+                } else if (n > room) {
+                        size_t k = (n - room + chunk - 1) / chunk;
+                        need += (uint32_t)k;
+                        room = room + k * chunk - n;
+                } else {
+                        room -= n;
+                }
         }
-        if (total == 0)
-                return 0;
         if (total > sl_conn_tx_room(c))
                 return conn_tx_refuse(c);
         /* Take every chunk first so a failure queues nothing. */
@@ -395,7 +411,8 @@ int sl_conn_sendv_ref(struct sl_conn *c, const struct iovec *iov, struct sl_buf 
                 }
                 while (n) {
                         struct sl_buf *b = c->tx_tail;
-                        if (!chunk_room(b) || b->len == b->cap) {
+                        if (!chunk_room(b)) {
+                                SL_ASSERT(spare); /* counted exactly above */
                                 b = spare;
                                 spare = b->next;
                                 b->next = NULL;
