@@ -722,17 +722,13 @@ int log_append(struct log_partition *p, const void *batch, uint32_t len, log_app
                  * outruns it: then one chunk is allocated here (never a
                  * copy). Reads size their disk reads by the index interval,
                  * so an entry is never skipped. */
-                if ((uint64_t)seg->nidx == (uint64_t)seg->nchunks * LOG_IDX_CHUNK) {
+                if ((uint64_t)seg->nidx == (uint64_t)seg->nchunks * LOG_IDX_CHUNK)
                         LOG_STAT_ADD(m, index_grows_on_append, 1);
-                        if (log_seg_idx_reserve(seg, 1) < 0) {
-                                LOG_STAT_ADD(m, append_errors, 1);
-                                return -ENOMEM; /* nothing of this batch is visible */
-                        }
+                if (log_seg_idx_push(seg, (uint32_t)(base - seg->base), (uint32_t)seg->size,
+                                     seg->max_ts) < 0) {
+                        LOG_STAT_ADD(m, append_errors, 1);
+                        return -ENOMEM; /* nothing of this batch is visible */
                 }
-                *log_seg_idx(seg, seg->nidx++) =
-                    (struct log_idx){.rel = (uint32_t)(base - seg->base),
-                                     .pos = (uint32_t)seg->size,
-                                     .ts_before = seg->max_ts};
         }
         struct log_bdir *d;
         if (p->nbdir == p->bdir_cap) {

@@ -6,9 +6,9 @@
 #include "sl_common.h"
 
 #include <errno.h>
+#include <stdio.h> /* renameat */
 #include <fcntl.h>
 #include <liburing.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -69,16 +69,22 @@ static void uio_submit(struct log_io *io, struct log_io_req *r)
         u->backlog_tail = r;
 }
 
+/* Move queued requests into SQEs while the ring has room. */
+static void uio_backlog_prep(struct uio *u)
+{
+        while (u->backlog && uio_prep(u, u->backlog)) {
+                u->backlog = u->backlog->next;
+                if (!u->backlog)
+                        u->backlog_tail = NULL;
+        }
+}
+
 static int uio_flush(struct log_io *io)
 {
         struct uio *u = (struct uio *)io;
         int total = 0;
         for (;;) {
-                while (u->backlog && uio_prep(u, u->backlog)) {
-                        u->backlog = u->backlog->next;
-                        if (!u->backlog)
-                                u->backlog_tail = NULL;
-                }
+                uio_backlog_prep(u);
                 if (!u->owned)
                         return total; /* the worker submits its ring */
                 int n = io_uring_submit(u->ring);
@@ -138,11 +144,7 @@ static int uio_wait(struct log_io *io)
                 return rc < 0 ? rc : 0;
         }
         for (;;) {
-                while (u->backlog && uio_prep(u, u->backlog)) {
-                        u->backlog = u->backlog->next;
-                        if (!u->backlog)
-                                u->backlog_tail = NULL;
-                }
+                uio_backlog_prep(u);
                 int rc = io_uring_submit_and_wait(u->ring, u->backlog ? 0 : 1);
                 if (rc < 0 && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
                         return rc;
