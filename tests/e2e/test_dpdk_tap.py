@@ -277,12 +277,23 @@ print("ok")
 """
 
 
+def open_connections(broker):
+    """(sl_conns, stack connections) over every worker, from /metrics."""
+    m = broker.metrics()
+    return (sum(v for k, v in m.items() if k.startswith("sluice_connections{")),
+            sum(v for k, v in m.items() if k.startswith("sluice_dpdk_tcp_connections{")))
+
+
 def test_5000_connections_served_then_closed_and_reset(broker):
+    before = open_connections(broker)
     r = netns_run(broker.cns, "/usr/bin/python3", "-c", CONNS, BROKER_IP, str(NATS_PORT), "5000",
                   timeout=120)
     assert r.returncode == 0, f"{r.stdout}{r.stderr}\n--- sluiced ---\n{broker.log_text()[-3000:]}"
     served_s = float(r.stdout.split("served")[1].split()[0])
     assert served_s < 30, f"5000 connections took {served_s:.1f} s"
+    # closed and reset connections are all freed, in sluiced and in the stack
+    wait_until(lambda: all(a <= b for a, b in zip(open_connections(broker), before)), 30,
+               f"connections back to {before} after the churn")
     # the broker still serves new clients afterwards
     wait_until(broker.nats_greets, 10, "a greeting after the churn")
 

@@ -320,9 +320,8 @@ static void ipv4_input(struct tcp_stack *s, const uint8_t *eth_src, const uint8_
                 s->stats.ip_fragments_dropped++;
                 return;
         }
-        uint32_t mask = s->cfg.prefix_len == 32 ? ~0u : ~(~0u >> s->cfg.prefix_len);
-        if ((src & mask) == (s->cfg.ip & mask))
-                neigh_learn(s, src, eth_src);
+        /* Neighbours are learnt from ARP only: replies go to the MAC a
+         * segment came from, so a table write per packet would buy nothing. */
         switch (ip[9]) {
         case IP_PROTO_ICMP:
                 icmp_input(s, eth_src, src, ip + ihl, total - ihl);

@@ -998,10 +998,17 @@ static void test_syn_flood_answered_with_cookies(void **state)
         peer_send(
             &(struct iseg){.sport = 50019, .seq = 19005, .ack = cookie.seq + 5, .flags = TH_ACK});
         assert_int_equal(tcp_conn_tx_queued(accepted_conn), 0);
-        /* a cookie expires after two 65 s periods */
+        /* a cookie from the previous 65.5 s period is still good... */
+        peer_send(&(struct iseg){.sport = 50016, .seq = 16000, .flags = TH_SYN});
+        struct oseg prev = expect_seg();
+        now += 65536;
+        peer_send(
+            &(struct iseg){.sport = 50016, .seq = 16001, .ack = prev.seq + 1, .flags = TH_ACK});
+        assert_int_equal(tcp_stack_stats(st)->syn_cookies_accepted, 2);
+        /* ...one from two periods back is not */
         peer_send(&(struct iseg){.sport = 50017, .seq = 17000, .flags = TH_SYN});
         struct oseg old = expect_seg();
-        now += 3u * 65536;
+        now += 2u * 65536;
         peer_send(
             &(struct iseg){.sport = 50017, .seq = 17001, .ack = old.seq + 1, .flags = TH_ACK});
         assert_int_equal(expect_seg().flags, TH_RST);
@@ -1010,7 +1017,8 @@ static void test_syn_flood_answered_with_cookies(void **state)
         out_read = out_count;
         advance(70000);
         out_read = out_count;
-        assert_int_equal(tcp_stack_conns_in_use(st), 1);
+        /* left: the two connections established from cookies */
+        assert_int_equal(tcp_stack_conns_in_use(st), 2);
 }
 
 static void test_keepalive_probes_then_drop(void **state)
