@@ -55,7 +55,8 @@ run_suite "build (asan+ubsan)" setup build-asan -Db_sanitize=address,undefined -
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 run_suite "unit (asan+ubsan)" mtest build-asan --suite unit --suite fuzz
 run_suite "build (tsan, core)" env CC=clang bash -c "meson setup build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null 2>&1 || meson setup --reconfigure build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null; ninja -C build-tsan tests/unit/core/test_core_ring tests/unit/core/test_core_threads >build-tsan.build.log 2>&1 || { tail -30 build-tsan.build.log; exit 1; }"
-run_suite "core rings+wakeups (tsan)" bash -c "TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/unit/core/test_core_ring && TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/unit/core/test_core_threads"
+# A bound on each: a hang here once ate the whole CI budget.
+run_suite "core rings+wakeups (tsan)" bash -c "TSAN_OPTIONS=halt_on_error=1 timeout 300 build-tsan/tests/unit/core/test_core_ring && TSAN_OPTIONS=halt_on_error=1 timeout 300 build-tsan/tests/unit/core/test_core_threads"
 run_suite "integration" mtest build --suite integration --num-processes 1
 # dpdk mode over net_tap in a namespace (about 30 s; skips without root).
 run_suite "e2e (dpdk over tap)" mtest build --suite e2e --num-processes 1

@@ -109,7 +109,10 @@ static void *remote_user(void *arg)
         struct bufs *b = arg;
         struct sl_buf_chain chain = {0};
         uint32_t got = 0;
-        while (!atomic_load(&b->done) || sl_ring_count(b->mb[1].links[0].in)) {
+        /* The chain is part of the exit test: `done` can turn true between
+         * the send check below and this one, and leaving with a partial
+         * chain would keep those buffers from ever going home. */
+        while (!atomic_load(&b->done) || sl_ring_count(b->mb[1].links[0].in) || chain.n) {
                 struct sl_msg m;
                 while (sl_ring_pop_burst(b->mb[1].links[0].in, &m, 1)) {
                         struct sl_buf *buf = m.a.ptr[0];
