@@ -29,10 +29,16 @@ def make_sluiced(backend):
         return s
 
     yield make
+    reports = []
     for s in started:
-        s.kill()
+        try:
+            s.kill()  # raises on a sanitizer report in the log
+        except AssertionError as e:
+            reports.append(str(e))
         # Each instance preallocates segments: a temp dir left behind per
         # test fills the disk of a machine that runs the suites all day.
         # SLUICE_KEEP_TMP=1 keeps them for a post-mortem.
         if not os.environ.get("SLUICE_KEEP_TMP"):
             shutil.rmtree(s.tmp, ignore_errors=True)
+    if reports:
+        pytest.fail("\n".join(reports))

@@ -107,6 +107,31 @@ class Sluiced:
     def metric_sum(self, name):
         return sum(v for k, v in self.metrics().items() if k == name or k.startswith(name + "{"))
 
+    # What the sanitizers print. A report fails the test even when the
+    # broker survives it (UBSan without halt_on_error, a leak report at
+    # exit, an ASan abort during a SIGTERM the test did not check).
+    SANITIZER_MARKERS = (b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer", b"runtime error:",
+                         b"WARNING: ThreadSanitizer", b"SUMMARY: UndefinedBehaviorSanitizer")
+
+    def sanitizer_report(self):
+        """The first sanitizer report in sluiced's log (all its runs), or None."""
+        try:
+            with open(os.path.join(self.tmp, "sluiced.log"), "rb") as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        hits = [text.find(m) for m in self.SANITIZER_MARKERS]
+        hits = [h for h in hits if h >= 0]
+        if not hits:
+            return None
+        at = min(hits)
+        return text[max(0, at - 200):at + 4000].decode(errors="replace")
+
+    def check_sanitizers(self):
+        report = self.sanitizer_report()
+        if report:
+            raise AssertionError("sanitizer report in sluiced's log:\n" + report)
+
     def signal(self, sig):
         self.proc.send_signal(sig)
 
@@ -119,12 +144,14 @@ class Sluiced:
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError("sluiced did not stop within %.0fs of SIGTERM" % timeout)
+        self.check_sanitizers()
         return self.proc.returncode if self.proc else None
 
     def kill(self):
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.check_sanitizers()
 
     def rss_kib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:

@@ -4,6 +4,7 @@ test protocol and the admin API."""
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -336,3 +337,21 @@ def test_bad_config_names_file_line_and_key(tmp_path):
     p = subprocess.run([SLUICED, "--check", str(conf)], capture_output=True, text=True, timeout=20)
     assert p.returncode != 0
     assert "bad.conf:4" in p.stderr and "connections_max" in p.stderr
+
+
+def test_harness_fails_on_sanitizer_reports():
+    """The ASan/UBSan pass is only worth running if a report in sluiced's
+    log fails the test even when the broker survived it."""
+    s = Sluiced(backend="uring")
+    try:
+        with open(os.path.join(s.tmp, "sluiced.log"), "wb") as f:
+            f.write(b"info: started\n")
+        s.check_sanitizers()  # a clean log passes
+        with open(os.path.join(s.tmp, "sluiced.log"), "ab") as f:
+            f.write(b"dataplane/x.c:1:2: runtime error: shift exponent 64 is too large\n")
+        with pytest.raises(AssertionError, match="shift exponent"):
+            s.check_sanitizers()
+        with pytest.raises(AssertionError, match="sanitizer report"):
+            s.kill()  # not started, but the log is still checked
+    finally:
+        shutil.rmtree(s.tmp, ignore_errors=True)
