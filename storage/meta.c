@@ -67,6 +67,9 @@ struct meta_log {
         bool writing, syncing;
         uint64_t unknown_records;
         int64_t producer_id_hwm;
+        uint64_t snapshot_bytes; /* automatic snapshot threshold, 0 = never */
+        uint64_t snapshot_len;   /* size of the last snapshot written */
+        uint64_t snapshots;      /* written by this process */
 };
 
 /* ---- encoding ------------------------------------------------------- */
@@ -537,11 +540,30 @@ static void write_done(struct log_io_req *req, int res)
         log_io_submit(m->io, &m->sreq);
 }
 
+/* Snapshot when the log has grown past the threshold and at least four
+ * times the last snapshot, so a large state (many committed offsets) is
+ * rewritten at most once per 4x its size in records: amortised O(1) per
+ * record. A log holding record types this build does not know is never
+ * snapshotted automatically: a snapshot would drop what a newer version
+ * wrote. */
+static bool snapshot_due(const struct meta_log *m)
+{
+        uint64_t len = meta_log_bytes(m);
+        return m->snapshot_bytes && !m->unknown_records && !m->err && len >= m->snapshot_bytes &&
+               len >= 4 * m->snapshot_len;
+}
+
 int meta_poll(struct meta_log *m)
 {
         int n = m->io->ops->reap(m->io);
         if (n < 0)
                 return n;
+        /* At a round boundary: the snapshot takes the round's place (it holds
+         * the pending records' effects and acknowledges them). On failure the
+         * round goes to the old log as usual and the next try waits for
+         * another threshold's worth of growth. */
+        if (!m->writing && !m->syncing && snapshot_due(m) && meta_snapshot(m) < 0)
+                m->snapshot_len = meta_log_bytes(m);
         if (!m->writing && !m->syncing && m->pend.len) {
                 /* Everything appended since the last round: one write, one
                  * fdatasync, then every callback of the round. */
@@ -895,6 +917,7 @@ struct meta_log *meta_open(const char *dir, struct log_io *io, int *err)
         if (!m)
                 goto fail;
         m->dirfd = m->fd = -1;
+        m->snapshot_bytes = META_SNAPSHOT_BYTES;
         snprintf(m->dir, sizeof(m->dir), "%s", dir);
         m->io = io;
         if (!io) {
@@ -921,6 +944,7 @@ struct meta_log *meta_open(const char *dir, struct log_io *io, int *err)
                 if (rc < 0)
                         goto fail;
                 size_t ok = replay(m, b, n, &count, &m->gen, &ended);
+                m->snapshot_len = n;
                 free(b);
                 b = NULL;
                 /* A snapshot is renamed into place only when complete: a
@@ -1013,7 +1037,7 @@ static int write_full(int fd, const uint8_t *b, size_t n)
 
 int meta_snapshot(struct meta_log *m)
 {
-        if (m->writing || m->syncing || m->pend.len)
+        if (m->writing || m->syncing)
                 return -EBUSY;
         if (m->err)
                 return m->err;
@@ -1081,6 +1105,7 @@ int meta_snapshot(struct meta_log *m)
                 free(out.b);
                 return fd;
         }
+        uint64_t snap_len = out.len;
         rc = write_full(fd, out.b, out.len);
         free(out.b);
         if (!rc)
@@ -1112,7 +1137,27 @@ int meta_snapshot(struct meta_log *m)
         log_name(name, sizeof(name), old_gen);
         m->io->ops->unlink_now(m->io, m->dirfd, name);
         m->file_len = 0;
+        m->snapshot_len = snap_len;
+        m->snapshots++;
+        /* Records appended since the last round are in the snapshot (every
+         * mutation is applied to memory before it is logged), and the
+         * snapshot is durable: their round is over. */
+        m->pend.len = 0;
+        for (uint32_t i = 0; i < m->npcb; i++)
+                if (m->pcb[i].cb)
+                        m->pcb[i].cb(m->pcb[i].ctx, 0);
+        m->npcb = 0;
         return 0;
+}
+
+void meta_set_snapshot_bytes(struct meta_log *m, uint64_t bytes)
+{
+        m->snapshot_bytes = bytes;
+}
+
+uint64_t meta_snapshot_count(const struct meta_log *m)
+{
+        return m->snapshots;
 }
 
 /* ---- partition directories ------------------------------------------- */

@@ -1,7 +1,8 @@
 /* The metadata log: the control thread's durable registry of topics (with
  * stable UUIDs and config), partition placement and committed consumer
  * offsets. Append-only CRC-checked records, group-committed through the
- * control thread's own io_uring, replayed at open, snapshotted when large.
+ * control thread's own io_uring, replayed at open, snapshotted by meta_poll
+ * when large.
  * Record types for queues, exchanges, bindings and users come later: every
  * record carries a type and a version, and replay skips types it does not
  * know. */
@@ -114,9 +115,16 @@ int meta_drain(struct meta_log *m);
 /* Bytes in the current log file (snapshot when this grows large). */
 uint64_t meta_log_bytes(const struct meta_log *m);
 /* Write the whole state to a new snapshot (temp file, fdatasync, rename,
- * directory fsync) and start an empty log. Synchronous; needs an idle log
- * (-EBUSY otherwise). */
+ * directory fsync) and start an empty log. Synchronous; -EBUSY while a
+ * round is being written or synced. Records appended but not yet written
+ * are part of the snapshot: their callbacks run (with 0) once it is
+ * durable. */
 int meta_snapshot(struct meta_log *m);
+/* meta_poll snapshots by itself once the log passes `bytes` (and 4x the
+ * last snapshot's size); 0 turns it off. META_SNAPSHOT_BYTES by default. */
+#define META_SNAPSHOT_BYTES (16u << 20)
+void meta_set_snapshot_bytes(struct meta_log *m, uint64_t bytes);
+uint64_t meta_snapshot_count(const struct meta_log *m);
 
 /* "<uuid hex>-<partition>": partition directories are named by topic UUID,
  * so a deleted and re-created topic never meets old segments. */

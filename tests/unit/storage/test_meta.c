@@ -142,12 +142,21 @@ static void test_snapshot(void **state)
         assert_non_null(st_tmpdir(dir, sizeof(dir)));
         uint8_t uuids[3][16];
         struct meta_log *m = open_ok(dir);
+        acks = 0;
         populate(m, uuids);
-        assert_int_equal(meta_snapshot(m), -EBUSY); /* records not yet durable */
-        assert_int_equal(meta_drain(m), 0);
+        assert_int_equal(acks, 0);
+        /* records not yet written are part of the snapshot, and acked by it */
         assert_true(meta_log_bytes(m) > 0);
         assert_int_equal(meta_snapshot(m), 0);
+        assert_int_equal(acks, 106);
         assert_int_equal(meta_log_bytes(m), 0);
+        assert_int_equal(meta_drain(m), 0);
+        /* while a round is in flight: busy */
+        assert_int_equal(meta_offset_commit(m, "ga", uuids[0], 1, 7, ack, NULL), 0);
+        assert_true(meta_poll(m) >= 0);
+        assert_int_equal(meta_snapshot(m), -EBUSY);
+        assert_int_equal(meta_drain(m), 0);
+        assert_int_equal(meta_snapshot(m), 0);
         /* records after the snapshot go to the new log */
         assert_int_equal(meta_offset_commit(m, "ga", uuids[0], 1, 1000, ack, NULL), 0);
         assert_int_equal(meta_drain(m), 0);
@@ -361,12 +370,62 @@ static void test_definitions(void **state)
         }
 }
 
+/* meta_poll snapshots by itself once the log passes the threshold, so a
+ * broker that commits offsets all day keeps a bounded log: every record is
+ * acked exactly once, the state after reopen is the same, and the 4x rule
+ * spaces snapshots out as the state grows. */
+static void test_automatic_snapshot(void **state)
+{
+        (void)state;
+        char dir[256];
+        assert_non_null(st_tmpdir(dir, sizeof(dir)));
+        uint8_t uuids[3][16];
+        struct meta_log *m = open_ok(dir);
+        meta_set_snapshot_bytes(m, 8192);
+        acks = 0;
+        populate(m, uuids);
+        assert_int_equal(meta_drain(m), 0);
+        int expect = 106;
+        uint64_t peak = 0;
+        for (int k = 0; k < 20000; k++) {
+                char group[32];
+                snprintf(group, sizeof(group), "g%d", k % 50); /* the state grows too */
+                assert_int_equal(
+                    meta_offset_commit(m, group, uuids[k % 3], (uint32_t)(k % 2), k, ack, NULL), 0);
+                expect++;
+                if (k % 7 == 0)
+                        assert_true(meta_poll(m) >= 0);
+                if (k % 100 == 99) /* a round boundary at a known point */
+                        assert_int_equal(meta_drain(m), 0);
+                if (meta_log_bytes(m) > peak)
+                        peak = meta_log_bytes(m);
+        }
+        assert_int_equal(meta_drain(m), 0);
+        assert_int_equal(acks, expect);
+        uint64_t snaps = meta_snapshot_count(m);
+        assert_true(snaps >= 10);
+        assert_true(peak < 128 * 1024); /* bounded, not 20000 records long */
+        int64_t v;
+        assert_int_equal(meta_offset_get(m, "g49", uuids[19999 % 3], 1, &v), 0);
+        assert_int_equal(v, 19999);
+        meta_close(m);
+        m = open_ok(dir);
+        check_state(m, uuids);
+        assert_int_equal(meta_offset_get(m, "g49", uuids[19999 % 3], 1, &v), 0);
+        assert_int_equal(v, 19999);
+        assert_int_equal(meta_offset_get(m, "g0", uuids[19950 % 3], 0, &v), 0);
+        assert_int_equal(v, 19950);
+        meta_close(m);
+        st_rmrf(dir);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_replay),
             cmocka_unit_test(test_torn_tail_and_unknown_types),
             cmocka_unit_test(test_snapshot),
+            cmocka_unit_test(test_automatic_snapshot),
             cmocka_unit_test(test_partition_dirs),
             cmocka_unit_test(test_producer_id_hwm),
             cmocka_unit_test(test_topic_grow_and_group_delete),

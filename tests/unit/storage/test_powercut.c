@@ -247,6 +247,7 @@ static void meta_ack(void *ctx, int res)
 static void test_powercut_metadata(void **state)
 {
         (void)state;
+        uint64_t snapshots = 0;
         for (uint64_t seed = 1; seed <= 8; seed++) {
                 uint64_t rng = seed * 31 + 7;
                 char dir[256];
@@ -255,6 +256,8 @@ static void test_powercut_metadata(void **state)
                 int err = 0;
                 struct meta_log *m = meta_open(dir, io, &err);
                 assert_non_null(m);
+                /* small enough that most seeds cut power around snapshots */
+                meta_set_snapshot_bytes(m, 2048 + rng_next(&rng) % 8192);
                 struct log_config cfg;
                 log_config_default(&cfg);
                 const struct meta_topic *t;
@@ -289,6 +292,7 @@ static void test_powercut_metadata(void **state)
                         if (rng_next(&rng) % 4 == 0 && io->inflight)
                                 io->ops->wait(io);
                 }
+                snapshots += meta_snapshot_count(m);
                 log_io_fake_power_cut(io);
                 meta_abandon(m);
                 io->ops->destroy(io);
@@ -317,6 +321,7 @@ static void test_powercut_metadata(void **state)
                 meta_close(m);
                 st_rmrf(dir);
         }
+        assert_true(snapshots > 0); /* cuts landed after automatic snapshots */
 }
 
 int main(void)
