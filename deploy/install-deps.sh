@@ -15,7 +15,7 @@ PKGS=(
   # real clients for integration tests
   libnats-dev golang-go golang-github-nats-io-go-nats-dev golang-github-rabbitmq-amqp091-go-dev
   kcat librdkafka-dev python3-confluent-kafka python3-kafka
-  python3 python3-pytest curl iproute2 procps python3-pika amqp-tools
+  python3 python3-pytest python3-pytest-timeout curl iproute2 procps python3-pika amqp-tools
   # peers for benchmarks (and jq, which tests/bench/amqp.sh reads meson-info with)
   nats-server rabbitmq-server jq
 )
