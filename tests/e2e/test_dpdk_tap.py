@@ -29,6 +29,7 @@ def wait_until(pred, timeout, what):
         if value:
             return value
         if time.monotonic() > deadline:
+            what = what() if callable(what) else what  # a callable reports the last state seen
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
 
@@ -291,9 +292,18 @@ def test_5000_connections_served_then_closed_and_reset(broker):
     assert r.returncode == 0, f"{r.stdout}{r.stderr}\n--- sluiced ---\n{broker.log_text()[-3000:]}"
     served_s = float(r.stdout.split("served")[1].split()[0])
     assert served_s < 30, f"5000 connections took {served_s:.1f} s"
-    # closed and reset connections are all freed, in sluiced and in the stack
-    wait_until(lambda: all(a <= b for a, b in zip(open_connections(broker), before)), 30,
-               f"connections back to {before} after the churn")
+    # closed and reset connections are all freed, in sluiced and in the stack.
+    # 5,000 FINs and RSTs arrive in one burst; frames the tap queue drops are
+    # retransmitted with backoff (1+2+4+8+16+32 s covers five losses of one
+    # segment), so on a loaded machine the last ones can take tens of seconds.
+    seen = []
+
+    def freed():
+        now = open_connections(broker)
+        seen[:] = [now]
+        return all(a <= b for a, b in zip(now, before))
+
+    wait_until(freed, 90, lambda: f"connections back to {before} after the churn (last seen {seen})")
     # the broker still serves new clients afterwards
     wait_until(broker.nats_greets, 10, "a greeting after the churn")
 
