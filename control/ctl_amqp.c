@@ -57,6 +57,11 @@ static struct meta_log *meta(void)
         return A.own_meta ? A.own_meta : ctl_kafka_meta();
 }
 
+struct meta_log *ctl_amqp_meta(void)
+{
+        return meta();
+}
+
 static void pending_push(struct amqp_pending *p)
 {
         if (A.tail)

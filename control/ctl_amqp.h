@@ -82,5 +82,8 @@ bool ctl_amqp_poll(struct ctl_plane *cp);
 /* sluice_amqp_alarm{kind} for /metrics. */
 struct ctl_text;
 void ctl_amqp_metrics(struct ctl_text *t);
+/* The metadata log AMQP writes to: its own when Kafka is off, else
+ * Kafka's; NULL when neither is on. */
+struct meta_log *ctl_amqp_meta(void);
 
 #endif

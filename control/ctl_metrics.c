@@ -7,6 +7,7 @@
 
 #include "ctl_amqp.h"
 #include "ctl_kafka.h"
+#include "meta.h"
 #include "ctl_plane.h"
 #include "ctl_text.h"
 #include "net/net_dpdk.h"
@@ -106,6 +107,23 @@ static void grouped_metrics(struct sl_runtime *rt, struct ctl_text *t, worker_me
                 ctl_text_free(&per[i]);
 }
 
+/* The metadata log (Kafka's registry, or AMQP's own when Kafka is off):
+ * how far it has grown since its last snapshot. Read on the control
+ * thread, which owns it. */
+static void meta_metrics(struct ctl_text *t)
+{
+        struct meta_log *m = ctl_kafka_meta() ? ctl_kafka_meta() : ctl_amqp_meta();
+        if (!m)
+                return;
+        metric_head(t, "sluice_meta_log_bytes", "gauge",
+                    "Metadata log bytes since the last snapshot (including unwritten).");
+        ctl_text_printf(t, "sluice_meta_log_bytes %llu\n", (unsigned long long)meta_log_bytes(m));
+        metric_head(t, "sluice_meta_snapshots_total", "counter",
+                    "Metadata snapshots written by this process.");
+        ctl_text_printf(t, "sluice_meta_snapshots_total %llu\n",
+                        (unsigned long long)meta_snapshot_count(m));
+}
+
 void ctl_metrics_render(struct ctl_plane *cp, struct ctl_text *t)
 {
         struct sl_runtime *rt = cp->rt;
@@ -113,6 +131,7 @@ void ctl_metrics_render(struct ctl_plane *cp, struct ctl_text *t)
         ctl_kafka_metrics(t);
         if (rt->cfg->listeners[CTL_PROTO_AMQP].enabled)
                 ctl_amqp_metrics(t);
+        meta_metrics(t);
 
         PER_WORKER(t, rt, "sluice_connections", "gauge", "Open client connections.",
                    stats.conns_open);

@@ -520,6 +520,9 @@ def test_consumer_lag_in_metrics(make_sluiced):
 
     # The published watermark follows the acks: no fixed sleep, a deadline.
     wait_until(seen, timeout=10, what=f"lag metrics {want}")
+    # The topic and the commits are metadata records not yet snapshotted.
+    m = s.metrics()
+    assert m["sluice_meta_log_bytes"] > 0 and m["sluice_meta_snapshots_total"] == 0
     # After a restart the watermarks come from the recovered logs.
     s.kill()
     s.start()
