@@ -60,6 +60,8 @@ static struct {
 } K;
 
 struct ctl_kafka_offsets ctl_kafka_published[CTL_KAFKA_PIDS_MAX];
+_Static_assert(sizeof(struct ctl_kafka_offsets) == SL_CACHELINE,
+               "one partition's published offsets per cache line");
 
 bool ctl_kafka_topic_name_valid(const char *name, uint32_t len)
 {

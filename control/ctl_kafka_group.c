@@ -784,34 +784,60 @@ static void offset_fetch(struct ctl_plane *cp, struct ctl_kafka_gcall *c, struct
 }
 
 /* InitProducerId: ids come from a high-water mark in the metadata log,
- * reserved a block at a time so a burst of producers costs one fdatasync,
- * and an id is answered only once a record covering it is durable: after a
- * crash ids start at the mark and are never issued twice. */
+ * reserved a block at a time so a burst of producers costs one record and
+ * one fdatasync, and an id is answered only once a record covering it is
+ * durable: after a crash ids start at the mark and are never issued twice.
+ * Requests for ids inside the block whose record is on its way wait for
+ * it (parked on the last reservation) instead of writing a record each. */
 #define PRODUCER_ID_BLOCK 1000
 
-static int64_t producer_id_next = -1, producer_id_durable;
+/* next id to hand out; below durable: covered by a durable record; below
+ * reserving: covered by a record on its way (the last one: pid_last) */
+static int64_t producer_id_next = -1, producer_id_durable, producer_id_reserving;
+
+struct pid_waiter {
+        struct parked p;
+        struct pid_waiter *next;
+};
 
 struct pid_op {
-        struct parked p;
         int64_t hwm;
+        struct pid_waiter *first, **last; /* answered when hwm is durable */
 };
+
+static struct pid_op *pid_last;
+
+static void pid_fail(struct ctl_kafka_gcall *c)
+{
+        kafka_val_set_int16(c->resp->root, KAFKA_INIT_PRODUCER_ID_RESP_ERROR_CODE, GERR_UNKNOWN);
+        kafka_val_set_int64(c->resp->root, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_ID, -1);
+        kafka_val_set_int16(c->resp->root, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_EPOCH, -1);
+}
 
 static void pid_reserved(void *ctx, int res)
 {
         struct pid_op *op = ctx;
-        struct ctl_kafka_gcall *c = op->p.call;
         if (res == 0) {
                 if (op->hwm > producer_id_durable)
                         producer_id_durable = op->hwm;
         } else {
                 sl_log(SL_LOG_ERROR, "kafka: producer id reservation not durable: %s",
                        strerror(-res));
-                kafka_val_set_int16(c->resp->root, KAFKA_INIT_PRODUCER_ID_RESP_ERROR_CODE,
-                                    GERR_UNKNOWN);
-                kafka_val_set_int64(c->resp->root, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_ID, -1);
-                kafka_val_set_int16(c->resp->root, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_EPOCH, -1);
         }
-        reply(ctl_kafka_plane(), &op->p);
+        if (pid_last == op) {
+                pid_last = NULL;
+                /* a failed block is skipped, never reused: its ids may have
+                 * been answered with errors only, but the next request
+                 * reserves again past it */
+                producer_id_reserving = SL_MAX(producer_id_durable, producer_id_next);
+        }
+        for (struct pid_waiter *w = op->first, *next; w; w = next) {
+                next = w->next;
+                if (res != 0)
+                        pid_fail(w->p.call);
+                reply(ctl_kafka_plane(), &w->p);
+                free(w);
+        }
         free(op);
         commits_pending--;
 }
@@ -823,7 +849,8 @@ static void init_producer_id(struct ctl_plane *cp, struct ctl_kafka_gcall *c, st
         struct kafka_val *rt = c->resp->root;
         struct meta_log *meta = ctl_kafka_meta();
         if (producer_id_next < 0)
-                producer_id_next = producer_id_durable = meta_producer_id_hwm(meta);
+                producer_id_next = producer_id_durable = producer_id_reserving =
+                    meta_producer_id_hwm(meta);
         if (kafka_val_get_str(rq, KAFKA_INIT_PRODUCER_ID_REQ_TRANSACTIONAL_ID).len >= 0) {
                 /* Transactions are not advertised. */
                 kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_ERROR_CODE, 53);
@@ -842,24 +869,35 @@ static void init_producer_id(struct ctl_plane *cp, struct ctl_kafka_gcall *c, st
                 reply(cp, &pk);
                 return;
         }
-        /* Past the durable mark: reserve the next block (or wait for the
-         * reservation already on its way: callbacks run in record order,
-         * so a repeat of the same mark is durable no earlier). */
-        int64_t hwm = SL_MAX(meta_producer_id_hwm(meta), id + 1);
-        if (hwm <= id + 1)
-                hwm = id + PRODUCER_ID_BLOCK;
-        struct pid_op *op = calloc(1, sizeof(*op));
-        if (!op || meta_producer_id_reserve(meta, hwm, pid_reserved, op) != 0) {
-                free(op);
-                producer_id_next--;
-                kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_ERROR_CODE, GERR_UNKNOWN);
-                kafka_val_set_int64(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_ID, -1);
-                kafka_val_set_int16(rt, KAFKA_INIT_PRODUCER_ID_RESP_PRODUCER_EPOCH, -1);
+        struct pid_waiter *w = calloc(1, sizeof(*w));
+        if (!w) {
+                pid_fail(c);
                 reply(cp, &pk);
                 return;
         }
-        op->p = pk;
+        w->p = pk;
+        if (id < producer_id_reserving && pid_last) {
+                /* Records are durable in order: the last one on its way
+                 * covers this id. */
+                *pid_last->last = w;
+                pid_last->last = &w->next;
+                return;
+        }
+        /* Past every reservation: the next block. */
+        int64_t hwm = SL_MAX(meta_producer_id_hwm(meta), id + PRODUCER_ID_BLOCK);
+        struct pid_op *op = calloc(1, sizeof(*op));
+        if (!op || meta_producer_id_reserve(meta, hwm, pid_reserved, op) != 0) {
+                free(op);
+                free(w);
+                pid_fail(c);
+                reply(cp, &pk);
+                return;
+        }
         op->hwm = hwm;
+        op->first = w;
+        op->last = &w->next;
+        pid_last = op;
+        producer_id_reserving = hwm;
         commits_pending++;
 }
 

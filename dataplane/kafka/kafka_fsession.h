@@ -12,6 +12,10 @@
  * connection here, freed with it). */
 #define KAFKA_FSESSION_PARTS_MAX  1000
 #define KAFKA_FSESSION_TOPICS_MAX 256
+/* Open-addressing indexes (entry index + 1, 0 = empty): powers of two more
+ * than twice the bounds, so a probe stays short. */
+#define KAFKA_FSESSION_PART_SLOTS  2048
+#define KAFKA_FSESSION_TOPIC_SLOTS 512
 
 struct kafka_fsess_topic {
         uint8_t uuid[16];
@@ -35,6 +39,10 @@ struct kafka_fsession {
         uint32_t topics_cap, parts_cap;
         struct kafka_fsess_topic *topics;
         struct kafka_fsess_part *parts;
+        /* (topic index, partition) -> parts index + 1; topic id -> topics
+         * index + 1: an upsert or forget is one probe, not a scan */
+        uint16_t part_slots[KAFKA_FSESSION_PART_SLOTS];
+        uint16_t topic_slots[KAFKA_FSESSION_TOPIC_SLOTS];
 };
 
 /* NULL when out of memory. */

@@ -18,6 +18,7 @@
 /* Bytes one disk read asks for (more than any fetch takes): the rest serves
  * the partition's next fetches from the reader's cache. */
 #define KAFKA_READ_AHEAD_BYTES (4u << 20)
+#define KAFKA_READ_AHEAD_DEPTH 2 /* caches read ahead of a sequential consumer */
 #define KAFKA_WAITERS          1024
 
 /* Kafka error codes used here. */

@@ -202,15 +202,18 @@ static bool append_run(struct kafka_worker *kw, struct kafka_pop *p, struct kafk
 
 /* ---- reads ---------------------------------------------------------------- */
 
-/* Copies whole batches from `src` (len bytes of whole batches) into p's
- * buffer: from the batch holding p->offset, below hw, up to p->max (KIP-74:
- * the first batch even when larger; cut at p->cap, as a client skips a
- * partial last batch). Returns the bytes copied (and where in src they
- * end); 0 when src does not hold p->offset. */
-static uint32_t batches_copy(struct kafka_pop *p, const uint8_t *src, uint32_t len, int64_t hw,
-                             uint32_t *end)
+/* Copies whole batches from `src` (len bytes of whole batches) to
+ * p->dest + p->got: from the batch holding `from`, below hw, up to p->max
+ * (KIP-74: the first batch of the answer even when larger; cut at p->cap,
+ * as a client skips a partial last batch). Adds to p->got and returns the
+ * bytes copied (and where in src they end); 0 when src does not hold
+ * `from` or nothing more fits. */
+static uint32_t batches_copy(struct kafka_pop *p, int64_t from, const uint8_t *src, uint32_t len,
+                             int64_t hw, uint32_t *end)
 {
         uint32_t pos = 0, start = UINT32_MAX, got = 0;
+        uint32_t max = p->max > p->got ? p->max - p->got : 0;
+        uint32_t cap = p->cap - p->got;
         while (pos + LOG_BATCH_HEADER_BYTES <= len) {
                 const uint8_t *b = src + pos;
                 uint32_t blen = log_batch_len(b);
@@ -218,21 +221,28 @@ static uint32_t batches_copy(struct kafka_pop *p, const uint8_t *src, uint32_t l
                 if (blen < LOG_BATCH_HEADER_BYTES || blen > len - pos || base >= hw)
                         break;
                 if (start == UINT32_MAX) {
-                        if (base + log_batch_last_delta(b) >= p->offset)
-                                start = pos;
-                } else if (got + blen > p->max || got + blen > p->cap) {
+                        if (base + log_batch_last_delta(b) < from) {
+                                pos += blen;
+                                continue;
+                        }
+                        start = pos;
+                        /* Past the answer's first batch, a batch is whole
+                         * and within max_bytes or not sent. */
+                        if (p->got && (blen > max || blen > cap))
+                                return 0;
+                } else if (got + blen > max || got + blen > cap) {
                         break;
                 }
-                if (start != UINT32_MAX)
-                        got += blen;
+                got += blen;
                 pos += blen;
         }
         if (start == UINT32_MAX)
                 return 0;
-        got = SL_MIN(got, p->cap);
+        got = SL_MIN(got, cap);
         if (end)
                 *end = start + got;
-        memcpy(p->dest, src + start, got);
+        memcpy(p->dest + p->got, src + start, got);
+        p->got += got;
         return got;
 }
 
@@ -264,83 +274,122 @@ static struct kafka_reader *reader_pick(struct kafka_worker *kw);
 static void read_cb(struct log_read *lr, int res);
 static void read_finish(struct kafka_reader *rd, int res);
 
-/* Sequential consumers: once a fetch has been answered from the last part
- * of a cache, the range after it is read now, so the consumer's next fetch
- * finds it in memory (or joins the read in flight) instead of waiting for
- * the disk. Only with a second reader free, so read-ahead never takes the
- * last reader from a fetch. */
+/* The reader that has `offset` of partition `pid` in its cache (whole
+ * batches) or is reading ahead from exactly there; NULL if none. */
+static struct kafka_reader *reader_holding(struct kafka_worker *kw, uint32_t pid, int64_t offset)
+{
+        for (int i = 0; i < KAFKA_READERS; i++) {
+                struct kafka_reader *rd = &kw->readers[i];
+                if ((rd->busy && rd->ahead_pid == pid && rd->ahead_offset == offset) ||
+                    (!rd->busy && rd->cache_pid == pid && rd->cache_first <= offset &&
+                     offset <= rd->cache_last))
+                        return rd;
+        }
+        return NULL;
+}
+
+/* A free reader for a read-ahead of partition pid whose consumer is at
+ * `offset`: never one caching what that consumer has still to read (it
+ * would be read again), else as reader_pick. */
+static struct kafka_reader *reader_pick_ahead(struct kafka_worker *kw, uint32_t pid, int64_t offset)
+{
+        struct kafka_reader *rd = NULL;
+        uint32_t free_readers = 0;
+        for (int i = 0; i < KAFKA_READERS; i++) {
+                struct kafka_reader *c = &kw->readers[i];
+                if (c->busy)
+                        continue;
+                free_readers++;
+                if (c->cache_pid == pid && c->cache_last >= offset)
+                        continue;
+                if (!rd || (rd->cache_pid != UINT32_MAX &&
+                            (c->cache_pid == UINT32_MAX || c->cache_used < rd->cache_used)))
+                        rd = c;
+        }
+        /* Only with a second reader free, so read-ahead never takes the
+         * last reader from a fetch. */
+        return free_readers >= 2 ? rd : NULL;
+}
+
+/* Sequential consumers: while a consumer reads a partition from a cache,
+ * the next KAFKA_READ_AHEAD_DEPTH ranges after it are read (or being read),
+ * so its next fetches find them in memory instead of waiting for the disk:
+ * one 4 MiB read takes longer than the few fetches a consumer needs to go
+ * through a cache (measured: most cache changes waited for the read when
+ * the read started only in the cache's second half). */
 static void read_ahead(struct kafka_worker *kw, struct kafka_part *kp, struct kafka_reader *from,
                        const struct kafka_pop *p)
 {
+        int64_t hw = log_high_watermark(kp->log);
         int64_t next = from->cache_last + 1;
-        if (next >= log_high_watermark(kp->log))
+        for (int depth = 0; depth < KAFKA_READ_AHEAD_DEPTH; depth++) {
+                if (next >= hw)
+                        return;
+                struct kafka_reader *have = reader_holding(kw, p->pid, next);
+                if (have && have->busy)
+                        return; /* being read: where it ends is not known yet */
+                if (have) {
+                        next = have->cache_last + 1;
+                        continue;
+                }
+                struct kafka_reader *rd = reader_pick_ahead(kw, p->pid, p->offset);
+                if (!rd)
+                        return;
+                rd->busy = true;
+                rd->pop = NULL;
+                rd->cache_pid = UINT32_MAX;
+                rd->ahead_pid = p->pid;
+                rd->ahead_offset = next;
+                atomic_fetch_add_explicit(&kw->fetch_reads_ahead, 1, memory_order_relaxed);
+                memset(&rd->lr, 0, sizeof(rd->lr));
+                rd->lr.offset = next;
+                rd->lr.max_bytes = rd->cap;
+                rd->lr.buf = rd->buf;
+                rd->lr.buf_cap = rd->cap;
+                rd->lr.cb = read_cb;
+                rd->lr.ctx = rd;
+                int rc = log_read_submit(kp->log, &rd->lr);
+                if (rc != 0)
+                        read_finish(rd, rc); /* answered from memory (bytes) or failed */
                 return;
-        uint32_t free_readers = 0;
-        for (int i = 0; i < KAFKA_READERS; i++) {
-                const struct kafka_reader *rd = &kw->readers[i];
-                if ((rd->busy && rd->ahead_pid == p->pid && rd->ahead_offset == next) ||
-                    (!rd->busy && rd->cache_pid == p->pid && rd->cache_first <= next &&
-                     next <= rd->cache_last))
-                        return; /* already read or being read */
-                free_readers += !rd->busy;
         }
-        if (free_readers < 2)
-                return;
-        struct kafka_reader *rd = reader_pick(kw);
-        /* never evict the cache the consumer is still reading */
-        if (!rd || rd == from)
-                return;
-        rd->busy = true;
-        rd->pop = NULL;
-        rd->cache_pid = UINT32_MAX;
-        rd->ahead_pid = p->pid;
-        rd->ahead_offset = next;
-        atomic_fetch_add_explicit(&kw->fetch_reads_ahead, 1, memory_order_relaxed);
-        memset(&rd->lr, 0, sizeof(rd->lr));
-        rd->lr.offset = next;
-        rd->lr.max_bytes = rd->cap;
-        rd->lr.buf = rd->buf;
-        rd->lr.buf_cap = rd->cap;
-        rd->lr.cb = read_cb;
-        rd->lr.ctx = rd;
-        int rc = log_read_submit(kp->log, &rd->lr);
-        if (rc != 0)
-                read_finish(rd, rc); /* answered from memory (bytes) or failed */
 }
 
 /* A fetch for exactly where a read-ahead in flight starts waits for it. */
 static bool read_join_ahead(struct kafka_worker *kw, struct kafka_pop *p)
 {
-        for (int i = 0; i < KAFKA_READERS; i++) {
-                struct kafka_reader *rd = &kw->readers[i];
-                if (rd->busy && !rd->pop && rd->ahead_pid == p->pid &&
-                    rd->ahead_offset == p->offset) {
-                        rd->pop = p;
-                        return true;
-                }
-        }
-        return false;
+        struct kafka_reader *rd = reader_holding(kw, p->pid, p->offset);
+        if (!rd || !rd->busy || rd->pop)
+                return false;
+        rd->pop = p;
+        return true;
 }
 
+/* Answers from the caches: the one holding p->offset, then, while the
+ * answer has room, the caches that continue it, so a cache's end does not
+ * cut an answer short (one more round trip per cache otherwise). */
 static bool read_from_cache(struct kafka_worker *kw, struct kafka_pop *p, struct kafka_part *kp)
 {
-        for (int i = 0; i < KAFKA_READERS; i++) {
-                struct kafka_reader *rd = &kw->readers[i];
-                if (rd->busy || rd->cache_pid != p->pid || p->offset < rd->cache_first ||
-                    p->offset > rd->cache_last)
-                        continue;
-                uint32_t end = 0;
-                p->got = batches_copy(p, rd->cache, rd->cache_len, p->hw, &end);
-                if (!p->got)
-                        return false;
-                rd->cache_used = ++kw->read_clock;
-                atomic_fetch_add_explicit(&kw->fetch_reads_cache, 1, memory_order_relaxed);
-                if (end >= rd->cache_len / 2) /* the consumer is into the second half */
-                        read_ahead(kw, kp, rd, p);
-                owner_done(kw, p);
-                return true;
+        struct kafka_reader *rd = reader_holding(kw, p->pid, p->offset);
+        if (!rd || rd->busy)
+                return false;
+        uint32_t end = 0;
+        if (!batches_copy(p, p->offset, rd->cache, rd->cache_len, p->hw, &end))
+                return false;
+        rd->cache_used = ++kw->read_clock;
+        atomic_fetch_add_explicit(&kw->fetch_reads_cache, 1, memory_order_relaxed);
+        struct kafka_reader *last = rd;
+        while (end == last->cache_len && p->got < SL_MIN(p->max, p->cap)) {
+                struct kafka_reader *nx = reader_holding(kw, p->pid, last->cache_last + 1);
+                if (!nx || nx->busy ||
+                    !batches_copy(p, last->cache_last + 1, nx->cache, nx->cache_len, p->hw, &end))
+                        break;
+                nx->cache_used = ++kw->read_clock;
+                last = nx;
         }
-        return false;
+        read_ahead(kw, kp, last, p);
+        owner_done(kw, p);
+        return true;
 }
 
 /* The partition's cached reads are no longer valid (dropped, rewound). */
@@ -399,13 +448,17 @@ static void read_finish(struct kafka_reader *rd, int res)
                 uint32_t n = rd->lr.data_len;
                 if (rd->lr.hw > p->hw)
                         p->hw = rd->lr.hw;
-                p->got = batches_copy(p, d, n, p->hw, NULL);
+                p->got = 0;
+                batches_copy(p, p->offset, d, n, p->hw, NULL);
                 atomic_fetch_add_explicit(&kw->fetch_reads_disk, 1, memory_order_relaxed);
                 /* Keep what was read ahead for the next fetches. */
                 cache_keep(kw, rd, p->pid);
         }
         rd->busy = false;
         rd->pop = NULL;
+        struct kafka_part *kp = p->pid < CTL_KAFKA_PIDS_MAX ? kw->parts[p->pid] : NULL;
+        if (kp && res > 0 && p->op != KAFKA_POP_OFFSET && rd->cache_pid == p->pid)
+                read_ahead(kw, kp, rd, p); /* the consumer is reading this cache now */
         owner_done(kw, p);
 }
 

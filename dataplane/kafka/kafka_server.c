@@ -37,7 +37,7 @@ struct kafka_api_range {
         int16_t key, min, max;
 };
 
-#define KAFKA_API_ROW(k, lo, hi) {k, lo, hi},
+#define KAFKA_API_ROW(k, lo, hi, fn) {k, lo, hi},
 static const struct kafka_api_range kafka_api_table[] = {KAFKA_ADVERTISED(KAFKA_API_ROW)};
 #define KAFKA_API_COUNT (sizeof(kafka_api_table) / sizeof(kafka_api_table[0]))
 
@@ -1107,28 +1107,36 @@ static int16_t fsession_apply(struct kafka_worker *kw, struct kafka_fsession *fs
 
 /* The session's partitions as a request topic array in the arena, so the
  * reads run exactly as for a full request; r->fmap maps each to its
- * session entry. Names are copied: the snapshot may go before encoding. */
+ * session entry. Names are copied: the snapshot may go before encoding.
+ * Runs for every incremental fetch: partitions are grouped by topic with
+ * one counting pass (O(topics + partitions), not topics x partitions). */
 static bool fsession_topics(struct kafka_req *r, const struct kafka_fsession *fs)
 {
         struct kafka_msg tmp;
         if (kafka_msg_init(&tmp, &r->arena, KAFKA_API_FETCH, r->h.api_version, KAFKA_REQUEST))
                 return false;
         r->fmap = kafka_arena_alloc(&r->arena, sizeof(uint32_t) * (fs->nparts + 1));
-        uint32_t nt = 0;
-        for (uint32_t ti = 0; ti < fs->ntopics; ti++)
-                for (uint32_t k = 0; k < fs->nparts; k++)
-                        if (fs->parts[k].topic == ti) {
-                                nt++;
-                                break;
-                        }
-        if (!r->fmap ||
-            (!kafka_val_array_init(&r->arena, tmp.root, KAFKA_FETCH_REQ_TOPICS, (int32_t)nt) && nt))
+        if (!r->fmap)
                 return false;
-        uint32_t i = 0, m = 0;
+        /* first[ti]: where topic ti's partitions start in fmap (session
+         * order within a topic, topics in session order) */
+        uint32_t first[KAFKA_FSESSION_TOPICS_MAX + 1] = {0};
+        for (uint32_t k = 0; k < fs->nparts; k++)
+                first[fs->parts[k].topic + 1]++;
+        uint32_t nt = 0;
         for (uint32_t ti = 0; ti < fs->ntopics; ti++) {
-                int32_t np = 0;
-                for (uint32_t k = 0; k < fs->nparts; k++)
-                        np += fs->parts[k].topic == ti;
+                nt += first[ti + 1] != 0;
+                first[ti + 1] += first[ti];
+        }
+        uint32_t fill[KAFKA_FSESSION_TOPICS_MAX];
+        memcpy(fill, first, sizeof(fill[0]) * fs->ntopics);
+        for (uint32_t k = 0; k < fs->nparts; k++)
+                r->fmap[fill[fs->parts[k].topic]++] = k;
+        if (!kafka_val_array_init(&r->arena, tmp.root, KAFKA_FETCH_REQ_TOPICS, (int32_t)nt) && nt)
+                return false;
+        uint32_t i = 0;
+        for (uint32_t ti = 0; ti < fs->ntopics; ti++) {
+                int32_t np = (int32_t)(first[ti + 1] - first[ti]);
                 if (!np)
                         continue;
                 const struct kafka_fsess_topic *st = &fs->topics[ti];
@@ -1143,13 +1151,11 @@ static bool fsession_topics(struct kafka_req *r, const struct kafka_fsession *fs
                 kafka_val_set_str(te, KAFKA_FETCH_REQ_TOPICS_TOPIC, uuid + 16, st->name_len);
                 if (!kafka_val_array_init(&r->arena, te, KAFKA_FETCH_REQ_TOPICS_PARTITIONS, np))
                         return false;
-                int32_t j = 0;
-                for (uint32_t k = 0; k < fs->nparts; k++) {
-                        const struct kafka_fsess_part *sp = &fs->parts[k];
-                        if (sp->topic != ti)
-                                continue;
+                for (int32_t j = 0; j < np; j++) {
+                        const struct kafka_fsess_part *sp =
+                            &fs->parts[r->fmap[first[ti] + (uint32_t)j]];
                         struct kafka_val *pe = kafka_val_array_elem(
-                            kafka_val_array(te, KAFKA_FETCH_REQ_TOPICS_PARTITIONS), j++);
+                            kafka_val_array(te, KAFKA_FETCH_REQ_TOPICS_PARTITIONS), j);
                         kafka_val_set_int32(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION,
                                             sp->partition);
                         kafka_val_set_int64(pe, KAFKA_FETCH_REQ_TOPICS_PARTITIONS_FETCH_OFFSET,
@@ -1157,7 +1163,6 @@ static bool fsession_topics(struct kafka_req *r, const struct kafka_fsession *fs
                         kafka_val_set_int32(pe,
                                             KAFKA_FETCH_REQ_TOPICS_PARTITIONS_PARTITION_MAX_BYTES,
                                             sp->max_bytes);
-                        r->fmap[m++] = k;
                 }
         }
         r->ftopics = kafka_val_array(tmp.root, KAFKA_FETCH_REQ_TOPICS);
@@ -1620,31 +1625,10 @@ fail:
         kafka_req_done(kw, r);
 }
 
-/* One handler per advertised API (kafka_apis.h): the group APIs,
- * InitProducerId and CreatePartitions go to the control thread. */
+/* One handler per advertised API, from the same table (kafka_apis.h). */
 typedef void (*kafka_handler_fn)(struct kafka_worker *kw, struct kafka_req *r);
-static const kafka_handler_fn kafka_handlers[] = {
-    [KAFKA_API_API_VERSIONS] = handle_api_versions,
-    [KAFKA_API_METADATA] = handle_metadata,
-    [KAFKA_API_CREATE_TOPICS] = handle_create_topics,
-    [KAFKA_API_PRODUCE] = handle_produce,
-    [KAFKA_API_LIST_OFFSETS] = handle_list_offsets,
-    [KAFKA_API_FETCH] = handle_fetch,
-    [KAFKA_API_FIND_COORDINATOR] = handle_find_coordinator,
-    [KAFKA_API_DESCRIBE_CONFIGS] = handle_describe_configs,
-    [KAFKA_API_DELETE_TOPICS] = handle_delete_topics,
-    [KAFKA_API_JOIN_GROUP] = handle_group,
-    [KAFKA_API_SYNC_GROUP] = handle_group,
-    [KAFKA_API_HEARTBEAT] = handle_group,
-    [KAFKA_API_LEAVE_GROUP] = handle_group,
-    [KAFKA_API_OFFSET_COMMIT] = handle_group,
-    [KAFKA_API_OFFSET_FETCH] = handle_group,
-    [KAFKA_API_LIST_GROUPS] = handle_group,
-    [KAFKA_API_DESCRIBE_GROUPS] = handle_group,
-    [KAFKA_API_INIT_PRODUCER_ID] = handle_group,
-    [KAFKA_API_DELETE_GROUPS] = handle_group,
-    [KAFKA_API_CREATE_PARTITIONS] = handle_group,
-};
+#define KAFKA_API_HANDLER(k, lo, hi, fn) [k] = fn,
+static const kafka_handler_fn kafka_handlers[] = {KAFKA_ADVERTISED(KAFKA_API_HANDLER)};
 
 /* Runs a request's handler; it is re-entered each time its last pending
  * partition operation completes. */

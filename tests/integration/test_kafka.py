@@ -770,6 +770,7 @@ import sys, time
 from confluent_kafka import Producer, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 b, n = sys.argv[1], int(sys.argv[2])
+fetch = int(sys.argv[3]) if len(sys.argv) > 3 else 65536
 a = AdminClient({'bootstrap.servers': b})
 for t, f in a.create_topics([NewTopic('rp', num_partitions=1, replication_factor=1)]).items():
     f.result(30)
@@ -782,9 +783,9 @@ for i in range(n):
 assert p.flush(60) == 0
 # Small fetches: many per disk read, so the read-ahead cache must answer.
 c = Consumer({'bootstrap.servers': b, 'group.id': 'rp', 'fetch.wait.max.ms': 100,
-              'max.partition.fetch.bytes': 65536, 'fetch.max.bytes': 65536,
+              'max.partition.fetch.bytes': fetch, 'fetch.max.bytes': fetch,
               'message.max.bytes': 65536,
-              'queued.max.messages.kbytes': 1024})
+              'queued.max.messages.kbytes': max(1024, 2 * fetch // 1024)})
 c.assign([TopicPartition('rp', 0, 0)])
 want = 0
 deadline = time.time() + 60
@@ -819,3 +820,18 @@ def test_fetch_reads_from_memory_cache_and_disk(make_sluiced):
     assert cache > 4 * (disk + ahead), (disk, cache, mem, ahead)
     # The second 4 MiB was read before the consumer asked for it.
     assert ahead >= 1, (disk, cache, mem, ahead)
+
+
+def test_fetch_large_answers_across_read_ahead_caches(make_sluiced):
+    """The same 12 MB read with 1 MiB fetches: answers start in one 4 MiB
+    cache and run on into the next one read ahead (two deep), and none may
+    lose, repeat or reorder a record at those seams."""
+    s = start(make_sluiced)
+    out = run_py(READ_PATHS, bootstrap(s), "12000", str(1 << 20))
+    assert out.startswith(b"ok"), out
+    disk = s.metric_sum("sluice_kafka_fetch_reads_disk_total")
+    cache = s.metric_sum("sluice_kafka_fetch_reads_cache_total")
+    ahead = s.metric_sum("sluice_kafka_fetch_reads_ahead_total")
+    print("reads: disk", disk, "cache", cache, "ahead", ahead)
+    # 12 MB is three caches: the first read by a fetch, the others ahead.
+    assert ahead >= 2 and cache > 0, (disk, cache, ahead)

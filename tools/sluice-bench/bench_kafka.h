@@ -17,6 +17,7 @@ enum bench_kafka_mode {
 enum bench_sys_mode {
         BENCH_SYS_LOOPBACK, /* a plain TCP socket pair over 127.0.0.1: bytes/s */
         BENCH_SYS_FSYNC,    /* write(size) + fdatasync in a loop on a file in --dir */
+        BENCH_SYS_DREAD,    /* 4 MiB O_DIRECT reads, -n files/threads in --dir: bytes/s */
 };
 
 /* For tests/fuzz: parses one response frame (after its 4-byte size: the

@@ -132,7 +132,110 @@ static int fsync_loop(const struct bench_opts *o, struct bench_result *res)
         return 0;
 }
 
+/* What consume can get from this disk when the data is no longer in the
+ * broker's memory: sluiced's Kafka readers read a partition 4 MiB at a time
+ * with O_DIRECT, one read in flight per partition. Here one file per
+ * reader thread (-n; kafka.sh passes 2, its two partitions) is written
+ * (untimed, O_DIRECT, then fdatasync), then read from the start over and
+ * over for --duration seconds in 4 MiB O_DIRECT reads. */
+#define DREAD_FILE_BYTES  (256ull << 20)
+#define DREAD_CHUNK_BYTES (4u << 20)
+
+struct dreader {
+        int fd;
+        uint64_t stop_ns;
+        uint64_t bytes;
+        int err;
+};
+
+static void *dread_loop(void *arg)
+{
+        struct dreader *d = arg;
+        uint8_t *buf = aligned_alloc(4096, DREAD_CHUNK_BYTES);
+        if (!buf) {
+                d->err = ENOMEM;
+                return NULL;
+        }
+        uint64_t off = 0;
+        while (bench_now_ns() < d->stop_ns) {
+                ssize_t k = pread(d->fd, buf, DREAD_CHUNK_BYTES, (off_t)off);
+                if (k <= 0) {
+                        d->err = k < 0 ? errno : EIO;
+                        break;
+                }
+                d->bytes += (uint64_t)k;
+                off = off + (uint64_t)k >= DREAD_FILE_BYTES ? 0 : off + (uint64_t)k;
+        }
+        free(buf);
+        return NULL;
+}
+
+static int dread(const struct bench_opts *o, struct bench_result *res)
+{
+        if (!o->dir)
+                return bench_fail("sys dread needs --dir DIR (on the broker's disk)");
+        unsigned n = o->fanout ? o->fanout : 1;
+        if (n > 16)
+                return bench_fail("sys dread: -n at most 16");
+        struct dreader d[16] = {0};
+        pthread_t th[16];
+        uint8_t *buf = aligned_alloc(4096, DREAD_CHUNK_BYTES);
+        if (!buf)
+                return bench_fail("out of memory");
+        memset(buf, 0x5a, DREAD_CHUNK_BYTES);
+        int rc = 0;
+        unsigned opened = 0;
+        for (; opened < n && !rc; opened++) {
+                char path[4096];
+                snprintf(path, sizeof(path), "%s/sluice-bench-dread.%d.%u", o->dir, (int)getpid(),
+                         opened);
+                d[opened].fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0644);
+                if (d[opened].fd < 0) {
+                        rc = bench_fail("%s: %s", path, strerror(errno));
+                        break;
+                }
+                unlink(path);
+                for (uint64_t off = 0; off < DREAD_FILE_BYTES && !rc; off += DREAD_CHUNK_BYTES)
+                        if (pwrite(d[opened].fd, buf, DREAD_CHUNK_BYTES, (off_t)off) !=
+                            (ssize_t)DREAD_CHUNK_BYTES)
+                                rc = bench_fail("dread fill: %s", strerror(errno));
+                if (!rc && fdatasync(d[opened].fd) < 0)
+                        rc = bench_fail("dread fdatasync: %s", strerror(errno));
+        }
+        free(buf);
+        double cpu0 = bench_cpu_self_s();
+        uint64_t t0 = bench_now_ns();
+        unsigned started = 0;
+        for (; !rc && started < n; started++) {
+                d[started].stop_ns = t0 + (uint64_t)(o->duration_s * 1e9);
+                if (pthread_create(&th[started], NULL, dread_loop, &d[started]))
+                        rc = bench_fail("pthread_create failed");
+        }
+        uint64_t bytes = 0;
+        for (unsigned i = 0; i < started; i++) {
+                pthread_join(th[i], NULL);
+                bytes += d[i].bytes;
+                if (d[i].err && !rc)
+                        rc = bench_fail("dread: %s", strerror(d[i].err));
+        }
+        res->elapsed_s = (double)(bench_now_ns() - t0) / 1e9;
+        res->client_cpu_s = bench_cpu_self_s() - cpu0;
+        res->recv_msgs = bytes / o->size_bytes;
+        res->pub_msgs = res->recv_msgs; /* MB/s = bytes read per second */
+        for (unsigned i = 0; i < opened; i++)
+                if (d[i].fd > 0)
+                        close(d[i].fd);
+        return rc;
+}
+
 int bench_sys_run(const struct bench_opts *o, int mode, struct bench_result *res)
 {
-        return mode == BENCH_SYS_LOOPBACK ? loopback(o, res) : fsync_loop(o, res);
+        switch (mode) {
+        case BENCH_SYS_LOOPBACK:
+                return loopback(o, res);
+        case BENCH_SYS_DREAD:
+                return dread(o, res);
+        default:
+                return fsync_loop(o, res);
+        }
 }

@@ -48,6 +48,8 @@ static const struct bench_mode bench_modes[] = {
      "plain TCP socket pair on 127.0.0.1 (--size bytes per write)"},
     {"sys", "fsync", bench_sys_run, BENCH_SYS_FSYNC, false,
      "write(--window bytes) + fdatasync in a loop, in --dir"},
+    {"sys", "dread", bench_sys_run, BENCH_SYS_DREAD, true,
+     "-n threads each reading its own 256 MiB file in --dir, 4 MiB O_DIRECT reads"},
 };
 
 static void usage(FILE *f)

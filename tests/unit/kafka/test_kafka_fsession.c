@@ -58,6 +58,48 @@ static void test_bounds(void **state)
         kafka_fsession_free(fs);
 }
 
+/* The indexes: many topics and partitions (hash collisions included),
+ * every upsert of one already in finds its entry, a forget keeps the
+ * others' order and they stay found at their new places. */
+static void test_index_after_forget(void **state)
+{
+        (void)state;
+        struct kafka_fsession *fs = kafka_fsession_new(4);
+        uint8_t id[16] = {0};
+        const uint32_t topics = 200, per = 5;
+        for (uint32_t t = 0; t < topics; t++)
+                for (int32_t p = 0; p < (int32_t)per; p++) {
+                        memcpy(id, &t, sizeof(t));
+                        id[15] = 7;
+                        assert_int_equal(kafka_fsession_upsert(fs, id, "t", 1, p, t, 1),
+                                         (int)(t * per + (uint32_t)p));
+                }
+        /* drop topic 3's partition 2: everything after moves down by one */
+        uint32_t t3 = 3;
+        memcpy(id, &t3, sizeof(t3));
+        kafka_fsession_forget(fs, id, 2);
+        kafka_fsession_forget(fs, id, 2); /* absent: nothing happens */
+        assert_int_equal(fs->nparts, topics * per - 1);
+        uint32_t gone = 3 * per + 2;
+        for (uint32_t t = 0; t < topics; t++)
+                for (int32_t p = 0; p < (int32_t)per; p++) {
+                        uint32_t was = t * per + (uint32_t)p;
+                        if (was == gone)
+                                continue;
+                        memcpy(id, &t, sizeof(t));
+                        int want = (int)(was < gone ? was : was - 1);
+                        assert_int_equal(kafka_fsession_upsert(fs, id, "t", 1, p, 99, 2), want);
+                        assert_int_equal(fs->parts[want].partition, p);
+                        assert_int_equal(fs->parts[want].offset, 99);
+                }
+        assert_int_equal(fs->nparts, topics * per - 1);
+        /* and the forgotten one comes back at the end */
+        memcpy(id, &t3, sizeof(t3));
+        assert_int_equal(kafka_fsession_upsert(fs, id, "t", 1, 2, 0, 1), (int)(topics * per - 1));
+        assert_int_equal(fs->ntopics, topics);
+        kafka_fsession_free(fs);
+}
+
 static void test_news(void **state)
 {
         (void)state;
@@ -81,6 +123,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_upsert_and_forget),
             cmocka_unit_test(test_bounds),
+            cmocka_unit_test(test_index_after_forget),
             cmocka_unit_test(test_news),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
