@@ -533,7 +533,11 @@ static bool sync_due(struct log_partition *p, uint64_t now_ns)
                 return false;
         switch (p->cfg.durability) {
         case LOG_DURABILITY_FSYNC:
-                return true;
+                /* Only when it acks something: a batch written in several
+                 * pieces whose first piece completed alone would otherwise
+                 * cost an fdatasync that acks nothing, and the next one
+                 * would wait behind it. */
+                return !p->npend || p->pend[p->pend_head].s_end <= p->s_written;
         case LOG_DURABILITY_INTERVAL:
                 if (p->o->draining)
                         return true;
