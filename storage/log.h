@@ -44,12 +44,12 @@ struct log_config {
         uint64_t recovery_point_bytes; /* durable tail bytes between recovery points (0 = off) */
         /* Zero-fill the tail segment this far ahead of the appends (large
          * O_DIRECT writes of zeros off the hot path), so appends overwrite
-         * blocks already written and their fdatasync need not commit an
-         * extent conversion through the file system journal each time.
+         * blocks already written and their fdatasync need not write an
+         * extent conversion's metadata (a journal commit) each time.
          * 0 = off. Needs `preallocate`. */
         uint64_t zero_ahead_bytes;
         /* ... only while the partition's fdatasyncs cover less than this
-         * many bytes each (a moving average): above it the journal commit
+         * many bytes each (a moving average): above it the metadata write
          * is spread over enough data already, and the zeros' extra device
          * writes cost more than they save. 0 = no limit. */
         uint64_t zero_fill_max_sync_bytes;

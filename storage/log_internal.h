@@ -19,10 +19,10 @@
  * copies it. */
 #define LOG_IDX_CHUNK 1024
 #define LOG_WRITES    16 /* writes in flight per partition: the raw baseline peaks at QD16 */
-/* Largest zero-fill write: each one costs one extent conversion (one
- * journal commit in some fdatasync), and the fdatasync after it flushes its
- * bytes too: 8 MiB made that fdatasync's p90 5 ms here, 2 MiB still spreads
- * one commit over 128 fdatasyncs of 16 KiB. */
+/* Largest zero-fill write: each one costs one extent conversion (its
+ * metadata written by some fdatasync), and the fdatasync after it flushes
+ * its bytes too, so larger ones spread the conversion over more appends
+ * but make that one fdatasync slower. */
 #define LOG_ZERO_WRITE_BYTES (8u << 20)
 
 struct log_idx {
