@@ -492,13 +492,11 @@ static void recovery_point(struct log_partition *p)
         uint64_t size = d->s + d->len - ws->sbase;
         if (size <= t->rp_size)
                 return;
-        /* Only one index write per segment is in flight (the new one
-         * would be dropped): keep rp_size, so the next round retries
-         * instead of leaving the next crash up to twice the rescan. */
-        if (t->ix_buf[0] || t->ix_buf[1])
-                return;
-        t->rp_size = size;
-        log_seg_write_rp(p, t, size, d->last + 1);
+        /* Busy (one index write per segment at a time): rp_size stays, so
+         * the next round retries instead of leaving the next crash up to
+         * twice the rescan. */
+        if (log_seg_write_rp(p, t, size, d->last + 1) == 0)
+                t->rp_size = size;
 }
 
 static void sync_done(struct log_io_req *req, int res)

@@ -56,6 +56,9 @@ struct log_seg {
         struct log_io_req ix_req[2];
         void *ix_buf[2];
         int ix_fd[2];
+        /* The complete index was asked for while a recovery point's was in
+         * flight: it is written when that one finishes. */
+        bool ix_full_pending;
         struct log_io_req unlink_req[3];
         char unlink_name[3][40];
 };
@@ -182,8 +185,12 @@ static inline struct log_idx *log_seg_idx(const struct log_seg *s, uint32_t i)
 int log_seg_idx_push(struct log_seg *s, uint32_t rel, uint32_t pos, int64_t ts_before);
 /* Make sure at least `room` more entries fit without allocating. */
 int log_seg_idx_reserve(struct log_seg *s, uint32_t room);
+/* A sealed segment's complete index, once its data is durable; when an
+ * index write of the segment is still in flight it follows that one. */
 void log_seg_write_index(struct log_partition *p, struct log_seg *s);
-void log_seg_write_rp(struct log_partition *p, struct log_seg *s, uint64_t size, int64_t next);
+/* A recovery point for the tail. -EBUSY while an index write of the
+ * segment is in flight (retry at a later sync round), -ENOMEM, or 0. */
+int log_seg_write_rp(struct log_partition *p, struct log_seg *s, uint64_t size, int64_t next);
 void log_seg_write_index_sync(struct log_partition *p, struct log_seg *s, bool durable);
 int log_segs_push(struct log_partition *p, struct log_seg *s);
 

@@ -172,6 +172,12 @@ static void ix_step(struct log_seg *s, int i, struct log_io_req *req, int res)
         s->ix_fd[i] = -1;
         free(s->ix_buf[i]);
         s->ix_buf[i] = NULL;
+        if (s->ix_full_pending && !s->ix_buf[0] && !s->ix_buf[1]) {
+                /* before the put below: the new write holds its own refs */
+                s->ix_full_pending = false;
+                if (!s->deleted)
+                        log_seg_write_index(s->p, s);
+        }
         log_seg_put(s);
 }
 
@@ -185,16 +191,21 @@ static void ix1_step(struct log_io_req *req, int res)
         ix_step(SL_CONTAINER_OF(req, struct log_seg, ix_req[1]), 1, req, res);
 }
 
-static void write_index_async(struct log_partition *p, struct log_seg *s, const struct ix_cut *c)
+/* Both files of one index, or -EBUSY while the last ones are in flight (a
+ * later write of the same file must not race it), or -ENOMEM. */
+static int write_index_async(struct log_partition *p, struct log_seg *s, const struct ix_cut *c)
 {
         struct log_io *io = p->o->io;
         if (s->ix_buf[0] || s->ix_buf[1])
-                return; /* one in flight: a hint, the next open rescans */
+                return -EBUSY;
+        int rc = 0;
         for (int i = 0; i < 2; i++) {
                 uint8_t *b;
                 size_t n = idx_encode(s, c, i, &b);
-                if (!n)
+                if (!n) {
+                        rc = -ENOMEM; /* a lost index is rebuilt at open */
                         continue;
+                }
                 s->ix_buf[i] = b;
                 s->refs++;
                 /* no openat on the worker: the create runs in the ring too */
@@ -208,22 +219,23 @@ static void write_index_async(struct log_partition *p, struct log_seg *s, const 
                                                    .cb = i == 0 ? ix0_step : ix1_step};
                 log_io_submit(io, &s->ix_req[i]);
         }
+        return rc;
 }
 
-/* Once a sealed segment is durable: its complete index. */
 void log_seg_write_index(struct log_partition *p, struct log_seg *s)
 {
         struct ix_cut c = {.size = s->size, .next = s->next, .max_ts = s->max_ts};
-        write_index_async(p, s, &c);
+        if (write_index_async(p, s, &c) == -EBUSY)
+                s->ix_full_pending = true; /* ix_step writes it next */
 }
 
 /* A recovery point for the tail: everything up to `size` (a batch boundary
  * covered by a completed fdatasync) is durable. max_ts is the segment's so
  * far, an upper bound. */
-void log_seg_write_rp(struct log_partition *p, struct log_seg *s, uint64_t size, int64_t next)
+int log_seg_write_rp(struct log_partition *p, struct log_seg *s, uint64_t size, int64_t next)
 {
         struct ix_cut c = {.size = size, .next = next, .max_ts = s->max_ts};
-        write_index_async(p, s, &c);
+        return write_index_async(p, s, &c);
 }
 
 static int read_file(int dirfd, const char *name, uint8_t **out, size_t *len)

@@ -856,6 +856,58 @@ static void test_zero_fill_never_overlaps_appends(void **state)
         }
 }
 
+/* Every sealed segment gets its complete index, even when its last
+ * recovery point's index write was still in flight when it was sealed (one
+ * index write per segment at a time: the complete one follows when that
+ * one finishes). A complete index ends at the next segment's base. */
+static int cmp_ll(const void *a, const void *b)
+{
+        long long x = *(const long long *)a, y = *(const long long *)b;
+        return x < y ? -1 : x > y;
+}
+
+static void test_sealed_index_follows_recovery_point_in_flight(void **state)
+{
+        (void)state;
+        for (uint64_t seed = 1; seed <= 6; seed++) {
+                struct st_part s;
+                st_part_init(&s, log_io_fake_create(seed));
+                s.cfg.segment_bytes = 16 * 1024;
+                s.cfg.recovery_point_bytes = 2048;
+                st_part_open(&s);
+                for (int i = 0; i < 200; i++) {
+                        st_append_ok(&s, 1, 300 + (uint32_t)(i * 37) % 700, i);
+                        if (i % 2)
+                                log_owner_poll(s.o);
+                }
+                st_drain(s.o);
+                long long bases[64];
+                int n = 0;
+                DIR *d = opendir(s.dir);
+                struct dirent *de;
+                while ((de = readdir(d)))
+                        if (strstr(de->d_name, ".log") && n < 64)
+                                bases[n++] = atoll(de->d_name);
+                closedir(d);
+                qsort(bases, (size_t)n, sizeof(bases[0]), cmp_ll);
+                assert_true(n >= 6);
+                for (int k = 0; k + 1 < n; k++) { /* all but the tail are sealed */
+                        char ix[600];
+                        snprintf(ix, sizeof(ix), "%s/%020lld.timeindex", s.dir, bases[k]);
+                        FILE *fp = fopen(ix, "rb");
+                        assert_non_null(fp);
+                        uint8_t end[12];
+                        assert_int_equal(fseek(fp, -12, SEEK_END), 0);
+                        assert_int_equal(fread(end, 1, 12, fp), 12);
+                        fclose(fp);
+                        uint32_t next_rel;
+                        memcpy(&next_rel, end + 8, 4);
+                        assert_int_equal(bases[k] + next_rel, bases[k + 1]);
+                }
+                st_part_free(&s);
+        }
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -878,6 +930,7 @@ int main(void)
             cmocka_unit_test(test_prealloc_starts_small),
             cmocka_unit_test(test_zero_fill_ahead_of_appends),
             cmocka_unit_test(test_zero_fill_never_overlaps_appends),
+            cmocka_unit_test(test_sealed_index_follows_recovery_point_in_flight),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
