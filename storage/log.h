@@ -69,7 +69,7 @@ struct log_metrics {
         _Atomic uint64_t fsyncs, fsync_rounds, synced_bytes, synced_appends;
         _Atomic uint64_t reads_mem, reads_disk, read_bytes;
         _Atomic uint64_t io_errors, segments_rolled, segments_deleted, waits_woken;
-        _Atomic uint64_t recovery_scanned_bytes; /* read by recovery scans at open */
+        _Atomic uint64_t recovery_scanned_bytes; /* read by recovery scans and log_tail_scan */
         /* index chunks an append had to allocate (the poll step reserves
          * them ahead; nonzero means a burst outran it) */
         _Atomic uint64_t index_grows_on_append;
