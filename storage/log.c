@@ -1253,6 +1253,8 @@ static void seg_delete(struct log_partition *p)
                 log_io_submit(p->o->io, &s->unlink_req[i]);
         }
         LOG_STAT_ADD(&p->o->m, segments_deleted, 1);
+        s->zombie_next = p->zombies;
+        p->zombies = s;
         log_seg_put(s); /* the list's reference */
 }
 
@@ -1399,6 +1401,11 @@ void log_partition_abandon(struct log_partition *p)
         part_detach(p);
         for (uint32_t i = 0; i < p->nsegs; i++)
                 p->segs[i]->refs = 1;
+        /* deleted ones whose unlinks the cut dropped */
+        while (p->zombies) {
+                p->zombies->refs = 1;
+                log_seg_put(p->zombies);
+        }
         log_part_unload(p);
         part_free(p);
 }

@@ -61,6 +61,9 @@ struct log_seg {
         bool ix_full_pending;
         struct log_io_req unlink_req[3];
         char unlink_name[3][40];
+        /* deleted but still referenced (unlinks, reads in flight): listed
+         * on the partition so an abandon can free it */
+        struct log_seg *zombie_next;
 };
 
 struct log_wseg {
@@ -109,6 +112,7 @@ struct log_partition {
 
         struct log_seg **segs;
         uint32_t nsegs, segs_cap;
+        struct log_seg *zombies; /* deleted segments with requests in flight */
         uint64_t total_bytes;
         int64_t start_offset, next_offset, hw, acked_next;
 

@@ -51,6 +51,13 @@ void log_seg_put(struct log_seg *s)
         SL_ASSERT(s->refs > 0);
         if (--s->refs)
                 return;
+        if (s->deleted) {
+                struct log_seg **pp = &s->p->zombies;
+                while (*pp && *pp != s)
+                        pp = &(*pp)->zombie_next;
+                if (*pp)
+                        *pp = s->zombie_next;
+        }
         if (s->fd >= 0)
                 close(s->fd);
         for (int i = 0; i < 2; i++) {
