@@ -317,6 +317,12 @@ static struct result log_run(enum log_durability pol, int appenders, uint32_t de
          * for A/B runs of the same build */
         if (getenv("BENCH_ZERO_AHEAD"))
                 cfg.zero_ahead_bytes = strtoull(getenv("BENCH_ZERO_AHEAD"), NULL, 0);
+        /* BENCH_ZERO_ALL=1: zero-fill interval/none too, with no limit on
+         * the bytes per fdatasync (what it costs a bandwidth-bound row) */
+        if (getenv("BENCH_ZERO_ALL")) {
+                cfg.zero_fill_all = true;
+                cfg.zero_fill_max_sync_bytes = 0;
+        }
         static struct bench b;
         memset(&b, 0, sizeof(b));
         b.lat_us = malloc(sizeof(uint32_t) * MAX_LAT);
