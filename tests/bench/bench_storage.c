@@ -319,6 +319,9 @@ static struct result log_run(enum log_durability pol, int appenders, uint32_t de
                 cfg.zero_ahead_bytes = strtoull(getenv("BENCH_ZERO_AHEAD"), NULL, 0);
         /* BENCH_ZERO_ALL=1: zero-fill interval/none too, with no limit on
          * the bytes per fdatasync (what it costs a bandwidth-bound row) */
+        /* BENCH_MAX_WRITE=bytes: the largest single write (A/B runs) */
+        if (getenv("BENCH_MAX_WRITE"))
+                cfg.max_write_bytes = (uint32_t)strtoul(getenv("BENCH_MAX_WRITE"), NULL, 0);
         if (getenv("BENCH_ZERO_ALL")) {
                 cfg.zero_fill_all = true;
                 cfg.zero_fill_max_sync_bytes = 0;
