@@ -396,7 +396,10 @@ static bool zero_fill_pays(const struct log_partition *p)
  * run ahead of them too (a zero write never extends the file). */
 static uint64_t zero_window(const struct log_partition *p)
 {
-        return zero_fill_on(p) ? p->cfg.zero_ahead_bytes : 0;
+        /* never further ahead than preallocation steps go: a caller with
+         * many small logs (AMQP queues, 1 MiB steps) chose that footprint */
+        uint64_t step_max = p->cfg.prealloc_bytes ? p->cfg.prealloc_bytes : p->cfg.segment_bytes;
+        return zero_fill_on(p) ? SL_MIN(p->cfg.zero_ahead_bytes, step_max) : 0;
 }
 
 static void zero_done(struct log_io_req *req, int res)
@@ -436,7 +439,7 @@ static void zero_ahead(struct log_partition *p)
         /* Whole chunks of a quarter of the window, issued while it still
          * has room for one: the appends then have three quarters of it to
          * cover before they could reach the write in flight. */
-        uint64_t ahead = p->cfg.zero_ahead_bytes;
+        uint64_t ahead = zero_window(p);
         uint64_t chunk =
             SL_MAX(SL_MIN((uint64_t)LOG_ZERO_WRITE_BYTES, ahead / 4), (uint64_t)p->align);
         if (s->zero_end >= cap || s->zero_end - front + chunk > SL_MAX(ahead, chunk))

@@ -46,7 +46,7 @@ struct log_config {
          * O_DIRECT writes of zeros off the hot path), so appends overwrite
          * blocks already written and their fdatasync need not write an
          * extent conversion's metadata (a journal commit) each time.
-         * 0 = off. Needs `preallocate`. */
+         * 0 = off. Needs `preallocate`; at most `prealloc_bytes`. */
         uint64_t zero_ahead_bytes;
         /* ... only while the partition's fdatasyncs cover less than this
          * many bytes each (a moving average): above it the metadata write

@@ -856,6 +856,37 @@ static void test_zero_fill_never_overlaps_appends(void **state)
         }
 }
 
+/* The window never runs further ahead than preallocation steps: a log
+ * opened with small steps (AMQP queues: 1 MiB) keeps its disk footprint. */
+static void test_zero_fill_within_prealloc_steps(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        s.cfg.segment_bytes = 64 << 20;
+        s.cfg.prealloc_bytes = 1 << 20;
+        s.cfg.max_batch_bytes = 64 * 1024;
+        s.cfg.max_write_bytes = 1 << 20;
+        s.cfg.ring_bytes = 4 << 20;
+        st_part_open(&s);
+        uint64_t appended = 0;
+        for (int i = 0; i < 48; i++) { /* about 3 MiB */
+                st_append_ok(&s, 1, 64 * 1024 - 200, i);
+                appended += s.b[s.nb - 1].len;
+                log_owner_poll(s.o);
+                if (i % 4 == 3)
+                        st_drain(s.o);
+        }
+        log_owner_poll(s.o);
+        st_drain(s.o);
+        assert_true(log_owner_metrics(s.o)->zero_writes > 0);
+        /* the data, a 1 MiB window, one 1 MiB step (and one more in flight) */
+        assert_true(file_size(s.dir, 0) <= appended + (3 << 20));
+        st_part_reopen(&s);
+        check_all_offsets(&s);
+        st_part_free(&s);
+}
+
 /* Every sealed segment gets its complete index, even when its last
  * recovery point's index write was still in flight when it was sealed (one
  * index write per segment at a time: the complete one follows when that
@@ -930,6 +961,7 @@ int main(void)
             cmocka_unit_test(test_prealloc_starts_small),
             cmocka_unit_test(test_zero_fill_ahead_of_appends),
             cmocka_unit_test(test_zero_fill_never_overlaps_appends),
+            cmocka_unit_test(test_zero_fill_within_prealloc_steps),
             cmocka_unit_test(test_sealed_index_follows_recovery_point_in_flight),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
