@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 void log_config_default(struct log_config *c)
@@ -35,6 +36,8 @@ void log_config_default(struct log_config *c)
         c->preallocate = true;
         c->prealloc_bytes = 64u << 20;
         c->recovery_point_bytes = 64u << 20;
+        c->zero_ahead_bytes = 8u << 20;
+        c->zero_fill_max_sync_bytes = 512u << 10;
 }
 
 /* ---- owner ---------------------------------------------------------- */
@@ -50,6 +53,8 @@ struct log_owner *log_owner_create(struct log_io *io)
 
 void log_owner_destroy(struct log_owner *o)
 {
+        if (o && o->zero_buf)
+                munmap(o->zero_buf, LOG_ZERO_WRITE_BYTES);
         free(o);
 }
 
@@ -323,6 +328,16 @@ static void issue_writes(struct log_partition *p)
                         to = wrap;
                 if (to - from > p->cfg.max_write_bytes)
                         to = from + p->cfg.max_write_bytes;
+                /* Never overlap the zero-fill write in flight (the device
+                 * does not order overlapping writes): it starts past every
+                 * byte appended when it was issued, so only appends that
+                 * outran it get here; they go up to its start and wait. */
+                struct log_seg *zs = ws->seg;
+                if (zs->zero_inflight && to - ws->sbase > zs->zero_req.off) {
+                        if (zs->zero_req.off <= from - ws->sbase)
+                                break;
+                        to = ws->sbase + zs->zero_req.off;
+                }
                 data_end = SL_MIN(data_end, to);
                 if (to > data_end)
                         memset(p->ring + data_end % R, 0, to - data_end);
@@ -344,6 +359,110 @@ static void issue_writes(struct log_partition *p)
                 p->s_sub = data_end;
                 log_io_submit(p->o->io, &w->req);
         }
+}
+
+/* ---- zero-fill ahead of the tail ------------------------------------ */
+
+/* Preallocated blocks are unwritten extents on ext4: an O_DIRECT write into
+ * them converts the extent when it completes, and the next fdatasync has to
+ * write that metadata (a journal commit, or with no journal, as on this
+ * machine's disk, the extent block and inode: 1.75 to 1.95 metadata block
+ * writes per fdatasync measured) before the flush, instead of only
+ * flushing the device cache; the write itself needs the inode lock
+ * exclusively. Over blocks written before, both are plain. So a `fsync`
+ * partition's tail is written with zeros a window ahead of its appends, in
+ * large writes off the hot path: one conversion (one metadata write in some
+ * fdatasync) per zero write instead of one per fdatasync. The zeros need no fdatasync of their
+ * own: the next group fdatasync covers them, and a power cut before it only
+ * takes them back to unwritten space, which reads as zeros too. */
+static bool zero_fill_on(const struct log_partition *p)
+{
+        return p->cfg.zero_ahead_bytes && p->cfg.preallocate &&
+               (p->cfg.durability == LOG_DURABILITY_FSYNC || p->cfg.zero_fill_all);
+}
+
+/* Measured here (RESULTS.md): 1 x 16 KiB and 1 x 256 KiB fsync appends ran
+ * 1.5 to 6x faster with zero-fill, while rows whose fdatasyncs carry 1 MiB
+ * and more ran no faster or slower: there the commit is already spread
+ * over much data, and the zeros double the bytes the device writes and the
+ * fdatasync flushes. */
+static bool zero_fill_pays(const struct log_partition *p)
+{
+        return !p->cfg.zero_fill_max_sync_bytes ||
+               p->sync_bytes_avg < p->cfg.zero_fill_max_sync_bytes;
+}
+
+/* Bytes of the active segment kept ahead of the appends: preallocation must
+ * run ahead of them too (a zero write never extends the file). */
+static uint64_t zero_window(const struct log_partition *p)
+{
+        /* never further ahead than preallocation steps go: a caller with
+         * many small logs (AMQP queues, 1 MiB steps) chose that footprint */
+        uint64_t step_max = p->cfg.prealloc_bytes ? p->cfg.prealloc_bytes : p->cfg.segment_bytes;
+        return zero_fill_on(p) ? SL_MIN(p->cfg.zero_ahead_bytes, step_max) : 0;
+}
+
+static void zero_done(struct log_io_req *req, int res)
+{
+        struct log_seg *s = SL_CONTAINER_OF(req, struct log_seg, zero_req);
+        struct log_partition *p = s->p;
+        s->zero_inflight = false;
+        if (res == (int)req->len) {
+                s->zero_end = req->off + req->len;
+                LOG_STAT_ADD(&p->o->m, zero_writes, 1);
+                LOG_STAT_ADD(&p->o->m, zero_bytes, req->len);
+        } else {
+                /* Only an optimisation: appends still work over unwritten
+                 * space, and their own writes report a failing disk. */
+                s->zero_end = UINT64_MAX;
+        }
+        if (!s->deleted)
+                work_add(p); /* appends may wait for this write */
+        log_seg_put(s);
+}
+
+static void zero_ahead(struct log_partition *p)
+{
+        if (!zero_fill_on(p) || !zero_fill_pays(p) || p->err || p->o->draining)
+                return;
+        struct log_wseg *ws = ws_active(p);
+        struct log_seg *s = ws->seg;
+        if (s->fd < 0 || s->zero_inflight || s->zero_end == UINT64_MAX ||
+            s->alloc_end == UINT64_MAX)
+                return;
+        /* past every byte appended so far, so no data write in flight can
+         * touch it; later appends stop at it (issue_writes) */
+        uint64_t front = log_align_up(p->s_end - ws->sbase, p->align);
+        if (s->zero_end < front)
+                s->zero_end = front;
+        uint64_t cap = SL_MIN(s->alloc_end, p->cfg.segment_bytes);
+        /* Whole chunks of a quarter of the window, issued while it still
+         * has room for one: the appends then have three quarters of it to
+         * cover before they could reach the write in flight. */
+        uint64_t ahead = zero_window(p);
+        uint64_t chunk =
+            SL_MAX(SL_MIN((uint64_t)LOG_ZERO_WRITE_BYTES, ahead / 4), (uint64_t)p->align);
+        if (s->zero_end >= cap || s->zero_end - front + chunk > SL_MAX(ahead, chunk))
+                return;
+        uint64_t len = log_align_down(SL_MIN(chunk, cap - s->zero_end), p->align);
+        if (!len)
+                return;
+        if (!p->o->zero_buf) {
+                void *z = mmap(NULL, LOG_ZERO_WRITE_BYTES, PROT_READ,
+                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+                if (z == MAP_FAILED)
+                        return;
+                p->o->zero_buf = z;
+        }
+        s->zero_inflight = true;
+        s->refs++;
+        s->zero_req = (struct log_io_req){.op = LOG_IO_WRITE,
+                                          .fd = s->fd,
+                                          .buf = p->o->zero_buf,
+                                          .len = (uint32_t)len,
+                                          .off = s->zero_end,
+                                          .cb = zero_done};
+        log_io_submit(p->o->io, &s->zero_req);
 }
 
 /* ---- group commit ----------------------------------------------------- */
@@ -376,13 +495,11 @@ static void recovery_point(struct log_partition *p)
         uint64_t size = d->s + d->len - ws->sbase;
         if (size <= t->rp_size)
                 return;
-        /* Only one index write per segment is in flight (the new one
-         * would be dropped): keep rp_size, so the next round retries
-         * instead of leaving the next crash up to twice the rescan. */
-        if (t->ix_buf[0] || t->ix_buf[1])
-                return;
-        t->rp_size = size;
-        log_seg_write_rp(p, t, size, d->last + 1);
+        /* Busy (one index write per segment at a time): rp_size stays, so
+         * the next round retries instead of leaving the next crash up to
+         * twice the rescan. */
+        if (log_seg_write_rp(p, t, size, d->last + 1) == 0)
+                t->rp_size = size;
 }
 
 static void sync_done(struct log_io_req *req, int res)
@@ -400,7 +517,9 @@ static void sync_done(struct log_io_req *req, int res)
                  * error state: nothing since the last good sync is trusted. */
                 part_fail(p, p->sync_err);
         } else if (p->sync_target > p->s_synced) {
-                LOG_STAT_ADD(&p->o->m, synced_bytes, p->sync_target - p->s_synced);
+                uint64_t bytes = p->sync_target - p->s_synced;
+                p->sync_bytes_avg = (p->sync_bytes_avg * 7 + bytes) / 8;
+                LOG_STAT_ADD(&p->o->m, synced_bytes, bytes);
                 p->s_synced = p->sync_target;
                 if (!p->err && p->cfg.durability == LOG_DURABILITY_FSYNC)
                         LOG_STAT_ADD(&p->o->m, synced_appends, pend_ack_upto(p, p->s_synced));
@@ -417,7 +536,11 @@ static bool sync_due(struct log_partition *p, uint64_t now_ns)
                 return false;
         switch (p->cfg.durability) {
         case LOG_DURABILITY_FSYNC:
-                return true;
+                /* Only when it acks something: a batch written in several
+                 * pieces whose first piece completed alone would otherwise
+                 * cost an fdatasync that acks nothing, and the next one
+                 * would wait behind it. */
+                return !p->npend || p->pend[p->pend_head].s_end <= p->s_written;
         case LOG_DURABILITY_INTERVAL:
                 if (p->o->draining)
                         return true;
@@ -487,6 +610,7 @@ static int owner_step(struct log_owner *o)
                  * the appends that fill it (half a chunk left at least) */
                 log_seg_idx_reserve(ws_active(p)->seg, LOG_IDX_CHUNK / 2);
                 issue_writes(p);
+                zero_ahead(p);
                 if (sync_due(p, now_ns)) {
                         issue_sync(p, now_ns);
                         rounds = 1;
@@ -1132,6 +1256,8 @@ static void seg_delete(struct log_partition *p)
                 log_io_submit(p->o->io, &s->unlink_req[i]);
         }
         LOG_STAT_ADD(&p->o->m, segments_deleted, 1);
+        s->zombie_next = p->zombies;
+        p->zombies = s;
         log_seg_put(s); /* the list's reference */
 }
 
@@ -1278,6 +1404,11 @@ void log_partition_abandon(struct log_partition *p)
         part_detach(p);
         for (uint32_t i = 0; i < p->nsegs; i++)
                 p->segs[i]->refs = 1;
+        /* deleted ones whose unlinks the cut dropped */
+        while (p->zombies) {
+                p->zombies->refs = 1;
+                log_seg_put(p->zombies);
+        }
         log_part_unload(p);
         part_free(p);
 }
@@ -1313,7 +1444,8 @@ void log_seg_prealloc(struct log_partition *p, struct log_seg *s)
 {
         uint64_t step = log_prealloc_step(p, s->alloc_end);
         if (!p->cfg.preallocate || s->fd < 0 || s->alloc_inflight ||
-            s->alloc_end >= p->cfg.segment_bytes || s->size + step / 2 < s->alloc_end)
+            s->alloc_end >= p->cfg.segment_bytes ||
+            s->size + zero_window(p) + step / 2 < s->alloc_end)
                 return;
         s->alloc_inflight = true;
         s->refs++;

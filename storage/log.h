@@ -42,6 +42,21 @@ struct log_config {
         bool preallocate;              /* fallocate segments ahead of the writes */
         uint64_t prealloc_bytes;       /* how far ahead, in steps (0 = whole segment) */
         uint64_t recovery_point_bytes; /* durable tail bytes between recovery points (0 = off) */
+        /* Zero-fill the tail segment this far ahead of the appends (large
+         * O_DIRECT writes of zeros off the hot path), so appends overwrite
+         * blocks already written and their fdatasync need not write an
+         * extent conversion's metadata (a journal commit) each time.
+         * 0 = off. Needs `preallocate`; at most `prealloc_bytes`. */
+        uint64_t zero_ahead_bytes;
+        /* ... only while the partition's fdatasyncs cover less than this
+         * many bytes each (a moving average): above it the metadata write
+         * is spread over enough data already, and the zeros' extra device
+         * writes cost more than they save. 0 = no limit. */
+        uint64_t zero_fill_max_sync_bytes;
+        /* Zero-fill `interval` and `none` partitions too. Off by default:
+         * they are bandwidth-bound and zero-filling doubles their device
+         * writes, while they gain nothing per fdatasync. */
+        bool zero_fill_all;
 };
 void log_config_default(struct log_config *cfg);
 
@@ -54,10 +69,12 @@ struct log_metrics {
         _Atomic uint64_t fsyncs, fsync_rounds, synced_bytes, synced_appends;
         _Atomic uint64_t reads_mem, reads_disk, read_bytes;
         _Atomic uint64_t io_errors, segments_rolled, segments_deleted, waits_woken;
-        _Atomic uint64_t recovery_scanned_bytes; /* read by recovery scans at open */
+        _Atomic uint64_t recovery_scanned_bytes; /* read by recovery scans and log_tail_scan */
         /* index chunks an append had to allocate (the poll step reserves
          * them ahead; nonzero means a burst outran it) */
         _Atomic uint64_t index_grows_on_append;
+        /* zero-fill ahead of the tail (zero_ahead_bytes) */
+        _Atomic uint64_t zero_writes, zero_bytes;
         /* ack latency: bucket i counts acks in [2^i, 2^(i+1)) microseconds */
         _Atomic uint64_t ack_latency_us[LOG_LAT_BUCKETS];
 };

@@ -19,6 +19,11 @@
  * copies it. */
 #define LOG_IDX_CHUNK 1024
 #define LOG_WRITES    16 /* writes in flight per partition: the raw baseline peaks at QD16 */
+/* Largest zero-fill write: each one costs one extent conversion (its
+ * metadata written by some fdatasync), and the fdatasync after it flushes
+ * its bytes too, so larger ones spread the conversion over more appends
+ * but make that one fdatasync slower. */
+#define LOG_ZERO_WRITE_BYTES (8u << 20)
 
 struct log_idx {
         uint32_t rel;      /* offset - segment base */
@@ -42,11 +47,23 @@ struct log_seg {
         uint64_t alloc_end; /* bytes fallocated so far */
         uint64_t rp_size;   /* last recovery point written */
         bool alloc_inflight;
+        /* Zero-fill: file bytes [.., zero_end) were written (zeros or data)
+         * by this log; one zero write at most is in flight (zero_req);
+         * UINT64_MAX = stopped for this segment. */
+        uint64_t zero_end;
+        bool zero_inflight;
+        struct log_io_req zero_req;
         struct log_io_req ix_req[2];
         void *ix_buf[2];
         int ix_fd[2];
+        /* The complete index was asked for while a recovery point's was in
+         * flight: it is written when that one finishes. */
+        bool ix_full_pending;
         struct log_io_req unlink_req[3];
         char unlink_name[3][40];
+        /* deleted but still referenced (unlinks, reads in flight): listed
+         * on the partition so an abandon can free it */
+        struct log_seg *zombie_next;
 };
 
 struct log_wseg {
@@ -95,6 +112,7 @@ struct log_partition {
 
         struct log_seg **segs;
         uint32_t nsegs, segs_cap;
+        struct log_seg *zombies; /* deleted segments with requests in flight */
         uint64_t total_bytes;
         int64_t start_offset, next_offset, hw, acked_next;
 
@@ -113,6 +131,7 @@ struct log_partition {
         struct log_sync syncs[LOG_WSEGS + 1];
         uint32_t sync_inflight;
         uint64_t sync_target;
+        uint64_t sync_bytes_avg; /* bytes per fdatasync round, moving average */
         int sync_err;
         bool dir_dirty;
         uint64_t last_sync_ns;
@@ -141,6 +160,9 @@ struct log_owner {
         struct log_partition *all;
         uint64_t next_retention_ms;
         bool draining;
+        /* Source of every zero-fill write: a read-only anonymous mapping,
+         * all of it the kernel's shared zero page (no memory of its own). */
+        void *zero_buf;
 };
 
 static inline uint64_t log_align_down(uint64_t x, uint32_t a)
@@ -167,8 +189,12 @@ static inline struct log_idx *log_seg_idx(const struct log_seg *s, uint32_t i)
 int log_seg_idx_push(struct log_seg *s, uint32_t rel, uint32_t pos, int64_t ts_before);
 /* Make sure at least `room` more entries fit without allocating. */
 int log_seg_idx_reserve(struct log_seg *s, uint32_t room);
+/* A sealed segment's complete index, once its data is durable; when an
+ * index write of the segment is still in flight it follows that one. */
 void log_seg_write_index(struct log_partition *p, struct log_seg *s);
-void log_seg_write_rp(struct log_partition *p, struct log_seg *s, uint64_t size, int64_t next);
+/* A recovery point for the tail. -EBUSY while an index write of the
+ * segment is in flight (retry at a later sync round), -ENOMEM, or 0. */
+int log_seg_write_rp(struct log_partition *p, struct log_seg *s, uint64_t size, int64_t next);
 void log_seg_write_index_sync(struct log_partition *p, struct log_seg *s, bool durable);
 int log_segs_push(struct log_partition *p, struct log_seg *s);
 

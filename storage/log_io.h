@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 
 struct io_uring;
@@ -119,6 +120,11 @@ void log_io_fake_fail(struct log_io *io, int op, int err, int skip, int count);
  * covered, and put each directory back to what its last completed fsync
  * covered: creates, unlinks and renames after it are undone. */
 void log_io_fake_power_cut(struct log_io *io);
+/* Fill the space every later LOG_IO_FALLOCATE adds with copies of
+ * `pattern` (the stale bytes of a recycled file, say) instead of zeros, so
+ * a power cut that takes back the zero-fill writes no fdatasync covered
+ * shows them again. NULL: zeros. The pattern is copied. */
+void log_io_fake_set_stale(struct log_io *io, const void *pattern, size_t len);
 struct log_io_fake_stats {
         uint64_t writes, fsyncs, reads, overlap_violations, max_inflight_writes_per_fd;
         uint64_t opens_sync, opens_async;

@@ -61,7 +61,21 @@ struct fio {
         uint64_t seq;
         int fail_op, fail_err, fail_skip, fail_count;
         struct log_io_fake_stats st;
+        uint8_t *stale;
+        size_t stale_len;
 };
+
+/* New space holds old bytes: overwrite what fallocate just added. */
+static int fill_stale(struct fio *f, int fd, uint64_t off, uint64_t len)
+{
+        for (uint64_t pos = 0; pos < len;) {
+                size_t n = (size_t)SL_MIN((uint64_t)f->stale_len, len - pos);
+                if (pwrite(fd, f->stale, n, (off_t)(off + pos)) != (ssize_t)n)
+                        return -EIO;
+                pos += n;
+        }
+        return 0;
+}
 
 static uint64_t fake_rand(struct fio *f)
 {
@@ -293,7 +307,9 @@ static int perform(struct fio *f, struct fent *e)
                 }
                 return 0;
         case LOG_IO_FALLOCATE:
-                return fallocate(r->fd, 0, (off_t)r->off, r->len) < 0 ? -errno : 0;
+                if (fallocate(r->fd, 0, (off_t)r->off, r->len) < 0)
+                        return -errno;
+                return f->stale ? fill_stale(f, r->fd, r->off, r->len) : 0;
         case LOG_IO_UNLINK:
                 return ns_unlink(f, r->fd, r->path);
         case LOG_IO_OPENAT:
@@ -501,6 +517,20 @@ void log_io_fake_power_cut(struct log_io *io)
                 f->fdmap[i] = -1;
 }
 
+void log_io_fake_set_stale(struct log_io *io, const void *pattern, size_t len)
+{
+        struct fio *f = (struct fio *)io;
+        free(f->stale);
+        f->stale = NULL;
+        f->stale_len = 0;
+        if (pattern && len) {
+                f->stale = malloc(len);
+                SL_ASSERT(f->stale);
+                memcpy(f->stale, pattern, len);
+                f->stale_len = len;
+        }
+}
+
 void log_io_fake_set_order(struct log_io *io, int mode)
 {
         ((struct fio *)io)->order = mode;
@@ -529,6 +559,7 @@ static void fake_destroy(struct log_io *io)
                 free(f->files[i].img);
         free(f->files);
         free(f->ns);
+        free(f->stale);
         struct fent *e = f->q;
         while (e) {
                 struct fent *n = e->next;

@@ -51,6 +51,13 @@ void log_seg_put(struct log_seg *s)
         SL_ASSERT(s->refs > 0);
         if (--s->refs)
                 return;
+        if (s->deleted) {
+                struct log_seg **pp = &s->p->zombies;
+                while (*pp && *pp != s)
+                        pp = &(*pp)->zombie_next;
+                if (*pp)
+                        *pp = s->zombie_next;
+        }
         if (s->fd >= 0)
                 close(s->fd);
         for (int i = 0; i < 2; i++) {
@@ -172,6 +179,12 @@ static void ix_step(struct log_seg *s, int i, struct log_io_req *req, int res)
         s->ix_fd[i] = -1;
         free(s->ix_buf[i]);
         s->ix_buf[i] = NULL;
+        if (s->ix_full_pending && !s->ix_buf[0] && !s->ix_buf[1]) {
+                /* before the put below: the new write holds its own refs */
+                s->ix_full_pending = false;
+                if (!s->deleted)
+                        log_seg_write_index(s->p, s);
+        }
         log_seg_put(s);
 }
 
@@ -185,16 +198,21 @@ static void ix1_step(struct log_io_req *req, int res)
         ix_step(SL_CONTAINER_OF(req, struct log_seg, ix_req[1]), 1, req, res);
 }
 
-static void write_index_async(struct log_partition *p, struct log_seg *s, const struct ix_cut *c)
+/* Both files of one index, or -EBUSY while the last ones are in flight (a
+ * later write of the same file must not race it), or -ENOMEM. */
+static int write_index_async(struct log_partition *p, struct log_seg *s, const struct ix_cut *c)
 {
         struct log_io *io = p->o->io;
         if (s->ix_buf[0] || s->ix_buf[1])
-                return; /* one in flight: a hint, the next open rescans */
+                return -EBUSY;
+        int rc = 0;
         for (int i = 0; i < 2; i++) {
                 uint8_t *b;
                 size_t n = idx_encode(s, c, i, &b);
-                if (!n)
+                if (!n) {
+                        rc = -ENOMEM; /* a lost index is rebuilt at open */
                         continue;
+                }
                 s->ix_buf[i] = b;
                 s->refs++;
                 /* no openat on the worker: the create runs in the ring too */
@@ -208,22 +226,23 @@ static void write_index_async(struct log_partition *p, struct log_seg *s, const 
                                                    .cb = i == 0 ? ix0_step : ix1_step};
                 log_io_submit(io, &s->ix_req[i]);
         }
+        return rc;
 }
 
-/* Once a sealed segment is durable: its complete index. */
 void log_seg_write_index(struct log_partition *p, struct log_seg *s)
 {
         struct ix_cut c = {.size = s->size, .next = s->next, .max_ts = s->max_ts};
-        write_index_async(p, s, &c);
+        if (write_index_async(p, s, &c) == -EBUSY)
+                s->ix_full_pending = true; /* ix_step writes it next */
 }
 
 /* A recovery point for the tail: everything up to `size` (a batch boundary
  * covered by a completed fdatasync) is durable. max_ts is the segment's so
  * far, an upper bound. */
-void log_seg_write_rp(struct log_partition *p, struct log_seg *s, uint64_t size, int64_t next)
+int log_seg_write_rp(struct log_partition *p, struct log_seg *s, uint64_t size, int64_t next)
 {
         struct ix_cut c = {.size = size, .next = next, .max_ts = s->max_ts};
-        write_index_async(p, s, &c);
+        return write_index_async(p, s, &c);
 }
 
 static int read_file(int dirfd, const char *name, uint8_t **out, size_t *len)
@@ -323,27 +342,41 @@ struct scan_buf {
         size_t cap;
 };
 
-/* Walk s from position 0 (or its recovery point) with O_DIRECT reads, keeping each batch whose
- * length, magic, CRC and offset continuity check out, and stop at the first
- * that does not. Fills the index; returns the logical end. */
-static uint64_t seg_scan(struct log_partition *p, struct log_seg *s, struct scan_buf *sb,
-                         bool resume)
+/* The one batch scanner, for recovery and for log_tail_scan: walk segment s
+ * from a batch boundary with O_DIRECT reads into sb, and hand each batch to
+ * `take` while its base offset continues the previous one (and, with
+ * `validate`, its length, magic, CRC and lastOffsetDelta check out); stop
+ * at the first that does not, at `end`, or when `take` says so. */
+struct seg_walk {
+        struct log_partition *p;
+        struct log_seg *s;
+        struct scan_buf *sb;
+        uint64_t pos;   /* in: where to start; out: end of the last batch taken */
+        uint64_t end;   /* bytes of the segment to look at (UINT64_MAX: all) */
+        int64_t expect; /* base offset the next batch must carry */
+        bool validate;  /* whole batches are checked (recovery), else headers only */
+        bool (*take)(struct seg_walk *w, const uint8_t *b, uint32_t len);
+        void *ctx;
+        int err; /* a read error (-errno), 0 otherwise */
+};
+
+static void seg_walk(struct seg_walk *w)
 {
-        const uint32_t B = p->align;
-        uint64_t pos = 0, chunk_from = 0, chunk_len = 0;
-        int64_t expect = s->base;
-        if (resume) {
-                /* from a recovery point: an index written once everything
-                 * before it was durable */
-                pos = s->size;
-                expect = s->next;
-        } else {
-                s->nidx = 0;
-                s->max_ts = -1;
-        }
+        const uint32_t B = w->p->align;
+        struct scan_buf *sb = w->sb;
+        uint64_t chunk_from = 0, chunk_len = 0;
         for (;;) {
-                if (pos + 12 > chunk_from + chunk_len ||
-                    pos + log_batch_len(sb->b + (pos - chunk_from)) > chunk_from + chunk_len) {
+                uint64_t pos = w->pos;
+                if (pos + LOG_BATCH_HEADER_BYTES > w->end)
+                        break;
+                /* the bytes this batch needs in the buffer */
+                bool have_len = pos >= chunk_from && pos + 12 <= chunk_from + chunk_len;
+                uint64_t need = !have_len     ? 12
+                                : w->validate ? log_batch_len(sb->b + (pos - chunk_from))
+                                              : LOG_BATCH_HEADER_BYTES;
+                if (need < LOG_BATCH_HEADER_BYTES)
+                        need = LOG_BATCH_HEADER_BYTES;
+                if (!have_len || pos + need > chunk_from + chunk_len) {
                         uint64_t from = log_align_down(pos, B);
                         if (from == chunk_from && chunk_len == sb->cap)
                                 break; /* batch larger than any we accept */
@@ -355,40 +388,84 @@ static uint64_t seg_scan(struct log_partition *p, struct log_seg *s, struct scan
                          * preallocated zeros beyond the tail. */
                         size_t want = chunk_len ? SL_MIN(sb->cap, (size_t)chunk_len * 2)
                                                 : SL_MIN(sb->cap, (size_t)65536);
-                        ssize_t n = pread(s->fd, sb->b, want, (off_t)from);
+                        ssize_t n = pread(w->s->fd, sb->b, want, (off_t)from);
+                        if (n < 0)
+                                w->err = -errno;
                         if (n <= 0)
                                 break;
-                        LOG_STAT_ADD(&p->o->m, recovery_scanned_bytes, (uint64_t)n);
+                        LOG_STAT_ADD(&w->p->o->m, recovery_scanned_bytes, (uint64_t)n);
+                        bool same = from == chunk_from && chunk_len;
                         chunk_from = from;
                         chunk_len = (uint64_t)n;
                         if (pos + 12 > chunk_from + chunk_len)
                                 break;
-                        if (pos + log_batch_len(sb->b + (pos - chunk_from)) >
+                        need = w->validate ? log_batch_len(sb->b + (pos - chunk_from))
+                                           : LOG_BATCH_HEADER_BYTES;
+                        if (pos + SL_MAX(need, (uint64_t)LOG_BATCH_HEADER_BYTES) >
                             chunk_from + chunk_len) {
                                 if ((size_t)n < want)
                                         break; /* torn at end of file */
+                                if (same && (size_t)n == sb->cap)
+                                        break;
                                 continue;
                         }
                 }
                 const uint8_t *b = sb->b + (pos - chunk_from);
                 uint32_t len = log_batch_len(b);
-                if (log_batch_validate(b, len, (uint32_t)(sb->cap - B)) < 0 ||
-                    log_batch_base_offset(b) != expect)
+                if (w->validate ? log_batch_validate(b, len, (uint32_t)(sb->cap - B)) < 0
+                                : len < LOG_BATCH_HEADER_BYTES)
                         break;
-                if (s->nidx == 0 ||
-                    pos - log_seg_idx(s, s->nidx - 1)->pos >= p->cfg.index_interval_bytes)
-                        if (log_seg_idx_push(s, (uint32_t)(expect - s->base), (uint32_t)pos,
-                                             s->max_ts) < 0)
-                                break;
-                int64_t ts = log_batch_max_timestamp(b);
-                if (ts > s->max_ts)
-                        s->max_ts = ts;
-                expect += log_batch_last_delta(b) + 1;
-                pos += len;
+                if (log_batch_base_offset(b) != w->expect || pos + len > w->end)
+                        break;
+                if (!w->take(w, b, len))
+                        break;
+                w->expect += log_batch_last_delta(b) + 1;
+                w->pos = pos + len;
         }
-        s->next = expect;
-        s->size = pos;
-        return pos;
+}
+
+/* Recovery: keep the batch, index it and track the segment's max timestamp. */
+static bool scan_take(struct seg_walk *w, const uint8_t *b, uint32_t len)
+{
+        struct log_seg *s = w->s;
+        (void)len;
+        if (s->nidx == 0 ||
+            w->pos - log_seg_idx(s, s->nidx - 1)->pos >= w->p->cfg.index_interval_bytes)
+                if (log_seg_idx_push(s, (uint32_t)(w->expect - s->base), (uint32_t)w->pos,
+                                     s->max_ts) < 0)
+                        return false;
+        int64_t ts = log_batch_max_timestamp(b);
+        if (ts > s->max_ts)
+                s->max_ts = ts;
+        return true;
+}
+
+/* Walk s from position 0 (or its recovery point), keeping each batch that
+ * checks out and stopping at the first that does not. Fills the index;
+ * returns the logical end. */
+static uint64_t seg_scan(struct log_partition *p, struct log_seg *s, struct scan_buf *sb,
+                         bool resume)
+{
+        struct seg_walk w = {.p = p,
+                             .s = s,
+                             .sb = sb,
+                             .end = UINT64_MAX,
+                             .expect = s->base,
+                             .validate = true,
+                             .take = scan_take};
+        if (resume) {
+                /* from a recovery point: an index written once everything
+                 * before it was durable */
+                w.pos = s->size;
+                w.expect = s->next;
+        } else {
+                s->nidx = 0;
+                s->max_ts = -1;
+        }
+        seg_walk(&w);
+        s->next = w.expect;
+        s->size = w.pos;
+        return w.pos;
 }
 
 /* Make sure nothing past `end` can ever be read back as a batch: rewrite
@@ -725,10 +802,25 @@ void log_part_unload(struct log_partition *p)
 
 /* ---- tail scan -------------------------------------------------------- */
 
+struct tail_visit {
+        log_batch_visit_fn visit;
+        void *ctx;
+        int visited;
+};
+
+static bool tail_take(struct seg_walk *w, const uint8_t *b, uint32_t len)
+{
+        struct tail_visit *t = w->ctx;
+        (void)len;
+        t->visit(t->ctx, b, log_batch_base_offset(b));
+        t->visited++;
+        return true;
+}
+
 /* Visit the headers of the batches in the last `bytes_max` bytes (at least
- * the whole last non-empty segment's share of it), oldest first. Starts at
- * an index entry (a batch boundary) at or before the wanted position, reads
- * with O_DIRECT into one aligned buffer and only looks at headers. */
+ * the whole last non-empty segment's share of it), oldest first, with the
+ * recovery scanner: from the index entry (a batch boundary) at or before the
+ * wanted position, headers only (recovery checked the batches). */
 int log_tail_scan(struct log_partition *p, uint64_t bytes_max, log_batch_visit_fn visit, void *ctx)
 {
         if (p->nsegs == 0)
@@ -739,46 +831,38 @@ int log_tail_scan(struct log_partition *p, uint64_t bytes_max, log_batch_visit_f
                 first--;
                 covered += p->segs[first]->size;
         }
-        const size_t cap = 1u << 20;
-        const uint32_t B = p->align;
-        uint8_t *buf = aligned_alloc(4096, cap);
-        if (!buf)
+        struct scan_buf sb = {.cap = 1u << 20};
+        sb.b = aligned_alloc(4096, sb.cap);
+        if (!sb.b)
                 return -ENOMEM;
-        int visited = 0;
-        for (uint32_t i = first; i < p->nsegs; i++) {
+        struct tail_visit t = {.visit = visit, .ctx = ctx};
+        int rc = 0;
+        for (uint32_t i = first; i < p->nsegs && rc == 0; i++) {
                 struct log_seg *s = p->segs[i];
-                uint64_t pos = 0;
-                if (i == first && covered > bytes_max) {
+                struct seg_walk w = {.p = p,
+                                     .s = s,
+                                     .sb = &sb,
+                                     .end = s->size,
+                                     .expect = s->base,
+                                     .take = tail_take,
+                                     .ctx = &t};
+                if (i == first && covered > bytes_max && s->nidx) {
+                        /* the last index entry at or before the wanted position */
                         uint64_t want = covered - bytes_max;
-                        for (uint32_t k = 0; k < s->nidx && log_seg_idx(s, k)->pos <= want; k++)
-                                pos = log_seg_idx(s, k)->pos;
-                }
-                int64_t offset = -1;
-                uint64_t chunk_from = 0, chunk_len = 0;
-                while (pos + LOG_BATCH_HEADER_BYTES <= s->size) {
-                        if (pos < chunk_from ||
-                            pos + LOG_BATCH_HEADER_BYTES > chunk_from + chunk_len) {
-                                chunk_from = log_align_down(pos, B);
-                                ssize_t n = pread(s->fd, buf, cap, (off_t)chunk_from);
-                                if (n <= 0) {
-                                        free(buf);
-                                        return n < 0 ? -errno : -EIO;
-                                }
-                                chunk_len = (uint64_t)n;
-                                if (pos + LOG_BATCH_HEADER_BYTES > chunk_from + chunk_len)
-                                        break;
+                        uint32_t lo = 0, hi = s->nidx;
+                        while (hi - lo > 1) {
+                                uint32_t mid = (lo + hi) / 2;
+                                if (log_seg_idx(s, mid)->pos <= want)
+                                        lo = mid;
+                                else
+                                        hi = mid;
                         }
-                        const uint8_t *b = buf + (pos - chunk_from);
-                        uint32_t len = log_batch_len(b);
-                        int64_t base = log_batch_base_offset(b);
-                        if (len < LOG_BATCH_HEADER_BYTES || (offset >= 0 && base != offset))
-                                break; /* recovery checked these: never expected */
-                        visit(ctx, b, base);
-                        visited++;
-                        offset = base + log_batch_last_delta(b) + 1;
-                        pos += len;
+                        w.pos = log_seg_idx(s, lo)->pos;
+                        w.expect = s->base + log_seg_idx(s, lo)->rel;
                 }
+                seg_walk(&w);
+                rc = w.err;
         }
-        free(buf);
-        return visited;
+        free(sb.b);
+        return rc < 0 ? rc : t.visited;
 }

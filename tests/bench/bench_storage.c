@@ -313,6 +313,19 @@ static struct result log_run(enum log_durability pol, int appenders, uint32_t de
         cfg.max_batch_bytes = 2u << 20;
         cfg.max_pending = 1024;
         cfg.retention_ms = -1;
+        /* BENCH_ZERO_AHEAD=bytes overrides the zero-fill window (0 = off)
+         * for A/B runs of the same build */
+        if (getenv("BENCH_ZERO_AHEAD"))
+                cfg.zero_ahead_bytes = strtoull(getenv("BENCH_ZERO_AHEAD"), NULL, 0);
+        /* BENCH_ZERO_ALL=1: zero-fill interval/none too, with no limit on
+         * the bytes per fdatasync (what it costs a bandwidth-bound row) */
+        /* BENCH_MAX_WRITE=bytes: the largest single write (A/B runs) */
+        if (getenv("BENCH_MAX_WRITE"))
+                cfg.max_write_bytes = (uint32_t)strtoul(getenv("BENCH_MAX_WRITE"), NULL, 0);
+        if (getenv("BENCH_ZERO_ALL")) {
+                cfg.zero_fill_all = true;
+                cfg.zero_fill_max_sync_bytes = 0;
+        }
         static struct bench b;
         memset(&b, 0, sizeof(b));
         b.lat_us = malloc(sizeof(uint32_t) * MAX_LAT);
@@ -326,6 +339,7 @@ static struct result log_run(enum log_durability pol, int appenders, uint32_t de
                 b.a[i].b = &b;
         struct log_metrics *m = log_owner_metrics(o);
         uint64_t f0 = m->fsyncs, sb0 = m->synced_bytes, sa0 = m->synced_appends;
+        uint64_t zb0 = m->zero_bytes, zw0 = m->zero_writes;
         uint64_t t0 = sl_time_ns(), limit = (uint64_t)(run_secs * 1e9), stop_bytes = 3ull << 30;
         uint64_t cpu0 = thread_cpu_us();
         while (sl_time_ns() - t0 < limit && b.bytes < stop_bytes) {
@@ -360,6 +374,11 @@ static struct result log_run(enum log_durability pol, int appenders, uint32_t de
         r.fsyncs_s = (double)fs / secs;
         r.bytes_per_fsync = fs ? (double)(m->synced_bytes - sb0) / (double)fs : 0;
         r.appends_per_fsync = fs ? (double)(m->synced_appends - sa0) / (double)fs : 0;
+        if (m->zero_writes > zw0)
+                fprintf(stderr, "zero-fill: %llu writes, %.0f MiB (%.2f per MiB appended)\n",
+                        (unsigned long long)(m->zero_writes - zw0),
+                        (double)(m->zero_bytes - zb0) / (1 << 20),
+                        b.bytes ? (double)(m->zero_bytes - zb0) / (double)b.bytes : 0);
         if (b.nlat) {
                 qsort(b.lat_us, b.nlat, sizeof(uint32_t), cmp_u32);
                 r.p50_us = b.lat_us[b.nlat / 2];
@@ -420,7 +439,10 @@ static void throughput(void)
                                 struct result r = log_run((enum log_durability)pol, apps[ai],
                                                           depths[ai], sizes[si]);
                                 char ratio[160];
-                                if (pol == LOG_DURABILITY_FSYNC && r.bytes_per_fsync > 0) {
+                                if (pol == LOG_DURABILITY_FSYNC && r.bytes_per_fsync > 0 &&
+                                    getenv("BENCH_SKIP_RAW")) {
+                                        snprintf(ratio, sizeof(ratio), "(raw skipped)");
+                                } else if (pol == LOG_DURABILITY_FSYNC && r.bytes_per_fsync > 0) {
                                         double fps;
                                         double rs = raw_write_fsync_mbs((uint64_t)r.bytes_per_fsync,
                                                                         &fps, false);

@@ -9,6 +9,10 @@
 #include <liburing.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 static struct log_io *uring(void)
@@ -676,6 +680,7 @@ static void test_prealloc_steps(void **state)
         st_part_init(&s, uring());
         s.cfg.segment_bytes = 1 << 20;
         s.cfg.prealloc_bytes = 64 * 1024;
+        s.cfg.zero_ahead_bytes = 0; /* the steps alone (zero-fill adds its window) */
         st_part_open(&s);
         assert_int_equal(file_size(s.dir, 0), 64 * 1024);
         for (int i = 0; i < 10; i++)
@@ -707,6 +712,7 @@ static void test_prealloc_starts_small(void **state)
         s.cfg.max_batch_bytes = 64 * 1024;
         s.cfg.max_write_bytes = 1 << 20;
         s.cfg.ring_bytes = 4 << 20;
+        s.cfg.zero_ahead_bytes = 0; /* the steps alone (zero-fill adds its window) */
         st_part_open(&s);
         assert_int_equal(file_size(s.dir, 0), 1 << 20);
         /* a producer that waits for its acks now and then, so the
@@ -732,6 +738,207 @@ static void test_prealloc_starts_small(void **state)
         st_part_free(&s);
 }
 
+/* Bytes of [from, to) of the segment file at `base` that sit in extents
+ * already written (not unwritten, not holes): what an append there
+ * overwrites. */
+static uint64_t written_bytes(const char *dir, int64_t base, uint64_t from, uint64_t to)
+{
+        char path[512];
+        snprintf(path, sizeof(path), "%s/%020lld.log", dir, (long long)base);
+        int fd = open(path, O_RDONLY);
+        assert_true(fd >= 0);
+        struct {
+                struct fiemap fm;
+                struct fiemap_extent ext[64];
+        } q;
+        memset(&q, 0, sizeof(q));
+        q.fm.fm_start = from;
+        q.fm.fm_length = to - from;
+        q.fm.fm_flags = FIEMAP_FLAG_SYNC;
+        q.fm.fm_extent_count = 64;
+        assert_int_equal(ioctl(fd, FS_IOC_FIEMAP, &q.fm), 0);
+        close(fd);
+        uint64_t n = 0;
+        for (uint32_t i = 0; i < q.fm.fm_mapped_extents; i++) {
+                const struct fiemap_extent *e = &q.ext[i];
+                if (e->fe_flags & FIEMAP_EXTENT_UNWRITTEN)
+                        continue;
+                uint64_t a = SL_MAX(e->fe_logical, from);
+                uint64_t b = SL_MIN(e->fe_logical + e->fe_length, to);
+                if (b > a)
+                        n += b - a;
+        }
+        return n;
+}
+
+/* A `fsync` partition's tail is zero-filled ahead of its appends, so they
+ * land on written blocks (their fdatasync then commits no extent
+ * conversion); `interval` is not (bandwidth-bound: zeros would double its
+ * device writes), unless zero_fill_all says so. */
+static void test_zero_fill_ahead_of_appends(void **state)
+{
+        (void)state;
+        enum log_durability pol[] = {LOG_DURABILITY_FSYNC, LOG_DURABILITY_INTERVAL,
+                                     LOG_DURABILITY_INTERVAL};
+        for (int k = 0; k < 3; k++) {
+                struct st_part s;
+                st_part_init(&s, uring());
+                s.cfg.durability = pol[k];
+                s.cfg.zero_fill_all = k == 2;
+                s.cfg.segment_bytes = 16 << 20;
+                s.cfg.ring_bytes = 4 << 20;
+                s.cfg.max_batch_bytes = 64 * 1024;
+                s.cfg.max_write_bytes = 1 << 20;
+                s.cfg.zero_ahead_bytes = 2 << 20;
+                st_part_open(&s);
+                struct log_metrics *m = log_owner_metrics(s.o);
+                uint64_t appended = 0;
+                for (int i = 0; i < 64; i++) { /* 4 MiB, acked as it goes */
+                        st_append_ok(&s, 1, 64 * 1024 - 200, i);
+                        appended += s.b[s.nb - 1].len;
+                        log_owner_poll(s.o);
+                        if (i % 4 == 3)
+                                st_drain(s.o);
+                }
+                st_drain(s.o);
+                /* the poll after the last append refills the window */
+                log_owner_poll(s.o);
+                st_drain(s.o);
+                uint64_t tail = (appended + 4095) / 4096 * 4096;
+                uint64_t ahead = written_bytes(s.dir, 0, tail, tail + (1 << 20));
+                if (k == 1) {
+                        assert_int_equal(m->zero_writes, 0);
+                        assert_int_equal(ahead, 0);
+                } else {
+                        assert_true(m->zero_writes > 0);
+                        assert_true(m->zero_bytes >= appended);
+                        /* most of what was appended overwrote zeros, and
+                         * at least a chunk past the tail is written */
+                        assert_true(written_bytes(s.dir, 0, 1 << 20, tail) == tail - (1 << 20));
+                        assert_int_equal(ahead, 1 << 20);
+                }
+                st_part_reopen(&s);
+                assert_int_equal(log_end_offset(s.p), s.b[s.nb - 1].base + s.b[s.nb - 1].count);
+                check_all_offsets(&s);
+                st_part_free(&s);
+        }
+}
+
+/* With a window smaller than the appends' pace, appends keep running into
+ * the zero write in flight: they must stop at its start (the fake counts
+ * overlapping writes in flight) and never lose a byte, whatever order the
+ * completions come in. */
+static void test_zero_fill_never_overlaps_appends(void **state)
+{
+        (void)state;
+        for (uint64_t seed = 1; seed <= 4; seed++) {
+                struct st_part s;
+                st_part_init(&s, log_io_fake_create(seed));
+                s.cfg.max_write_bytes = 4096;
+                s.cfg.zero_ahead_bytes = 8192; /* 4 KiB zero writes */
+                st_part_open(&s);
+                for (int i = 0; i < 600; i++) {
+                        st_append_ok(&s, 1 + i % 5, (uint32_t)(37 + (i * 131) % 3000), i);
+                        if (i % 3 == 0)
+                                log_owner_poll(s.o);
+                }
+                st_drain(s.o);
+                struct log_io_fake_stats st;
+                log_io_fake_stats(s.io, &st);
+                assert_int_equal(st.overlap_violations, 0);
+                assert_true(log_owner_metrics(s.o)->zero_writes > 10);
+                for (int i = 0; i < s.nb; i++)
+                        assert_true(s.b[i].acked);
+                st_part_reopen(&s);
+                assert_int_equal(log_end_offset(s.p), s.b[s.nb - 1].base + s.b[s.nb - 1].count);
+                check_all_offsets(&s);
+                st_part_free(&s);
+        }
+}
+
+/* The window never runs further ahead than preallocation steps: a log
+ * opened with small steps (AMQP queues: 1 MiB) keeps its disk footprint. */
+static void test_zero_fill_within_prealloc_steps(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        s.cfg.segment_bytes = 64 << 20;
+        s.cfg.prealloc_bytes = 1 << 20;
+        s.cfg.max_batch_bytes = 64 * 1024;
+        s.cfg.max_write_bytes = 1 << 20;
+        s.cfg.ring_bytes = 4 << 20;
+        st_part_open(&s);
+        uint64_t appended = 0;
+        for (int i = 0; i < 48; i++) { /* about 3 MiB */
+                st_append_ok(&s, 1, 64 * 1024 - 200, i);
+                appended += s.b[s.nb - 1].len;
+                log_owner_poll(s.o);
+                if (i % 4 == 3)
+                        st_drain(s.o);
+        }
+        log_owner_poll(s.o);
+        st_drain(s.o);
+        assert_true(log_owner_metrics(s.o)->zero_writes > 0);
+        /* the data, a 1 MiB window, one 1 MiB step (and one more in flight) */
+        assert_true(file_size(s.dir, 0) <= appended + (3 << 20));
+        st_part_reopen(&s);
+        check_all_offsets(&s);
+        st_part_free(&s);
+}
+
+/* Every sealed segment gets its complete index, even when its last
+ * recovery point's index write was still in flight when it was sealed (one
+ * index write per segment at a time: the complete one follows when that
+ * one finishes). A complete index ends at the next segment's base. */
+static int cmp_ll(const void *a, const void *b)
+{
+        long long x = *(const long long *)a, y = *(const long long *)b;
+        return x < y ? -1 : x > y;
+}
+
+static void test_sealed_index_follows_recovery_point_in_flight(void **state)
+{
+        (void)state;
+        for (uint64_t seed = 1; seed <= 6; seed++) {
+                struct st_part s;
+                st_part_init(&s, log_io_fake_create(seed));
+                s.cfg.segment_bytes = 16 * 1024;
+                s.cfg.recovery_point_bytes = 2048;
+                st_part_open(&s);
+                for (int i = 0; i < 200; i++) {
+                        st_append_ok(&s, 1, 300 + (uint32_t)(i * 37) % 700, i);
+                        if (i % 2)
+                                log_owner_poll(s.o);
+                }
+                st_drain(s.o);
+                long long bases[64];
+                int n = 0;
+                DIR *d = opendir(s.dir);
+                struct dirent *de;
+                while ((de = readdir(d)))
+                        if (strstr(de->d_name, ".log") && n < 64)
+                                bases[n++] = atoll(de->d_name);
+                closedir(d);
+                qsort(bases, (size_t)n, sizeof(bases[0]), cmp_ll);
+                assert_true(n >= 6);
+                for (int k = 0; k + 1 < n; k++) { /* all but the tail are sealed */
+                        char ix[600];
+                        snprintf(ix, sizeof(ix), "%s/%020lld.timeindex", s.dir, bases[k]);
+                        FILE *fp = fopen(ix, "rb");
+                        assert_non_null(fp);
+                        uint8_t end[12];
+                        assert_int_equal(fseek(fp, -12, SEEK_END), 0);
+                        assert_int_equal(fread(end, 1, 12, fp), 12);
+                        fclose(fp);
+                        uint32_t next_rel;
+                        memcpy(&next_rel, end + 8, 4);
+                        assert_int_equal(bases[k] + next_rel, bases[k + 1]);
+                }
+                st_part_free(&s);
+        }
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -752,6 +959,10 @@ int main(void)
             cmocka_unit_test(test_no_notify_keeps_polling),
             cmocka_unit_test(test_prealloc_steps),
             cmocka_unit_test(test_prealloc_starts_small),
+            cmocka_unit_test(test_zero_fill_ahead_of_appends),
+            cmocka_unit_test(test_zero_fill_never_overlaps_appends),
+            cmocka_unit_test(test_zero_fill_within_prealloc_steps),
+            cmocka_unit_test(test_sealed_index_follows_recovery_point_in_flight),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -50,17 +50,33 @@ static void verify_part(struct st_part *s)
         }
 }
 
-static void test_powercut_partitions(void **state)
+/* stale_zero_fill: new space starts out holding stale valid batches (of
+ * offset 0, an older life, as a recycled file would), and the partitions
+ * zero-fill it ahead of their appends in small steps, so zero writes are in
+ * flight or uncovered by any fdatasync at the cut: those vanish, the stale
+ * bytes come back, and recovery must still keep exactly the acked prefix. */
+static void powercut_partitions(bool stale_zero_fill)
 {
-        (void)state;
+        uint8_t stale[1024];
+        uint32_t stale_len = st_batch(stale, 3, 200, 5, 99);
+        uint64_t zero_writes = 0;
         for (uint64_t seed = 1; seed <= 8; seed++) {
                 uint64_t rng = seed * 77 + 1;
                 struct log_io *io = log_io_fake_create(seed);
+                if (stale_zero_fill)
+                        log_io_fake_set_stale(io, stale, stale_len);
                 static struct st_part s[NPART];
                 for (int i = 0; i < NPART; i++) {
                         st_part_init(&s[i], io);
                         if (i)
                                 s[i].o = s[0].o;
+                        if (stale_zero_fill) {
+                                /* preallocated through the ring, 16 KiB steps */
+                                s[i].cfg.segment_bytes = 256 * 1024;
+                                s[i].cfg.prealloc_bytes = 16 * 1024;
+                                s[i].cfg.zero_ahead_bytes = 16 * 1024;
+                                s[i].cfg.zero_fill_max_sync_bytes = 0;
+                        }
                         st_part_open(&s[i]);
                 }
                 int steps = 100 + (int)(rng_next(&rng) % 700);
@@ -83,6 +99,7 @@ static void test_powercut_partitions(void **state)
                         if (rng_next(&rng) % 5 == 0 && io->inflight)
                                 io->ops->wait(io);
                 }
+                zero_writes += log_owner_metrics(s[0].o)->zero_writes;
                 /* the cut: nothing more completes */
                 log_io_fake_power_cut(io);
                 for (int i = 0; i < NPART; i++) {
@@ -111,6 +128,20 @@ static void test_powercut_partitions(void **state)
                         st_part_free(&s[i]);
                 }
         }
+        if (stale_zero_fill)
+                assert_true(zero_writes > 8); /* the cuts did land among them */
+}
+
+static void test_powercut_partitions(void **state)
+{
+        (void)state;
+        powercut_partitions(false);
+}
+
+static void test_powercut_zero_fill_over_stale_space(void **state)
+{
+        (void)state;
+        powercut_partitions(true);
 }
 
 static int count_suffix(const char *dir, const char *suffix)
@@ -328,6 +359,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_powercut_partitions),
+            cmocka_unit_test(test_powercut_zero_fill_over_stale_space),
             cmocka_unit_test(test_powercut_metadata),
             cmocka_unit_test(test_powercut_undoes_unsynced_namespace),
             cmocka_unit_test(test_powercut_brings_back_unsynced_segment_deletes),

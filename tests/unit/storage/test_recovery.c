@@ -196,6 +196,50 @@ static void test_stale_valid_batch_beyond_cut(void **state)
         st_part_free(&s);
 }
 
+/* A recycled segment file (or one zero-filled ahead that a power cut took
+ * back to an older state) holds valid-looking batches of an older life past
+ * the tail: whole batches with good CRCs but offsets the log passed long
+ * ago. Recovery cuts at the first one (offset continuity), zeroes them all,
+ * and they never come back after later appends and another crash. */
+static void test_recycled_file_stale_batches_beyond_cut(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        st_part_open(&s);
+        for (int i = 0; i < 10; i++)
+                st_append_ok(&s, 1, 300, i);
+        st_drain(s.o);
+        crash_close(&s);
+        /* 20 batches of an older life, offsets 5..24, right at the end */
+        char path[512];
+        seg_path(&s, 0, path, sizeof(path));
+        uint64_t end = batch_pos(&s, 10), stale_end = end;
+        uint8_t buf[2048];
+        int fd = open(path, O_RDWR);
+        for (int k = 0; k < 20; k++) {
+                uint32_t n = st_batch(buf, 1, 900, 1000 + k, (uint32_t)k);
+                st_be64(buf, (uint64_t)(5 + k));
+                assert_int_equal(log_batch_validate(buf, n, 1 << 20), 0);
+                assert_int_equal(pwrite(fd, buf, n, (off_t)stale_end), (ssize_t)n);
+                stale_end += n;
+        }
+        close(fd);
+        st_part_open(&s);
+        check_prefix(&s, 10);
+        assert_true(all_zero_from(path, end, stale_end));
+        /* new appends overwrite part of that space; a crash after them must
+         * find exactly them */
+        for (int i = 10; i < 15; i++)
+                st_append_ok(&s, 1, 300, i);
+        st_drain(s.o);
+        crash_close(&s);
+        st_part_open(&s);
+        check_prefix(&s, 15);
+        assert_true(all_zero_from(path, batch_pos(&s, 15), stale_end));
+        st_part_free(&s);
+}
+
 static int64_t nth_segment_base(const struct st_part *s, int n)
 {
         char path[512];
@@ -386,6 +430,7 @@ int main(void)
             cmocka_unit_test(test_tail_cut_every_byte),
             cmocka_unit_test(test_crc_mismatch_truncates),
             cmocka_unit_test(test_stale_valid_batch_beyond_cut),
+            cmocka_unit_test(test_recycled_file_stale_batches_beyond_cut),
             cmocka_unit_test(test_damage_beyond_tail_fences),
             cmocka_unit_test(test_short_unindexed_recent_segment_is_a_crash),
             cmocka_unit_test(test_recovery_point_bounds_scan),
