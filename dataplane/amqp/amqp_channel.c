@@ -515,7 +515,8 @@ long amqp_on_header(struct sl_conn *c, struct amqp_channel *ch, const struct amq
                                        AMQP_BASIC_PUBLISH);
         /* A delivery goes out whole or waits for room (amqp_send_content), so a
          * message must fit in a consumer's output cap with room to spare. */
-        uint64_t max = SL_MIN((uint64_t)AMQP_MSG_MAX, c->w->limits.pending_response_bytes_max / 2);
+        uint64_t max = SL_MIN(c->w->limits.amqp_message_bytes_max,
+                              c->w->limits.pending_response_bytes_max / 2);
         if (h.body_size > max) {
                 char t[96];
                 snprintf(t, sizeof(t), "message size %llu larger than max size %llu",

@@ -15,6 +15,7 @@
 #include "amqp_codec.h"
 #include "amqp_frame.h"
 #include "amqp_proto.h"
+#include "amqp_qrec.h"
 #include "ctl_amqp.h"
 #include "log.h"
 #include "log_crc32c.h"
@@ -28,8 +29,10 @@
 #define AMQP_HEARTBEAT_S      60
 #define AMQP_HANDSHAKE_MS     10000
 #define AMQP_CLOSE_WAIT_MS    3000
-#define AMQP_MSG_MAX          (16u << 20)
-#define AMQP_CTL_BUF          2048
+/* No message is larger ([limits] amqp_message_bytes_max's upper bound):
+ * what recovery accepts from a log record. */
+#define AMQP_MSG_LIMIT (512ull << 20)
+#define AMQP_CTL_BUF   2048
 /* Deliveries a proxy may have on their way to a remote consumer's worker
  * and not yet written to its socket: the hop's flow control. */
 #define AMQP_REMOTE_WINDOW 256
@@ -151,6 +154,11 @@ struct amqp_queue {
         uint32_t nacks, acks_cap;
         bool ack_dirty;
         struct amqp_queue *next_dirty;
+        /* records waiting for room in the log, in order (see amqp_spill);
+         * while any wait, every later record of the queue waits behind */
+        struct amqp_spill *spill_head, *spill_tail;
+        uint32_t spill_n;
+        struct amqp_queue *next_spill;
         /* durable: the log offsets of its live persistent messages (ready,
          * unacked or being appended) in log order, AMQP_LIVE_SETTLED set
          * once settled; the head is the lowest live offset, below which
@@ -259,6 +267,7 @@ struct amqp_worker {
         struct amqp_plog *plogs;
         uint8_t *scratch; /* one batch being built */
         struct amqp_queue *ack_dirty;
+        struct amqp_queue *spilled; /* queues with records waiting for the log */
         /* Resource alarms (CTL_AMQP_ALARM_* bits from the control thread):
          * while set, a connection that publishes is no longer read (and
          * told with connection.blocked) until they clear. The memory
@@ -280,7 +289,7 @@ struct amqp_worker {
         /* written by the worker, read by the control thread (metrics) */
         _Atomic uint64_t published, delivered, acked, unroutable, returned;
         _Atomic uint64_t queues_n, messages_ready, channels, conn_errors, chan_errors;
-        _Atomic uint64_t persist_too_large, log_trims;
+        _Atomic uint64_t persist_split, log_trims;
         _Atomic uint64_t alarm_pub;
         _Atomic int64_t held_bytes_pub;
 };
@@ -407,10 +416,6 @@ struct amqp_fwd {
         struct amqp_origin o[];
 };
 
-#define DQ_REC_MSG        'M'
-#define DQ_REC_ACK        'A'
-#define DQ_REC_DELAYED    'D' /* a held x-delayed-message: 'M' plus its due time (wall clock) */
-#define DQ_BATCH_MAX      (2u << 20)
 #define DQ_SEGMENT_BYTES  (8u << 20) /* small: a queue that is never empty still trims */
 #define AMQP_LIVE_SETTLED (1ull << 63)
 #define AMQP_TRIM_MS      1000
@@ -418,6 +423,19 @@ struct amqp_fwd {
 struct amqp_pend {
         struct amqp_origin o;
         struct amqp_fwd *f;
+};
+
+/* A record the log could not take yet (staging ring or ack queue full: a
+ * piece of a large message, or anything after one), appended in order from
+ * amqp_dq_poll. Its offset was predicted (the log end plus the records
+ * ahead), so acks and live offsets can name it already. */
+struct amqp_spill {
+        struct amqp_spill *next;
+        int64_t off;
+        bool piece;            /* a message record: its ack runs dq_append_cb */
+        struct amqp_pend pend; /* piece: the confirm waiting for it (last piece only) */
+        uint32_t len;
+        uint8_t b[];
 };
 
 struct amqp_plog {
@@ -618,6 +636,7 @@ void amqp_fwd_accepted(struct amqp_worker *aw, struct amqp_fwd *f);
 int amqp_dq_open(struct amqp_worker *aw, struct amqp_queue *q);
 void amqp_dq_remove(struct amqp_worker *aw, struct amqp_queue *q);
 uint32_t amqp_dq_poll(struct amqp_worker *aw);
+void amqp_dq_spill_discard(struct amqp_worker *aw);
 void amqp_dq_trim(struct amqp_worker *aw, struct amqp_queue *q);
 
 /* amqp_qargs.c */

@@ -774,6 +774,7 @@ void amqp_worker_fini(struct sl_worker *w)
                 /* acks recorded, every append finished (callbacks run) */
                 amqp_dq_poll(aw);
                 log_owner_drain(aw->owner);
+                amqp_dq_spill_discard(aw);
         }
         while (aw->exchanges) {
                 struct amqp_exchange *e = aw->exchanges;
@@ -888,8 +889,9 @@ static void amqp_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
              "Bytes of messages allocated minus freed on this worker, ready, unacked or in flight; "
              "the sum over workers is the memory alarm's measure.",
              AMQP_LOAD(held_bytes_pub));
-        emit(ctx, "sluice_amqp_persist_too_large_total", "counter",
-             "Persistent messages over 2 MiB kept in memory only.", AMQP_LOAD(persist_too_large));
+        emit(ctx, "sluice_amqp_persist_split_total", "counter",
+             "Persistent messages stored in several log records (over the 2 MiB batch limit).",
+             AMQP_LOAD(persist_split));
 }
 
 const struct sl_proto_ops amqp_proto_ops = {

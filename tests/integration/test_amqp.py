@@ -1120,6 +1120,46 @@ def test_delayed_message_exchange_routes_when_due(amqp):
     conn.close()
 
 
+@pytest.mark.parametrize("placement", ["local", "cross_worker"])
+def test_durable_large_persistent_messages_survive_sigkill_byte_identical(amqp, placement):
+    """Persistent messages over the 2 MiB storage batch limit (5 MiB and
+    20 MiB) are stored in pieces: confirmed only once every piece is
+    fsynced, and after SIGKILL each unacked one comes back whole and once,
+    an acked one never. cross_worker: the publisher is on the other worker
+    (its confirm waits for the queue worker's appends)."""
+    import os
+    owner = connect_on(amqp, 0)
+    q = owner.channel().queue_declare("dur.big", durable=True).method.queue
+    pub = connect_on(amqp, 1) if placement == "cross_worker" else owner
+    ch = pub.channel()
+    ch.confirm_delivery()
+    persistent = pika.BasicProperties(delivery_mode=2, headers={"n": 1})
+    bodies = [os.urandom(5 << 20), b"small", os.urandom(20 << 20), os.urandom((2 << 20) - 200),
+              os.urandom(5 << 20)]
+    for b in bodies:
+        # returns once confirmed: every piece is durable
+        ch.basic_publish("", q, b, properties=persistent)
+    assert amqp.metric_sum("sluice_amqp_persist_split_total") >= 3
+    cons = owner.channel()
+    got = drain(cons, q, len(bodies), timeout=20)
+    assert [body for _, _, body in got] == bodies
+    cons.basic_ack(got[0][0].delivery_tag)  # the first 5 MiB one is done
+    # its ack record precedes this message in the log: durable with its confirm
+    ch.basic_publish("", q, b"marker", properties=persistent)
+    amqp.kill()
+    amqp.start()
+    conn = connect(amqp)
+    ch = conn.channel()
+    expected = bodies[1:] + [b"marker"]
+    assert ch.queue_declare(q, passive=True).method.message_count == len(expected)
+    again = drain(ch, q, len(expected), timeout=20)
+    assert [body for _, _, body in again] == expected
+    assert all(method.redelivered for method, _, _ in again)
+    assert all(props.headers == {"n": 1} and props.delivery_mode == 2 for _, props, _ in again)
+    ch.basic_ack(again[-1][0].delivery_tag, multiple=True)
+    conn.close()
+
+
 def test_durable_log_trimmed_once_everything_is_settled_and_stays_correct(amqp):
     conn = connect(amqp)
     ch = conn.channel()
