@@ -161,7 +161,7 @@ static void store(struct log_owner *o, struct log_partition *p, struct model *md
 {
         flush_acks(o, p, md);
         struct msg *m = &md->m[md->n];
-        bool big = torn_after != UINT32_MAX || rng_next(rng) % 8 == 0;
+        bool big = torn_after != UINT32_MAX || rng_next(rng) % 16 == 0;
         m->h = (struct amqp_qrec_head){
             .type = DQ_REC_MSG,
             .ex_len = (uint8_t)(rng_next(rng) % 8),
@@ -208,6 +208,10 @@ static void open_log(struct log_owner *o, const char *dir, struct log_partition 
         cfg.index_interval_bytes = 4096;
         cfg.prealloc_bytes = 64 * 1024;
         cfg.max_pending = 256;
+        /* as the server: only settlement removes (the batches' timestamps
+         * are old, so retention by time would delete rolled segments) */
+        cfg.retention_ms = -1;
+        cfg.retention_bytes = -1;
         assert_int_equal(log_partition_open(o, dir, &cfg, 0, p), 0);
 }
 
