@@ -624,10 +624,7 @@ long amqp_on_consume(struct sl_conn *c, struct amqp_channel *ch, const struct am
         k->prefetch = ch->prefetch;
         k->next_in_chan = ch->consumers;
         ch->consumers = k;
-        struct amqp_consumer **tail = &q->consumers;
-        while (*tail)
-                tail = &(*tail)->next_in_queue;
-        *tail = k;
+        amqp_consumer_append(q, k);
         q->nconsumers++;
         if (!m->args[AMQP_BASIC_CONSUME_NOWAIT].u) {
                 struct amqp_method ok;
@@ -777,35 +774,13 @@ long amqp_settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_m
                 return amqp_chan_error(c, ch, 406, t, m->key);
         }
         /* Credit came back to this channel's consumers; requeued messages
-         * may go to anyone. Dispatch only those queues (the hot path of
-         * every ack), or all when requeued messages came from many. */
-        struct amqp_queue *touched[16];
-        uint32_t nt = 0;
-        bool all = false;
-        for (struct amqp_msg *x = req; x; x = x->next) {
-                if (x->home != aw->w->id)
-                        continue;
-                bool seen = false;
-                for (uint32_t i = 0; i < nt && !seen; i++)
-                        seen = touched[i] == x->uq;
-                if (!seen && !x->uq->deleted) {
-                        if (nt == SL_ARRAY_LEN(touched))
-                                all = true;
-                        else
-                                touched[nt++] = x->uq;
-                }
-        }
+         * may go to anyone (amqp_requeue_list marks their queues). Dispatch
+         * only those queues: the hot path of every ack. */
         amqp_requeue_list(aw, req);
-        if (all) {
-                for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                        amqp_queue_dispatch(aw, q);
-                return 0;
-        }
-        for (uint32_t i = 0; i < nt; i++)
-                amqp_queue_dispatch(aw, touched[i]);
         for (struct amqp_consumer *k = ch->consumers; k; k = k->next_in_chan)
                 if (!k->stub)
-                        amqp_queue_dispatch(aw, k->q);
+                        amqp_queue_mark(aw, k->q);
+        amqp_dispatch_marked(aw);
         if (ch->gprefetch)
                 amqp_stubs_writable(aw, c, ch);
         return 0;

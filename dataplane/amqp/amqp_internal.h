@@ -170,6 +170,11 @@ struct amqp_queue {
         struct amqp_msg *head, *tail;
         uint64_t count;
         struct amqp_consumer *consumers;
+        /* the last consumer's next_in_queue (NULL or &consumers when none):
+         * appends and the round robin's rotation without a walk */
+        struct amqp_consumer **ctail;
+        bool marked; /* on the worker's list of queues to dispatch */
+        struct amqp_queue *next_marked;
         uint32_t nconsumers;
         uint32_t unacked_refs; /* unacked messages pointing here */
         bool deleted;          /* unlinked; freed when unacked_refs drops to 0 */
@@ -268,6 +273,10 @@ struct amqp_worker {
         uint8_t *scratch; /* one batch being built */
         struct amqp_queue *ack_dirty;
         struct amqp_queue *spilled; /* queues with records waiting for the log */
+        /* queues an event may have unblocked (credit back, messages
+         * requeued, output room): dispatched by amqp_dispatch_marked
+         * instead of every queue of the worker */
+        struct amqp_queue *marked;
         /* Resource alarms (CTL_AMQP_ALARM_* bits from the control thread):
          * while set, a connection that publishes is no longer read (and
          * told with connection.blocked) until they clear. The memory
@@ -367,6 +376,12 @@ struct amqp_conn {
         struct sl_conn *blocked_prev, *blocked_next;
         uint64_t last_rx_ms, last_tx_hb_ms, phase_since_ms;
         struct amqp_channel **chans; /* [channel_max + 1], allocated at the first channel.open */
+        /* Queues whose delivery waited for this connection's output room
+         * (each holds a reference): writable() dispatches these. More than
+         * fit: every queue of the worker. */
+        struct amqp_queue *room_q[8];
+        uint8_t nroom_q;
+        bool room_all;
 };
 
 static inline struct amqp_worker *aw_of(struct sl_worker *w)
@@ -578,7 +593,9 @@ void amqp_topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64_t
 long amqp_queue_declare_ok(struct sl_conn *c, struct amqp_channel *ch, struct amqp_bytes name,
                            uint64_t count, uint32_t consumers);
 void amqp_topo_done(struct amqp_worker *aw, struct amqp_topo *t);
-void amqp_queue_delete_announce(struct amqp_worker *aw, struct amqp_queue *q);
+struct amqp_qop;
+void amqp_queue_delete_announce(struct amqp_worker *aw, struct amqp_queue *q,
+                                const struct amqp_qop *o);
 
 /* amqp_queue.c */
 int amqp_send_content(struct sl_conn *c, uint16_t chan, const struct amqp_method *meth,
@@ -586,6 +603,12 @@ int amqp_send_content(struct sl_conn *c, uint16_t chan, const struct amqp_method
 void amqp_queue_free(struct amqp_queue *q);
 void amqp_queue_unref(struct amqp_queue *q);
 void amqp_unacked_add(struct amqp_worker *aw, struct amqp_channel *ch, struct amqp_msg *m);
+void amqp_consumer_append(struct amqp_queue *q, struct amqp_consumer *k);
+void amqp_queue_mark(struct amqp_worker *aw, struct amqp_queue *q);
+void amqp_conn_room(struct amqp_worker *aw, struct sl_conn *c);
+void amqp_conn_room_release(struct sl_conn *c);
+void amqp_dispatch_marked(struct amqp_worker *aw);
+void amqp_consumer_unlink_at(struct amqp_queue *q, struct amqp_consumer **pp);
 void amqp_queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q);
 void amqp_consumer_remove(struct amqp_consumer *k);
 void amqp_requeue_list(struct amqp_worker *aw, struct amqp_msg *m);

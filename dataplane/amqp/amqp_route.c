@@ -703,7 +703,7 @@ void amqp_topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64_t
                         sl_counter_add(&aw->queues_n, 1);
                         r->q = q;
                         if (t->exclusive && !q->owner)
-                                amqp_queue_delete_announce(aw, q);
+                                amqp_queue_delete_announce(aw, q, NULL);
                 }
                 r->next = aw->qrefs;
                 aw->qrefs = r;
@@ -816,16 +816,34 @@ void amqp_topo_done(struct amqp_worker *aw, struct amqp_topo *t)
 }
 
 /* A queue here went away (deleted, auto-delete, exclusive owner closed):
- * the routing table forgets it everywhere. */
-void amqp_queue_delete_announce(struct amqp_worker *aw, struct amqp_queue *q)
+ * the routing table forgets it everywhere, and its stored definition goes
+ * with it (only a durable, non-exclusive queue has one). o: the
+ * queue.delete that asked (its client gets delete-ok with the message
+ * count once every worker applied the change), NULL for none. */
+void amqp_queue_delete_announce(struct amqp_worker *aw, struct amqp_queue *q,
+                                const struct amqp_qop *o)
 {
-        uint64_t qid = q->qid;
         struct amqp_topo *t = amqp_topo_new(NULL, NULL, AMQP_TOPO_Q_DELETE, 0);
         SL_ASSERT(t);
-        t->qid = qid;
+        t->qid = q->qid;
         t->a = q->name;
+        uint16_t from = aw->w->id;
+        if (o) {
+                t->method = AMQP_QUEUE_DELETE;
+                t->conn = o->conn;
+                t->slot = o->slot;
+                t->gen = o->gen;
+                t->chan = o->chan;
+                t->epoch = o->epoch;
+                t->nowait = o->nowait;
+                from = o->from;
+        }
         if (q->durable && !q->owner)
                 amqp_topo_def(t, CTL_AMQP_DEF_DELETE_QUEUE);
-        amqp_queue_delete(aw, q);
-        amqp_topo_submit(aw, NULL, t);
+        t->count = amqp_queue_delete(aw, q);
+        /* the sequencer tells the worker named here when it is applied */
+        struct sl_msg m = {.type = CTL_AMQP_MSG_CHANGE, .u16 = from};
+        m.a.ptr[0] = t;
+        m.a.ptr[1] = t->has_def ? &t->def : NULL;
+        amqp_out_msg(aw, aw->w->rt->control_ep, &m);
 }

@@ -339,8 +339,8 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
                 if (m->key == AMQP_BASIC_RECOVER &&
                     amqp_send_simple(c, chan, AMQP_BASIC_RECOVER_OK))
                         return -1;
-                for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                        amqp_queue_dispatch(aw, q);
+                /* the requeued ones' queues (marked) deliver again */
+                amqp_dispatch_marked(aw);
                 return 0;
         }
         case AMQP_BASIC_PUBLISH:
@@ -665,8 +665,7 @@ static void amqp_writable(struct sl_conn *c)
 {
         struct amqp_worker *aw = aw_of(c->w);
         amqp_stubs_writable(aw, c, NULL);
-        for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                amqp_queue_dispatch(aw, q);
+        amqp_conn_room(aw, c);
 }
 
 static void amqp_tick(struct sl_conn *c, uint64_t now)
@@ -722,12 +721,14 @@ static void amqp_closed(struct sl_conn *c, enum sl_close_reason why)
         for (struct amqp_queue **pp = &aw->queues; *pp;) {
                 struct amqp_queue *q = *pp;
                 if (q->owner == c)
-                        amqp_queue_delete_announce(aw, q); /* unlinks q: *pp is now the next */
+                        amqp_queue_delete_announce(aw, q,
+                                                   NULL); /* unlinks q: *pp is now the next */
                 else
                         pp = &q->next;
         }
         if (ac->blocked)
                 amqp_blocked_unlink(aw, c);
+        amqp_conn_room_release(c);
         amqp_parser_take_buffer(&ac->parser);
         free(ac->abuf);
         ac->abuf = NULL;
