@@ -29,7 +29,8 @@ static uint64_t get_be64(const uint8_t *p)
         return v;
 }
 
-uint32_t amqp_qrec_frame(uint8_t *b, uint32_t payload_len, uint64_t now_ms)
+/* The batch header around payload_len bytes (all but the CRC). */
+static uint32_t frame_header(uint8_t *b, uint32_t payload_len, uint64_t now_ms)
 {
         uint32_t len = LOG_BATCH_HEADER_BYTES + payload_len;
         memset(b, 0, LOG_BATCH_HEADER_BYTES);
@@ -41,7 +42,27 @@ uint32_t amqp_qrec_frame(uint8_t *b, uint32_t payload_len, uint64_t now_ms)
         b[51] = b[52] = 0xff;
         put_be32(b + 53, UINT32_MAX);
         put_be32(b + 57, 1);
+        return len;
+}
+
+uint32_t amqp_qrec_frame(uint8_t *b, uint32_t payload_len, uint64_t now_ms)
+{
+        uint32_t len = frame_header(b, payload_len, now_ms);
         put_be32(b + 17, log_crc32c(0, b + 21, len - 21));
+        return len;
+}
+
+/* A record of hn bytes already at the payload's start followed by n bytes
+ * of data: the data is copied and the CRC computed in one pass (the one
+ * place a message's bytes are read on their way to the log besides the
+ * log's own copy). */
+static uint32_t frame_copy(uint8_t *b, uint32_t hn, const uint8_t *data, uint32_t n,
+                           uint64_t now_ms)
+{
+        uint32_t len = frame_header(b, hn + n, now_ms);
+        uint32_t crc = log_crc32c(0, b + 21, LOG_BATCH_HEADER_BYTES - 21 + hn);
+        crc = log_crc32c_copy(crc, b + LOG_BATCH_HEADER_BYTES + hn, data, n);
+        put_be32(b + 17, crc);
         return len;
 }
 
@@ -82,23 +103,20 @@ uint32_t amqp_qrec_build(uint8_t *b, uint32_t batch_max, const struct amqp_qrec_
         uint32_t hl = amqp_qrec_head_len(h->type);
         if (hl + data_len <= payload_max) {
                 write_head(p, h);
-                memcpy(p + hl, data, data_len);
-                return amqp_qrec_frame(b, hl + (uint32_t)data_len, now_ms);
+                return frame_copy(b, hl, data, (uint32_t)data_len, now_ms);
         }
         uint32_t c0 = first_chunk(h, batch_max);
         if (piece == 0) {
                 p[0] = DQ_REC_FIRST;
                 write_head(p + 1, h);
-                memcpy(p + 1 + hl, data, c0);
-                return amqp_qrec_frame(b, payload_max, now_ms);
+                return frame_copy(b, 1 + hl, data, c0, now_ms);
         }
         uint64_t per = payload_max - DQ_CONT_HEAD;
         uint64_t from = c0 + (uint64_t)(piece - 1) * per;
         uint32_t n = (uint32_t)(data_len - from < per ? data_len - from : per);
         p[0] = DQ_REC_CONT;
         put_be64(p + 1, (uint64_t)first_off);
-        memcpy(p + DQ_CONT_HEAD, data + from, n);
-        return amqp_qrec_frame(b, DQ_CONT_HEAD + n, now_ms);
+        return frame_copy(b, DQ_CONT_HEAD, data + from, n, now_ms);
 }
 
 /* Parses a 'M'/'D' head at p (n bytes available); 0 or -1. */
