@@ -122,6 +122,7 @@ static int dq_put(struct amqp_worker *aw, struct amqp_queue *q, const uint8_t *b
         }
         q->spill_tail = s;
         q->spill_n++;
+        sl_counter_add(&aw->persist_spilled, 1);
         *off = s->off;
         return 0;
 }

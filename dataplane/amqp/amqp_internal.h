@@ -298,7 +298,7 @@ struct amqp_worker {
         /* written by the worker, read by the control thread (metrics) */
         _Atomic uint64_t published, delivered, acked, unroutable, returned;
         _Atomic uint64_t queues_n, messages_ready, channels, conn_errors, chan_errors;
-        _Atomic uint64_t persist_split, log_trims;
+        _Atomic uint64_t persist_split, persist_spilled, log_trims;
         _Atomic uint64_t alarm_pub;
         _Atomic int64_t held_bytes_pub;
 };

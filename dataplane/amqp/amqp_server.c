@@ -893,6 +893,9 @@ static void amqp_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
         emit(ctx, "sluice_amqp_persist_split_total", "counter",
              "Persistent messages stored in several log records (over the 2 MiB batch limit).",
              AMQP_LOAD(persist_split));
+        emit(ctx, "sluice_amqp_persist_spilled_total", "counter",
+             "Queue log records that waited for room in the log (appended in order later).",
+             AMQP_LOAD(persist_spilled));
 }
 
 const struct sl_proto_ops amqp_proto_ops = {
