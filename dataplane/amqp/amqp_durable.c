@@ -106,6 +106,8 @@ static int dq_put(struct amqp_worker *aw, struct amqp_queue *q, const uint8_t *b
         struct amqp_spill *s = malloc(sizeof(*s) + len);
         if (!s)
                 return -ENOMEM;
+        /* a copy of message bytes: the memory alarm counts it */
+        amqp_msg_held_bytes += (int64_t)len;
         s->next = NULL;
         s->off = log_end_offset(q->log) + q->spill_n;
         s->piece = piece;
@@ -152,6 +154,7 @@ static bool dq_spill_drain(struct amqp_worker *aw, struct amqp_queue *q)
                                 dq_pend_done(aw, q, &s->pend, rc);
                         }
                 }
+                amqp_msg_held_bytes -= (int64_t)s->len;
                 free(s);
         }
         q->spill_tail = NULL;
@@ -654,6 +657,7 @@ void amqp_dq_spill_discard(struct amqp_worker *aw)
                 while (q->spill_head) {
                         struct amqp_spill *s = q->spill_head;
                         q->spill_head = s->next;
+                        amqp_msg_held_bytes -= (int64_t)s->len;
                         free(s);
                 }
                 q->spill_tail = NULL;
