@@ -20,13 +20,71 @@ struct amqp_msg *amqp_msg_alloc(uint64_t bytes)
         return m;
 }
 
-/* Like free(), NULL is nothing to do. */
+static void msg_release(struct amqp_msg *m)
+{
+        amqp_msg_held_bytes -= (int64_t)m->alloc_bytes;
+        free(m);
+}
+
+/* Like free(), NULL is nothing to do. A fan-out copy lets go of its
+ * owner's bytes; an owner still read by copies stays until the last goes. */
 void amqp_msg_free(struct amqp_msg *m)
 {
         if (!m)
                 return;
-        amqp_msg_held_bytes -= (int64_t)m->alloc_bytes;
-        free(m);
+        struct amqp_msg *owner = m->body_of;
+        if (owner) {
+                msg_release(m);
+                if (--owner->body_refs == 0 && owner->body_dead)
+                        msg_release(owner);
+                return;
+        }
+        if (m->body_refs) {
+                m->body_dead = true;
+                m->next = NULL;
+                return;
+        }
+        msg_release(m);
+}
+
+/* A copy of owner's header for another queue on this worker, reading
+ * owner's bytes (fan-out without copying the body). NULL if out of memory. */
+struct amqp_msg *amqp_msg_share(struct amqp_msg *owner)
+{
+        SL_DASSERT(!owner->body_of && !owner->body_dead);
+        struct amqp_msg *cp = amqp_msg_alloc(sizeof(*cp));
+        if (!cp)
+                return NULL;
+        uint64_t bytes = cp->alloc_bytes;
+        memcpy(cp, owner, sizeof(*cp));
+        cp->alloc_bytes = bytes;
+        cp->next = NULL;
+        cp->body_of = owner;
+        cp->body_refs = 0;
+        owner->body_refs++;
+        return cp;
+}
+
+/* m is about to leave this worker (to a consumer, a get or a queue on
+ * another): the bytes must go with it, shared with nobody. Returns m, or a
+ * whole copy replacing it (m is then freed). */
+struct amqp_msg *amqp_msg_own(struct amqp_msg *m)
+{
+        if (!m->body_of && !m->body_refs)
+                return m;
+        uint64_t n = (uint64_t)m->ex_len + m->rk_len + m->hdr_len + m->body_len;
+        struct amqp_msg *w = amqp_msg_alloc(sizeof(*w) + n);
+        SL_ASSERT(w); /* as the cross-worker batches: no way to refuse here */
+        uint64_t bytes = w->alloc_bytes;
+        memcpy(w, m, sizeof(*w));
+        memcpy(w->data, amqp_msg_bytes(m), n);
+        w->alloc_bytes = bytes;
+        w->body_of = NULL;
+        w->body_refs = 0;
+        w->body_dead = false;
+        m->next = NULL;
+        amqp_msg_free(m);
+        return w;
 }
 
 struct amqp_msg *amqp_msg_new(struct amqp_bytes ex, struct amqp_bytes rk, uint64_t hdr_max,
@@ -465,9 +523,9 @@ static long publish_route(struct sl_conn *c, struct amqp_channel *ch, struct amq
                         r.args[AMQP_BASIC_RETURN_REPLY_CODE].u = 312;
                         r.args[AMQP_BASIC_RETURN_REPLY_TEXT].b = amqp_cstr("NO_ROUTE");
                         r.args[AMQP_BASIC_RETURN_EXCHANGE].b =
-                            (struct amqp_bytes){m->data, m->ex_len};
+                            (struct amqp_bytes){amqp_msg_bytes(m), m->ex_len};
                         r.args[AMQP_BASIC_RETURN_ROUTING_KEY].b =
-                            (struct amqp_bytes){m->data + m->ex_len, m->rk_len};
+                            (struct amqp_bytes){amqp_msg_bytes(m) + m->ex_len, m->rk_len};
                         /* no room: the return is dropped (output is full) */
                         int rc = amqp_send_content(c, ch->id, &r, m);
                         if (rc == -ENOBUFS) {
@@ -669,9 +727,10 @@ long amqp_get_ok_send(struct amqp_worker *aw, struct sl_conn *c, struct amqp_cha
         amqp_method_init(&r, AMQP_BASIC_GET_OK);
         r.args[AMQP_BASIC_GET_OK_DELIVERY_TAG].u = ch->next_tag + 1;
         r.args[AMQP_BASIC_GET_OK_REDELIVERED].u = msg->redelivered;
-        r.args[AMQP_BASIC_GET_OK_EXCHANGE].b = (struct amqp_bytes){msg->data, msg->ex_len};
+        r.args[AMQP_BASIC_GET_OK_EXCHANGE].b =
+            (struct amqp_bytes){amqp_msg_bytes(msg), msg->ex_len};
         r.args[AMQP_BASIC_GET_OK_ROUTING_KEY].b =
-            (struct amqp_bytes){msg->data + msg->ex_len, msg->rk_len};
+            (struct amqp_bytes){amqp_msg_bytes(msg) + msg->ex_len, msg->rk_len};
         r.args[AMQP_BASIC_GET_OK_MESSAGE_COUNT].u = (uint32_t)left;
         int rc = amqp_send_content(c, ch->id, &r, msg);
         if (rc == -EAGAIN)

@@ -278,8 +278,8 @@ static int dq_append_msg(struct amqp_worker *aw, struct amqp_queue *q, struct am
         struct amqp_pend none = {0}, last = {.o = o ? *o : (struct amqp_origin){0}, .f = f};
         int64_t first = -1;
         for (uint32_t i = 0; i < pieces; i++) {
-                uint32_t len = amqp_qrec_build(aw->scratch, DQ_BATCH_MAX, &h, m->data, i, first,
-                                               aw->w->now_ms);
+                uint32_t len = amqp_qrec_build(aw->scratch, DQ_BATCH_MAX, &h, amqp_msg_bytes(m), i,
+                                               first, aw->w->now_ms);
                 int64_t off;
                 int rc =
                     dq_put(aw, q, aw->scratch, len, true, i + 1 == pieces ? &last : &none, &off);
@@ -484,8 +484,8 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
                                  * clock), kept in expires_ms until re-held */
                                 m->expires_ms = as.h.due_wall_ms;
                                 struct amqp_header h;
-                                if (amqp_header_decode(m->data + m->ex_len + m->rk_len, m->hdr_len,
-                                                       &h) == 0 &&
+                                if (amqp_header_decode(amqp_msg_bytes(m) + m->ex_len + m->rk_len,
+                                                       m->hdr_len, &h) == 0 &&
                                     amqp_header_has(&h, AMQP_BASIC_PROP_PRIORITY))
                                         m->priority = (uint8_t)h.props[AMQP_BASIC_PROP_PRIORITY].u;
                                 amqp_list_append(&head, &tail, m);

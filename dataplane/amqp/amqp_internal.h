@@ -105,8 +105,22 @@ struct amqp_msg {
         uint64_t o_conn, o_seq;
         uint32_t o_slot, o_gen, o_epoch;
         uint16_t o_chan;
-        uint8_t data[]; /* ex, rk, header payload, body */
+        /* Fan-out on one worker: a copy for another local queue is this
+         * header alone, reading body_of's bytes (amqp_msg_bytes); the
+         * owner counts its readers and outlives them (body_dead: freed by
+         * its last reader). Never across workers: a message that leaves
+         * its worker is made whole first (amqp_msg_own). */
+        struct amqp_msg *body_of;
+        uint32_t body_refs;
+        bool body_dead;
+        uint8_t data[]; /* ex, rk, header payload, body (owners only) */
 };
+
+/* A message's ex, rk, header payload and body, wherever they live. */
+static inline uint8_t *amqp_msg_bytes(const struct amqp_msg *m)
+{
+        return (uint8_t *)(m->body_of ? m->body_of->data : m->data);
+}
 
 struct amqp_consumer {
         struct amqp_consumer *next_in_queue;
@@ -541,6 +555,8 @@ void amqp_worker_fini(struct sl_worker *w);
  * worker's value may be negative); the sum over workers is what is held. */
 extern _Thread_local int64_t amqp_msg_held_bytes;
 struct amqp_msg *amqp_msg_alloc(uint64_t bytes);
+struct amqp_msg *amqp_msg_share(struct amqp_msg *owner);
+struct amqp_msg *amqp_msg_own(struct amqp_msg *m);
 void amqp_msg_free(struct amqp_msg *m);
 struct amqp_msg *amqp_msg_new(struct amqp_bytes ex, struct amqp_bytes rk, uint64_t hdr_max,
                               uint64_t body_len);

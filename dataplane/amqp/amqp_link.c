@@ -527,9 +527,10 @@ int amqp_stub_write(struct amqp_worker *aw, struct amqp_consumer *k, struct amqp
         meth.args[AMQP_BASIC_DELIVER_CONSUMER_TAG].b = name_view(&k->tag);
         meth.args[AMQP_BASIC_DELIVER_DELIVERY_TAG].u = ch->next_tag + 1;
         meth.args[AMQP_BASIC_DELIVER_REDELIVERED].u = m->redelivered;
-        meth.args[AMQP_BASIC_DELIVER_EXCHANGE].b = (struct amqp_bytes){m->data, m->ex_len};
+        meth.args[AMQP_BASIC_DELIVER_EXCHANGE].b =
+            (struct amqp_bytes){amqp_msg_bytes(m), m->ex_len};
         meth.args[AMQP_BASIC_DELIVER_ROUTING_KEY].b =
-            (struct amqp_bytes){m->data + m->ex_len, m->rk_len};
+            (struct amqp_bytes){amqp_msg_bytes(m) + m->ex_len, m->rk_len};
         int rc = amqp_send_content(k->c, ch->id, &meth, m);
         if (rc)
                 return rc;
@@ -676,6 +677,7 @@ void amqp_qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                 struct amqp_msg *m = amqp_queue_pop(q);
                 o->count = q->count;
                 if (m) {
+                        m = amqp_msg_own(m); /* the answer may leave this worker */
                         m->home = aw->w->id;
                         m->qid = q->qid;
                         m->ucons = NULL;

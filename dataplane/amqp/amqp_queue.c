@@ -26,7 +26,7 @@ int amqp_send_content(struct sl_conn *c, uint16_t chan, const struct amqp_method
                 sl_conn_want_writable(c);
                 return -EAGAIN;
         }
-        const uint8_t *hdr = m->data + m->ex_len + m->rk_len;
+        const uint8_t *hdr = amqp_msg_bytes(m) + m->ex_len + m->rk_len;
         const uint8_t *body = hdr + m->hdr_len;
         uint8_t end = AMQP_FRAME_END;
         uint8_t fh[7] = {
@@ -184,7 +184,7 @@ static void consumer_rotate(struct amqp_queue *q, struct amqp_consumer **pp)
 /* Hands the head of q to a consumer on another worker (through its proxy). */
 static void proxy_send(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_consumer *k)
 {
-        struct amqp_msg *m = amqp_queue_pop(q);
+        struct amqp_msg *m = amqp_msg_own(amqp_queue_pop(q)); /* leaves this worker */
         m->home = aw->w->id;
         m->qid = q->qid;
         m->rstub = k->peer;
@@ -242,9 +242,10 @@ void amqp_queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
                 meth.args[AMQP_BASIC_DELIVER_CONSUMER_TAG].b = name_view(&pick->tag);
                 meth.args[AMQP_BASIC_DELIVER_DELIVERY_TAG].u = ch->next_tag + 1;
                 meth.args[AMQP_BASIC_DELIVER_REDELIVERED].u = m->redelivered;
-                meth.args[AMQP_BASIC_DELIVER_EXCHANGE].b = (struct amqp_bytes){m->data, m->ex_len};
+                meth.args[AMQP_BASIC_DELIVER_EXCHANGE].b =
+                    (struct amqp_bytes){amqp_msg_bytes(m), m->ex_len};
                 meth.args[AMQP_BASIC_DELIVER_ROUTING_KEY].b =
-                    (struct amqp_bytes){m->data + m->ex_len, m->rk_len};
+                    (struct amqp_bytes){amqp_msg_bytes(m) + m->ex_len, m->rk_len};
                 int rc = amqp_send_content(pick->c, ch->id, &meth, m);
                 if (rc != 0) {
                         /* resumed from writable() (or the conn is gone) */
