@@ -166,6 +166,8 @@ static const struct key_desc keys[] = {
         1024 * GIB, KF_RELOAD | KF_BYTES),
     U64("limits", "amqp_disk_free_limit_bytes", limits.amqp_disk_free_limit_bytes, 0, 1024 * GIB,
         KF_RELOAD | KF_BYTES),
+    U64("limits", "amqp_message_bytes_max", limits.amqp_message_bytes_max, 4 * KIB, 512 * MIB,
+        KF_RELOAD | KF_BYTES),
 
     STR("dpdk", "eal_args", dpdk_eal_args, STR_WORDS, 0),
     STR("dpdk", "file_prefix", dpdk_file_prefix, STR_NAME, 0),
@@ -616,6 +618,7 @@ void ctl_config_defaults(struct ctl_config *cfg)
         l->subscriptions_max = 0;                 /* unlimited */
         l->amqp_memory_high_watermark_bytes = 0;  /* 40% of RAM, as RabbitMQ's 0.4 */
         l->amqp_disk_free_limit_bytes = 50 * MIB; /* RabbitMQ's default */
+        l->amqp_message_bytes_max = 128 * MIB;    /* RabbitMQ's max_message_size */
 
         cfg->nats_ping_interval_ms = 120000;
         cfg->nats_ping_max_outstanding = 2;

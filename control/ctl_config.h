@@ -50,6 +50,9 @@ struct ctl_limits {
         uint64_t amqp_memory_high_watermark_bytes;
         /* ... or the data directory's free space is below this (0: off) */
         uint64_t amqp_disk_free_limit_bytes;
+        /* largest AMQP message body accepted (406 above); a delivery must
+         * also fit pending_response_bytes_max / 2 */
+        uint64_t amqp_message_bytes_max;
 };
 
 /* One DPDK port as [dpdk] ports and addresses describe it. */

@@ -20,13 +20,71 @@ struct amqp_msg *amqp_msg_alloc(uint64_t bytes)
         return m;
 }
 
-/* Like free(), NULL is nothing to do. */
+static void msg_release(struct amqp_msg *m)
+{
+        amqp_msg_held_bytes -= (int64_t)m->alloc_bytes;
+        free(m);
+}
+
+/* Like free(), NULL is nothing to do. A fan-out copy lets go of its
+ * owner's bytes; an owner still read by copies stays until the last goes. */
 void amqp_msg_free(struct amqp_msg *m)
 {
         if (!m)
                 return;
-        amqp_msg_held_bytes -= (int64_t)m->alloc_bytes;
-        free(m);
+        struct amqp_msg *owner = m->body_of;
+        if (owner) {
+                msg_release(m);
+                if (--owner->body_refs == 0 && owner->body_dead)
+                        msg_release(owner);
+                return;
+        }
+        if (m->body_refs) {
+                m->body_dead = true;
+                m->next = NULL;
+                return;
+        }
+        msg_release(m);
+}
+
+/* A copy of owner's header for another queue on this worker, reading
+ * owner's bytes (fan-out without copying the body). NULL if out of memory. */
+struct amqp_msg *amqp_msg_share(struct amqp_msg *owner)
+{
+        SL_DASSERT(!owner->body_of && !owner->body_dead);
+        struct amqp_msg *cp = amqp_msg_alloc(sizeof(*cp));
+        if (!cp)
+                return NULL;
+        uint64_t bytes = cp->alloc_bytes;
+        memcpy(cp, owner, sizeof(*cp));
+        cp->alloc_bytes = bytes;
+        cp->next = NULL;
+        cp->body_of = owner;
+        cp->body_refs = 0;
+        owner->body_refs++;
+        return cp;
+}
+
+/* m is about to leave this worker (to a consumer, a get or a queue on
+ * another): the bytes must go with it, shared with nobody. Returns m, or a
+ * whole copy replacing it (m is then freed). */
+struct amqp_msg *amqp_msg_own(struct amqp_msg *m)
+{
+        if (!m->body_of && !m->body_refs)
+                return m;
+        uint64_t n = (uint64_t)m->ex_len + m->rk_len + m->hdr_len + m->body_len;
+        struct amqp_msg *w = amqp_msg_alloc(sizeof(*w) + n);
+        SL_ASSERT(w); /* as the cross-worker batches: no way to refuse here */
+        uint64_t bytes = w->alloc_bytes;
+        memcpy(w, m, sizeof(*w));
+        memcpy(w->data, amqp_msg_bytes(m), n);
+        w->alloc_bytes = bytes;
+        w->body_of = NULL;
+        w->body_refs = 0;
+        w->body_dead = false;
+        m->next = NULL;
+        amqp_msg_free(m);
+        return w;
 }
 
 struct amqp_msg *amqp_msg_new(struct amqp_bytes ex, struct amqp_bytes rk, uint64_t hdr_max,
@@ -465,9 +523,9 @@ static long publish_route(struct sl_conn *c, struct amqp_channel *ch, struct amq
                         r.args[AMQP_BASIC_RETURN_REPLY_CODE].u = 312;
                         r.args[AMQP_BASIC_RETURN_REPLY_TEXT].b = amqp_cstr("NO_ROUTE");
                         r.args[AMQP_BASIC_RETURN_EXCHANGE].b =
-                            (struct amqp_bytes){m->data, m->ex_len};
+                            (struct amqp_bytes){amqp_msg_bytes(m), m->ex_len};
                         r.args[AMQP_BASIC_RETURN_ROUTING_KEY].b =
-                            (struct amqp_bytes){m->data + m->ex_len, m->rk_len};
+                            (struct amqp_bytes){amqp_msg_bytes(m) + m->ex_len, m->rk_len};
                         /* no room: the return is dropped (output is full) */
                         int rc = amqp_send_content(c, ch->id, &r, m);
                         if (rc == -ENOBUFS) {
@@ -515,7 +573,8 @@ long amqp_on_header(struct sl_conn *c, struct amqp_channel *ch, const struct amq
                                        AMQP_BASIC_PUBLISH);
         /* A delivery goes out whole or waits for room (amqp_send_content), so a
          * message must fit in a consumer's output cap with room to spare. */
-        uint64_t max = SL_MIN((uint64_t)AMQP_MSG_MAX, c->w->limits.pending_response_bytes_max / 2);
+        uint64_t max = SL_MIN(c->w->limits.amqp_message_bytes_max,
+                              c->w->limits.pending_response_bytes_max / 2);
         if (h.body_size > max) {
                 char t[96];
                 snprintf(t, sizeof(t), "message size %llu larger than max size %llu",
@@ -623,10 +682,7 @@ long amqp_on_consume(struct sl_conn *c, struct amqp_channel *ch, const struct am
         k->prefetch = ch->prefetch;
         k->next_in_chan = ch->consumers;
         ch->consumers = k;
-        struct amqp_consumer **tail = &q->consumers;
-        while (*tail)
-                tail = &(*tail)->next_in_queue;
-        *tail = k;
+        amqp_consumer_append(q, k);
         q->nconsumers++;
         if (!m->args[AMQP_BASIC_CONSUME_NOWAIT].u) {
                 struct amqp_method ok;
@@ -671,9 +727,10 @@ long amqp_get_ok_send(struct amqp_worker *aw, struct sl_conn *c, struct amqp_cha
         amqp_method_init(&r, AMQP_BASIC_GET_OK);
         r.args[AMQP_BASIC_GET_OK_DELIVERY_TAG].u = ch->next_tag + 1;
         r.args[AMQP_BASIC_GET_OK_REDELIVERED].u = msg->redelivered;
-        r.args[AMQP_BASIC_GET_OK_EXCHANGE].b = (struct amqp_bytes){msg->data, msg->ex_len};
+        r.args[AMQP_BASIC_GET_OK_EXCHANGE].b =
+            (struct amqp_bytes){amqp_msg_bytes(msg), msg->ex_len};
         r.args[AMQP_BASIC_GET_OK_ROUTING_KEY].b =
-            (struct amqp_bytes){msg->data + msg->ex_len, msg->rk_len};
+            (struct amqp_bytes){amqp_msg_bytes(msg) + msg->ex_len, msg->rk_len};
         r.args[AMQP_BASIC_GET_OK_MESSAGE_COUNT].u = (uint32_t)left;
         int rc = amqp_send_content(c, ch->id, &r, msg);
         if (rc == -EAGAIN)
@@ -776,35 +833,13 @@ long amqp_settle(struct sl_conn *c, struct amqp_channel *ch, const struct amqp_m
                 return amqp_chan_error(c, ch, 406, t, m->key);
         }
         /* Credit came back to this channel's consumers; requeued messages
-         * may go to anyone. Dispatch only those queues (the hot path of
-         * every ack), or all when requeued messages came from many. */
-        struct amqp_queue *touched[16];
-        uint32_t nt = 0;
-        bool all = false;
-        for (struct amqp_msg *x = req; x; x = x->next) {
-                if (x->home != aw->w->id)
-                        continue;
-                bool seen = false;
-                for (uint32_t i = 0; i < nt && !seen; i++)
-                        seen = touched[i] == x->uq;
-                if (!seen && !x->uq->deleted) {
-                        if (nt == SL_ARRAY_LEN(touched))
-                                all = true;
-                        else
-                                touched[nt++] = x->uq;
-                }
-        }
+         * may go to anyone (amqp_requeue_list marks their queues). Dispatch
+         * only those queues: the hot path of every ack. */
         amqp_requeue_list(aw, req);
-        if (all) {
-                for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                        amqp_queue_dispatch(aw, q);
-                return 0;
-        }
-        for (uint32_t i = 0; i < nt; i++)
-                amqp_queue_dispatch(aw, touched[i]);
         for (struct amqp_consumer *k = ch->consumers; k; k = k->next_in_chan)
                 if (!k->stub)
-                        amqp_queue_dispatch(aw, k->q);
+                        amqp_queue_mark(aw, k->q);
+        amqp_dispatch_marked(aw);
         if (ch->gprefetch)
                 amqp_stubs_writable(aw, c, ch);
         return 0;

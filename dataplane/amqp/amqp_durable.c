@@ -18,20 +18,6 @@
  * marked redelivered. The in-memory queue stays the source of deliveries;
  * the log is for recovery only. */
 
-static void put_be32(uint8_t *p, uint32_t v)
-{
-        p[0] = (uint8_t)(v >> 24);
-        p[1] = (uint8_t)(v >> 16);
-        p[2] = (uint8_t)(v >> 8);
-        p[3] = (uint8_t)v;
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-        put_be32(p, (uint32_t)(v >> 32));
-        put_be32(p + 4, (uint32_t)v);
-}
-
 uint64_t amqp_get_be64(const uint8_t *p)
 {
         uint64_t v = 0;
@@ -40,22 +26,10 @@ uint64_t amqp_get_be64(const uint8_t *p)
         return v;
 }
 
-/* A Kafka v2 batch frame of one record holding our payload (the log checks
- * the frame and CRC, never the records). Returns the batch length. */
-static uint32_t dq_frame(uint8_t *b, uint32_t payload_len, uint64_t now_ms)
+static void put_be64(uint8_t *p, uint64_t v)
 {
-        uint32_t len = LOG_BATCH_HEADER_BYTES + payload_len;
-        memset(b, 0, LOG_BATCH_HEADER_BYTES);
-        put_be32(b + 8, len - 12);
-        b[16] = 2;
-        put_be64(b + 27, now_ms);
-        put_be64(b + 35, now_ms);
-        put_be64(b + 43, UINT64_MAX);
-        b[51] = b[52] = 0xff;
-        put_be32(b + 53, UINT32_MAX);
-        put_be32(b + 57, 1);
-        put_be32(b + 17, log_crc32c(0, b + 21, len - 21));
-        return len;
+        for (int i = 7; i >= 0; i--, v >>= 8)
+                p[i] = (uint8_t)v;
 }
 
 static int dq_owner(struct amqp_worker *aw)
@@ -93,6 +67,100 @@ static void dq_noop_cb(void *ctx, int64_t base_offset, int res)
                 SL_WARN("amqp: ack record not stored: %s", strerror(-res));
 }
 
+static void dq_pend_push(struct amqp_queue *q, const struct amqp_pend *pe)
+{
+        if (q->pend_n == q->pend_cap) {
+                uint32_t cap = q->pend_cap ? q->pend_cap * 2 : 64;
+                struct amqp_pend *n = malloc(cap * sizeof(*n));
+                SL_ASSERT(n);
+                for (uint32_t i = 0; i < q->pend_n; i++)
+                        n[i] = q->pend[(q->pend_head + i) % q->pend_cap];
+                free(q->pend);
+                q->pend = n;
+                q->pend_cap = cap;
+                q->pend_head = 0;
+        }
+        q->pend[(q->pend_head + q->pend_n++) % q->pend_cap] = *pe;
+        q->unacked_refs++; /* alive until the append is acked */
+}
+
+static void dq_pend_done(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_pend *e,
+                         int res);
+
+/* Hands the record b (len bytes) to q's log in order: at once when the log
+ * has room and nothing waits before it, else as a copy in q's spill list
+ * (appended by amqp_dq_poll as room frees). piece: a message record whose
+ * ack releases pe. Returns 0 with its offset (predicted for a spilled
+ * one), or a negative error (nothing stored). */
+static int dq_put(struct amqp_worker *aw, struct amqp_queue *q, const uint8_t *b, uint32_t len,
+                  bool piece, const struct amqp_pend *pe, int64_t *off)
+{
+        if (!q->spill_head) {
+                int rc = piece ? log_append(q->log, b, len, dq_append_cb, q, off)
+                               : log_append(q->log, b, len, dq_noop_cb, NULL, off);
+                if (rc == 0 && piece)
+                        dq_pend_push(q, pe);
+                if (rc != -ENOBUFS)
+                        return rc;
+        }
+        struct amqp_spill *s = malloc(sizeof(*s) + len);
+        if (!s)
+                return -ENOMEM;
+        /* a copy of message bytes: the memory alarm counts it */
+        amqp_msg_held_bytes += (int64_t)len;
+        s->next = NULL;
+        s->off = log_end_offset(q->log) + q->spill_n;
+        s->piece = piece;
+        s->pend = piece ? *pe : (struct amqp_pend){0};
+        s->len = len;
+        memcpy(s->b, b, len);
+        if (q->spill_tail)
+                q->spill_tail->next = s;
+        else {
+                q->spill_head = s;
+                q->next_spill = aw->spilled;
+                aw->spilled = q;
+                q->unacked_refs++; /* alive until the spill is appended */
+        }
+        q->spill_tail = s;
+        q->spill_n++;
+        sl_counter_add(&aw->persist_spilled, 1);
+        *off = s->off;
+        return 0;
+}
+
+/* Appends what q's spill list holds while the log takes it. Returns true
+ * when it is empty. */
+static bool dq_spill_drain(struct amqp_worker *aw, struct amqp_queue *q)
+{
+        struct amqp_spill *s;
+        while ((s = q->spill_head)) {
+                int64_t off;
+                int rc = s->piece ? log_append(q->log, s->b, s->len, dq_append_cb, q, &off)
+                                  : log_append(q->log, s->b, s->len, dq_noop_cb, NULL, &off);
+                if (rc == -ENOBUFS)
+                        return false;
+                q->spill_head = s->next;
+                q->spill_n--;
+                if (rc == 0) {
+                        /* offsets were promised on the log's order */
+                        SL_ASSERT(off == s->off);
+                        if (s->piece)
+                                dq_pend_push(q, &s->pend);
+                } else {
+                        SL_WARN("amqp: queue %s: record not stored: %s", q->name.s, strerror(-rc));
+                        if (s->piece) {
+                                q->unacked_refs++; /* what dq_pend_done gives back */
+                                dq_pend_done(aw, q, &s->pend, rc);
+                        }
+                }
+                amqp_msg_held_bytes -= (int64_t)s->len;
+                free(s);
+        }
+        q->spill_tail = NULL;
+        return true;
+}
+
 /* Appends the queue's pending ack records (before anything newer). */
 static void dq_acks_flush(struct amqp_worker *aw, struct amqp_queue *q)
 {
@@ -103,9 +171,9 @@ static void dq_acks_flush(struct amqp_worker *aw, struct amqp_queue *q)
                 b[LOG_BATCH_HEADER_BYTES] = DQ_REC_ACK;
                 for (uint32_t j = 0; j < n; j++)
                         put_be64(b + LOG_BATCH_HEADER_BYTES + 1 + 8 * j, q->acks[i + j]);
-                uint32_t len = dq_frame(b, 1 + 8 * n, aw->w->now_ms);
+                uint32_t len = amqp_qrec_frame(b, 1 + 8 * n, aw->w->now_ms);
                 int64_t off;
-                int rc = log_append(q->log, b, len, dq_noop_cb, NULL, &off);
+                int rc = dq_put(aw, q, b, len, false, NULL, &off);
                 if (rc)
                         SL_WARN("amqp: queue %s: ack record refused: %s", q->name.s, strerror(-rc));
         }
@@ -187,58 +255,48 @@ void amqp_dq_ack_off(struct amqp_worker *aw, struct amqp_queue *q, int64_t off)
 }
 
 /* Appends m to q's log as a record of type rec ('D': due_wall_ms before
- * the data); the confirm (o, or the forwarded batch f) waits for the
- * append's ack. Returns 1 when the caller must wait, 0 when nothing was
- * stored. */
+ * the data), in pieces when it is larger than one batch; the confirm (o,
+ * or the forwarded batch f) waits for the ack of its last piece (the log
+ * acks in order, so every piece is durable then). Returns 1 when the
+ * caller must wait, 0 when nothing was stored. */
 static int dq_append_msg(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_msg *m,
                          const struct amqp_origin *o, struct amqp_fwd *f, uint8_t rec,
                          uint64_t due_wall_ms)
 {
-        uint32_t extra = rec == DQ_REC_DELAYED ? 8 : 0;
-        uint64_t payload = 1 + 14 + extra + m->ex_len + m->rk_len + m->hdr_len + m->body_len;
-        if (payload + LOG_BATCH_HEADER_BYTES > DQ_BATCH_MAX) {
-                sl_counter_add(&aw->persist_too_large, 1);
-                return 0;
-        }
         if (q->nacks)
                 dq_acks_flush(aw, q);
-        uint8_t *b = aw->scratch;
-        uint8_t *p = b + LOG_BATCH_HEADER_BYTES;
-        p[0] = rec;
-        p[1] = m->ex_len;
-        p[2] = m->rk_len;
-        put_be32(p + 3, m->hdr_len);
-        put_be64(p + 7, m->body_len);
-        p[15] = m->redelivered;
-        if (extra)
-                put_be64(p + 16, due_wall_ms);
-        memcpy(p + 16 + extra, m->data, m->ex_len + m->rk_len + m->hdr_len + m->body_len);
-        uint32_t len = dq_frame(b, (uint32_t)payload + 1, aw->w->now_ms);
-        int64_t off;
-        int rc = log_append(q->log, b, len, dq_append_cb, q, &off);
-        if (rc) {
-                SL_WARN("amqp: queue %s: message not stored: %s", q->name.s, strerror(-rc));
-                return 0;
+        struct amqp_qrec_head h = {.type = rec,
+                                   .ex_len = m->ex_len,
+                                   .rk_len = m->rk_len,
+                                   .redelivered = m->redelivered,
+                                   .hdr_len = m->hdr_len,
+                                   .body_len = m->body_len,
+                                   .due_wall_ms = due_wall_ms};
+        uint32_t pieces = amqp_qrec_pieces(&h, DQ_BATCH_MAX);
+        if (pieces > 1)
+                sl_counter_add(&aw->persist_split, 1);
+        struct amqp_pend none = {0}, last = {.o = o ? *o : (struct amqp_origin){0}, .f = f};
+        int64_t first = -1;
+        for (uint32_t i = 0; i < pieces; i++) {
+                uint32_t len = amqp_qrec_build(aw->scratch, DQ_BATCH_MAX, &h, amqp_msg_bytes(m), i,
+                                               first, aw->w->now_ms);
+                int64_t off;
+                int rc =
+                    dq_put(aw, q, aw->scratch, len, true, i + 1 == pieces ? &last : &none, &off);
+                if (rc) {
+                        /* only an I/O error or no memory: the log is broken
+                         * (pieces already in are a torn message, dropped at
+                         * recovery) */
+                        SL_WARN("amqp: queue %s: message not stored: %s", q->name.s, strerror(-rc));
+                        return 0;
+                }
+                if (i == 0)
+                        first = off;
         }
-        m->loff = off;
-        live_push(q, off);
-        if (q->pend_n == q->pend_cap) {
-                uint32_t cap = q->pend_cap ? q->pend_cap * 2 : 64;
-                struct amqp_pend *n = malloc(cap * sizeof(*n));
-                SL_ASSERT(n);
-                for (uint32_t i = 0; i < q->pend_n; i++)
-                        n[i] = q->pend[(q->pend_head + i) % q->pend_cap];
-                free(q->pend);
-                q->pend = n;
-                q->pend_cap = cap;
-                q->pend_head = 0;
-        }
-        struct amqp_pend *e = &q->pend[(q->pend_head + q->pend_n++) % q->pend_cap];
-        e->o = o ? *o : (struct amqp_origin){0};
-        e->f = f;
+        m->loff = first;
+        live_push(q, first);
         if (f)
                 f->waiting++;
-        q->unacked_refs++; /* alive until the append is acked */
         return o && o->seq ? 1 : 0;
 }
 
@@ -278,24 +336,28 @@ void amqp_fwd_accepted(struct amqp_worker *aw, struct amqp_fwd *f)
         amqp_out_msg(aw, f->src, &r);
 }
 
+static void dq_pend_done(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_pend *e, int res)
+{
+        if (res < 0)
+                SL_WARN("amqp: queue %s: append failed: %s", q->name.s, strerror(-res));
+        if (e->f) {
+                if (--e->f->waiting == 0)
+                        amqp_fwd_accepted(aw, e->f);
+        } else if (e->o.seq) {
+                amqp_confirm_accepted(aw->w, &e->o);
+        }
+        amqp_queue_unref(q);
+}
+
 static void dq_append_cb(void *ctx, int64_t base_offset, int res)
 {
         (void)base_offset;
         struct amqp_queue *q = ctx;
-        struct amqp_worker *aw = q->aw;
         SL_ASSERT(q->pend_n > 0);
         struct amqp_pend e = q->pend[q->pend_head];
         q->pend_head = (q->pend_head + 1) % q->pend_cap;
         q->pend_n--;
-        if (res < 0)
-                SL_WARN("amqp: queue %s: append failed: %s", q->name.s, strerror(-res));
-        if (e.f) {
-                if (--e.f->waiting == 0)
-                        amqp_fwd_accepted(aw, e.f);
-        } else if (e.o.seq) {
-                amqp_confirm_accepted(aw->w, &e.o);
-        }
-        amqp_queue_unref(q);
+        dq_pend_done(q->aw, q, &e, res);
 }
 
 static int dq_rmdir(const char *dir)
@@ -331,6 +393,34 @@ static void dq_read_cb(struct log_read *r, int res)
         rd->res = res;
 }
 
+/* A message read back goes into an amqp_msg of its own size (the data
+ * lands in place, pieces included). */
+static uint8_t *dq_recover_alloc(void *ctx, const struct amqp_qrec_head *h)
+{
+        (void)ctx;
+        uint64_t n = amqp_qrec_data_len(h);
+        if (n > AMQP_MSG_LIMIT)
+                return NULL; /* not one we could have stored */
+        struct amqp_msg *m = amqp_msg_alloc(sizeof(*m) + n);
+        SL_ASSERT(m);
+        m->ex_len = h->ex_len;
+        m->rk_len = h->rk_len;
+        m->hdr_len = h->hdr_len;
+        m->body_len = m->got = h->body_len;
+        m->persistent = true;
+        m->loff = -1;
+        m->ttl_ms = -1;
+        return m->data;
+}
+
+/* A split message whose tail never reached the log (a crash between its
+ * pieces): never delivered. */
+static void dq_recover_drop(void *ctx, uint8_t *data)
+{
+        (void)ctx;
+        amqp_msg_free((struct amqp_msg *)(data - offsetof(struct amqp_msg, data)));
+}
+
 /* Reads the whole log back (at queue open: synchronous, start-up only). */
 static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
 {
@@ -343,6 +433,7 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
         struct amqp_msg *head = NULL, *tail = NULL;
         uint64_t *acked = NULL;
         uint32_t nacked = 0, acked_cap = 0;
+        struct amqp_qrec_asm as = {0};
         int rc = buf ? 0 : -ENOMEM;
         while (rc == 0 && off < hw) {
                 struct dq_reader rd = {0};
@@ -372,7 +463,11 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
                         int64_t boff = log_batch_base_offset(p);
                         const uint8_t *pl = p + LOG_BATCH_HEADER_BYTES;
                         uint32_t plen = blen - LOG_BATCH_HEADER_BYTES;
-                        if (boff >= off && plen >= 1 && pl[0] == DQ_REC_ACK) {
+                        enum amqp_qrec_kind k =
+                            boff >= off ? amqp_qrec_feed(&as, pl, plen, boff, dq_recover_alloc,
+                                                         dq_recover_drop, NULL)
+                                        : AMQP_QREC_NONE;
+                        if (k == AMQP_QREC_ACK) {
                                 for (uint32_t i = 0; 1 + 8 * (i + 1) <= plen; i++) {
                                         if (nacked == acked_cap) {
                                                 acked_cap = acked_cap ? acked_cap * 2 : 256;
@@ -381,43 +476,25 @@ static int dq_recover(struct amqp_worker *aw, struct amqp_queue *q)
                                         }
                                         acked[nacked++] = amqp_get_be64(pl + 1 + 8 * i);
                                 }
-                        } else if (boff >= off && plen >= 16 &&
-                                   (pl[0] == DQ_REC_MSG || pl[0] == DQ_REC_DELAYED)) {
-                                uint32_t hl = (uint32_t)pl[3] << 24 | (uint32_t)pl[4] << 16 |
-                                              (uint32_t)pl[5] << 8 | pl[6];
-                                uint64_t bl = amqp_get_be64(pl + 7);
+                        } else if (k == AMQP_QREC_MSG) {
+                                struct amqp_msg *m =
+                                    (struct amqp_msg *)(as.data - offsetof(struct amqp_msg, data));
+                                m->loff = as.off;
                                 /* a delayed one carries its due time (wall
                                  * clock), kept in expires_ms until re-held */
-                                uint32_t skip = pl[0] == DQ_REC_DELAYED ? 24 : 16;
-                                uint64_t due =
-                                    skip == 24 && plen >= 24 ? amqp_get_be64(pl + 16) : 0;
-                                if (plen >= skip &&
-                                    skip + (uint64_t)pl[1] + pl[2] + hl + bl == plen) {
-                                        struct amqp_msg *m =
-                                            amqp_msg_alloc(sizeof(*m) + plen - skip);
-                                        SL_ASSERT(m);
-                                        m->ex_len = pl[1];
-                                        m->rk_len = pl[2];
-                                        m->hdr_len = hl;
-                                        m->body_len = m->got = bl;
-                                        m->persistent = true;
-                                        m->loff = boff;
-                                        m->ttl_ms = -1;
-                                        m->expires_ms = due;
-                                        memcpy(m->data, pl + skip, plen - skip);
-                                        struct amqp_header h;
-                                        if (amqp_header_decode(m->data + m->ex_len + m->rk_len, hl,
-                                                               &h) == 0 &&
-                                            amqp_header_has(&h, AMQP_BASIC_PROP_PRIORITY))
-                                                m->priority =
-                                                    (uint8_t)h.props[AMQP_BASIC_PROP_PRIORITY].u;
-                                        amqp_list_append(&head, &tail, m);
-                                }
+                                m->expires_ms = as.h.due_wall_ms;
+                                struct amqp_header h;
+                                if (amqp_header_decode(amqp_msg_bytes(m) + m->ex_len + m->rk_len,
+                                                       m->hdr_len, &h) == 0 &&
+                                    amqp_header_has(&h, AMQP_BASIC_PROP_PRIORITY))
+                                        m->priority = (uint8_t)h.props[AMQP_BASIC_PROP_PRIORITY].u;
+                                amqp_list_append(&head, &tail, m);
                         }
                         off = boff + log_batch_last_delta(p) + 1;
                         p += blen;
                 }
         }
+        amqp_qrec_finish(&as, dq_recover_drop, NULL);
         if (nacked)
                 qsort(acked, nacked, 8, cmp_u64);
         uint32_t back = 0;
@@ -550,8 +627,43 @@ void amqp_dq_trim(struct amqp_worker *aw, struct amqp_queue *q)
         q->trim_wanted = false;
         q->trim_ms = aw->w->now_ms;
         int64_t lo = (int64_t)(*live_at(q, 0) & ~AMQP_LIVE_SETTLED);
-        if (lo > log_start_offset(q->log) && log_trim(q->log, lo) == 0)
+        /* (a live message still spilled has an offset past the log end) */
+        if (lo > log_start_offset(q->log) && lo <= log_end_offset(q->log) &&
+            log_trim(q->log, lo) == 0)
                 sl_counter_add(&aw->log_trims, 1);
+}
+
+static void dq_spill_drain_all(struct amqp_worker *aw)
+{
+        for (struct amqp_queue **pq = &aw->spilled; *pq;) {
+                struct amqp_queue *q = *pq;
+                if (!dq_spill_drain(aw, q)) {
+                        pq = &q->next_spill;
+                        continue;
+                }
+                *pq = q->next_spill;
+                q->next_spill = NULL;
+                amqp_queue_unref(q);
+        }
+}
+
+/* Worker stop: records never appended are dropped (their confirms were
+ * never sent, so nothing promised is lost). */
+void amqp_dq_spill_discard(struct amqp_worker *aw)
+{
+        while (aw->spilled) {
+                struct amqp_queue *q = aw->spilled;
+                aw->spilled = q->next_spill;
+                while (q->spill_head) {
+                        struct amqp_spill *s = q->spill_head;
+                        q->spill_head = s->next;
+                        amqp_msg_held_bytes -= (int64_t)s->len;
+                        free(s);
+                }
+                q->spill_tail = NULL;
+                q->spill_n = 0;
+                amqp_queue_unref(q);
+        }
 }
 
 uint32_t amqp_dq_poll(struct amqp_worker *aw)
@@ -570,7 +682,7 @@ uint32_t amqp_dq_poll(struct amqp_worker *aw)
                  * only its live offsets say what is settled) */
                 bool empty =
                     q == aw->delayq ? q->live_n == 0 : q->count == 0 && q->unacked_refs == 1;
-                if (!q->deleted && q->log && empty && q->pend_n == 0 &&
+                if (!q->deleted && q->log && empty && q->pend_n == 0 && !q->spill_head &&
                     hw > log_start_offset(q->log)) {
                         if (log_trim(q->log, hw) == 0)
                                 sl_counter_add(&aw->log_trims, 1);
@@ -582,7 +694,11 @@ uint32_t amqp_dq_poll(struct amqp_worker *aw)
         }
         if (!aw->owner)
                 return 0;
+        dq_spill_drain_all(aw);
         int n = log_owner_poll(aw->owner);
+        /* the poll freed room (written, synced): fill it now, so the next
+         * iteration writes it (log_owner_ready keeps the worker awake) */
+        dq_spill_drain_all(aw);
         /* Storage I/O in flight is not work: its completions wake us. */
         return (n > 0 ? (uint32_t)n : 0) + (log_owner_ready(aw->owner) ? 1 : 0);
 }

@@ -15,6 +15,7 @@
 #include "amqp_codec.h"
 #include "amqp_frame.h"
 #include "amqp_proto.h"
+#include "amqp_qrec.h"
 #include "ctl_amqp.h"
 #include "log.h"
 #include "log_crc32c.h"
@@ -28,8 +29,10 @@
 #define AMQP_HEARTBEAT_S      60
 #define AMQP_HANDSHAKE_MS     10000
 #define AMQP_CLOSE_WAIT_MS    3000
-#define AMQP_MSG_MAX          (16u << 20)
-#define AMQP_CTL_BUF          2048
+/* No message is larger ([limits] amqp_message_bytes_max's upper bound):
+ * what recovery accepts from a log record. */
+#define AMQP_MSG_LIMIT (512ull << 20)
+#define AMQP_CTL_BUF   2048
 /* Deliveries a proxy may have on their way to a remote consumer's worker
  * and not yet written to its socket: the hop's flow control. */
 #define AMQP_REMOTE_WINDOW 256
@@ -102,8 +105,22 @@ struct amqp_msg {
         uint64_t o_conn, o_seq;
         uint32_t o_slot, o_gen, o_epoch;
         uint16_t o_chan;
-        uint8_t data[]; /* ex, rk, header payload, body */
+        /* Fan-out on one worker: a copy for another local queue is this
+         * header alone, reading body_of's bytes (amqp_msg_bytes); the
+         * owner counts its readers and outlives them (body_dead: freed by
+         * its last reader). Never across workers: a message that leaves
+         * its worker is made whole first (amqp_msg_own). */
+        struct amqp_msg *body_of;
+        uint32_t body_refs;
+        bool body_dead;
+        uint8_t data[]; /* ex, rk, header payload, body (owners only) */
 };
+
+/* A message's ex, rk, header payload and body, wherever they live. */
+static inline uint8_t *amqp_msg_bytes(const struct amqp_msg *m)
+{
+        return (uint8_t *)(m->body_of ? m->body_of->data : m->data);
+}
 
 struct amqp_consumer {
         struct amqp_consumer *next_in_queue;
@@ -151,6 +168,11 @@ struct amqp_queue {
         uint32_t nacks, acks_cap;
         bool ack_dirty;
         struct amqp_queue *next_dirty;
+        /* records waiting for room in the log, in order (see amqp_spill);
+         * while any wait, every later record of the queue waits behind */
+        struct amqp_spill *spill_head, *spill_tail;
+        uint32_t spill_n;
+        struct amqp_queue *next_spill;
         /* durable: the log offsets of its live persistent messages (ready,
          * unacked or being appended) in log order, AMQP_LIVE_SETTLED set
          * once settled; the head is the lowest live offset, below which
@@ -162,6 +184,11 @@ struct amqp_queue {
         struct amqp_msg *head, *tail;
         uint64_t count;
         struct amqp_consumer *consumers;
+        /* the last consumer's next_in_queue (NULL or &consumers when none):
+         * appends and the round robin's rotation without a walk */
+        struct amqp_consumer **ctail;
+        bool marked; /* on the worker's list of queues to dispatch */
+        struct amqp_queue *next_marked;
         uint32_t nconsumers;
         uint32_t unacked_refs; /* unacked messages pointing here */
         bool deleted;          /* unlinked; freed when unacked_refs drops to 0 */
@@ -259,6 +286,11 @@ struct amqp_worker {
         struct amqp_plog *plogs;
         uint8_t *scratch; /* one batch being built */
         struct amqp_queue *ack_dirty;
+        struct amqp_queue *spilled; /* queues with records waiting for the log */
+        /* queues an event may have unblocked (credit back, messages
+         * requeued, output room): dispatched by amqp_dispatch_marked
+         * instead of every queue of the worker */
+        struct amqp_queue *marked;
         /* Resource alarms (CTL_AMQP_ALARM_* bits from the control thread):
          * while set, a connection that publishes is no longer read (and
          * told with connection.blocked) until they clear. The memory
@@ -280,7 +312,7 @@ struct amqp_worker {
         /* written by the worker, read by the control thread (metrics) */
         _Atomic uint64_t published, delivered, acked, unroutable, returned;
         _Atomic uint64_t queues_n, messages_ready, channels, conn_errors, chan_errors;
-        _Atomic uint64_t persist_too_large, log_trims;
+        _Atomic uint64_t persist_split, persist_spilled, log_trims;
         _Atomic uint64_t alarm_pub;
         _Atomic int64_t held_bytes_pub;
 };
@@ -358,6 +390,12 @@ struct amqp_conn {
         struct sl_conn *blocked_prev, *blocked_next;
         uint64_t last_rx_ms, last_tx_hb_ms, phase_since_ms;
         struct amqp_channel **chans; /* [channel_max + 1], allocated at the first channel.open */
+        /* Queues whose delivery waited for this connection's output room
+         * (each holds a reference): writable() dispatches these. More than
+         * fit: every queue of the worker. */
+        struct amqp_queue *room_q[8];
+        uint8_t nroom_q;
+        bool room_all;
 };
 
 static inline struct amqp_worker *aw_of(struct sl_worker *w)
@@ -407,10 +445,6 @@ struct amqp_fwd {
         struct amqp_origin o[];
 };
 
-#define DQ_REC_MSG        'M'
-#define DQ_REC_ACK        'A'
-#define DQ_REC_DELAYED    'D' /* a held x-delayed-message: 'M' plus its due time (wall clock) */
-#define DQ_BATCH_MAX      (2u << 20)
 #define DQ_SEGMENT_BYTES  (8u << 20) /* small: a queue that is never empty still trims */
 #define AMQP_LIVE_SETTLED (1ull << 63)
 #define AMQP_TRIM_MS      1000
@@ -418,6 +452,19 @@ struct amqp_fwd {
 struct amqp_pend {
         struct amqp_origin o;
         struct amqp_fwd *f;
+};
+
+/* A record the log could not take yet (staging ring or ack queue full: a
+ * piece of a large message, or anything after one), appended in order from
+ * amqp_dq_poll. Its offset was predicted (the log end plus the records
+ * ahead), so acks and live offsets can name it already. */
+struct amqp_spill {
+        struct amqp_spill *next;
+        int64_t off;
+        bool piece;            /* a message record: its ack runs dq_append_cb */
+        struct amqp_pend pend; /* piece: the confirm waiting for it (last piece only) */
+        uint32_t len;
+        uint8_t b[];
 };
 
 struct amqp_plog {
@@ -508,6 +555,8 @@ void amqp_worker_fini(struct sl_worker *w);
  * worker's value may be negative); the sum over workers is what is held. */
 extern _Thread_local int64_t amqp_msg_held_bytes;
 struct amqp_msg *amqp_msg_alloc(uint64_t bytes);
+struct amqp_msg *amqp_msg_share(struct amqp_msg *owner);
+struct amqp_msg *amqp_msg_own(struct amqp_msg *m);
 void amqp_msg_free(struct amqp_msg *m);
 struct amqp_msg *amqp_msg_new(struct amqp_bytes ex, struct amqp_bytes rk, uint64_t hdr_max,
                               uint64_t body_len);
@@ -560,7 +609,9 @@ void amqp_topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64_t
 long amqp_queue_declare_ok(struct sl_conn *c, struct amqp_channel *ch, struct amqp_bytes name,
                            uint64_t count, uint32_t consumers);
 void amqp_topo_done(struct amqp_worker *aw, struct amqp_topo *t);
-void amqp_queue_delete_announce(struct amqp_worker *aw, struct amqp_queue *q);
+struct amqp_qop;
+void amqp_queue_delete_announce(struct amqp_worker *aw, struct amqp_queue *q,
+                                const struct amqp_qop *o);
 
 /* amqp_queue.c */
 int amqp_send_content(struct sl_conn *c, uint16_t chan, const struct amqp_method *meth,
@@ -568,6 +619,12 @@ int amqp_send_content(struct sl_conn *c, uint16_t chan, const struct amqp_method
 void amqp_queue_free(struct amqp_queue *q);
 void amqp_queue_unref(struct amqp_queue *q);
 void amqp_unacked_add(struct amqp_worker *aw, struct amqp_channel *ch, struct amqp_msg *m);
+void amqp_consumer_append(struct amqp_queue *q, struct amqp_consumer *k);
+void amqp_queue_mark(struct amqp_worker *aw, struct amqp_queue *q);
+void amqp_conn_room(struct amqp_worker *aw, struct sl_conn *c);
+void amqp_conn_room_release(struct sl_conn *c);
+void amqp_dispatch_marked(struct amqp_worker *aw);
+void amqp_consumer_unlink_at(struct amqp_queue *q, struct amqp_consumer **pp);
 void amqp_queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q);
 void amqp_consumer_remove(struct amqp_consumer *k);
 void amqp_requeue_list(struct amqp_worker *aw, struct amqp_msg *m);
@@ -618,6 +675,7 @@ void amqp_fwd_accepted(struct amqp_worker *aw, struct amqp_fwd *f);
 int amqp_dq_open(struct amqp_worker *aw, struct amqp_queue *q);
 void amqp_dq_remove(struct amqp_worker *aw, struct amqp_queue *q);
 uint32_t amqp_dq_poll(struct amqp_worker *aw);
+void amqp_dq_spill_discard(struct amqp_worker *aw);
 void amqp_dq_trim(struct amqp_worker *aw, struct amqp_queue *q);
 
 /* amqp_qargs.c */

@@ -179,7 +179,7 @@ uint32_t amqp_links_poll(struct sl_worker *w, void *arg)
                                 q->last_used_ms = w->now_ms;
                         else if (q->qa.expires_ms > 0 &&
                                  w->now_ms - q->last_used_ms >= (uint64_t)q->qa.expires_ms)
-                                amqp_queue_delete_announce(aw, q);
+                                amqp_queue_delete_announce(aw, q, NULL);
                 }
         }
         amqp_confirms_flush(aw);
@@ -527,9 +527,10 @@ int amqp_stub_write(struct amqp_worker *aw, struct amqp_consumer *k, struct amqp
         meth.args[AMQP_BASIC_DELIVER_CONSUMER_TAG].b = name_view(&k->tag);
         meth.args[AMQP_BASIC_DELIVER_DELIVERY_TAG].u = ch->next_tag + 1;
         meth.args[AMQP_BASIC_DELIVER_REDELIVERED].u = m->redelivered;
-        meth.args[AMQP_BASIC_DELIVER_EXCHANGE].b = (struct amqp_bytes){m->data, m->ex_len};
+        meth.args[AMQP_BASIC_DELIVER_EXCHANGE].b =
+            (struct amqp_bytes){amqp_msg_bytes(m), m->ex_len};
         meth.args[AMQP_BASIC_DELIVER_ROUTING_KEY].b =
-            (struct amqp_bytes){m->data + m->ex_len, m->rk_len};
+            (struct amqp_bytes){amqp_msg_bytes(m) + m->ex_len, m->rk_len};
         int rc = amqp_send_content(k->c, ch->id, &meth, m);
         if (rc)
                 return rc;
@@ -599,7 +600,7 @@ void amqp_proxy_unlink(struct amqp_consumer *k)
                 return;
         for (struct amqp_consumer **pp = &q->consumers; *pp; pp = &(*pp)->next_in_queue)
                 if (*pp == k) {
-                        *pp = k->next_in_queue;
+                        amqp_consumer_unlink_at(q, pp);
                         break;
                 }
         q->nconsumers--;
@@ -630,7 +631,7 @@ void amqp_qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                         k->released = true;
                         proxy_maybe_free(k);
                         if (kq && kq->auto_delete && !kq->deleted && kq->nconsumers == 0)
-                                amqp_queue_delete_announce(aw, kq);
+                                amqp_queue_delete_announce(aw, kq, NULL);
                 }
                 goto reply;
         }
@@ -667,10 +668,7 @@ void amqp_qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                 k->rworker = o->from;
                 k->peer = o->stub;
                 q->exclusive_consumer = o->exclusive;
-                struct amqp_consumer **tail = &q->consumers;
-                while (*tail)
-                        tail = &(*tail)->next_in_queue;
-                *tail = k;
+                amqp_consumer_append(q, k);
                 q->nconsumers++;
                 o->proxy = k;
                 break;
@@ -679,6 +677,7 @@ void amqp_qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                 struct amqp_msg *m = amqp_queue_pop(q);
                 o->count = q->count;
                 if (m) {
+                        m = amqp_msg_own(m); /* the answer may leave this worker */
                         m->home = aw->w->id;
                         m->qid = q->qid;
                         m->ucons = NULL;
@@ -713,30 +712,8 @@ void amqp_qop_exec(struct amqp_worker *aw, struct amqp_qop *o)
                         snprintf(o->text, sizeof(o->text), "queue not empty");
                         break;
                 }
-                uint64_t qid = q->qid;
-                struct amqp_name qname = q->name;
-                bool durable = q->durable;
-                uint64_t n = amqp_queue_delete(aw, q);
                 /* delete-ok once every worker forgot the queue */
-                struct amqp_topo *t = calloc(1, sizeof(*t));
-                SL_ASSERT(t);
-                t->op = AMQP_TOPO_Q_DELETE;
-                t->qid = qid;
-                t->method = AMQP_QUEUE_DELETE;
-                t->conn = o->conn;
-                t->slot = o->slot;
-                t->gen = o->gen;
-                t->chan = o->chan;
-                t->epoch = o->epoch;
-                t->nowait = o->nowait;
-                t->count = n;
-                t->a = qname;
-                if (durable)
-                        amqp_topo_def(t, CTL_AMQP_DEF_DELETE_QUEUE);
-                struct sl_msg m = {.type = CTL_AMQP_MSG_CHANGE, .u16 = o->from};
-                m.a.ptr[0] = t;
-                m.a.ptr[1] = t->has_def ? &t->def : NULL;
-                amqp_out_msg(aw, aw->w->rt->control_ep, &m);
+                amqp_queue_delete_announce(aw, q, o);
                 free(o);
                 return;
         }
@@ -845,9 +822,7 @@ static void on_fwd(struct amqp_worker *aw, const struct sl_msg *msg)
         struct amqp_fwd *f = msg->a.ptr[0];
         f->src = msg->src;
         f->waiting = 1; /* until every message below is in */
-        struct amqp_queue *touched[16];
-        uint32_t nt = 0, oi = 0;
-        bool all = false;
+        uint32_t oi = 0;
         for (struct amqp_msg *m = f->msgs, *next; m; m = next) {
                 next = m->next;
                 struct amqp_queue *q = amqp_queue_by_qid(aw, m->qid);
@@ -858,26 +833,12 @@ static void on_fwd(struct amqp_worker *aw, const struct sl_msg *msg)
                 }
                 if (amqp_queue_enqueue(aw, q, m, NULL, f) < 0 && o != UINT32_MAX)
                         f->o[o].nack = true;
-                bool seen = false;
-                for (uint32_t i = 0; i < nt && !seen; i++)
-                        seen = touched[i] == q;
-                if (!seen) {
-                        if (nt < SL_ARRAY_LEN(touched))
-                                touched[nt++] = q;
-                        else
-                                all = true;
-                }
+                amqp_queue_mark(aw, q);
         }
         f->msgs = NULL;
         if (--f->waiting == 0)
                 amqp_fwd_accepted(aw, f);
-        if (all) {
-                for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                        amqp_queue_dispatch(aw, q);
-        } else {
-                for (uint32_t i = 0; i < nt; i++)
-                        amqp_queue_dispatch(aw, touched[i]);
-        }
+        amqp_dispatch_marked(aw);
 }
 
 static void on_settle(struct amqp_worker *aw, struct amqp_msg *m)
@@ -907,13 +868,16 @@ static void on_settle(struct amqp_worker *aw, struct amqp_msg *m)
                         else
                                 amqp_queue_push_front(q, m);
                 }
+                /* credit back to k, or a message back in q */
+                amqp_queue_mark(aw, q);
+                if (k)
+                        amqp_queue_mark(aw, k->q);
                 if (tracked)
                         amqp_queue_unref(q);
                 if (k)
                         proxy_maybe_free(k);
         }
-        for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                amqp_queue_dispatch(aw, q);
+        amqp_dispatch_marked(aw);
 }
 
 /* The queue of stub k went away on its worker: tell the client (when it

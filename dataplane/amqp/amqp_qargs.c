@@ -194,7 +194,7 @@ static struct amqp_msg *dl_build(struct amqp_worker *aw, const struct amqp_queue
                                  const struct amqp_msg *m, const char *reason)
 {
         struct amqp_header h;
-        const uint8_t *hdr = m->data + m->ex_len + m->rk_len;
+        const uint8_t *hdr = amqp_msg_bytes(m) + m->ex_len + m->rk_len;
         if (amqp_header_decode(hdr, m->hdr_len, &h) < 0)
                 return NULL;
         struct amqp_bytes old = amqp_header_has(&h, AMQP_BASIC_PROP_HEADERS)
@@ -205,7 +205,8 @@ static struct amqp_msg *dl_build(struct amqp_worker *aw, const struct amqp_queue
         int64_t count = 0;
         if (have_xd && xdeath_scan(xd.v.b, q, reason, &count))
                 return NULL;
-        struct amqp_bytes ex = {m->data, m->ex_len}, rk = {m->data + m->ex_len, m->rk_len};
+        struct amqp_bytes ex = {amqp_msg_bytes(m), m->ex_len},
+                          rk = {amqp_msg_bytes(m) + m->ex_len, m->rk_len};
         size_t cap = old.len + 2048 + 4 * 256;
         uint8_t *tb = malloc(cap), *hb = malloc(m->hdr_len + cap + 64);
         struct amqp_msg *nm = NULL;
@@ -373,13 +374,14 @@ int amqp_delayed_hold(struct amqp_worker *aw, struct amqp_msg *m, const struct a
 {
         if (!m->ex_len || !aw->delayed_exchanges)
                 return 0;
-        struct amqp_exchange *e = amqp_ex_find(aw, (struct amqp_bytes){m->data, m->ex_len});
+        struct amqp_exchange *e =
+            amqp_ex_find(aw, (struct amqp_bytes){amqp_msg_bytes(m), m->ex_len});
         if (!e || !e->delayed)
                 return 0;
         struct amqp_header h;
         struct amqp_field f;
         int64_t delay = 0;
-        if (amqp_header_decode(m->data + m->ex_len + m->rk_len, m->hdr_len, &h) != 0 ||
+        if (amqp_header_decode(amqp_msg_bytes(m) + m->ex_len + m->rk_len, m->hdr_len, &h) != 0 ||
             !amqp_header_has(&h, AMQP_BASIC_PROP_HEADERS) ||
             amqp_table_find(h.props[AMQP_BASIC_PROP_HEADERS].b, "x-delay", &f) != 1 ||
             !amqp_field_int(&f, &delay) || delay <= 0)
@@ -408,7 +410,8 @@ void amqp_delayed_recover(struct amqp_worker *aw)
                 uint64_t due_wall = m->expires_ms;
                 m->expires_ms = 0;
                 m->redelivered = false; /* never delivered: it was held */
-                struct amqp_exchange *e = amqp_ex_find(aw, (struct amqp_bytes){m->data, m->ex_len});
+                struct amqp_exchange *e =
+                    amqp_ex_find(aw, (struct amqp_bytes){amqp_msg_bytes(m), m->ex_len});
                 uint64_t wait = due_wall > now_wall ? due_wall - now_wall : 0;
                 if (!e || !e->delayed || !delayed_push(aw, m, aw->w->now_ms + wait)) {
                         amqp_dq_ack(aw, q, m); /* its exchange is gone */

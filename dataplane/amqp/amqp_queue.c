@@ -26,7 +26,7 @@ int amqp_send_content(struct sl_conn *c, uint16_t chan, const struct amqp_method
                 sl_conn_want_writable(c);
                 return -EAGAIN;
         }
-        const uint8_t *hdr = m->data + m->ex_len + m->rk_len;
+        const uint8_t *hdr = amqp_msg_bytes(m) + m->ex_len + m->rk_len;
         const uint8_t *body = hdr + m->hdr_len;
         uint8_t end = AMQP_FRAME_END;
         uint8_t fh[7] = {
@@ -81,13 +81,110 @@ void amqp_unacked_add(struct amqp_worker *aw, struct amqp_channel *ch, struct am
         amqp_list_append(&ch->unacked_head, &ch->unacked_tail, m);
 }
 
+/* k joins the end of q's consumers (the round robin's last turn). */
+void amqp_consumer_append(struct amqp_queue *q, struct amqp_consumer *k)
+{
+        struct amqp_consumer **tail = q->ctail ? q->ctail : &q->consumers;
+        k->next_in_queue = NULL;
+        *tail = k;
+        q->ctail = &k->next_in_queue;
+}
+
+/* Takes *pp out of q's consumers. */
+void amqp_consumer_unlink_at(struct amqp_queue *q, struct amqp_consumer **pp)
+{
+        struct amqp_consumer *k = *pp;
+        if (q->ctail == &k->next_in_queue)
+                q->ctail = pp;
+        *pp = k->next_in_queue;
+        k->next_in_queue = NULL;
+}
+
+/* An event may let q deliver again: dispatched at amqp_dispatch_marked
+ * (once however often it is marked; the mark holds a reference). */
+void amqp_queue_mark(struct amqp_worker *aw, struct amqp_queue *q)
+{
+        if (!q || q->marked || q->deleted)
+                return;
+        q->marked = true;
+        q->unacked_refs++;
+        q->next_marked = aw->marked;
+        aw->marked = q;
+}
+
+void amqp_dispatch_marked(struct amqp_worker *aw)
+{
+        while (aw->marked) {
+                struct amqp_queue *q = aw->marked;
+                aw->marked = q->next_marked;
+                q->marked = false;
+                if (!q->deleted)
+                        amqp_queue_dispatch(aw, q);
+                amqp_queue_unref(q);
+        }
+}
+
+/* q's next delivery to c waits for output room: writable() resumes it. */
+static void wait_room(struct sl_conn *c, struct amqp_queue *q)
+{
+        struct amqp_conn *ac = c->proto_state;
+        if (ac->room_all)
+                return;
+        for (uint32_t i = 0; i < ac->nroom_q; i++)
+                if (ac->room_q[i] == q)
+                        return;
+        if (ac->nroom_q == SL_ARRAY_LEN(ac->room_q)) {
+                ac->room_all = true;
+                return;
+        }
+        q->unacked_refs++;
+        ac->room_q[ac->nroom_q++] = q;
+}
+
+/* c has output room again: the queues that waited for it deliver. */
+void amqp_conn_room(struct amqp_worker *aw, struct sl_conn *c)
+{
+        struct amqp_conn *ac = c->proto_state;
+        bool all = ac->room_all;
+        ac->room_all = false;
+        for (uint32_t i = 0; i < ac->nroom_q; i++) {
+                amqp_queue_mark(aw, ac->room_q[i]);
+                amqp_queue_unref(ac->room_q[i]);
+        }
+        ac->nroom_q = 0;
+        if (all)
+                for (struct amqp_queue *q = aw->queues; q; q = q->next)
+                        amqp_queue_mark(aw, q);
+        amqp_dispatch_marked(aw);
+}
+
+/* c is gone: its waits are dropped. */
+void amqp_conn_room_release(struct sl_conn *c)
+{
+        struct amqp_conn *ac = c->proto_state;
+        for (uint32_t i = 0; i < ac->nroom_q; i++)
+                amqp_queue_unref(ac->room_q[i]);
+        ac->nroom_q = 0;
+        ac->room_all = false;
+}
+
+/* The consumer at *pp was served: it goes to the end of the round. */
+static void consumer_rotate(struct amqp_queue *q, struct amqp_consumer **pp)
+{
+        if (q->ctail == &(*pp)->next_in_queue)
+                return; /* last already */
+        struct amqp_consumer *k = *pp;
+        amqp_consumer_unlink_at(q, pp);
+        amqp_consumer_append(q, k);
+}
+
 /* Delivers from q to its consumers, round robin, while they have credit
  * and room. */
 
 /* Hands the head of q to a consumer on another worker (through its proxy). */
 static void proxy_send(struct amqp_worker *aw, struct amqp_queue *q, struct amqp_consumer *k)
 {
-        struct amqp_msg *m = amqp_queue_pop(q);
+        struct amqp_msg *m = amqp_msg_own(amqp_queue_pop(q)); /* leaves this worker */
         m->home = aw->w->id;
         m->qid = q->qid;
         m->rstub = k->peer;
@@ -133,12 +230,7 @@ void amqp_queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
                 if (!pick)
                         return;
                 if (pick->proxy) {
-                        *pp = pick->next_in_queue;
-                        pick->next_in_queue = NULL;
-                        struct amqp_consumer **tail = &q->consumers;
-                        while (*tail)
-                                tail = &(*tail)->next_in_queue;
-                        *tail = pick;
+                        consumer_rotate(q, pp);
                         proxy_send(aw, q, pick);
                         sl_counter_add(&aw->delivered, 1);
                         continue;
@@ -150,19 +242,18 @@ void amqp_queue_dispatch(struct amqp_worker *aw, struct amqp_queue *q)
                 meth.args[AMQP_BASIC_DELIVER_CONSUMER_TAG].b = name_view(&pick->tag);
                 meth.args[AMQP_BASIC_DELIVER_DELIVERY_TAG].u = ch->next_tag + 1;
                 meth.args[AMQP_BASIC_DELIVER_REDELIVERED].u = m->redelivered;
-                meth.args[AMQP_BASIC_DELIVER_EXCHANGE].b = (struct amqp_bytes){m->data, m->ex_len};
+                meth.args[AMQP_BASIC_DELIVER_EXCHANGE].b =
+                    (struct amqp_bytes){amqp_msg_bytes(m), m->ex_len};
                 meth.args[AMQP_BASIC_DELIVER_ROUTING_KEY].b =
-                    (struct amqp_bytes){m->data + m->ex_len, m->rk_len};
+                    (struct amqp_bytes){amqp_msg_bytes(m) + m->ex_len, m->rk_len};
                 int rc = amqp_send_content(pick->c, ch->id, &meth, m);
-                if (rc != 0)
-                        return; /* resumed from writable() (or the conn is gone) */
-                /* rotate: pick goes to the tail */
-                *pp = pick->next_in_queue;
-                pick->next_in_queue = NULL;
-                struct amqp_consumer **tail = &q->consumers;
-                while (*tail)
-                        tail = &(*tail)->next_in_queue;
-                *tail = pick;
+                if (rc != 0) {
+                        /* resumed from writable() (or the conn is gone) */
+                        if (amqp_conn_usable(pick->c))
+                                wait_room(pick->c, q);
+                        return;
+                }
+                consumer_rotate(q, pp);
                 amqp_queue_pop(q);
                 ch->next_tag++;
                 sl_counter_add(&aw->delivered, 1);
@@ -190,7 +281,7 @@ void amqp_consumer_remove(struct amqp_consumer *k)
         struct amqp_queue *q = k->q;
         for (struct amqp_consumer **pp = &q->consumers; *pp; pp = &(*pp)->next_in_queue)
                 if (*pp == k) {
-                        *pp = k->next_in_queue;
+                        amqp_consumer_unlink_at(q, pp);
                         break;
                 }
         q->nconsumers--;
@@ -206,7 +297,7 @@ void amqp_consumer_remove(struct amqp_consumer *k)
         free(k);
         /* auto-delete: the queue goes with its last consumer */
         if (q->auto_delete && !q->deleted && q->nconsumers == 0)
-                amqp_queue_delete_announce(aw, q);
+                amqp_queue_delete_announce(aw, q, NULL);
 }
 
 /* Puts unacked messages back at the head of their queues, in order; those
@@ -235,10 +326,12 @@ void amqp_requeue_list(struct amqp_worker *aw, struct amqp_msg *m)
                 if (rev->ucons)
                         rev->ucons->unacked--;
                 struct amqp_queue *q = rev->uq;
-                if (q->deleted)
+                if (q->deleted) {
                         amqp_msg_free(rev); /* keeps the memory alarm's count */
-                else
+                } else {
                         amqp_queue_push_front(q, rev);
+                        amqp_queue_mark(aw, q);
+                }
                 amqp_queue_unref(q);
                 rev = n;
         }
@@ -266,6 +359,6 @@ void amqp_chan_free(struct sl_conn *c, struct amqp_channel *ch)
         ac->chans[ch->id] = NULL;
         free(ch);
         sl_counter_add(&aw->channels, -1);
-        for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                amqp_queue_dispatch(aw, q);
+        /* requeued messages may go to other consumers */
+        amqp_dispatch_marked(aw);
 }

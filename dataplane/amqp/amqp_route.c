@@ -262,7 +262,8 @@ static struct amqp_bytes route_headers(struct amqp_route *r)
                 struct amqp_header h;
                 const struct amqp_msg *m = r->m;
                 r->headers_known = true;
-                if (amqp_header_decode(m->data + m->ex_len + m->rk_len, m->hdr_len, &h) == 0 &&
+                if (amqp_header_decode(amqp_msg_bytes(m) + m->ex_len + m->rk_len, m->hdr_len, &h) ==
+                        0 &&
                     amqp_header_has(&h, AMQP_BASIC_PROP_HEADERS))
                         r->headers = h.props[AMQP_BASIC_PROP_HEADERS].b; /* a view into m */
         }
@@ -317,6 +318,7 @@ static void route_one(struct amqp_worker *aw, struct amqp_qref *r, struct amqp_m
                 amqp_queue_dispatch(aw, r->q);
                 return;
         }
+        m = amqp_msg_own(m); /* leaves this worker */
         m->qid = r->qid;
         m->o_conn = o->conn;
         m->o_seq = o->seq;
@@ -353,8 +355,8 @@ uint32_t amqp_route(struct amqp_worker *aw, struct amqp_msg *m, const struct amq
 static uint32_t route_at(struct amqp_worker *aw, struct amqp_route *r, struct amqp_msg *m,
                          const struct amqp_origin *o, uint32_t *nremote, uint32_t *nrejected)
 {
-        struct amqp_bytes ex = {m->data, m->ex_len};
-        struct amqp_bytes rk = {m->data + m->ex_len, m->rk_len};
+        struct amqp_bytes ex = {amqp_msg_bytes(m), m->ex_len};
+        struct amqp_bytes rk = {amqp_msg_bytes(m) + m->ex_len, m->rk_len};
         r->nq = r->nseen = 0;
         r->m = m;
         r->headers_known = false;
@@ -377,12 +379,30 @@ static uint32_t route_at(struct amqp_worker *aw, struct amqp_route *r, struct am
         struct amqp_qref **targets = r->q;
         if (nt == 0)
                 return 0; /* m stays the caller's (basic.return) */
+        /* m itself goes to a queue here when there is one: the copies for
+         * the other queues here share its bytes (one body per worker);
+         * those for queues elsewhere are whole (they leave the worker) */
+        for (uint32_t i = 1; i < nt && !amqp_qref_local(aw, targets[0]); i++)
+                if (amqp_qref_local(aw, targets[i])) {
+                        struct amqp_qref *t = targets[0];
+                        targets[0] = targets[i];
+                        targets[i] = t;
+                }
+        bool share = amqp_qref_local(aw, targets[0]);
         for (uint32_t i = 1; i < nt; i++) {
-                struct amqp_msg *cp = amqp_msg_alloc(msg_size(m));
+                struct amqp_msg *cp;
+                if (share && amqp_qref_local(aw, targets[i])) {
+                        cp = amqp_msg_share(m);
+                } else {
+                        cp = amqp_msg_alloc(msg_size(m));
+                        if (cp) {
+                                memcpy(cp, m, msg_size(m));
+                                cp->alloc_bytes = msg_size(m); /* m's may be larger */
+                                cp->body_refs = 0;
+                        }
+                }
                 if (!cp)
                         break;
-                memcpy(cp, m, msg_size(m));
-                cp->alloc_bytes = msg_size(m); /* m's allocation may be larger */
                 route_one(aw, targets[i], cp, o, nremote, nrejected);
         }
         route_one(aw, targets[0], m, o, nremote, nrejected);
@@ -703,7 +723,7 @@ void amqp_topo_apply(struct amqp_worker *aw, const struct amqp_topo *t, uint64_t
                         sl_counter_add(&aw->queues_n, 1);
                         r->q = q;
                         if (t->exclusive && !q->owner)
-                                amqp_queue_delete_announce(aw, q);
+                                amqp_queue_delete_announce(aw, q, NULL);
                 }
                 r->next = aw->qrefs;
                 aw->qrefs = r;
@@ -816,16 +836,34 @@ void amqp_topo_done(struct amqp_worker *aw, struct amqp_topo *t)
 }
 
 /* A queue here went away (deleted, auto-delete, exclusive owner closed):
- * the routing table forgets it everywhere. */
-void amqp_queue_delete_announce(struct amqp_worker *aw, struct amqp_queue *q)
+ * the routing table forgets it everywhere, and its stored definition goes
+ * with it (only a durable, non-exclusive queue has one). o: the
+ * queue.delete that asked (its client gets delete-ok with the message
+ * count once every worker applied the change), NULL for none. */
+void amqp_queue_delete_announce(struct amqp_worker *aw, struct amqp_queue *q,
+                                const struct amqp_qop *o)
 {
-        uint64_t qid = q->qid;
         struct amqp_topo *t = amqp_topo_new(NULL, NULL, AMQP_TOPO_Q_DELETE, 0);
         SL_ASSERT(t);
-        t->qid = qid;
+        t->qid = q->qid;
         t->a = q->name;
+        uint16_t from = aw->w->id;
+        if (o) {
+                t->method = AMQP_QUEUE_DELETE;
+                t->conn = o->conn;
+                t->slot = o->slot;
+                t->gen = o->gen;
+                t->chan = o->chan;
+                t->epoch = o->epoch;
+                t->nowait = o->nowait;
+                from = o->from;
+        }
         if (q->durable && !q->owner)
                 amqp_topo_def(t, CTL_AMQP_DEF_DELETE_QUEUE);
-        amqp_queue_delete(aw, q);
-        amqp_topo_submit(aw, NULL, t);
+        t->count = amqp_queue_delete(aw, q);
+        /* the sequencer tells the worker named here when it is applied */
+        struct sl_msg m = {.type = CTL_AMQP_MSG_CHANGE, .u16 = from};
+        m.a.ptr[0] = t;
+        m.a.ptr[1] = t->has_def ? &t->def : NULL;
+        amqp_out_msg(aw, aw->w->rt->control_ep, &m);
 }

@@ -339,8 +339,8 @@ static long dispatch_method(struct sl_conn *c, struct amqp_conn *ac, uint16_t ch
                 if (m->key == AMQP_BASIC_RECOVER &&
                     amqp_send_simple(c, chan, AMQP_BASIC_RECOVER_OK))
                         return -1;
-                for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                        amqp_queue_dispatch(aw, q);
+                /* the requeued ones' queues (marked) deliver again */
+                amqp_dispatch_marked(aw);
                 return 0;
         }
         case AMQP_BASIC_PUBLISH:
@@ -665,8 +665,7 @@ static void amqp_writable(struct sl_conn *c)
 {
         struct amqp_worker *aw = aw_of(c->w);
         amqp_stubs_writable(aw, c, NULL);
-        for (struct amqp_queue *q = aw->queues; q; q = q->next)
-                amqp_queue_dispatch(aw, q);
+        amqp_conn_room(aw, c);
 }
 
 static void amqp_tick(struct sl_conn *c, uint64_t now)
@@ -722,12 +721,14 @@ static void amqp_closed(struct sl_conn *c, enum sl_close_reason why)
         for (struct amqp_queue **pp = &aw->queues; *pp;) {
                 struct amqp_queue *q = *pp;
                 if (q->owner == c)
-                        amqp_queue_delete_announce(aw, q); /* unlinks q: *pp is now the next */
+                        amqp_queue_delete_announce(aw, q,
+                                                   NULL); /* unlinks q: *pp is now the next */
                 else
                         pp = &q->next;
         }
         if (ac->blocked)
                 amqp_blocked_unlink(aw, c);
+        amqp_conn_room_release(c);
         amqp_parser_take_buffer(&ac->parser);
         free(ac->abuf);
         ac->abuf = NULL;
@@ -774,6 +775,7 @@ void amqp_worker_fini(struct sl_worker *w)
                 /* acks recorded, every append finished (callbacks run) */
                 amqp_dq_poll(aw);
                 log_owner_drain(aw->owner);
+                amqp_dq_spill_discard(aw);
         }
         while (aw->exchanges) {
                 struct amqp_exchange *e = aw->exchanges;
@@ -888,8 +890,12 @@ static void amqp_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
              "Bytes of messages allocated minus freed on this worker, ready, unacked or in flight; "
              "the sum over workers is the memory alarm's measure.",
              AMQP_LOAD(held_bytes_pub));
-        emit(ctx, "sluice_amqp_persist_too_large_total", "counter",
-             "Persistent messages over 2 MiB kept in memory only.", AMQP_LOAD(persist_too_large));
+        emit(ctx, "sluice_amqp_persist_split_total", "counter",
+             "Persistent messages stored in several log records (over the 2 MiB batch limit).",
+             AMQP_LOAD(persist_split));
+        emit(ctx, "sluice_amqp_persist_spilled_total", "counter",
+             "Queue log records that waited for room in the log (appended in order later).",
+             AMQP_LOAD(persist_spilled));
 }
 
 const struct sl_proto_ops amqp_proto_ops = {

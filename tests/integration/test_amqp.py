@@ -1120,6 +1120,49 @@ def test_delayed_message_exchange_routes_when_due(amqp):
     conn.close()
 
 
+@pytest.mark.parametrize("placement", ["local", "cross_worker"])
+def test_durable_large_persistent_messages_survive_sigkill_byte_identical(amqp, placement):
+    """Persistent messages over the 2 MiB storage batch limit (5 MiB and
+    20 MiB) are stored in pieces: confirmed only once every piece is
+    fsynced, and after SIGKILL each unacked one comes back whole and once,
+    an acked one never. cross_worker: the publisher is on the other worker
+    (its confirm waits for the queue worker's appends)."""
+    import os
+    owner = connect_on(amqp, 0)
+    q = owner.channel().queue_declare("dur.big", durable=True).method.queue
+    pub = connect_on(amqp, 1) if placement == "cross_worker" else owner
+    ch = pub.channel()
+    ch.confirm_delivery()
+    persistent = pika.BasicProperties(delivery_mode=2, headers={"n": 1})
+    bodies = [os.urandom(5 << 20), b"small", os.urandom(20 << 20), os.urandom((2 << 20) - 200),
+              os.urandom(5 << 20)]
+    for b in bodies:
+        # returns once confirmed: every piece is durable
+        ch.basic_publish("", q, b, properties=persistent)
+    assert amqp.metric_sum("sluice_amqp_persist_split_total") >= 3
+    # the 20 MiB one outgrows the log's 4 MiB staging ring: its later pieces
+    # waited for room across loop iterations, its confirm for the last one
+    assert amqp.metric_sum("sluice_amqp_persist_spilled_total") > 0
+    cons = owner.channel()
+    got = drain(cons, q, len(bodies), timeout=20)
+    assert [body for _, _, body in got] == bodies
+    cons.basic_ack(got[0][0].delivery_tag)  # the first 5 MiB one is done
+    # its ack record precedes this message in the log: durable with its confirm
+    ch.basic_publish("", q, b"marker", properties=persistent)
+    amqp.kill()
+    amqp.start()
+    conn = connect(amqp)
+    ch = conn.channel()
+    expected = bodies[1:] + [b"marker"]
+    assert ch.queue_declare(q, passive=True).method.message_count == len(expected)
+    again = drain(ch, q, len(expected), timeout=20)
+    assert [body for _, _, body in again] == expected
+    assert all(method.redelivered for method, _, _ in again)
+    assert all(props.headers == {"n": 1} and props.delivery_mode == 2 for _, props, _ in again)
+    ch.basic_ack(again[-1][0].delivery_tag, multiple=True)
+    conn.close()
+
+
 def test_durable_log_trimmed_once_everything_is_settled_and_stays_correct(amqp):
     conn = connect(amqp)
     ch = conn.channel()
@@ -1305,3 +1348,62 @@ def test_global_qos_counts_deliveries_from_every_worker(amqp):
                what="three more after acking all")
     owner.close()
     consumer.close()
+
+
+def test_fanout_copies_on_one_worker_share_a_body_and_outlive_each_other(amqp):
+    """A fanout to three queues on the publisher's worker and one on the
+    other: the local copies share one body. Each queue's copy lives on its
+    own (acked, requeued, purged, dead-lettered, its queue deleted, sent to
+    a consumer on the other worker) in any order, and every reader sees
+    the bytes that were published. The held-bytes gauge shows one body per
+    worker, not one per queue."""
+    import os
+    owner = connect_on(amqp, 0)
+    ch = owner.channel()
+    ch.exchange_declare("share.fan", exchange_type="fanout")
+    ch.queue_declare("share.dlq")
+    ch.queue_declare("share.a", arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "share.dlq"})
+    for q in ("share.a", "share.b", "share.c"):
+        if q != "share.a":
+            ch.queue_declare(q)
+        ch.queue_bind(q, "share.fan")
+    other = connect_on(amqp, 1)
+    och = other.channel()
+    och.queue_declare("share.remote")
+    och.queue_bind("share.remote", "share.fan")
+    before = amqp.metric_sum("sluice_amqp_held_bytes")
+    pub = owner.channel()
+    pub.confirm_delivery()
+    bodies = [os.urandom(1 << 20) for _ in range(4)]
+    for b in bodies:
+        pub.basic_publish("share.fan", "", b)
+    held = amqp.metric_sum("sluice_amqp_held_bytes") - before
+    # 4 bodies here + 4 on the other worker, not 16
+    assert 8 << 20 <= held < 9 << 20, held
+    # share.a: reject the first two (dead-lettered: a new message), ack the rest
+    ca = owner.channel()
+    got = drain(ca, "share.a", 4)
+    assert [b for _, _, b in got] == bodies
+    for m, _, _ in got[:2]:
+        ca.basic_reject(m.delivery_tag, requeue=False)
+    ca.basic_ack(got[3][0].delivery_tag, multiple=True)
+    # share.b: purged while the others still hold the bodies
+    assert ch.queue_purge("share.b").method.message_count == 4
+    # share.c: read by a consumer on the other worker, requeued, read again
+    c2 = other.channel()
+    first = drain(c2, "share.c", 4)
+    assert [b for _, _, b in first] == bodies
+    c2.basic_nack(first[-1][0].delivery_tag, multiple=True, requeue=True)
+    again = drain(c2, "share.c", 4, timeout=10)
+    assert [b for _, _, b in again] == bodies and all(m.redelivered for m, _, _ in again)
+    c2.basic_ack(again[-1][0].delivery_tag, multiple=True)
+    for conn, q, want in ((owner, "share.dlq", bodies[:2]), (other, "share.remote", bodies)):
+        c = conn.channel()
+        got = drain(c, q, len(want))
+        assert [b for _, _, b in got] == want
+        c.basic_ack(got[-1][0].delivery_tag, multiple=True)
+    ch.queue_delete("share.a")
+    wait_until(lambda: amqp.metric_sum("sluice_amqp_held_bytes") - before < 1 << 20,
+               what="every shared body to be freed")
+    owner.close()
+    other.close()

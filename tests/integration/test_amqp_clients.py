@@ -157,6 +157,17 @@ def test_amqpgo_durable_queue_survives_sigkill_under_load(amqp):
 
 
 
+@needs_go
+def test_amqpgo_large_persistent_messages_survive_sigkill(amqp):
+    """amqp091-go publishes persistent 5 MiB, 20 MiB and 3 MiB messages with
+    confirms into a durable queue on the other worker (stored in pieces),
+    acks the first; after SIGKILL the rest come back byte for byte, once."""
+    run_go(amqp, "durable_large")
+    amqp.kill()
+    amqp.start()
+    run_go(amqp, "durable_large_verify")
+
+
 # ---- rabbitmq-c amqp-tools -------------------------------------------------
 
 needs_tools = pytest.mark.skipif(not shutil.which("amqp-consume"), reason="amqp-tools not installed")

@@ -443,3 +443,21 @@ def publish_frames(ch, rk, body, exchange=b"", persistent=False):
 
 def publish_raw(sock, ch, rk, body):
     sock.sendall(publish_frames(ch, rk, body))
+
+
+def test_message_size_limit_from_config_gets_406(make_sluiced):
+    """[limits] amqp_message_bytes_max caps a publish's body (RabbitMQ's
+    max_message_size): one byte over is 406 on the channel, the limit itself
+    goes through."""
+    s = make_sluiced(workers="1", listeners={"amqp": "127.0.0.1:0"},
+                     extra={"limits": {"amqp_message_bytes_max": "64k"}}).start()
+    conn = connect(s)
+    ch = conn.channel()
+    q = ch.queue_declare("limit.q").method.queue
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"x" * 65536)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.basic_publish("", q, b"x" * 65537)
+    assert ei.value.reply_code == 406 and "larger than max size 65536" in ei.value.reply_text
+    assert conn.channel().queue_declare(q, passive=True).method.message_count == 1
+    conn.close()
