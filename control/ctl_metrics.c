@@ -256,17 +256,16 @@ void ctl_connections_render(struct ctl_plane *cp, struct ctl_text *t)
                         uint8_t st = atomic_load_explicit(&c->pub.state, memory_order_acquire);
                         if (st == SL_CONN_FREE || st > SL_CONN_DRAINING)
                                 continue;
-                        /* id, proto and peer are written before the state is
-                         * published; a connection closing meanwhile may show stale
-                         * values, which an admin listing tolerates. */
-                        char peer[sizeof(c->peer_str)];
-                        memcpy(peer, c->peer_str, sizeof(peer));
-                        peer[sizeof(peer) - 1] = 0;
+                        /* A slot being reused meanwhile is skipped; one that
+                         * closes meanwhile may show its last counters. */
+                        struct sl_conn_identity who;
+                        if (!sl_conn_identity_read(c, &who))
+                                continue;
                         ctl_text_printf(
                             t, "%s{\"id\":%llu,\"worker\":%u,\"protocol\":\"%s\",\"peer\":",
-                            first ? "" : ",", (unsigned long long)c->id, i,
-                            ctl_proto_name((enum ctl_proto)c->proto));
-                        ctl_text_json_str(t, peer);
+                            first ? "" : ",", (unsigned long long)who.id, i,
+                            ctl_proto_name((enum ctl_proto)who.proto));
+                        ctl_text_json_str(t, who.peer);
                         ctl_text_printf(t,
                                         ",\"state\":\"%s\",\"rx_bytes\":%llu,\"tx_bytes\":%llu,"
                                         "\"tx_pending\":%llu}",

@@ -746,6 +746,46 @@ static void peer_format(struct sl_conn *c)
         }
 }
 
+/* Seqlock writer: only the owner writes, so a plain increment suffices. */
+static void identity_publish(struct sl_conn *c)
+{
+        struct sl_conn_pub *p = &c->pub;
+        uint32_t seq = atomic_load_explicit(&p->ident_seq, memory_order_relaxed);
+        atomic_store_explicit(&p->ident_seq, seq + 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_release);
+        atomic_store_explicit(&p->ident_id, c->id, memory_order_relaxed);
+        atomic_store_explicit(&p->ident_proto, c->proto, memory_order_relaxed);
+        for (size_t i = 0; i < SL_PEER_STR_BYTES / 8; i++) {
+                uint64_t word;
+                memcpy(&word, c->peer_str + 8 * i, 8);
+                atomic_store_explicit(&p->ident_peer[i], word, memory_order_relaxed);
+        }
+        atomic_store_explicit(&p->ident_seq, seq + 2, memory_order_release);
+}
+
+bool sl_conn_identity_read(const struct sl_conn *c, struct sl_conn_identity *out)
+{
+        struct sl_conn_pub *p = (struct sl_conn_pub *)&c->pub;
+        for (int attempt = 0; attempt < 4; attempt++) {
+                uint32_t before = atomic_load_explicit(&p->ident_seq, memory_order_acquire);
+                if (before & 1)
+                        continue;
+                out->id = atomic_load_explicit(&p->ident_id, memory_order_relaxed);
+                out->proto = atomic_load_explicit(&p->ident_proto, memory_order_relaxed);
+                for (size_t i = 0; i < SL_PEER_STR_BYTES / 8; i++) {
+                        uint64_t word =
+                            atomic_load_explicit(&p->ident_peer[i], memory_order_relaxed);
+                        memcpy(out->peer + 8 * i, &word, 8);
+                }
+                atomic_thread_fence(memory_order_acquire);
+                if (atomic_load_explicit(&p->ident_seq, memory_order_relaxed) == before) {
+                        out->peer[SL_PEER_STR_BYTES - 1] = 0;
+                        return true;
+                }
+        }
+        return false;
+}
+
 uint16_t sl_conn_local_port(const struct sl_conn *c)
 {
         return c->w->rt->bound_ports[c->proto];
@@ -807,6 +847,7 @@ int net_conn_accepted(struct sl_worker *w, int fd, uint8_t proto,
         else
                 memset(&c->peer, 0, sizeof(c->peer));
         peer_format(c);
+        identity_publish(c);
         c->ip_bucket = ip_bucket(&c->peer);
         w->conns_open++;
         stat_add(&w->stats.conns_accepted, 1);

@@ -103,13 +103,33 @@ struct sl_proto_ops {
         void (*metrics)(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx);
 };
 
+#define SL_PEER_STR_BYTES 64
+
 struct sl_conn_pub {
         /* Read by the control thread for the admin API; written by the owner. */
         _Atomic uint8_t state;
         _Atomic uint64_t rx_bytes;
         _Atomic uint64_t tx_bytes;
         _Atomic uint64_t tx_pending;
+        /* The connection's identity as the admin API lists it, behind a
+         * seqlock (odd while the owner rewrites it for a reused slot): a
+         * listing never shows one connection's id with another's peer. */
+        _Atomic uint32_t ident_seq;
+        _Atomic uint8_t ident_proto;
+        _Atomic uint64_t ident_id;
+        _Atomic uint64_t ident_peer[SL_PEER_STR_BYTES / 8];
 };
+
+/* What the admin API shows of a connection. */
+struct sl_conn_identity {
+        uint64_t id;
+        uint8_t proto;
+        char peer[SL_PEER_STR_BYTES];
+};
+
+/* Any thread: a consistent copy of c's identity; false if the owner kept
+ * rewriting it (the slot is being reused: skip it). */
+bool sl_conn_identity_read(const struct sl_conn *c, struct sl_conn_identity *out);
 
 struct sl_conn {
         struct sl_worker *w;
@@ -158,7 +178,7 @@ struct sl_conn {
         uint32_t chaos_tx_delay;
 
         struct sockaddr_storage peer;
-        char peer_str[64];
+        char peer_str[SL_PEER_STR_BYTES];
         uint32_t ip_bucket;
         struct sl_conn_pub pub;
 };
