@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 /* A block holds whole batches of one partition with continuous offsets; a
- * batch that does not fit starts the next block. 2 MiB: a huge page, twice
+ * batch that does not fit starts the next block. 2 MiB: twice
  * the largest frame (limits.frame_bytes_max default 1 MiB), and fine enough
  * that eviction does not drop much more than it must. */
 #define KAFKA_CACHE_BLOCK_BYTES (2u << 20)
