@@ -143,6 +143,34 @@ static void test_budget_evicts_least_recently_used(void **state)
         kafka_cache_fini(&c);
 }
 
+/* A partition's tail block taken by another partition: its next append
+ * must not land in the other's block (the generation tells). */
+static void test_stolen_tail_block_is_not_written(void **state)
+{
+        (void)state;
+        struct kafka_cache c;
+        struct kafka_cache_part a, z;
+        assert_int_equal(kafka_cache_init(&c, KAFKA_CACHE_BLOCK_BYTES, NULL, NULL), 0);
+        kafka_cache_part_init(&a);
+        kafka_cache_part_init(&z);
+        uint8_t *b = batch(1000, 10, 5);
+        kafka_cache_append(&c, &a, 1, b, 1000, 0, 0); /* A's tail: the only block */
+        /* Z evicts it, at offsets A continues from (only the generation
+         * tells A the block is no longer its tail) */
+        kafka_cache_append(&c, &z, 2, b, 1000, 0, 0);
+        assert_int_equal(c.evictions, 1);
+        assert_null(kafka_cache_find(&c, &a, 1, 0, true));
+        kafka_cache_append(&c, &a, 1, b, 1000, 10, 0); /* A evicts Z, starts afresh */
+        assert_null(kafka_cache_find(&c, &z, 2, 0, true));
+        struct kafka_cblock *hit = kafka_cache_find(&c, &a, 1, 10, true);
+        assert_non_null(hit);
+        assert_int_equal(hit->cv.first, 10);
+        assert_int_equal(hit->cv.len, 1000);
+        assert_int_equal(hit->pid, 1);
+        free(b);
+        kafka_cache_fini(&c);
+}
+
 static int64_t dead_below;
 static bool dead_fn(void *ctx, uint32_t pid, int64_t last)
 {
@@ -206,6 +234,7 @@ int main(void)
             cmocka_unit_test(test_append_then_find_stamped),
             cmocka_unit_test(test_blocks_hold_whole_batches_and_continuous_offsets),
             cmocka_unit_test(test_budget_evicts_least_recently_used),
+            cmocka_unit_test(test_stolen_tail_block_is_not_written),
             cmocka_unit_test(test_retention_reuses_dead_blocks_first),
             cmocka_unit_test(test_forget_and_release),
         };
