@@ -49,6 +49,7 @@ enum key_flag {
         KF_BYTES = 2,  /* accepts k/m/g suffixes */
         KF_POW2 = 4,   /* must be a power of two */
         KF_ALIAS = 8,  /* a second spelling of a key printed elsewhere */
+        KF_AUTO = 16,  /* U64: "auto" is UINT64_MAX, a default resolved at start */
 };
 
 /* STR_WORDS: blank-separated words of printable characters (argument and
@@ -189,6 +190,7 @@ static const struct key_desc keys[] = {
     U32("kafka", "default_partitions", kafka_default_partitions, 1, 1024, 0),
     U32("kafka", "connections_max_idle_ms", kafka_idle_ms, 0, CTL_MS_MAX, KF_RELOAD),
     U32("kafka", "producer_id_expiration_ms", kafka_producer_id_expiration_ms, 0, CTL_MS_MAX, 0),
+    U64("kafka", "cache_bytes", kafka_cache_bytes, 0, 64 * GIB, KF_BYTES | KF_AUTO),
 
     U32("nats", "ping_interval_ms", nats_ping_interval_ms, 10, CTL_MS_MAX, KF_RELOAD),
     U32("nats", "ping_max_outstanding", nats_ping_max_outstanding, 1, 1000, KF_RELOAD),
@@ -627,6 +629,7 @@ void ctl_config_defaults(struct ctl_config *cfg)
         cfg->kafka_default_partitions = 1;
         cfg->kafka_idle_ms = 600000;                     /* Kafka's connections.max.idle.ms */
         cfg->kafka_producer_id_expiration_ms = 86400000; /* Kafka's default: one day */
+        cfg->kafka_cache_bytes = CTL_KAFKA_CACHE_AUTO;
 
         str_set(cfg->dpdk_file_prefix, sizeof(cfg->dpdk_file_prefix), "sluice");
         cfg->dpdk_hugepages = 1;
@@ -671,7 +674,9 @@ static void key_format(const struct key_desc *k, const struct ctl_config *cfg, c
                         v = *(const uint32_t *)key_cptr(k, cfg);
                 else
                         v = *(const uint64_t *)key_cptr(k, cfg);
-                if (k->flags & KF_BYTES)
+                if ((k->flags & KF_AUTO) && v == UINT64_MAX)
+                        snprintf(buf, len, "auto");
+                else if (k->flags & KF_BYTES)
                         bytes_format(v, buf, len);
                 else
                         snprintf(buf, len, "%" PRIu64, v);
@@ -840,6 +845,10 @@ static int key_int_parse(struct parse_ctx *ctx, const struct key_desc *k, const 
         char range[80];
         range_format(k, range, sizeof(range));
 
+        if ((k->flags & KF_AUTO) && strcmp(value, "auto") == 0) {
+                *(uint64_t *)key_ptr(k, ctx->cfg) = UINT64_MAX;
+                return 0;
+        }
         if (k->flags & KF_BYTES) {
                 rc = ctl_bytes_parse(value, k->max, &v);
         } else {

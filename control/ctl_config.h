@@ -135,7 +135,14 @@ struct ctl_config {
         /* producer.id.expiration.ms: idempotence state of a producer idle this
          * long is forgotten (0 = only evicted by the per-partition cap) */
         uint32_t kafka_producer_id_expiration_ms;
+        /* Recent-data cache per worker (dataplane/kafka/README.md): produced
+         * batches are kept in memory up to this many bytes; 0 = off,
+         * CTL_KAFKA_CACHE_AUTO ("auto", the default) = min(RAM / 8 /
+         * worker_count, 1 GiB), resolved by the workers at start. */
+        uint64_t kafka_cache_bytes;
 };
+
+#define CTL_KAFKA_CACHE_AUTO UINT64_MAX
 
 /* Fills cfg with every default. */
 void ctl_config_defaults(struct ctl_config *cfg);

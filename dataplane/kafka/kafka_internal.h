@@ -5,6 +5,7 @@
 #define KAFKA_INTERNAL_H
 
 #include "ctl_kafka.h"
+#include "kafka_cache.h"
 #include "kafka_codec.h"
 #include "kafka_fsession.h"
 #include "kafka_producer.h"
@@ -20,6 +21,9 @@
 #define KAFKA_READ_AHEAD_BYTES (4u << 20)
 #define KAFKA_READ_AHEAD_DEPTH 2 /* caches read ahead of a sequential consumer */
 #define KAFKA_WAITERS          1024
+/* The epoch storage stamps into every batch (log_partition_open): the cache
+ * stamps the same, so cached bytes are the log's bytes. */
+#define KAFKA_LEADER_EPOCH 0
 
 /* Kafka error codes used here. */
 enum {
@@ -142,6 +146,7 @@ struct kafka_part {
         uint32_t pid;
         bool log_append_time; /* message.timestamp.type=LogAppendTime */
         struct kafka_producers producers;
+        struct kafka_cache_part cache; /* its blocks in kafka_worker.cache */
 };
 
 /* A disk read reads ahead (KAFKA_READ_AHEAD_BYTES) and its buffer stays a
@@ -154,14 +159,11 @@ struct kafka_reader {
         struct kafka_pop *pop;
         struct kafka_worker *kw;
         bool busy;
-        /* cache: whole batches cache[0 .. cache_len) of partition cache_pid
-         * (UINT32_MAX: none), offsets cache_first .. cache_last, all below
-         * the high watermark when read */
+        /* cache: whole batches of partition cache_pid (UINT32_MAX: none),
+         * all below the high watermark when read; cv.used is kw->read_clock
+         * at the last hit (least recent is reused) */
         uint32_t cache_pid;
-        uint32_t cache_len;
-        const uint8_t *cache;
-        int64_t cache_first, cache_last;
-        uint64_t cache_used; /* kw->read_clock at the last hit: least recent is reused */
+        struct kafka_cview cv;
         /* a read ahead with no fetch waiting for it yet (pop NULL while busy):
          * partition and first offset it reads */
         uint32_t ahead_pid;
@@ -194,6 +196,7 @@ struct kafka_worker {
         struct kafka_req *timers;
         struct kafka_reader readers[KAFKA_READERS];
         uint64_t read_clock;
+        struct kafka_cache cache; /* recent data, written through by appends */
         struct kafka_waiter waiters[KAFKA_WAITERS];
         struct kafka_waiter *free_waiters;
         uint64_t next_token;

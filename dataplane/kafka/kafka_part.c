@@ -7,12 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kafka_part.h"
 #include "log_crc32c.h"
 #include "sl_log.h"
 
 static void owner_exec(struct kafka_worker *kw, struct kafka_pop *p);
+static void cache_forget(struct kafka_worker *kw, uint32_t pid, bool dropped);
 
 static int16_t err_map(int rc)
 {
@@ -105,6 +107,8 @@ static void append_cb(void *ctx, int64_t base, int res)
         struct kafka_part *kp = p->pid < CTL_KAFKA_PIDS_MAX ? kw->parts[p->pid] : NULL;
         if (kp)
                 offsets_publish(kp);
+        if (res && kp) /* what failed must never be served from the cache */
+                cache_forget(kw, p->pid, false);
         if (res && !p->err)
                 p->err = err_map(res);
         if (--p->appends_pending == 0 && p->started)
@@ -189,6 +193,10 @@ static bool append_run(struct kafka_worker *kw, struct kafka_pop *p, struct kafk
                 }
                 if (st)
                         kafka_producer_note(st, b, base, kw->w->now_ms);
+                /* Recent data stays in memory for consumers that fall
+                 * behind the log's window (served only below the HW). */
+                kafka_cache_append(&kw->cache, &kp->cache, kp->pid, b, blen, base,
+                                   KAFKA_LEADER_EPOCH);
                 if (p->base < 0)
                         p->base = base;
                 p->done_bytes += blen;
@@ -274,16 +282,35 @@ static struct kafka_reader *reader_pick(struct kafka_worker *kw);
 static void read_cb(struct log_read *lr, int res);
 static void read_finish(struct kafka_reader *rd, int res);
 
-/* The reader that has `offset` of partition `pid` in its cache (whole
- * batches) or is reading ahead from exactly there; NULL if none. */
-static struct kafka_reader *reader_holding(struct kafka_worker *kw, uint32_t pid, int64_t offset)
+/* The reader reading ahead from exactly `offset` of partition `pid`; NULL
+ * if none. */
+static struct kafka_reader *reader_reading(struct kafka_worker *kw, uint32_t pid, int64_t offset)
 {
         for (int i = 0; i < KAFKA_READERS; i++) {
                 struct kafka_reader *rd = &kw->readers[i];
-                if ((rd->busy && rd->ahead_pid == pid && rd->ahead_offset == offset) ||
-                    (!rd->busy && rd->cache_pid == pid && rd->cache_first <= offset &&
-                     offset <= rd->cache_last))
+                if (rd->busy && rd->ahead_pid == pid && rd->ahead_offset == offset)
                         return rd;
+        }
+        return NULL;
+}
+
+/* The cached whole batches of kp holding `offset`: a write-through block
+ * (kafka_cache.c), else a reader's cache of a disk read; NULL if neither.
+ * hit: the caller answers from it (counted, most recently used). */
+static const struct kafka_cview *cache_find(struct kafka_worker *kw, struct kafka_part *kp,
+                                            int64_t offset, bool hit)
+{
+        struct kafka_cblock *b = kafka_cache_find(&kw->cache, &kp->cache, kp->pid, offset, hit);
+        if (b)
+                return &b->cv;
+        for (int i = 0; i < KAFKA_READERS; i++) {
+                struct kafka_reader *rd = &kw->readers[i];
+                if (!rd->busy && rd->cache_pid == kp->pid && rd->cv.first <= offset &&
+                    offset <= rd->cv.last) {
+                        if (hit)
+                                rd->cv.used = ++kw->read_clock;
+                        return &rd->cv;
+                }
         }
         return NULL;
 }
@@ -300,10 +327,10 @@ static struct kafka_reader *reader_pick_ahead(struct kafka_worker *kw, uint32_t 
                 if (c->busy)
                         continue;
                 free_readers++;
-                if (c->cache_pid == pid && c->cache_last >= offset)
+                if (c->cache_pid == pid && c->cv.last >= offset)
                         continue;
                 if (!rd || (rd->cache_pid != UINT32_MAX &&
-                            (c->cache_pid == UINT32_MAX || c->cache_used < rd->cache_used)))
+                            (c->cache_pid == UINT32_MAX || c->cv.used < rd->cv.used)))
                         rd = c;
         }
         /* Only with a second reader free, so read-ahead never takes the
@@ -317,19 +344,19 @@ static struct kafka_reader *reader_pick_ahead(struct kafka_worker *kw, uint32_t 
  * one 4 MiB read takes longer than the few fetches a consumer needs to go
  * through a cache (measured: most cache changes waited for the read when
  * the read started only in the cache's second half). */
-static void read_ahead(struct kafka_worker *kw, struct kafka_part *kp, struct kafka_reader *from,
-                       const struct kafka_pop *p)
+static void read_ahead(struct kafka_worker *kw, struct kafka_part *kp,
+                       const struct kafka_cview *from, const struct kafka_pop *p)
 {
         int64_t hw = log_high_watermark(kp->log);
-        int64_t next = from->cache_last + 1;
+        int64_t next = from->last + 1;
         for (int depth = 0; depth < KAFKA_READ_AHEAD_DEPTH; depth++) {
                 if (next >= hw)
                         return;
-                struct kafka_reader *have = reader_holding(kw, p->pid, next);
-                if (have && have->busy)
+                if (reader_reading(kw, p->pid, next))
                         return; /* being read: where it ends is not known yet */
+                const struct kafka_cview *have = cache_find(kw, kp, next, false);
                 if (have) {
-                        next = have->cache_last + 1;
+                        next = have->last + 1;
                         continue;
                 }
                 struct kafka_reader *rd = reader_pick_ahead(kw, p->pid, p->offset);
@@ -358,8 +385,8 @@ static void read_ahead(struct kafka_worker *kw, struct kafka_part *kp, struct ka
 /* A fetch for exactly where a read-ahead in flight starts waits for it. */
 static bool read_join_ahead(struct kafka_worker *kw, struct kafka_pop *p)
 {
-        struct kafka_reader *rd = reader_holding(kw, p->pid, p->offset);
-        if (!rd || !rd->busy || rd->pop)
+        struct kafka_reader *rd = reader_reading(kw, p->pid, p->offset);
+        if (!rd || rd->pop)
                 return false;
         rd->pop = p;
         return true;
@@ -370,21 +397,16 @@ static bool read_join_ahead(struct kafka_worker *kw, struct kafka_pop *p)
  * cut an answer short (one more round trip per cache otherwise). */
 static bool read_from_cache(struct kafka_worker *kw, struct kafka_pop *p, struct kafka_part *kp)
 {
-        struct kafka_reader *rd = reader_holding(kw, p->pid, p->offset);
-        if (!rd || rd->busy)
-                return false;
+        const struct kafka_cview *cv = cache_find(kw, kp, p->offset, true);
         uint32_t end = 0;
-        if (!batches_copy(p, p->offset, rd->cache, rd->cache_len, p->hw, &end))
+        if (!cv || !batches_copy(p, p->offset, cv->data, cv->len, p->hw, &end))
                 return false;
-        rd->cache_used = ++kw->read_clock;
         atomic_fetch_add_explicit(&kw->fetch_reads_cache, 1, memory_order_relaxed);
-        struct kafka_reader *last = rd;
-        while (end == last->cache_len && p->got < SL_MIN(p->max, p->cap)) {
-                struct kafka_reader *nx = reader_holding(kw, p->pid, last->cache_last + 1);
-                if (!nx || nx->busy ||
-                    !batches_copy(p, last->cache_last + 1, nx->cache, nx->cache_len, p->hw, &end))
+        const struct kafka_cview *last = cv;
+        while (end == last->len && p->got < SL_MIN(p->max, p->cap)) {
+                const struct kafka_cview *nx = cache_find(kw, kp, last->last + 1, true);
+                if (!nx || !batches_copy(p, last->last + 1, nx->data, nx->len, p->hw, &end))
                         break;
-                nx->cache_used = ++kw->read_clock;
                 last = nx;
         }
         read_ahead(kw, kp, last, p);
@@ -392,9 +414,12 @@ static bool read_from_cache(struct kafka_worker *kw, struct kafka_pop *p, struct
         return true;
 }
 
-/* The partition's cached reads are no longer valid (dropped, rewound). */
-static void cache_forget(struct kafka_worker *kw, uint32_t pid)
+/* The partition's cached data is no longer valid (dropped: its blocks'
+ * memory goes back; failed: kept for reuse). */
+static void cache_forget(struct kafka_worker *kw, uint32_t pid, bool dropped)
 {
+        struct kafka_part *kp = pid < CTL_KAFKA_PIDS_MAX ? kw->parts[pid] : NULL;
+        kafka_cache_forget(&kw->cache, kp ? &kp->cache : NULL, pid, dropped);
         for (int i = 0; i < KAFKA_READERS; i++) {
                 if (kw->readers[i].cache_pid == pid)
                         kw->readers[i].cache_pid = UINT32_MAX;
@@ -414,11 +439,11 @@ static void cache_keep(struct kafka_worker *kw, struct kafka_reader *rd, uint32_
         for (uint32_t pos = 0; pos + LOG_BATCH_HEADER_BYTES <= n; pos += log_batch_len(d + pos))
                 last = pos;
         rd->cache_pid = pid;
-        rd->cache = d;
-        rd->cache_len = n;
-        rd->cache_first = log_batch_base_offset(d);
-        rd->cache_last = log_batch_base_offset(d + last) + log_batch_last_delta(d + last);
-        rd->cache_used = ++kw->read_clock;
+        rd->cv.data = d;
+        rd->cv.len = n;
+        rd->cv.first = log_batch_base_offset(d);
+        rd->cv.last = log_batch_base_offset(d + last) + log_batch_last_delta(d + last);
+        rd->cv.used = ++kw->read_clock;
 }
 
 static void read_finish(struct kafka_reader *rd, int res)
@@ -458,7 +483,7 @@ static void read_finish(struct kafka_reader *rd, int res)
         rd->pop = NULL;
         struct kafka_part *kp = p->pid < CTL_KAFKA_PIDS_MAX ? kw->parts[p->pid] : NULL;
         if (kp && res > 0 && p->op != KAFKA_POP_OFFSET && rd->cache_pid == p->pid)
-                read_ahead(kw, kp, rd, p); /* the consumer is reading this cache now */
+                read_ahead(kw, kp, &rd->cv, p); /* the consumer is reading this cache now */
         owner_done(kw, p);
 }
 
@@ -478,7 +503,7 @@ static struct kafka_reader *reader_pick(struct kafka_worker *kw)
                         continue;
                 if (c->cache_pid == UINT32_MAX)
                         return c;
-                if (!rd || c->cache_used < rd->cache_used)
+                if (!rd || c->cv.used < rd->cv.used)
                         rd = c;
         }
         return rd;
@@ -545,7 +570,7 @@ static void owner_exec(struct kafka_worker *kw, struct kafka_pop *p)
                         return;
                 }
                 if (log_partition_state(kp->log) != 0)
-                        cache_forget(kw, p->pid);
+                        cache_forget(kw, p->pid, false);
                 if (read_from_mem(kw, p, kp) || read_from_cache(kw, p, kp) ||
                     read_join_ahead(kw, p))
                         return;
@@ -656,7 +681,7 @@ static void part_drop(struct kafka_worker *kw, uint32_t pid)
         }
         kw->parts[pid] = NULL;
         log_owner_drain(kw->owner); /* read-aheads finish, and cache nothing of it */
-        cache_forget(kw, pid);
+        cache_forget(kw, pid, true);
         log_partition_abandon(kp->log);
         free(kp);
 }
@@ -709,7 +734,9 @@ static void snap_apply(struct kafka_worker *kw, const struct ctl_kafka_snap *s)
                         snprintf(dir, sizeof(dir), "%s/topics/%s", kw->data_dir, name);
                         struct kafka_part *kp = calloc(1, sizeof(*kp));
                         struct log_partition *lp = NULL;
-                        int rc = kp ? log_partition_open(kw->owner, dir, &t->cfg, 0, &lp) : -ENOMEM;
+                        int rc = kp ? log_partition_open(kw->owner, dir, &t->cfg,
+                                                         KAFKA_LEADER_EPOCH, &lp)
+                                    : -ENOMEM;
                         if (rc) {
                                 SL_ERR("kafka: cannot open partition %s-%u in %s: %s", t->name, p,
                                        dir, strerror(-rc));
@@ -720,6 +747,7 @@ static void snap_apply(struct kafka_worker *kw, const struct ctl_kafka_snap *s)
                         kp->pid = cp->pid;
                         kafka_producers_init(&kp->producers, kw->producer_expiry_ms);
                         kp->log_append_time = t->log_append_time;
+                        kafka_cache_part_init(&kp->cache);
                         offsets_publish(kp);
                         producers_rebuild(kw, kp, t->name, p);
                         kw->parts[cp->pid] = kp;
@@ -825,8 +853,31 @@ uint32_t kafka_part_poll(struct kafka_worker *kw)
         return work;
 }
 
+/* A cached block whose partition is gone or whose data retention removed
+ * (the log starts after it) is reused before any live one. */
+static bool cache_dead(void *ctx, uint32_t pid, int64_t last)
+{
+        struct kafka_worker *kw = ctx;
+        struct kafka_part *kp = pid < CTL_KAFKA_PIDS_MAX ? kw->parts[pid] : NULL;
+        return !kp || last < log_start_offset(kp->log);
+}
+
+/* [kafka] cache_bytes, "auto": an eighth of the RAM shared by the workers,
+ * at most 1 GiB each (Redpanda's batch cache is also a share of memory). */
+static uint64_t cache_budget(const struct ctl_config *cfg)
+{
+        if (cfg->kafka_cache_bytes != CTL_KAFKA_CACHE_AUTO)
+                return cfg->kafka_cache_bytes;
+        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        uint64_t ram = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+        return SL_MIN(ram / 8 / SL_MAX(cfg->worker_count, 1u), 1ull << 30);
+}
+
 int kafka_part_init(struct kafka_worker *kw)
 {
+        uint64_t budget = cache_budget(kw->w->cfg);
+        if (kafka_cache_init(&kw->cache, budget, cache_dead, kw) != 0)
+                return -ENOMEM;
         kw->io = log_io_uring_create(NULL, 256, 0);
         if (!kw->io)
                 return -ENOMEM;
@@ -875,4 +926,5 @@ void kafka_part_fini(struct kafka_worker *kw)
                 kw->io->ops->destroy(kw->io);
         for (int i = 0; i < KAFKA_READERS; i++)
                 free(kw->readers[i].buf);
+        kafka_cache_fini(&kw->cache);
 }

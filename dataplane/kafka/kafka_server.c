@@ -1858,6 +1858,15 @@ static void kafka_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx
         emit(ctx, "sluice_kafka_fetch_reads_ahead_total", "counter",
              "Disk reads started ahead of a sequential consumer",
              (double)atomic_load_explicit(&kw->fetch_reads_ahead, memory_order_relaxed));
+        emit(ctx, "sluice_kafka_cache_bytes", "gauge",
+             "Recent-data cache memory held (blocks of [kafka] cache_bytes)",
+             (double)atomic_load_explicit(&kw->cache.bytes, memory_order_relaxed));
+        emit(ctx, "sluice_kafka_cache_hits_total", "counter",
+             "Fetches answered (in part) from written-through recent data",
+             (double)atomic_load_explicit(&kw->cache.hits, memory_order_relaxed));
+        emit(ctx, "sluice_kafka_cache_evictions_total", "counter",
+             "Recent-data blocks reused for newer data while still holding live data",
+             (double)atomic_load_explicit(&kw->cache.evictions, memory_order_relaxed));
         emit(ctx, "sluice_kafka_protocol_closes_total", "counter",
              "Connections closed for a bad frame, version or request",
              (double)atomic_load_explicit(&kw->errors_closed, memory_order_relaxed));

@@ -6,7 +6,7 @@
 # durability (the default) for 100 B, 1 KiB and 16 KiB records, plus
 # end-to-end latency with the consumer's connection on the other worker.
 # Prints the `## Kafka` markdown for tests/bench/RESULTS.md on stdout.
-#   tests/bench/kafka.sh [MIB_PER_RUN]   (default 256; BUILD_DIR=build-bench in the tree,
+#   tests/bench/kafka.sh [MIB_PER_RUN]   (default 256; BUILD_DIR=build-bench in the tree, CACHE_BYTES=auto,
 #                                         DATA_PARENT=/var/tmp: must be a disk, not tmpfs)
 # Each size gets a fresh sluiced (2 workers, topics with 2 partitions: one per
 # worker) and data dir, removed afterwards; only processes started here are
@@ -20,6 +20,10 @@ conns=${CONNS:-2}
 window=${WINDOW:-1M}
 parent=${DATA_PARENT:-/var/tmp}
 repeat=${REPEAT:-3}
+# The recent-data cache per worker ([kafka] cache_bytes): auto = min(RAM / 8
+# / workers, 1 GiB), 1G on the 24 GiB 2-worker machine of RESULTS.md; 0 = off
+# (every consume reads what left the memory window from disk).
+cache_bytes=${CACHE_BYTES:-auto}
 
 [ -d "$build" ] || meson setup "$build" "$src" >/dev/null
 ninja -C "$build" control/sluiced tools/sluice-bench >/dev/null
@@ -57,6 +61,7 @@ test = off
 listen = 127.0.0.1:0
 [kafka]
 default_partitions = 2
+cache_bytes = $cache_bytes
 EOF
 	"$sluiced" --config "$tmp/sluiced.conf" >>"$tmp/log" 2>&1 &
 	pid=$!
@@ -117,11 +122,14 @@ for size in $sizes; do
 	s_bytes=$(((b1 - b0) / (fs > 0 ? fs : 1)))
 	raw=$(best "$bench" sys fsync --dir "$tmp" --window "$s_bytes" --size "$size" --duration 3 --json)
 	c2=$(cpu_s)
+	d0=$(($(metric sluice_kafka_fetch_reads_disk_total) + $(metric sluice_kafka_fetch_reads_ahead_total)))
 	cons=$(best "$bench" kafka consume --url "127.0.0.1:$kport" --size "$size" -n "$conns" \
 		--window "$window" --count "$count" --json)
 	c3=$(cpu_s)
+	d1=$(($(metric sluice_kafka_fetch_reads_disk_total) + $(metric sluice_kafka_fetch_reads_ahead_total)))
+	cache_mib=$(($(metric sluice_kafka_cache_bytes) >> 20))
 	stop_sluiced
-	rows="$rows$(printf '| %s | %.1f | %.0f | %.1f | %.1f | %s | %.1f | **%.0f%%** | %.1f | **%.0f%%** | %.0f%% | %.2f | %.2f |' \
+	rows="$rows$(printf '| %s | %.1f | %.0f | %.1f | %.1f | %s | %.1f | **%.0f%%** | %.1f | **%.0f%%** | %.0f%% | %.2f | %.2f | %s | %s |' \
 		"$size" "$(j "$prod" .mb_per_s)" "$(j "$prod" .msgs_per_s)" "$(j "$prod" .p50_us | awk '{print $1/1000}')" \
 		"$(j "$prod" .p99_us | awk '{print $1/1000}')" "$s_bytes" "$(j "$raw" .mb_per_s)" \
 		"$(awk -v a="$(j "$prod" .mb_per_s)" -v b="$(j "$raw" .mb_per_s)" 'BEGIN{print 100*a/b}')" \
@@ -129,7 +137,8 @@ for size in $sizes; do
 		"$(awk -v a="$(j "$cons" .mb_per_s)" -v b="$loop_mbs" 'BEGIN{print 100*a/b}')" \
 		"$(awk -v a="$(j "$cons" .mb_per_s)" -v b="$dread_mbs" 'BEGIN{print 100*a/b}')" \
 		"$(awk -v a="$c1" -v b="$c0" -v r="$repeat" 'BEGIN{print (a-b)/r}')" \
-		"$(awk -v a="$c3" -v b="$c2" -v r="$repeat" 'BEGIN{print (a-b)/r}')")
+		"$(awk -v a="$c3" -v b="$c2" -v r="$repeat" 'BEGIN{print (a-b)/r}')" \
+		"$(((d1 - d0) / repeat))" "$cache_mib")
 "
 	echo "kafka.sh: size $size done" >&2
 done
@@ -171,10 +180,11 @@ tests/bench/kafka.sh $*
 - Every throughput figure is the best of $repeat runs (REPEAT); latencies are those of the kept run.
 - sluiced: 2 workers (unpinned, sharing the 2 vCPUs with sluice-bench), topic durability \`fsync\` (the default: acked = fdatasynced = visible), 2 partitions per topic (one per worker), a fresh data dir per size. sluice-bench: $conns connections, Produce v8 acks=all, one v2 batch of 64 KiB of values per request (at least one record), up to $window per connection in flight; Fetch v11, 4 MiB per partition, one request in flight per connection. $mib MiB of values per run.
 - **produce**: records acknowledged per second; latency is per produce request (send to acks=all answer), so it includes queueing behind the pipelined requests. **S** = bytes made durable per fdatasync in that run (sluiced's own counters, \`sluice_kafka_log_synced_bytes_total / sluice_kafka_log_fsyncs_total\`); **raw** = write(S)+fdatasync in a loop, O_DIRECT into a preallocated file on the same disk (\`sluice-bench sys fsync\`, as bench_storage does). Target: produce ≥ 70% of raw.
-- **consume**: a fresh topic is filled (untimed), then read from offset 0 to the end. **loopback** = one TCP connection over 127.0.0.1 with a writer thread and a reader (\`sluice-bench sys loopback --size 64K\`): **$loop_mbs MB/s**. Target: consume ≥ 70% of loopback. MB/s count record values only. Extra baseline (labelled, not the issue's): **disk read** = two threads each reading its own 256 MiB file in 4 MiB O_DIRECT reads, one in flight each, as sluiced's readers read two partitions (\`sluice-bench sys dread -n 2\`): **$dread_mbs MB/s**; most of a consume run's 256 MiB is read from disk.
+- **consume**: a fresh topic is filled (untimed), then read from offset 0 to the end. **loopback** = one TCP connection over 127.0.0.1 with a writer thread and a reader (\`sluice-bench sys loopback --size 64K\`): **$loop_mbs MB/s**. Target: consume ≥ 70% of loopback. MB/s count record values only. Extra baseline (labelled, not the issue's): **disk read** = two threads each reading its own 256 MiB file in 4 MiB O_DIRECT reads, one in flight each, as sluiced's readers read two partitions (\`sluice-bench sys dread -n 2\`): **$dread_mbs MB/s**, what a consume of data that left memory is bound by.
+- Recent-data cache: \`[kafka] cache_bytes = $cache_bytes\` per worker (auto = min(RAM / 8 / workers, 1 GiB): $(awk '/MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo) GiB RAM here). **disk reads** = 4 MiB O_DIRECT reads per consume run (\`sluice_kafka_fetch_reads_{disk,ahead}_total\`); **cache MiB** = block memory held at the end of the size's runs (\`sluice_kafka_cache_bytes\`, all workers).
 
-| size B | produce MB/s | records/s | p50 ms | p99 ms | S bytes | raw write(S)+fdatasync MB/s | **produce / raw** | consume MB/s | **consume / loopback** | consume / disk read | sluiced CPU s per produce run | sluiced CPU s per consume run (fill + read) |
-|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| size B | produce MB/s | records/s | p50 ms | p99 ms | S bytes | raw write(S)+fdatasync MB/s | **produce / raw** | consume MB/s | **consume / loopback** | consume / disk read | sluiced CPU s per produce run | sluiced CPU s per consume run (fill + read) | disk reads per consume run | cache MiB |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 $rows
 End to end, 100 B records, one produce (acks=all) at a time, the consumer long-polling with max_wait 500 ms (fetch.wait.max.ms's default): producer connection on worker $pw, consumer on worker $cw, partition on worker 0. $(j "$e2e" '"\(.recv_msgs) records: p50 \(.p50_us) µs, p99 \(.p99_us) µs, p99.9 \(.p999_us) µs, max \(.max_us) µs"').
 EOF

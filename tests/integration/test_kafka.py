@@ -807,7 +807,8 @@ def test_fetch_reads_from_memory_cache_and_disk(make_sluiced):
     a time (many fetches per disk read), the next range read ahead while the
     consumer is in the second half of the last, the newest from memory; every
     record arrives once, in order, with its own value."""
-    s = start(make_sluiced)
+    # The disk path: the recent-data cache (test_kafka_cache.py) off.
+    s = start(make_sluiced, extra={"kafka": {"cache_bytes": "0"}})
     out = run_py(READ_PATHS, bootstrap(s), "12000")
     assert out.startswith(b"ok"), out
     disk = s.metric_sum("sluice_kafka_fetch_reads_disk_total")
@@ -826,7 +827,8 @@ def test_fetch_large_answers_across_read_ahead_caches(make_sluiced):
     """The same 12 MB read with 1 MiB fetches: answers start in one 4 MiB
     cache and run on into the next one read ahead (two deep), and none may
     lose, repeat or reorder a record at those seams."""
-    s = start(make_sluiced)
+    # The disk path: the recent-data cache (test_kafka_cache.py) off.
+    s = start(make_sluiced, extra={"kafka": {"cache_bytes": "0"}})
     out = run_py(READ_PATHS, bootstrap(s), "12000", str(1 << 20))
     assert out.startswith(b"ok"), out
     disk = s.metric_sum("sluice_kafka_fetch_reads_disk_total")

@@ -869,6 +869,18 @@ static void test_kafka_keys(void **state)
         assert_int_equal(load(&cfg, "[kafka]\nproducer_id_expiration_ms = 0\n"), 0);
         assert_int_equal(cfg.kafka_producer_id_expiration_ms, 0);
         assert_int_not_equal(load(&cfg, "[kafka]\nproducer_id_expiration_ms = -1\n"), 0);
+        /* recent-data cache: "auto" by default (resolved by the workers), 0 = off */
+        assert_true(cfg.kafka_cache_bytes == CTL_KAFKA_CACHE_AUTO);
+        assert_int_equal(load(&cfg, "[kafka]\ncache_bytes = 0\n"), 0);
+        assert_true(cfg.kafka_cache_bytes == 0);
+        assert_int_equal(load(&cfg, "[kafka]\ncache_bytes = 64m\n"), 0);
+        assert_true(cfg.kafka_cache_bytes == 64ull << 20);
+        assert_round_trip(&cfg);
+        assert_int_equal(load(&cfg, "[kafka]\ncache_bytes = auto\n"), 0);
+        assert_true(cfg.kafka_cache_bytes == CTL_KAFKA_CACHE_AUTO);
+        assert_round_trip(&cfg);
+        assert_int_not_equal(load(&cfg, "[kafka]\ncache_bytes = 65g\n"), 0);
+        assert_int_not_equal(load(&cfg, "[kafka]\ncache_bytes = lots\n"), 0);
 }
 
 static void test_print_round_trip(void **state)
