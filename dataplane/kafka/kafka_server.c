@@ -1880,6 +1880,10 @@ static void kafka_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx
                 emit(ctx, "sluice_kafka_log_synced_bytes_total", "counter",
                      "Bytes made durable by those fdatasyncs",
                      (double)atomic_load_explicit(&lm->synced_bytes, memory_order_relaxed));
+                emit(ctx, "sluice_kafka_log_zero_fill_bytes_total", "counter",
+                     "Zeros written ahead of fsync partitions' tails (appends then overwrite "
+                     "written blocks)",
+                     (double)atomic_load_explicit(&lm->zero_bytes, memory_order_relaxed));
         }
 }
 

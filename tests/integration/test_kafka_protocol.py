@@ -573,6 +573,8 @@ def test_consumer_lag_in_metrics(make_sluiced):
     # The topic and the commits are metadata records not yet snapshotted.
     m = s.metrics()
     assert m["sluice_meta_log_bytes"] > 0 and m["sluice_meta_snapshots_total"] == 0
+    # fsync topics (the default) get zeros written ahead of their tails
+    assert s.metric_sum("sluice_kafka_log_zero_fill_bytes_total") > 0
     # After a restart the watermarks come from the recovered logs.
     s.kill()
     s.start()
