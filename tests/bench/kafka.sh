@@ -36,42 +36,11 @@ if [ "$fstype" = tmpfs ]; then
 fi
 tmp=$(mktemp -d "$parent/sluice-bench-kafka.XXXXXX")
 pid=""
-stop_sluiced() {
-	if [ -n "$pid" ]; then
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-		pid=""
-	fi
-	rm -rf "$tmp/data"
-}
+. "$src/tests/bench/kafka_lib.sh"
+stop_sluiced() { kafka_sluiced_stop; }
 trap 'stop_sluiced; rm -rf "$tmp"' EXIT
 
-start_sluiced() {
-	cat >"$tmp/sluiced.conf" <<EOF
-[server]
-data_dir = $tmp/data
-[cores]
-worker_count = 2
-[listeners]
-kafka = 127.0.0.1:0
-nats = off
-amqp = off
-test = off
-[admin]
-listen = 127.0.0.1:0
-[kafka]
-default_partitions = 2
-cache_bytes = $cache_bytes
-EOF
-	"$sluiced" --config "$tmp/sluiced.conf" >>"$tmp/log" 2>&1 &
-	pid=$!
-	for _ in $(seq 200); do
-		[ -s "$tmp/data/ports.json" ] && break
-		sleep 0.05
-	done
-	kport=$(jq .kafka "$tmp/data/ports.json")
-	aport=$(jq .admin "$tmp/data/ports.json")
-}
+start_sluiced() { kafka_sluiced_start "$sluiced" "$cache_bytes"; }
 
 metric() { # NAME: summed over workers
 	curl -s "127.0.0.1:$aport/metrics" | awk -v n="$1" '$1 ~ "^"n"({|$)" {s += $2} END {printf "%.0f", s}'

@@ -19,42 +19,18 @@ parent=${DATA_PARENT:-/var/tmp}
 bench=$build/tools/sluice-bench
 tmp=$(mktemp -d "$parent/sluice-cache-cost.XXXXXX")
 pid=""
+. "$src/tests/bench/kafka_lib.sh"
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 
 run() { # CACHE_BYTES: prints sluiced CPU seconds of one produce run
-	rm -rf "$tmp/data"
-	cat >"$tmp/c.conf" <<CONF
-[server]
-data_dir = $tmp/data
-[cores]
-worker_count = 2
-[listeners]
-kafka = 127.0.0.1:0
-nats = off
-amqp = off
-test = off
-[admin]
-listen = 127.0.0.1:0
-[kafka]
-default_partitions = 2
-cache_bytes = $1
-CONF
-	"$build/control/sluiced" --config "$tmp/c.conf" >>"$tmp/log" 2>&1 &
-	pid=$!
-	for _ in $(seq 200); do
-		[ -s "$tmp/data/ports.json" ] && break
-		sleep 0.05
-	done
-	local kport hz c0 c1
-	kport=$(jq .kafka "$tmp/data/ports.json")
+	local hz c0 c1
+	kafka_sluiced_start "$build/control/sluiced" "$1"
 	hz=$(getconf CLK_TCK)
 	c0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
 	"$bench" kafka produce --url "127.0.0.1:$kport" --size "$size" -n 2 --window 1M \
 		--count $((mib * 1024 * 1024 / size)) --json >"$tmp/out"
 	c1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-	kill "$pid"
-	wait "$pid" 2>/dev/null || true
-	pid=""
+	kafka_sluiced_stop
 	awk -v a="$c1" -v b="$c0" -v hz="$hz" 'BEGIN{printf "%.2f\n", (a - b) / hz}'
 }
 

@@ -18,29 +18,8 @@ bench=${SLUICE_BENCH:-$src/build/tools/sluice-bench}
 tmp=$(mktemp -d "${DATA_PARENT:-/var/tmp}/sluice-kafka-idle.XXXXXX")
 pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
-cat >"$tmp/sluiced.conf" <<C
-[server]
-data_dir = $tmp/data
-[cores]
-worker_count = 2
-[listeners]
-kafka = 127.0.0.1:0
-nats = off
-amqp = off
-test = off
-[admin]
-listen = 127.0.0.1:0
-[kafka]
-default_partitions = 2
-C
-"$sluiced" --config "$tmp/sluiced.conf" >"$tmp/log" 2>&1 &
-pid=$!
-for _ in $(seq 200); do
-	[ -s "$tmp/data/ports.json" ] && break
-	sleep 0.05
-done
-kport=$(jq .kafka "$tmp/data/ports.json")
-aport=$(jq .admin "$tmp/data/ports.json")
+. "$src/tests/bench/kafka_lib.sh"
+kafka_sluiced_start "$sluiced"
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$pid/stat"; }
 sleeps() { curl -s "127.0.0.1:$aport/metrics" | awk '$1 ~ /^sluice_worker_sleeps_total/ {s += $2} END {print s + 0}'; }
 count=$((mib * 1024 * 1024 / size))
