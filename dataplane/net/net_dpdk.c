@@ -45,7 +45,10 @@
 #include "net_dpdk.h"
 #include "tcp/tcp_stack.h"
 
-#define DPDK_BURST       32
+#define DPDK_BURST 32
+/* a received burst of data segments answers with ACKs and a reply burst:
+ * one tx_burst per loop iteration for both */
+#define DPDK_TX_BURST    128
 #define DPDK_MBUF_CACHE  256
 #define DPDK_SCRATCH_MAX 9216
 #define DPDK_NAP_US      50
@@ -162,8 +165,9 @@ struct net_dpdk {
         uint8_t *in_readyq;
         uint32_t ready_head, ready_count;
         bool accepting;
-        struct rte_mbuf *tx[DPDK_BURST];
+        struct rte_mbuf *tx[DPDK_TX_BURST];
         uint16_t tx_count;
+        struct rte_mbuf *tx_next; /* the frame the stack is building (dpdk_tx_frame) */
         uint64_t tx_dropped;
         uint64_t frames_forwarded, forward_dropped;
         /* [dpdk] test_loss/test_reorder: a seeded PRNG and one held frame */
@@ -474,20 +478,42 @@ static uint32_t rng_per_mille(struct net_dpdk *d)
         return (uint32_t)(d->rng % 1000);
 }
 
+/* The stack builds its next frame straight in an mbuf (its data room holds
+ * a whole frame of the port's MTU, see port_mtu_check); the mbuf stays
+ * ours until xmit takes it. */
+static uint8_t *dpdk_tx_frame(void *drv)
+{
+        struct net_dpdk *d = drv;
+        if (!d->tx_next)
+                d->tx_next = rte_pktmbuf_alloc(d->port->pool);
+        return d->tx_next ? rte_pktmbuf_mtod(d->tx_next, uint8_t *) : NULL;
+}
+
 static int dpdk_xmit(void *drv, const uint8_t *frame, uint32_t len, bool offload)
 {
         struct net_dpdk *d = drv;
         if (d->loss_per_mille && rng_per_mille(d) < d->loss_per_mille)
-                return 0; /* test loss: "sent", never arrives */
-        struct rte_mbuf *m = rte_pktmbuf_alloc(d->port->pool);
-        if (!m)
-                return -ENOBUFS;
-        char *dst = rte_pktmbuf_append(m, (uint16_t)len);
-        if (!dst) {
-                rte_pktmbuf_free(m);
-                return -EMSGSIZE;
+                return 0; /* test loss: "sent", never arrives (tx_next is reused) */
+        struct rte_mbuf *m = d->tx_next;
+        if (m && frame == rte_pktmbuf_mtod(m, const uint8_t *)) {
+                d->tx_next = NULL; /* built in place: no copy */
+                if (len > rte_pktmbuf_tailroom(m)) {
+                        rte_pktmbuf_free(m);
+                        return -EMSGSIZE;
+                }
+                m->data_len = (uint16_t)len;
+                m->pkt_len = len;
+        } else {
+                m = rte_pktmbuf_alloc(d->port->pool);
+                if (!m)
+                        return -ENOBUFS;
+                char *dst = rte_pktmbuf_append(m, (uint16_t)len);
+                if (!dst) {
+                        rte_pktmbuf_free(m);
+                        return -EMSGSIZE;
+                }
+                memcpy(dst, frame, len);
         }
-        memcpy(dst, frame, len);
         if (offload) {
                 m->l2_len = sizeof(struct rte_ether_hdr);
                 m->l3_len = 20;
@@ -495,7 +521,7 @@ static int dpdk_xmit(void *drv, const uint8_t *frame, uint32_t len, bool offload
                     RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_TCP_CKSUM;
         }
         d->tx[d->tx_count++] = m;
-        if (d->tx_count == DPDK_BURST)
+        if (d->tx_count == DPDK_TX_BURST)
                 tx_flush(d);
         return 0;
 }
@@ -646,6 +672,7 @@ static int dpdk_init(struct sl_worker *w)
             .isn_secret = rte_rdtsc() ^ rte_rand(),
             .tx_csum_offload = d->port->tx_csum,
             .xmit = dpdk_xmit,
+            .tx_frame = dpdk_tx_frame,
             .drv = d,
             .user = d,
             .accepted = on_accepted,
@@ -682,6 +709,8 @@ static void dpdk_fini(struct sl_worker *w)
                 tx_flush(d);
         if (d->held)
                 rte_pktmbuf_free(d->held);
+        if (d->tx_next)
+                rte_pktmbuf_free(d->tx_next);
         for (; d->delay_count; d->delay_count--) {
                 rte_pktmbuf_free(d->delayq[d->delay_head].m);
                 d->delay_head = (d->delay_head + 1) % d->delay_cap;
@@ -989,14 +1018,13 @@ static void dpdk_tx_submit(struct sl_worker *w, struct sl_conn *c, int iovcnt)
         }
         if (iovcnt >= 0)
                 c->msg.msg_iovlen = (size_t)iovcnt;
-        uint64_t copied = 0;
-        for (size_t i = 0; i < c->msg.msg_iovlen; i++) {
-                uint32_t len = (uint32_t)c->iov[i].iov_len;
-                uint32_t took = tcp_conn_send(d->stack, t, c->iov[i].iov_base, len, w->now_ms);
-                copied += took;
-                if (took < len)
-                        break;
-        }
+        /* all pieces at once: small ones share MSS-sized segments */
+        struct tcp_piece pieces[SL_CONN_IOV_MAX];
+        uint32_t count = 0;
+        for (size_t i = 0; i < c->msg.msg_iovlen && count < SL_CONN_IOV_MAX; i++)
+                pieces[count++] =
+                    (struct tcp_piece){c->iov[i].iov_base, (uint32_t)c->iov[i].iov_len};
+        uint64_t copied = tcp_conn_sendv(d->stack, t, pieces, count, w->now_ms);
         if (copied == 0) {
                 if (tcp_conn_tx_room(t) == 0 && tcp_conn_tx_queued(t) == 0) {
                         net_conn_tx_done(w, c, -EPIPE); /* the stream no longer sends */

@@ -45,6 +45,11 @@ struct tcp_stack_config {
          * copies it). <0 counts as a drop: retransmission recovers. */
         int (*xmit)(void *drv, const uint8_t *frame, uint32_t len, bool csum_offload);
         void *drv;
+        /* Optional: a buffer of at least 14 + mtu bytes to build the next
+         * frame in (the driver's own transmit buffer, so that xmit of it
+         * needs no copy); the same one until it is passed to xmit. NULL
+         * (or returning NULL): the stack's own buffer. */
+        uint8_t *(*tx_frame)(void *drv);
 
         /* Upcalls to the connection's user; all run inside stack calls. */
         void *user;
@@ -134,6 +139,15 @@ uint32_t tcp_conn_tx_room(const struct tcp_conn *c);
  * longer sends). */
 uint32_t tcp_conn_send(struct tcp_stack *s, struct tcp_conn *c, const void *p, uint32_t n,
                        uint64_t now_ms);
+/* tcp_conn_send of several pieces at once: all are queued before anything
+ * is transmitted, so small pieces share MSS-sized segments instead of
+ * leaving one segment each. Returns bytes taken (a prefix of the pieces). */
+struct tcp_piece {
+        const void *p;
+        uint32_t n;
+};
+uint32_t tcp_conn_sendv(struct tcp_stack *s, struct tcp_conn *c, const struct tcp_piece *pieces,
+                        uint32_t count, uint64_t now_ms);
 /* Bytes sent and not yet acknowledged, plus bytes not yet sent. */
 uint32_t tcp_conn_tx_queued(const struct tcp_conn *c);
 
