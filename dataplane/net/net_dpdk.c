@@ -63,6 +63,12 @@ struct dpdk_port {
         bool tx_csum; /* IPv4 + TCP checksum offload */
         bool rx_csum;
         uint16_t mtu;
+        /* RSS with tcp_rss_key and a redirection table of reta_size
+         * entries, entry i -> queue i % queues: the NIC's queue for a flow
+         * is then net_dpdk_flow_owner's worker. 0: no RSS here (or the key
+         * or table could not be set): flows land anywhere, and are
+         * forwarded. */
+        uint16_t reta_size;
 };
 
 /* Counters of one worker published for /metrics: the owner copies them
@@ -289,6 +295,24 @@ static int port_mtu_check(const struct rte_eth_dev_info *info, const char *dev, 
         return 0;
 }
 
+/* Entry i of the port's redirection table -> queue i % queues, the
+ * mapping net_dpdk_flow_owner assumes. Returns the table size, 0 when the
+ * port has none we can set (then ownership and RSS disagree: forwarding). */
+static uint16_t reta_program(uint16_t port, uint16_t reta_size, uint16_t queues)
+{
+        struct rte_eth_rss_reta_entry64 reta[RTE_ETH_RSS_RETA_SIZE_512 / RTE_ETH_RETA_GROUP_SIZE];
+        if (reta_size == 0 || reta_size > RTE_ETH_RSS_RETA_SIZE_512 ||
+            (reta_size & (reta_size - 1)) != 0)
+                return 0;
+        memset(reta, 0, sizeof(reta));
+        for (uint16_t i = 0; i < reta_size; i++) {
+                struct rte_eth_rss_reta_entry64 *g = &reta[i / RTE_ETH_RETA_GROUP_SIZE];
+                g->mask |= 1ull << (i % RTE_ETH_RETA_GROUP_SIZE);
+                g->reta[i % RTE_ETH_RETA_GROUP_SIZE] = (uint16_t)(i % queues);
+        }
+        return rte_eth_dev_rss_reta_update(port, reta, reta_size) == 0 ? reta_size : 0;
+}
+
 int net_dpdk_setup(const struct ctl_config *cfg, char *err, size_t err_len)
 {
         struct ctl_dpdk_port ports[CTL_DPDK_PORTS_MAX];
@@ -355,10 +379,18 @@ int net_dpdk_setup(const struct ctl_config *cfg, char *err, size_t err_len)
                         return -EINVAL;
                 }
                 uint64_t rss = info.flow_type_rss_offloads & RTE_ETH_RSS_NONFRAG_IPV4_TCP;
+                bool rss_keyed = false;
                 if (p->queues > 1 && rss) {
-                        /* spreads flows; forwarding fixes what it gets wrong */
+                        /* with our key (and the table below) the NIC picks
+                         * the owning worker's queue; forwarding fixes what
+                         * it gets wrong */
                         conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
                         conf.rx_adv_conf.rss_conf.rss_hf = rss;
+                        if (info.hash_key_size == TCP_RSS_KEY_LEN) {
+                                conf.rx_adv_conf.rss_conf.rss_key = (uint8_t *)tcp_rss_key;
+                                conf.rx_adv_conf.rss_conf.rss_key_len = TCP_RSS_KEY_LEN;
+                                rss_keyed = true;
+                        }
                 }
                 if (p->tx_csum)
                         conf.txmode.offloads = want_tx;
@@ -423,6 +455,7 @@ int net_dpdk_setup(const struct ctl_config *cfg, char *err, size_t err_len)
                                  rte_strerror(rc < 0 ? -rc : rc));
                         return rc < 0 ? rc : -rc;
                 }
+                p->reta_size = rss_keyed ? reta_program(p->id, info.reta_size, p->queues) : 0;
                 rte_eth_macaddr_get(p->id, &p->mac);
                 p->ip = ports[i].ip;
                 p->prefix_len = ports[i].prefix_len;
@@ -744,7 +777,8 @@ static void dpdk_fini(struct sl_worker *w)
 /* The worker owning a frame: TCP by its 4-tuple (the same function on
  * every worker, so all agree), ARP worker 0, anything else (ICMP, junk)
  * whoever received it. */
-static uint16_t frame_owner(const struct rte_mbuf *m, uint16_t nworkers)
+static uint16_t frame_owner(const struct rte_mbuf *m, const struct dpdk_port *port,
+                            uint16_t nworkers)
 {
         if (nworkers == 1 || m->data_len < 14)
                 return UINT16_MAX;
@@ -762,15 +796,13 @@ static uint16_t frame_owner(const struct rte_mbuf *m, uint16_t nworkers)
         memcpy(&src, ip + 12, 4);
         const uint8_t *t = ip + ihl;
         uint16_t sport = (uint16_t)(t[0] << 8 | t[1]), dport = (uint16_t)(t[2] << 8 | t[3]);
-        return net_dpdk_flow_owner(ntohl(src), sport, dport, nworkers);
+        return net_dpdk_flow_owner(ntohl(src), port->ip, sport, dport, port->reta_size, nworkers);
 }
 
-uint16_t net_dpdk_flow_owner(uint32_t peer_ip, uint16_t peer_port, uint16_t local_port,
-                             uint16_t nworkers)
+uint16_t net_dpdk_flow_owner(uint32_t peer_ip, uint32_t local_ip, uint16_t peer_port,
+                             uint16_t local_port, uint16_t reta_size, uint16_t nworkers)
 {
-        uint64_t k = ((uint64_t)peer_ip << 32) | ((uint32_t)peer_port << 16) | local_port;
-        k *= 0x9e3779b97f4a7c15ULL;
-        return (uint16_t)((k >> 32) % nworkers);
+        return tcp_rss_owner(peer_ip, local_ip, peer_port, local_port, reta_size, nworkers);
 }
 
 static void frame_input(struct net_dpdk *d, struct rte_mbuf *m)
@@ -793,7 +825,7 @@ static void frame_input(struct net_dpdk *d, struct rte_mbuf *m)
 static void frame_steer(struct net_dpdk *d, struct rte_mbuf *m)
 {
         struct sl_worker *w = d->w;
-        uint16_t owner = frame_owner(m, w->nworkers);
+        uint16_t owner = frame_owner(m, d->port, w->nworkers);
         if (owner == UINT16_MAX || owner == w->id) {
                 frame_input(d, m);
                 return;
