@@ -464,7 +464,11 @@ def test_bulk_transfer_with_loss_and_reordering(loss, reorder, delay_us):
         t0 = time.monotonic()
         r = netns_run(b.cns, "/usr/bin/python3", "-c", BULK, BROKER_IP, str(NATS_PORT), "48",
                       timeout=150)
-        assert r.returncode == 0, f"{r.stdout}{r.stderr}\n--- sluiced ---\n{b.log_text()[-3000:]}"
+        if r.returncode != 0:
+            # why sluiced let go (a close reason, a stack counter)
+            m = {k: v for k, v in b.metrics().items() if v and ("close" in k or "dpdk" in k)}
+            raise AssertionError(f"{r.stdout}{r.stderr}\n--- metrics ---\n{m}\n--- sluiced ---\n"
+                                 f"{b.log_text()[-3000:]}")
         assert int(r.stdout.split()[1]) > 2 * 1024 * 1024  # each way
         print(f"{loss} per mille loss, {delay_us} us delay: {time.monotonic() - t0:.1f} s")
     finally:
