@@ -182,8 +182,11 @@ static const struct key_desc keys[] = {
     U32("dpdk", "mbufs", dpdk_mbufs, 1024, 16 * 1024 * 1024, 0),
     U32("dpdk", "syn_backlog", dpdk_syn_backlog, 1, 1000000, 0),
     U32("dpdk", "tcp_buffer_bytes", dpdk_tcp_buffer_bytes, 4 * KIB, 16 * MIB, KF_POW2 | KF_BYTES),
+    U32("dpdk", "mtu", dpdk_mtu, 0, 9000, 0),
     U32("dpdk", "test_loss_per_mille", dpdk_loss_per_mille, 0, 500, 0),
     U32("dpdk", "test_reorder_per_mille", dpdk_reorder_per_mille, 0, 500, 0),
+    U32("dpdk", "test_delay_us", dpdk_delay_us, 0, 1000000, 0),
+    U32("dpdk", "test_jitter_us", dpdk_jitter_us, 0, 1000000, 0),
 
     /* [kafka] before [nats]: the printer writes nats user.* keys last */
     ENUM("kafka", "auto_create_topics", kafka_auto_create, bool_names, 0),

@@ -104,10 +104,15 @@ struct ctl_config {
         uint32_t dpdk_mbufs;            /* per port pool */
         uint32_t dpdk_syn_backlog;      /* half-open connections per worker */
         uint32_t dpdk_tcp_buffer_bytes; /* receive and send buffer per connection */
+        uint32_t dpdk_mtu;              /* IP MTU set on every port; 0 = the port's own */
         /* Tests only (there is no netem here): frames dropped in both
          * directions and received frames swapped with the next, per mille. */
         uint32_t dpdk_loss_per_mille;
         uint32_t dpdk_reorder_per_mille;
+        /* Tests only: received frames held this long (plus up to jitter)
+         * before the stack sees them, netem's delay. */
+        uint32_t dpdk_delay_us;
+        uint32_t dpdk_jitter_us;
 
         /* [listeners] */
         struct ctl_listener listeners[CTL_PROTO_COUNT];

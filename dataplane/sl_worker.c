@@ -218,34 +218,36 @@ static uint32_t worker_step(struct sl_worker *w, uint64_t now_ns)
         return work;
 }
 
-static void worker_idle(struct sl_worker *w, uint64_t *idle_since_ns, uint64_t now_ns)
+/* Returns whether it slept (the loop's clock must be read again). */
+static bool worker_idle(struct sl_worker *w, uint64_t *idle_since_ns, uint64_t now_ns)
 {
         const struct ctl_config *cfg = w->rt->cfg;
         if (cfg->idle == CTL_IDLE_POLL)
-                return;
+                return false;
         if (*idle_since_ns == 0) {
                 *idle_since_ns = now_ns;
                 if (cfg->idle == CTL_IDLE_ADAPTIVE)
-                        return;
+                        return false;
         }
         if (cfg->idle == CTL_IDLE_ADAPTIVE &&
             now_ns - *idle_since_ns < cfg->idle_spin_us * 1000ull) {
                 __builtin_ia32_pause();
-                return;
+                return false;
         }
         /* Held bytes, starved receives and held-back completions are work we
          * cannot be woken for: keep polling while there are any. */
         if (w->held || w->starved || w->chaos_delayed || w->want_writable)
 
-                return;
+                return false;
         if (!sl_mbox_sleep_begin(&w->mb))
-                return;
+                return false;
         uint64_t now_ms = sl_time_ms();
         int timeout = w->next_tick_ms > now_ms ? (int)(w->next_tick_ms - now_ms) : 0;
         sl_counter_add(&w->stats.sleeps, 1);
         w->net->wait(w, timeout);
         sl_mbox_sleep_end(&w->mb);
         *idle_since_ns = 0;
+        return true;
 }
 
 static void *worker_main(void *arg)
@@ -269,11 +271,14 @@ static void *worker_main(void *arg)
         SL_INFO("worker %u up on core %d (%s%s)", w->id, w->core, w->net->name,
                 w->chaos ? "+chaos" : "");
 
-        uint64_t idle_since = 0, shutdown_deadline = 0;
+        /* One clock read per iteration: an iteration starts when the one
+         * before ended, unless the worker slept in between (clock_gettime
+         * was 15% of a DPDK worker under a memif stream at two reads). */
+        uint64_t idle_since = 0, shutdown_deadline = 0, t1 = sl_time_ns();
         for (;;) {
-                uint64_t t0 = sl_time_ns();
+                uint64_t t0 = t1;
                 uint32_t work = worker_step(w, t0);
-                uint64_t t1 = sl_time_ns();
+                t1 = sl_time_ns();
                 sl_counter_add(&w->stats.loops, 1);
                 sl_counter_add(&w->stats.total_ns, t1 - t0);
                 if (work) {
@@ -293,12 +298,14 @@ static void *worker_main(void *arg)
                         }
                         if (w->conns_open == 0)
                                 break;
-                        if (!work)
+                        if (!work) {
                                 w->net->wait(w, 1);
+                                t1 = sl_time_ns();
+                        }
                         continue;
                 }
-                if (!work)
-                        worker_idle(w, &idle_since, t1);
+                if (!work && worker_idle(w, &idle_since, t1))
+                        t1 = sl_time_ns();
         }
         /* Flush replies and returns a last time. */
         worker_returns_flush(w);

@@ -22,12 +22,16 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <rte_eal.h>
 #include <rte_errno.h>
@@ -41,7 +45,10 @@
 #include "net_dpdk.h"
 #include "tcp/tcp_stack.h"
 
-#define DPDK_BURST       32
+#define DPDK_BURST 32
+/* a received burst of data segments answers with ACKs and a reply burst:
+ * one tx_burst per loop iteration for both */
+#define DPDK_TX_BURST    128
 #define DPDK_MBUF_CACHE  256
 #define DPDK_SCRATCH_MAX 9216
 #define DPDK_NAP_US      50
@@ -56,6 +63,12 @@ struct dpdk_port {
         bool tx_csum; /* IPv4 + TCP checksum offload */
         bool rx_csum;
         uint16_t mtu;
+        /* RSS with tcp_rss_key and a redirection table of reta_size
+         * entries, entry i -> queue i % queues: the NIC's queue for a flow
+         * is then net_dpdk_flow_owner's worker. 0: no RSS here (or the key
+         * or table could not be set): flows land anywhere, and are
+         * forwarded. */
+        uint16_t reta_size;
 };
 
 /* Counters of one worker published for /metrics: the owner copies them
@@ -139,6 +152,11 @@ static struct {
         _Atomic uint64_t pub[CTL_WORKERS_MAX][DC_COUNT];
 } dpdk;
 
+struct delayed_frame {
+        struct rte_mbuf *m;
+        uint64_t due_tsc;
+};
+
 struct net_dpdk {
         struct sl_worker *w;
         struct dpdk_port *port;
@@ -153,19 +171,147 @@ struct net_dpdk {
         uint8_t *in_readyq;
         uint32_t ready_head, ready_count;
         bool accepting;
-        struct rte_mbuf *tx[DPDK_BURST];
+        struct rte_mbuf *tx[DPDK_TX_BURST];
         uint16_t tx_count;
+        struct rte_mbuf *tx_next; /* the frame the stack is building (dpdk_tx_frame) */
         uint64_t tx_dropped;
         uint64_t frames_forwarded, forward_dropped;
         /* [dpdk] test_loss/test_reorder: a seeded PRNG and one held frame */
         uint32_t loss_per_mille, reorder_per_mille;
         uint64_t rng;
         struct rte_mbuf *held;
+        /* [dpdk] test_delay_us/test_jitter_us: received frames wait in a
+         * FIFO until their due time (TSC); sized once, full = dropped */
+        struct delayed_frame *delayq;
+        uint32_t delay_cap, delay_head, delay_count;
+        uint64_t delay_tsc, jitter_tsc, delay_last_due, delay_dropped;
         uint64_t pub_next_ms;
         uint8_t scratch[DPDK_SCRATCH_MAX];
 };
 
 /* ---- process setup ---- */
+
+/* The value of key=... in a vdev's argument string, or "" (out is at most
+ * out_len - 1 bytes). */
+static void devarg(const char *dev, const char *key, char *out, size_t out_len)
+{
+        out[0] = '\0';
+        size_t klen = strlen(key);
+        for (const char *p = strchr(dev, ','); p; p = strchr(p + 1, ',')) {
+                if (strncmp(p + 1, key, klen) == 0 && p[1 + klen] == '=') {
+                        const char *v = p + 2 + klen;
+                        size_t n = strcspn(v, ",");
+                        if (n >= out_len)
+                                n = out_len - 1;
+                        memcpy(out, v, n);
+                        out[n] = '\0';
+                        return;
+                }
+        }
+}
+
+/* net_af_packet in DPDK 22.11 reports a 1518-byte frame limit to ethdev,
+ * which therefore refuses any larger MTU, while its PACKET_MMAP frames
+ * carry whatever framesz= and the kernel interface's MTU allow. For it the
+ * MTU is checked against those two (a frame larger than framesz is
+ * truncated by the kernel, silently) and ethdev keeps its default. */
+static int af_packet_mtu_check(const char *dev, uint16_t mtu, uint32_t *frame_room, char *err,
+                               size_t err_len)
+{
+        char v[32];
+        devarg(dev, "framesz", v, sizeof(v));
+        unsigned long framesz = v[0] ? strtoul(v, NULL, 0) : 2048;
+        /* the tpacket2 header and the sockaddr_ll PACKET_MMAP puts first */
+        unsigned long room = framesz > 32 ? framesz - 32 : 0;
+        if (room < (unsigned long)mtu + RTE_ETHER_HDR_LEN) {
+                snprintf(err, err_len,
+                         "[dpdk] port %s: mtu = %u needs framesz= of at least %u (with blocksz= "
+                         "at least as large, e.g. framesz=16384,blocksz=16384), it is %lu",
+                         dev, mtu, mtu + RTE_ETHER_HDR_LEN + 32, framesz);
+                return -EINVAL;
+        }
+        if (room > 65535 - RTE_PKTMBUF_HEADROOM) {
+                snprintf(err, err_len, "[dpdk] port %s: framesz=%lu is larger than an mbuf", dev,
+                         framesz);
+                return -EINVAL;
+        }
+        *frame_room = (uint32_t)room; /* the PMD copies whole frames into one mbuf */
+        devarg(dev, "iface", v, sizeof(v));
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof(ifr));
+        memcpy(ifr.ifr_name, v, strnlen(v, sizeof(ifr.ifr_name) - 1));
+        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        int rc = fd >= 0 ? ioctl(fd, SIOCGIFMTU, &ifr) : -1;
+        if (fd >= 0)
+                close(fd);
+        if (rc != 0 || ifr.ifr_mtu < mtu) {
+                snprintf(err, err_len,
+                         "[dpdk] port %s: mtu = %u, but interface %s has MTU %d (ip link set %s "
+                         "mtu %u)",
+                         dev, mtu, v, rc == 0 ? ifr.ifr_mtu : -1, v, mtu);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* Whether the port can carry mtu, and the mbuf data room that holds one
+ * whole frame of it: the stack builds and reads frames in one segment, so
+ * a frame larger than an mbuf would be dropped on receive by the PMD or
+ * refused on transmit. *via_ethdev: ethdev sets the MTU (false only for
+ * af_packet, see above). */
+static int port_mtu_check(const struct rte_eth_dev_info *info, const char *dev, uint16_t mtu,
+                          bool configured, uint16_t *data_room, bool *via_ethdev, char *err,
+                          size_t err_len)
+{
+        if (mtu < 576 || mtu > 9000) {
+                snprintf(err, err_len, "[dpdk] mtu = %u: the stack supports 576..9000", mtu);
+                return -EINVAL;
+        }
+        uint32_t frame = (uint32_t)mtu + RTE_ETHER_HDR_LEN + RTE_ETHER_CRC_LEN;
+        uint32_t pmd_room = 0;
+        /* the port's own MTU: nothing to set, nothing to check */
+        *via_ethdev = configured;
+        if (configured && strncmp(dev, "net_af_packet", 13) == 0 && frame > info->max_rx_pktlen) {
+                int rc = af_packet_mtu_check(dev, mtu, &pmd_room, err, err_len);
+                if (rc != 0)
+                        return rc;
+                *via_ethdev = false;
+        } else if (configured && (mtu < info->min_mtu || mtu > info->max_mtu ||
+                                  (info->max_rx_pktlen && frame > info->max_rx_pktlen))) {
+                snprintf(err, err_len,
+                         "[dpdk] port %s supports an MTU of %u..%u and frames of at most %u "
+                         "bytes, mtu = %u",
+                         dev, info->min_mtu, info->max_mtu, info->max_rx_pktlen, mtu);
+                return -EINVAL;
+        }
+        /* room for a VLAN tag pair too; whole KiBs, and never less than
+         * DPDK's default */
+        uint32_t room = RTE_ALIGN_CEIL(frame + 2 * RTE_VLAN_HLEN, 1024);
+        if (room < RTE_MBUF_DEFAULT_DATAROOM)
+                room = RTE_MBUF_DEFAULT_DATAROOM;
+        if (room < pmd_room)
+                room = pmd_room;
+        *data_room = (uint16_t)(room + RTE_PKTMBUF_HEADROOM);
+        return 0;
+}
+
+/* Entry i of the port's redirection table -> queue i % queues, the
+ * mapping net_dpdk_flow_owner assumes. Returns the table size, 0 when the
+ * port has none we can set (then ownership and RSS disagree: forwarding). */
+static uint16_t reta_program(uint16_t port, uint16_t reta_size, uint16_t queues)
+{
+        struct rte_eth_rss_reta_entry64 reta[RTE_ETH_RSS_RETA_SIZE_512 / RTE_ETH_RETA_GROUP_SIZE];
+        if (reta_size == 0 || reta_size > RTE_ETH_RSS_RETA_SIZE_512 ||
+            (reta_size & (reta_size - 1)) != 0)
+                return 0;
+        memset(reta, 0, sizeof(reta));
+        for (uint16_t i = 0; i < reta_size; i++) {
+                struct rte_eth_rss_reta_entry64 *g = &reta[i / RTE_ETH_RETA_GROUP_SIZE];
+                g->mask |= 1ull << (i % RTE_ETH_RETA_GROUP_SIZE);
+                g->reta[i % RTE_ETH_RETA_GROUP_SIZE] = (uint16_t)(i % queues);
+        }
+        return rte_eth_dev_rss_reta_update(port, reta, reta_size) == 0 ? reta_size : 0;
+}
 
 int net_dpdk_setup(const struct ctl_config *cfg, char *err, size_t err_len)
 {
@@ -233,19 +379,42 @@ int net_dpdk_setup(const struct ctl_config *cfg, char *err, size_t err_len)
                         return -EINVAL;
                 }
                 uint64_t rss = info.flow_type_rss_offloads & RTE_ETH_RSS_NONFRAG_IPV4_TCP;
+                bool rss_keyed = false;
                 if (p->queues > 1 && rss) {
-                        /* spreads flows; forwarding fixes what it gets wrong */
+                        /* with our key (and the table below) the NIC picks
+                         * the owning worker's queue; forwarding fixes what
+                         * it gets wrong */
                         conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
                         conf.rx_adv_conf.rss_conf.rss_hf = rss;
+                        if (info.hash_key_size == TCP_RSS_KEY_LEN) {
+                                conf.rx_adv_conf.rss_conf.rss_key = (uint8_t *)tcp_rss_key;
+                                conf.rx_adv_conf.rss_conf.rss_key_len = TCP_RSS_KEY_LEN;
+                                rss_keyed = true;
+                        }
                 }
                 if (p->tx_csum)
                         conf.txmode.offloads = want_tx;
                 if (p->rx_csum)
                         conf.rxmode.offloads = want_rx;
+                uint16_t mtu = 1500;
+                if (rte_eth_dev_get_mtu(p->id, &mtu) != 0)
+                        mtu = 1500;
+                /* the stack's range; the peers follow the MSS it offers */
+                mtu = mtu < 576 ? 576 : mtu > 9000 ? 9000 : mtu;
+                if (cfg->dpdk_mtu)
+                        mtu = (uint16_t)cfg->dpdk_mtu;
+                uint16_t data_room;
+                bool mtu_via_ethdev;
+                rc = port_mtu_check(&info, ports[i].dev, mtu, cfg->dpdk_mtu != 0, &data_room,
+                                    &mtu_via_ethdev, err, err_len);
+                if (rc != 0)
+                        return rc;
+                if (mtu_via_ethdev)
+                        conf.rxmode.mtu = mtu;
                 char pool_name[RTE_MEMPOOL_NAMESIZE];
                 snprintf(pool_name, sizeof(pool_name), "sl_mbufs_%d", i);
                 p->pool = rte_pktmbuf_pool_create(pool_name, cfg->dpdk_mbufs, DPDK_MBUF_CACHE, 0,
-                                                  RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());
+                                                  data_room, rte_socket_id());
                 if (!p->pool) {
                         snprintf(err, err_len,
                                  "[dpdk] mbufs: cannot allocate %u mbufs for %s: %s (memory_mb "
@@ -256,6 +425,20 @@ int net_dpdk_setup(const struct ctl_config *cfg, char *err, size_t err_len)
                 uint16_t rxd = (uint16_t)cfg->dpdk_rx_descriptors;
                 uint16_t txd = (uint16_t)cfg->dpdk_tx_descriptors;
                 rc = rte_eth_dev_configure(p->id, p->queues, p->queues, &conf);
+                if (rc == 0 && mtu_via_ethdev) {
+                        /* configure records the MTU; set_mtu makes a vdev
+                         * apply it to its kernel interface (tap, af_packet)
+                         * and refuse what its own frame buffers cannot hold */
+                        rc = rte_eth_dev_set_mtu(p->id, mtu);
+                        uint16_t now = 0;
+                        if (rc == -ENOTSUP && rte_eth_dev_get_mtu(p->id, &now) == 0 && now == mtu)
+                                rc = 0;
+                        if (rc != 0) {
+                                snprintf(err, err_len, "[dpdk] port %s refuses mtu = %u: %s",
+                                         ports[i].dev, mtu, rte_strerror(-rc));
+                                return rc < 0 ? rc : -rc;
+                        }
+                }
                 if (rc == 0)
                         rc = rte_eth_dev_adjust_nb_rx_tx_desc(p->id, &rxd, &txd);
                 for (uint16_t q = 0; rc == 0 && q < p->queues; q++) {
@@ -272,12 +455,10 @@ int net_dpdk_setup(const struct ctl_config *cfg, char *err, size_t err_len)
                                  rte_strerror(rc < 0 ? -rc : rc));
                         return rc < 0 ? rc : -rc;
                 }
+                p->reta_size = rss_keyed ? reta_program(p->id, info.reta_size, p->queues) : 0;
                 rte_eth_macaddr_get(p->id, &p->mac);
                 p->ip = ports[i].ip;
                 p->prefix_len = ports[i].prefix_len;
-                uint16_t mtu = 1500;
-                if (rte_eth_dev_get_mtu(p->id, &mtu) != 0 || mtu < 576)
-                        mtu = 1500;
                 p->mtu = mtu;
         }
         dpdk.nports = n;
@@ -330,20 +511,42 @@ static uint32_t rng_per_mille(struct net_dpdk *d)
         return (uint32_t)(d->rng % 1000);
 }
 
+/* The stack builds its next frame straight in an mbuf (its data room holds
+ * a whole frame of the port's MTU, see port_mtu_check); the mbuf stays
+ * ours until xmit takes it. */
+static uint8_t *dpdk_tx_frame(void *drv)
+{
+        struct net_dpdk *d = drv;
+        if (!d->tx_next)
+                d->tx_next = rte_pktmbuf_alloc(d->port->pool);
+        return d->tx_next ? rte_pktmbuf_mtod(d->tx_next, uint8_t *) : NULL;
+}
+
 static int dpdk_xmit(void *drv, const uint8_t *frame, uint32_t len, bool offload)
 {
         struct net_dpdk *d = drv;
         if (d->loss_per_mille && rng_per_mille(d) < d->loss_per_mille)
-                return 0; /* test loss: "sent", never arrives */
-        struct rte_mbuf *m = rte_pktmbuf_alloc(d->port->pool);
-        if (!m)
-                return -ENOBUFS;
-        char *dst = rte_pktmbuf_append(m, (uint16_t)len);
-        if (!dst) {
-                rte_pktmbuf_free(m);
-                return -EMSGSIZE;
+                return 0; /* test loss: "sent", never arrives (tx_next is reused) */
+        struct rte_mbuf *m = d->tx_next;
+        if (m && frame == rte_pktmbuf_mtod(m, const uint8_t *)) {
+                d->tx_next = NULL; /* built in place: no copy */
+                if (len > rte_pktmbuf_tailroom(m)) {
+                        rte_pktmbuf_free(m);
+                        return -EMSGSIZE;
+                }
+                m->data_len = (uint16_t)len;
+                m->pkt_len = len;
+        } else {
+                m = rte_pktmbuf_alloc(d->port->pool);
+                if (!m)
+                        return -ENOBUFS;
+                char *dst = rte_pktmbuf_append(m, (uint16_t)len);
+                if (!dst) {
+                        rte_pktmbuf_free(m);
+                        return -EMSGSIZE;
+                }
+                memcpy(dst, frame, len);
         }
-        memcpy(dst, frame, len);
         if (offload) {
                 m->l2_len = sizeof(struct rte_ether_hdr);
                 m->l3_len = 20;
@@ -351,7 +554,7 @@ static int dpdk_xmit(void *drv, const uint8_t *frame, uint32_t len, bool offload
                     RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_TCP_CKSUM;
         }
         d->tx[d->tx_count++] = m;
-        if (d->tx_count == DPDK_BURST)
+        if (d->tx_count == DPDK_TX_BURST)
                 tx_flush(d);
         return 0;
 }
@@ -471,6 +674,16 @@ static int dpdk_init(struct sl_worker *w)
         d->loss_per_mille = cfg->dpdk_loss_per_mille;
         d->reorder_per_mille = cfg->dpdk_reorder_per_mille;
         d->rng = 0x9e3779b97f4a7c15ULL * (w->id + 1);
+        if (cfg->dpdk_delay_us || cfg->dpdk_jitter_us) {
+                /* netem's default limit is 1000 packets; half the pool at
+                 * most, so the port's receive ring never starves */
+                d->delay_cap = cfg->dpdk_mbufs / 2 < 4096 ? cfg->dpdk_mbufs / 2 : 4096;
+                d->delayq = calloc(d->delay_cap, sizeof(*d->delayq));
+                if (!d->delayq)
+                        return -ENOMEM;
+                d->delay_tsc = cfg->dpdk_delay_us * rte_get_tsc_hz() / 1000000;
+                d->jitter_tsc = cfg->dpdk_jitter_us * rte_get_tsc_hz() / 1000000;
+        }
         /* view tokens keep the index in 24 bits */
         d->conns_max = cfg->limits.connections_max < 65536 ? cfg->limits.connections_max : 65536;
         struct tcp_stack_config tc = {
@@ -492,6 +705,7 @@ static int dpdk_init(struct sl_worker *w)
             .isn_secret = rte_rdtsc() ^ rte_rand(),
             .tx_csum_offload = d->port->tx_csum,
             .xmit = dpdk_xmit,
+            .tx_frame = dpdk_tx_frame,
             .drv = d,
             .user = d,
             .accepted = on_accepted,
@@ -528,6 +742,13 @@ static void dpdk_fini(struct sl_worker *w)
                 tx_flush(d);
         if (d->held)
                 rte_pktmbuf_free(d->held);
+        if (d->tx_next)
+                rte_pktmbuf_free(d->tx_next);
+        for (; d->delay_count; d->delay_count--) {
+                rte_pktmbuf_free(d->delayq[d->delay_head].m);
+                d->delay_head = (d->delay_head + 1) % d->delay_cap;
+        }
+        free(d->delayq);
         if (d->stack && w->id < CTL_WORKERS_MAX) {
                 /* kept for net_dpdk_teardown's summary: the worker's log
                  * ring is no longer drained once workers stop */
@@ -556,7 +777,8 @@ static void dpdk_fini(struct sl_worker *w)
 /* The worker owning a frame: TCP by its 4-tuple (the same function on
  * every worker, so all agree), ARP worker 0, anything else (ICMP, junk)
  * whoever received it. */
-static uint16_t frame_owner(const struct rte_mbuf *m, uint16_t nworkers)
+static uint16_t frame_owner(const struct rte_mbuf *m, const struct dpdk_port *port,
+                            uint16_t nworkers)
 {
         if (nworkers == 1 || m->data_len < 14)
                 return UINT16_MAX;
@@ -574,15 +796,13 @@ static uint16_t frame_owner(const struct rte_mbuf *m, uint16_t nworkers)
         memcpy(&src, ip + 12, 4);
         const uint8_t *t = ip + ihl;
         uint16_t sport = (uint16_t)(t[0] << 8 | t[1]), dport = (uint16_t)(t[2] << 8 | t[3]);
-        return net_dpdk_flow_owner(ntohl(src), sport, dport, nworkers);
+        return net_dpdk_flow_owner(ntohl(src), port->ip, sport, dport, port->reta_size, nworkers);
 }
 
-uint16_t net_dpdk_flow_owner(uint32_t peer_ip, uint16_t peer_port, uint16_t local_port,
-                             uint16_t nworkers)
+uint16_t net_dpdk_flow_owner(uint32_t peer_ip, uint32_t local_ip, uint16_t peer_port,
+                             uint16_t local_port, uint16_t reta_size, uint16_t nworkers)
 {
-        uint64_t k = ((uint64_t)peer_ip << 32) | ((uint32_t)peer_port << 16) | local_port;
-        k *= 0x9e3779b97f4a7c15ULL;
-        return (uint16_t)((k >> 32) % nworkers);
+        return tcp_rss_owner(peer_ip, local_ip, peer_port, local_port, reta_size, nworkers);
 }
 
 static void frame_input(struct net_dpdk *d, struct rte_mbuf *m)
@@ -605,7 +825,7 @@ static void frame_input(struct net_dpdk *d, struct rte_mbuf *m)
 static void frame_steer(struct net_dpdk *d, struct rte_mbuf *m)
 {
         struct sl_worker *w = d->w;
-        uint16_t owner = frame_owner(m, w->nworkers);
+        uint16_t owner = frame_owner(m, d->port, w->nworkers);
         if (owner == UINT16_MAX || owner == w->id) {
                 frame_input(d, m);
                 return;
@@ -618,6 +838,78 @@ static void frame_steer(struct net_dpdk *d, struct rte_mbuf *m)
                 d->forward_dropped++; /* ring full: TCP resends it */
                 rte_pktmbuf_free(m);
         }
+}
+
+/* The test-only reordering stage: holds a frame back until after the
+ * next one. */
+static void reorder_stage(struct net_dpdk *d, struct rte_mbuf *m)
+{
+        if (!d->reorder_per_mille) {
+                frame_steer(d, m);
+                return;
+        }
+        struct rte_mbuf *prev = d->held;
+        d->held = NULL;
+        if (!prev && rng_per_mille(d) < d->reorder_per_mille) {
+                d->held = m;
+                return;
+        }
+        frame_steer(d, m);
+        if (prev)
+                frame_steer(d, prev);
+}
+
+/* Received frames through the test impairments ([dpdk] test_*: no netem
+ * on this kernel): loss, then delay (a FIFO of due times; jitter varies
+ * the delay but keeps the order, reordering is its own knob, as netem's
+ * delay is on the other side's egress), then reordering. Returns frames
+ * that left the delay queue. */
+static uint32_t impaired_input(struct net_dpdk *d, struct rte_mbuf **rx, uint16_t n)
+{
+        uint64_t now = d->delay_cap ? rte_rdtsc() : 0;
+        uint32_t released = 0;
+        for (uint16_t i = 0; i < n; i++) {
+                struct rte_mbuf *m = rx[i];
+                if (d->loss_per_mille && rng_per_mille(d) < d->loss_per_mille) {
+                        rte_pktmbuf_free(m);
+                        continue;
+                }
+                if (!d->delay_cap) {
+                        reorder_stage(d, m);
+                        continue;
+                }
+                if (d->delay_count == d->delay_cap) {
+                        d->delay_dropped++; /* netem's limit: TCP resends it */
+                        rte_pktmbuf_free(m);
+                        continue;
+                }
+                uint64_t due = now + d->delay_tsc;
+                if (d->jitter_tsc) {
+                        d->rng ^= d->rng << 13;
+                        d->rng ^= d->rng >> 7;
+                        d->rng ^= d->rng << 17;
+                        due += d->rng % (d->jitter_tsc + 1);
+                }
+                if (due < d->delay_last_due)
+                        due = d->delay_last_due; /* FIFO: never overtakes */
+                d->delay_last_due = due;
+                struct delayed_frame *f =
+                    &d->delayq[(d->delay_head + d->delay_count++) % d->delay_cap];
+                f->m = m;
+                f->due_tsc = due;
+        }
+        while (d->delay_count && d->delayq[d->delay_head].due_tsc <= now) {
+                struct rte_mbuf *m = d->delayq[d->delay_head].m;
+                d->delay_head = (d->delay_head + 1) % d->delay_cap;
+                d->delay_count--;
+                released++;
+                reorder_stage(d, m);
+        }
+        if (d->held && (d->delay_cap ? released == 0 : n == 0)) {
+                frame_steer(d, d->held); /* nothing followed: no reason to wait */
+                d->held = NULL;
+        }
+        return released;
 }
 
 void net_dpdk_frame_msg(struct sl_worker *w, const struct sl_msg *msg)
@@ -698,37 +990,19 @@ static uint32_t dpdk_poll(struct sl_worker *w)
                 return 0;
         struct rte_mbuf *rx[DPDK_BURST];
         uint16_t n = rte_eth_rx_burst(d->port->id, d->queue, rx, DPDK_BURST);
-        for (uint16_t i = 0; i < n; i++) {
-                struct rte_mbuf *m = rx[i];
-                if (d->loss_per_mille && rng_per_mille(d) < d->loss_per_mille) {
-                        rte_pktmbuf_free(m);
-                        continue;
-                }
-                if (d->reorder_per_mille) {
-                        /* hold this one back until after the next frame */
-                        struct rte_mbuf *prev = d->held;
-                        d->held = NULL;
-                        if (!prev && rng_per_mille(d) < d->reorder_per_mille) {
-                                d->held = m;
-                                continue;
-                        }
-                        if (prev) {
-                                frame_steer(d, m);
-                                m = prev;
-                        }
-                }
-                frame_steer(d, m);
-        }
-        if (n == 0 && d->held) {
-                frame_steer(d, d->held); /* nothing followed: no reason to wait */
-                d->held = NULL;
+        uint32_t arrived = 0;
+        if (!d->delay_cap && !d->loss_per_mille && !d->reorder_per_mille) {
+                for (uint16_t i = 0; i < n; i++)
+                        frame_steer(d, rx[i]);
+        } else {
+                arrived = impaired_input(d, rx, n);
         }
         tcp_stack_timers(d->stack, w->now_ms);
         if (w->now_ms >= d->pub_next_ms) {
                 d->pub_next_ms = w->now_ms + 100;
                 counters_publish(d);
         }
-        uint32_t work = n;
+        uint32_t work = n + arrived;
         /* Deliver to connections that became readable or were re-armed;
          * bounded by what was queued on entry. */
         for (uint32_t k = d->ready_count; k > 0 && d->ready_count; k--) {
@@ -776,14 +1050,13 @@ static void dpdk_tx_submit(struct sl_worker *w, struct sl_conn *c, int iovcnt)
         }
         if (iovcnt >= 0)
                 c->msg.msg_iovlen = (size_t)iovcnt;
-        uint64_t copied = 0;
-        for (size_t i = 0; i < c->msg.msg_iovlen; i++) {
-                uint32_t len = (uint32_t)c->iov[i].iov_len;
-                uint32_t took = tcp_conn_send(d->stack, t, c->iov[i].iov_base, len, w->now_ms);
-                copied += took;
-                if (took < len)
-                        break;
-        }
+        /* all pieces at once: small ones share MSS-sized segments */
+        struct tcp_piece pieces[SL_CONN_IOV_MAX];
+        uint32_t count = 0;
+        for (size_t i = 0; i < c->msg.msg_iovlen && count < SL_CONN_IOV_MAX; i++)
+                pieces[count++] =
+                    (struct tcp_piece){c->iov[i].iov_base, (uint32_t)c->iov[i].iov_len};
+        uint64_t copied = tcp_conn_sendv(d->stack, t, pieces, count, w->now_ms);
         if (copied == 0) {
                 if (tcp_conn_tx_room(t) == 0 && tcp_conn_tx_queued(t) == 0) {
                         net_conn_tx_done(w, c, -EPIPE); /* the stream no longer sends */

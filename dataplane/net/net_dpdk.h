@@ -23,9 +23,11 @@ struct sl_worker;
 struct sl_msg;
 
 /* The worker that owns a TCP flow: a pure function of the 4-tuple, so any
- * worker can tell where a segment must go. */
-uint16_t net_dpdk_flow_owner(uint32_t peer_ip, uint16_t peer_port, uint16_t local_port,
-                             uint16_t nworkers);
+ * worker can tell where a segment must go. It is the queue RSS picks on a
+ * port with sluiced's key and a table of reta_size entries (i -> queue
+ * i % nworkers); reta_size 0 for a port without RSS. Host byte order. */
+uint16_t net_dpdk_flow_owner(uint32_t peer_ip, uint32_t local_ip, uint16_t peer_port,
+                             uint16_t local_port, uint16_t reta_size, uint16_t nworkers);
 /* SL_MSG_NET_FRAME: a frame another worker received for one of ours
  * (a.ptr[0] = the mbuf, consumed). */
 void net_dpdk_frame_msg(struct sl_worker *w, const struct sl_msg *msg);

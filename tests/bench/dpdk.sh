@@ -18,6 +18,7 @@ gen=$build/tools/sluice-dpdkgen
 ninja -C "$build" control/sluiced tools/sluice-bench tools/sluice-dpdkgen >/dev/null
 
 id=$$
+export BENCH_STARTED="$(date -u '+%Y-%m-%d %H:%M') UTC, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
 bns=slb-b$id cns=slb-c$id bif=slbb$id cif=slbc$id
 tmp=$(mktemp -d /tmp/sluice-bench-dpdk.XXXXXX)
 pid=""
@@ -188,7 +189,10 @@ secs, ncpu = sys.argv[3], sys.argv[4]
 by = {(r["setup"], r["mode"], r["size"]): r for r in rows}
 mem = [dict(kv.split("=") for kv in l.split()) for l in open(sys.argv[5]) if l.strip()]
 ceil = {int(r["frame"]): float(r["rx_mpps"]) for r in mem if r["mode"] == "echo"}
+import os
 out = ["## DPDK", "",
+       "Last run: %s (2 vCPUs shared with other work; numbers move with the load)."
+       % os.environ.get("BENCH_STARTED", "?"), "",
        "Line rate without a NIC (`tests/bench/dpdk.sh %s`, root): `sluice-dpdkgen` "
        "(tools/sluice-dpdkgen) is its own DPDK process (--no-huge, own --file-prefix) pinned "
        "to core 1, on a memif port whose server end is on core 0: either sluiced's one worker "
@@ -212,7 +216,8 @@ for r in mem:
             r["frame"], r["size"], r["tx_mpps"], r["msgs_per_s"], r["mb_per_s"],
             float(r["tx_mpps"]) / c if c else 0))
 out += ["",
-       "Profile (`perf record -g -p <sluiced>` for 2 s during `--mode nats --size 128`): before commit \"checksum a word at a time\" the worker spent 23% in clock_gettime (three reads per loop iteration, a few frames per iteration), 18% in csum_add (memif offers no receive checksum offload; the sum was a 16-bit big-endian loop), then NATS parsing and subject matching (~25%) and the memif PMD (~7%); after it: 15% clock_gettime, 5% csum_add. The table above was measured before that commit. Gap to io-forward: the forwarder touches no byte; sluiced sums, parses and routes every byte of one window-limited connection. Not done: fewer clock reads (TSC), larger tx bursts, a timer wheel, TSO.",
+       "Profile (`perf record -g -p <sluiced>` for 2 s during `--mode nats --size 128`): before commit \"checksum a word at a time\" the worker spent 23% in clock_gettime (three reads per loop iteration, a few frames per iteration), 18% in csum_add (memif offers no receive checksum offload; the sum was a 16-bit big-endian loop), then NATS parsing and subject matching (~25%) and the memif PMD (~7%); after it: 15% clock_gettime, 5% csum_add. Commit \"worker: one clock read per loop iteration\": clock_gettime 13.6% -> 7.0% of samples in the same profile. A TSC clock (rdtsc scaled by rte_get_tsc_hz, re-anchored every second) was tried and dropped: on this VM it made the stream 5-10x slower with losses at the memif ring, cause not found. Commit \"tcp: frames are built straight in the driver's mbuf\": no second copy of each frame, one tcp_conn_sendv per send, tx bursts up to 128; over net_tap, NATS frames per delivered message did not change (0.03 tx frames/msg pipelined, 2.0 for 16-byte and 5.0 for 3000-byte request/reply, before and after: NATS deliveries already reach the stack as one iovec). Gap to io-forward: the forwarder touches no byte; sluiced sums, parses and routes every byte of one window-limited connection. Not done: a timer wheel, TSO.",
+
        "",
        "dpdk vs kernel, `tests/bench/dpdk.sh %s` (root): sluiced with 1 worker on one end of a veth pair, "
        "sluice-bench in a second network namespace on the other; the same client and wire "

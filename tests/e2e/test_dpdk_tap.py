@@ -76,9 +76,11 @@ class DpdkBroker:
     side) or net_af_packet on one end of a veth pair whose other end is in
     a second netns with the client."""
 
-    def __init__(self, kind, workers, extra=""):
+    def __init__(self, kind, workers, extra="", mtu=None, vdev_args=""):
         self.kind = kind
         self.extra = extra
+        self.mtu = mtu  # of the veth pair (both ends); None: the default 1500
+        self.vdev_args = vdev_args
         self.workers = workers
         self.ns = "sl-e2e-" + uuid.uuid4().hex[:8]
         self.cns = self.ns if kind == "tap" else self.ns + "c"
@@ -103,10 +105,11 @@ class DpdkBroker:
         else:
             subprocess.run(["ip", "netns", "add", self.cns], check=True)
             netns_run(self.cns, "ip", "link", "set", "lo", "up", check=True)
-            subprocess.run(["ip", "link", "add", self.tap, "netns", self.ns, "type", "veth", "peer",
-                            "name", self.tap + "c", "netns", self.cns], check=True)
+            mtu = ["mtu", str(self.mtu)] if self.mtu else []
+            subprocess.run(["ip", "link", "add", self.tap, "netns", self.ns, *mtu, "type", "veth",
+                            "peer", "name", self.tap + "c", "netns", self.cns, *mtu], check=True)
             netns_run(self.ns, "ip", "link", "set", self.tap, "up", check=True)
-            port = f"net_af_packet0,iface={self.tap},qpairs={self.workers}"
+            port = f"net_af_packet0,iface={self.tap},qpairs={self.workers}{self.vdev_args}"
         conf = os.path.join(self.dir, "sluiced.conf")
         data = os.path.join(self.dir, "data")
         os.mkdir(data)
@@ -139,6 +142,10 @@ mbufs = 4095
         wait_until(lambda: self.proc.poll() is not None or
                    netns_run(self.ns, "ip", "link", "show", self.tap).returncode == 0,
                    15, "the tap interface")
+        # a veth exists before sluiced runs: wait for its port to come up
+        # (or for sluiced to refuse it) by its start-up line
+        wait_until(lambda: self.proc.poll() is not None or " started: " in self.log_text(), 15,
+                   "sluiced to start")
         assert self.proc.poll() is None, self.log_text()
         client_if = self.tap if self.kind == "tap" else self.tap + "c"
         netns_run(self.cns, "ip", "addr", "add", f"{CLIENT_IP}/24", "dev", client_if, check=True)
@@ -243,7 +250,7 @@ for i in range(int(sys.argv[3]) if len(sys.argv) > 3 else 96):
     total += len(body)
 s.shutdown(socket.SHUT_WR)
 assert f.read() == b""
-print("ok", total)
+print("ok", total, s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG))
 """
 
 
@@ -430,20 +437,50 @@ def test_syn_flood_leaves_established_connections_served(broker):
                10, "SYN cookies in /metrics")
 
 
-@pytest.mark.parametrize("loss,reorder", [(10, 10), (30, 30)], ids=["1pct", "3pct"])
-def test_bulk_transfer_with_loss_and_reordering(loss, reorder):
+# The fastest of five TCP handshakes with the broker, in seconds.
+CONNECT_TIME = r"""
+import socket, sys, time
+best = 1e9
+for _ in range(5):
+    t = time.monotonic()
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+    best = min(best, time.monotonic() - t)
+    s.close()
+print(best)
+"""
+
+
+@pytest.mark.parametrize("loss,reorder,delay_us", [
+    (10, 10, 0), (30, 30, 0), (10, 10, 20000), (50, 30, 20000),
+], ids=["1pct", "3pct", "1pct-20ms", "5pct-20ms"])
+def test_bulk_transfer_with_loss_and_reordering(loss, reorder, delay_us):
     """The kernel here has no netem: sluiced's test knobs drop frames both
-    ways and swap received ones, and the Linux TCP peer must still get
-    every byte back intact (retransmission, fast retransmit, reassembly)."""
+    ways, swap received ones and hold them 20 ms (+ up to 2 ms jitter), and
+    the Linux TCP peer must still get every byte back intact
+    (retransmission, fast retransmit, reassembly, RTT estimation)."""
+    jitter = delay_us // 10
     b = DpdkBroker("tap", 2, extra=f"test_loss_per_mille = {loss}\n"
-                                   f"test_reorder_per_mille = {reorder}").start()
+                                   f"test_reorder_per_mille = {reorder}\n"
+                                   f"test_delay_us = {delay_us}\n"
+                                   f"test_jitter_us = {jitter}").start()
     try:
+        if delay_us:
+            # the delay is real: no handshake completes sooner (a lost SYN
+            # only makes it later)
+            r = netns_run(b.cns, "/usr/bin/python3", "-c", CONNECT_TIME, BROKER_IP,
+                          str(NATS_PORT), timeout=60)
+            assert r.returncode == 0, r.stderr
+            assert float(r.stdout) >= delay_us / 1e6, r.stdout
         t0 = time.monotonic()
         r = netns_run(b.cns, "/usr/bin/python3", "-c", BULK, BROKER_IP, str(NATS_PORT), "48",
                       timeout=150)
-        assert r.returncode == 0, f"{r.stdout}{r.stderr}\n--- sluiced ---\n{b.log_text()[-3000:]}"
+        if r.returncode != 0:
+            # why sluiced let go (a close reason, a stack counter)
+            m = {k: v for k, v in b.metrics().items() if v and ("close" in k or "dpdk" in k)}
+            raise AssertionError(f"{r.stdout}{r.stderr}\n--- metrics ---\n{m}\n--- sluiced ---\n"
+                                 f"{b.log_text()[-3000:]}")
         assert int(r.stdout.split()[1]) > 2 * 1024 * 1024  # each way
-        print(f"{loss} per mille loss: {time.monotonic() - t0:.1f} s")
+        print(f"{loss} per mille loss, {delay_us} us delay: {time.monotonic() - t0:.1f} s")
     finally:
         b.stop()
     assert b.proc.returncode == 0
@@ -451,3 +488,43 @@ def test_bulk_transfer_with_loss_and_reordering(loss, reorder):
     retransmits = sum(int(line.split(" retransmits")[0].split()[-1])
                       for line in log.splitlines() if " retransmits" in line)
     assert retransmits > 0, log[-2000:]
+
+
+def test_jumbo_frames_bulk_transfer_byte_for_byte():
+    """mtu = 9000 over af_packet/veth (veth carries jumbo frames): the mbufs
+    are sized to hold a whole 9014-byte frame, the handshake offers an MSS
+    of 8960, and MiBs cross both ways intact in jumbo segments."""
+    b = DpdkBroker("af_packet", 2, extra="mtu = 9000", mtu=9000,
+                   vdev_args=",framesz=16384,blocksz=16384").start()
+    try:
+        r = netns_run(b.cns, "/usr/bin/python3", "-c", BULK, BROKER_IP, str(NATS_PORT),
+                      timeout=120)
+        assert r.returncode == 0, f"{r.stdout}{r.stderr}\n--- sluiced ---\n{b.log_text()[-3000:]}"
+        _, total, mss = r.stdout.split()
+        assert int(total) > 4 * 1024 * 1024
+        # the client's segments are jumbo: MSS 8960 less the timestamp option
+        assert int(mss) > 8900, mss
+        m = b.metrics()
+        assert sum(v for k, v in m.items() if k.startswith("sluice_dpdk_tcp_bad_total")) == 0
+        assert sum(v for k, v in m.items() if k.startswith("sluice_dpdk_ip_bad_total")) == 0
+    finally:
+        b.stop()
+    assert b.proc.returncode == 0, b.log_text()[-2000:]
+
+
+@pytest.mark.parametrize("veth_mtu,vdev_args,why", [
+    (9000, "", "mtu = 9000 needs framesz= of at least 9046"),
+    (1500, ",framesz=16384,blocksz=16384", "has MTU 1500 (ip link set"),
+], ids=["framesz-too-small", "interface-mtu-too-small"])
+def test_mtu_the_port_cannot_carry_is_an_error(veth_mtu, vdev_args, why):
+    """mtu = 9000 on an af_packet port whose frames are 2 KiB (its default
+    framesz), or whose interface carries 1500, would truncate or refuse
+    every jumbo frame: sluiced refuses to start and says why."""
+    b = DpdkBroker("af_packet", 1, extra="mtu = 9000", mtu=veth_mtu, vdev_args=vdev_args)
+    try:
+        with pytest.raises(AssertionError):
+            b.start()
+        assert b.proc.returncode == 1
+        assert why in b.log_text(), b.log_text()
+    finally:
+        b.stop()

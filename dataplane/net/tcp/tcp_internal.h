@@ -165,13 +165,14 @@ struct tcp_stack {
 
         struct neigh neigh[NEIGH_SLOTS];
         uint16_t ip_id;
-        uint8_t frame[FRAME_BYTES_MAX];
+        uint8_t *frame; /* the frame being built: frame_own or the driver's (cfg.tx_frame) */
+        uint8_t frame_own[FRAME_BYTES_MAX];
 };
 
 /* tcp_ip.c */
 void ip_output(struct tcp_stack *s, const uint8_t dmac[6], uint32_t dst_ip, uint8_t proto,
                uint8_t *l4, uint32_t l4_len);
-uint8_t *ip_l4_area(struct tcp_stack *s);
+uint8_t *ip_l4_area(struct tcp_stack *s); /* starts a frame: call before building one */
 void neigh_learn(struct tcp_stack *s, uint32_t ip, const uint8_t mac[6]);
 
 /* tcp_tcp.c */

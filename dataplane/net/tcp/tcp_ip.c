@@ -80,6 +80,7 @@ struct tcp_stack *tcp_stack_create(const struct tcp_stack_config *cfg)
         if (!s)
                 return NULL;
         s->cfg = *cfg;
+        s->frame = s->frame_own;
         if (s->cfg.syn_backlog_max == 0)
                 s->cfg.syn_backlog_max = 1;
         s->mss_local = (uint16_t)(cfg->mtu - IP_HDR_LEN - TCP_HDR_LEN);
@@ -186,8 +187,17 @@ static void frame_send(struct tcp_stack *s, uint32_t len, bool offload)
                 s->stats.tx_frames++;
 }
 
+/* Picks the buffer the next frame is built in: the driver's when it
+ * offers one (no copy in xmit), else the stack's own. */
+static void frame_begin(struct tcp_stack *s)
+{
+        uint8_t *f = s->cfg.tx_frame ? s->cfg.tx_frame(s->cfg.drv) : NULL;
+        s->frame = f ? f : s->frame_own;
+}
+
 uint8_t *ip_l4_area(struct tcp_stack *s)
 {
+        frame_begin(s);
         return s->frame + ETH_HDR_LEN + IP_HDR_LEN;
 }
 
@@ -221,6 +231,7 @@ void ip_output(struct tcp_stack *s, const uint8_t dmac[6], uint32_t dst_ip, uint
 static void arp_send(struct tcp_stack *s, uint16_t op, const uint8_t tha[6], uint32_t tpa,
                      const uint8_t dmac[6])
 {
+        frame_begin(s);
         uint8_t *f = s->frame;
         memcpy(f, dmac, 6);
         memcpy(f + 6, s->cfg.mac, 6);

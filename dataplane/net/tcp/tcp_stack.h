@@ -45,6 +45,11 @@ struct tcp_stack_config {
          * copies it). <0 counts as a drop: retransmission recovers. */
         int (*xmit)(void *drv, const uint8_t *frame, uint32_t len, bool csum_offload);
         void *drv;
+        /* Optional: a buffer of at least 14 + mtu bytes to build the next
+         * frame in (the driver's own transmit buffer, so that xmit of it
+         * needs no copy); the same one until it is passed to xmit. NULL
+         * (or returning NULL): the stack's own buffer. */
+        uint8_t *(*tx_frame)(void *drv);
 
         /* Upcalls to the connection's user; all run inside stack calls. */
         void *user;
@@ -105,6 +110,24 @@ uint32_t tcp_stack_conns_in_use(const struct tcp_stack *s);
 /* The MAC the neighbour table holds for ip (host order); false if none. */
 bool tcp_stack_neighbour(const struct tcp_stack *s, uint32_t ip, uint8_t mac[6]);
 
+/* ---- RSS ---- */
+
+#define TCP_RSS_KEY_LEN 40
+/* The RSS key the DPDK backend programs into RSS-capable ports. */
+extern const uint8_t tcp_rss_key[TCP_RSS_KEY_LEN];
+/* The Toeplitz hash of input under key. */
+uint32_t tcp_toeplitz(const uint8_t key[TCP_RSS_KEY_LEN], const uint8_t *input, uint32_t len);
+/* The RSS hash a NIC computes for an IPv4 TCP segment (addresses and ports
+ * in host order, as the segment's sender and receiver) with tcp_rss_key. */
+uint32_t tcp_rss_hash_ipv4_tcp(uint32_t src_ip, uint32_t dst_ip, uint16_t src_port,
+                               uint16_t dst_port);
+
+/* The queue (= worker) RSS picks for a segment from the peer, on a port
+ * with tcp_rss_key and a redirection table of reta_size entries (a power
+ * of two, entry i -> queue i % owners); reta_size 0: no table. */
+uint16_t tcp_rss_owner(uint32_t peer_ip, uint32_t local_ip, uint16_t peer_port, uint16_t local_port,
+                       uint16_t reta_size, uint16_t owners);
+
 /* ---- one connection ---- */
 
 /* Connections are numbered 0..conns_max-1 for the life of the stack: a
@@ -134,6 +157,15 @@ uint32_t tcp_conn_tx_room(const struct tcp_conn *c);
  * longer sends). */
 uint32_t tcp_conn_send(struct tcp_stack *s, struct tcp_conn *c, const void *p, uint32_t n,
                        uint64_t now_ms);
+/* tcp_conn_send of several pieces at once: all are queued before anything
+ * is transmitted, so small pieces share MSS-sized segments instead of
+ * leaving one segment each. Returns bytes taken (a prefix of the pieces). */
+struct tcp_piece {
+        const void *p;
+        uint32_t n;
+};
+uint32_t tcp_conn_sendv(struct tcp_stack *s, struct tcp_conn *c, const struct tcp_piece *pieces,
+                        uint32_t count, uint64_t now_ms);
 /* Bytes sent and not yet acknowledged, plus bytes not yet sent. */
 uint32_t tcp_conn_tx_queued(const struct tcp_conn *c);
 

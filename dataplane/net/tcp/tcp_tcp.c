@@ -1056,14 +1056,12 @@ uint32_t tcp_conn_tx_queued(const struct tcp_conn *c)
         return c->tx_len;
 }
 
-uint32_t tcp_conn_send(struct tcp_stack *s, struct tcp_conn *c, const void *p, uint32_t n,
-                       uint64_t now_ms)
+/* Appends up to n bytes to the send ring without transmitting. */
+static uint32_t tx_append(struct tcp_stack *s, struct tcp_conn *c, const void *p, uint32_t n)
 {
         uint32_t room = tcp_conn_tx_room(c);
         if (n > room)
                 n = room;
-        if (n == 0)
-                return 0;
         uint32_t mask = mask_of(s);
         const uint8_t *src = p;
         uint32_t seq = c->snd_una + c->tx_len;
@@ -1076,8 +1074,31 @@ uint32_t tcp_conn_send(struct tcp_stack *s, struct tcp_conn *c, const void *p, u
                 done += chunk;
         }
         c->tx_len += n;
-        tcp_output(s, c, false, now_ms);
         return n;
+}
+
+uint32_t tcp_conn_send(struct tcp_stack *s, struct tcp_conn *c, const void *p, uint32_t n,
+                       uint64_t now_ms)
+{
+        n = tx_append(s, c, p, n);
+        if (n)
+                tcp_output(s, c, false, now_ms);
+        return n;
+}
+
+uint32_t tcp_conn_sendv(struct tcp_stack *s, struct tcp_conn *c, const struct tcp_piece *pieces,
+                        uint32_t count, uint64_t now_ms)
+{
+        uint32_t total = 0;
+        for (uint32_t i = 0; i < count; i++) {
+                uint32_t took = tx_append(s, c, pieces[i].p, pieces[i].n);
+                total += took;
+                if (took < pieces[i].n)
+                        break;
+        }
+        if (total)
+                tcp_output(s, c, false, now_ms);
+        return total;
 }
 
 void tcp_conn_close(struct tcp_stack *s, struct tcp_conn *c, uint64_t now_ms)

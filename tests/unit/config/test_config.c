@@ -1068,7 +1068,10 @@ static const char dpdk_tap[] = "[net]\n"
                                "tx_descriptors = 2048\n"
                                "mbufs = 4095\n"
                                "syn_backlog = 64\n"
-                               "tcp_buffer_bytes = 128k\n";
+                               "tcp_buffer_bytes = 128k\n"
+                               "mtu = 9000\n"
+                               "test_delay_us = 20000\n"
+                               "test_jitter_us = 2000\n";
 
 static void test_dpdk_keys_parsed(void **state)
 {
@@ -1084,6 +1087,9 @@ static void test_dpdk_keys_parsed(void **state)
         assert_int_equal(cfg.dpdk_mbufs, 4095);
         assert_int_equal(cfg.dpdk_syn_backlog, 64);
         assert_int_equal(cfg.dpdk_tcp_buffer_bytes, 128 * 1024);
+        assert_int_equal(cfg.dpdk_mtu, 9000);
+        assert_int_equal(cfg.dpdk_delay_us, 20000);
+        assert_int_equal(cfg.dpdk_jitter_us, 2000);
 
         struct ctl_dpdk_port ports[CTL_DPDK_PORTS_MAX];
         assert_int_equal(ctl_dpdk_ports_parse(&cfg, ports, err, sizeof(err)), 2);

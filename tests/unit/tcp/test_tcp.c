@@ -56,9 +56,22 @@ static int closed_err;
 static bool closed_called;
 static uint32_t writable_calls;
 
+/* The driver-side frame buffer (tcp_stack_config.tx_frame) when a test
+ * offers one: frames built in it count as in_place. */
+static uint8_t driver_frame[FRAME_BYTES_MAX];
+static uint32_t in_place;
+
+static uint8_t *tx_frame(void *drv)
+{
+        (void)drv;
+        return driver_frame;
+}
+
 static int xmit(void *drv, const uint8_t *frame, uint32_t len, bool offload)
 {
         (void)drv;
+        if (frame == driver_frame)
+                in_place++;
         assert_false(offload);
         assert_true(out_count < OUT_MAX);
         assert_true(len <= FRAME_BYTES_MAX);
@@ -156,6 +169,7 @@ static int setup_with(const struct tcp_stack_config *cfg)
         closed_called = false;
         closed_err = 0;
         writable_calls = 0;
+        in_place = 0;
         auto_drain = true;
         st = tcp_stack_create(cfg);
         if (!st)
@@ -644,6 +658,135 @@ static void test_data_both_ways(void **state)
         assert_int_equal(writable_calls, 1);
         assert_int_equal(tcp_conn_tx_room(accepted_conn), BUF_BYTES);
         expect_nothing();
+}
+
+/* Pieces sent together share MSS-sized segments (NATS and Kafka replies
+ * are a header, a payload and a trailer): 4 pieces, 2 full segments. */
+static void test_sendv_fills_mss_sized_segments(void **state)
+{
+        (void)state;
+        connect_peer(41001, 500, false);
+        static uint8_t data[2920];
+        pattern(data, sizeof(data), 3);
+        const struct tcp_piece pieces[] = {
+            {data, 12}, {data + 12, 1000}, {data + 1012, 2}, {data + 1014, 1906}};
+        assert_int_equal(tcp_conn_sendv(st, accepted_conn, pieces, 4, now), 2920);
+        struct oseg a = expect_seg();
+        struct oseg b = expect_seg();
+        expect_nothing();
+        assert_int_equal(a.len, 1460);
+        assert_int_equal(b.len, 1460);
+        assert_int_equal(b.seq, a.seq + 1460);
+        assert_memory_equal(a.data, data, 1460);
+        assert_memory_equal(b.data, data + 1460, 1460);
+
+        /* a piece larger than the room left: a prefix is taken, no more */
+        uint32_t room = tcp_conn_tx_room(accepted_conn);
+        static uint8_t big[BUF_BYTES];
+        const struct tcp_piece over[] = {{big, room - 10}, {big, 20}, {big, 5}};
+        assert_int_equal(tcp_conn_sendv(st, accepted_conn, over, 3, now), room);
+        assert_int_equal(tcp_conn_tx_room(accepted_conn), 0);
+}
+
+/* A driver that offers its transmit buffer gets every frame built in it
+ * (no copy in xmit), handshake, data and ARP alike. */
+static void test_frames_built_in_the_driver_buffer(void **state)
+{
+        (void)state;
+        tcp_stack_destroy(st);
+        struct tcp_stack_config cfg = config();
+        cfg.tx_frame = tx_frame;
+        assert_int_equal(setup_with(&cfg), 0);
+        connect_peer(41002, 900, false);
+        static uint8_t data[3000];
+        pattern(data, sizeof(data), 4);
+        assert_int_equal(tcp_conn_send(st, accepted_conn, data, sizeof(data), now), 3000);
+        uint32_t got = 0;
+        while (got < 3000) {
+                struct oseg d = expect_seg();
+                assert_memory_equal(d.data, data + got, d.len);
+                got += d.len;
+        }
+        tcp_stack_announce(st, now);
+        assert_int_equal(in_place, out_count);
+        assert_true(in_place >= 5); /* SYN-ACK, 3 data segments, the ARP */
+}
+
+/* The reference Toeplitz, written from the definition: the key as a bit
+ * string; for input bit i set, XOR in key bits i..i+31. */
+static uint32_t toeplitz_reference(const uint8_t *key, const uint8_t *in, uint32_t len)
+{
+        uint32_t h = 0;
+        for (uint32_t i = 0; i < len * 8; i++) {
+                if (!(in[i / 8] & (0x80 >> (i % 8))))
+                        continue;
+                uint32_t w = 0;
+                for (uint32_t j = 0; j < 32; j++) {
+                        uint32_t k = i + j;
+                        uint32_t bit =
+                            k / 8 < TCP_RSS_KEY_LEN ? (key[k / 8] >> (7 - k % 8)) & 1 : 0;
+                        w = (w << 1) | bit;
+                }
+                h ^= w;
+        }
+        return h;
+}
+
+/* Microsoft's RSS verification suite (IPv4 with TCP ports): the software
+ * hash is the one NICs compute. */
+static void test_toeplitz_matches_the_rss_specification(void **state)
+{
+        (void)state;
+        static const uint8_t ms_key[TCP_RSS_KEY_LEN] = {
+            0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3,
+            0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3,
+            0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa};
+        static const struct {
+                uint8_t src[4], dst[4];
+                uint16_t sport, dport;
+                uint32_t hash;
+        } v[] = {
+            {{66, 9, 149, 187}, {161, 142, 100, 80}, 2794, 1766, 0x51ccc178},
+            {{199, 92, 111, 2}, {65, 69, 140, 83}, 14230, 4739, 0xc626b0ea},
+            {{24, 19, 198, 95}, {12, 22, 207, 184}, 12898, 38024, 0x5c2b394a},
+            {{38, 27, 205, 30}, {209, 142, 163, 6}, 48228, 2217, 0xafc7327f},
+            {{153, 39, 163, 191}, {202, 188, 127, 2}, 44251, 1303, 0x10e828a2},
+        };
+        for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+                uint8_t in[12];
+                memcpy(in, v[i].src, 4);
+                memcpy(in + 4, v[i].dst, 4);
+                wr16(in + 8, v[i].sport);
+                wr16(in + 10, v[i].dport);
+                assert_int_equal(tcp_toeplitz(ms_key, in, 12), v[i].hash);
+                assert_int_equal(toeplitz_reference(ms_key, in, 12), v[i].hash);
+        }
+}
+
+/* The worker that owns a flow is the queue RSS with sluiced's key and a
+ * table of entry i -> queue i % workers delivers it to. */
+static void test_flow_owner_is_the_rss_queue(void **state)
+{
+        (void)state;
+        uint64_t rng = 88172645463325252ull;
+        for (int i = 0; i < 2000; i++) {
+                rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+                uint32_t peer = (uint32_t)rng, local = 0x0a4d0002;
+                uint16_t pport = (uint16_t)(rng >> 32), lport = (uint16_t)(rng >> 48);
+                uint8_t in[12];
+                wr32(in, peer);
+                wr32(in + 4, local);
+                wr16(in + 8, pport);
+                wr16(in + 10, lport);
+                uint32_t h = toeplitz_reference(tcp_rss_key, in, 12);
+                assert_int_equal(tcp_rss_hash_ipv4_tcp(peer, local, pport, lport), h);
+                for (uint16_t n = 1; n <= 4; n++) {
+                        uint16_t reta_size = 128, queue = (uint16_t)((h & (reta_size - 1)) % n);
+                        assert_int_equal(tcp_rss_owner(peer, local, pport, lport, reta_size, n),
+                                         queue);
+                        assert_int_equal(tcp_rss_owner(peer, local, pport, lport, 0, n), h % n);
+                }
+        }
 }
 
 static void test_sequence_wrap_around(void **state)
@@ -1154,6 +1297,8 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         const struct CMUnitTest tests[] = {
             T(test_seq_arithmetic_wraps),
+            T(test_toeplitz_matches_the_rss_specification),
+            T(test_flow_owner_is_the_rss_queue),
             T(test_checksum_matches_definition),
             T(test_arp_reply_and_announce),
             T(test_icmp_echo),
@@ -1162,6 +1307,8 @@ int main(void)
             T(test_window_scale_for_large_buffers),
             T(test_refused_accept_resets),
             T(test_data_both_ways),
+            T(test_sendv_fills_mss_sized_segments),
+            T(test_frames_built_in_the_driver_buffer),
             T(test_sequence_wrap_around),
             T(test_out_of_order_reassembly),
             T(test_receive_window_limits_and_reopens),
