@@ -459,10 +459,15 @@ def test_bulk_transfer_with_loss_and_reordering(loss, reorder, delay_us):
     the Linux TCP peer must still get every byte back intact
     (retransmission, fast retransmit, reassembly, RTT estimation)."""
     jitter = delay_us // 10
+    # At 5% loss both ways a segment whose retransmissions are lost too
+    # waits out RTO backoff (0.4+0.8+1.6+3.2+6.4 s), longer than the default
+    # 10 s slow-consumer deadline: this test is about TCP recovery, not that
+    # policy, so the deadline is out of its way.
     b = DpdkBroker("tap", 2, extra=f"test_loss_per_mille = {loss}\n"
                                    f"test_reorder_per_mille = {reorder}\n"
                                    f"test_delay_us = {delay_us}\n"
-                                   f"test_jitter_us = {jitter}").start()
+                                   f"test_jitter_us = {jitter}\n"
+                                   "[limits]\nwrite_deadline_ms = 120000").start()
     try:
         if delay_us:
             # the delay is real: no handshake completes sooner (a lost SYN
