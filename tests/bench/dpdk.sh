@@ -148,7 +148,7 @@ memif_set() {
 		run=$((run + 1))
 		timeout 60 "$gen" -l 0 $gen_eal --file-prefix slf$id-$run \
 			--vdev=net_memif0,role=server,socket="$tmp/memif.sock" -- \
-			--mode fwd --seconds "$secs" >/dev/null &
+			--mode fwd --seconds $((secs + 3)) >/dev/null & # outlives the client (it starts 1 s late)
 		local fwd=$!
 		gen_client --mode echo --frame "$frame" --seconds "$secs" >>"$tmp/memif.txt"
 		wait "$fwd"
