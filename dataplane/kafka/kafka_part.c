@@ -282,6 +282,28 @@ static struct kafka_reader *reader_pick(struct kafka_worker *kw);
 static void read_cb(struct log_read *lr, int res);
 static void read_finish(struct kafka_reader *rd, int res);
 
+/* A reader taken for a disk read: for a fetch (pop) or ahead of one
+ * (ahead_pid); the caller fills the read's position and size. */
+static void reader_begin(struct kafka_reader *rd, struct kafka_pop *pop, uint32_t ahead_pid)
+{
+        rd->busy = true;
+        rd->pop = pop;
+        rd->cache_pid = UINT32_MAX;
+        rd->ahead_pid = ahead_pid;
+        memset(&rd->lr, 0, sizeof(rd->lr));
+        rd->lr.buf = rd->buf;
+        rd->lr.buf_cap = rd->cap;
+        rd->lr.cb = read_cb;
+        rd->lr.ctx = rd;
+}
+
+static void reader_submit(struct kafka_part *kp, struct kafka_reader *rd)
+{
+        int rc = log_read_submit(kp->log, &rd->lr);
+        if (rc != 0)
+                read_finish(rd, rc); /* answered from memory (bytes) or failed */
+}
+
 /* The reader reading ahead from exactly `offset` of partition `pid`; NULL
  * if none. */
 static struct kafka_reader *reader_reading(struct kafka_worker *kw, uint32_t pid, int64_t offset)
@@ -362,22 +384,12 @@ static void read_ahead(struct kafka_worker *kw, struct kafka_part *kp,
                 struct kafka_reader *rd = reader_pick_ahead(kw, p->pid, p->offset);
                 if (!rd)
                         return;
-                rd->busy = true;
-                rd->pop = NULL;
-                rd->cache_pid = UINT32_MAX;
-                rd->ahead_pid = p->pid;
+                reader_begin(rd, NULL, p->pid);
                 rd->ahead_offset = next;
                 atomic_fetch_add_explicit(&kw->fetch_reads_ahead, 1, memory_order_relaxed);
-                memset(&rd->lr, 0, sizeof(rd->lr));
                 rd->lr.offset = next;
                 rd->lr.max_bytes = rd->cap;
-                rd->lr.buf = rd->buf;
-                rd->lr.buf_cap = rd->cap;
-                rd->lr.cb = read_cb;
-                rd->lr.ctx = rd;
-                int rc = log_read_submit(kp->log, &rd->lr);
-                if (rc != 0)
-                        read_finish(rd, rc); /* answered from memory (bytes) or failed */
+                reader_submit(kp, rd);
                 return;
         }
 }
@@ -514,24 +526,14 @@ static bool read_run(struct kafka_worker *kw, struct kafka_pop *p, struct kafka_
         struct kafka_reader *rd = reader_pick(kw);
         if (!rd)
                 return false;
-        rd->busy = true;
-        rd->pop = p;
-        rd->cache_pid = UINT32_MAX;
-        rd->ahead_pid = UINT32_MAX;
-        memset(&rd->lr, 0, sizeof(rd->lr));
+        reader_begin(rd, p, UINT32_MAX);
         rd->lr.by_time = p->op == KAFKA_POP_OFFSET;
         rd->lr.offset = p->offset;
         rd->lr.timestamp = p->timestamp;
         /* Read ahead: the whole buffer's worth of batches (storage caps the
          * read at buf_cap); batches_copy takes what this fetch may have. */
         rd->lr.max_bytes = rd->lr.by_time ? 1 : rd->cap;
-        rd->lr.buf = rd->buf;
-        rd->lr.buf_cap = rd->cap;
-        rd->lr.cb = read_cb;
-        rd->lr.ctx = rd;
-        int rc = log_read_submit(kp->log, &rd->lr);
-        if (rc != 0)
-                read_finish(rd, rc); /* answered from memory (bytes) or failed */
+        reader_submit(kp, rd);
         return true;
 }
 

@@ -700,37 +700,51 @@ static void test_prealloc_steps(void **state)
         st_part_free(&s);
 }
 
+/* A partition of 64 MiB segments preallocated in `prealloc_bytes` steps,
+ * as the preallocation and zero-fill tests use it. */
+static void open_stepped(struct st_part *s, uint32_t prealloc_bytes, bool zero_fill)
+{
+        st_part_init(s, uring());
+        s->cfg.segment_bytes = 64 << 20;
+        s->cfg.prealloc_bytes = prealloc_bytes;
+        s->cfg.max_batch_bytes = 64 * 1024;
+        s->cfg.max_write_bytes = 1 << 20;
+        s->cfg.ring_bytes = 4 << 20;
+        if (!zero_fill)
+                s->cfg.zero_ahead_bytes = 0;
+        st_part_open(s);
+}
+
+/* n batches of just under 64 KiB from a producer that waits for its acks
+ * every fourth one, so asynchronous fallocates and zero writes complete
+ * between appends. Returns the bytes appended. */
+static uint64_t append_64k(struct st_part *s, int n)
+{
+        uint64_t appended = 0;
+        for (int i = 0; i < n; i++) {
+                st_append_ok(s, 1, 64 * 1024 - 200, i);
+                appended += s->b[s->nb - 1].len;
+                log_owner_poll(s->o);
+                if (i % 4 == 3)
+                        st_drain(s->o);
+        }
+        log_owner_poll(s->o);
+        st_drain(s->o);
+        return appended;
+}
+
 /* An idle partition claims one small first step of disk, not a whole
  * prealloc_bytes step; steps then double as the segment fills. */
 static void test_prealloc_starts_small(void **state)
 {
         (void)state;
         struct st_part s;
-        st_part_init(&s, uring());
-        s.cfg.segment_bytes = 64 << 20;
-        s.cfg.prealloc_bytes = 8 << 20;
-        s.cfg.max_batch_bytes = 64 * 1024;
-        s.cfg.max_write_bytes = 1 << 20;
-        s.cfg.ring_bytes = 4 << 20;
-        s.cfg.zero_ahead_bytes = 0; /* the steps alone (zero-fill adds its window) */
-        st_part_open(&s);
+        open_stepped(&s, 8 << 20, false); /* the steps alone (zero-fill adds its window) */
         assert_int_equal(file_size(s.dir, 0), 1 << 20);
-        /* a producer that waits for its acks now and then, so the
-         * asynchronous fallocates complete between appends */
-        for (int i = 0; i < 48; i++) { /* about 3 MiB */
-                st_append_ok(&s, 1, 64 * 1024 - 200, i);
-                if (i % 4 == 3)
-                        st_drain(s.o);
-        }
-        st_drain(s.o);
+        append_64k(&s, 48); /* about 3 MiB */
         uint64_t sz = file_size(s.dir, 0);
         assert_true(sz >= 4 << 20 && sz <= 8 << 20); /* 1 + 1 + 2 (+ 4) MiB */
-        for (int i = 0; i < 400; i++) {              /* 25 MiB more: full 8 MiB steps */
-                st_append_ok(&s, 1, 64 * 1024 - 200, i);
-                if (i % 4 == 3)
-                        st_drain(s.o);
-        }
-        st_drain(s.o);
+        append_64k(&s, 400);                         /* 25 MiB more: full 8 MiB steps */
         sz = file_size(s.dir, 0);
         assert_true(sz >= 28 << 20 && sz <= 40 << 20);
         st_part_reopen(&s);
@@ -862,23 +876,8 @@ static void test_zero_fill_within_prealloc_steps(void **state)
 {
         (void)state;
         struct st_part s;
-        st_part_init(&s, uring());
-        s.cfg.segment_bytes = 64 << 20;
-        s.cfg.prealloc_bytes = 1 << 20;
-        s.cfg.max_batch_bytes = 64 * 1024;
-        s.cfg.max_write_bytes = 1 << 20;
-        s.cfg.ring_bytes = 4 << 20;
-        st_part_open(&s);
-        uint64_t appended = 0;
-        for (int i = 0; i < 48; i++) { /* about 3 MiB */
-                st_append_ok(&s, 1, 64 * 1024 - 200, i);
-                appended += s.b[s.nb - 1].len;
-                log_owner_poll(s.o);
-                if (i % 4 == 3)
-                        st_drain(s.o);
-        }
-        log_owner_poll(s.o);
-        st_drain(s.o);
+        open_stepped(&s, 1 << 20, true);
+        uint64_t appended = append_64k(&s, 48); /* about 3 MiB */
         assert_true(log_owner_metrics(s.o)->zero_writes > 0);
         /* the data, a 1 MiB window, one 1 MiB step (and one more in flight) */
         assert_true(file_size(s.dir, 0) <= appended + (3 << 20));
