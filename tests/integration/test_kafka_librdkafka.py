@@ -32,6 +32,10 @@ COUNT = 100_000
 WINDOW = 3_000          # unreported messages at most: kills always hit a run in progress
 FIRST_FLUSH = 30_000    # produced and acknowledged before the first kill
 KILL_AT = (45_000, 65_000, 85_000)
+# After the first flush the producer sends at most this many per second:
+# 20k messages between kill points then take 2.5 s at least, so a fast
+# broker cannot let it finish before the test's next kill.
+RATE = 8_000
 DROP_EVERY = 40         # the hook drops every 40th answered produce per worker
 
 pytestmark = [
@@ -104,17 +108,21 @@ def test_idempotent_producer_exactly_once_across_drops_and_sigkill(make_sluiced,
     monkeypatch.setenv("SLUICE_TEST_KAFKA_DROP_PRODUCE", str(DROP_EVERY))
     s = start_fixed_ports(make_sluiced, 6)
     b = f"127.0.0.1:{s.port('kafka')}"
-    prod = Follow(s.tmp, "producer", ["produce", b, "crash", str(COUNT), str(WINDOW), str(FIRST_FLUSH)])
+    prod = Follow(s.tmp, "producer",
+                  ["produce", b, "crash", str(COUNT), str(WINDOW), str(FIRST_FLUSH), str(RATE)])
     try:
         acked = 0
 
         def progress(what):
             nonlocal acked
+            # Exit first, then read: the lines read then include all it
+            # wrote before exiting (its "done" too).
+            exited = prod.proc.poll() is not None
             for ln in prod.poll():
                 acked += ln[0] == "ack"
                 if ln[0] == "fatal":
                     raise AssertionError(f"librdkafka fatal error: {ln}\n{prod.stderr_tail()}")
-            if prod.proc.poll() is not None and not any(ln[0] == "done" for ln in prod.lines):
+            if exited and not any(ln[0] == "done" for ln in prod.lines):
                 raise AssertionError(f"producer exited {prod.proc.returncode}:\n{prod.stderr_tail()}")
             return what()
 
@@ -198,7 +206,7 @@ def test_group_of_three_survives_sluiced_restart(make_sluiced, backend):
 def run_group(make_sluiced, restart_mid):
     s = start_fixed_ports(make_sluiced, 6)
     b = f"127.0.0.1:{s.port('kafka')}"
-    prod = Follow(s.tmp, "gproducer", ["produce", b, "grp", str(GROUP_COUNT), "10000", "0"])
+    prod = Follow(s.tmp, "gproducer", ["produce", b, "grp", str(GROUP_COUNT), "10000", "0", "0"])
     try:
         assert prod.finish(120) == 0, prod.stderr_tail()
     finally:

@@ -4,11 +4,12 @@
  * the driver can follow progress while it kills and restarts the broker;
  * the driver judges the results.
  *
- *   kafka_crash_client produce BOOTSTRAP TOPIC COUNT WINDOW FIRST_FLUSH
+ *   kafka_crash_client produce BOOTSTRAP TOPIC COUNT WINDOW FIRST_FLUSH RATE
  *     Idempotent producer, acks=all. Message i has key and value "i". At
- *     most WINDOW messages are unreported at a time, so the run spans the
- *     broker restarts. After the first FIRST_FLUSH messages it flushes and
- *     prints "flushed N" before going on.
+ *     most WINDOW messages are unreported at a time and at most RATE are
+ *     sent per second after the first flush (0: unpaced), so the run spans
+ *     the broker restarts however fast the broker is. After the first
+ *     FIRST_FLUSH messages it flushes and prints "flushed N" before going on.
  *     Lines: "ack ID PARTITION OFFSET", "err ID CODE NAME", "done ACKED FAILED".
  *   kafka_crash_client consume BOOTSTRAP TOPIC
  *     Reads every partition from the start to its high watermark.
@@ -103,7 +104,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 }
 
 static int produce(const char *bootstrap, const char *topic, unsigned long count,
-                   unsigned long window, unsigned long first_flush)
+                   unsigned long window, unsigned long first_flush, unsigned long rate)
 {
         rd_kafka_conf_t *conf = base_conf(bootstrap);
         set(conf, "enable.idempotence", "true");
@@ -121,10 +122,22 @@ static int produce(const char *bootstrap, const char *topic, unsigned long count
         if (!rk)
                 die("rd_kafka_new", err);
         char buf[32];
+        uint64_t due = 0;
         for (unsigned long i = 0; i < count; i++) {
                 while (i - (acked + failed) >= window) {
                         rd_kafka_poll(rk, 50);
                         fflush(stdout);
+                }
+                /* Pacing, not synchronisation: no credit saved up while a
+                 * restart stalls us, so a burst afterwards cannot run past
+                 * the test's next kill point. */
+                if (rate && i > first_flush) {
+                        uint64_t t = now_ns();
+                        due = (due > t ? due : t) + 1000000000ull / rate;
+                        while ((t = now_ns()) < due) {
+                                rd_kafka_poll(rk, (int)((due - t) / 1000000u));
+                                fflush(stdout);
+                        }
                 }
                 int n = snprintf(buf, sizeof(buf), "%lu", i);
                 for (;;) {
@@ -344,9 +357,10 @@ static int member(const char *bootstrap, const char *topic, const char *group, u
 int main(int argc, char **argv)
 {
         setvbuf(stdout, NULL, _IOFBF, 1 << 16);
-        if (argc == 7 && !strcmp(argv[1], "produce"))
+        if (argc == 8 && !strcmp(argv[1], "produce"))
                 return produce(argv[2], argv[3], strtoul(argv[4], NULL, 10),
-                               strtoul(argv[5], NULL, 10), strtoul(argv[6], NULL, 10));
+                               strtoul(argv[5], NULL, 10), strtoul(argv[6], NULL, 10),
+                               strtoul(argv[7], NULL, 10));
         if (argc == 4 && !strcmp(argv[1], "consume"))
                 return consume(argv[2], argv[3]);
         if (argc == 6 && !strcmp(argv[1], "member"))
