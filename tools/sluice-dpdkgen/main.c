@@ -58,9 +58,15 @@ struct gen {
         uint64_t tx_frames, rx_frames, acked_bytes;
 };
 
+/* Whole seconds and the remainder are scaled apart: cycles * 1e9 overflows
+ * 64 bits once the TSC passes 1.8e10 (7 s after boot at 2.6 GHz), and the
+ * wrapped clock never exceeded 7.1e9 ns, so a deadline beyond that was never
+ * reached and the generator polled forever (the "hang in rx_burst" of about
+ * one start in three). The remainder is below hz, so remainder * 1e9 fits. */
 static uint64_t now_ns(void)
 {
-        return rte_get_tsc_cycles() * 1000000000ull / rte_get_tsc_hz();
+        uint64_t cycles = rte_get_tsc_cycles(), hz = rte_get_tsc_hz();
+        return cycles / hz * 1000000000ull + cycles % hz * 1000000000ull / hz;
 }
 
 static void put_headers(struct gen *g, uint8_t *f, uint32_t payload, uint8_t flags, uint32_t seq,
