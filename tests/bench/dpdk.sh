@@ -5,11 +5,13 @@
 # userspace TCP stack; kernel mode gives that end an address and uses
 # io_uring sockets. Rewrites the `## DPDK` section of tests/bench/RESULTS.md.
 # Not a test: numbers never fail anything. Root (namespaces).
-#   tests/bench/dpdk.sh [SECONDS_PER_RUN]   (default 3; BUILD_DIR=build)
+#   tests/bench/dpdk.sh [SECONDS_PER_RUN]   (default 3; BUILD_DIR=build,
+#   MEMIF_REPEAT=3 runs of each memif pair)
 set -eu
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$src/build}
 secs=${1:-3}
+reps=${MEMIF_REPEAT:-3} # memif pairs run this many times, interleaved; best kept
 results=${RESULTS:-$src/tests/bench/RESULTS.md}
 py=/usr/bin/python3
 bench=$build/tools/sluice-bench
@@ -18,7 +20,7 @@ gen=$build/tools/sluice-dpdkgen
 ninja -C "$build" control/sluiced tools/sluice-bench tools/sluice-dpdkgen >/dev/null
 
 id=$$
-export BENCH_STARTED="$(date -u '+%Y-%m-%d %H:%M') UTC, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
+export BENCH_STARTED="$(date -u '+%Y-%m-%d %H:%M') UTC, commit $(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo '?'), load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
 bns=slb-b$id cns=slb-c$id bif=slbb$id cif=slbc$id
 tmp=$(mktemp -d /tmp/sluice-bench-dpdk.XXXXXX)
 pid=""
@@ -124,10 +126,11 @@ wait_sock() { # the memif server end listens once its port started
 	for _ in $(seq 200); do
 		# memif's socket is abstract by default (no file): /proc/net/unix
 		if grep -q "@$tmp/memif.sock" /proc/net/unix; then
-			# DPDK 22.11's memif: a client that connects the moment the
-			# server's listener appears can hang both ends (seen here 5 runs
-			# in 5; a client started 1 s later never did). A bench script,
-			# not a test: a fixed grace period is the workaround.
+			# A client connecting the moment the listener appears can
+			# leave DPDK 22.11's memif link down on both ends (15 by hand
+			# passed, then the first script run at load 3.6 failed so;
+			# with the old wrapping clock this looked like a hang). 1 s
+			# of grace, and memif_pair retries a pair that fails.
 			sleep 1
 			return 0
 		fi
@@ -142,30 +145,55 @@ gen_client() { # sluice-dpdkgen args after --
 		--vdev=net_memif0,role=client,socket="$tmp/memif.sock" -- "$@"
 }
 run=0 # a fresh --file-prefix per process: a reused one hung the next run
+echo_pair() { # frame; the forwarder ends after the client (stop frame)
+	run=$((run + 1))
+	timeout 60 "$gen" -l 0 $gen_eal --file-prefix slf$id-$run \
+		--vdev=net_memif0,role=server,socket="$tmp/memif.sock" -- \
+		--mode fwd --seconds $((secs + 3)) >>"$tmp/fwd.txt" &
+	local fwd=$! rc=0
+	gen_client --mode echo --frame "$1" --seconds "$secs" >>"$tmp/memif.txt" || rc=$?
+	wait "$fwd" || rc=$?
+	rm -f "$tmp/memif.sock"
+	return $rc
+}
+nats_pair() { # size
+	run=$((run + 1))
+	memif_conf
+	rm -rf "$tmp/data-memif"/*
+	"$sluiced" --config "$tmp/memif.conf" >"$tmp/memif.log" 2>&1 &
+	pid=$!
+	local rc=0
+	gen_client --mode nats --size "$1" --seconds "$secs" >>"$tmp/memif.txt" || rc=$?
+	stop_broker
+	rm -f "$tmp/memif.sock"
+	return $rc
+}
+memif_pair() { # echo_pair|nats_pair ARG: up to 3 starts (a start the PMD left linkless)
+	local try
+	for try in 1 2 3; do
+		if "$@"; then
+			return 0
+		fi
+		echo "memif: $* failed (start $try of 3)" >&2
+	done
+	return 1
+}
 memif_set() {
 	local frame size
 	for frame in 1514 64; do
-		run=$((run + 1))
-		timeout 60 "$gen" -l 0 $gen_eal --file-prefix slf$id-$run \
-			--vdev=net_memif0,role=server,socket="$tmp/memif.sock" -- \
-			--mode fwd --seconds $((secs + 3)) >/dev/null & # outlives the client (it starts 1 s late)
-		local fwd=$!
-		gen_client --mode echo --frame "$frame" --seconds "$secs" >>"$tmp/memif.txt"
-		wait "$fwd"
-		rm -f "$tmp/memif.sock"
+		memif_pair echo_pair "$frame"
 	done
 	for size in 128 1024 16384; do
-		run=$((run + 1))
-		memif_conf
-		rm -rf "$tmp/data-memif"/*
-		"$sluiced" --config "$tmp/memif.conf" >"$tmp/memif.log" 2>&1 &
-		pid=$!
-		gen_client --mode nats --size "$size" --seconds "$secs" >>"$tmp/memif.txt"
-		stop_broker
-		rm -f "$tmp/memif.sock"
+		memif_pair nats_pair "$size"
 	done
 }
-memif_set
+# The other engineers' work shares both cores: each pair runs $reps times,
+# io-forward and sluiced interleaved, and the best run of each is kept (the
+# one least disturbed), with the range beside it.
+for _ in $(seq "$reps"); do
+	memif_set
+done
+cat "$tmp/fwd.txt" "$tmp/memif.txt"
 
 run_set() { # label
 	local label=$1
@@ -195,7 +223,15 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 secs, ncpu = sys.argv[3], sys.argv[4]
 by = {(r["setup"], r["mode"], r["size"]): r for r in rows}
 mem = [dict(kv.split("=") for kv in l.split()) for l in open(sys.argv[5]) if l.strip()]
-ceil = {int(r["frame"]): float(r["rx_mpps"]) for r in mem if r["mode"] == "echo"}
+def mpps(r):
+    return float(r["rx_mpps"] if r["mode"] == "echo" else r["tx_mpps"])
+groups = {}
+for r in mem:
+    groups.setdefault((r["mode"], r["frame"], r.get("size")), []).append(r)
+best = {k: max(v, key=mpps) for k, v in groups.items()}
+spread = {k: "%d: %.3f-%.3f" % (len(v), min(map(mpps, v)), max(map(mpps, v)))
+          for k, v in groups.items()}
+ceil = {int(k[1]): mpps(r) for k, r in best.items() if k[0] == "echo"}
 import os
 out = ["## DPDK", "",
        "Last run: %s (2 vCPUs shared with other work; numbers move with the load)."
@@ -208,23 +244,28 @@ out = ["## DPDK", "",
        "ships no dpdk-testpmd). The generator is a single TCP connection streaming NATS PUBs "
        "in 1514-byte frames within sluiced's window; msgs/s and MB/s count bytes sluiced "
        "acknowledged; Mpps are frames into the worker core. One worker core each, same PMD, "
-       "same run; %s vCPUs: the generator owns core 1, the server side core 0." % (secs, ncpu),
+       "same run; %s vCPUs: the generator owns core 1, the server side core 0. Each row is the "
+       "best of its runs (io-forward and sluiced interleaved, `MEMIF_REPEAT`); the last column "
+       "gives the number of runs and their range of Mpps in: on a shared machine the spread "
+       "is the other work, not the code." % (secs, ncpu),
        "",
-       "| core 0 runs | frame | size | Mpps in | msgs/s | MB/s | vs io-forward (same frame) |",
-       "|---|---|---|---|---|---|---|"]
-for r in mem:
-    if r["mode"] == "echo":
-        out.append("| io-forward | %s | - | %s | - | %s | 1.00 |" % (
-            r["frame"], r["rx_mpps"], r["rx_mbps"]))
-for r in mem:
-    if r["mode"] == "nats":
+       "| core 0 runs | frame | size | Mpps in | msgs/s | MB/s | vs io-forward (same frame) | runs: Mpps range |",
+       "|---|---|---|---|---|---|---|---|"]
+for k, r in best.items():
+    if k[0] == "echo":
+        out.append("| io-forward | %s | - | %s | - | %s | 1.00 | %s |" % (
+            r["frame"], r["rx_mpps"], r["rx_mbps"], spread[k]))
+for k, r in best.items():
+    if k[0] == "nats":
         c = ceil.get(int(r["frame"]), 0)
-        out.append("| sluiced nats pub | %s | %s | %s | %s | %s | %.2f |" % (
+        out.append("| sluiced nats pub | %s | %s | %s | %s | %s | %.2f | %s |" % (
             r["frame"], r["size"], r["tx_mpps"], r["msgs_per_s"], r["mb_per_s"],
-            float(r["tx_mpps"]) / c if c else 0))
+            mpps(r) / c if c else 0, spread[k]))
 out += ["",
        "Profile (`perf record -g -p <sluiced>` for 2 s during `--mode nats --size 128`): before commit \"checksum a word at a time\" the worker spent 23% in clock_gettime (three reads per loop iteration, a few frames per iteration), 18% in csum_add (memif offers no receive checksum offload; the sum was a 16-bit big-endian loop), then NATS parsing and subject matching (~25%) and the memif PMD (~7%); after it: 15% clock_gettime, 5% csum_add. Commit \"worker: one clock read per loop iteration\": clock_gettime 13.6% -> 7.0% of samples in the same profile. A TSC clock (rdtsc scaled by rte_get_tsc_hz, re-anchored every second) was tried and dropped: on this VM it made the stream 5-10x slower with losses at the memif ring, cause not found. Commit \"tcp: frames are built straight in the driver's mbuf\": no second copy of each frame, one tcp_conn_sendv per send, tx bursts up to 128; over net_tap, NATS frames per delivered message did not change (0.03 tx frames/msg pipelined, 2.0 for 16-byte and 5.0 for 3000-byte request/reply, before and after: NATS deliveries already reach the stack as one iovec). Gap to io-forward: the forwarder touches no byte; sluiced sums, parses and routes every byte of one window-limited connection. Not done: a timer wheel, TSO.",
 
+       "",
+       "Generator hangs (fixed 2026-11-24, branch memif): this script had not completed for a day because sluice-dpdkgen hung in about one start in three, its main thread spinning in DPDK's memif rx_burst. The cause was the generator's clock, not the PMD: now_ns() multiplied the TSC by 1e9 in 64 bits, which wraps every 7.1 s at this VM's 2.6 GHz and never exceeds 7.1e9 ns, so a run's end beyond that was never reached (runs starting in the last 2.5 s of a period: 35%). After the fix, 30 echo starts in 30 completed (client 1 s after the listener) and 15 in 15 with the client connecting the moment the listener appears; but the first script run without that 1 s then left the link down on both ends of its first pair (10 s link wait, at load 3.6; with the wrapping clock that wait never expired, which is what the earlier 'hang when a client connects at once' was). So the script keeps the 1 s and retries a pair up to 3 times (no retry was needed in the run above). A real PMD hazard remains and is avoided rather than fixed: DPDK 22.11's memif unmaps a departed peer's rings from its interrupt thread while the lcore may be inside rx_burst (2 forwarder segfaults in 30 starts), so the echo generator waits for its stop frame to come back before it exits and the forwarder waits for the link to drop.",
        "",
        "dpdk vs kernel, `tests/bench/dpdk.sh %s` (root): sluiced with 1 worker on one end of a veth pair, "
        "sluice-bench in a second network namespace on the other; the same client and wire "

@@ -58,9 +58,15 @@ struct gen {
         uint64_t tx_frames, rx_frames, acked_bytes;
 };
 
+/* Whole seconds and the remainder are scaled apart: cycles * 1e9 overflows
+ * 64 bits once the TSC passes 1.8e10 (7 s after boot at 2.6 GHz), and the
+ * wrapped clock never exceeded 7.1e9 ns, so a deadline beyond that was never
+ * reached and the generator polled forever (the "hang in rx_burst" of about
+ * one start in three). The remainder is below hz, so remainder * 1e9 fits. */
 static uint64_t now_ns(void)
 {
-        return rte_get_tsc_cycles() * 1000000000ull / rte_get_tsc_hz();
+        uint64_t cycles = rte_get_tsc_cycles(), hz = rte_get_tsc_hz();
+        return cycles / hz * 1000000000ull + cycles % hz * 1000000000ull / hz;
 }
 
 static void put_headers(struct gen *g, uint8_t *f, uint32_t payload, uint8_t flags, uint32_t seq,
@@ -312,20 +318,41 @@ static void send_stop(struct gen *g)
                 }
 }
 
+static bool link_up(struct gen *g)
+{
+        struct rte_eth_link link;
+        return rte_eth_link_get_nowait(g->port, &link) == 0 && link.link_status;
+}
+
 /* testpmd's io engine: forward what arrives, back out of the same port,
- * until the generator's stop frame (or `secs` with no frame at all). */
+ * until the generator's stop frame (forwarded back: the generator's
+ * acknowledgement), its link going down, or `secs` without a frame. After
+ * the stop frame it polls no ring again and waits for the generator to
+ * leave first: memif's interrupt thread unmaps a departed peer's rings
+ * while the lcore may be inside rx_burst (segfaults seen here, 2 starts in
+ * 30 when the generator left right after its stop frame). */
 static int io_forward(struct gen *g, double secs)
 {
         struct rte_mbuf *m[BURST];
-        uint64_t fwd = 0, dropped = 0, give_up = now_ns() + (uint64_t)(secs * 1e9);
+        uint64_t fwd = 0, dropped = 0, idle_limit = (uint64_t)(secs * 1e9);
+        uint64_t last_frame = now_ns();
         bool stop = false;
+        const char *why = "stop frame";
         while (!stop) {
                 uint16_t n = rte_eth_rx_burst(g->port, 0, m, BURST);
                 if (!n) {
-                        if (!fwd && now_ns() > give_up)
+                        uint64_t now = now_ns();
+                        if (now - last_frame > idle_limit) {
+                                why = "idle";
                                 break;
+                        }
+                        if (now - last_frame > 1000000ull && !link_up(g)) {
+                                why = "link down";
+                                break;
+                        }
                         continue;
                 }
+                last_frame = now_ns();
                 for (uint16_t i = 0; i < n; i++)
                         stop |= is_stop(m[i]);
                 uint16_t sent = rte_eth_tx_burst(g->port, 0, m, n);
@@ -334,9 +361,33 @@ static int io_forward(struct gen *g, double secs)
                 fwd += sent;
                 dropped += n - sent;
         }
-        printf("mode=fwd forwarded=%" PRIu64 " dropped=%" PRIu64 "\n", fwd, dropped);
+        uint64_t deadline = now_ns() + 2000000000ull;
+        while (stop && link_up(g) && now_ns() < deadline)
+                rte_delay_us_sleep(1000);
+        printf("mode=fwd forwarded=%" PRIu64 " dropped=%" PRIu64 " ended_by=%s\n", fwd, dropped,
+               why);
         fflush(stdout);
         return 0; /* no port stop: the generator may still be attached */
+}
+
+/* The echo generator's goodbye: its stop frame, then frames drained until
+ * the forwarder has sent it back (so it polls no more), then no ring is
+ * touched again before exit. */
+static void echo_goodbye(struct gen *g)
+{
+        send_stop(g);
+        struct rte_mbuf *m[BURST];
+        bool back = false;
+        uint64_t deadline = now_ns() + 1000000000ull;
+        while (!back && now_ns() < deadline) {
+                uint16_t n = rte_eth_rx_burst(g->port, 0, m, BURST);
+                for (uint16_t i = 0; i < n; i++) {
+                        back |= is_stop(m[i]);
+                        rte_pktmbuf_free(m[i]);
+                }
+        }
+        if (!back)
+                fprintf(stderr, "sluice-dpdkgen: the forwarder did not return the stop frame\n");
 }
 
 int main(int argc, char **argv)
@@ -477,11 +528,11 @@ int main(int argc, char **argv)
         double dt = (double)(now_ns() - warm) / 1e9;
         double tx = (double)(g.tx_frames - base_tx) / dt, rx = (double)(g.rx_frames - base_rx) / dt;
         if (echo) {
-                send_stop(&g);
+                echo_goodbye(&g);
                 printf("mode=echo frame=%u tx_mpps=%.3f rx_mpps=%.3f rx_mbps=%.1f\n", frame,
                        tx / 1e6, rx / 1e6, rx * frame / 1e6);
                 fflush(stdout);
-                return 0; /* no port stop: the forwarder may still be attached */
+                return 0; /* no port stop: the forwarder is still attached */
         } else {
                 double bytes = (double)(g.acked_bytes - base_acked) / dt;
                 printf("mode=nats size=%u frame=%u tx_mpps=%.3f rx_mpps=%.3f msgs_per_s=%.0f "
