@@ -258,8 +258,11 @@ def run_group(make_sluiced, restart_mid):
         wait_until(lambda: (poll_all(), consumed() >= records)[1], 60, "every record consumed")
         for m in members[:2]:
             m.proc.send_signal(signal.SIGTERM)
+        # Both leave at once: each one's close can wait out a rebalance the
+        # other's leave started (seen past 30 s at load 8); what is checked
+        # here is only that they leave cleanly.
         for m in members[:2]:
-            assert m.finish(30) == 0, m.stderr_tail()
+            assert m.finish(90) == 0, m.stderr_tail()
     finally:
         for m in members:
             m.kill()
