@@ -50,6 +50,16 @@ static void check_all_offsets(struct st_part *s)
         }
 }
 
+/* After a run: reopen (recovery), every appended batch is there at its
+ * offset and nothing past the last one, then free. */
+static void reopen_check_free(struct st_part *s)
+{
+        st_part_reopen(s);
+        assert_int_equal(log_end_offset(s->p), s->b[s->nb - 1].base + s->b[s->nb - 1].count);
+        check_all_offsets(s);
+        st_part_free(s);
+}
+
 static void test_append_read(void **state)
 {
         (void)state;
@@ -442,10 +452,7 @@ static void test_single_tail_write_out_of_order(void **state)
                 assert_true(st.max_inflight_writes_per_fd > 1);
                 for (int i = 0; i < s.nb; i++)
                         assert_true(s.b[i].acked);
-                st_part_reopen(&s);
-                assert_int_equal(log_end_offset(s.p), s.b[s.nb - 1].base + s.b[s.nb - 1].count);
-                check_all_offsets(&s);
-                st_part_free(&s);
+                reopen_check_free(&s);
         }
 }
 
@@ -831,10 +838,7 @@ static void test_zero_fill_ahead_of_appends(void **state)
                         assert_true(written_bytes(s.dir, 0, 1 << 20, tail) == tail - (1 << 20));
                         assert_int_equal(ahead, 1 << 20);
                 }
-                st_part_reopen(&s);
-                assert_int_equal(log_end_offset(s.p), s.b[s.nb - 1].base + s.b[s.nb - 1].count);
-                check_all_offsets(&s);
-                st_part_free(&s);
+                reopen_check_free(&s);
         }
 }
 
@@ -863,10 +867,7 @@ static void test_zero_fill_never_overlaps_appends(void **state)
                 assert_true(log_owner_metrics(s.o)->zero_writes > 10);
                 for (int i = 0; i < s.nb; i++)
                         assert_true(s.b[i].acked);
-                st_part_reopen(&s);
-                assert_int_equal(log_end_offset(s.p), s.b[s.nb - 1].base + s.b[s.nb - 1].count);
-                check_all_offsets(&s);
-                st_part_free(&s);
+                reopen_check_free(&s);
         }
 }
 
