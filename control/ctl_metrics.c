@@ -112,7 +112,7 @@ static void grouped_metrics(struct sl_runtime *rt, struct ctl_text *t, worker_me
  * thread, which owns it. */
 static void meta_metrics(struct ctl_text *t)
 {
-        struct meta_log *m = ctl_kafka_meta() ? ctl_kafka_meta() : ctl_amqp_meta();
+        struct meta_log *m = ctl_amqp_meta(); /* Kafka's when Kafka is on */
         if (!m)
                 return;
         metric_head(t, "sluice_meta_log_bytes", "gauge",
