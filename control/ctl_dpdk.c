@@ -357,9 +357,17 @@ void ctl_dpdk_plan_print(const struct ctl_config *cfg, FILE *out)
                 struct in_addr a = {.s_addr = htonl(ports[i].ip)};
                 char ip[INET_ADDRSTRLEN];
                 inet_ntop(AF_INET, &a, ip, sizeof(ip));
+                /* off-link clients are served only through a gateway: say so */
+                char gw[64] = ", no gateway (on-link peers only)";
+                if (ports[i].gateway) {
+                        struct in_addr g = {.s_addr = htonl(ports[i].gateway)};
+                        char gip[INET_ADDRSTRLEN];
+                        inet_ntop(AF_INET, &g, gip, sizeof(gip));
+                        snprintf(gw, sizeof(gw), ", gateway %s", gip);
+                }
                 if (ports[i].is_vdev) {
-                        fprintf(out, "#   port %d: vdev %s, %s/%u\n", i, ports[i].dev, ip,
-                                ports[i].prefix_len);
+                        fprintf(out, "#   port %d: vdev %s, %s/%u%s\n", i, ports[i].dev, ip,
+                                ports[i].prefix_len, gw);
                         continue;
                 }
                 char drv[64];
@@ -368,8 +376,8 @@ void ctl_dpdk_plan_print(const struct ctl_config *cfg, FILE *out)
                                     : strcmp(drv, "vfio-pci") == 0 ? "bound to vfio-pci: ready"
                                     : drv[0] ? "bound to a kernel driver: run deploy/nic-bind.sh"
                                              : "bound to no driver: run deploy/nic-bind.sh";
-                fprintf(out, "#   port %d: PCI %s, %s/%u, %s%s%s\n", i, ports[i].dev, ip,
-                        ports[i].prefix_len, state, drv[0] ? " " : "", drv);
+                fprintf(out, "#   port %d: PCI %s, %s/%u%s, %s%s%s\n", i, ports[i].dev, ip,
+                        ports[i].prefix_len, gw, state, drv[0] ? " " : "", drv);
         }
         fprintf(out, "#   EAL main lcore: the control thread (not a worker)\n");
         for (uint32_t i = 0; i < cfg->worker_count && i < CTL_WORKERS_MAX; i++) {

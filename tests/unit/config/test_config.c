@@ -1220,7 +1220,8 @@ static void test_dpdk_check_plan(void **state)
         char *text = print_to_string(&cfg);
         assert_contains(text, "# dpdk plan (mode = dpdk");
         assert_contains(text, "#   memory: --no-huge, 256 MiB");
-        assert_contains(text, "#   port 0: vdev net_tap0,iface=sl0, 10.9.0.2/24");
+        assert_contains(text, "#   port 0: vdev net_tap0,iface=sl0, 10.9.0.2/24, gateway 10.9.0.1");
+        assert_contains(text, "192.0.2.10/30, no gateway (on-link peers only), ");
         assert_contains(text, "#   port 1: PCI 0000:03:00.1, 192.0.2.10/30, ");
         assert_contains(text, "#   worker 0: ");
         assert_contains(text, "polls rx/tx queue 1 of port 0");
