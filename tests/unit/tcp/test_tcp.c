@@ -30,6 +30,10 @@ static const uint8_t router_mac[6] = {0x02, 0, 0, 0, 0, 0xfe};
  * client whose frames the router (router_mac) forwards. */
 static uint32_t peer_ip;
 static const uint8_t *peer_eth;
+/* Where the stack's frames to the peer must go: peer_eth on the link, the
+ * gateway's MAC off it (whichever MAC the peer's frames came from). */
+static const uint8_t *reply_eth;
+static const uint8_t other_router_mac[6] = {0x02, 0, 0, 0, 0, 0xfd};
 
 struct out_frame {
         uint8_t data[FRAME_BYTES_MAX];
@@ -181,6 +185,7 @@ static int setup_with(const struct tcp_stack_config *cfg)
         auto_drain = true;
         peer_ip = PEER_IP;
         peer_eth = peer_mac;
+        reply_eth = peer_mac;
         st = tcp_stack_create(cfg);
         if (!st)
                 return -1;
@@ -276,7 +281,7 @@ static struct oseg expect_seg(void)
         struct out_frame *f = NULL;
         if (!next_out(&f))
                 fail_msg("expected a segment, the stack sent nothing");
-        assert_memory_equal(f->data, peer_eth, 6);
+        assert_memory_equal(f->data, reply_eth, 6);
         assert_memory_equal(f->data + 6, server_mac, 6);
         assert_int_equal(rd16(f->data + 12), ETH_TYPE_IPV4);
         const uint8_t *ip = f->data + ETH_HDR_LEN;
@@ -1358,6 +1363,7 @@ static void test_offlink_peer_without_gateway_dropped_and_counted(void **state)
         (void)state;
         peer_ip = OFFLINK_IP;
         peer_eth = router_mac;
+        reply_eth = router_mac;
         offlink_syn(41000);
         expect_nothing();
         assert_int_equal(tcp_stack_stats(st)->ip_no_route, 1);
@@ -1374,6 +1380,7 @@ static void test_offlink_peer_without_gateway_dropped_and_counted(void **state)
         /* the link's own peers are still served */
         peer_ip = PEER_IP;
         peer_eth = peer_mac;
+        reply_eth = peer_mac;
         connect_peer(41001, 100, false);
         assert_int_equal(tcp_stack_stats(st)->ip_no_route, 2);
 }
@@ -1407,9 +1414,12 @@ static void test_gateway_resolved_by_arp_then_offlink_served(void **state)
         assert_int_equal(tcp_stack_stats(st)->arp_requests, 2);
 
         /* an off-link SYN before the gateway answered: the SYN-ACK is not
-         * sent to any guessed MAC (not even the frame's source) */
+         * sent to any guessed MAC (not even the frame's source). The SYN
+         * comes through another router (asymmetric routing), so a reply to
+         * its source MAC would be the wrong next hop. */
         peer_ip = OFFLINK_IP;
-        peer_eth = router_mac;
+        peer_eth = other_router_mac;
+        reply_eth = router_mac;
         offlink_syn(42000);
         expect_nothing();
         assert_int_equal(tcp_stack_stats(st)->gw_unresolved, 1);
@@ -1441,6 +1451,7 @@ static void test_gateway_resolved_by_arp_then_offlink_served(void **state)
         /* an on-link peer is still answered at its own MAC, not the router's */
         peer_ip = PEER_IP;
         peer_eth = peer_mac;
+        reply_eth = peer_mac;
         connect_peer(42001, 700, false);
         assert_int_equal(tcp_stack_stats(st)->ip_no_route, 0);
 }
@@ -1463,6 +1474,7 @@ static void test_gateway_survives_neighbour_churn(void **state)
         assert_memory_equal(got, router_mac, 6);
         peer_ip = OFFLINK_IP;
         peer_eth = router_mac;
+        reply_eth = router_mac;
         offlink_syn(43000);
         struct oseg sa = expect_seg();
         assert_int_equal(sa.flags, TH_SYN | TH_ACK);
@@ -1485,6 +1497,7 @@ static void test_arp_passive_stack_takes_the_published_gateway(void **state)
         assert_int_equal(tcp_stack_stats(st)->arp_requests, 0);
         peer_ip = OFFLINK_IP;
         peer_eth = router_mac;
+        reply_eth = router_mac;
         offlink_syn(44000);
         expect_nothing();
         tcp_stack_neighbour_set(st, ROUTER_IP, router_mac);
