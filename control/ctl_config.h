@@ -61,6 +61,7 @@ struct ctl_dpdk_port {
         bool is_vdev;       /* a vdev: passed to the EAL as --vdev */
         uint32_t ip;        /* host byte order */
         uint8_t prefix_len; /* netmask length */
+        uint32_t gateway;   /* host byte order, inside the prefix; 0 = on-link peers only */
 };
 
 struct ctl_user {

@@ -159,14 +159,44 @@ int ctl_dpdk_ports_parse(const struct ctl_config *cfg, struct ctl_dpdk_port *por
                         na, n);
                 return -EINVAL;
         }
-        if (cfg->dpdk_gateway[0]) {
-                struct in_addr g;
-                if (inet_pton(AF_INET, cfg->dpdk_gateway, &g) != 1) {
+        /* One gateway per port in the ports' order ("-": none for that
+         * port); fewer words than ports leave the rest without one. A
+         * gateway is a neighbour, so it must lie inside its port's prefix. */
+        s = cfg->dpdk_gateway;
+        char gw[64];
+        int ng = 0;
+        while ((rc = word_next(&s, gw, sizeof(gw))) != 0) {
+                if (ng == n) {
                         why_set(err, err_len,
-                                "[dpdk] gateway: expected an IPv4 address, got \"%s\"",
-                                cfg->dpdk_gateway);
+                                "[dpdk] gateway: more gateways than ports (%d); give one IPv4 "
+                                "address (or -) per port",
+                                n);
                         return -EINVAL;
                 }
+                struct in_addr g;
+                if (rc > 0 && strcmp(gw, "-") == 0) {
+                        ng++;
+                        continue;
+                }
+                if (rc < 0 || inet_pton(AF_INET, gw, &g) != 1) {
+                        why_set(err, err_len,
+                                "[dpdk] gateway: expected an IPv4 address (or -), got \"%.40s\"",
+                                rc < 0 ? s : gw);
+                        return -EINVAL;
+                }
+                uint32_t ip = ntohl(g.s_addr), own = ports[ng].ip;
+                uint8_t len = ports[ng].prefix_len;
+                uint32_t mask = len == 0 ? 0 : ~0u << (32 - len);
+                if (ip == own || ((ip ^ own) & mask) != 0) {
+                        why_set(err, err_len,
+                                "[dpdk] gateway: %s is not a neighbour on port %d's subnet "
+                                "(%u.%u.%u.%u/%u); the next hop must be inside the prefix",
+                                gw, ng, own >> 24, own >> 16 & 0xff, own >> 8 & 0xff, own & 0xff,
+                                len);
+                        return -EINVAL;
+                }
+                ports[ng].gateway = ip;
+                ng++;
         }
         return n;
 }
@@ -327,9 +357,17 @@ void ctl_dpdk_plan_print(const struct ctl_config *cfg, FILE *out)
                 struct in_addr a = {.s_addr = htonl(ports[i].ip)};
                 char ip[INET_ADDRSTRLEN];
                 inet_ntop(AF_INET, &a, ip, sizeof(ip));
+                /* off-link clients are served only through a gateway: say so */
+                char gw[64] = ", no gateway (on-link peers only)";
+                if (ports[i].gateway) {
+                        struct in_addr g = {.s_addr = htonl(ports[i].gateway)};
+                        char gip[INET_ADDRSTRLEN];
+                        inet_ntop(AF_INET, &g, gip, sizeof(gip));
+                        snprintf(gw, sizeof(gw), ", gateway %s", gip);
+                }
                 if (ports[i].is_vdev) {
-                        fprintf(out, "#   port %d: vdev %s, %s/%u\n", i, ports[i].dev, ip,
-                                ports[i].prefix_len);
+                        fprintf(out, "#   port %d: vdev %s, %s/%u%s\n", i, ports[i].dev, ip,
+                                ports[i].prefix_len, gw);
                         continue;
                 }
                 char drv[64];
@@ -338,8 +376,8 @@ void ctl_dpdk_plan_print(const struct ctl_config *cfg, FILE *out)
                                     : strcmp(drv, "vfio-pci") == 0 ? "bound to vfio-pci: ready"
                                     : drv[0] ? "bound to a kernel driver: run deploy/nic-bind.sh"
                                              : "bound to no driver: run deploy/nic-bind.sh";
-                fprintf(out, "#   port %d: PCI %s, %s/%u, %s%s%s\n", i, ports[i].dev, ip,
-                        ports[i].prefix_len, state, drv[0] ? " " : "", drv);
+                fprintf(out, "#   port %d: PCI %s, %s/%u%s, %s%s%s\n", i, ports[i].dev, ip,
+                        ports[i].prefix_len, gw, state, drv[0] ? " " : "", drv);
         }
         fprintf(out, "#   EAL main lcore: the control thread (not a worker)\n");
         for (uint32_t i = 0; i < cfg->worker_count && i < CTL_WORKERS_MAX; i++) {

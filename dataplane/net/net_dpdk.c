@@ -60,6 +60,10 @@ struct dpdk_port {
         struct rte_ether_addr mac;
         uint32_t ip;
         uint8_t prefix_len;
+        uint32_t gateway; /* 0: none */
+        /* The gateway's MAC as worker 0 (the ARP owner) learnt it, for the
+         * other workers' stacks: the 6 bytes plus bit 48 set; 0 = unknown. */
+        _Atomic uint64_t gw_mac_pub;
         bool tx_csum; /* IPv4 + TCP checksum offload */
         bool rx_csum;
         uint16_t mtu;
@@ -95,6 +99,8 @@ enum dpdk_counter {
         DC_RST_SENT,
         DC_RST_RECEIVED,
         DC_TIMEOUTS,
+        DC_IP_NO_ROUTE,
+        DC_GW_UNRESOLVED,
         DC_COUNT,
 };
 
@@ -135,6 +141,10 @@ static const struct {
     [DC_RST_RECEIVED] = {"sluice_dpdk_tcp_rst_received_total", "counter", "Resets received."},
     [DC_TIMEOUTS] = {"sluice_dpdk_tcp_timeouts_total", "counter",
                      "Connections dropped after retransmissions or keepalives ran out."},
+    [DC_IP_NO_ROUTE] = {"sluice_dpdk_ip_no_route_total", "counter",
+                        "Frames from or to peers off the port's subnet with no [dpdk] gateway."},
+    [DC_GW_UNRESOLVED] = {"sluice_dpdk_gateway_unresolved_total", "counter",
+                          "Off-link frames dropped before the gateway answered ARP."},
 };
 
 struct dpdk_worker_summary {
@@ -162,6 +172,7 @@ struct net_dpdk {
         struct dpdk_port *port;
         uint16_t queue;
         struct tcp_stack *stack;
+        uint64_t gw_seen; /* the gw_mac_pub value this worker last published or took */
         uint32_t conns_max;
         struct sl_conn **by_tcp; /* [tcp index] the sl_conn riding on it */
         uint32_t *rx_lent;       /* [tcp index] bytes lent as the current view */
@@ -459,6 +470,7 @@ int net_dpdk_setup(const struct ctl_config *cfg, char *err, size_t err_len)
                 rte_eth_macaddr_get(p->id, &p->mac);
                 p->ip = ports[i].ip;
                 p->prefix_len = ports[i].prefix_len;
+                p->gateway = ports[i].gateway;
                 p->mtu = mtu;
         }
         dpdk.nports = n;
@@ -689,6 +701,8 @@ static int dpdk_init(struct sl_worker *w)
         struct tcp_stack_config tc = {
             .ip = d->port->ip,
             .prefix_len = d->port->prefix_len,
+            .gateway = d->port->gateway,
+            .arp_passive = w->id != 0, /* ARP frames reach worker 0 only */
             .mtu = d->port->mtu,
             .conns_max = d->conns_max,
             .syn_backlog_max = cfg->dpdk_syn_backlog,
@@ -943,6 +957,8 @@ static void counters_publish(struct net_dpdk *d)
             [DC_RST_SENT] = st->rst_sent,
             [DC_RST_RECEIVED] = st->rst_received,
             [DC_TIMEOUTS] = st->timeouts,
+            [DC_IP_NO_ROUTE] = st->ip_no_route,
+            [DC_GW_UNRESOLVED] = st->gw_unresolved,
         };
         for (int i = 0; i < DC_COUNT; i++)
                 atomic_store_explicit(&dpdk.pub[d->w->id][i], v[i], memory_order_relaxed);
@@ -983,6 +999,33 @@ static void deliver(struct net_dpdk *d, uint32_t idx)
         }
 }
 
+/* Worker 0 resolves the gateway (ARP reaches it only) and publishes its
+ * MAC; the others take it from there. One relaxed load per iteration when
+ * a gateway is configured: the value is self-contained. */
+static void gateway_sync(struct net_dpdk *d)
+{
+        uint8_t mac[6];
+        if (d->w->id == 0) {
+                if (!tcp_stack_neighbour(d->stack, d->port->gateway, mac))
+                        return;
+                uint64_t v = 1ull << 48;
+                for (int i = 0; i < 6; i++)
+                        v |= (uint64_t)mac[i] << (8 * i);
+                if (v != d->gw_seen) {
+                        d->gw_seen = v;
+                        atomic_store_explicit(&d->port->gw_mac_pub, v, memory_order_relaxed);
+                }
+                return;
+        }
+        uint64_t v = atomic_load_explicit(&d->port->gw_mac_pub, memory_order_relaxed);
+        if (v == d->gw_seen)
+                return;
+        d->gw_seen = v;
+        for (int i = 0; i < 6; i++)
+                mac[i] = (uint8_t)(v >> (8 * i));
+        tcp_stack_neighbour_set(d->stack, d->port->gateway, mac);
+}
+
 static uint32_t dpdk_poll(struct sl_worker *w)
 {
         struct net_dpdk *d = w->net_state;
@@ -997,6 +1040,8 @@ static uint32_t dpdk_poll(struct sl_worker *w)
         } else {
                 arrived = impaired_input(d, rx, n);
         }
+        if (d->port->gateway)
+                gateway_sync(d);
         tcp_stack_timers(d->stack, w->now_ms);
         if (w->now_ms >= d->pub_next_ms) {
                 d->pub_next_ms = w->now_ms + 100;

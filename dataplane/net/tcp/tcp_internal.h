@@ -164,6 +164,13 @@ struct tcp_stack {
         uint64_t timers_next_ms;
 
         struct neigh neigh[NEIGH_SLOTS];
+        /* The gateway's MAC is kept apart from the hashed table, which an
+         * on-link neighbour in the same slot could overwrite: every off-link
+         * peer depends on this one entry. */
+        uint32_t netmask;
+        bool gw_known;
+        uint8_t gw_mac[6];
+        uint64_t gw_arp_next_ms; /* next request while unresolved */
         uint16_t ip_id;
         uint8_t *frame; /* the frame being built: frame_own or the driver's (cfg.tx_frame) */
         uint8_t frame_own[FRAME_BYTES_MAX];
@@ -174,6 +181,7 @@ void ip_output(struct tcp_stack *s, const uint8_t dmac[6], uint32_t dst_ip, uint
                uint8_t *l4, uint32_t l4_len);
 uint8_t *ip_l4_area(struct tcp_stack *s); /* starts a frame: call before building one */
 void neigh_learn(struct tcp_stack *s, uint32_t ip, const uint8_t mac[6]);
+void neigh_timers(struct tcp_stack *s, uint64_t now_ms); /* gateway ARP retries */
 
 /* tcp_tcp.c */
 void tcp_input(struct tcp_stack *s, const uint8_t *eth_src, uint32_t src_ip, uint32_t dst_ip,

@@ -64,12 +64,27 @@ uint32_t csum_pseudo(uint32_t src, uint32_t dst, uint8_t proto, uint16_t len)
         return sum + proto + len;
 }
 
+static uint32_t prefix_mask(uint8_t prefix_len)
+{
+        return prefix_len == 0 ? 0 : ~0u << (32 - prefix_len);
+}
+
+/* A gateway is a neighbour: inside our prefix and not ourselves. */
+static bool gateway_valid(const struct tcp_stack_config *c)
+{
+        if (c->gateway == 0)
+                return true;
+        uint32_t m = prefix_mask(c->prefix_len);
+        return c->gateway != c->ip && ((c->gateway ^ c->ip) & m) == 0;
+}
+
 static bool cfg_valid(const struct tcp_stack_config *c)
 {
-        return c->xmit && c->conns_max > 0 && c->conns_max <= (1u << 24) && c->buf_bytes >= 4096 &&
-               (c->buf_bytes & (c->buf_bytes - 1)) == 0 && c->buf_bytes <= (1u << 30) &&
-               c->mtu >= 576 && c->mtu <= 9000 && c->prefix_len >= 1 && c->prefix_len <= 32 &&
-               c->rto_min_ms > 0 && c->rto_max_ms >= c->rto_min_ms && c->rto_initial_ms > 0;
+        return gateway_valid(c) && c->xmit && c->conns_max > 0 && c->conns_max <= (1u << 24) &&
+               c->buf_bytes >= 4096 && (c->buf_bytes & (c->buf_bytes - 1)) == 0 &&
+               c->buf_bytes <= (1u << 30) && c->mtu >= 576 && c->mtu <= 9000 &&
+               c->prefix_len >= 1 && c->prefix_len <= 32 && c->rto_min_ms > 0 &&
+               c->rto_max_ms >= c->rto_min_ms && c->rto_initial_ms > 0;
 }
 
 struct tcp_stack *tcp_stack_create(const struct tcp_stack_config *cfg)
@@ -81,6 +96,7 @@ struct tcp_stack *tcp_stack_create(const struct tcp_stack_config *cfg)
                 return NULL;
         s->cfg = *cfg;
         s->frame = s->frame_own;
+        s->netmask = prefix_mask(cfg->prefix_len);
         if (s->cfg.syn_backlog_max == 0)
                 s->cfg.syn_backlog_max = 1;
         s->mss_local = (uint16_t)(cfg->mtu - IP_HDR_LEN - TCP_HDR_LEN);
@@ -160,6 +176,13 @@ void neigh_learn(struct tcp_stack *s, uint32_t ip, const uint8_t mac[6])
 {
         if (ip == 0 || ip == s->cfg.ip || (mac[0] & 1))
                 return;
+        if (ip == s->cfg.gateway) {
+                if (!s->gw_known || memcmp(s->gw_mac, mac, 6) != 0)
+                        s->stats.arp_learned++;
+                memcpy(s->gw_mac, mac, 6);
+                s->gw_known = true;
+                return;
+        }
         struct neigh *n = &s->neigh[neigh_slot(ip)];
         if (n->ip == ip && memcmp(n->mac, mac, 6) == 0)
                 return;
@@ -168,8 +191,18 @@ void neigh_learn(struct tcp_stack *s, uint32_t ip, const uint8_t mac[6])
         s->stats.arp_learned++;
 }
 
+void tcp_stack_neighbour_set(struct tcp_stack *s, uint32_t ip, const uint8_t mac[6])
+{
+        neigh_learn(s, ip, mac);
+}
+
 bool tcp_stack_neighbour(const struct tcp_stack *s, uint32_t ip, uint8_t mac[6])
 {
+        if (ip != 0 && ip == s->cfg.gateway) {
+                if (s->gw_known)
+                        memcpy(mac, s->gw_mac, 6);
+                return s->gw_known;
+        }
         const struct neigh *n = &s->neigh[neigh_slot(ip)];
         if (n->ip != ip || ip == 0)
                 return false;
@@ -207,6 +240,20 @@ void ip_output(struct tcp_stack *s, const uint8_t dmac[6], uint32_t dst_ip, uint
                uint8_t *l4, uint32_t l4_len)
 {
         (void)l4;
+        /* Off-link: the frame goes to the gateway's MAC whatever the caller
+         * recorded, and without a gateway (or before it answers ARP) it is
+         * dropped, never sent to a guessed MAC; retransmission recovers. */
+        if (((dst_ip ^ s->cfg.ip) & s->netmask) != 0) {
+                if (s->cfg.gateway == 0) {
+                        s->stats.ip_no_route++;
+                        return;
+                }
+                if (!s->gw_known) {
+                        s->stats.gw_unresolved++;
+                        return;
+                }
+                dmac = s->gw_mac;
+        }
         uint8_t *f = s->frame;
         memcpy(f, dmac, 6);
         memcpy(f + 6, s->cfg.mac, 6);
@@ -250,12 +297,30 @@ static void arp_send(struct tcp_stack *s, uint16_t op, const uint8_t tha[6], uin
         frame_send(s, 60, false);
 }
 
+/* A broadcast ARP request for the gateway, repeated each second until it
+ * answers (it may come up after us); its reply lands in neigh_learn. */
+static void gateway_request(struct tcp_stack *s, uint64_t now_ms)
+{
+        static const uint8_t zero[6] = {0};
+        arp_send(s, 1, zero, s->cfg.gateway, mac_broadcast);
+        s->stats.arp_requests++;
+        s->gw_arp_next_ms = now_ms + 1000;
+}
+
 void tcp_stack_announce(struct tcp_stack *s, uint64_t now_ms)
 {
-        (void)now_ms;
         static const uint8_t zero[6] = {0};
         /* A gratuitous ARP request: sender and target are our own address. */
         arp_send(s, 1, zero, s->cfg.ip, mac_broadcast);
+        if (s->cfg.gateway != 0 && !s->gw_known && !s->cfg.arp_passive)
+                gateway_request(s, now_ms);
+}
+
+void neigh_timers(struct tcp_stack *s, uint64_t now_ms)
+{
+        if (s->cfg.gateway != 0 && !s->gw_known && !s->cfg.arp_passive &&
+            now_ms >= s->gw_arp_next_ms)
+                gateway_request(s, now_ms);
 }
 
 /* ---- input ---- */
@@ -331,8 +396,14 @@ static void ipv4_input(struct tcp_stack *s, const uint8_t *eth_src, const uint8_
                 s->stats.ip_fragments_dropped++;
                 return;
         }
-        /* Neighbours are learnt from ARP only: replies go to the MAC a
-         * segment came from, so a table write per packet would buy nothing. */
+        /* An off-link peer is answered through the gateway (ip_output), so
+         * without one nothing could answer it: drop before any state. */
+        if (((src ^ s->cfg.ip) & s->netmask) != 0 && s->cfg.gateway == 0) {
+                s->stats.ip_no_route++;
+                return;
+        }
+        /* Neighbours are learnt from ARP only: on-link replies go to the MAC
+         * a segment came from, so a table write per packet would buy nothing. */
         switch (ip[9]) {
         case IP_PROTO_ICMP:
                 icmp_input(s, eth_src, src, ip + ihl, total - ihl);

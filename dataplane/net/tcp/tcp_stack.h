@@ -22,6 +22,12 @@ struct tcp_stack_config {
         uint8_t mac[6];
         uint32_t ip; /* host byte order */
         uint8_t prefix_len;
+        /* Next hop for peers outside ip/prefix_len (host order, inside the
+         * prefix; 0: none, and off-link peers are dropped, ip_no_route). */
+        uint32_t gateway;
+        /* Another stack of the port owns ARP (worker 0): this one sends no
+         * gateway requests and is told the MAC with tcp_stack_neighbour_set. */
+        bool arp_passive;
         uint16_t mtu; /* IP MTU of the port, 576..9000 */
 
         uint32_t conns_max;       /* every state counts, TIME_WAIT included */
@@ -71,7 +77,10 @@ struct tcp_stack_stats {
         uint64_t rx_frames, tx_frames, tx_dropped;
         uint64_t eth_dropped; /* not for us, unknown ethertype, runt */
         uint64_t arp_replies, arp_learned;
-        uint64_t ip_bad; /* header or checksum */
+        uint64_t arp_requests;  /* for the gateway: at start, then each second until it answers */
+        uint64_t ip_no_route;   /* an off-link peer and no gateway: never sent to a guessed MAC */
+        uint64_t gw_unresolved; /* an off-link frame dropped while the gateway's MAC is unknown */
+        uint64_t ip_bad;        /* header or checksum */
         uint64_t ip_fragments_dropped;
         uint64_t ip_not_ours; /* another destination or an unknown protocol */
         uint64_t icmp_echo_replies;
@@ -92,7 +101,8 @@ void tcp_stack_destroy(struct tcp_stack *s);
 /* Accept connections to port. 0, -EEXIST, -ENOSPC. */
 int tcp_stack_listen(struct tcp_stack *s, uint16_t port);
 
-/* Sends one gratuitous ARP so neighbours learn (or update) our MAC. */
+/* Sends one gratuitous ARP so neighbours learn (or update) our MAC, and
+ * an ARP request for the gateway if there is one. */
 void tcp_stack_announce(struct tcp_stack *s, uint64_t now_ms);
 
 /* One received frame, borrowed for the call. csum_ok: the NIC verified the
@@ -106,6 +116,10 @@ void tcp_stack_timers(struct tcp_stack *s, uint64_t now_ms);
 
 const struct tcp_stack_stats *tcp_stack_stats(const struct tcp_stack *s);
 uint32_t tcp_stack_conns_in_use(const struct tcp_stack *s);
+
+/* Teaches the table a neighbour another stack of the port resolved (the
+ * ARP owner publishes the gateway's MAC to the other workers). */
+void tcp_stack_neighbour_set(struct tcp_stack *s, uint32_t ip, const uint8_t mac[6]);
 
 /* The MAC the neighbour table holds for ip (host order); false if none. */
 bool tcp_stack_neighbour(const struct tcp_stack *s, uint32_t ip, uint8_t mac[6]);

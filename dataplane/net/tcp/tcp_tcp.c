@@ -948,6 +948,7 @@ static void keepalive_expire(struct tcp_stack *s, struct tcp_conn *c, uint64_t n
 
 void tcp_stack_timers(struct tcp_stack *s, uint64_t now_ms)
 {
+        neigh_timers(s, now_ms);
         if (now_ms < s->timers_next_ms)
                 return;
         s->timers_next_ms = now_ms + 5; /* the granularity every timer is rounded to */

@@ -86,6 +86,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct tcp_stack_config cfg = {
             .ip = 0x0a000002u,
             .prefix_len = 24,
+            .gateway = 0x0a0000feu, /* off-link sources take the next-hop path too */
             .mtu = 1500,
             .conns_max = conns_max,
             .syn_backlog_max = 4,

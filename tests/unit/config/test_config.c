@@ -1100,7 +1100,18 @@ static void test_dpdk_keys_parsed(void **state)
         assert_false(ports[1].is_vdev);
         assert_string_equal(ports[1].dev, "0000:03:00.1");
         assert_int_equal(ports[1].prefix_len, 30);
+        assert_int_equal(ports[0].gateway, 0x0a090001); /* one word: the first port's */
+        assert_int_equal(ports[1].gateway, 0);
         assert_round_trip(&cfg);
+
+        /* per port, "-" for none */
+        assert_int_equal(load(&cfg, "[dpdk]\nports = net_tap0 net_tap1\n"
+                                    "addresses = 10.0.0.2/24 10.1.0.2/16\n"
+                                    "gateway = - 10.1.200.1\n"),
+                         0);
+        assert_int_equal(ctl_dpdk_ports_parse(&cfg, ports, err, sizeof(err)), 2);
+        assert_int_equal(ports[0].gateway, 0);
+        assert_int_equal(ports[1].gateway, 0x0a01c801);
 
         /* [server] mode, the older spelling, still works */
         assert_int_equal(load(&cfg, "[server]\nmode = dpdk\n"), 0);
@@ -1168,6 +1179,12 @@ static void test_dpdk_validate_errors(void **state)
             {"[dpdk]\nports = net_tap0\naddresses = 10.0.0.1/33\n", "expected IPv4/prefix"},
             {"[dpdk]\nports = net_tap0\naddresses = 10.0.0.1/24\ngateway = nope\n",
              "[dpdk] gateway: expected an IPv4 address"},
+            {"[dpdk]\nports = net_tap0\naddresses = 10.0.0.2/24\ngateway = 10.0.1.1\n",
+             "[dpdk] gateway: 10.0.1.1 is not a neighbour on port 0's subnet (10.0.0.2/24)"},
+            {"[dpdk]\nports = net_tap0\naddresses = 10.0.0.2/24\ngateway = 10.0.0.2\n",
+             "[dpdk] gateway: 10.0.0.2 is not a neighbour"},
+            {"[dpdk]\nports = net_tap0\naddresses = 10.0.0.2/24\ngateway = 10.0.0.1 10.0.0.3\n",
+             "more gateways than ports"},
             {"[dpdk]\nports = net_a net_b net_c net_d net_e\n", "more than 4 ports"},
             {"[net]\nmode = dpdk\n[listeners]\nnats = 127.0.0.1:0\n[dpdk]\nports = net_tap0\n"
              "addresses = 10.0.0.1/24\n",
@@ -1203,7 +1220,8 @@ static void test_dpdk_check_plan(void **state)
         char *text = print_to_string(&cfg);
         assert_contains(text, "# dpdk plan (mode = dpdk");
         assert_contains(text, "#   memory: --no-huge, 256 MiB");
-        assert_contains(text, "#   port 0: vdev net_tap0,iface=sl0, 10.9.0.2/24");
+        assert_contains(text, "#   port 0: vdev net_tap0,iface=sl0, 10.9.0.2/24, gateway 10.9.0.1");
+        assert_contains(text, "192.0.2.10/30, no gateway (on-link peers only), ");
         assert_contains(text, "#   port 1: PCI 0000:03:00.1, 192.0.2.10/30, ");
         assert_contains(text, "#   worker 0: ");
         assert_contains(text, "polls rx/tx queue 1 of port 0");

@@ -22,6 +22,18 @@
 
 static const uint8_t server_mac[6] = {0x02, 0, 0, 0, 0, 2};
 static const uint8_t peer_mac[6] = {0x02, 0, 0, 0, 0, 1};
+static const uint8_t router_mac[6] = {0x02, 0, 0, 0, 0, 0xfe};
+#define ROUTER_IP  0x0a0000feu /* 10.0.0.254, the gateway */
+#define OFFLINK_IP 0x0a4d0001u /* 10.77.0.1, a client behind the router */
+
+/* Who the peer frames come from: PEER_IP on the link, or an off-link
+ * client whose frames the router (router_mac) forwards. */
+static uint32_t peer_ip;
+static const uint8_t *peer_eth;
+/* Where the stack's frames to the peer must go: peer_eth on the link, the
+ * gateway's MAC off it (whichever MAC the peer's frames came from). */
+static const uint8_t *reply_eth;
+static const uint8_t other_router_mac[6] = {0x02, 0, 0, 0, 0, 0xfd};
 
 struct out_frame {
         uint8_t data[FRAME_BYTES_MAX];
@@ -171,6 +183,9 @@ static int setup_with(const struct tcp_stack_config *cfg)
         writable_calls = 0;
         in_place = 0;
         auto_drain = true;
+        peer_ip = PEER_IP;
+        peer_eth = peer_mac;
+        reply_eth = peer_mac;
         st = tcp_stack_create(cfg);
         if (!st)
                 return -1;
@@ -197,7 +212,7 @@ static int teardown(void **state)
 static uint32_t eth_ip_build(uint8_t *f, uint8_t proto, uint32_t l4_len, uint16_t frag)
 {
         memcpy(f, server_mac, 6);
-        memcpy(f + 6, peer_mac, 6);
+        memcpy(f + 6, peer_eth, 6);
         wr16(f + 12, ETH_TYPE_IPV4);
         uint8_t *ip = f + ETH_HDR_LEN;
         memset(ip, 0, IP_HDR_LEN);
@@ -206,7 +221,7 @@ static uint32_t eth_ip_build(uint8_t *f, uint8_t proto, uint32_t l4_len, uint16_
         wr16(ip + 6, frag);
         ip[8] = 64;
         ip[9] = proto;
-        wr32(ip + 12, PEER_IP);
+        wr32(ip + 12, peer_ip);
         wr32(ip + 16, SERVER_IP);
         wr16(ip + 10, csum_fold(csum_add(0, ip, IP_HDR_LEN)));
         return ETH_HDR_LEN + IP_HDR_LEN + l4_len;
@@ -243,7 +258,7 @@ static void peer_send(const struct iseg *g)
         if (g->len)
                 memcpy(t + hl, g->data, g->len);
         uint32_t len = hl + g->len;
-        uint32_t sum = csum_pseudo(PEER_IP, SERVER_IP, IP_PROTO_TCP, (uint16_t)len);
+        uint32_t sum = csum_pseudo(peer_ip, SERVER_IP, IP_PROTO_TCP, (uint16_t)len);
         wr16(t + 16, csum_fold(csum_add(sum, t, len)));
         uint32_t flen = eth_ip_build(f, IP_PROTO_TCP, len, 0);
         tcp_stack_input(st, f, flen, false, now);
@@ -266,18 +281,18 @@ static struct oseg expect_seg(void)
         struct out_frame *f = NULL;
         if (!next_out(&f))
                 fail_msg("expected a segment, the stack sent nothing");
-        assert_memory_equal(f->data, peer_mac, 6);
+        assert_memory_equal(f->data, reply_eth, 6);
         assert_memory_equal(f->data + 6, server_mac, 6);
         assert_int_equal(rd16(f->data + 12), ETH_TYPE_IPV4);
         const uint8_t *ip = f->data + ETH_HDR_LEN;
         assert_int_equal(csum_fold(csum_add(0, ip, IP_HDR_LEN)), 0);
         assert_int_equal(ip[9], IP_PROTO_TCP);
         assert_int_equal(rd32(ip + 12), SERVER_IP);
-        assert_int_equal(rd32(ip + 16), PEER_IP);
+        assert_int_equal(rd32(ip + 16), peer_ip);
         uint32_t len = rd16(ip + 2) - IP_HDR_LEN;
         assert_int_equal(f->len, ETH_HDR_LEN + IP_HDR_LEN + len);
         const uint8_t *t = ip + IP_HDR_LEN;
-        uint32_t sum = csum_pseudo(SERVER_IP, PEER_IP, IP_PROTO_TCP, (uint16_t)len);
+        uint32_t sum = csum_pseudo(SERVER_IP, peer_ip, IP_PROTO_TCP, (uint16_t)len);
         assert_int_equal(csum_fold(csum_add(sum, t, len)), 0);
         struct oseg g = {0};
         g.sport = rd16(t);
@@ -1292,6 +1307,205 @@ static void test_checksum_matches_definition(void **state)
         }
 }
 
+/* ---- next hop: the gateway ---- */
+
+static void arp_from(uint16_t op, const uint8_t sha[6], uint32_t spa, uint32_t tpa)
+{
+        uint8_t f[60] = {0};
+        memset(f, 0xff, 6);
+        memcpy(f + 6, sha, 6);
+        wr16(f + 12, ETH_TYPE_ARP);
+        uint8_t *a = f + ETH_HDR_LEN;
+        wr16(a, 1);
+        wr16(a + 2, ETH_TYPE_IPV4);
+        a[4] = 6;
+        a[5] = 4;
+        wr16(a + 6, op);
+        memcpy(a + 8, sha, 6);
+        wr32(a + 14, spa);
+        wr32(a + 24, tpa);
+        tcp_stack_input(st, f, sizeof(f), false, now);
+}
+
+/* The next frame must be a broadcast ARP request from us for ROUTER_IP. */
+static void expect_gateway_request(void)
+{
+        struct out_frame *o = NULL;
+        if (!next_out(&o))
+                fail_msg("expected an ARP request for the gateway, the stack sent nothing");
+        assert_memory_equal(o->data, "\xff\xff\xff\xff\xff\xff", 6);
+        assert_int_equal(rd16(o->data + 12), ETH_TYPE_ARP);
+        assert_int_equal(rd16(o->data + ETH_HDR_LEN + 6), 1);
+        assert_memory_equal(o->data + ETH_HDR_LEN + 8, server_mac, 6);
+        assert_int_equal(rd32(o->data + ETH_HDR_LEN + 14), SERVER_IP);
+        assert_int_equal(rd32(o->data + ETH_HDR_LEN + 24), ROUTER_IP);
+}
+
+static int setup_gateway(void **state)
+{
+        (void)state;
+        struct tcp_stack_config cfg = config();
+        cfg.gateway = ROUTER_IP;
+        return setup_with(&cfg);
+}
+
+static void offlink_syn(uint16_t port)
+{
+        peer_send(&(struct iseg){.sport = port,
+                                 .seq = 5000,
+                                 .flags = TH_SYN,
+                                 .opts = syn_opts_mss,
+                                 .opts_len = sizeof(syn_opts_mss)});
+}
+
+static void test_offlink_peer_without_gateway_dropped_and_counted(void **state)
+{
+        (void)state;
+        peer_ip = OFFLINK_IP;
+        peer_eth = router_mac;
+        reply_eth = router_mac;
+        offlink_syn(41000);
+        expect_nothing();
+        assert_int_equal(tcp_stack_stats(st)->ip_no_route, 1);
+        assert_int_equal(tcp_stack_conns_in_use(st), 0);
+        /* nor an echo request: no reply to the MAC it came from */
+        uint8_t f[128];
+        uint8_t *icmp = f + ETH_HDR_LEN + IP_HDR_LEN;
+        memset(icmp, 0, 64);
+        icmp[0] = 8;
+        wr16(icmp + 2, csum_fold(csum_add(0, icmp, 64)));
+        tcp_stack_input(st, f, eth_ip_build(f, IP_PROTO_ICMP, 64, 0), false, now);
+        expect_nothing();
+        assert_int_equal(tcp_stack_stats(st)->ip_no_route, 2);
+        /* the link's own peers are still served */
+        peer_ip = PEER_IP;
+        peer_eth = peer_mac;
+        reply_eth = peer_mac;
+        connect_peer(41001, 100, false);
+        assert_int_equal(tcp_stack_stats(st)->ip_no_route, 2);
+}
+
+static void test_gateway_must_be_inside_the_prefix(void **state)
+{
+        (void)state;
+        struct tcp_stack_config cfg = config();
+        cfg.gateway = 0x0a000101u; /* 10.0.1.1: outside 10.0.0.0/24 */
+        assert_null(tcp_stack_create(&cfg));
+        cfg.gateway = SERVER_IP; /* ourselves */
+        assert_null(tcp_stack_create(&cfg));
+        cfg.gateway = ROUTER_IP;
+        struct tcp_stack *ok = tcp_stack_create(&cfg);
+        assert_non_null(ok);
+        tcp_stack_destroy(ok);
+}
+
+static void test_gateway_resolved_by_arp_then_offlink_served(void **state)
+{
+        (void)state;
+        tcp_stack_announce(st, now);
+        struct out_frame *o = NULL;
+        assert_true(next_out(&o)); /* the gratuitous ARP */
+        assert_int_equal(rd32(o->data + ETH_HDR_LEN + 24), SERVER_IP);
+        expect_gateway_request();
+        advance(900);
+        expect_nothing();
+        advance(200); /* no answer: asked again each second */
+        expect_gateway_request();
+        assert_int_equal(tcp_stack_stats(st)->arp_requests, 2);
+
+        /* an off-link SYN before the gateway answered: the SYN-ACK is not
+         * sent to any guessed MAC (not even the frame's source). The SYN
+         * comes through another router (asymmetric routing), so a reply to
+         * its source MAC would be the wrong next hop. */
+        peer_ip = OFFLINK_IP;
+        peer_eth = other_router_mac;
+        reply_eth = router_mac;
+        offlink_syn(42000);
+        expect_nothing();
+        assert_int_equal(tcp_stack_stats(st)->gw_unresolved, 1);
+
+        arp_from(2, router_mac, ROUTER_IP, SERVER_IP);
+        expect_nothing();
+        uint8_t mac[6];
+        assert_true(tcp_stack_neighbour(st, ROUTER_IP, mac));
+        assert_memory_equal(mac, router_mac, 6);
+
+        /* the SYN-ACK's retransmission now goes to the router's MAC
+         * (expect_seg checks peer_eth), and no more ARP requests */
+        for (int i = 0; i < 600 && out_read == out_count; i++)
+                advance(5);
+        struct oseg sa = expect_seg();
+        assert_int_equal(sa.flags, TH_SYN | TH_ACK);
+        assert_int_equal(sa.ack, 5001);
+        peer_send(&(struct iseg){.sport = 42000, .seq = 5001, .ack = sa.seq + 1, .flags = TH_ACK});
+        assert_non_null(accepted_conn);
+        struct peer p = {.port = 42000, .snd_nxt = 5001, .rcv_nxt = sa.seq + 1};
+        peer_data(&p, "PING\r\n", 6);
+        assert_int_equal(received_len, 6);
+        assert_int_equal(tcp_conn_send(st, accepted_conn, "PONG\r\n", 6, now), 6);
+        struct oseg d = expect_seg();
+        assert_int_equal(d.len, 6);
+        assert_memory_equal(d.data, "PONG\r\n", 6);
+        assert_int_equal(tcp_stack_stats(st)->arp_requests, 2);
+
+        /* an on-link peer is still answered at its own MAC, not the router's */
+        peer_ip = PEER_IP;
+        peer_eth = peer_mac;
+        reply_eth = peer_mac;
+        connect_peer(42001, 700, false);
+        assert_int_equal(tcp_stack_stats(st)->ip_no_route, 0);
+}
+
+/* The gateway's MAC lives outside the hashed table: an on-link neighbour
+ * that lands in its slot must not cut every off-link peer off. */
+static void test_gateway_survives_neighbour_churn(void **state)
+{
+        (void)state;
+        arp_from(1, router_mac, ROUTER_IP, SERVER_IP); /* the router asks for us */
+        out_read = out_count;                          /* our ARP reply */
+        uint8_t mac[6] = {0x02, 0, 0, 0, 1, 0};
+        for (uint32_t host = 1; host < 254; host++) {
+                mac[5] = (uint8_t)host;
+                arp_from(1, mac, 0x0a000000u | host, SERVER_IP);
+        }
+        out_read = out_count;
+        uint8_t got[6];
+        assert_true(tcp_stack_neighbour(st, ROUTER_IP, got));
+        assert_memory_equal(got, router_mac, 6);
+        peer_ip = OFFLINK_IP;
+        peer_eth = router_mac;
+        reply_eth = router_mac;
+        offlink_syn(43000);
+        struct oseg sa = expect_seg();
+        assert_int_equal(sa.flags, TH_SYN | TH_ACK);
+}
+
+/* A worker that does not own ARP sends no requests and uses the MAC the
+ * owner publishes. */
+static void test_arp_passive_stack_takes_the_published_gateway(void **state)
+{
+        (void)state;
+        struct tcp_stack_config cfg = config();
+        cfg.gateway = ROUTER_IP;
+        cfg.arp_passive = true;
+        tcp_stack_destroy(st);
+        assert_int_equal(setup_with(&cfg), 0);
+        tcp_stack_announce(st, now);
+        out_read = out_count; /* the gratuitous ARP */
+        advance(3000);
+        expect_nothing();
+        assert_int_equal(tcp_stack_stats(st)->arp_requests, 0);
+        peer_ip = OFFLINK_IP;
+        peer_eth = router_mac;
+        reply_eth = router_mac;
+        offlink_syn(44000);
+        expect_nothing();
+        tcp_stack_neighbour_set(st, ROUTER_IP, router_mac);
+        offlink_syn(44000);
+        struct oseg sa = expect_seg();
+        assert_int_equal(sa.flags, TH_SYN | TH_ACK);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1324,6 +1538,13 @@ int main(void)
             T(test_timestamps_echoed),
             T(test_pool_limit),
             T(test_bad_tcp_checksum_dropped),
+            T(test_offlink_peer_without_gateway_dropped_and_counted),
+            T(test_gateway_must_be_inside_the_prefix),
+            cmocka_unit_test_setup_teardown(test_gateway_resolved_by_arp_then_offlink_served,
+                                            setup_gateway, teardown),
+            cmocka_unit_test_setup_teardown(test_gateway_survives_neighbour_churn, setup_gateway,
+                                            teardown),
+            T(test_arp_passive_stack_takes_the_published_gateway),
         };
         return cmocka_run_group_tests_name("tcp", tests, NULL, NULL);
 }
