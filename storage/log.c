@@ -328,11 +328,21 @@ static void issue_writes(struct log_partition *p)
                         to = wrap;
                 if (to - from > p->cfg.max_write_bytes)
                         to = from + p->cfg.max_write_bytes;
+                struct log_seg *zs = ws->seg;
+                /* The block holding s_sub was written before (partly) and the
+                 * blocks after it may be preallocated but never written: one
+                 * write over both is not an overwrite to ext4 (no single
+                 * extent maps it), so it takes the inode lock exclusively
+                 * and io_uring punts it to io-wq. Written apart, the
+                 * block's rewrite is a plain overwrite and the rest lies in
+                 * one unwritten extent: both are issued inline. */
+                if (p->s_sub % B && to > from + B &&
+                    (zs->zero_end == UINT64_MAX || to - ws->sbase > zs->zero_end))
+                        to = from + B;
                 /* Never overlap the zero-fill write in flight (the device
                  * does not order overlapping writes): it starts past every
                  * byte appended when it was issued, so only appends that
                  * outran it get here; they go up to its start and wait. */
-                struct log_seg *zs = ws->seg;
                 if (zs->zero_inflight && to - ws->sbase > zs->zero_req.off) {
                         if (zs->zero_req.off <= from - ws->sbase)
                                 break;

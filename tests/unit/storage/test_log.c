@@ -266,6 +266,43 @@ static void test_full_blocks_pass_a_tail_write_in_flight(void **state)
         st_part_free(&s);
 }
 
+/* With zero-fill off, appends land on preallocated space no write touched
+ * yet. The block a batch ended in was written (partly) for its ack; the
+ * next append fills it and goes on into fresh blocks. One write over both
+ * is no overwrite to ext4 (no single extent maps it): it takes the inode
+ * lock exclusively and io_uring punts it to io-wq (traced: 691 of 1423
+ * writes in the 1 x 1 MiB fsync bench row). The block's rewrite must go as
+ * its own write and the fresh blocks as another, in whatever order the
+ * completions come. */
+static void test_partial_block_rewrite_apart_from_fresh_blocks(void **state)
+{
+        (void)state;
+        for (int order = 0; order < 2; order++) {
+                struct st_part s;
+                st_part_init(&s, log_io_fake_create(11));
+                s.cfg.zero_ahead_bytes = 0;
+                s.cfg.segment_bytes = 1 << 20;
+                s.cfg.ring_bytes = 256 * 1024;
+                s.cfg.max_batch_bytes = 64 * 1024;
+                s.cfg.max_write_bytes = 64 * 1024;
+                st_part_open(&s);
+                log_io_fake_set_order(s.io, order);
+                uint32_t sizes[] = {100, 6000, 20000, 300, 5000};
+                for (int i = 0; i < 5; i++) {
+                        assert_int_equal(st_append(&s, 1, sizes[i], (uint32_t)i), 0);
+                        st_drain(s.o);
+                        assert_true(s.b[s.nb - 1].acked);
+                }
+                struct log_io_fake_stats st;
+                log_io_fake_stats(s.io, &st);
+                assert_int_equal(st.writes_over_old_and_new, 0);
+                assert_int_equal(st.overlap_violations, 0);
+                /* one block rewrite more per append that ended mid-block */
+                assert_true(st.writes >= 9);
+                reopen_check_free(&s);
+        }
+}
+
 static void test_by_time(void **state)
 {
         (void)state;
@@ -947,6 +984,7 @@ int main(void)
             cmocka_unit_test(test_index_grows_ahead_of_appends),
             cmocka_unit_test(test_roll_opens_segment_async),
             cmocka_unit_test(test_full_blocks_pass_a_tail_write_in_flight),
+            cmocka_unit_test(test_partial_block_rewrite_apart_from_fresh_blocks),
             cmocka_unit_test(test_by_time),
             cmocka_unit_test(test_by_time_below_trim_point),
             cmocka_unit_test(test_visibility_and_waits),
