@@ -45,7 +45,10 @@ struct log_seg {
         char name[24]; /* 20-digit base offset */
         struct log_io_req falloc_req, seal_sync_req, open_req;
         uint64_t alloc_end; /* bytes fallocated so far */
-        uint64_t rp_size;   /* last recovery point written */
+        /* when the last fallocate was issued and the segment's size then:
+         * the append rate that sizes a fast partition's next step */
+        uint64_t falloc_t_ns, falloc_size;
+        uint64_t rp_size; /* last recovery point written */
         bool alloc_inflight;
         /* Zero-fill: file bytes [.., zero_end) were written (zeros or data)
          * by this log; one zero write at most is in flight (zero_req);

@@ -754,6 +754,9 @@ static void open_stepped(struct st_part *s, uint32_t prealloc_bytes, bool zero_f
         s->cfg.max_batch_bytes = 64 * 1024;
         s->cfg.max_write_bytes = 1 << 20;
         s->cfg.ring_bytes = 4 << 20;
+        /* the steps by size alone: appends from memory look like a fast
+         * partition (test_prealloc_follows_append_rate) */
+        s->cfg.prealloc_ahead_ms = 0;
         if (!zero_fill)
                 s->cfg.zero_ahead_bytes = 0;
         st_part_open(s);
@@ -794,6 +797,34 @@ static void test_prealloc_starts_small(void **state)
         st_part_reopen(&s);
         check_all_offsets(&s);
         st_part_free(&s);
+}
+
+/* A partition filling its steps fast gets steps of prealloc_ahead_ms of
+ * its append rate, beyond prealloc_bytes but never more than doubling the
+ * file (each fallocate drains the file's writes in flight): fewer, larger
+ * fallocates than 1 MiB steps would make, and the file never more than
+ * twice what it holds plus the first step. */
+static void test_prealloc_follows_append_rate(void **state)
+{
+        (void)state;
+        uint64_t size[2], appended[2];
+        for (int k = 0; k < 2; k++) {
+                struct st_part s;
+                open_stepped(&s, 1 << 20, false);
+                /* an hour: every append rate is fast against it */
+                s.cfg.prealloc_ahead_ms = k ? 3600 * 1000 : 0;
+                st_part_reopen(&s);
+                appended[k] = append_64k(&s, 400); /* 25 MiB */
+                size[k] = file_size(s.dir, 0);
+                st_part_reopen(&s);
+                check_all_offsets(&s);
+                st_part_free(&s);
+        }
+        /* 1 MiB steps: the data and a step or two */
+        assert_true(size[0] <= appended[0] + (2 << 20));
+        /* rate steps: doubling, 1 + 1 + 2 + 4 + 8 + 16 (+ 32) MiB */
+        assert_true(size[1] >= 32 << 20);
+        assert_true(size[1] <= 2 * appended[1] + (1 << 20) + (32 << 20));
 }
 
 /* Bytes of [from, to) of the segment file at `base` that sit in extents
@@ -1037,6 +1068,7 @@ int main(void)
             cmocka_unit_test(test_no_notify_keeps_polling),
             cmocka_unit_test(test_prealloc_steps),
             cmocka_unit_test(test_prealloc_starts_small),
+            cmocka_unit_test(test_prealloc_follows_append_rate),
             cmocka_unit_test(test_zero_fill_ahead_of_appends),
             cmocka_unit_test(test_zero_fill_never_overlaps_appends),
             cmocka_unit_test(test_zero_fill_within_prealloc_steps),
