@@ -134,6 +134,9 @@ struct log_partition {
         struct log_sync syncs[LOG_WSEGS + 1];
         uint32_t sync_inflight;
         uint64_t sync_target;
+        /* `fsync`: the round waits until the writes submitted when it
+         * became due (up to here) are written too; 0 = not yet due */
+        uint64_t sync_hold;
         uint64_t sync_bytes_avg; /* bytes per fdatasync round, moving average */
         int sync_err;
         bool dir_dirty;

@@ -303,6 +303,35 @@ static void test_partial_block_rewrite_apart_from_fresh_blocks(void **state)
         }
 }
 
+/* A `fsync` round that becomes due when the oldest append's write
+ * completes also waits for the writes already submitted then: they finish
+ * about together, and an fdatasync issued at once would leave them to a
+ * second round queued behind it (traced: twice the fdatasyncs at half the
+ * bytes). Here the second append's writes are in flight when the first
+ * one's completes: one fdatasync acks both. */
+static void test_sync_round_covers_writes_in_flight(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, log_io_fake_create(5));
+        s.cfg.zero_ahead_bytes = 0; /* a zero write in flight would hold the second append back */
+        st_part_open(&s);
+        st_append_ok(&s, 1, 100, 0); /* its round also syncs the new segment's directory */
+        st_drain(s.o);
+        log_io_fake_set_order(s.io, 2); /* a wait completes the oldest request only */
+        struct log_io_fake_stats st0, st;
+        log_io_fake_stats(s.io, &st0);
+        assert_int_equal(st_append(&s, 1, 100, 1), 0);
+        log_owner_poll(s.o);
+        assert_int_equal(st_append(&s, 1, 6000, 2), 0);
+        log_owner_poll(s.o);
+        st_drain(s.o);
+        log_io_fake_stats(s.io, &st);
+        assert_true(s.b[1].acked && s.b[2].acked);
+        assert_int_equal(st.fsyncs - st0.fsyncs, 1);
+        reopen_check_free(&s);
+}
+
 static void test_by_time(void **state)
 {
         (void)state;
@@ -1059,6 +1088,7 @@ int main(void)
             cmocka_unit_test(test_roll_opens_segment_async),
             cmocka_unit_test(test_full_blocks_pass_a_tail_write_in_flight),
             cmocka_unit_test(test_partial_block_rewrite_apart_from_fresh_blocks),
+            cmocka_unit_test(test_sync_round_covers_writes_in_flight),
             cmocka_unit_test(test_by_time),
             cmocka_unit_test(test_by_time_below_trim_point),
             cmocka_unit_test(test_visibility_and_waits),
