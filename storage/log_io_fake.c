@@ -165,7 +165,9 @@ static void fake_submit(struct log_io *io, struct log_io_req *r)
                  * maps it: a write over blocks written before and blocks
                  * never written is punted to io-wq (the log appends in
                  * order, so "written" is everything below the high mark) */
-                if (e->file >= 0) {
+                size_t pl = e->file >= 0 ? strlen(f->files[e->file].path) : 0;
+                if (pl > 4 && !strcmp(f->files[e->file].path + pl - 4, ".log")) {
+                        /* segments only: index files are rewritten whole */
                         struct ffile *ff = &f->files[e->file];
                         if (r->off < ff->written_end && r->off + r->len > ff->written_end)
                                 f->st.writes_over_old_and_new++;
