@@ -41,6 +41,13 @@ struct log_config {
         uint32_t max_pending;          /* appends waiting for their ack */
         bool preallocate;              /* fallocate segments ahead of the writes */
         uint64_t prealloc_bytes;       /* how far ahead, in steps (0 = whole segment) */
+        /* A partition appending fast gets steps of this much of its recent
+         * append rate when that is more than prealloc_bytes (never more than
+         * doubling the file): every fallocate waits for the file's O_DIRECT
+         * writes in flight to drain and stalls the ones issued meanwhile, so
+         * a fast partition should pay a few per second, not one per
+         * prealloc_bytes. 0 = steps of prealloc_bytes at most. */
+        uint32_t prealloc_ahead_ms;
         uint64_t recovery_point_bytes; /* durable tail bytes between recovery points (0 = off) */
         /* Zero-fill the tail segment this far ahead of the appends (large
          * O_DIRECT writes of zeros off the hot path), so appends overwrite

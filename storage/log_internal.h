@@ -45,7 +45,10 @@ struct log_seg {
         char name[24]; /* 20-digit base offset */
         struct log_io_req falloc_req, seal_sync_req, open_req;
         uint64_t alloc_end; /* bytes fallocated so far */
-        uint64_t rp_size;   /* last recovery point written */
+        /* when the last fallocate was issued and the segment's size then:
+         * the append rate that sizes a fast partition's next step */
+        uint64_t falloc_t_ns, falloc_size;
+        uint64_t rp_size; /* last recovery point written */
         bool alloc_inflight;
         /* Zero-fill: file bytes [.., zero_end) were written (zeros or data)
          * by this log; one zero write at most is in flight (zero_req);
@@ -131,6 +134,9 @@ struct log_partition {
         struct log_sync syncs[LOG_WSEGS + 1];
         uint32_t sync_inflight;
         uint64_t sync_target;
+        /* `fsync`: the round waits until the writes submitted when it
+         * became due (up to here) are written too; 0 = not yet due */
+        uint64_t sync_hold;
         uint64_t sync_bytes_avg; /* bytes per fdatasync round, moving average */
         int sync_err;
         bool dir_dirty;

@@ -128,6 +128,9 @@ void log_io_fake_set_stale(struct log_io *io, const void *pattern, size_t len);
 struct log_io_fake_stats {
         uint64_t writes, fsyncs, reads, overlap_violations, max_inflight_writes_per_fd;
         uint64_t opens_sync, opens_async;
+        /* writes covering both blocks written before and never-written
+         * ones (ext4 punts those to io-wq) */
+        uint64_t writes_over_old_and_new;
 };
 void log_io_fake_stats(struct log_io *io, struct log_io_fake_stats *st);
 

@@ -28,6 +28,7 @@ struct ffile {
         char durable_path[PATH_MAX];
         uint8_t *img; /* durable content */
         size_t img_len;
+        uint64_t written_end; /* highest byte any write submitted covered */
 };
 
 /* A create, unlink or rename not yet covered by a directory fsync: what
@@ -160,6 +161,19 @@ static void fake_submit(struct log_io *io, struct log_io_req *r)
                 }
                 if (same > f->st.max_inflight_writes_per_fd)
                         f->st.max_inflight_writes_per_fd = same;
+                /* ext4 issues an O_DIRECT write inline only when one extent
+                 * maps it: a write over blocks written before and blocks
+                 * never written is punted to io-wq (the log appends in
+                 * order, so "written" is everything below the high mark) */
+                size_t pl = e->file >= 0 ? strlen(f->files[e->file].path) : 0;
+                if (pl > 4 && !strcmp(f->files[e->file].path + pl - 4, ".log")) {
+                        /* segments only: index files are rewritten whole */
+                        struct ffile *ff = &f->files[e->file];
+                        if (r->off < ff->written_end && r->off + r->len > ff->written_end)
+                                f->st.writes_over_old_and_new++;
+                        if (r->off + r->len > ff->written_end)
+                                ff->written_end = r->off + r->len;
+                }
         }
         if ((r->op == LOG_IO_FDATASYNC || r->op == LOG_IO_FSYNC) && e->file >= 0) {
                 /* What an fsync makes durable is what had completed when it was

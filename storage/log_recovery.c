@@ -765,6 +765,7 @@ int log_part_load(struct log_partition *p)
         p->npend = p->pend_head = 0;
         p->nbdir = p->bdir_head = 0;
         p->sync_inflight = 0;
+        p->sync_hold = 0;
         p->dir_dirty = false;
         p->next_offset = tail->next;
         p->hw = p->acked_next = p->next_offset;

@@ -322,6 +322,14 @@ static struct result log_run(enum log_durability pol, int appenders, uint32_t de
         /* BENCH_MAX_WRITE=bytes: the largest single write (A/B runs) */
         if (getenv("BENCH_MAX_WRITE"))
                 cfg.max_write_bytes = (uint32_t)strtoul(getenv("BENCH_MAX_WRITE"), NULL, 0);
+        /* BENCH_PREALLOC=bytes: the largest preallocation step, and
+         * BENCH_PREALLOC_AHEAD_MS=ms the append rate a fast partition's
+         * steps cover instead (0 = off), for A/B runs */
+        if (getenv("BENCH_PREALLOC"))
+                cfg.prealloc_bytes = strtoull(getenv("BENCH_PREALLOC"), NULL, 0);
+        if (getenv("BENCH_PREALLOC_AHEAD_MS"))
+                cfg.prealloc_ahead_ms =
+                    (uint32_t)strtoul(getenv("BENCH_PREALLOC_AHEAD_MS"), NULL, 0);
         if (getenv("BENCH_ZERO_ALL")) {
                 cfg.zero_fill_all = true;
                 cfg.zero_fill_max_sync_bytes = 0;

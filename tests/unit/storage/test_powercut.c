@@ -54,8 +54,12 @@ static void verify_part(struct st_part *s)
  * offset 0, an older life, as a recycled file would), and the partitions
  * zero-fill it ahead of their appends in small steps, so zero writes are in
  * flight or uncovered by any fdatasync at the cut: those vanish, the stale
- * bytes come back, and recovery must still keep exactly the acked prefix. */
-static void powercut_partitions(bool stale_zero_fill)
+ * bytes come back, and recovery must still keep exactly the acked prefix.
+ * no_zero_fill: appends land on space no write touched, so a partly
+ * written block's rewrite goes as its own write beside the fresh blocks
+ * after it, and fsync rounds wait for the writes in flight when they came
+ * due: at the cut any of those may be in flight or uncovered. */
+static void powercut_partitions(bool stale_zero_fill, bool no_zero_fill)
 {
         uint8_t stale[1024];
         uint32_t stale_len = st_batch(stale, 3, 200, 5, 99);
@@ -77,6 +81,8 @@ static void powercut_partitions(bool stale_zero_fill)
                                 s[i].cfg.zero_ahead_bytes = 16 * 1024;
                                 s[i].cfg.zero_fill_max_sync_bytes = 0;
                         }
+                        if (no_zero_fill)
+                                s[i].cfg.zero_ahead_bytes = 0;
                         st_part_open(&s[i]);
                 }
                 int steps = 100 + (int)(rng_next(&rng) % 700);
@@ -100,6 +106,11 @@ static void powercut_partitions(bool stale_zero_fill)
                                 io->ops->wait(io);
                 }
                 zero_writes += log_owner_metrics(s[0].o)->zero_writes;
+                struct log_io_fake_stats st;
+                log_io_fake_stats(io, &st);
+                assert_int_equal(st.overlap_violations, 0);
+                if (no_zero_fill)
+                        assert_int_equal(st.writes_over_old_and_new, 0);
                 /* the cut: nothing more completes */
                 log_io_fake_power_cut(io);
                 for (int i = 0; i < NPART; i++) {
@@ -130,18 +141,26 @@ static void powercut_partitions(bool stale_zero_fill)
         }
         if (stale_zero_fill)
                 assert_true(zero_writes > 8); /* the cuts did land among them */
+        if (no_zero_fill)
+                assert_int_equal(zero_writes, 0);
 }
 
 static void test_powercut_partitions(void **state)
 {
         (void)state;
-        powercut_partitions(false);
+        powercut_partitions(false, false);
+}
+
+static void test_powercut_partitions_without_zero_fill(void **state)
+{
+        (void)state;
+        powercut_partitions(false, true);
 }
 
 static void test_powercut_zero_fill_over_stale_space(void **state)
 {
         (void)state;
-        powercut_partitions(true);
+        powercut_partitions(true, false);
 }
 
 static int count_suffix(const char *dir, const char *suffix)
@@ -359,6 +378,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_powercut_partitions),
+            cmocka_unit_test(test_powercut_partitions_without_zero_fill),
             cmocka_unit_test(test_powercut_zero_fill_over_stale_space),
             cmocka_unit_test(test_powercut_metadata),
             cmocka_unit_test(test_powercut_undoes_unsynced_namespace),
