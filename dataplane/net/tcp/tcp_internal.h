@@ -25,18 +25,6 @@
 
 enum tcp_flag { TH_FIN = 1, TH_SYN = 2, TH_RST = 4, TH_PSH = 8, TH_ACK = 16 };
 
-enum tcp_state {
-        TCPS_FREE,
-        TCPS_SYN_RECEIVED,
-        TCPS_ESTABLISHED,
-        TCPS_CLOSE_WAIT,
-        TCPS_LAST_ACK,
-        TCPS_FIN_WAIT_1,
-        TCPS_FIN_WAIT_2,
-        TCPS_CLOSING,
-        TCPS_TIME_WAIT,
-};
-
 /* Sequence numbers compare modulo 2^32 (RFC 793 section 3.3). */
 static inline bool seq_lt(uint32_t a, uint32_t b)
 {
@@ -161,6 +149,7 @@ struct tcp_stack {
         uint32_t hash_mask;
         uint32_t active_head; /* index + 1 */
         uint32_t syn_received;
+        uint32_t in_state[TCPS_COUNT]; /* connections per state, for the gauges */
         uint64_t timers_next_ms;
 
         struct neigh neigh[NEIGH_SLOTS];
@@ -175,6 +164,15 @@ struct tcp_stack {
         uint8_t *frame; /* the frame being built: frame_own or the driver's (cfg.tx_frame) */
         uint8_t frame_own[FRAME_BYTES_MAX];
 };
+
+/* Every state change goes through here, so the per-state gauges are
+ * counts kept as they change rather than a scan of the table. */
+static inline void conn_state_set(struct tcp_stack *s, struct tcp_conn *c, enum tcp_state st)
+{
+        s->in_state[c->state]--;
+        s->in_state[st]++;
+        c->state = st;
+}
 
 /* tcp_ip.c */
 void ip_output(struct tcp_stack *s, const uint8_t dmac[6], uint32_t dst_ip, uint8_t proto,

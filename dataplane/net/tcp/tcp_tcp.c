@@ -120,7 +120,7 @@ static void conn_free(struct tcp_stack *s, struct tcp_conn *c)
                 s->conns[c->list_next - 1].list_prev = c->list_prev;
         if (c->state == TCPS_SYN_RECEIVED)
                 s->syn_received--;
-        c->state = TCPS_FREE;
+        conn_state_set(s, c, TCPS_FREE);
         c->attached = false;
         c->user = NULL;
         s->free_stack[s->free_count++] = c->idx;
@@ -335,7 +335,7 @@ static void tcp_output(struct tcp_stack *s, struct tcp_conn *c, bool probe, uint
 
 static void time_wait_enter(struct tcp_stack *s, struct tcp_conn *c, uint64_t now_ms)
 {
-        c->state = TCPS_TIME_WAIT;
+        conn_state_set(s, c, TCPS_TIME_WAIT);
         c->tw_at = now_ms + s->cfg.time_wait_ms;
         c->rto_at = c->keepalive_at = 0;
 }
@@ -450,7 +450,7 @@ static void syn_input(struct tcp_stack *s, const uint8_t *eth_src, uint32_t src_
                 return;
         }
         s->syn_received++;
-        c->state = TCPS_SYN_RECEIVED;
+        conn_state_set(s, c, TCPS_SYN_RECEIVED);
         memcpy(c->rmac, eth_src, 6);
         c->irs = g->seq;
         c->rcv_nxt = g->seq + 1;
@@ -591,7 +591,7 @@ static struct tcp_conn *cookie_conn(struct tcp_stack *s, const uint8_t *eth_src,
         }
         s->syn_received++; /* balanced by the establishment below */
         s->stats.syn_cookies_accepted++;
-        c->state = TCPS_SYN_RECEIVED;
+        conn_state_set(s, c, TCPS_SYN_RECEIVED);
         memcpy(c->rmac, eth_src, 6);
         c->irs = g->seq - 1;
         c->rcv_nxt = c->rx_read = g->seq;
@@ -747,7 +747,7 @@ void tcp_input(struct tcp_stack *s, const uint8_t *eth_src, uint32_t src_ip, uin
         }
         if (c->state == TCPS_SYN_RECEIVED) {
                 s->syn_received--;
-                c->state = TCPS_ESTABLISHED;
+                conn_state_set(s, c, TCPS_ESTABLISHED);
                 c->snd_una = g.ack;
                 c->snd_wnd = (uint32_t)g.wnd << c->snd_wscale;
                 c->snd_wl1 = g.seq;
@@ -800,7 +800,7 @@ void tcp_input(struct tcp_stack *s, const uint8_t *eth_src, uint32_t src_ip, uin
         bool fin_acked = c->fin_sent && seq_gt(c->snd_una, c->fin_seqno);
         if (fin_acked) {
                 if (c->state == TCPS_FIN_WAIT_1) {
-                        c->state = TCPS_FIN_WAIT_2;
+                        conn_state_set(s, c, TCPS_FIN_WAIT_2);
                         /* the user is gone: a peer that never closes must
                          * not hold the slot forever (Linux: tcp_fin_timeout) */
                         c->tw_at = now_ms + TCP_FIN_WAIT_2_MS;
@@ -865,9 +865,9 @@ void tcp_input(struct tcp_stack *s, const uint8_t *eth_src, uint32_t src_ip, uin
                 ack_now = true;
                 readable = true;
                 if (c->state == TCPS_ESTABLISHED)
-                        c->state = TCPS_CLOSE_WAIT;
+                        conn_state_set(s, c, TCPS_CLOSE_WAIT);
                 else if (c->state == TCPS_FIN_WAIT_1)
-                        c->state = TCPS_CLOSING;
+                        conn_state_set(s, c, TCPS_CLOSING);
                 else if (c->state == TCPS_FIN_WAIT_2)
                         time_wait_enter(s, c, now_ms);
         } else if (fin && c->state == TCPS_TIME_WAIT) {
@@ -1112,9 +1112,9 @@ void tcp_conn_close(struct tcp_stack *s, struct tcp_conn *c, uint64_t now_ms)
         c->fin_queued = true;
         c->fin_seqno = c->snd_una + c->tx_len; /* no byte is queued after this */
         if (c->state == TCPS_ESTABLISHED)
-                c->state = TCPS_FIN_WAIT_1;
+                conn_state_set(s, c, TCPS_FIN_WAIT_1);
         else if (c->state == TCPS_CLOSE_WAIT)
-                c->state = TCPS_LAST_ACK;
+                conn_state_set(s, c, TCPS_LAST_ACK);
         tcp_output(s, c, false, now_ms);
 }
 
