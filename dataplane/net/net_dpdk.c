@@ -20,6 +20,7 @@
  * window). A send completes when its bytes are copied into the TCP send
  * ring, whose size is the connection's credit. */
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <arpa/inet.h>
 #include <net/if.h>
@@ -989,6 +990,41 @@ void net_dpdk_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
                      (double)atomic_load_explicit(&dpdk.pub_states[w->id][st],
                                                   memory_order_relaxed));
         }
+        /* The port's own counters, once (with worker 0's samples, last, so
+         * the other workers' lines still match by position): frames the
+         * NIC or vdev dropped before any worker saw them. Read here on the
+         * control thread, as ethdev's statistics are meant to be. */
+        if (w->id != 0 || !dpdk.ready)
+                return;
+        struct rte_eth_stats es[CTL_DPDK_PORTS_MAX];
+        for (int i = 0; i < dpdk.nports; i++)
+                if (rte_eth_stats_get(dpdk.ports[i].id, &es[i]) != 0)
+                        memset(&es[i], 0, sizeof(es[i]));
+        static const struct {
+                const char *name, *help;
+                size_t off;
+        } port_counters[] = {
+            {"sluice_dpdk_port_rx_frames_total", "Frames the port delivered.",
+             offsetof(struct rte_eth_stats, ipackets)},
+            {"sluice_dpdk_port_rx_missed_total",
+             "Frames the port dropped for want of room in its receive queues.",
+             offsetof(struct rte_eth_stats, imissed)},
+            {"sluice_dpdk_port_rx_errors_total", "Erroneous frames the port received.",
+             offsetof(struct rte_eth_stats, ierrors)},
+            {"sluice_dpdk_port_rx_nombuf_total", "Receives that found the mbuf pool empty.",
+             offsetof(struct rte_eth_stats, rx_nombuf)},
+            {"sluice_dpdk_port_tx_errors_total", "Frames the port failed to send.",
+             offsetof(struct rte_eth_stats, oerrors)},
+        };
+        /* metric by metric, so each name's samples come in a row */
+        for (size_t k = 0; k < sizeof(port_counters) / sizeof(port_counters[0]); k++)
+                for (int i = 0; i < dpdk.nports; i++) {
+                        uint64_t v;
+                        memcpy(&v, (const char *)&es[i] + port_counters[k].off, sizeof(v));
+                        char name[96];
+                        snprintf(name, sizeof(name), "%s{port=\"%d\"}", port_counters[k].name, i);
+                        emit(ctx, name, "counter", port_counters[k].help, (double)v);
+                }
 }
 
 /* A receive view's token: the TCP index plus the connection's generation,
