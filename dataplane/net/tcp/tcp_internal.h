@@ -22,6 +22,8 @@
 #define OOO_RANGES_MAX    4   /* out-of-order holes kept; more are dropped */
 #define TCP_SYNACK_TRIES  5
 #define TCP_FIN_WAIT_2_MS 60000
+#define TCP_TICK_MS       5   /* timer granularity: a timer fires up to this late */
+#define WHEEL_SLOTS       512 /* power of two: one turn is 2.56 s of ticks */
 
 enum tcp_flag { TH_FIN = 1, TH_SYN = 2, TH_RST = 4, TH_PSH = 8, TH_ACK = 16 };
 
@@ -125,7 +127,12 @@ struct tcp_conn {
         uint64_t rtt_start_ms;
         bool rtt_timing;
 
-        uint32_t list_next, list_prev; /* active list, index + 1 */
+        /* The timer wheel: filed under wheel_at, the earliest of the timers
+         * above when filed (a timer moved later leaves it there: it wakes
+         * early, finds nothing due and is filed again). */
+        uint64_t wheel_at;
+        uint32_t wheel_slot;             /* slot + 1; 0 = not filed */
+        uint32_t wheel_next, wheel_prev; /* index + 1 */
 };
 
 struct neigh {
@@ -147,10 +154,13 @@ struct tcp_stack {
         uint32_t free_count;
         uint32_t *hash_heads; /* index + 1 */
         uint32_t hash_mask;
-        uint32_t active_head; /* index + 1 */
+
         uint32_t syn_received;
         uint32_t in_state[TCPS_COUNT]; /* connections per state, for the gauges */
-        uint64_t timers_next_ms;
+        /* Heads (index + 1) of the wheel's slots, one per TCP_TICK_MS tick
+         * modulo WHEEL_SLOTS, and one more for the slot being expired. */
+        uint32_t wheel[WHEEL_SLOTS + 1];
+        uint64_t wheel_tick; /* the last tick expired */
 
         struct neigh neigh[NEIGH_SLOTS];
         /* The gateway's MAC is kept apart from the hashed table, which an

@@ -107,6 +107,7 @@ struct tcp_stack_stats {
         uint64_t retransmits, fast_retransmits, rto_expiries;
         uint64_t ooo_segments, out_of_window;
         uint64_t keepalive_probes, timeouts;
+        uint64_t timer_visits; /* connections the timers looked at: their cost */
 };
 
 /* Carves every pool from cfg; NULL on a bad config or no memory. */

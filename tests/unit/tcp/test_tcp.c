@@ -1286,6 +1286,72 @@ static void test_state_counts_follow_each_transition(void **state)
         assert_string_equal(tcp_state_name(TCPS_CLOSE_WAIT), "close_wait");
 }
 
+/* The timer wheel: idle connections whose only timer is hours away cost
+ * one look per turn of the wheel (2.56 s), not one per 5 ms tick; the
+ * full scan this replaced looked at each of them 2,000 times a second. */
+static void test_idle_connections_cost_one_look_per_turn(void **state)
+{
+        (void)state;
+        teardown(NULL);
+        struct tcp_stack_config cfg = config();
+        cfg.keepalive_idle_ms = 7200000;
+        assert_int_equal(setup_with(&cfg), 0);
+        for (uint16_t i = 0; i < 6; i++)
+                connect_peer((uint16_t)(42000 + i), 1, false);
+        advance(10);
+        uint64_t visits0 = tcp_stack_stats(st)->timer_visits;
+        advance(10000);
+        uint64_t visits = tcp_stack_stats(st)->timer_visits - visits0;
+        /* 10 s is under 4 turns: at most 5 looks each */
+        assert_true(visits <= 6 * 5);
+        expect_nothing();
+}
+
+/* A deadline beyond one turn of the wheel (TIME_WAIT's 60 s) waits out
+ * the turns in between and fires on time, neither early nor a turn late. */
+static void test_timer_beyond_one_turn_fires_on_time(void **state)
+{
+        (void)state;
+        teardown(NULL);
+        struct tcp_stack_config cfg = config();
+        cfg.time_wait_ms = 60000;
+        assert_int_equal(setup_with(&cfg), 0);
+        struct peer p = connect_peer(42010, 1, false);
+        tcp_conn_close(st, accepted_conn, now);
+        struct oseg fin = expect_seg();
+        peer_send(&(struct iseg){
+            .sport = p.port, .seq = p.snd_nxt, .ack = fin.seq + 1, .flags = TH_ACK | TH_FIN});
+        expect_seg();
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_TIME_WAIT), 1);
+        advance(59990);
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_TIME_WAIT), 1);
+        advance(10);
+        assert_int_equal(tcp_stack_conns_in_use(st), 0);
+}
+
+/* A connection filed for a far deadline (keepalive in 10 s) that then
+ * needs an earlier one (the RTO of data sent now) is filed again: the
+ * retransmission comes after 1 s, not when keepalive would have woken it. */
+static void test_earlier_timer_moves_the_connection_forward(void **state)
+{
+        (void)state;
+        teardown(NULL);
+        struct tcp_stack_config cfg = config();
+        cfg.keepalive_idle_ms = 10000;
+        assert_int_equal(setup_with(&cfg), 0);
+        connect_peer(42020, 1, false);
+        advance(3000);
+        expect_nothing();
+        tcp_conn_send(st, accepted_conn, "data", 4, now);
+        struct oseg first = expect_seg();
+        advance(995);
+        expect_nothing();
+        advance(10);
+        struct oseg re = expect_seg();
+        assert_int_equal(re.seq, first.seq);
+        assert_int_equal(re.len, 4);
+}
+
 static void test_timestamps_echoed(void **state)
 {
         (void)state;
@@ -1616,6 +1682,9 @@ int main(void)
             T(test_keepalive_probes_then_drop),
             T(test_keepalive_probe_answered_by_reset_frees),
             T(test_state_counts_follow_each_transition),
+            T(test_idle_connections_cost_one_look_per_turn),
+            T(test_timer_beyond_one_turn_fires_on_time),
+            T(test_earlier_timer_moves_the_connection_forward),
             T(test_timestamps_echoed),
             T(test_pool_limit),
             T(test_bad_tcp_checksum_dropped),
