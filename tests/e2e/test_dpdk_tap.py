@@ -217,8 +217,8 @@ mbufs = 4095
                       f"(('{BROKER_IP}',{NATS_PORT}),timeout=1);print(s.recv(5))", timeout=10)
         return r.returncode == 0 and "INFO" in r.stdout
 
-    def metrics(self):
-        """/metrics from the admin API, which stays on kernel sockets (the
+    def metrics_text(self):
+        """/metrics as served: the admin API stays on kernel sockets (the
         management plane: 127.0.0.1 of the broker's namespace)."""
         script = ("import json,urllib.request,sys;"
                   "p=json.load(open(sys.argv[1]))['admin'];"
@@ -226,8 +226,12 @@ mbufs = 4095
                   ".read().decode())")
         r = netns_run(self.ns, "/usr/bin/python3", "-c", script,
                       os.path.join(self.dir, "data", "ports.json"), timeout=30, check=True)
+        return r.stdout
+
+    def metrics(self):
+        """/metrics as {sample: value}."""
         out = {}
-        for line in r.stdout.splitlines():
+        for line in self.metrics_text().splitlines():
             if line and not line.startswith("#"):
                 k, v = line.rsplit(" ", 1)
                 out[k] = float(v)
@@ -484,6 +488,12 @@ def test_metrics_report_the_tcp_stacks(broker):
     assert m['sluice_dpdk_port_rx_frames_total{worker="0",port="0"}'] > 0
     assert 'sluice_dpdk_port_rx_missed_total{worker="0",port="0"}' in m
     assert not any(k.startswith("sluice_dpdk_port_") and 'worker="1"' in k for k in m)
+    # Prometheus text: one HELP and TYPE per metric name, however many
+    # labelled samples (per state, per port) it has
+    text = broker.metrics_text()
+    helps = [line.split()[2] for line in text.splitlines() if line.startswith("# HELP ")]
+    assert len(helps) == len(set(helps)), sorted(h for h in helps if helps.count(h) > 1)
+    assert "sluice_dpdk_tcp_connections" in helps
 
 
 @pytest.mark.skipif(not shutil.which("kcat"), reason="kcat not installed")
