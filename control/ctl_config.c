@@ -183,6 +183,9 @@ static const struct key_desc keys[] = {
     U32("dpdk", "syn_backlog", dpdk_syn_backlog, 1, 1000000, 0),
     U32("dpdk", "tcp_buffer_bytes", dpdk_tcp_buffer_bytes, 4 * KIB, 16 * MIB, KF_POW2 | KF_BYTES),
     U32("dpdk", "mtu", dpdk_mtu, 0, 9000, 0),
+    U32("dpdk", "tcp_keepalive_idle_ms", dpdk_keepalive_idle_ms, 0, CTL_MS_MAX, 0),
+    U32("dpdk", "tcp_keepalive_interval_ms", dpdk_keepalive_interval_ms, 10, CTL_MS_MAX, 0),
+    U32("dpdk", "tcp_keepalive_probes", dpdk_keepalive_probes, 1, 1000, 0),
     U32("dpdk", "test_loss_per_mille", dpdk_loss_per_mille, 0, 500, 0),
     U32("dpdk", "test_reorder_per_mille", dpdk_reorder_per_mille, 0, 500, 0),
     U32("dpdk", "test_delay_us", dpdk_delay_us, 0, 1000000, 0),
@@ -642,6 +645,10 @@ void ctl_config_defaults(struct ctl_config *cfg)
         cfg->dpdk_mbufs = 16383; /* a power of two minus one suits the mempool's ring */
         cfg->dpdk_syn_backlog = 1024;
         cfg->dpdk_tcp_buffer_bytes = 64 * KIB;
+        /* Linux's tcp_keepalive_time / _intvl / _probes */
+        cfg->dpdk_keepalive_idle_ms = 7200000;
+        cfg->dpdk_keepalive_interval_ms = 75000;
+        cfg->dpdk_keepalive_probes = 9;
 }
 
 /* ------------------------------------------------------------------ */

@@ -106,6 +106,12 @@ struct ctl_config {
         uint32_t dpdk_syn_backlog;      /* half-open connections per worker */
         uint32_t dpdk_tcp_buffer_bytes; /* receive and send buffer per connection */
         uint32_t dpdk_mtu;              /* IP MTU set on every port; 0 = the port's own */
+        /* TCP keepalive of every connection: idle time before the first
+         * probe (0 = none), then probes this far apart, this many
+         * unanswered before the connection is dropped. */
+        uint32_t dpdk_keepalive_idle_ms;
+        uint32_t dpdk_keepalive_interval_ms;
+        uint32_t dpdk_keepalive_probes;
         /* Tests only (there is no netem here): frames dropped in both
          * directions and received frames swapped with the next, per mille. */
         uint32_t dpdk_loss_per_mille;

@@ -35,12 +35,21 @@ struct proto_emit {
         bool headers; /* print HELP/TYPE before each sample */
 };
 
+/* name may carry labels of its own, name{label="v"}: they follow the
+ * worker's, and HELP/TYPE name the metric without them. */
 static void proto_emit(void *ctx, const char *name, const char *type, const char *help, double v)
 {
         struct proto_emit *pe = ctx;
+        const char *labels = strchr(name, '{');
+        int base = labels ? (int)(labels - name) : (int)strlen(name);
         if (pe->headers)
-                metric_head(pe->t, name, type, help);
-        ctl_text_printf(pe->t, "%s{worker=\"%u\"} %.17g\n", name, pe->worker, v);
+                ctl_text_printf(pe->t, "# HELP %.*s %s\n# TYPE %.*s %s\n", base, name, help, base,
+                                name, type);
+        if (labels)
+                ctl_text_printf(pe->t, "%.*s{worker=\"%u\",%s %.17g\n", base, name, pe->worker,
+                                labels + 1, v);
+        else
+                ctl_text_printf(pe->t, "%s{worker=\"%u\"} %.17g\n", name, pe->worker, v);
 }
 
 /* The k-th line of text (0-based), without its newline. */
@@ -88,14 +97,20 @@ static void grouped_metrics(struct sl_runtime *rt, struct ctl_text *t, worker_me
                 struct proto_emit pe = {.t = &per[i], .worker = i, .headers = false};
                 fn(&rt->workers[i], proto_emit, &pe);
         }
-        /* heads: HELP, TYPE, sample, HELP, TYPE, sample, ... */
+        /* heads: HELP, TYPE, sample, HELP, TYPE, sample, ... ; samples of
+         * one name with their own labels come in a row: one HELP/TYPE */
+        const char *prev_help = NULL;
+        int prev_hl = 0;
         for (uint32_t k = 0;; k++) {
                 int hl, tl, len;
                 const char *help = text_line(&heads, 3 * k, &hl);
                 const char *type = text_line(&heads, 3 * k + 1, &tl);
                 if (!help || !type)
                         break;
-                ctl_text_printf(t, "%.*s\n%.*s\n", hl, help, tl, type);
+                if (!prev_help || hl != prev_hl || memcmp(help, prev_help, (size_t)hl) != 0)
+                        ctl_text_printf(t, "%.*s\n%.*s\n", hl, help, tl, type);
+                prev_help = help;
+                prev_hl = hl;
                 for (uint16_t i = 0; i < rt->nworkers; i++) {
                         const char *line = text_line(&per[i], k, &len);
                         if (line)

@@ -29,7 +29,9 @@ struct sl_worker;
 struct sl_msg;
 struct sl_conn;
 
-/* One metric sample for the admin API: name, Prometheus type, help, value. */
+/* One metric sample for the admin API: name, Prometheus type, help, value.
+ * The name may end in labels of its own, name{state="x"}: the worker's
+ * label goes first; samples of one name must be emitted in a row. */
 typedef void (*sl_metric_emit_fn)(void *ctx, const char *name, const char *type, const char *help,
                                   double value);
 

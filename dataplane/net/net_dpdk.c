@@ -20,6 +20,7 @@
  * window). A send completes when its bytes are copied into the TCP send
  * ring, whose size is the connection's credit. */
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <arpa/inet.h>
 #include <net/if.h>
@@ -86,7 +87,6 @@ enum dpdk_counter {
         DC_IP_BAD,
         DC_IP_FRAGMENTS,
         DC_TCP_BAD,
-        DC_CONNS,
         DC_CONNS_ACCEPTED,
         DC_SYN_COOKIES_SENT,
         DC_SYN_COOKIES_ACCEPTED,
@@ -99,6 +99,7 @@ enum dpdk_counter {
         DC_RST_SENT,
         DC_RST_RECEIVED,
         DC_TIMEOUTS,
+        DC_KEEPALIVE_PROBES,
         DC_IP_NO_ROUTE,
         DC_GW_UNRESOLVED,
         DC_COUNT,
@@ -119,8 +120,6 @@ static const struct {
     [DC_IP_FRAGMENTS] = {"sluice_dpdk_ip_fragments_dropped_total", "counter",
                          "IPv4 fragments dropped."},
     [DC_TCP_BAD] = {"sluice_dpdk_tcp_bad_total", "counter", "TCP headers or checksums refused."},
-    [DC_CONNS] = {"sluice_dpdk_tcp_connections", "gauge",
-                  "TCP connections in the stack, TIME_WAIT included."},
     [DC_CONNS_ACCEPTED] = {"sluice_dpdk_tcp_accepted_total", "counter", "Handshakes completed."},
     [DC_SYN_COOKIES_SENT] = {"sluice_dpdk_tcp_syn_cookies_sent_total", "counter",
                              "SYNs answered with a cookie: the SYN queue was full (a flood)."},
@@ -141,6 +140,8 @@ static const struct {
     [DC_RST_RECEIVED] = {"sluice_dpdk_tcp_rst_received_total", "counter", "Resets received."},
     [DC_TIMEOUTS] = {"sluice_dpdk_tcp_timeouts_total", "counter",
                      "Connections dropped after retransmissions or keepalives ran out."},
+    [DC_KEEPALIVE_PROBES] = {"sluice_dpdk_tcp_keepalive_probes_total", "counter",
+                             "Keepalive probes sent to idle peers ([dpdk] tcp_keepalive_*)."},
     [DC_IP_NO_ROUTE] = {"sluice_dpdk_ip_no_route_total", "counter",
                         "Frames from or to peers off the port's subnet with no [dpdk] gateway."},
     [DC_GW_UNRESOLVED] = {"sluice_dpdk_gateway_unresolved_total", "counter",
@@ -160,6 +161,7 @@ static struct {
         struct dpdk_port ports[CTL_DPDK_PORTS_MAX];
         struct dpdk_worker_summary summary[CTL_WORKERS_MAX];
         _Atomic uint64_t pub[CTL_WORKERS_MAX][DC_COUNT];
+        _Atomic uint32_t pub_states[CTL_WORKERS_MAX][TCPS_COUNT];
 } dpdk;
 
 struct delayed_frame {
@@ -713,9 +715,9 @@ static int dpdk_init(struct sl_worker *w)
             .retries_max = 15,
             .delack_ms = 40,
             .time_wait_ms = 60000,
-            .keepalive_idle_ms = 7200000,
-            .keepalive_interval_ms = 75000,
-            .keepalive_probes = 9,
+            .keepalive_idle_ms = cfg->dpdk_keepalive_idle_ms,
+            .keepalive_interval_ms = cfg->dpdk_keepalive_interval_ms,
+            .keepalive_probes = cfg->dpdk_keepalive_probes,
             .isn_secret = rte_rdtsc() ^ rte_rand(),
             .tx_csum_offload = d->port->tx_csum,
             .xmit = dpdk_xmit,
@@ -944,7 +946,6 @@ static void counters_publish(struct net_dpdk *d)
             [DC_IP_BAD] = st->ip_bad,
             [DC_IP_FRAGMENTS] = st->ip_fragments_dropped,
             [DC_TCP_BAD] = st->tcp_bad,
-            [DC_CONNS] = tcp_stack_conns_in_use(d->stack),
             [DC_CONNS_ACCEPTED] = st->conns_accepted,
             [DC_SYN_COOKIES_SENT] = st->syn_cookies_sent,
             [DC_SYN_COOKIES_ACCEPTED] = st->syn_cookies_accepted,
@@ -957,11 +958,16 @@ static void counters_publish(struct net_dpdk *d)
             [DC_RST_SENT] = st->rst_sent,
             [DC_RST_RECEIVED] = st->rst_received,
             [DC_TIMEOUTS] = st->timeouts,
+            [DC_KEEPALIVE_PROBES] = st->keepalive_probes,
             [DC_IP_NO_ROUTE] = st->ip_no_route,
             [DC_GW_UNRESOLVED] = st->gw_unresolved,
         };
         for (int i = 0; i < DC_COUNT; i++)
                 atomic_store_explicit(&dpdk.pub[d->w->id][i], v[i], memory_order_relaxed);
+        for (int k = 0; k < TCPS_COUNT; k++)
+                atomic_store_explicit(&dpdk.pub_states[d->w->id][k],
+                                      tcp_stack_conns_in_state(d->stack, (enum tcp_state)k),
+                                      memory_order_relaxed);
 }
 
 void net_dpdk_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
@@ -972,6 +978,53 @@ void net_dpdk_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
                 emit(ctx, dpdk_counter_desc[i].name, dpdk_counter_desc[i].type,
                      dpdk_counter_desc[i].help,
                      (double)atomic_load_explicit(&dpdk.pub[w->id][i], memory_order_relaxed));
+        /* One sample per state (the label rides on the name, see
+         * sl_metric_emit_fn): which state connections pile up in is what an
+         * operator (or a leak hunt) needs, their sum is the total. */
+        for (int st = TCPS_FREE + 1; st < TCPS_COUNT; st++) {
+                char name[80];
+                snprintf(name, sizeof(name), "sluice_dpdk_tcp_connections{state=\"%s\"}",
+                         tcp_state_name((enum tcp_state)st));
+                emit(ctx, name, "gauge",
+                     "TCP connections in the stack by state (TIME_WAIT included).",
+                     (double)atomic_load_explicit(&dpdk.pub_states[w->id][st],
+                                                  memory_order_relaxed));
+        }
+        /* The port's own counters, once (with worker 0's samples, last, so
+         * the other workers' lines still match by position): frames the
+         * NIC or vdev dropped before any worker saw them. Read here on the
+         * control thread, as ethdev's statistics are meant to be. */
+        if (w->id != 0 || !dpdk.ready)
+                return;
+        struct rte_eth_stats es[CTL_DPDK_PORTS_MAX];
+        for (int i = 0; i < dpdk.nports; i++)
+                if (rte_eth_stats_get(dpdk.ports[i].id, &es[i]) != 0)
+                        memset(&es[i], 0, sizeof(es[i]));
+        static const struct {
+                const char *name, *help;
+                size_t off;
+        } port_counters[] = {
+            {"sluice_dpdk_port_rx_frames_total", "Frames the port delivered.",
+             offsetof(struct rte_eth_stats, ipackets)},
+            {"sluice_dpdk_port_rx_missed_total",
+             "Frames the port dropped for want of room in its receive queues.",
+             offsetof(struct rte_eth_stats, imissed)},
+            {"sluice_dpdk_port_rx_errors_total", "Erroneous frames the port received.",
+             offsetof(struct rte_eth_stats, ierrors)},
+            {"sluice_dpdk_port_rx_nombuf_total", "Receives that found the mbuf pool empty.",
+             offsetof(struct rte_eth_stats, rx_nombuf)},
+            {"sluice_dpdk_port_tx_errors_total", "Frames the port failed to send.",
+             offsetof(struct rte_eth_stats, oerrors)},
+        };
+        /* metric by metric, so each name's samples come in a row */
+        for (size_t k = 0; k < sizeof(port_counters) / sizeof(port_counters[0]); k++)
+                for (int i = 0; i < dpdk.nports; i++) {
+                        uint64_t v;
+                        memcpy(&v, (const char *)&es[i] + port_counters[k].off, sizeof(v));
+                        char name[96];
+                        snprintf(name, sizeof(name), "%s{port=\"%d\"}", port_counters[k].name, i);
+                        emit(ctx, name, "counter", port_counters[k].help, (double)v);
+                }
 }
 
 /* A receive view's token: the TCP index plus the connection's generation,

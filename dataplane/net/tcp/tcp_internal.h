@@ -22,20 +22,10 @@
 #define OOO_RANGES_MAX    4   /* out-of-order holes kept; more are dropped */
 #define TCP_SYNACK_TRIES  5
 #define TCP_FIN_WAIT_2_MS 60000
+#define TCP_TICK_MS       5   /* timer granularity: a timer fires up to this late */
+#define WHEEL_SLOTS       512 /* power of two: one turn is 2.56 s of ticks */
 
 enum tcp_flag { TH_FIN = 1, TH_SYN = 2, TH_RST = 4, TH_PSH = 8, TH_ACK = 16 };
-
-enum tcp_state {
-        TCPS_FREE,
-        TCPS_SYN_RECEIVED,
-        TCPS_ESTABLISHED,
-        TCPS_CLOSE_WAIT,
-        TCPS_LAST_ACK,
-        TCPS_FIN_WAIT_1,
-        TCPS_FIN_WAIT_2,
-        TCPS_CLOSING,
-        TCPS_TIME_WAIT,
-};
 
 /* Sequence numbers compare modulo 2^32 (RFC 793 section 3.3). */
 static inline bool seq_lt(uint32_t a, uint32_t b)
@@ -137,7 +127,12 @@ struct tcp_conn {
         uint64_t rtt_start_ms;
         bool rtt_timing;
 
-        uint32_t list_next, list_prev; /* active list, index + 1 */
+        /* The timer wheel: filed under wheel_at, the earliest of the timers
+         * above when filed (a timer moved later leaves it there: it wakes
+         * early, finds nothing due and is filed again). */
+        uint64_t wheel_at;
+        uint32_t wheel_slot;             /* slot + 1; 0 = not filed */
+        uint32_t wheel_next, wheel_prev; /* index + 1 */
 };
 
 struct neigh {
@@ -159,9 +154,13 @@ struct tcp_stack {
         uint32_t free_count;
         uint32_t *hash_heads; /* index + 1 */
         uint32_t hash_mask;
-        uint32_t active_head; /* index + 1 */
+
         uint32_t syn_received;
-        uint64_t timers_next_ms;
+        uint32_t in_state[TCPS_COUNT]; /* connections per state, for the gauges */
+        /* Heads (index + 1) of the wheel's slots, one per TCP_TICK_MS tick
+         * modulo WHEEL_SLOTS, and one more for the slot being expired. */
+        uint32_t wheel[WHEEL_SLOTS + 1];
+        uint64_t wheel_tick; /* the last tick expired */
 
         struct neigh neigh[NEIGH_SLOTS];
         /* The gateway's MAC is kept apart from the hashed table, which an
@@ -175,6 +174,15 @@ struct tcp_stack {
         uint8_t *frame; /* the frame being built: frame_own or the driver's (cfg.tx_frame) */
         uint8_t frame_own[FRAME_BYTES_MAX];
 };
+
+/* Every state change goes through here, so the per-state gauges are
+ * counts kept as they change rather than a scan of the table. */
+static inline void conn_state_set(struct tcp_stack *s, struct tcp_conn *c, enum tcp_state st)
+{
+        s->in_state[c->state]--;
+        s->in_state[st]++;
+        c->state = st;
+}
 
 /* tcp_ip.c */
 void ip_output(struct tcp_stack *s, const uint8_t dmac[6], uint32_t dst_ip, uint8_t proto,

@@ -126,6 +126,7 @@ struct tcp_stack *tcp_stack_create(const struct tcp_stack_config *cfg)
                 c->tx_buf = c->rx_buf + cfg->buf_bytes;
                 s->free_stack[s->free_count++] = n - 1 - i;
         }
+        s->in_state[TCPS_FREE] = n;
         return s;
 }
 
@@ -160,6 +161,27 @@ const struct tcp_stack_stats *tcp_stack_stats(const struct tcp_stack *s)
 uint32_t tcp_stack_conns_in_use(const struct tcp_stack *s)
 {
         return s->cfg.conns_max - s->free_count;
+}
+
+uint32_t tcp_stack_conns_in_state(const struct tcp_stack *s, enum tcp_state st)
+{
+        return (unsigned)st < TCPS_COUNT ? s->in_state[st] : 0;
+}
+
+const char *tcp_state_name(enum tcp_state st)
+{
+        static const char *const names[TCPS_COUNT] = {
+            [TCPS_FREE] = "free",
+            [TCPS_SYN_RECEIVED] = "syn_received",
+            [TCPS_ESTABLISHED] = "established",
+            [TCPS_CLOSE_WAIT] = "close_wait",
+            [TCPS_LAST_ACK] = "last_ack",
+            [TCPS_FIN_WAIT_1] = "fin_wait_1",
+            [TCPS_FIN_WAIT_2] = "fin_wait_2",
+            [TCPS_CLOSING] = "closing",
+            [TCPS_TIME_WAIT] = "time_wait",
+        };
+        return (unsigned)st < TCPS_COUNT ? names[st] : "?";
 }
 
 /* ---- neighbours ---- */

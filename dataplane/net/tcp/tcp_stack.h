@@ -18,6 +18,21 @@ struct tcp_conn;
 
 #define TCP_LISTEN_PORTS_MAX 8
 
+/* A connection's state (RFC 9293 names; a server never is in SYN_SENT or
+ * LISTEN per connection). TCPS_FREE: a slot holding none. */
+enum tcp_state {
+        TCPS_FREE,
+        TCPS_SYN_RECEIVED,
+        TCPS_ESTABLISHED,
+        TCPS_CLOSE_WAIT,
+        TCPS_LAST_ACK,
+        TCPS_FIN_WAIT_1,
+        TCPS_FIN_WAIT_2,
+        TCPS_CLOSING,
+        TCPS_TIME_WAIT,
+        TCPS_COUNT,
+};
+
 struct tcp_stack_config {
         uint8_t mac[6];
         uint32_t ip; /* host byte order */
@@ -92,6 +107,7 @@ struct tcp_stack_stats {
         uint64_t retransmits, fast_retransmits, rto_expiries;
         uint64_t ooo_segments, out_of_window;
         uint64_t keepalive_probes, timeouts;
+        uint64_t timer_visits; /* connections the timers looked at: their cost */
 };
 
 /* Carves every pool from cfg; NULL on a bad config or no memory. */
@@ -116,6 +132,11 @@ void tcp_stack_timers(struct tcp_stack *s, uint64_t now_ms);
 
 const struct tcp_stack_stats *tcp_stack_stats(const struct tcp_stack *s);
 uint32_t tcp_stack_conns_in_use(const struct tcp_stack *s);
+/* Connections in state st now (TCPS_FREE: free slots), kept as states
+ * change, so reading them costs nothing. */
+uint32_t tcp_stack_conns_in_state(const struct tcp_stack *s, enum tcp_state st);
+/* "established", "time_wait", ...: the metric label of a state. */
+const char *tcp_state_name(enum tcp_state st);
 
 /* Teaches the table a neighbour another stack of the port resolved (the
  * ARP owner publishes the gateway's MAC to the other workers). */

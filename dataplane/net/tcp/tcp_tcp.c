@@ -65,6 +65,65 @@ static uint32_t isn_make(const struct tcp_stack *s, uint32_t rip, uint16_t rport
         return (uint32_t)mix64(k ^ mix64(s->cfg.isn_secret + 1)) + (uint32_t)(now_ms * 250);
 }
 
+/* ---- the timer wheel ----
+ * A connection with any timer running is filed in one slot of a hashed
+ * wheel, by the tick of its earliest deadline (rounded up, so it never
+ * fires early); each tick expires one slot. A deadline beyond one turn
+ * (keepalive, TIME_WAIT) waits in its slot for the turns in between, so an
+ * idle connection costs one look per turn, not one per tick. */
+
+static void wheel_unlink(struct tcp_stack *s, struct tcp_conn *c)
+{
+        if (!c->wheel_slot)
+                return;
+        if (c->wheel_prev)
+                s->conns[c->wheel_prev - 1].wheel_next = c->wheel_next;
+        else
+                s->wheel[c->wheel_slot - 1] = c->wheel_next;
+        if (c->wheel_next)
+                s->conns[c->wheel_next - 1].wheel_prev = c->wheel_prev;
+        c->wheel_slot = c->wheel_next = c->wheel_prev = 0;
+}
+
+static void wheel_link(struct tcp_stack *s, struct tcp_conn *c, uint32_t slot)
+{
+        c->wheel_slot = slot + 1;
+        c->wheel_prev = 0;
+        c->wheel_next = s->wheel[slot];
+        if (c->wheel_next)
+                s->conns[c->wheel_next - 1].wheel_prev = c->idx + 1;
+        s->wheel[slot] = c->idx + 1;
+}
+
+static void wheel_file(struct tcp_stack *s, struct tcp_conn *c, uint64_t at)
+{
+        uint64_t tick = (at + TCP_TICK_MS - 1) / TCP_TICK_MS;
+        if (tick <= s->wheel_tick)
+                tick = s->wheel_tick + 1; /* that slot is done (or being done) */
+        wheel_unlink(s, c);
+        c->wheel_at = at;
+        wheel_link(s, c, (uint32_t)(tick & (WHEEL_SLOTS - 1)));
+}
+
+/* Sets one of c's timers (0: off). Only a deadline earlier than the one c
+ * is filed under moves it; a later one is found when c wakes. */
+static void timer_arm(struct tcp_stack *s, struct tcp_conn *c, uint64_t *timer, uint64_t at)
+{
+        *timer = at;
+        if (at && (!c->wheel_slot || at < c->wheel_at))
+                wheel_file(s, c, at);
+}
+
+static uint64_t timer_next(const struct tcp_conn *c)
+{
+        uint64_t next = 0;
+        const uint64_t t[4] = {c->tw_at, c->delack_at, c->rto_at, c->keepalive_at};
+        for (int i = 0; i < 4; i++)
+                if (t[i] && (!next || t[i] < next))
+                        next = t[i];
+        return next;
+}
+
 /* ---- the connection table ---- */
 
 static struct tcp_conn *conn_lookup(struct tcp_stack *s, uint32_t rip, uint16_t rport,
@@ -98,10 +157,6 @@ static struct tcp_conn *conn_alloc(struct tcp_stack *s, uint32_t rip, uint16_t r
         uint32_t *head = &s->hash_heads[c->hash & s->hash_mask];
         c->hash_next = *head;
         *head = idx + 1;
-        c->list_next = s->active_head;
-        if (s->active_head)
-                s->conns[s->active_head - 1].list_prev = idx + 1;
-        s->active_head = idx + 1;
         return c;
 }
 
@@ -112,15 +167,10 @@ static void conn_free(struct tcp_stack *s, struct tcp_conn *c)
                 link = &s->conns[*link - 1].hash_next;
         if (*link)
                 *link = c->hash_next;
-        if (c->list_prev)
-                s->conns[c->list_prev - 1].list_next = c->list_next;
-        else
-                s->active_head = c->list_next;
-        if (c->list_next)
-                s->conns[c->list_next - 1].list_prev = c->list_prev;
+        wheel_unlink(s, c);
         if (c->state == TCPS_SYN_RECEIVED)
                 s->syn_received--;
-        c->state = TCPS_FREE;
+        conn_state_set(s, c, TCPS_FREE);
         c->attached = false;
         c->user = NULL;
         s->free_stack[s->free_count++] = c->idx;
@@ -321,23 +371,23 @@ static void tcp_output(struct tcp_stack *s, struct tcp_conn *c, bool probe, uint
                 if (seq_gt(c->snd_nxt, c->snd_max))
                         c->snd_max = c->snd_nxt;
                 if (!c->rto_at)
-                        c->rto_at = now_ms + c->rto_ms;
+                        timer_arm(s, c, &c->rto_at, now_ms + c->rto_ms);
                 if (fin)
                         break;
         }
         /* Data waits on a zero window with nothing in flight: the RTO timer
          * doubles as the persist timer and probes the window. */
         if (!c->rto_at && c->tx_len > c->snd_nxt - c->snd_una)
-                c->rto_at = now_ms + c->rto_ms;
+                timer_arm(s, c, &c->rto_at, now_ms + c->rto_ms);
 }
 
 /* ---- state changes ---- */
 
 static void time_wait_enter(struct tcp_stack *s, struct tcp_conn *c, uint64_t now_ms)
 {
-        c->state = TCPS_TIME_WAIT;
-        c->tw_at = now_ms + s->cfg.time_wait_ms;
+        conn_state_set(s, c, TCPS_TIME_WAIT);
         c->rto_at = c->keepalive_at = 0;
+        timer_arm(s, c, &c->tw_at, now_ms + s->cfg.time_wait_ms);
 }
 
 /* The stack gives up on c: tell an attached user, reset the peer, free. */
@@ -450,7 +500,7 @@ static void syn_input(struct tcp_stack *s, const uint8_t *eth_src, uint32_t src_
                 return;
         }
         s->syn_received++;
-        c->state = TCPS_SYN_RECEIVED;
+        conn_state_set(s, c, TCPS_SYN_RECEIVED);
         memcpy(c->rmac, eth_src, 6);
         c->irs = g->seq;
         c->rcv_nxt = g->seq + 1;
@@ -482,7 +532,7 @@ static void syn_input(struct tcp_stack *s, const uint8_t *eth_src, uint32_t src_
         c->rto_ms = s->cfg.rto_initial_ms;
         seg_emit(s, c, c->iss, TH_SYN, 0, now_ms);
         c->snd_nxt = c->snd_max = c->iss + 1;
-        c->rto_at = now_ms + c->rto_ms;
+        timer_arm(s, c, &c->rto_at, now_ms + c->rto_ms);
 }
 
 /* ---- receive ring ---- */
@@ -591,7 +641,7 @@ static struct tcp_conn *cookie_conn(struct tcp_stack *s, const uint8_t *eth_src,
         }
         s->syn_received++; /* balanced by the establishment below */
         s->stats.syn_cookies_accepted++;
-        c->state = TCPS_SYN_RECEIVED;
+        conn_state_set(s, c, TCPS_SYN_RECEIVED);
         memcpy(c->rmac, eth_src, 6);
         c->irs = g->seq - 1;
         c->rcv_nxt = c->rx_read = g->seq;
@@ -657,7 +707,7 @@ static uint32_t ack_process(struct tcp_stack *s, struct tcp_conn *c, const struc
                 }
                 c->dupacks = 0;
                 bool outstanding = c->snd_max != c->snd_una;
-                c->rto_at = outstanding ? now_ms + c->rto_ms : 0;
+                timer_arm(s, c, &c->rto_at, outstanding ? now_ms + c->rto_ms : 0);
         } else if (g->ack == c->snd_una && g->len == 0 && !(g->flags & (TH_FIN | TH_SYN)) &&
                    new_wnd == c->snd_wnd && c->snd_max != c->snd_una) {
                 if (++c->dupacks == 3) {
@@ -747,7 +797,7 @@ void tcp_input(struct tcp_stack *s, const uint8_t *eth_src, uint32_t src_ip, uin
         }
         if (c->state == TCPS_SYN_RECEIVED) {
                 s->syn_received--;
-                c->state = TCPS_ESTABLISHED;
+                conn_state_set(s, c, TCPS_ESTABLISHED);
                 c->snd_una = g.ack;
                 c->snd_wnd = (uint32_t)g.wnd << c->snd_wscale;
                 c->snd_wl1 = g.seq;
@@ -800,10 +850,10 @@ void tcp_input(struct tcp_stack *s, const uint8_t *eth_src, uint32_t src_ip, uin
         bool fin_acked = c->fin_sent && seq_gt(c->snd_una, c->fin_seqno);
         if (fin_acked) {
                 if (c->state == TCPS_FIN_WAIT_1) {
-                        c->state = TCPS_FIN_WAIT_2;
+                        conn_state_set(s, c, TCPS_FIN_WAIT_2);
                         /* the user is gone: a peer that never closes must
                          * not hold the slot forever (Linux: tcp_fin_timeout) */
-                        c->tw_at = now_ms + TCP_FIN_WAIT_2_MS;
+                        timer_arm(s, c, &c->tw_at, now_ms + TCP_FIN_WAIT_2_MS);
                 } else if (c->state == TCPS_CLOSING)
                         time_wait_enter(s, c, now_ms);
                 else if (c->state == TCPS_LAST_ACK) {
@@ -865,25 +915,25 @@ void tcp_input(struct tcp_stack *s, const uint8_t *eth_src, uint32_t src_ip, uin
                 ack_now = true;
                 readable = true;
                 if (c->state == TCPS_ESTABLISHED)
-                        c->state = TCPS_CLOSE_WAIT;
+                        conn_state_set(s, c, TCPS_CLOSE_WAIT);
                 else if (c->state == TCPS_FIN_WAIT_1)
-                        c->state = TCPS_CLOSING;
+                        conn_state_set(s, c, TCPS_CLOSING);
                 else if (c->state == TCPS_FIN_WAIT_2)
                         time_wait_enter(s, c, now_ms);
         } else if (fin && c->state == TCPS_TIME_WAIT) {
                 ack_now = true; /* our last ACK was lost: resend, restart the wait */
-                c->tw_at = now_ms + s->cfg.time_wait_ms;
+                timer_arm(s, c, &c->tw_at, now_ms + s->cfg.time_wait_ms);
         }
 
         if (s->cfg.keepalive_idle_ms && c->attached)
-                c->keepalive_at = now_ms + s->cfg.keepalive_idle_ms;
+                timer_arm(s, c, &c->keepalive_at, now_ms + s->cfg.keepalive_idle_ms);
         tcp_output(s, c, false, now_ms);
         if (c->segs_unacked >= 2)
                 ack_now = true;
         if (ack_now)
                 ack_send(s, c, now_ms);
         else if (c->segs_unacked && !c->delack_at)
-                c->delack_at = now_ms + s->cfg.delack_ms;
+                timer_arm(s, c, &c->delack_at, now_ms + s->cfg.delack_ms);
 
         if (!c->attached)
                 return;
@@ -907,7 +957,7 @@ static void rto_expire(struct tcp_stack *s, struct tcp_conn *c, uint64_t now_ms)
                 c->rto_ms = c->rto_ms * 2 > s->cfg.rto_max_ms ? s->cfg.rto_max_ms : c->rto_ms * 2;
                 seg_emit(s, c, c->iss, TH_SYN, 0, now_ms);
                 s->stats.retransmits++;
-                c->rto_at = now_ms + c->rto_ms;
+                timer_arm(s, c, &c->rto_at, now_ms + c->rto_ms);
                 return;
         }
         bool persist = c->snd_max == c->snd_una; /* nothing in flight: a window probe */
@@ -929,7 +979,7 @@ static void rto_expire(struct tcp_stack *s, struct tcp_conn *c, uint64_t now_ms)
         c->rto_ms = c->rto_ms * 2 > s->cfg.rto_max_ms ? s->cfg.rto_max_ms : c->rto_ms * 2;
         tcp_output(s, c, true, now_ms);
         if (!c->rto_at && c->snd_max != c->snd_una)
-                c->rto_at = now_ms + c->rto_ms;
+                timer_arm(s, c, &c->rto_at, now_ms + c->rto_ms);
 }
 
 static void keepalive_expire(struct tcp_stack *s, struct tcp_conn *c, uint64_t now_ms)
@@ -943,32 +993,75 @@ static void keepalive_expire(struct tcp_stack *s, struct tcp_conn *c, uint64_t n
         s->stats.keepalive_probes++;
         /* seq one below snd_una: out of the peer's window, so it must ACK */
         seg_emit(s, c, c->snd_una - 1, 0, 0, now_ms);
-        c->keepalive_at = now_ms + s->cfg.keepalive_interval_ms;
+        timer_arm(s, c, &c->keepalive_at, now_ms + s->cfg.keepalive_interval_ms);
+}
+
+/* c's timers that are due; then c is filed again for its next one. */
+static void conn_timers(struct tcp_stack *s, struct tcp_conn *c, uint64_t now_ms)
+{
+        if (c->tw_at && now_ms >= c->tw_at) {
+                conn_free(s, c);
+                return;
+        }
+        if (c->delack_at && now_ms >= c->delack_at)
+                ack_send(s, c, now_ms);
+        if (c->rto_at && now_ms >= c->rto_at) {
+                rto_expire(s, c, now_ms);
+                if (c->state == TCPS_FREE)
+                        return;
+        }
+        if (c->keepalive_at && now_ms >= c->keepalive_at) {
+                if (c->state == TCPS_ESTABLISHED || c->state == TCPS_CLOSE_WAIT) {
+                        keepalive_expire(s, c, now_ms);
+                        if (c->state == TCPS_FREE)
+                                return;
+                } else {
+                        c->keepalive_at = 0; /* closing: keepalive no longer applies */
+                }
+        }
+        uint64_t next = timer_next(c);
+        if (next)
+                wheel_file(s, c, next);
+        else
+                wheel_unlink(s, c);
+}
+
+/* Expires one slot: its list moves to the spare head, then each entry is
+ * taken off it in turn, so whatever the timers do to any connection
+ * (free it, file it again, an upcall closing another) leaves the lists
+ * whole. Entries due on a later turn go back to the slot. */
+static void wheel_expire(struct tcp_stack *s, uint32_t slot, uint64_t now_ms)
+{
+        const uint32_t spare = WHEEL_SLOTS;
+        s->wheel[spare] = s->wheel[slot];
+        s->wheel[slot] = 0;
+        for (uint32_t i = s->wheel[spare]; i; i = s->conns[i - 1].wheel_next)
+                s->conns[i - 1].wheel_slot = spare + 1;
+        while (s->wheel[spare]) {
+                struct tcp_conn *c = &s->conns[s->wheel[spare] - 1];
+                wheel_unlink(s, c);
+                s->stats.timer_visits++;
+                if (c->wheel_at > now_ms)
+                        wheel_link(s, c, slot); /* a later turn */
+                else
+                        conn_timers(s, c, now_ms);
+        }
 }
 
 void tcp_stack_timers(struct tcp_stack *s, uint64_t now_ms)
 {
         neigh_timers(s, now_ms);
-        if (now_ms < s->timers_next_ms)
+        uint64_t tick = now_ms / TCP_TICK_MS;
+        if (tick <= s->wheel_tick)
                 return;
-        s->timers_next_ms = now_ms + 5; /* the granularity every timer is rounded to */
-        for (uint32_t i = s->active_head; i;) {
-                struct tcp_conn *c = &s->conns[i - 1];
-                i = c->list_next;
-                if (c->tw_at && now_ms >= c->tw_at) {
-                        conn_free(s, c);
-                        continue;
-                }
-                if (c->delack_at && now_ms >= c->delack_at)
-                        ack_send(s, c, now_ms);
-                if (c->rto_at && now_ms >= c->rto_at) {
-                        rto_expire(s, c, now_ms);
-                        if (c->state == TCPS_FREE)
-                                continue;
-                }
-                if (c->keepalive_at && now_ms >= c->keepalive_at &&
-                    (c->state == TCPS_ESTABLISHED || c->state == TCPS_CLOSE_WAIT))
-                        keepalive_expire(s, c, now_ms);
+        /* every tick since the last call; after a long gap, one turn
+         * (each entry compares its own deadline) */
+        uint64_t from = s->wheel_tick + 1;
+        if (tick - s->wheel_tick > WHEEL_SLOTS)
+                from = tick - WHEEL_SLOTS + 1;
+        for (uint64_t t = from; t <= tick; t++) {
+                s->wheel_tick = t;
+                wheel_expire(s, (uint32_t)(t & (WHEEL_SLOTS - 1)), now_ms);
         }
 }
 
@@ -1112,9 +1205,9 @@ void tcp_conn_close(struct tcp_stack *s, struct tcp_conn *c, uint64_t now_ms)
         c->fin_queued = true;
         c->fin_seqno = c->snd_una + c->tx_len; /* no byte is queued after this */
         if (c->state == TCPS_ESTABLISHED)
-                c->state = TCPS_FIN_WAIT_1;
+                conn_state_set(s, c, TCPS_FIN_WAIT_1);
         else if (c->state == TCPS_CLOSE_WAIT)
-                c->state = TCPS_LAST_ACK;
+                conn_state_set(s, c, TCPS_LAST_ACK);
         tcp_output(s, c, false, now_ms);
 }
 

@@ -81,6 +81,30 @@ static void on_closed(void *user, struct tcp_conn *c, int err)
         (void)err;
 }
 
+/* The books the stack keeps must agree with its connections: the
+ * per-state counts add up (free = the free list), and a connection with a
+ * timer running is filed in the wheel no later than that timer, so no
+ * timer can be missed. */
+static void invariants(void)
+{
+        uint32_t counted[TCPS_COUNT] = {0};
+        for (uint32_t i = 0; i < conns_max; i++) {
+                const struct tcp_conn *c = &st->conns[i];
+                counted[c->state]++;
+                if (c->state == TCPS_FREE)
+                        continue;
+                const uint64_t t[4] = {c->tw_at, c->delack_at, c->rto_at, c->keepalive_at};
+                for (int k = 0; k < 4; k++)
+                        if (t[k] && (!c->wheel_slot || c->wheel_at > t[k]))
+                                abort();
+        }
+        for (int k = 0; k < TCPS_COUNT; k++)
+                if (counted[k] != tcp_stack_conns_in_state(st, (enum tcp_state)k))
+                        abort();
+        if (counted[TCPS_FREE] != st->free_count)
+                abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         struct tcp_stack_config cfg = {
@@ -137,6 +161,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 }
                 if (tcp_stack_conns_in_use(st) > conns_max)
                         abort();
+                invariants();
         }
         /* run every timer out: TIME_WAIT, retransmissions, keepalive */
         for (int i = 0; i < 200; i++) {

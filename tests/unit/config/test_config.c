@@ -1070,6 +1070,9 @@ static const char dpdk_tap[] = "[net]\n"
                                "syn_backlog = 64\n"
                                "tcp_buffer_bytes = 128k\n"
                                "mtu = 9000\n"
+                               "tcp_keepalive_idle_ms = 5000\n"
+                               "tcp_keepalive_interval_ms = 1000\n"
+                               "tcp_keepalive_probes = 3\n"
                                "test_delay_us = 20000\n"
                                "test_jitter_us = 2000\n";
 
@@ -1088,6 +1091,9 @@ static void test_dpdk_keys_parsed(void **state)
         assert_int_equal(cfg.dpdk_syn_backlog, 64);
         assert_int_equal(cfg.dpdk_tcp_buffer_bytes, 128 * 1024);
         assert_int_equal(cfg.dpdk_mtu, 9000);
+        assert_int_equal(cfg.dpdk_keepalive_idle_ms, 5000);
+        assert_int_equal(cfg.dpdk_keepalive_interval_ms, 1000);
+        assert_int_equal(cfg.dpdk_keepalive_probes, 3);
         assert_int_equal(cfg.dpdk_delay_us, 20000);
         assert_int_equal(cfg.dpdk_jitter_us, 2000);
 

@@ -1207,6 +1207,151 @@ static void test_keepalive_probes_then_drop(void **state)
         assert_int_equal(tcp_stack_stats(st)->keepalive_probes, 4);
 }
 
+/* The churn a client's close/reset leaves when its RST is lost on the way
+ * (a full tap queue): the connection stays established here, as it would
+ * in Linux, until keepalive probes it. The peer's host no longer knows it
+ * and answers the probe with a RST whose seq is the probe's ACK (RFC 9293
+ * 3.10.7.1): exactly rcv_nxt, so it must free the connection at once
+ * rather than draw a challenge ACK. */
+static void test_keepalive_probe_answered_by_reset_frees(void **state)
+{
+        (void)state;
+        teardown(NULL);
+        struct tcp_stack_config cfg = config();
+        cfg.keepalive_idle_ms = 3000;
+        assert_int_equal(setup_with(&cfg), 0);
+        struct peer p = connect_peer(41013, 7, true);
+        (void)p;
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_ESTABLISHED), 1);
+        /* the peer reset and the RST never arrived: silence */
+        advance(2990);
+        expect_nothing();
+        advance(20);
+        struct oseg probe = expect_seg();
+        assert_int_equal(probe.flags, TH_ACK);
+        assert_false(closed_called);
+        peer_send(&(struct iseg){.sport = p.port, .seq = probe.ack, .flags = TH_RST});
+        assert_true(closed_called);
+        assert_int_equal(closed_err, -ECONNRESET);
+        assert_int_equal(tcp_stack_conns_in_use(st), 0);
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_ESTABLISHED), 0);
+        expect_nothing();
+}
+
+/* The per-state gauges follow every transition, and the states add up to
+ * the pool. */
+static void test_state_counts_follow_each_transition(void **state)
+{
+        (void)state;
+        uint32_t pool = config().conns_max;
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_FREE), pool);
+        /* the peer closes first: CLOSE_WAIT, then LAST_ACK, then free */
+        struct peer a = connect_peer(41014, 1, false);
+        struct tcp_conn *ca = accepted_conn;
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_ESTABLISHED), 1);
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_FREE), pool - 1);
+        peer_send(&(struct iseg){
+            .sport = a.port, .seq = a.snd_nxt, .ack = a.rcv_nxt, .flags = TH_ACK | TH_FIN});
+        a.snd_nxt++;
+        expect_seg();
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_CLOSE_WAIT), 1);
+        tcp_conn_close(st, ca, now);
+        struct oseg fin = expect_seg();
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_LAST_ACK), 1);
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_CLOSE_WAIT), 0);
+        peer_ack(&a, fin.seq + 1);
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_LAST_ACK), 0);
+        /* we close first: FIN_WAIT_1, FIN_WAIT_2, TIME_WAIT, free */
+        struct peer b = connect_peer(41015, 1, false);
+        tcp_conn_close(st, accepted_conn, now);
+        fin = expect_seg();
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_FIN_WAIT_1), 1);
+        peer_ack(&b, fin.seq + 1);
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_FIN_WAIT_2), 1);
+        peer_send(&(struct iseg){
+            .sport = b.port, .seq = b.snd_nxt, .ack = fin.seq + 1, .flags = TH_ACK | TH_FIN});
+        expect_seg();
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_TIME_WAIT), 1);
+        assert_int_equal(tcp_stack_conns_in_use(st), 1);
+        advance(2100);
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_TIME_WAIT), 0);
+        /* a half-open one: SYN_RECEIVED until the handshake's ACK */
+        peer_send(&(struct iseg){.sport = 41016, .seq = 5, .flags = TH_SYN});
+        expect_seg();
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_SYN_RECEIVED), 1);
+        uint32_t sum = 0;
+        for (int k = 0; k < TCPS_COUNT; k++)
+                sum += tcp_stack_conns_in_state(st, (enum tcp_state)k);
+        assert_int_equal(sum, pool);
+        assert_string_equal(tcp_state_name(TCPS_CLOSE_WAIT), "close_wait");
+}
+
+/* The timer wheel: idle connections whose only timer is hours away cost
+ * one look per turn of the wheel (2.56 s), not one per 5 ms tick; the
+ * full scan this replaced looked at each of them 2,000 times a second. */
+static void test_idle_connections_cost_one_look_per_turn(void **state)
+{
+        (void)state;
+        teardown(NULL);
+        struct tcp_stack_config cfg = config();
+        cfg.keepalive_idle_ms = 7200000;
+        assert_int_equal(setup_with(&cfg), 0);
+        for (uint16_t i = 0; i < 6; i++)
+                connect_peer((uint16_t)(42000 + i), 1, false);
+        advance(10);
+        uint64_t visits0 = tcp_stack_stats(st)->timer_visits;
+        advance(10000);
+        uint64_t visits = tcp_stack_stats(st)->timer_visits - visits0;
+        /* 10 s is under 4 turns: at most 5 looks each */
+        assert_true(visits <= 6 * 5);
+        expect_nothing();
+}
+
+/* A deadline beyond one turn of the wheel (TIME_WAIT's 60 s) waits out
+ * the turns in between and fires on time, neither early nor a turn late. */
+static void test_timer_beyond_one_turn_fires_on_time(void **state)
+{
+        (void)state;
+        teardown(NULL);
+        struct tcp_stack_config cfg = config();
+        cfg.time_wait_ms = 60000;
+        assert_int_equal(setup_with(&cfg), 0);
+        struct peer p = connect_peer(42010, 1, false);
+        tcp_conn_close(st, accepted_conn, now);
+        struct oseg fin = expect_seg();
+        peer_send(&(struct iseg){
+            .sport = p.port, .seq = p.snd_nxt, .ack = fin.seq + 1, .flags = TH_ACK | TH_FIN});
+        expect_seg();
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_TIME_WAIT), 1);
+        advance(59990);
+        assert_int_equal(tcp_stack_conns_in_state(st, TCPS_TIME_WAIT), 1);
+        advance(10);
+        assert_int_equal(tcp_stack_conns_in_use(st), 0);
+}
+
+/* A connection filed for a far deadline (keepalive in 10 s) that then
+ * needs an earlier one (the RTO of data sent now) is filed again: the
+ * retransmission comes after 1 s, not when keepalive would have woken it. */
+static void test_earlier_timer_moves_the_connection_forward(void **state)
+{
+        (void)state;
+        teardown(NULL);
+        struct tcp_stack_config cfg = config();
+        cfg.keepalive_idle_ms = 10000;
+        assert_int_equal(setup_with(&cfg), 0);
+        connect_peer(42020, 1, false);
+        advance(3000);
+        expect_nothing();
+        tcp_conn_send(st, accepted_conn, "data", 4, now);
+        struct oseg first = expect_seg();
+        advance(995);
+        expect_nothing();
+        advance(10);
+        struct oseg re = expect_seg();
+        assert_int_equal(re.seq, first.seq);
+        assert_int_equal(re.len, 4);
+}
+
 static void test_timestamps_echoed(void **state)
 {
         (void)state;
@@ -1535,6 +1680,11 @@ int main(void)
             T(test_abort_sends_reset),
             T(test_syn_flood_answered_with_cookies),
             T(test_keepalive_probes_then_drop),
+            T(test_keepalive_probe_answered_by_reset_frees),
+            T(test_state_counts_follow_each_transition),
+            T(test_idle_connections_cost_one_look_per_turn),
+            T(test_timer_beyond_one_turn_fires_on_time),
+            T(test_earlier_timer_moves_the_connection_forward),
             T(test_timestamps_echoed),
             T(test_pool_limit),
             T(test_bad_tcp_checksum_dropped),
