@@ -709,15 +709,6 @@ static int dpdk_init(struct sl_worker *w)
             .conns_max = d->conns_max,
             .syn_backlog_max = cfg->dpdk_syn_backlog,
             .buf_bytes = cfg->dpdk_tcp_buffer_bytes,
-            .rto_min_ms = 200,
-            .rto_max_ms = 60000,
-            .rto_initial_ms = 1000,
-            .retries_max = 15,
-            .delack_ms = 40,
-            .time_wait_ms = 60000,
-            .keepalive_idle_ms = cfg->dpdk_keepalive_idle_ms,
-            .keepalive_interval_ms = cfg->dpdk_keepalive_interval_ms,
-            .keepalive_probes = cfg->dpdk_keepalive_probes,
             .isn_secret = rte_rdtsc() ^ rte_rand(),
             .tx_csum_offload = d->port->tx_csum,
             .xmit = dpdk_xmit,
@@ -729,6 +720,10 @@ static int dpdk_init(struct sl_worker *w)
             .writable = on_writable,
             .closed = on_closed,
         };
+        tcp_stack_config_linux_timers(&tc);
+        tc.keepalive_idle_ms = cfg->dpdk_keepalive_idle_ms;
+        tc.keepalive_interval_ms = cfg->dpdk_keepalive_interval_ms;
+        tc.keepalive_probes = cfg->dpdk_keepalive_probes;
         memcpy(tc.mac, d->port->mac.addr_bytes, 6);
         d->stack = tcp_stack_create(&tc);
         d->by_tcp = calloc(d->conns_max, sizeof(*d->by_tcp));

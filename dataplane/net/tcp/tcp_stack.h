@@ -87,6 +87,23 @@ struct tcp_stack_config {
         void (*closed)(void *user, struct tcp_conn *c, int err);
 };
 
+/* The timers a server stack runs with unless told otherwise: Linux's
+ * (RFC 6298 minimum and initial RTO, tcp_retries2, 40 ms delayed ACK,
+ * 2 MSL of 30 s, tcp_keepalive_*), so sluiced behaves as the kernel
+ * stack its clients already know. */
+static inline void tcp_stack_config_linux_timers(struct tcp_stack_config *c)
+{
+        c->rto_min_ms = 200;
+        c->rto_max_ms = 60000;
+        c->rto_initial_ms = 1000;
+        c->retries_max = 15;
+        c->delack_ms = 40;
+        c->time_wait_ms = 60000;
+        c->keepalive_idle_ms = 7200000;
+        c->keepalive_interval_ms = 75000;
+        c->keepalive_probes = 9;
+}
+
 /* Counters, written by the owning worker only. */
 struct tcp_stack_stats {
         uint64_t rx_frames, tx_frames, tx_dropped;

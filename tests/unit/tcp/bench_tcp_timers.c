@@ -76,19 +76,11 @@ int main(int argc, char **argv)
             .conns_max = n + 16,
             .syn_backlog_max = n + 16,
             .buf_bytes = 4096,
-            .rto_min_ms = 200,
-            .rto_max_ms = 60000,
-            .rto_initial_ms = 1000,
-            .retries_max = 15,
-            .delack_ms = 40,
-            .time_wait_ms = 60000,
-            .keepalive_idle_ms = 7200000, /* sluiced's default */
-            .keepalive_interval_ms = 75000,
-            .keepalive_probes = 9,
             .isn_secret = 42,
             .xmit = xmit,
             .accepted = accepted,
         };
+        tcp_stack_config_linux_timers(&cfg); /* sluiced's defaults */
         memcpy(cfg.mac, server_mac, 6);
         struct tcp_stack *s = tcp_stack_create(&cfg);
         if (!s || tcp_stack_listen(s, SERVER_PORT) != 0)

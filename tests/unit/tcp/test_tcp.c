@@ -207,6 +207,16 @@ static int teardown(void **state)
         return 0;
 }
 
+/* For the keepalive and timer tests: the fixture's stack again, with
+ * keepalive after idle_ms instead of Linux's two hours. */
+static void restart_with_keepalive(uint32_t idle_ms)
+{
+        teardown(NULL);
+        struct tcp_stack_config cfg = config();
+        cfg.keepalive_idle_ms = idle_ms;
+        assert_int_equal(setup_with(&cfg), 0);
+}
+
 /* ---- frames the peer sends ---- */
 
 static uint32_t eth_ip_build(uint8_t *f, uint8_t proto, uint32_t l4_len, uint16_t frag)
@@ -1182,10 +1192,7 @@ static void test_syn_flood_answered_with_cookies(void **state)
 static void test_keepalive_probes_then_drop(void **state)
 {
         (void)state;
-        teardown(NULL);
-        struct tcp_stack_config cfg = config();
-        cfg.keepalive_idle_ms = 10000;
-        assert_int_equal(setup_with(&cfg), 0);
+        restart_with_keepalive(10000);
         struct peer p = connect_peer(41012, 1, false);
         peer_data(&p, "x", 1);
         advance(100);
@@ -1216,10 +1223,7 @@ static void test_keepalive_probes_then_drop(void **state)
 static void test_keepalive_probe_answered_by_reset_frees(void **state)
 {
         (void)state;
-        teardown(NULL);
-        struct tcp_stack_config cfg = config();
-        cfg.keepalive_idle_ms = 3000;
-        assert_int_equal(setup_with(&cfg), 0);
+        restart_with_keepalive(3000);
         struct peer p = connect_peer(41013, 7, true);
         (void)p;
         assert_int_equal(tcp_stack_conns_in_state(st, TCPS_ESTABLISHED), 1);
@@ -1292,10 +1296,7 @@ static void test_state_counts_follow_each_transition(void **state)
 static void test_idle_connections_cost_one_look_per_turn(void **state)
 {
         (void)state;
-        teardown(NULL);
-        struct tcp_stack_config cfg = config();
-        cfg.keepalive_idle_ms = 7200000;
-        assert_int_equal(setup_with(&cfg), 0);
+        restart_with_keepalive(7200000);
         for (uint16_t i = 0; i < 6; i++)
                 connect_peer((uint16_t)(42000 + i), 1, false);
         advance(10);
@@ -1335,10 +1336,7 @@ static void test_timer_beyond_one_turn_fires_on_time(void **state)
 static void test_earlier_timer_moves_the_connection_forward(void **state)
 {
         (void)state;
-        teardown(NULL);
-        struct tcp_stack_config cfg = config();
-        cfg.keepalive_idle_ms = 10000;
-        assert_int_equal(setup_with(&cfg), 0);
+        restart_with_keepalive(10000);
         connect_peer(42020, 1, false);
         advance(3000);
         expect_nothing();
