@@ -12,15 +12,14 @@ sends every off-link frame to its MAC; without it the client is never
 answered (no frame to a guessed MAC), the drop is counted in /metrics and
 the broker keeps serving its own subnet. Needs root and a DPDK build."""
 import os
-import shutil
-import signal
 import subprocess
 import tempfile
 import uuid
 
 import pytest
 
-from test_dpdk_tap import BULK, NATS_C_CLIENT, REASON, SLUICED, TX_CSUM_OFF, netns_run, wait_until
+from test_dpdk_tap import (BULK, NATS_C_CLIENT, REASON, SLUICED, TX_CSUM_OFF, NetnsSluiced, netns_run,
+                           wait_until)
 
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
@@ -46,33 +45,26 @@ print("ok")
 """
 
 
-class RoutedBroker:
+class RoutedBroker(NetnsSluiced):
     def __init__(self, gateway):
         tag = uuid.uuid4().hex[:6]
         self.gateway = gateway
-        self.bns, self.rns, self.cns = f"sl-gb-{tag}", f"sl-gr-{tag}", f"sl-gc-{tag}"
+        self.ns, self.rns, self.cns = f"sl-gb-{tag}", f"sl-gr-{tag}", f"sl-gc-{tag}"
         self.bif, self.rbif = f"slgb{tag}", f"slgrb{tag}"  # broker <-> router
         self.crif, self.cif = f"slgrc{tag}", f"slgc{tag}"  # router <-> client
         self.dir = tempfile.mkdtemp(prefix="sl-e2e-gw-")
         self.proc = None
         self.log = None
 
-    def start(self):
-        try:
-            return self._start()
-        except BaseException:
-            self.stop()
-            raise
-
     def _start(self):
-        for ns in (self.bns, self.rns, self.cns):
+        for ns in (self.ns, self.rns, self.cns):
             subprocess.run(["ip", "netns", "add", ns], check=True)
             netns_run(ns, "ip", "link", "set", "lo", "up", check=True)
-        subprocess.run(["ip", "link", "add", self.bif, "netns", self.bns, "type", "veth", "peer",
+        subprocess.run(["ip", "link", "add", self.bif, "netns", self.ns, "type", "veth", "peer",
                         "name", self.rbif, "netns", self.rns], check=True)
         subprocess.run(["ip", "link", "add", self.crif, "netns", self.rns, "type", "veth", "peer",
                         "name", self.cif, "netns", self.cns], check=True)
-        netns_run(self.bns, "ip", "link", "set", self.bif, "up", check=True)
+        netns_run(self.ns, "ip", "link", "set", self.bif, "up", check=True)
         # the router first, so the broker's ARP request for it is answered
         netns_run(self.rns, "sysctl", "-qw", "net.ipv4.ip_forward=1", check=True)
         netns_run(self.rns, "ip", "addr", "add", f"{ROUTER_BROKER_SIDE}/24", "dev", self.rbif,
@@ -110,60 +102,22 @@ listen = 127.0.0.1:0
 [dpdk]
 hugepages = false
 memory_mb = 256
-file_prefix = {self.bns}
+file_prefix = {self.ns}
 ports = net_af_packet0,iface={self.bif},qpairs={WORKERS}
 addresses = {BROKER_IP}/24
 {gateway}eal_args = --no-shconf --no-telemetry --log-level=lib.eal:warning
 mbufs = 4095
 """)
         self.log = open(os.path.join(self.dir, "sluiced.log"), "w+")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.bns, SLUICED, "--config", conf],
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, SLUICED, "--config", conf],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         wait_until(lambda: self.proc.poll() is not None or " started: " in self.log_text(), 20,
                    "sluiced to start")
         assert self.proc.poll() is None, self.log_text()
         return self
 
-    def greets(self, ns, timeout=1):
-        r = netns_run(ns, "/usr/bin/python3", "-c",
-                      "import socket;s=socket.create_connection"
-                      f"(('{BROKER_IP}',{NATS_PORT}),timeout={timeout});print(s.recv(5))",
-                      timeout=timeout + 10)
-        return r.returncode == 0 and "INFO" in r.stdout
-
-    def metrics(self):
-        script = ("import json,urllib.request,sys;"
-                  "p=json.load(open(sys.argv[1]))['admin'];"
-                  "print(urllib.request.urlopen(f'http://127.0.0.1:{p}/metrics',timeout=10)"
-                  ".read().decode())")
-        r = netns_run(self.bns, "/usr/bin/python3", "-c", script,
-                      os.path.join(self.dir, "data", "ports.json"), timeout=30, check=True)
-        out = {}
-        for line in r.stdout.splitlines():
-            if line and not line.startswith("#"):
-                k, v = line.rsplit(" ", 1)
-                out[k] = float(v)
-        return out
-
-    def total(self, name):
-        return sum(v for k, v in self.metrics().items() if k.startswith(name + "{"))
-
-    def log_text(self):
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for ns in (self.bns, self.rns, self.cns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
+    def namespaces(self):
+        return [self.ns, self.rns, self.cns]
 
 
 def test_client_behind_a_router_is_served_through_the_gateway():
@@ -172,7 +126,7 @@ def test_client_behind_a_router_is_served_through_the_gateway():
         # the client really is off-link: its route to the broker is the router
         r = netns_run(b.cns, "ip", "route", "get", BROKER_IP, check=True)
         assert f"via {ROUTER_CLIENT_SIDE}" in r.stdout, r.stdout
-        wait_until(lambda: b.greets(b.cns), 20, "a greeting through the router")
+        wait_until(lambda: b.greets(b.cns, BROKER_IP), 20, "a greeting through the router")
         if os.access(NATS_C_CLIENT, os.X_OK):
             for scenario in ("pubsub", "request_reply"):
                 r = netns_run(b.cns, NATS_C_CLIENT, f"nats://{BROKER_IP}:{NATS_PORT}",
@@ -203,12 +157,12 @@ def test_without_a_gateway_the_off_link_client_gets_no_answer():
     b = RoutedBroker(gateway=False).start()
     try:
         # the router's side is on-link: served, so the port itself works
-        wait_until(lambda: b.greets(b.rns), 20, "a greeting on the broker's own subnet")
-        assert not b.greets(b.cns, timeout=3)  # a timeout, not a refusal or a crash
+        wait_until(lambda: b.greets(b.rns, BROKER_IP), 20, "a greeting on the broker's own subnet")
+        assert not b.greets(b.cns, BROKER_IP, timeout=3)  # a timeout, not a refusal or a crash
         wait_until(lambda: b.total("sluice_dpdk_ip_no_route_total") > 0, 10,
                    "the no-route drop in /metrics")
         assert b.proc.poll() is None
-        assert b.greets(b.rns)
+        assert b.greets(b.rns, BROKER_IP)
     finally:
         b.stop()
     assert b.proc.returncode == 0, b.log_text()[-2000:]

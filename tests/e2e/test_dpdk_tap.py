@@ -72,7 +72,75 @@ fcntl.ioctl(sock.fileno(), 0x8946, ifr)  # SIOCETHTOOL
 """
 
 
-class DpdkBroker:
+class NetnsSluiced:
+    """What every e2e broker shares: sluiced runs in namespace self.ns with
+    its data dir under self.dir and its output in self.log; start() tears
+    down whatever it made if it fails, so no namespace or broker outlives a
+    failed start. Subclasses build in _start() and name every namespace they
+    made in namespaces()."""
+
+    def start(self):
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def greets(self, ns, ip, timeout=1):
+        """A NATS INFO line to a fresh connection from namespace ns."""
+        r = netns_run(ns, "/usr/bin/python3", "-c",
+                      "import socket;s=socket.create_connection"
+                      f"(('{ip}',{NATS_PORT}),timeout={timeout});print(s.recv(5))",
+                      timeout=timeout + 10)
+        return r.returncode == 0 and "INFO" in r.stdout
+
+    def metrics_text(self):
+        """/metrics as served: the admin API stays on kernel sockets (the
+        management plane: 127.0.0.1 of the broker's namespace)."""
+        script = ("import json,urllib.request,sys;"
+                  "p=json.load(open(sys.argv[1]))['admin'];"
+                  "print(urllib.request.urlopen(f'http://127.0.0.1:{p}/metrics',timeout=10)"
+                  ".read().decode())")
+        r = netns_run(self.ns, "/usr/bin/python3", "-c", script,
+                      os.path.join(self.dir, "data", "ports.json"), timeout=30, check=True)
+        return r.stdout
+
+    def metrics(self):
+        """/metrics as {sample: value}."""
+        out = {}
+        for line in self.metrics_text().splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                out[k] = float(v)
+        return out
+
+    def total(self, name):
+        """A metric summed over its labels."""
+        return sum(v for k, v in self.metrics().items() if k.startswith(name + "{"))
+
+    def log_text(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stop_helpers()
+        for ns in self.namespaces():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stop_helpers(self):
+        """Anything besides sluiced to end before the namespaces go."""
+
+
+class DpdkBroker(NetnsSluiced):
     """sluiced whose workers each poll a queue of one DPDK port, in its own
     netns: net_tap (the client runs in the same netns, on the tap's kernel
     side) or net_af_packet on one end of a veth pair whose other end is in
@@ -96,15 +164,6 @@ class DpdkBroker:
         self.tap = "sl" + uuid.uuid4().hex[:8]
         self.dir = tempfile.mkdtemp(prefix="sl-e2e-")
         self.proc = None
-
-    def start(self):
-        """Starts everything; on any failure tears down what it made (no
-        namespace or broker outlives a failed start)."""
-        try:
-            return self._start()
-        except BaseException:
-            self.stop()
-            raise
 
     def _start(self):
         subprocess.run(["ip", "netns", "add", self.ns], check=True)
@@ -212,51 +271,13 @@ mbufs = 4095
         return stats
 
     def nats_greets(self):
-        r = netns_run(self.cns, "/usr/bin/python3", "-c",
-                      "import socket;s=socket.create_connection"
-                      f"(('{BROKER_IP}',{NATS_PORT}),timeout=1);print(s.recv(5))", timeout=10)
-        return r.returncode == 0 and "INFO" in r.stdout
+        return self.greets(self.cns, BROKER_IP)
 
-    def metrics_text(self):
-        """/metrics as served: the admin API stays on kernel sockets (the
-        management plane: 127.0.0.1 of the broker's namespace)."""
-        script = ("import json,urllib.request,sys;"
-                  "p=json.load(open(sys.argv[1]))['admin'];"
-                  "print(urllib.request.urlopen(f'http://127.0.0.1:{p}/metrics',timeout=10)"
-                  ".read().decode())")
-        r = netns_run(self.ns, "/usr/bin/python3", "-c", script,
-                      os.path.join(self.dir, "data", "ports.json"), timeout=30, check=True)
-        return r.stdout
-
-    def metrics(self):
-        """/metrics as {sample: value}."""
-        out = {}
-        for line in self.metrics_text().splitlines():
-            if line and not line.startswith("#"):
-                k, v = line.rsplit(" ", 1)
-                out[k] = float(v)
-        return out
-
-    def log_text(self):
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def stop_helpers(self):
         self.relay_stop()
-        if self.rns:
-            subprocess.run(["ip", "netns", "del", self.rns], capture_output=True)
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
-        if self.cns != self.ns:
-            subprocess.run(["ip", "netns", "del", self.cns], capture_output=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def namespaces(self):
+        return [ns for ns in (self.rns, self.ns) if ns] + ([self.cns] if self.cns != self.ns else [])
 
 
 # 2 workers: the tap's queues hash flows their own way, so segments reach
