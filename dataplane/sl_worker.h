@@ -139,6 +139,40 @@ int sl_worker_add_poller(struct sl_worker *w, sl_poll_fn fn, void *arg);
 void sl_worker_buf_put(struct sl_worker *w, struct sl_buf *b);
 
 /* Wrappers over w->mb for protocol code. */
+/* The adaptive idle policy's spin: spinning pays only when work tends to
+ * come back within idle_spin_us (a reply from another worker, a peer on
+ * loopback). While a worker waits on something slower, e.g. a produce burst
+ * waiting on its fdatasync (0.5-1 ms), every spin ran its full length and
+ * then slept anyway: on 2 vCPUs shared with the client and io-wq, CPU taken
+ * from them for nothing (the loop's clock reads alone were 9% of sluiced's
+ * samples in a Kafka produce run, nearly all of them spinning). So after
+ * SL_SPIN_MISSES_MAX spins in a row that ended asleep the worker sleeps at
+ * once, except that every SL_SPIN_PROBE_EVERY-th idle period still spins;
+ * one spin that finds work turns spinning back on. */
+#define SL_SPIN_MISSES_MAX  4u
+#define SL_SPIN_PROBE_EVERY 16u
+
+struct sl_spin {
+        uint32_t misses;  /* spins in a row that ended asleep */
+        uint32_t skipped; /* idle periods that did not spin (probe count) */
+        bool spinning;    /* the current idle period spins first */
+};
+
+/* An idle period starts: returns whether it spins before it sleeps. */
+static inline bool sl_spin_begin(struct sl_spin *s)
+{
+        s->spinning = s->misses < SL_SPIN_MISSES_MAX || ++s->skipped % SL_SPIN_PROBE_EVERY == 0;
+        return s->spinning;
+}
+
+/* The idle period ended: by work found (slept = false) or by a sleep. */
+static inline void sl_spin_end(struct sl_spin *s, bool slept)
+{
+        if (s->spinning)
+                s->misses = slept ? SL_MIN(s->misses + 1, SL_SPIN_MISSES_MAX) : 0;
+        s->spinning = false;
+}
+
 static inline int sl_worker_send(struct sl_worker *w, uint16_t dst, struct sl_msg *m)
 {
         return sl_mbox_send(&w->mb, dst, m);

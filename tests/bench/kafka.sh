@@ -113,26 +113,45 @@ for size in $sizes; do
 done
 
 # End to end: one record per produce (acks=all, fsync), the consumer long
-# polls (max_wait 500 ms). Partition 0 of the first topic lives on worker 0;
-# the run is repeated (at most 4 times) until the consumer's connection is on
-# worker 1, so every delivery crosses workers.
+# polls (max_wait 500 ms). Wanted: the producer's connection on the
+# partition's worker and the consumer's on the other one, so every delivery
+# crosses workers once (the fetch is woken across workers). The kernel's
+# SO_REUSEPORT hash picks a connection's worker, so each try is a fresh
+# topic and fresh connections, checked against the admin API as soon as
+# records flow and stopped at once if the placement is wrong (at most
+# E2E_TRIES; the run kept and its placement are printed either way).
+# Which connection is which: not by id (ids interleave per worker:
+# seq * workers + worker) but by direction: the producer's connection
+# receives more than it sends (records in, short acks out), the consumer's
+# sends more (records out, short fetches in).
 start_sluiced
-e2e="" cw="?" pw="?"
-for _ in 1 2 3 4; do
-	"$bench" kafka e2e --url "127.0.0.1:$kport" --size 100 --count 3000 --topic e2e --json >"$tmp/e2e" &
+e2e="" cw="?" pw="?" tw="?" e2e_try=0
+for try in $(seq "${E2E_TRIES:-24}"); do
+	e2e_try=$try
+	"$bench" kafka e2e --url "127.0.0.1:$kport" --size 100 --count 3000 --topic "e2e$try" --json >"$tmp/e2e" &
 	bp=$!
-	conns_json=""
-	for _ in $(seq 100); do
+	pw="?" cw="?" tw="?"
+	for _ in $(seq 200); do
+		kill -0 "$bp" 2>/dev/null || break
 		conns_json=$(curl -s "127.0.0.1:$aport/api/v1/connections")
-		[ "$(echo "$conns_json" | jq '[.connections[] | select(.protocol == "kafka")] | length')" -ge 2 ] && break
+		placed=$(echo "$conns_json" | jq -r '[.connections[] | select(.protocol == "kafka" and .rx_bytes > 20000)]
+			| if length == 2 then (map(select(.rx_bytes > .tx_bytes)) | .[0].worker // "?") as $p
+			  | (map(select(.tx_bytes > .rx_bytes)) | .[0].worker // "?") as $c | "\($p) \($c)" else "" end')
+		if [ -n "$placed" ]; then
+			read -r pw cw <<<"$placed"
+			break
+		fi
 		sleep 0.02
 	done
-	wait "$bp"
-	e2e=$(cat "$tmp/e2e")
-	# sluice-bench opens the producer's connection first, the consumer's second.
-	pw=$(echo "$conns_json" | jq '[.connections[] | select(.protocol == "kafka")] | sort_by(.id) | .[0].worker')
-	cw=$(echo "$conns_json" | jq '[.connections[] | select(.protocol == "kafka")] | sort_by(.id) | .[1].worker')
-	[ "$cw" = 1 ] && break
+	tw=$(curl -s "127.0.0.1:$aport/metrics" |
+		awk -v t="e2e$try" '$1 ~ /^sluice_kafka_partition_worker\{/ && index($1, "topic=\"" t "\"") && index($1, "partition=\"0\"") {print $2}')
+	if { [ "$pw" = "$tw" ] && [ "$cw" != "?" ] && [ "$cw" != "$tw" ]; } || [ "$try" = "${E2E_TRIES:-24}" ]; then
+		wait "$bp"
+		e2e=$(cat "$tmp/e2e")
+		break
+	fi
+	kill "$bp" 2>/dev/null || true
+	wait "$bp" 2>/dev/null || true
 done
 stop_sluiced
 
@@ -155,5 +174,5 @@ tests/bench/kafka.sh $*
 | size B | produce MB/s | records/s | p50 ms | p99 ms | S bytes | raw write(S)+fdatasync MB/s | **produce / raw** | consume MB/s | **consume / loopback** | consume / disk read | sluiced CPU s per produce run | sluiced CPU s per consume run (fill + read) | disk reads per consume run | cache MiB |
 |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 $rows
-End to end, 100 B records, one produce (acks=all) at a time, the consumer long-polling with max_wait 500 ms (fetch.wait.max.ms's default): producer connection on worker $pw, consumer on worker $cw, partition on worker 0. $(j "$e2e" '"\(.recv_msgs) records: p50 \(.p50_us) µs, p99 \(.p99_us) µs, p99.9 \(.p999_us) µs, max \(.max_us) µs"').
+End to end, 100 B records, one produce (acks=all) at a time, the consumer long-polling with max_wait 500 ms (fetch.wait.max.ms's default): producer connection on worker $pw, consumer on worker $cw, partition on worker $tw (placement try $e2e_try). $(j "$e2e" '"\(.recv_msgs) records: p50 \(.p50_us) µs, p99 \(.p99_us) µs, p99.9 \(.p999_us) µs, max \(.max_us) µs"').
 EOF
