@@ -205,3 +205,5 @@ def test_check_names_both_ports(broker):
     for i, (_, addr) in enumerate(SUBNETS):
         assert f"port {i}: vdev net_af_packet{i}" in r.stdout + r.stderr, r.stdout + r.stderr
         assert f"{addr}/24" in r.stdout + r.stderr
+    for w in range(WORKERS):
+        assert f"polls rx/tx queue {w} of ports 0..1" in r.stdout, r.stdout
