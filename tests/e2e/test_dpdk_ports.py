@@ -126,14 +126,19 @@ def broker():
 def test_nats_c_served_on_both_ports_at_once(broker):
     if not os.access(NATS_C_CLIENT, os.X_OK):
         pytest.skip(f"no nats.c client at {NATS_C_CLIENT}")
-    runs = [subprocess.Popen(["ip", "netns", "exec", broker.cns[i], NATS_C_CLIENT,
-                              f"nats://{SUBNETS[i][1]}:{NATS_PORT}", str(WORKERS), scenario],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for i in range(2) for scenario in ("pubsub", "request_reply")]
-    for r in runs:
-        out = r.communicate(timeout=120)[0]
-        assert r.returncode == 0, f"{out}\n--- sluiced ---\n{broker.log_text()[-3000:]}"
-        assert out.strip().endswith(("ok pubsub", "ok request_reply")), out
+    # One broker: concurrent runs must not share subjects (pubsub uses
+    # orders.new, request_reply svc.echo), so each round runs a different
+    # scenario on each port, and the second round swaps them.
+    for rounds in (("pubsub", "request_reply"), ("request_reply", "pubsub")):
+        runs = [(scenario, subprocess.Popen(
+                    ["ip", "netns", "exec", broker.cns[i], NATS_C_CLIENT,
+                     f"nats://{SUBNETS[i][1]}:{NATS_PORT}", str(WORKERS), scenario],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+                for i, scenario in enumerate(rounds)]
+        for scenario, r in runs:
+            out = r.communicate(timeout=120)[0]
+            assert r.returncode == 0, f"{out}\n--- sluiced ---\n{broker.log_text()[-3000:]}"
+            assert out.strip().endswith(f"ok {scenario}"), out
 
 
 def test_round_trips_on_both_ports_concurrently(broker):
