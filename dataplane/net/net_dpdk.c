@@ -1,24 +1,27 @@
-/* The DPDK backend of the connection interface: the worker polls its port
- * queue in bursts and runs its own instance of the userspace TCP/IP stack
- * (net/tcp/); connections of that stack become ordinary sl_conns, so the
- * protocol front-ends run unchanged. Compiled only when libdpdk is found.
+/* The DPDK backend of the connection interface: the worker polls its queue
+ * of every port in bursts and runs its own instance of the userspace TCP/IP
+ * stack per port (net/tcp/); connections of those stacks become ordinary
+ * sl_conns, so the protocol front-ends run unchanged. Compiled only when
+ * libdpdk is found.
  *
  * Process side (control thread, before workers start): net_dpdk_setup
  * initialises the EAL from [dpdk] and starts each port; a port that cannot
  * start is an error, never a fallback to kernel sockets.
  *
  * Worker side: each worker registers as a DPDK lcore and owns queue pair
- * <worker id> of the port, with its own TCP/IP stack. A connection belongs
- * to the worker that net_dpdk_flow_owner() names for its 4-tuple; whatever
- * queue a segment arrives on (RSS, af_packet fanout and tap multiqueue all
- * hash differently), a worker that does not own it forwards the mbuf to
- * the owner over the mailbox ring, never answers it. ARP belongs to
- * worker 0, which also sends the gratuitous ARP.
+ * <worker id> of every port, with one TCP/IP stack per port (struct
+ * dpdk_if). A connection belongs to the worker that net_dpdk_flow_owner()
+ * names for its 4-tuple; whatever queue a segment arrives on (RSS,
+ * af_packet fanout and tap multiqueue all hash differently), a worker that
+ * does not own it forwards the mbuf to the owner's stack of the same port
+ * over the mailbox ring, never answers it. ARP belongs to worker 0 on every
+ * port, which also sends each port's gratuitous ARP.
  *
  * Receive views point into the TCP receive ring; the token of a view is the
- * TCP connection's index, and releasing it frees those bytes (opens the
- * window). A send completes when its bytes are copied into the TCP send
- * ring, whose size is the connection's credit. */
+ * connection's handle (port and stack index, net_dpdk_handle) and a
+ * generation, and releasing it frees those bytes (opens the window). A send
+ * completes when its bytes are copied into the TCP send ring, whose size is
+ * the connection's credit. */
 #include <errno.h>
 #include <stddef.h>
 #include <inttypes.h>
