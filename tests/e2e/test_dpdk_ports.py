@@ -194,13 +194,18 @@ def test_metrics_show_frames_on_both_ports(broker):
                  sum(broker.by_port("sluice_dpdk_tcp_accepted_by_port_total", p)) > 0
                  for p in range(2))
         return m if ok else None
-    m = wait_until(counted, 10, "frames and connections on both ports in /metrics")
-    # the per-worker totals are the sums over the ports
-    for w in range(WORKERS):
-        per_port = sum(m.get(f'sluice_dpdk_rx_frames_by_port_total{{worker="{w}",port="{p}"}}', 0)
+    wait_until(counted, 10, "frames and connections on both ports in /metrics")
+
+    # the per-worker totals are the sums over the ports; a scrape may fall
+    # between two publications while the last ACKs arrive: poll until one
+    # scrape agrees for every worker
+    def sums_agree():
+        m = broker.metrics()
+        return all(m[f'sluice_dpdk_rx_frames_total{{worker="{w}"}}'] ==
+                   sum(m.get(f'sluice_dpdk_rx_frames_by_port_total{{worker="{w}",port="{p}"}}', 0)
                        for p in range(2))
-        # published together every 100 ms: read from the same scrape
-        assert m[f'sluice_dpdk_rx_frames_total{{worker="{w}"}}'] == per_port
+                   for w in range(WORKERS))
+    wait_until(sums_agree, 10, "per-worker frame totals equal to the sums over the ports")
 
 
 def test_check_names_both_ports(broker):
