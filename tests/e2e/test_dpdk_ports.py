@@ -208,6 +208,33 @@ def test_metrics_show_frames_on_both_ports(broker):
     wait_until(sums_agree, 10, "per-worker frame totals equal to the sums over the ports")
 
 
+# One ICMP echo to argv[1] from a raw socket (no ping binary here); prints
+# the replying address.
+ECHO = r"""
+import socket, struct, sys
+def csum(b):
+    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    t = (t >> 16) + (t & 0xffff)
+    return ~(t + (t >> 16)) & 0xffff
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(5)
+body = struct.pack("!BBHHH", 8, 0, 0, 0x5e1c, 1) + b"sluice-port-echo"
+s.sendto(body[:2] + struct.pack("!H", csum(body)) + body[4:], (sys.argv[1], 0))
+while True:
+    data, addr = s.recvfrom(2048)
+    icmp = data[(data[0] & 15) * 4:]
+    if icmp[0] == 0 and icmp[4:6] == b"\x5e\x1c" and icmp[8:] == b"sluice-port-echo":
+        print("reply", addr[0])
+        break
+"""
+
+
+def test_each_port_answers_icmp_echo_with_its_own_address(broker):
+    for i, (_, addr) in enumerate(SUBNETS):
+        r = netns_run(broker.cns[i], "/usr/bin/python3", "-c", ECHO, addr, timeout=30)
+        assert r.stdout.strip() == f"reply {addr}", f"{r.stdout}{r.stderr}"
+
+
 def test_check_names_both_ports(broker):
     conf = os.path.join(broker.dir, "sluiced.conf")
     r = subprocess.run(["ip", "netns", "exec", broker.ns, SLUICED, "--config", conf, "--check"],
