@@ -386,13 +386,12 @@ void ctl_dpdk_plan_print(const struct ctl_config *cfg, FILE *out)
                                 cfg->worker_cores[i]);
                 else
                         fprintf(out, "#   worker %" PRIu32 ": unpinned, registered lcore, ", i);
-                fprintf(out, "polls rx/tx queue %" PRIu32 " of port 0\n", i);
+                /* every worker serves its queue pair of every port */
+                if (n > 1)
+                        fprintf(out, "polls rx/tx queue %" PRIu32 " of ports 0..%d\n", i, n - 1);
+                else
+                        fprintf(out, "polls rx/tx queue %" PRIu32 " of port 0\n", i);
         }
-        if (n > 1)
-                fprintf(out,
-                        "#   note: only port 0 is polled yet; ports 1..%d start but carry "
-                        "no connections\n",
-                        n - 1);
         char buf[2048];
         char *argv[64];
         int argc = n >= 0 ? ctl_dpdk_eal_argv(cfg, ports, n, buf, sizeof(buf), argv, 64) : -EINVAL;

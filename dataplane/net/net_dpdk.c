@@ -1,24 +1,27 @@
-/* The DPDK backend of the connection interface: the worker polls its port
- * queue in bursts and runs its own instance of the userspace TCP/IP stack
- * (net/tcp/); connections of that stack become ordinary sl_conns, so the
- * protocol front-ends run unchanged. Compiled only when libdpdk is found.
+/* The DPDK backend of the connection interface: the worker polls its queue
+ * of every port in bursts and runs its own instance of the userspace TCP/IP
+ * stack per port (net/tcp/); connections of those stacks become ordinary
+ * sl_conns, so the protocol front-ends run unchanged. Compiled only when
+ * libdpdk is found.
  *
  * Process side (control thread, before workers start): net_dpdk_setup
  * initialises the EAL from [dpdk] and starts each port; a port that cannot
  * start is an error, never a fallback to kernel sockets.
  *
  * Worker side: each worker registers as a DPDK lcore and owns queue pair
- * <worker id> of the port, with its own TCP/IP stack. A connection belongs
- * to the worker that net_dpdk_flow_owner() names for its 4-tuple; whatever
- * queue a segment arrives on (RSS, af_packet fanout and tap multiqueue all
- * hash differently), a worker that does not own it forwards the mbuf to
- * the owner over the mailbox ring, never answers it. ARP belongs to
- * worker 0, which also sends the gratuitous ARP.
+ * <worker id> of every port, with one TCP/IP stack per port (struct
+ * dpdk_if). A connection belongs to the worker that net_dpdk_flow_owner()
+ * names for its 4-tuple; whatever queue a segment arrives on (RSS,
+ * af_packet fanout and tap multiqueue all hash differently), a worker that
+ * does not own it forwards the mbuf to the owner's stack of the same port
+ * over the mailbox ring, never answers it. ARP belongs to worker 0 on every
+ * port, which also sends each port's gratuitous ARP.
  *
  * Receive views point into the TCP receive ring; the token of a view is the
- * TCP connection's index, and releasing it frees those bytes (opens the
- * window). A send completes when its bytes are copied into the TCP send
- * ring, whose size is the connection's credit. */
+ * connection's handle (port and stack index, net_dpdk_handle) and a
+ * generation, and releasing it frees those bytes (opens the window). A send
+ * completes when its bytes are copied into the TCP send ring, whose size is
+ * the connection's credit. */
 #include <errno.h>
 #include <stddef.h>
 #include <inttypes.h>
@@ -148,6 +151,26 @@ static const struct {
                           "Off-link frames dropped before the gateway answered ARP."},
 };
 
+/* Per worker and port: which port a worker's frames and connections came
+ * through (the sums are the DC_ counters above). */
+enum dpdk_port_counter {
+        DP_RX_FRAMES,
+        DP_TX_FRAMES,
+        DP_ACCEPTED,
+        DP_COUNT,
+};
+
+static const struct {
+        const char *name, *help;
+} dpdk_port_counter_desc[DP_COUNT] = {
+    [DP_RX_FRAMES] = {"sluice_dpdk_rx_frames_by_port_total",
+                      "Frames the worker's stack of this port received."},
+    [DP_TX_FRAMES] = {"sluice_dpdk_tx_frames_by_port_total",
+                      "Frames the worker's stack of this port sent."},
+    [DP_ACCEPTED] = {"sluice_dpdk_tcp_accepted_by_port_total",
+                     "Handshakes the worker's stack of this port completed."},
+};
+
 struct dpdk_worker_summary {
         bool valid;
         uint64_t rx_frames, tx_frames, forwarded, forward_dropped, conns, retransmits;
@@ -162,37 +185,54 @@ static struct {
         struct dpdk_worker_summary summary[CTL_WORKERS_MAX];
         _Atomic uint64_t pub[CTL_WORKERS_MAX][DC_COUNT];
         _Atomic uint32_t pub_states[CTL_WORKERS_MAX][TCPS_COUNT];
+        _Atomic uint64_t pub_port[CTL_WORKERS_MAX][CTL_DPDK_PORTS_MAX][DP_COUNT];
 } dpdk;
 
 struct delayed_frame {
         struct rte_mbuf *m;
         uint64_t due_tsc;
+        struct dpdk_if *f; /* the port it arrived on */
 };
 
-struct net_dpdk {
-        struct sl_worker *w;
+/* One port as a worker serves it: its queue pair, its own TCP/IP stack
+ * (the port's address, MAC, gateway, MTU; ARP is worker 0's on every
+ * port) and the per-connection state of that stack's connections. A
+ * connection's handle (sl_conn fd, view token) is
+ * net_dpdk_handle(port index, stack index): unique per worker across
+ * ports. */
+struct dpdk_if {
+        struct net_dpdk *d;
         struct dpdk_port *port;
-        uint16_t queue;
+        uint16_t index; /* in [dpdk] ports */
         struct tcp_stack *stack;
-        uint64_t gw_seen; /* the gw_mac_pub value this worker last published or took */
-        uint32_t conns_max;
+        uint64_t gw_seen;        /* the gw_mac_pub value this worker last published or took */
         struct sl_conn **by_tcp; /* [tcp index] the sl_conn riding on it */
         uint32_t *rx_lent;       /* [tcp index] bytes lent as the current view */
         uint8_t *gen;            /* [tcp index] bumped per connection: stale tokens */
         uint8_t *tx_blocked;     /* [tcp index] a send waits for room */
-        uint32_t *readyq;        /* tcp indexes with something to deliver */
-        uint8_t *in_readyq;
-        uint32_t ready_head, ready_count;
-        bool accepting;
+        uint8_t *in_readyq;      /* [tcp index] */
         struct rte_mbuf *tx[DPDK_TX_BURST];
         uint16_t tx_count;
         struct rte_mbuf *tx_next; /* the frame the stack is building (dpdk_tx_frame) */
         uint64_t tx_dropped;
         uint64_t frames_forwarded, forward_dropped;
+};
+
+struct net_dpdk {
+        struct sl_worker *w;
+        struct dpdk_if ifs[CTL_DPDK_PORTS_MAX];
+        uint16_t nifs;
+        uint16_t queue;      /* the queue pair this worker polls on every port */
+        uint32_t conns_max;  /* TCP connections per port's stack */
+        uint32_t *readyq;    /* handles with something to deliver, all ports */
+        uint32_t readyq_cap; /* nifs * conns_max */
+        uint32_t ready_head, ready_count;
+        bool accepting;
         /* [dpdk] test_loss/test_reorder: a seeded PRNG and one held frame */
         uint32_t loss_per_mille, reorder_per_mille;
         uint64_t rng;
         struct rte_mbuf *held;
+        struct dpdk_if *held_if;
         /* [dpdk] test_delay_us/test_jitter_us: received frames wait in a
          * FIFO until their due time (TSC); sized once, full = dropped */
         struct delayed_frame *delayq;
@@ -505,16 +545,22 @@ void net_dpdk_teardown(void)
 
 /* ---- frames out ---- */
 
-static void tx_flush(struct net_dpdk *d)
+static void tx_flush(struct dpdk_if *f)
 {
-        if (!d->tx_count)
+        if (!f->tx_count)
                 return;
-        uint16_t sent = rte_eth_tx_burst(d->port->id, d->queue, d->tx, d->tx_count);
-        for (uint16_t i = sent; i < d->tx_count; i++) {
-                rte_pktmbuf_free(d->tx[i]);
-                d->tx_dropped++; /* TCP retransmits what the ring refused */
+        uint16_t sent = rte_eth_tx_burst(f->port->id, f->d->queue, f->tx, f->tx_count);
+        for (uint16_t i = sent; i < f->tx_count; i++) {
+                rte_pktmbuf_free(f->tx[i]);
+                f->tx_dropped++; /* TCP retransmits what the ring refused */
         }
-        d->tx_count = 0;
+        f->tx_count = 0;
+}
+
+static void tx_flush_all(struct net_dpdk *d)
+{
+        for (uint16_t i = 0; i < d->nifs; i++)
+                tx_flush(&d->ifs[i]);
 }
 
 static uint32_t rng_per_mille(struct net_dpdk *d)
@@ -525,25 +571,25 @@ static uint32_t rng_per_mille(struct net_dpdk *d)
         return (uint32_t)(d->rng % 1000);
 }
 
-/* The stack builds its next frame straight in an mbuf (its data room holds
- * a whole frame of the port's MTU, see port_mtu_check); the mbuf stays
- * ours until xmit takes it. */
+/* The stack builds its next frame straight in an mbuf of its port's pool
+ * (its data room holds a whole frame of the port's MTU, see
+ * port_mtu_check); the mbuf stays ours until xmit takes it. */
 static uint8_t *dpdk_tx_frame(void *drv)
 {
-        struct net_dpdk *d = drv;
-        if (!d->tx_next)
-                d->tx_next = rte_pktmbuf_alloc(d->port->pool);
-        return d->tx_next ? rte_pktmbuf_mtod(d->tx_next, uint8_t *) : NULL;
+        struct dpdk_if *f = drv;
+        if (!f->tx_next)
+                f->tx_next = rte_pktmbuf_alloc(f->port->pool);
+        return f->tx_next ? rte_pktmbuf_mtod(f->tx_next, uint8_t *) : NULL;
 }
 
 static int dpdk_xmit(void *drv, const uint8_t *frame, uint32_t len, bool offload)
 {
-        struct net_dpdk *d = drv;
-        if (d->loss_per_mille && rng_per_mille(d) < d->loss_per_mille)
+        struct dpdk_if *f = drv;
+        if (f->d->loss_per_mille && rng_per_mille(f->d) < f->d->loss_per_mille)
                 return 0; /* test loss: "sent", never arrives (tx_next is reused) */
-        struct rte_mbuf *m = d->tx_next;
+        struct rte_mbuf *m = f->tx_next;
         if (m && frame == rte_pktmbuf_mtod(m, const uint8_t *)) {
-                d->tx_next = NULL; /* built in place: no copy */
+                f->tx_next = NULL; /* built in place: no copy */
                 if (len > rte_pktmbuf_tailroom(m)) {
                         rte_pktmbuf_free(m);
                         return -EMSGSIZE;
@@ -551,7 +597,7 @@ static int dpdk_xmit(void *drv, const uint8_t *frame, uint32_t len, bool offload
                 m->data_len = (uint16_t)len;
                 m->pkt_len = len;
         } else {
-                m = rte_pktmbuf_alloc(d->port->pool);
+                m = rte_pktmbuf_alloc(f->port->pool);
                 if (!m)
                         return -ENOBUFS;
                 char *dst = rte_pktmbuf_append(m, (uint16_t)len);
@@ -567,20 +613,22 @@ static int dpdk_xmit(void *drv, const uint8_t *frame, uint32_t len, bool offload
                 m->ol_flags |=
                     RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_TCP_CKSUM;
         }
-        d->tx[d->tx_count++] = m;
-        if (d->tx_count == DPDK_TX_BURST)
-                tx_flush(d);
+        f->tx[f->tx_count++] = m;
+        if (f->tx_count == DPDK_TX_BURST)
+                tx_flush(f);
         return 0;
 }
 
 /* ---- TCP upcalls ---- */
 
-static void ready_push(struct net_dpdk *d, uint32_t idx)
+static void ready_push(struct dpdk_if *f, uint32_t idx)
 {
-        if (d->in_readyq[idx])
+        if (f->in_readyq[idx])
                 return;
-        d->in_readyq[idx] = 1;
-        d->readyq[(d->ready_head + d->ready_count++) % d->conns_max] = idx;
+        f->in_readyq[idx] = 1;
+        struct net_dpdk *d = f->d;
+        d->readyq[(d->ready_head + d->ready_count++) % d->readyq_cap] =
+            net_dpdk_handle(f->index, idx);
 }
 
 static uint8_t proto_of_port(const struct sl_worker *w, uint16_t port)
@@ -594,37 +642,39 @@ static uint8_t proto_of_port(const struct sl_worker *w, uint16_t port)
 
 static int on_accepted(void *user, struct tcp_conn *t)
 {
-        struct net_dpdk *d = user;
+        struct dpdk_if *f = user;
+        struct net_dpdk *d = f->d;
         struct sl_worker *w = d->w;
         uint8_t proto = proto_of_port(w, tcp_conn_local_port(t));
         if (!d->accepting || proto == CTL_PROTO_COUNT)
                 return -ECONNREFUSED;
         uint32_t idx = tcp_conn_index(t);
+        int handle = (int)net_dpdk_handle(f->index, idx);
         struct sockaddr_storage ss;
         memset(&ss, 0, sizeof(ss));
         struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
         sin->sin_family = AF_INET;
         sin->sin_addr.s_addr = htonl(tcp_conn_peer_ip(t));
         sin->sin_port = htons(tcp_conn_peer_port(t));
-        d->rx_lent[idx] = 0;
-        d->gen[idx]++;
-        d->tx_blocked[idx] = 0;
-        d->by_tcp[idx] = NULL;
+        f->rx_lent[idx] = 0;
+        f->gen[idx]++;
+        f->tx_blocked[idx] = 0;
+        f->by_tcp[idx] = NULL;
         /* The slot net_conn_accepted will take: its free list's head, or the
          * next never-used one. Found again below by its handle. */
         struct sl_conn *cand = w->free_conns;
         uint32_t high = w->conns_high;
-        if (net_conn_accepted(w, (int)idx, proto, &ss) != 0)
+        if (net_conn_accepted(w, handle, proto, &ss) != 0)
                 return -ENOSPC;
         struct sl_conn *c = NULL;
-        if (cand && cand->fd == (int)idx && cand->state != SL_CONN_FREE)
+        if (cand && cand->fd == handle && cand->state != SL_CONN_FREE)
                 c = cand;
-        else if (high < w->conns_max && w->conns[high].fd == (int)idx &&
+        else if (high < w->conns_max && w->conns[high].fd == handle &&
                  w->conns[high].state != SL_CONN_FREE)
                 c = &w->conns[high];
         if (c && c->state != SL_CONN_DRAINING) {
-                d->by_tcp[idx] = c;
-                ready_push(d, idx); /* data may have come with the handshake's ACK */
+                f->by_tcp[idx] = c;
+                ready_push(f, idx); /* data may have come with the handshake's ACK */
         }
         /* Closed already inside net_conn_accepted (a limit): its shutdown
          * detached the TCP connection, which then finishes on its own. */
@@ -638,36 +688,99 @@ static void on_readable(void *user, struct tcp_conn *t)
 
 static void on_writable(void *user, struct tcp_conn *t)
 {
-        struct net_dpdk *d = user;
+        struct dpdk_if *f = user;
         uint32_t idx = tcp_conn_index(t);
-        struct sl_conn *c = d->by_tcp[idx];
-        if (c && d->tx_blocked[idx]) {
-                d->tx_blocked[idx] = 0;
-                d->w->net->tx_submit(d->w, c, -1);
+        struct sl_conn *c = f->by_tcp[idx];
+        if (c && f->tx_blocked[idx]) {
+                f->tx_blocked[idx] = 0;
+                f->d->w->net->tx_submit(f->d->w, c, -1);
         }
 }
 
 static void on_closed(void *user, struct tcp_conn *t, int err)
 {
-        struct net_dpdk *d = user;
+        struct dpdk_if *f = user;
         uint32_t idx = tcp_conn_index(t);
-        struct sl_conn *c = d->by_tcp[idx];
-        d->by_tcp[idx] = NULL;
+        struct sl_conn *c = f->by_tcp[idx];
+        f->by_tcp[idx] = NULL;
         if (!c)
                 return;
         c->fd = -1; /* the TCP connection is gone: nothing to close later */
-        if (d->tx_blocked[idx]) {
-                d->tx_blocked[idx] = 0;
-                net_conn_tx_done(d->w, c, err);
+        if (f->tx_blocked[idx]) {
+                f->tx_blocked[idx] = 0;
+                net_conn_tx_done(f->d->w, c, err);
         }
-        net_conn_rx_end(d->w, c, err);
+        net_conn_rx_end(f->d->w, c, err);
 }
 
 /* ---- sl_net_ops ---- */
 
-static struct tcp_conn *conn_tcp(struct net_dpdk *d, const struct sl_conn *c)
+/* The port and stack index of a handle, or NULL for one that names no
+ * port of this worker. */
+static struct dpdk_if *handle_if(struct net_dpdk *d, uint32_t handle, uint32_t *idx)
 {
-        return c->fd >= 0 ? tcp_stack_conn(d->stack, (uint32_t)c->fd) : NULL;
+        uint16_t port = net_dpdk_handle_port(handle);
+        *idx = net_dpdk_handle_conn(handle);
+        return port < d->nifs && *idx < d->conns_max ? &d->ifs[port] : NULL;
+}
+
+static struct tcp_conn *conn_tcp(struct net_dpdk *d, const struct sl_conn *c, struct dpdk_if **fp,
+                                 uint32_t *idx)
+{
+        if (c->fd < 0)
+                return NULL;
+        struct dpdk_if *f = handle_if(d, (uint32_t)c->fd, idx);
+        *fp = f;
+        return f ? tcp_stack_conn(f->stack, *idx) : NULL;
+}
+
+static int if_init(struct net_dpdk *d, uint16_t index, const struct ctl_config *cfg)
+{
+        struct sl_worker *w = d->w;
+        struct dpdk_if *f = &d->ifs[index];
+        f->d = d;
+        f->index = index;
+        f->port = &dpdk.ports[index];
+        struct tcp_stack_config tc = {
+            .ip = f->port->ip,
+            .prefix_len = f->port->prefix_len,
+            .gateway = f->port->gateway,
+            .arp_passive = w->id != 0, /* ARP frames reach worker 0 only */
+            .mtu = f->port->mtu,
+            .conns_max = d->conns_max,
+            .syn_backlog_max = cfg->dpdk_syn_backlog,
+            .buf_bytes = cfg->dpdk_tcp_buffer_bytes,
+            .isn_secret = rte_rdtsc() ^ rte_rand(),
+            .tx_csum_offload = f->port->tx_csum,
+            .xmit = dpdk_xmit,
+            .tx_frame = dpdk_tx_frame,
+            .drv = f,
+            .user = f,
+            .accepted = on_accepted,
+            .readable = on_readable,
+            .writable = on_writable,
+            .closed = on_closed,
+        };
+        tcp_stack_config_linux_timers(&tc);
+        tc.keepalive_idle_ms = cfg->dpdk_keepalive_idle_ms;
+        tc.keepalive_interval_ms = cfg->dpdk_keepalive_interval_ms;
+        tc.keepalive_probes = cfg->dpdk_keepalive_probes;
+        memcpy(tc.mac, f->port->mac.addr_bytes, 6);
+        f->stack = tcp_stack_create(&tc);
+        f->by_tcp = calloc(d->conns_max, sizeof(*f->by_tcp));
+        f->rx_lent = calloc(d->conns_max, sizeof(*f->rx_lent));
+        f->gen = calloc(d->conns_max, 1);
+        f->tx_blocked = calloc(d->conns_max, 1);
+        f->in_readyq = calloc(d->conns_max, 1);
+        if (!f->stack || !f->by_tcp || !f->rx_lent || !f->gen || !f->tx_blocked || !f->in_readyq)
+                return -ENOMEM;
+        for (int p = 0; p < CTL_PROTO_COUNT; p++)
+                if (cfg->listeners[p].enabled && w->rt->protos[p])
+                        tcp_stack_listen(f->stack, cfg->listeners[p].port);
+        if (w->id == 0)
+                tcp_stack_announce(f->stack, w->now_ms); /* one gratuitous ARP per port */
+        tx_flush(f);
+        return 0;
 }
 
 static int dpdk_init(struct sl_worker *w)
@@ -683,7 +796,6 @@ static int dpdk_init(struct sl_worker *w)
         w->net_state = d;
         d->w = w;
         d->accepting = true;
-        d->port = &dpdk.ports[0];
         d->queue = w->id;
         d->loss_per_mille = cfg->dpdk_loss_per_mille;
         d->reorder_per_mille = cfg->dpdk_reorder_per_mille;
@@ -698,50 +810,35 @@ static int dpdk_init(struct sl_worker *w)
                 d->delay_tsc = cfg->dpdk_delay_us * rte_get_tsc_hz() / 1000000;
                 d->jitter_tsc = cfg->dpdk_jitter_us * rte_get_tsc_hz() / 1000000;
         }
-        /* view tokens keep the index in 24 bits */
-        d->conns_max = cfg->limits.connections_max < 65536 ? cfg->limits.connections_max : 65536;
-        struct tcp_stack_config tc = {
-            .ip = d->port->ip,
-            .prefix_len = d->port->prefix_len,
-            .gateway = d->port->gateway,
-            .arp_passive = w->id != 0, /* ARP frames reach worker 0 only */
-            .mtu = d->port->mtu,
-            .conns_max = d->conns_max,
-            .syn_backlog_max = cfg->dpdk_syn_backlog,
-            .buf_bytes = cfg->dpdk_tcp_buffer_bytes,
-            .isn_secret = rte_rdtsc() ^ rte_rand(),
-            .tx_csum_offload = d->port->tx_csum,
-            .xmit = dpdk_xmit,
-            .tx_frame = dpdk_tx_frame,
-            .drv = d,
-            .user = d,
-            .accepted = on_accepted,
-            .readable = on_readable,
-            .writable = on_writable,
-            .closed = on_closed,
-        };
-        tcp_stack_config_linux_timers(&tc);
-        tc.keepalive_idle_ms = cfg->dpdk_keepalive_idle_ms;
-        tc.keepalive_interval_ms = cfg->dpdk_keepalive_interval_ms;
-        tc.keepalive_probes = cfg->dpdk_keepalive_probes;
-        memcpy(tc.mac, d->port->mac.addr_bytes, 6);
-        d->stack = tcp_stack_create(&tc);
-        d->by_tcp = calloc(d->conns_max, sizeof(*d->by_tcp));
-        d->rx_lent = calloc(d->conns_max, sizeof(*d->rx_lent));
-        d->gen = calloc(d->conns_max, 1);
-        d->tx_blocked = calloc(d->conns_max, 1);
-        d->readyq = calloc(d->conns_max, sizeof(*d->readyq));
-        d->in_readyq = calloc(d->conns_max, 1);
-        if (!d->stack || !d->by_tcp || !d->rx_lent || !d->gen || !d->tx_blocked || !d->readyq ||
-            !d->in_readyq)
+        /* a handle keeps the stack index in NET_DPDK_HANDLE_CONN_BITS */
+        d->conns_max = cfg->limits.connections_max < NET_DPDK_HANDLE_CONNS_MAX
+                           ? cfg->limits.connections_max
+                           : NET_DPDK_HANDLE_CONNS_MAX;
+        d->nifs = (uint16_t)dpdk.nports;
+        d->readyq_cap = d->nifs * d->conns_max;
+        d->readyq = calloc(d->readyq_cap, sizeof(*d->readyq));
+        if (!d->readyq)
                 return -ENOMEM;
-        for (int p = 0; p < CTL_PROTO_COUNT; p++)
-                if (cfg->listeners[p].enabled && w->rt->protos[p])
-                        tcp_stack_listen(d->stack, cfg->listeners[p].port);
-        if (w->id == 0)
-                tcp_stack_announce(d->stack, w->now_ms); /* worker 0 owns ARP */
-        tx_flush(d);
+        for (uint16_t i = 0; i < d->nifs; i++) {
+                int rc = if_init(d, i, cfg);
+                if (rc != 0)
+                        return rc;
+        }
         return 0;
+}
+
+static void if_fini(struct dpdk_if *f)
+{
+        if (f->port)
+                tx_flush(f);
+        if (f->tx_next)
+                rte_pktmbuf_free(f->tx_next);
+        tcp_stack_destroy(f->stack);
+        free(f->by_tcp);
+        free(f->rx_lent);
+        free(f->gen);
+        free(f->tx_blocked);
+        free(f->in_readyq);
 }
 
 static void dpdk_fini(struct sl_worker *w)
@@ -749,37 +846,36 @@ static void dpdk_fini(struct sl_worker *w)
         struct net_dpdk *d = w->net_state;
         if (!d)
                 return;
-        if (d->port)
-                tx_flush(d);
+        tx_flush_all(d);
         if (d->held)
                 rte_pktmbuf_free(d->held);
-        if (d->tx_next)
-                rte_pktmbuf_free(d->tx_next);
         for (; d->delay_count; d->delay_count--) {
                 rte_pktmbuf_free(d->delayq[d->delay_head].m);
                 d->delay_head = (d->delay_head + 1) % d->delay_cap;
         }
         free(d->delayq);
-        if (d->stack && w->id < CTL_WORKERS_MAX) {
+        if (w->id < CTL_WORKERS_MAX) {
                 /* kept for net_dpdk_teardown's summary: the worker's log
                  * ring is no longer drained once workers stop */
-                const struct tcp_stack_stats *st = tcp_stack_stats(d->stack);
                 struct dpdk_worker_summary *sum = &dpdk.summary[w->id];
-                sum->valid = true;
-                sum->rx_frames = st->rx_frames;
-                sum->tx_frames = st->tx_frames;
-                sum->forwarded = d->frames_forwarded;
-                sum->forward_dropped = d->forward_dropped;
-                sum->conns = st->conns_accepted;
-                sum->retransmits = st->retransmits;
+                memset(sum, 0, sizeof(*sum));
+                for (uint16_t i = 0; i < d->nifs; i++) {
+                        const struct dpdk_if *f = &d->ifs[i];
+                        if (!f->stack)
+                                continue;
+                        const struct tcp_stack_stats *st = tcp_stack_stats(f->stack);
+                        sum->valid = true;
+                        sum->rx_frames += st->rx_frames;
+                        sum->tx_frames += st->tx_frames;
+                        sum->forwarded += f->frames_forwarded;
+                        sum->forward_dropped += f->forward_dropped;
+                        sum->conns += st->conns_accepted;
+                        sum->retransmits += st->retransmits;
+                }
         }
-        tcp_stack_destroy(d->stack);
-        free(d->by_tcp);
-        free(d->rx_lent);
-        free(d->gen);
-        free(d->tx_blocked);
+        for (uint16_t i = 0; i < d->nifs; i++)
+                if_fini(&d->ifs[i]);
         free(d->readyq);
-        free(d->in_readyq);
         free(d);
         w->net_state = NULL;
         rte_thread_unregister();
@@ -816,69 +912,73 @@ uint16_t net_dpdk_flow_owner(uint32_t peer_ip, uint32_t local_ip, uint16_t peer_
         return tcp_rss_owner(peer_ip, local_ip, peer_port, local_port, reta_size, nworkers);
 }
 
-static void frame_input(struct net_dpdk *d, struct rte_mbuf *m)
+/* A frame into the stack of the port it arrived on. */
+static void frame_input(struct dpdk_if *f, struct rte_mbuf *m)
 {
         uint64_t good = RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_GOOD;
         bool csum_ok = (m->ol_flags & good) == good;
+        struct net_dpdk *d = f->d;
         if (m->nb_segs == 1) {
-                tcp_stack_input(d->stack, rte_pktmbuf_mtod(m, const uint8_t *), m->data_len,
+                tcp_stack_input(f->stack, rte_pktmbuf_mtod(m, const uint8_t *), m->data_len,
                                 csum_ok, d->w->now_ms);
         } else if (m->pkt_len <= sizeof(d->scratch)) {
                 const void *p = rte_pktmbuf_read(m, 0, m->pkt_len, d->scratch);
-                tcp_stack_input(d->stack, p, m->pkt_len, csum_ok, d->w->now_ms);
+                tcp_stack_input(f->stack, p, m->pkt_len, csum_ok, d->w->now_ms);
         }
         rte_pktmbuf_free(m);
 }
 
 /* Processes a received frame here, or hands it to the worker owning its
- * flow: a RST from a worker that does not own it would kill a healthy
- * connection. */
-static void frame_steer(struct net_dpdk *d, struct rte_mbuf *m)
+ * flow, naming the port (the owner's stack of that port takes it): a RST
+ * from a worker that does not own it would kill a healthy connection. */
+static void frame_steer(struct dpdk_if *f, struct rte_mbuf *m)
 {
-        struct sl_worker *w = d->w;
-        uint16_t owner = frame_owner(m, d->port, w->nworkers);
+        struct sl_worker *w = f->d->w;
+        uint16_t owner = frame_owner(m, f->port, w->nworkers);
         if (owner == UINT16_MAX || owner == w->id) {
-                frame_input(d, m);
+                frame_input(f, m);
                 return;
         }
-        struct sl_msg msg = {.type = SL_MSG_NET_FRAME};
+        struct sl_msg msg = {.type = SL_MSG_NET_FRAME, .u16 = f->index};
         msg.a.ptr[0] = m;
         if (sl_mbox_send(&w->mb, owner, &msg) == 0) {
-                d->frames_forwarded++;
+                f->frames_forwarded++;
         } else {
-                d->forward_dropped++; /* ring full: TCP resends it */
+                f->forward_dropped++; /* ring full: TCP resends it */
                 rte_pktmbuf_free(m);
         }
 }
 
 /* The test-only reordering stage: holds a frame back until after the
- * next one. */
-static void reorder_stage(struct net_dpdk *d, struct rte_mbuf *m)
+ * next one (of any port). */
+static void reorder_stage(struct dpdk_if *f, struct rte_mbuf *m)
 {
+        struct net_dpdk *d = f->d;
         if (!d->reorder_per_mille) {
-                frame_steer(d, m);
+                frame_steer(f, m);
                 return;
         }
         struct rte_mbuf *prev = d->held;
+        struct dpdk_if *prev_if = d->held_if;
         d->held = NULL;
         if (!prev && rng_per_mille(d) < d->reorder_per_mille) {
                 d->held = m;
+                d->held_if = f;
                 return;
         }
-        frame_steer(d, m);
+        frame_steer(f, m);
         if (prev)
-                frame_steer(d, prev);
+                frame_steer(prev_if, prev);
 }
 
 /* Received frames through the test impairments ([dpdk] test_*: no netem
  * on this kernel): loss, then delay (a FIFO of due times; jitter varies
  * the delay but keeps the order, reordering is its own knob, as netem's
- * delay is on the other side's egress), then reordering. Returns frames
- * that left the delay queue. */
-static uint32_t impaired_input(struct net_dpdk *d, struct rte_mbuf **rx, uint16_t n)
+ * delay is on the other side's egress), then reordering. This admits one
+ * port's burst; impaired_release lets due frames through. */
+static void impaired_admit(struct dpdk_if *f, struct rte_mbuf **rx, uint16_t n, uint64_t now)
 {
-        uint64_t now = d->delay_cap ? rte_rdtsc() : 0;
-        uint32_t released = 0;
+        struct net_dpdk *d = f->d;
         for (uint16_t i = 0; i < n; i++) {
                 struct rte_mbuf *m = rx[i];
                 if (d->loss_per_mille && rng_per_mille(d) < d->loss_per_mille) {
@@ -886,7 +986,7 @@ static uint32_t impaired_input(struct net_dpdk *d, struct rte_mbuf **rx, uint16_
                         continue;
                 }
                 if (!d->delay_cap) {
-                        reorder_stage(d, m);
+                        reorder_stage(f, m);
                         continue;
                 }
                 if (d->delay_count == d->delay_cap) {
@@ -904,20 +1004,29 @@ static uint32_t impaired_input(struct net_dpdk *d, struct rte_mbuf **rx, uint16_
                 if (due < d->delay_last_due)
                         due = d->delay_last_due; /* FIFO: never overtakes */
                 d->delay_last_due = due;
-                struct delayed_frame *f =
+                struct delayed_frame *df =
                     &d->delayq[(d->delay_head + d->delay_count++) % d->delay_cap];
-                f->m = m;
-                f->due_tsc = due;
+                df->m = m;
+                df->due_tsc = due;
+                df->f = f;
         }
+}
+
+/* Frames whose delay is over, then the held frame when nothing followed
+ * it (received: the frames all ports delivered this iteration). Returns
+ * the frames that left the delay queue. */
+static uint32_t impaired_release(struct net_dpdk *d, uint32_t received, uint64_t now)
+{
+        uint32_t released = 0;
         while (d->delay_count && d->delayq[d->delay_head].due_tsc <= now) {
-                struct rte_mbuf *m = d->delayq[d->delay_head].m;
+                struct delayed_frame *df = &d->delayq[d->delay_head];
                 d->delay_head = (d->delay_head + 1) % d->delay_cap;
                 d->delay_count--;
                 released++;
-                reorder_stage(d, m);
+                reorder_stage(df->f, df->m);
         }
-        if (d->held && (d->delay_cap ? released == 0 : n == 0)) {
-                frame_steer(d, d->held); /* nothing followed: no reason to wait */
+        if (d->held && (d->delay_cap ? released == 0 : received == 0)) {
+                frame_steer(d->held_if, d->held); /* nothing followed: no reason to wait */
                 d->held = NULL;
         }
         return released;
@@ -926,45 +1035,61 @@ static uint32_t impaired_input(struct net_dpdk *d, struct rte_mbuf **rx, uint16_
 void net_dpdk_frame_msg(struct sl_worker *w, const struct sl_msg *msg)
 {
         struct net_dpdk *d = w->net_state;
-        frame_input(d, msg->a.ptr[0]);
+        struct rte_mbuf *m = msg->a.ptr[0];
+        if (msg->u16 >= d->nifs) {
+                rte_pktmbuf_free(m); /* every worker serves every port: cannot happen */
+                return;
+        }
+        frame_input(&d->ifs[msg->u16], m);
 }
 
 static void counters_publish(struct net_dpdk *d)
 {
-        const struct tcp_stack_stats *st = tcp_stack_stats(d->stack);
-        uint64_t v[DC_COUNT] = {
-            [DC_RX_FRAMES] = st->rx_frames,
-            [DC_TX_FRAMES] = st->tx_frames,
-            [DC_TX_DROPPED] = st->tx_dropped + d->tx_dropped,
-            [DC_FORWARDED] = d->frames_forwarded,
-            [DC_FORWARD_DROPPED] = d->forward_dropped,
-            [DC_IP_BAD] = st->ip_bad,
-            [DC_IP_FRAGMENTS] = st->ip_fragments_dropped,
-            [DC_TCP_BAD] = st->tcp_bad,
-            [DC_CONNS_ACCEPTED] = st->conns_accepted,
-            [DC_SYN_COOKIES_SENT] = st->syn_cookies_sent,
-            [DC_SYN_COOKIES_ACCEPTED] = st->syn_cookies_accepted,
-            [DC_POOL_DROPPED] = st->conn_pool_dropped,
-            [DC_RETRANSMITS] = st->retransmits,
-            [DC_FAST_RETRANSMITS] = st->fast_retransmits,
-            [DC_RTO_EXPIRIES] = st->rto_expiries,
-            [DC_OOO_SEGMENTS] = st->ooo_segments,
-            [DC_OUT_OF_WINDOW] = st->out_of_window,
-            [DC_RST_SENT] = st->rst_sent,
-            [DC_RST_RECEIVED] = st->rst_received,
-            [DC_TIMEOUTS] = st->timeouts,
-            [DC_KEEPALIVE_PROBES] = st->keepalive_probes,
-            [DC_IP_NO_ROUTE] = st->ip_no_route,
-            [DC_GW_UNRESOLVED] = st->gw_unresolved,
-        };
+        uint64_t v[DC_COUNT] = {0};
+        uint32_t states[TCPS_COUNT] = {0};
+        uint16_t wid = d->w->id;
+        for (uint16_t i = 0; i < d->nifs; i++) {
+                const struct dpdk_if *f = &d->ifs[i];
+                const struct tcp_stack_stats *st = tcp_stack_stats(f->stack);
+                v[DC_RX_FRAMES] += st->rx_frames;
+                v[DC_TX_FRAMES] += st->tx_frames;
+                v[DC_TX_DROPPED] += st->tx_dropped + f->tx_dropped;
+                v[DC_FORWARDED] += f->frames_forwarded;
+                v[DC_FORWARD_DROPPED] += f->forward_dropped;
+                v[DC_IP_BAD] += st->ip_bad;
+                v[DC_IP_FRAGMENTS] += st->ip_fragments_dropped;
+                v[DC_TCP_BAD] += st->tcp_bad;
+                v[DC_CONNS_ACCEPTED] += st->conns_accepted;
+                v[DC_SYN_COOKIES_SENT] += st->syn_cookies_sent;
+                v[DC_SYN_COOKIES_ACCEPTED] += st->syn_cookies_accepted;
+                v[DC_POOL_DROPPED] += st->conn_pool_dropped;
+                v[DC_RETRANSMITS] += st->retransmits;
+                v[DC_FAST_RETRANSMITS] += st->fast_retransmits;
+                v[DC_RTO_EXPIRIES] += st->rto_expiries;
+                v[DC_OOO_SEGMENTS] += st->ooo_segments;
+                v[DC_OUT_OF_WINDOW] += st->out_of_window;
+                v[DC_RST_SENT] += st->rst_sent;
+                v[DC_RST_RECEIVED] += st->rst_received;
+                v[DC_TIMEOUTS] += st->timeouts;
+                v[DC_KEEPALIVE_PROBES] += st->keepalive_probes;
+                v[DC_IP_NO_ROUTE] += st->ip_no_route;
+                v[DC_GW_UNRESOLVED] += st->gw_unresolved;
+                for (int k = 0; k < TCPS_COUNT; k++)
+                        states[k] += tcp_stack_conns_in_state(f->stack, (enum tcp_state)k);
+                uint64_t pv[DP_COUNT] = {
+                    [DP_RX_FRAMES] = st->rx_frames,
+                    [DP_TX_FRAMES] = st->tx_frames,
+                    [DP_ACCEPTED] = st->conns_accepted,
+                };
+                for (int k = 0; k < DP_COUNT; k++)
+                        atomic_store_explicit(&dpdk.pub_port[wid][i][k], pv[k],
+                                              memory_order_relaxed);
+        }
         for (int i = 0; i < DC_COUNT; i++)
-                atomic_store_explicit(&dpdk.pub[d->w->id][i], v[i], memory_order_relaxed);
+                atomic_store_explicit(&dpdk.pub[wid][i], v[i], memory_order_relaxed);
         for (int k = 0; k < TCPS_COUNT; k++)
-                atomic_store_explicit(&dpdk.pub_states[d->w->id][k],
-                                      tcp_stack_conns_in_state(d->stack, (enum tcp_state)k),
-                                      memory_order_relaxed);
+                atomic_store_explicit(&dpdk.pub_states[wid][k], states[k], memory_order_relaxed);
 }
-
 void net_dpdk_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
 {
         if (w->id >= CTL_WORKERS_MAX)
@@ -985,6 +1110,16 @@ void net_dpdk_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
                      (double)atomic_load_explicit(&dpdk.pub_states[w->id][st],
                                                   memory_order_relaxed));
         }
+        /* per port, every worker alike (the same positions) */
+        for (int k = 0; k < DP_COUNT; k++)
+                for (int i = 0; i < dpdk.nports; i++) {
+                        char name[96];
+                        snprintf(name, sizeof(name), "%s{port=\"%d\"}",
+                                 dpdk_port_counter_desc[k].name, i);
+                        emit(ctx, name, "counter", dpdk_port_counter_desc[k].help,
+                             (double)atomic_load_explicit(&dpdk.pub_port[w->id][i][k],
+                                                          memory_order_relaxed));
+                }
         /* The port's own counters, once (with worker 0's samples, last, so
          * the other workers' lines still match by position): frames the
          * NIC or vdev dropped before any worker saw them. Read here on the
@@ -1022,88 +1157,99 @@ void net_dpdk_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx)
                 }
 }
 
-/* A receive view's token: the TCP index plus the connection's generation,
+/* A receive view's token: the handle plus the connection's generation,
  * so a view released after its connection died (the slot may serve a new
  * one by then) frees nothing of the new connection's. */
-static uint32_t view_token(const struct net_dpdk *d, uint32_t idx)
+static uint32_t view_token(const struct dpdk_if *f, uint32_t idx)
 {
-        return idx | ((uint32_t)d->gen[idx] << 24);
+        return net_dpdk_handle(f->index, idx) | ((uint32_t)f->gen[idx] << 24);
 }
 
 /* Hands c its next receive view, or its end of stream. */
-static void deliver(struct net_dpdk *d, uint32_t idx)
+static void deliver(struct dpdk_if *f, uint32_t idx)
 {
-        struct sl_conn *c = d->by_tcp[idx];
-        if (!c || !(c->flags & SL_CONN_RX_ARMED) || d->rx_lent[idx])
+        struct sl_conn *c = f->by_tcp[idx];
+        if (!c || !(c->flags & SL_CONN_RX_ARMED) || f->rx_lent[idx])
                 return;
-        struct tcp_conn *t = tcp_stack_conn(d->stack, idx);
+        struct tcp_conn *t = tcp_stack_conn(f->stack, idx);
         const uint8_t *p;
         uint32_t n = tcp_conn_rx_peek(t, &p);
         if (n) {
-                d->rx_lent[idx] = n;
-                net_conn_rx(d->w, c, p, n, view_token(d, idx));
+                f->rx_lent[idx] = n;
+                net_conn_rx(f->d->w, c, p, n, view_token(f, idx));
         } else if (tcp_conn_rx_eof(t)) {
-                net_conn_rx_end(d->w, c, 0);
+                net_conn_rx_end(f->d->w, c, 0);
         }
 }
 
-/* Worker 0 resolves the gateway (ARP reaches it only) and publishes its
- * MAC; the others take it from there. One relaxed load per iteration when
- * a gateway is configured: the value is self-contained. */
-static void gateway_sync(struct net_dpdk *d)
+/* Worker 0 resolves the port's gateway (ARP reaches it only) and
+ * publishes its MAC; the others take it from there. One relaxed load per
+ * iteration when a gateway is configured: the value is self-contained. */
+static void gateway_sync(struct dpdk_if *f)
 {
         uint8_t mac[6];
-        if (d->w->id == 0) {
-                if (!tcp_stack_neighbour(d->stack, d->port->gateway, mac))
+        if (f->d->w->id == 0) {
+                if (!tcp_stack_neighbour(f->stack, f->port->gateway, mac))
                         return;
                 uint64_t v = 1ull << 48;
                 for (int i = 0; i < 6; i++)
                         v |= (uint64_t)mac[i] << (8 * i);
-                if (v != d->gw_seen) {
-                        d->gw_seen = v;
-                        atomic_store_explicit(&d->port->gw_mac_pub, v, memory_order_relaxed);
+                if (v != f->gw_seen) {
+                        f->gw_seen = v;
+                        atomic_store_explicit(&f->port->gw_mac_pub, v, memory_order_relaxed);
                 }
                 return;
         }
-        uint64_t v = atomic_load_explicit(&d->port->gw_mac_pub, memory_order_relaxed);
-        if (v == d->gw_seen)
+        uint64_t v = atomic_load_explicit(&f->port->gw_mac_pub, memory_order_relaxed);
+        if (v == f->gw_seen)
                 return;
-        d->gw_seen = v;
+        f->gw_seen = v;
         for (int i = 0; i < 6; i++)
                 mac[i] = (uint8_t)(v >> (8 * i));
-        tcp_stack_neighbour_set(d->stack, d->port->gateway, mac);
+        tcp_stack_neighbour_set(f->stack, f->port->gateway, mac);
 }
 
+/* One burst from this worker's queue pair of every port, each into that
+ * port's stack (or to the flow's owner), then timers, then deliveries. */
 static uint32_t dpdk_poll(struct sl_worker *w)
 {
         struct net_dpdk *d = w->net_state;
-        if (!d->port)
-                return 0;
-        struct rte_mbuf *rx[DPDK_BURST];
-        uint16_t n = rte_eth_rx_burst(d->port->id, d->queue, rx, DPDK_BURST);
-        uint32_t arrived = 0;
-        if (!d->delay_cap && !d->loss_per_mille && !d->reorder_per_mille) {
-                for (uint16_t i = 0; i < n; i++)
-                        frame_steer(d, rx[i]);
-        } else {
-                arrived = impaired_input(d, rx, n);
+        bool impaired = d->delay_cap || d->loss_per_mille || d->reorder_per_mille;
+        uint64_t now_tsc = d->delay_cap ? rte_rdtsc() : 0;
+        uint32_t work = 0;
+        for (uint16_t i = 0; i < d->nifs; i++) {
+                struct dpdk_if *f = &d->ifs[i];
+                struct rte_mbuf *rx[DPDK_BURST];
+                uint16_t n = rte_eth_rx_burst(f->port->id, d->queue, rx, DPDK_BURST);
+                if (!impaired)
+                        for (uint16_t k = 0; k < n; k++)
+                                frame_steer(f, rx[k]);
+                else
+                        impaired_admit(f, rx, n, now_tsc);
+                work += n;
         }
-        if (d->port->gateway)
-                gateway_sync(d);
-        tcp_stack_timers(d->stack, w->now_ms);
+        if (impaired)
+                work += impaired_release(d, work, now_tsc);
+        for (uint16_t i = 0; i < d->nifs; i++) {
+                struct dpdk_if *f = &d->ifs[i];
+                if (f->port->gateway)
+                        gateway_sync(f);
+                tcp_stack_timers(f->stack, w->now_ms);
+        }
         if (w->now_ms >= d->pub_next_ms) {
                 d->pub_next_ms = w->now_ms + 100;
                 counters_publish(d);
         }
-        uint32_t work = n + arrived;
         /* Deliver to connections that became readable or were re-armed;
          * bounded by what was queued on entry. */
         for (uint32_t k = d->ready_count; k > 0 && d->ready_count; k--) {
-                uint32_t idx = d->readyq[d->ready_head];
-                d->ready_head = (d->ready_head + 1) % d->conns_max;
+                uint32_t handle = d->readyq[d->ready_head];
+                d->ready_head = (d->ready_head + 1) % d->readyq_cap;
                 d->ready_count--;
-                d->in_readyq[idx] = 0;
-                deliver(d, idx);
+                uint32_t idx;
+                struct dpdk_if *f = handle_if(d, handle, &idx);
+                f->in_readyq[idx] = 0;
+                deliver(f, idx);
                 work++;
         }
         return work;
@@ -1112,8 +1258,10 @@ static uint32_t dpdk_poll(struct sl_worker *w)
 static void dpdk_rx_arm(struct sl_worker *w, struct sl_conn *c)
 {
         struct net_dpdk *d = w->net_state;
-        if (c->fd >= 0)
-                ready_push(d, (uint32_t)c->fd);
+        uint32_t idx;
+        struct dpdk_if *f = c->fd >= 0 ? handle_if(d, (uint32_t)c->fd, &idx) : NULL;
+        if (f)
+                ready_push(f, idx);
         else
                 net_conn_rx_end(w, c, -ECONNRESET);
 }
@@ -1121,14 +1269,15 @@ static void dpdk_rx_arm(struct sl_worker *w, struct sl_conn *c)
 static void dpdk_rx_release(struct sl_worker *w, uint32_t token)
 {
         struct net_dpdk *d = w->net_state;
-        uint32_t idx = token & 0xffffff;
-        if (idx >= d->conns_max || d->gen[idx] != token >> 24)
+        uint32_t idx;
+        struct dpdk_if *f = handle_if(d, token & 0xffffff, &idx);
+        if (!f || f->gen[idx] != token >> 24)
                 return; /* the view of a connection that is gone */
-        uint32_t n = d->rx_lent[idx];
-        d->rx_lent[idx] = 0;
-        struct tcp_conn *t = tcp_stack_conn(d->stack, idx);
+        uint32_t n = f->rx_lent[idx];
+        f->rx_lent[idx] = 0;
+        struct tcp_conn *t = tcp_stack_conn(f->stack, idx);
         if (n && t)
-                tcp_conn_rx_consume(d->stack, t, n, w->now_ms);
+                tcp_conn_rx_consume(f->stack, t, n, w->now_ms);
 }
 
 /* iovcnt < 0: the retry after the peer acknowledged bytes (c->iov and the
@@ -1136,7 +1285,9 @@ static void dpdk_rx_release(struct sl_worker *w, uint32_t token)
 static void dpdk_tx_submit(struct sl_worker *w, struct sl_conn *c, int iovcnt)
 {
         struct net_dpdk *d = w->net_state;
-        struct tcp_conn *t = conn_tcp(d, c);
+        struct dpdk_if *f;
+        uint32_t idx;
+        struct tcp_conn *t = conn_tcp(d, c, &f, &idx);
         if (!t) {
                 net_conn_tx_done(w, c, -EPIPE);
                 return;
@@ -1149,13 +1300,13 @@ static void dpdk_tx_submit(struct sl_worker *w, struct sl_conn *c, int iovcnt)
         for (size_t i = 0; i < c->msg.msg_iovlen && count < SL_CONN_IOV_MAX; i++)
                 pieces[count++] =
                     (struct tcp_piece){c->iov[i].iov_base, (uint32_t)c->iov[i].iov_len};
-        uint64_t copied = tcp_conn_sendv(d->stack, t, pieces, count, w->now_ms);
+        uint64_t copied = tcp_conn_sendv(f->stack, t, pieces, count, w->now_ms);
         if (copied == 0) {
                 if (tcp_conn_tx_room(t) == 0 && tcp_conn_tx_queued(t) == 0) {
                         net_conn_tx_done(w, c, -EPIPE); /* the stream no longer sends */
                         return;
                 }
-                d->tx_blocked[c->fd] = 1; /* on_writable resubmits */
+                f->tx_blocked[idx] = 1; /* on_writable resubmits */
                 return;
         }
         net_conn_tx_done(w, c, (long)copied);
@@ -1164,15 +1315,16 @@ static void dpdk_tx_submit(struct sl_worker *w, struct sl_conn *c, int iovcnt)
 static void dpdk_shutdown(struct sl_worker *w, struct sl_conn *c)
 {
         struct net_dpdk *d = w->net_state;
-        struct tcp_conn *t = conn_tcp(d, c);
+        struct dpdk_if *f;
+        uint32_t idx;
+        struct tcp_conn *t = conn_tcp(d, c, &f, &idx);
         if (t) {
-                uint32_t idx = (uint32_t)c->fd;
-                d->by_tcp[idx] = NULL;
-                d->tx_blocked[idx] = 0;
-                if (d->rx_lent[idx])
-                        dpdk_rx_release(w, view_token(d, idx));
+                f->by_tcp[idx] = NULL;
+                f->tx_blocked[idx] = 0;
+                if (f->rx_lent[idx])
+                        dpdk_rx_release(w, view_token(f, idx));
                 /* graceful: what TCP holds is still delivered, then FIN */
-                tcp_conn_close(d->stack, t, w->now_ms);
+                tcp_conn_close(f->stack, t, w->now_ms);
         }
         c->fd = -1;
         c->flags &= ~(SL_CONN_RX_ARMED | SL_CONN_TX_INFLIGHT);
@@ -1181,9 +1333,7 @@ static void dpdk_shutdown(struct sl_worker *w, struct sl_conn *c)
 
 static void dpdk_flush(struct sl_worker *w)
 {
-        struct net_dpdk *d = w->net_state;
-        if (d->port)
-                tx_flush(d);
+        tx_flush_all(w->net_state);
 }
 
 /* A poll-mode port raises no event here (no rx interrupts on the vdevs we

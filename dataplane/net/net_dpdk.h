@@ -5,6 +5,7 @@
 #define NET_DPDK_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ctl_config.h"
 #include "sl_conn.h"
@@ -29,8 +30,31 @@ struct sl_msg;
 uint16_t net_dpdk_flow_owner(uint32_t peer_ip, uint32_t local_ip, uint16_t peer_port,
                              uint16_t local_port, uint16_t reta_size, uint16_t nworkers);
 /* SL_MSG_NET_FRAME: a frame another worker received for one of ours
- * (a.ptr[0] = the mbuf, consumed). */
+ * (a.ptr[0] = the mbuf, consumed; u16 = the index of the port it came in
+ * on, whose stack takes it). */
 void net_dpdk_frame_msg(struct sl_worker *w, const struct sl_msg *msg);
+
+/* A DPDK connection's handle (its sl_conn fd; a receive view's token adds
+ * an 8-bit generation above bit 24): the index of the port in [dpdk] ports
+ * and the connection's index in that port's stack, so handles are unique
+ * per worker across ports and decode with a shift. */
+#define NET_DPDK_HANDLE_CONN_BITS 16
+#define NET_DPDK_HANDLE_CONNS_MAX (1u << NET_DPDK_HANDLE_CONN_BITS)
+_Static_assert(CTL_DPDK_PORTS_MAX <= 1 << (24 - NET_DPDK_HANDLE_CONN_BITS),
+               "a handle fits below a view token's generation byte");
+
+static inline uint32_t net_dpdk_handle(uint16_t port, uint32_t conn)
+{
+        return (uint32_t)port << NET_DPDK_HANDLE_CONN_BITS | conn;
+}
+static inline uint16_t net_dpdk_handle_port(uint32_t handle)
+{
+        return (uint16_t)(handle >> NET_DPDK_HANDLE_CONN_BITS);
+}
+static inline uint32_t net_dpdk_handle_conn(uint32_t handle)
+{
+        return handle & (NET_DPDK_HANDLE_CONNS_MAX - 1);
+}
 
 /* Control thread: worker w's stack counters for /metrics (published by
  * the worker about every 100 ms). */

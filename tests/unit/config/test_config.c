@@ -1230,8 +1230,10 @@ static void test_dpdk_check_plan(void **state)
         assert_contains(text, "192.0.2.10/30, no gateway (on-link peers only), ");
         assert_contains(text, "#   port 1: PCI 0000:03:00.1, 192.0.2.10/30, ");
         assert_contains(text, "#   worker 0: ");
-        assert_contains(text, "polls rx/tx queue 1 of port 0");
-        assert_contains(text, "only port 0 is polled yet");
+        /* two ports: each worker polls its queue pair of both */
+        assert_contains(text, "#   worker 1: ");
+        assert_contains(text, "polls rx/tx queue 1 of ports 0..1");
+        assert_true(strstr(text, "only port 0") == NULL);
         assert_contains(text, "#   eal: --lcores=");
         free(text);
 
