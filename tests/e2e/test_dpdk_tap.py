@@ -17,6 +17,8 @@ import pytest
 
 SLUICED = os.environ.get("SLUICED", "build/control/sluiced")
 NATS_C_CLIENT = os.environ.get("NATS_C_CLIENT", "build/tests/integration/clients/nats_c_client")
+KAFKA_CLIENT = os.environ.get("KAFKA_CRASH_CLIENT",
+                              "build/tests/integration/clients/kafka_crash_client")
 BROKER_IP = "10.77.0.2"
 CLIENT_IP = "10.77.0.1"
 NATS_PORT = 4222
@@ -532,6 +534,30 @@ def test_kcat_produce_consume_through_dpdk(broker):
     assert r.stdout.split("\n")[:-1] == msgs
     r = netns_run(broker.cns, "kcat", "-b", b, "-L", timeout=60)
     assert f"broker 0 at {b}" in r.stdout, r.stdout
+
+
+@pytest.mark.skipif(not os.access(KAFKA_CLIENT, os.X_OK), reason="kafka_crash_client not built")
+def test_librdkafka_idempotent_produce_then_consume_through_dpdk(broker):
+    """A C program on librdkafka (tests/integration/clients/kafka_crash_client.c)
+    through the userspace stack: an idempotent producer with acks=all sends
+    5,000 messages over the topic's partitions (several requests in flight
+    per connection), then a consumer reads every partition to its high
+    watermark: each message is there exactly once, at the offset its ack
+    named."""
+    b = f"{BROKER_IP}:{KAFKA_PORT}"
+    n = 5000
+    r = netns_run(broker.cns, KAFKA_CLIENT, "produce", b, "dpk", str(n), "1000", "0", "0",
+                  timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:] + broker.log_text()[-2000:]
+    lines = [ln.split() for ln in r.stdout.splitlines()]
+    acks = {(int(ln[2]), int(ln[3])): int(ln[1]) for ln in lines if ln[0] == "ack"}
+    assert ["done", str(n), "0"] in lines, r.stdout[-2000:]
+    assert sorted(acks.values()) == list(range(n))
+    r = netns_run(broker.cns, KAFKA_CLIENT, "consume", b, "dpk", timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = {(int(ln[1]), int(ln[2])): int(ln[3]) for ln in
+            (ln.split() for ln in r.stdout.splitlines()) if ln[0] == "rec"}
+    assert recs == acks
 
 
 def test_unknown_port_is_refused_with_rst(broker):
