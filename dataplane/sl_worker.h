@@ -138,7 +138,6 @@ int sl_worker_add_poller(struct sl_worker *w, sl_poll_fn fn, void *arg);
 /* Drops a reference to b from worker w; the last one sends it home. */
 void sl_worker_buf_put(struct sl_worker *w, struct sl_buf *b);
 
-/* Wrappers over w->mb for protocol code. */
 /* The adaptive idle policy's spin: spinning pays only when work tends to
  * come back within idle_spin_us (a reply from another worker, a peer on
  * loopback). While a worker waits on something slower, e.g. a produce burst
@@ -173,6 +172,7 @@ static inline void sl_spin_end(struct sl_spin *s, bool slept)
         s->spinning = false;
 }
 
+/* Wrappers over w->mb for protocol code. */
 static inline int sl_worker_send(struct sl_worker *w, uint16_t dst, struct sl_msg *m)
 {
         return sl_mbox_send(&w->mb, dst, m);
