@@ -82,38 +82,10 @@ class RoutedBroker(NetnsSluiced):
         netns_run(self.cns, "/usr/bin/python3", "-c", TX_CSUM_OFF, self.cif, check=True)
         netns_run(self.rns, "/usr/bin/python3", "-c", TX_CSUM_OFF, self.rbif, check=True)
 
-        conf = os.path.join(self.dir, "sluiced.conf")
-        data = os.path.join(self.dir, "data")
-        os.mkdir(data)
         gateway = f"gateway = {ROUTER_BROKER_SIDE}\n" if self.gateway else ""
-        with open(conf, "w") as f:
-            f.write(f"""[server]
-data_dir = {data}
-[net]
-mode = dpdk
-[cores]
-worker_count = {WORKERS}
-[listeners]
-nats = 0.0.0.0:{NATS_PORT}
-kafka = off
-amqp = off
-[admin]
-listen = 127.0.0.1:0
-[dpdk]
-hugepages = false
-memory_mb = 256
-file_prefix = {self.ns}
-ports = net_af_packet0,iface={self.bif},qpairs={WORKERS}
-addresses = {BROKER_IP}/24
-{gateway}eal_args = --no-shconf --no-telemetry --log-level=lib.eal:warning
-mbufs = 4095
-""")
-        self.log = open(os.path.join(self.dir, "sluiced.log"), "w+")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, SLUICED, "--config", conf],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(lambda: self.proc.poll() is not None or " started: " in self.log_text(), 20,
-                   "sluiced to start")
-        assert self.proc.poll() is None, self.log_text()
+        self.launch(WORKERS, f"net_af_packet0,iface={self.bif},qpairs={WORKERS}",
+                    f"{BROKER_IP}/24", f"nats = 0.0.0.0:{NATS_PORT}\nkafka = off\namqp = off",
+                    dpdk_extra=gateway)
         return self
 
     def namespaces(self):

@@ -59,40 +59,10 @@ class TwoPortBroker(NetnsSluiced):
             subprocess.run(["ip", "link", "add", self.bif[i], "netns", self.ns, "type", "veth",
                             "peer", "name", self.cif[i], "netns", self.cns[i]], check=True)
             netns_run(self.ns, "ip", "link", "set", self.bif[i], "up", check=True)
-        conf = os.path.join(self.dir, "sluiced.conf")
-        data = os.path.join(self.dir, "data")
-        os.mkdir(data)
         ports = " ".join(f"net_af_packet{i},iface={self.bif[i]},qpairs={WORKERS}"
                          for i in range(2))
         addresses = " ".join(f"{broker}/24" for _, broker in SUBNETS)
-        with open(conf, "w") as f:
-            f.write(f"""[server]
-data_dir = {data}
-[net]
-mode = dpdk
-[cores]
-worker_count = {WORKERS}
-[listeners]
-nats = 0.0.0.0:{NATS_PORT}
-kafka = off
-amqp = off
-[admin]
-listen = 127.0.0.1:0
-[dpdk]
-hugepages = false
-memory_mb = 256
-file_prefix = {self.ns}
-ports = {ports}
-addresses = {addresses}
-eal_args = --no-shconf --no-telemetry --log-level=lib.eal:warning
-mbufs = 4095
-""")
-        self.log = open(os.path.join(self.dir, "sluiced.log"), "w+")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, SLUICED, "--config", conf],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(lambda: self.proc.poll() is not None or " started: " in self.log_text(), 20,
-                   "sluiced to start")
-        assert self.proc.poll() is None, self.log_text()
+        self.launch(WORKERS, ports, addresses, f"nats = 0.0.0.0:{NATS_PORT}\nkafka = off\namqp = off")
         for i, (client, _) in enumerate(SUBNETS):
             netns_run(self.cns[i], "ip", "addr", "add", f"{client}/24", "dev", self.cif[i],
                       check=True)

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -87,6 +86,41 @@ class NetnsSluiced:
         except BaseException:
             self.stop()
             raise
+
+    def launch(self, workers, ports, addresses, listeners, dpdk_extra="", eal_extra="", extra=""):
+        """Writes sluiced's config (dpdk mode, --no-huge EAL with this
+        broker's file prefix) and starts it in self.ns; returns once it has
+        said it started (its ports are up) and asserts it is still running."""
+        conf = os.path.join(self.dir, "sluiced.conf")
+        data = os.path.join(self.dir, "data")
+        os.mkdir(data)
+        with open(conf, "w") as f:
+            f.write(f"""[server]
+data_dir = {data}
+[net]
+mode = dpdk
+[cores]
+worker_count = {workers}
+[listeners]
+{listeners}
+[admin]
+listen = 127.0.0.1:0
+[dpdk]
+hugepages = false
+memory_mb = 256
+file_prefix = {self.ns}
+ports = {ports}
+addresses = {addresses}
+{dpdk_extra}eal_args = --no-shconf --no-telemetry --log-level=lib.eal:warning{eal_extra}
+mbufs = 4095
+{extra}
+""")
+        self.log = open(os.path.join(self.dir, "sluiced.log"), "w+")
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, SLUICED, "--config", conf],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(lambda: self.proc.poll() is not None or " started: " in self.log_text(), 20,
+                   "sluiced to start")
+        assert self.proc.poll() is None, self.log_text()
 
     def greets(self, ns, ip, timeout=1):
         """A NATS INFO line to a fresh connection from namespace ns."""
@@ -184,43 +218,10 @@ class DpdkBroker(NetnsSluiced):
                                check=True)
             netns_run(self.ns, "ip", "link", "set", self.tap, "up", check=True)
             port = f"net_af_packet0,iface={self.tap},qpairs={self.workers}{self.vdev_args}"
-        conf = os.path.join(self.dir, "sluiced.conf")
-        data = os.path.join(self.dir, "data")
-        os.mkdir(data)
-        with open(conf, "w") as f:
-            f.write(f"""[server]
-data_dir = {data}
-[net]
-mode = dpdk
-[cores]
-worker_count = {self.workers}
-[listeners]
-nats = 0.0.0.0:{NATS_PORT}
-kafka = 0.0.0.0:{KAFKA_PORT}
-kafka_advertised = {BROKER_IP}:{KAFKA_PORT}
-[admin]
-listen = 127.0.0.1:0
-[dpdk]
-hugepages = false
-memory_mb = 256
-file_prefix = {self.ns}
-ports = {port}
-addresses = {BROKER_IP}/24
-eal_args = --no-shconf --no-telemetry --log-level=lib.eal:warning --log-level=pmd.net.tap:error
-mbufs = 4095
-{self.extra}
-""")
-        self.log = open(os.path.join(self.dir, "sluiced.log"), "w+")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, SLUICED, "--config", conf],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(lambda: self.proc.poll() is not None or
-                   netns_run(self.ns, "ip", "link", "show", self.tap).returncode == 0,
-                   15, "the tap interface")
-        # a veth exists before sluiced runs: wait for its port to come up
-        # (or for sluiced to refuse it) by its start-up line
-        wait_until(lambda: self.proc.poll() is not None or " started: " in self.log_text(), 15,
-                   "sluiced to start")
-        assert self.proc.poll() is None, self.log_text()
+        self.launch(self.workers, port, f"{BROKER_IP}/24",
+                    f"nats = 0.0.0.0:{NATS_PORT}\nkafka = 0.0.0.0:{KAFKA_PORT}\n"
+                    f"kafka_advertised = {BROKER_IP}:{KAFKA_PORT}",
+                    eal_extra=" --log-level=pmd.net.tap:error", extra=self.extra)
         client_if = self.tap if self.kind == "tap" else self.tap + "c"
         netns_run(self.cns, "ip", "addr", "add", f"{CLIENT_IP}/24", "dev", client_if, check=True)
         netns_run(self.cns, "ip", "link", "set", client_if, "up", check=True)
