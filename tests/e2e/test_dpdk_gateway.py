@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from test_dpdk_tap import (BULK, NATS_C_CLIENT, REASON, SLUICED, TX_CSUM_OFF, NetnsSluiced, netns_run,
+from test_dpdk_tap import (BULK, ROUND_TRIPS, NATS_C_CLIENT, REASON, SLUICED, TX_CSUM_OFF, NetnsSluiced, netns_run,
                            wait_until)
 
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -29,20 +29,6 @@ ROUTER_BROKER_SIDE = "10.78.0.1"
 BROKER_IP = "10.78.0.2"
 NATS_PORT = 4222
 WORKERS = 2  # the gateway's MAC, learnt by worker 0, must reach worker 1 too
-
-
-# One NATS round trip on each of 16 fresh connections.
-ROUND_TRIPS = r"""
-import socket, sys
-for i in range(16):
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
-    f = s.makefile("rb")
-    assert f.readline().startswith(b"INFO ")
-    s.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
-    assert f.readline() == b"PONG\r\n"
-    s.close()
-print("ok")
-"""
 
 
 class RoutedBroker(NetnsSluiced):
@@ -112,7 +98,7 @@ def test_client_behind_a_router_is_served_through_the_gateway():
         assert int(r.stdout.split()[1]) > 384 * 1024
         # several connections: with 2 workers some belong to worker 1, which
         # only knows the router's MAC from worker 0's publication
-        r = netns_run(b.cns, "/usr/bin/python3", "-c", ROUND_TRIPS, BROKER_IP, str(NATS_PORT),
+        r = netns_run(b.cns, "/usr/bin/python3", "-c", ROUND_TRIPS, BROKER_IP, str(NATS_PORT), "16",
                       timeout=120)
         assert r.stdout.strip() == "ok", f"{r.stdout}{r.stderr}\n{b.log_text()[-3000:]}"
         m = b.metrics()

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from test_dpdk_tap import (BULK, NATS_C_CLIENT, REASON, SLUICED, TX_CSUM_OFF, NetnsSluiced,
+from test_dpdk_tap import (BULK, ROUND_TRIPS, NATS_C_CLIENT, REASON, SLUICED, TX_CSUM_OFF, NetnsSluiced,
                            netns_run, wait_until)
 
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -25,20 +25,6 @@ NATS_PORT = 4222
 WORKERS = 2
 # (client address, broker address) per port, in [dpdk] ports order
 SUBNETS = [("10.81.0.1", "10.81.0.2"), ("10.82.0.1", "10.82.0.2")]
-
-# NATS round trips on n fresh connections (argv: ip, port, n).
-ROUND_TRIPS = r"""
-import socket, sys
-for i in range(int(sys.argv[3])):
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
-    f = s.makefile("rb")
-    assert f.readline().startswith(b"INFO ")
-    s.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
-    assert f.readline() == b"PONG\r\n"
-    s.close()
-print("ok")
-"""
-
 
 class TwoPortBroker(NetnsSluiced):
     def __init__(self):

@@ -348,6 +348,19 @@ def test_bulk_transfer_byte_for_byte(broker):
     assert int(r.stdout.split()[1]) > 4 * 1024 * 1024
 
 
+# NATS round trips on n fresh connections (argv: ip, port, n).
+ROUND_TRIPS = r"""
+import socket, sys
+for i in range(int(sys.argv[3])):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+    f = s.makefile("rb")
+    assert f.readline().startswith(b"INFO ")
+    s.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+    assert f.readline() == b"PONG\r\n"
+    s.close()
+print("ok")
+"""
+
 CONNS = r"""
 import resource, socket, sys, time
 n = int(sys.argv[3])
