@@ -57,6 +57,19 @@ static inline void sl_copy(void *dst, const void *src, size_t n)
                 __builtin_memcpy(dst, src, n);
 }
 
+/* Memory that O_DIRECT writes and reads are issued from: 2 MiB-aligned and
+ * advised (MADV_HUGEPAGE) to be backed by transparent huge pages. A write
+ * from 4 KiB pages is one DMA segment per page: a 1 MiB write is 256 of
+ * them, more than a virtio disk takes in one request (max_segments 254),
+ * so it is split, and each page is pinned on its own. From a huge page it
+ * is one segment. Measured on these machines (O_DIRECT, fresh file, QD 4-8,
+ * 1-2 MiB writes): 1500-1780 MB/s from 4 KiB pages, 2090-2430 MB/s from huge
+ * pages. Pages are faulted in on first touch, not here, so an idle
+ * partition's ring costs no memory. Without THP it is plain 4 KiB pages.
+ * NULL on failure; free with sl_dio_free(p, the same len). */
+void *sl_dio_alloc(size_t len);
+void sl_dio_free(void *p, size_t len);
+
 static inline uint64_t sl_time_ns(void)
 
 {

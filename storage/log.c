@@ -1343,7 +1343,7 @@ int log_trim(struct log_partition *p, int64_t new_start)
 
 static void part_free(struct log_partition *p)
 {
-        free(p->ring);
+        sl_dio_free(p->ring, p->cfg.ring_bytes);
         free(p->pend);
         free(p->bdir);
         free(p);

@@ -658,7 +658,7 @@ int log_part_load(struct log_partition *p)
                 p->cfg.ring_bytes = (uint32_t)log_align_up(p->cfg.ring_bytes, 4096);
         sb.cap = log_align_up((uint64_t)p->cfg.max_batch_bytes + (1u << 20), 4096);
         sb.b = aligned_alloc(4096, sb.cap);
-        p->ring = aligned_alloc(4096, p->cfg.ring_bytes);
+        p->ring = sl_dio_alloc(p->cfg.ring_bytes);
         if (!sb.b || !p->ring) {
                 rc = -ENOMEM;
                 goto fail;
@@ -795,7 +795,7 @@ void log_part_unload(struct log_partition *p)
         if (p->start_fd >= 0)
                 close(p->start_fd);
         p->dirfd = p->start_fd = -1;
-        free(p->ring);
+        sl_dio_free(p->ring, p->cfg.ring_bytes);
         p->ring = NULL;
         p->nws = 0;
         p->fenced = false;

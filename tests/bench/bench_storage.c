@@ -107,7 +107,7 @@ static double raw_odirect_mbs(uint32_t wsize, unsigned qd, uint64_t total)
                 return -1;
         struct io_uring ring;
         io_uring_queue_init(qd * 2, &ring, 0);
-        uint8_t *buf = aligned_alloc(4096, wsize);
+        uint8_t *buf = sl_dio_alloc(wsize);
         memset(buf, 0x5a, wsize);
         uint64_t off = 0, done = 0;
         unsigned inflight = 0;
@@ -136,7 +136,7 @@ static double raw_odirect_mbs(uint32_t wsize, unsigned qd, uint64_t total)
         io_uring_queue_exit(&ring);
         close(fd);
         unlink(path);
-        free(buf);
+        sl_dio_free(buf, wsize);
         return (double)total / s / 1e6;
 }
 
@@ -157,7 +157,7 @@ static double raw_write_fsync_mbs(uint64_t s_bytes, double *fsyncs_per_s, bool f
         int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0644);
         if (fd < 0 || fallocate(fd, 0, 0, (off_t)total) < 0)
                 return -1;
-        uint8_t *buf = aligned_alloc(4096, w);
+        uint8_t *buf = sl_dio_alloc(w);
         memset(buf, 0x33, w);
         uint64_t off = 0, n = 0, paused = 0;
         uint64_t t0 = sl_time_ns(), limit = (uint64_t)(run_secs * 1e9);
@@ -184,7 +184,7 @@ static double raw_write_fsync_mbs(uint64_t s_bytes, double *fsyncs_per_s, bool f
         double s = (double)(sl_time_ns() - t0 - paused) / 1e9;
         close(fd);
         unlink(path);
-        free(buf);
+        sl_dio_free(buf, w);
         *fsyncs_per_s = (double)n / s;
         return (double)n * (double)s_bytes / s / 1e6; /* payload bytes, like the log */
 }
@@ -198,7 +198,7 @@ static void extents(uint32_t w, int rounds)
         char path[2][512];
         int fd[2];
         uint64_t total = (uint64_t)w * (uint64_t)rounds;
-        uint8_t *buf = aligned_alloc(4096, w);
+        uint8_t *buf = sl_dio_alloc(w);
         memset(buf, 0x33, w);
         for (int k = 0; k < 2; k++) {
                 snprintf(path[k], sizeof(path[k]), "%s/extents-%d.dat", base_dir, k);
@@ -244,7 +244,7 @@ static void extents(uint32_t w, int rounds)
                 unlink(path[k]);
         }
         free(lat);
-        free(buf);
+        sl_dio_free(buf, w);
 }
 
 /* ---- log runs ------------------------------------------------------- */

@@ -3,6 +3,7 @@
  * the way tests/bench/bench_storage.c measures it (O_DIRECT into a
  * preallocated file, S rounded up to 4 KiB, payload bytes counted). */
 #include "bench_kafka.h"
+#include "sl_common.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -103,7 +104,7 @@ static int fsync_loop(const struct bench_opts *o, struct bench_result *res)
                 close(fd);
                 return bench_fail("fallocate: %s", strerror(errno));
         }
-        uint8_t *buf = aligned_alloc(4096, w);
+        uint8_t *buf = sl_dio_alloc(w); /* the memory the log writes from */
         if (!buf) {
                 close(fd);
                 return bench_fail("out of memory");
@@ -117,7 +118,7 @@ static int fsync_loop(const struct bench_opts *o, struct bench_result *res)
                         off = 0;
                 if (pwrite(fd, buf, w, (off_t)off) != (ssize_t)w || fdatasync(fd) < 0) {
                         close(fd);
-                        free(buf);
+                        sl_dio_free(buf, w);
                         return bench_fail("write+fdatasync: %s", strerror(errno));
                 }
                 off += w;
@@ -128,7 +129,7 @@ static int fsync_loop(const struct bench_opts *o, struct bench_result *res)
         /* Reported as messages of --size bytes, so MB/s = payload bytes/s. */
         res->pub_msgs = n * s_bytes / o->size_bytes;
         close(fd);
-        free(buf);
+        sl_dio_free(buf, w);
         return 0;
 }
 
@@ -151,7 +152,7 @@ struct dreader {
 static void *dread_loop(void *arg)
 {
         struct dreader *d = arg;
-        uint8_t *buf = aligned_alloc(4096, DREAD_CHUNK_BYTES);
+        uint8_t *buf = sl_dio_alloc(DREAD_CHUNK_BYTES);
         if (!buf) {
                 d->err = ENOMEM;
                 return NULL;
@@ -166,7 +167,7 @@ static void *dread_loop(void *arg)
                 d->bytes += (uint64_t)k;
                 off = off + (uint64_t)k >= DREAD_FILE_BYTES ? 0 : off + (uint64_t)k;
         }
-        free(buf);
+        sl_dio_free(buf, DREAD_CHUNK_BYTES);
         return NULL;
 }
 
