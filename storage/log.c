@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void log_config_default(struct log_config *c)
@@ -38,6 +39,7 @@ void log_config_default(struct log_config *c)
         c->prealloc_ahead_ms = 250;
         c->recovery_point_bytes = 64u << 20;
         c->zero_ahead_bytes = 8u << 20;
+        c->recycle_segments = 1;
         c->zero_fill_max_sync_bytes = 512u << 10;
 }
 
@@ -340,6 +342,11 @@ static void issue_writes(struct log_partition *p)
                 if (p->s_sub % B && to > from + B &&
                     (zs->zero_end == UINT64_MAX || to - ws->sbase > zs->zero_end))
                         to = from + B;
+                /* Likewise a write starting in written blocks (a recycled
+                 * segment, or zero-filled space) stops where they end. */
+                uint64_t written = zs->zero_end == UINT64_MAX ? 0 : log_align_down(zs->zero_end, B);
+                if (from - ws->sbase < written && to - ws->sbase > written)
+                        to = ws->sbase + written;
                 /* Never overlap the zero-fill write in flight (the device
                  * does not order overlapping writes): it starts past every
                  * byte appended when it was issued, so only appends that
@@ -754,6 +761,29 @@ static void put_be32(uint8_t *b, uint32_t v)
                 b[i] = (uint8_t)v;
 }
 
+/* ---- recycling ------------------------------------------------------- */
+
+/* Retention renames a deleted segment's file to a spare name instead of
+ * unlinking it (up to cfg.recycle_segments per partition), and the next
+ * roll renames it back as the new segment: appends then overwrite blocks
+ * written once, which ext4 commits without converting extents, so an
+ * fdatasync only flushes (RESULTS.md: write(S)+fdatasync over written
+ * blocks at about twice the fresh-space rate here). What stays in the file
+ * past the appends is older batches of this same partition, all with
+ * offsets below the new segment's base: recovery's continuity check stops
+ * at the first of them, as at any stale batch. */
+static int spare_find(const struct log_partition *p, enum log_spare_state state)
+{
+        for (uint32_t i = 0; i < p->cfg.recycle_segments; i++)
+                if (p->spares[i].state == state)
+                        return (int)i;
+        return -1;
+}
+
+static void roll_open_req(struct log_seg *s, int create_flags);
+static void roll_reuse_done(struct log_io_req *req, int res);
+static void roll_reuse_dir_synced(struct log_io_req *req, int res);
+
 /* The new segment's file exists: its writes may go, and the directory
  * entry joins the next sync round, so it is durable before anything in the
  * file is acknowledged (no write reached it before now). */
@@ -766,10 +796,60 @@ static void roll_open_done(struct log_io_req *req, int res)
         } else {
                 s->fd = res;
                 p->dir_dirty = true;
+                struct stat st;
+                if (s->spare_slot >= 0 && fstat(res, &st) == 0)
+                        s->alloc_end = (uint64_t)st.st_size; /* allocated in its old life */
+                s->spare_slot = -1;
                 log_seg_prealloc(p, s);
                 work_add(p);
         }
         log_seg_put(s);
+}
+
+static void roll_open_req(struct log_seg *s, int create_flags)
+{
+        s->open_req = (struct log_io_req){.op = LOG_IO_OPENAT,
+                                          .fd = s->p->dirfd,
+                                          .path = s->unlink_name[0],
+                                          .open_flags = O_RDWR | O_DIRECT | create_flags,
+                                          .open_mode = 0644,
+                                          .cb = roll_open_done};
+}
+
+/* The spare now has the new segment's name (its stale batches all have
+ * offsets below the new base, so recovery's continuity check stops at
+ * them). If the rename failed, create a fresh file instead. */
+static void roll_reuse_done(struct log_io_req *req, int res)
+{
+        struct log_seg *s = SL_CONTAINER_OF(req, struct log_seg, open_req);
+        struct log_partition *p = s->p;
+        p->spares[s->spare_slot].state = LOG_SPARE_FREE;
+        if (res < 0) {
+                s->spare_slot = -1;
+                s->zero_end = 0;
+                roll_open_req(s, O_CREAT | O_EXCL);
+        } else {
+                /* The renames must be durable before the file's first
+                 * write: if its data were synced under a name a power cut
+                 * takes back, the old segment's name would come back over
+                 * the new segment's batches. */
+                LOG_STAT_ADD(&p->o->m, segments_reused, 1);
+                *req = (struct log_io_req){
+                    .op = LOG_IO_FSYNC, .fd = p->dirfd, .cb = roll_reuse_dir_synced};
+        }
+        log_io_submit(p->o->io, &s->open_req);
+}
+
+static void roll_reuse_dir_synced(struct log_io_req *req, int res)
+{
+        struct log_seg *s = SL_CONTAINER_OF(req, struct log_seg, open_req);
+        if (res < 0) {
+                part_fail(s->p, res);
+                log_seg_put(s);
+                return;
+        }
+        roll_open_req(s, 0);
+        log_io_submit(s->p->o->io, &s->open_req);
 }
 
 /* Start a new segment at next_offset without blocking the append: the
@@ -790,12 +870,21 @@ static int roll(struct log_partition *p, uint64_t now_ms)
                 return rc;
         }
         s->refs++;
-        s->open_req = (struct log_io_req){.op = LOG_IO_OPENAT,
-                                          .fd = p->dirfd,
-                                          .path = s->unlink_name[0],
-                                          .open_flags = O_RDWR | O_CREAT | O_EXCL | O_DIRECT,
-                                          .open_mode = 0644,
-                                          .cb = roll_open_done};
+        int slot = spare_find(p, LOG_SPARE_READY);
+        if (slot >= 0) {
+                /* rename the spare to the new segment's name, then open it */
+                struct log_spare *sp = &p->spares[slot];
+                sp->state = LOG_SPARE_MOVING;
+                s->spare_slot = (int8_t)slot;
+                s->zero_end = sp->written;
+                s->open_req = (struct log_io_req){.op = LOG_IO_RENAMEAT,
+                                                  .fd = p->dirfd,
+                                                  .path = sp->name,
+                                                  .path2 = s->unlink_name[0],
+                                                  .cb = roll_reuse_done};
+        } else {
+                roll_open_req(s, O_CREAT | O_EXCL);
+        }
         log_io_submit(p->o->io, &s->open_req);
         struct log_wseg *old = ws_active(p);
         old->send = p->s_end;
@@ -1223,12 +1312,22 @@ int log_read_submit(struct log_partition *p, struct log_read *r)
 
 static void start_write_done(struct log_io_req *req, int res);
 
+/* Deleted segments' files go only once a start offset past them is
+ * durable in log_start: a power cut may keep any subset of the unlinks and
+ * renames a directory fsync did not cover, and a segment missing between
+ * two kept ones would look like damage (a gap). Recovery drops every
+ * segment below the durable start, so whatever subset survives, the kept
+ * segments are contiguous. A start move that deletes nothing (a trim
+ * inside a segment) is only written: losing it means redelivery. */
 static void start_persist(struct log_partition *p)
 {
         if (p->start_inflight) {
                 p->start_dirty = true;
                 return;
         }
+        /* this round's deletions: those queued so far */
+        p->dooming = p->doomed;
+        p->doomed = p->doomed_tail = NULL;
         int64_t v = p->start_offset;
         memcpy(p->start_buf, "SLST", 4);
         memcpy(p->start_buf + 8, &v, 8);
@@ -1247,9 +1346,31 @@ static void start_persist(struct log_partition *p)
 static void start_write_done(struct log_io_req *req, int res)
 {
         struct log_partition *p = SL_CONTAINER_OF(req, struct log_partition, start_req);
-        (void)res; /* losing a trim means redelivery, never loss */
+        if (res >= 0 && p->dooming && req->op == LOG_IO_WRITE) {
+                *req = (struct log_io_req){
+                    .op = LOG_IO_FDATASYNC, .fd = p->start_fd, .cb = start_write_done};
+                log_io_submit(p->o->io, req);
+                return;
+        }
+        /* durable (or failed: then the files stay, and come back as
+         * segments after a restart: redelivery, never loss) */
+        while (p->dooming) {
+                struct log_seg *s = p->dooming;
+                p->dooming = s->doom_next;
+                for (int i = 0; i < 3; i++) {
+                        if (res >= 0) {
+                                log_io_submit(p->o->io, &s->unlink_req[i]);
+                                continue;
+                        }
+                        if (i == 0 && s->spare_slot >= 0) {
+                                p->spares[s->spare_slot].state = LOG_SPARE_FREE;
+                                s->spare_slot = -1;
+                        }
+                        log_seg_put(s);
+                }
+        }
         p->start_inflight = false;
-        if (p->start_dirty) {
+        if (p->start_dirty || p->doomed) {
                 p->start_dirty = false;
                 start_persist(p);
         }
@@ -1262,6 +1383,26 @@ static void unlink_done(struct log_io_req *req, int res)
         log_seg_put(s);
 }
 
+/* A deleted segment's file became a spare. If the rename failed, unlink
+ * it as retention otherwise would. */
+static void recycle_done(struct log_io_req *req, int res)
+{
+        struct log_seg *s = (struct log_seg *)req->buf;
+        struct log_partition *p = s->p;
+        struct log_spare *sp = &p->spares[s->spare_slot];
+        s->spare_slot = -1;
+        if (res < 0) {
+                sp->state = LOG_SPARE_FREE;
+                req->op = LOG_IO_UNLINK;
+                req->cb = unlink_done;
+                log_io_submit(p->o->io, req);
+                return;
+        }
+        sp->state = LOG_SPARE_READY;
+        LOG_STAT_ADD(&p->o->m, segments_recycled, 1);
+        log_seg_put(s);
+}
+
 static void seg_delete(struct log_partition *p)
 {
         struct log_seg *s = p->segs[0];
@@ -1270,6 +1411,7 @@ static void seg_delete(struct log_partition *p)
         if (p->segs[0]->base > p->start_offset)
                 p->start_offset = p->segs[0]->base;
         s->deleted = true;
+        int slot = spare_find(p, LOG_SPARE_FREE);
         for (int i = 0; i < 3; i++) {
                 s->refs++;
                 s->unlink_req[i] = (struct log_io_req){.op = LOG_IO_UNLINK,
@@ -1277,8 +1419,25 @@ static void seg_delete(struct log_partition *p)
                                                        .path = s->unlink_name[i],
                                                        .buf = s,
                                                        .cb = unlink_done};
-                log_io_submit(p->o->io, &s->unlink_req[i]);
+                if (i == 0 && slot >= 0) {
+                        /* keep the data file as a spare (recycling, above) */
+                        struct log_spare *sp = &p->spares[slot];
+                        sp->state = LOG_SPARE_MOVING;
+                        sp->written = log_align_up(s->size, p->align); /* whole blocks */
+                        s->spare_slot = (int8_t)slot;
+                        s->unlink_req[0].op = LOG_IO_RENAMEAT;
+                        s->unlink_req[0].path2 = sp->name;
+                        s->unlink_req[0].cb = recycle_done;
+                }
         }
+        /* The file operations wait for the new start offset to be durable
+         * (start_persist) */
+        s->doom_next = NULL;
+        if (p->doomed_tail)
+                p->doomed_tail->doom_next = s;
+        else
+                p->doomed = s;
+        p->doomed_tail = s;
         LOG_STAT_ADD(&p->o->m, segments_deleted, 1);
         s->zombie_next = p->zombies;
         p->zombies = s;
@@ -1312,8 +1471,10 @@ int log_retention_run(struct log_partition *p, uint64_t now_ms)
                 seg_delete(p);
                 n++;
         }
-        if (n)
+        if (n) {
+                start_persist(p);
                 work_add(p);
+        }
         return n;
 }
 
@@ -1326,15 +1487,13 @@ int log_trim(struct log_partition *p, int64_t new_start)
         if (new_start <= p->start_offset)
                 return 0;
         p->start_offset = new_start;
-        start_persist(p);
-        /* Whole segments below the new start go now; the rest stays until
-         * the offset passes them. Retention limits do not apply here. */
-        int n = 0;
+        /* Whole segments below the new start go (once it is durable); the
+         * rest stays until the offset passes them. Retention limits do not
+         * apply here. */
         while (p->nsegs > 1 && p->segs[0]->next <= new_start && !seg_in_wsegs(p, p->segs[0]) &&
-               p->segs[0]->refs <= 1) {
+               p->segs[0]->refs <= 1)
                 seg_delete(p);
-                n++;
-        }
+        start_persist(p);
         work_add(p);
         return 0;
 }
@@ -1360,6 +1519,10 @@ int log_partition_open(struct log_owner *o, const char *dir, const struct log_co
         p->leader_epoch = leader_epoch;
         p->dirfd = p->start_fd = -1;
         snprintf(p->dir, sizeof(p->dir), "%s", dir);
+        if (p->cfg.recycle_segments > LOG_RECYCLE_MAX)
+                p->cfg.recycle_segments = LOG_RECYCLE_MAX;
+        for (int i = 0; i < LOG_RECYCLE_MAX; i++)
+                snprintf(p->spares[i].name, sizeof(p->spares[i].name), "recycle-%d.seg", i);
         if (p->cfg.max_batch_bytes > p->cfg.ring_bytes / 2)
                 p->cfg.max_batch_bytes = p->cfg.ring_bytes / 2;
         if (p->cfg.segment_bytes > (1ull << 31))

@@ -45,6 +45,9 @@ struct log_seg {
         char name[24]; /* 20-digit base offset */
         struct log_io_req falloc_req, seal_sync_req, open_req;
         uint64_t alloc_end; /* bytes fallocated so far */
+        /* the spare slot this segment's file is moving to (retention) or
+         * from (roll); -1 = none */
+        int8_t spare_slot;
         /* when the last fallocate was issued and the segment's size then:
          * the append rate that sizes a fast partition's next step */
         uint64_t falloc_t_ns, falloc_size;
@@ -67,6 +70,7 @@ struct log_seg {
         /* deleted but still referenced (unlinks, reads in flight): listed
          * on the partition so an abandon can free it */
         struct log_seg *zombie_next;
+        struct log_seg *doom_next; /* queued for its file operations (start_persist) */
 };
 
 struct log_wseg {
@@ -101,6 +105,19 @@ struct log_bdir {
         int64_t base, last, max_ts;
         uint64_t s;
         uint32_t len;
+};
+
+/* A segment file retention kept for a later roll to write over
+ * (cfg.recycle_segments; log.c, "recycling"). */
+enum log_spare_state {
+        LOG_SPARE_FREE = 0,
+        LOG_SPARE_MOVING, /* a rename to or from its name is in flight */
+        LOG_SPARE_READY,
+};
+struct log_spare {
+        uint8_t state;
+        uint64_t written; /* file bytes [0, written) were written in its old life */
+        char name[24];    /* "recycle-<slot>.seg": not a segment name */
 };
 
 struct log_partition {
@@ -140,6 +157,7 @@ struct log_partition {
         uint64_t sync_bytes_avg; /* bytes per fdatasync round, moving average */
         int sync_err;
         bool dir_dirty;
+        struct log_spare spares[LOG_RECYCLE_MAX];
         uint64_t last_sync_ns;
 
         struct log_pending *pend;
@@ -154,6 +172,9 @@ struct log_partition {
         struct log_io_req start_req;
         uint8_t start_buf[16];
         bool start_inflight, start_dirty;
+        /* deleted segments whose unlinks/renames wait for a durable start:
+         * doomed for the next log_start round, dooming for the one in flight */
+        struct log_seg *doomed, *doomed_tail, *dooming;
 
         struct log_partition *work_next, *all_next, *all_prev;
         bool in_work;

@@ -23,6 +23,7 @@ enum log_io_op {
         LOG_IO_FALLOCATE, /* fallocate(fd, 0, off, len) */
         LOG_IO_UNLINK,    /* unlinkat(fd, path, 0) */
         LOG_IO_OPENAT,    /* openat(fd, path, open_flags, open_mode); res: the new fd */
+        LOG_IO_RENAMEAT,  /* renameat(fd, path, fd, path2): within one directory */
 };
 
 struct log_io_req;
@@ -38,6 +39,7 @@ struct log_io_req {
         uint32_t len;
         uint64_t off;
         const char *path;
+        const char *path2; /* RENAMEAT: the new name */
         int open_flags;
         uint32_t open_mode;
         log_io_cb cb;

@@ -208,6 +208,9 @@ static void ns_push(struct fio *f, int file, const char *result)
         }
         struct fns *n = &f->ns[f->nns++];
         n->seq = ++f->seq;
+        if (getenv("FAKE_NS_DEBUG"))
+                fprintf(stderr, "ns %llu: %s -> %s\n", (unsigned long long)n->seq,
+                        f->files[file].path, result);
         n->file = file;
         snprintf(n->result, sizeof(n->result), "%s", result);
 }
@@ -291,6 +294,7 @@ static int ns_unlink(struct fio *f, int dirfd, const char *name)
 }
 
 static int fake_openat(struct fio *f, int dirfd, const char *name, int flags, mode_t mode);
+static int fake_rename_now(struct log_io *io, int dirfd, const char *from, const char *to);
 
 static int perform(struct fio *f, struct fent *e)
 {
@@ -317,6 +321,9 @@ static int perform(struct fio *f, struct fent *e)
                         ff->img_len = e->snap_len;
                         e->snap = NULL;
                 } else {
+                        if (getenv("FAKE_NS_DEBUG"))
+                                fprintf(stderr, "dirsync %s upto %llu\n", e->dpath,
+                                        (unsigned long long)e->seq);
                         mark_dir_durable(f, e->dpath, e->seq);
                 }
                 return 0;
@@ -329,6 +336,8 @@ static int perform(struct fio *f, struct fent *e)
         case LOG_IO_OPENAT:
                 f->st.opens_async++;
                 return fake_openat(f, r->fd, r->path, r->open_flags, (mode_t)r->open_mode);
+        case LOG_IO_RENAMEAT:
+                return fake_rename_now(&f->io, r->fd, r->path, r->path2);
         }
         return -EINVAL;
 }

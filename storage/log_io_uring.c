@@ -48,6 +48,9 @@ static bool uio_prep(struct uio *u, struct log_io_req *r)
         case LOG_IO_OPENAT:
                 io_uring_prep_openat(sqe, r->fd, r->path, r->open_flags | O_CLOEXEC, r->open_mode);
                 break;
+        case LOG_IO_RENAMEAT:
+                io_uring_prep_renameat(sqe, r->fd, r->path, r->fd, r->path2, 0);
+                break;
         default:
                 SL_ASSERT(!"bad log_io op");
         }

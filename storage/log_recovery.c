@@ -30,6 +30,7 @@ struct log_seg *log_seg_new(struct log_partition *p, int64_t base)
         s->p = p;
         s->base = s->next = base;
         s->fd = s->ix_fd[0] = s->ix_fd[1] = -1;
+        s->spare_slot = -1;
         s->max_ts = -1;
         s->refs = 1;
         snprintf(s->name, sizeof(s->name), "%020lld", (long long)base);
@@ -602,6 +603,13 @@ int log_part_load(struct log_partition *p)
         while ((de = readdir(d))) {
                 long long base;
                 char tail[16];
+                /* A spare's content is known only while the partition is
+                 * open: after a crash it may hold batches a roll wrote
+                 * before its rename was durable. Never reuse one found. */
+                if (!strncmp(de->d_name, "recycle-", 8)) {
+                        (void)io->ops->unlink_now(io, p->dirfd, de->d_name);
+                        continue;
+                }
                 if (strlen(de->d_name) != 24 ||
                     sscanf(de->d_name, "%20lld%15s", &base, tail) != 2 || strcmp(tail, ".log"))
                         continue;
@@ -620,6 +628,24 @@ int log_part_load(struct log_partition *p)
         closedir(d);
         if (nb)
                 qsort(bases, nb, sizeof(*bases), cmp_i64);
+        /* Segments wholly below the durable start were deleted (their file
+         * operations go only after the start is durable, see start_persist)
+         * but a power cut may have kept some: drop them all, so no gap is
+         * left between the segments kept. */
+        size_t below = 0;
+        while (start >= 0 && below + 1 < nb && bases[below + 1] <= start) {
+                char name[40];
+                for (int k = 0; k < 3; k++) {
+                        static const char *const ext[3] = {"log", "index", "timeindex"};
+                        snprintf(name, sizeof(name), "%020lld.%s", (long long)bases[below], ext[k]);
+                        (void)io->ops->unlink_now(io, p->dirfd, name);
+                }
+                below++;
+        }
+        if (below) {
+                memmove(bases, bases + below, (nb - below) * sizeof(*bases));
+                nb -= below;
+        }
 
         bool created = false;
         if (nb == 0) {
@@ -798,6 +824,8 @@ void log_part_unload(struct log_partition *p)
         sl_dio_free(p->ring, p->cfg.ring_bytes);
         p->ring = NULL;
         p->nws = 0;
+        for (int i = 0; i < LOG_RECYCLE_MAX; i++)
+                p->spares[i].state = LOG_SPARE_FREE;
         p->fenced = false;
 }
 
