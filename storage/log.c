@@ -39,7 +39,7 @@ void log_config_default(struct log_config *c)
         c->prealloc_ahead_ms = 250;
         c->recovery_point_bytes = 64u << 20;
         c->zero_ahead_bytes = 8u << 20;
-        c->recycle_segments = 1;
+        c->recycle_segments = 2;
         c->zero_fill_max_sync_bytes = 512u << 10;
 }
 

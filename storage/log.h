@@ -70,8 +70,10 @@ struct log_config {
          * overwrites: no extent conversion per write and an fdatasync that
          * only flushes, measured ~2x the fresh-space rate here
          * (RESULTS.md). Costs up to this many segments of disk beyond
-         * retention. Spares found at open are unlinked: what a roll that a
-         * crash interrupted left in one is unknown. */
+         * retention. Default 2: a deletion often comes one roll late (the
+         * sealed segment is still in the write window when the next roll
+         * happens), then two go at once. Spares found at open are unlinked:
+         * what a roll that a crash interrupted left in one is unknown. */
         uint32_t recycle_segments;
 };
 #define LOG_RECYCLE_MAX 4

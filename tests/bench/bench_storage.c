@@ -264,6 +264,7 @@ struct bench {
         uint32_t len;
         uint32_t *lat_us;
         uint64_t nlat;
+        uint8_t *batch;
 };
 
 static void on_ack(void *ctx, int64_t base, int res)
@@ -295,6 +296,40 @@ static uint64_t thread_cpu_us(void)
         getrusage(RUSAGE_THREAD, &ru);
         return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000u +
                (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+/* Appenders send until `limit_ns` passes or `stop_bytes` are acked;
+ * with `retention`, retention runs every poll step. */
+static void append_loop(struct bench *b, struct log_owner *o, int appenders, uint32_t depth,
+                        bool retention, uint64_t limit_ns, uint64_t stop_bytes)
+{
+        uint8_t *batch = b->batch;
+        uint64_t t0 = sl_time_ns();
+        while (sl_time_ns() - t0 < limit_ns && b->bytes < stop_bytes) {
+                /* every appender with room sends its next batches: closed
+                 * loop at depth 1, pipelined above */
+                bool full = false;
+                for (int i = 0; i < appenders && !full; i++) {
+                        struct appender *a = &b->a[i];
+                        while (a->inflight < depth) {
+                                a->t_ns[(a->head + a->inflight) % MAX_DEPTH] = sl_time_ns();
+                                int rc = log_append(b->p, batch, b->len, on_ack, a, NULL);
+                                if (rc == -ENOBUFS) {
+                                        full = true;
+                                        break;
+                                }
+                                if (rc < 0) {
+                                        fprintf(stderr, "append: %s\n", strerror(-rc));
+                                        exit(1);
+                                }
+                                a->inflight++;
+                        }
+                }
+                if (retention)
+                        log_retention_run(b->p, sl_realtime_ms());
+                /* one io_uring_enter: submit what the step queued and wait */
+                log_owner_poll_wait(o);
+        }
 }
 
 static struct result log_run(enum log_durability pol, int appenders, uint32_t depth, uint32_t bsize)
@@ -334,6 +369,16 @@ static struct result log_run(enum log_durability pol, int appenders, uint32_t de
                 cfg.zero_fill_all = true;
                 cfg.zero_fill_max_sync_bytes = 0;
         }
+        /* BENCH_STEADY=1: a log in its steady state under retention, as a
+         * broker is once it has run longer than its retention: 64 MiB
+         * segments, 64 MiB retained, retention run every poll step, so
+         * each roll writes over the spare retention kept (recycling).
+         * 3 segments are appended before the timed part. */
+        bool steady = getenv("BENCH_STEADY") != NULL;
+        if (steady) {
+                cfg.segment_bytes = 64u << 20;
+                cfg.retention_bytes = 64 << 20;
+        }
         static struct bench b;
         memset(&b, 0, sizeof(b));
         b.lat_us = malloc(sizeof(uint32_t) * MAX_LAT);
@@ -343,37 +388,29 @@ static struct result log_run(enum log_durability pol, int appenders, uint32_t de
         }
         uint8_t *batch = malloc(bsize + 128);
         b.len = make_batch(batch, bsize);
+        b.batch = batch;
         for (int i = 0; i < appenders; i++)
                 b.a[i].b = &b;
         struct log_metrics *m = log_owner_metrics(o);
+        if (steady) {
+                append_loop(&b, o, appenders, depth, true, 60ull * 1000000000,
+                            3 * cfg.segment_bytes);
+                log_owner_drain(o); /* every ack in: each appender is idle */
+                b.acks = b.bytes = b.errors = b.nlat = 0;
+        }
         uint64_t f0 = m->fsyncs, sb0 = m->synced_bytes, sa0 = m->synced_appends;
-        uint64_t zb0 = m->zero_bytes, zw0 = m->zero_writes;
+        uint64_t zb0 = m->zero_bytes, zw0 = m->zero_writes, ru0 = m->segments_reused,
+                 rl0 = m->segments_rolled;
         uint64_t t0 = sl_time_ns(), limit = (uint64_t)(run_secs * 1e9), stop_bytes = 3ull << 30;
         uint64_t cpu0 = thread_cpu_us();
-        while (sl_time_ns() - t0 < limit && b.bytes < stop_bytes) {
-                /* every appender with room sends its next batches: closed
-                 * loop at depth 1, pipelined above */
-                bool full = false;
-                for (int i = 0; i < appenders && !full; i++) {
-                        struct appender *a = &b.a[i];
-                        while (a->inflight < depth) {
-                                a->t_ns[(a->head + a->inflight) % MAX_DEPTH] = sl_time_ns();
-                                int rc = log_append(b.p, batch, b.len, on_ack, a, NULL);
-                                if (rc == -ENOBUFS) {
-                                        full = true;
-                                        break;
-                                }
-                                if (rc < 0) {
-                                        fprintf(stderr, "append: %s\n", strerror(-rc));
-                                        exit(1);
-                                }
-                                a->inflight++;
-                        }
-                }
-                /* one io_uring_enter: submit what the step queued and wait */
-                log_owner_poll_wait(o);
-        }
+        append_loop(&b, o, appenders, depth, steady, limit, stop_bytes);
         double secs = (double)(sl_time_ns() - t0) / 1e9;
+        if (m->segments_rolled > rl0)
+                fprintf(stderr,
+                        "rolls: %llu, %llu of them over a recycled file (spares kept: %llu)\n",
+                        (unsigned long long)(m->segments_rolled - rl0),
+                        (unsigned long long)(m->segments_reused - ru0),
+                        (unsigned long long)m->segments_recycled);
         r.cpu_us_per_mib =
             b.bytes ? (double)(thread_cpu_us() - cpu0) / ((double)b.bytes / (1 << 20)) : 0;
         uint64_t fs = m->fsyncs - f0;

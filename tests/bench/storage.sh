@@ -25,6 +25,12 @@ echo "Machine: $(nproc) vCPU, $(uname -r), file system $fstype ($(df -h "$dir" |
 echo
 "$build/tests/unit/storage/bench_storage" "$dir" "$secs"
 echo
+# the same rows on a log in its steady state under retention (64 MiB
+# segments, 64 MiB retained): every roll writes over a recycled segment file
+echo "Steady state (BENCH_STEADY=1: retention recycles segment files):"
+echo
+BENCH_STEADY=1 "$build/tests/unit/storage/bench_storage" "$dir" "$secs"
+echo
 "$build/tests/unit/storage/bench_storage" --crc
 echo
 # where a fsync'd 1 MiB append's time goes: never-written vs written blocks
