@@ -439,6 +439,35 @@ static void test_visibility_and_waits(void **state)
         }
 }
 
+/* `interval`: a sealed segment leaves the write window only once synced,
+ * and a roll needs a free slot. Appending more than the window's segments
+ * within one interval must not wait for the interval's sync (it did: 64 MiB
+ * segments at a 1 s interval capped a partition at 268 MB/s). */
+static void test_interval_rolls_without_waiting_for_the_interval(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        s.cfg.durability = LOG_DURABILITY_INTERVAL;
+        s.cfg.flush_interval_ms = 600000;
+        st_part_open(&s);
+        uint64_t deadline = sl_time_ns() + 10ull * 1000000000;
+        int appended = 0;
+        while (appended < 600 && sl_time_ns() < deadline) {
+                int rc = st_append(&s, 1, 900, 1);
+                if (rc == 0)
+                        appended++;
+                else
+                        assert_int_equal(rc, -ENOBUFS);
+                log_owner_poll(s.o);
+                if (rc && s.io->inflight)
+                        s.io->ops->wait(s.io);
+        }
+        assert_int_equal(appended, 600); /* 10 segments of 64 KiB */
+        assert_true(log_owner_metrics(s.o)->segments_rolled >= 8);
+        st_part_free(&s);
+}
+
 static ino_t inode_of(const char *dir, const char *name)
 {
         char path[512];
@@ -1173,6 +1202,7 @@ int main(void)
             cmocka_unit_test(test_visibility_and_waits),
             cmocka_unit_test(test_retention_and_trim),
             cmocka_unit_test(test_retention_recycles_segment_files),
+            cmocka_unit_test(test_interval_rolls_without_waiting_for_the_interval),
             cmocka_unit_test(test_single_tail_write_out_of_order),
             cmocka_unit_test(test_io_errors_keep_acked_data),
             cmocka_unit_test(test_borrowed_ring),
