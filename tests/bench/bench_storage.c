@@ -373,11 +373,13 @@ static struct result log_run(enum log_durability pol, int appenders, uint32_t de
          * broker is once it has run longer than its retention: 64 MiB
          * segments, 64 MiB retained, retention run every poll step, so
          * each roll writes over the spare retention kept (recycling).
-         * 3 segments are appended before the timed part. */
+         * 3 segments are appended before the timed part. BENCH_SEG=bytes
+         * sets the segment (and retained) size. */
         bool steady = getenv("BENCH_STEADY") != NULL;
         if (steady) {
-                cfg.segment_bytes = 64u << 20;
-                cfg.retention_bytes = 64 << 20;
+                cfg.segment_bytes =
+                    getenv("BENCH_SEG") ? strtoull(getenv("BENCH_SEG"), 0, 0) : 64u << 20;
+                cfg.retention_bytes = (int64_t)cfg.segment_bytes;
         }
         static struct bench b;
         memset(&b, 0, sizeof(b));
