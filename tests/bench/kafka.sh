@@ -7,7 +7,14 @@
 # end-to-end latency with the consumer's connection on the other worker.
 # Prints the `## Kafka` markdown for tests/bench/RESULTS.md on stdout.
 #   tests/bench/kafka.sh [MIB_PER_RUN]   (default 256; BUILD_DIR=build-bench in the tree, CACHE_BYTES=auto,
-#                                         DATA_PARENT=/var/tmp: must be a disk, not tmpfs)
+#                                         DATA_PARENT=/var/tmp: must be a disk, not tmpfs,
+#                                         WINDOW=1M bytes in flight per producer connection)
+# STEADY=SEGMENT_BYTES (e.g. 64m): the produce runs measure a topic in its
+# steady state under retention, as on a broker that has run longer than its
+# retention: [kafka] segment_bytes = SEGMENT_BYTES, retention_bytes = 4 x
+# that (above a consume run's topic, which must not lose data), and 6
+# segments per partition are produced into the topic before the timed runs,
+# so its rolls write over segment files retention recycled.
 # Each size gets a fresh sluiced (2 workers, topics with 2 partitions: one per
 # worker) and data dir, removed afterwards; only processes started here are
 # stopped. Not a test: numbers never fail anything.
@@ -40,6 +47,14 @@ pid=""
 stop_sluiced() { kafka_sluiced_stop; }
 trap 'stop_sluiced; rm -rf "$tmp"' EXIT
 
+steady=${STEADY:-}
+if [ -n "$steady" ]; then
+	seg=$(numfmt --from=iec "$(echo "$steady" | tr a-z A-Z)")
+	KAFKA_EXTRA_CONF="segment_bytes = $seg
+retention_bytes = $((4 * seg))
+retention_check_interval_ms = 100"
+	export KAFKA_EXTRA_CONF
+fi
 start_sluiced() { kafka_sluiced_start "$sluiced" "$cache_bytes"; }
 
 metric() { # NAME: summed over workers
@@ -78,10 +93,16 @@ rows=""
 for size in $sizes; do
 	count=$((mib * 1024 * 1024 / size))
 	start_sluiced
+	topic_args=""
+	if [ -n "$steady" ]; then
+		topic_args="--topic steady"
+		"$bench" kafka produce --url "127.0.0.1:$kport" $topic_args --size "$size" -n "$conns" \
+			--window "$window" --count $((6 * 2 * seg / size)) --json >/dev/null
+	fi
 	f0=$(metric sluice_kafka_log_fsyncs_total)
 	b0=$(metric sluice_kafka_log_synced_bytes_total)
 	c0=$(cpu_s)
-	prod=$(best "$bench" kafka produce --url "127.0.0.1:$kport" --size "$size" -n "$conns" \
+	prod=$(best "$bench" kafka produce --url "127.0.0.1:$kport" $topic_args --size "$size" -n "$conns" \
 		--window "$window" --count "$count" --json)
 	c1=$(cpu_s)
 	# S over all the produce runs of this size (each on a fresh topic).
@@ -166,7 +187,7 @@ tests/bench/kafka.sh $*
 \`\`\`
 
 - Every throughput figure is the best of $repeat runs (REPEAT); latencies are those of the kept run.
-- sluiced: 2 workers (unpinned, sharing the 2 vCPUs with sluice-bench), topic durability \`fsync\` (the default: acked = fdatasynced = visible), 2 partitions per topic (one per worker), a fresh data dir per size. sluice-bench: $conns connections, Produce v8 acks=all, one v2 batch of 64 KiB of values per request (at least one record), up to $window per connection in flight; Fetch v11, 4 MiB per partition, one request in flight per connection. $mib MiB of values per run.
+- sluiced: 2 workers (unpinned, sharing the 2 vCPUs with sluice-bench), topic durability \`fsync\` (the default: acked = fdatasynced = visible), 2 partitions per topic (one per worker), a fresh data dir per size${steady:+; produce runs into one topic in its steady state under retention (segment_bytes = $steady, retention_bytes 4 times that, 6 segments per partition produced first, so rolls reuse recycled segment files)}. sluice-bench: $conns connections, Produce v8 acks=all, one v2 batch of 64 KiB of values per request (at least one record), up to $window per connection in flight; Fetch v11, 4 MiB per partition, one request in flight per connection. $mib MiB of values per run.
 - **produce**: records acknowledged per second; latency is per produce request (send to acks=all answer), so it includes queueing behind the pipelined requests. **S** = bytes made durable per fdatasync in that run (sluiced's own counters, \`sluice_kafka_log_synced_bytes_total / sluice_kafka_log_fsyncs_total\`); **raw** = write(S)+fdatasync in a loop, O_DIRECT into a preallocated file on the same disk (\`sluice-bench sys fsync\`, as bench_storage does). Target: produce ≥ 70% of raw.
 - **consume**: a fresh topic is filled (untimed), then read from offset 0 to the end. **loopback** = one TCP connection over 127.0.0.1 with a writer thread and a reader (\`sluice-bench sys loopback --size 64K\`): **$loop_mbs MB/s**. Target: consume ≥ 70% of loopback. MB/s count record values only. Extra baseline (labelled, not the issue's): **disk read** = two threads each reading its own 256 MiB file in 4 MiB O_DIRECT reads, one in flight each, as sluiced's readers read two partitions (\`sluice-bench sys dread -n 2\`): **$dread_mbs MB/s**, what a consume of data that left memory is bound by.
 - Recent-data cache: \`[kafka] cache_bytes = $cache_bytes\` per worker (auto = min(RAM / 8 / workers, 1 GiB): $(awk '/MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo) GiB RAM here). **disk reads** = 4 MiB O_DIRECT reads per consume run (\`sluice_kafka_fetch_reads_{disk,ahead}_total\`); **cache MiB** = block memory held at the end of the size's runs (\`sluice_kafka_cache_bytes\`, all workers).

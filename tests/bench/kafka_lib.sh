@@ -4,7 +4,8 @@
 # durability, Kafka only). The caller owns $tmp; these set $pid, $kport and
 # $aport. Only the sluiced started here is ever stopped.
 
-# kafka_sluiced_start SLUICED [CACHE_BYTES]   ([kafka] cache_bytes, default auto)
+# kafka_sluiced_start SLUICED [CACHE_BYTES]   ([kafka] cache_bytes, default auto;
+#   KAFKA_EXTRA_CONF: more lines for the [kafka] section)
 kafka_sluiced_start() {
 	local sluiced=$1 cache=${2:-auto}
 	cat >"$tmp/sluiced.conf" <<CONF
@@ -22,6 +23,7 @@ listen = 127.0.0.1:0
 [kafka]
 default_partitions = 2
 cache_bytes = $cache
+${KAFKA_EXTRA_CONF:-}
 CONF
 	"$sluiced" --config "$tmp/sluiced.conf" >>"$tmp/log" 2>&1 &
 	pid=$!

@@ -194,10 +194,16 @@ static void batch(struct wbuf *w, uint32_t n, uint32_t size, uint64_t stamp)
         put8(w, 2);            /* magic */
         put32(w, 0);           /* crc, below */
         size_t crc_from = w->len;
-        put16(w, 0);               /* attributes: no compression, CreateTime */
-        put32(w, n - 1);           /* lastOffsetDelta */
-        put64(w, stamp / 1000000); /* base and max timestamp, ms */
-        put64(w, stamp / 1000000);
+        put16(w, 0);     /* attributes: no compression, CreateTime */
+        put32(w, n - 1); /* lastOffsetDelta */
+        /* base and max timestamp: wall-clock ms, as a client's CreateTime
+         * (`stamp` is monotonic: as a timestamp it would be 1970, and a
+         * broker's time retention deletes such batches at once) */
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        uint64_t ms = (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+        put64(w, ms);
+        put64(w, ms);
         put64(w, UINT64_MAX); /* producerId -1: not idempotent */
         put16(w, UINT16_MAX); /* producerEpoch -1 */
         put32(w, UINT32_MAX); /* baseSequence -1 */
