@@ -152,9 +152,20 @@ struct ctl_config {
          * CTL_KAFKA_CACHE_AUTO ("auto", the default) = min(RAM / 8 /
          * worker_count, 1 GiB), resolved by the workers at start. */
         uint64_t kafka_cache_bytes;
+        /* Topic defaults for topics created without their own
+         * retention.ms / retention.bytes / segment.bytes (Kafka's
+         * log.retention.ms, log.retention.bytes, log.segment.bytes);
+         * CTL_KAFKA_UNLIMITED (-1 in the file) = no limit. Read at start. */
+        uint64_t kafka_retention_ms;
+        uint64_t kafka_retention_bytes;
+        uint64_t kafka_segment_bytes;
+        /* How often a worker applies retention to its partitions (Kafka's
+         * log.retention.check.interval.ms). */
+        uint32_t kafka_retention_check_interval_ms;
 };
 
 #define CTL_KAFKA_CACHE_AUTO UINT64_MAX
+#define CTL_KAFKA_UNLIMITED  UINT64_MAX
 
 /* Fills cfg with every default. */
 void ctl_config_defaults(struct ctl_config *cfg);
