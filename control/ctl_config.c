@@ -647,9 +647,9 @@ void ctl_config_defaults(struct ctl_config *cfg)
         cfg->kafka_idle_ms = 600000;                     /* Kafka's connections.max.idle.ms */
         cfg->kafka_producer_id_expiration_ms = 86400000; /* Kafka's default: one day */
         cfg->kafka_cache_bytes = CTL_KAFKA_CACHE_AUTO;
-        cfg->kafka_retention_ms = 7ull * 24 * 3600 * 1000; /* Kafka's log.retention.hours=168 */
+        cfg->kafka_retention_ms = CTL_KAFKA_RETENTION_MS_DEFAULT;
         cfg->kafka_retention_bytes = CTL_KAFKA_UNLIMITED;
-        cfg->kafka_segment_bytes = 256 * MIB; /* not Kafka's 1 GiB: many small topics */
+        cfg->kafka_segment_bytes = CTL_KAFKA_SEGMENT_BYTES_DEFAULT;
         cfg->kafka_retention_check_interval_ms = 10000;
 
         str_set(cfg->dpdk_file_prefix, sizeof(cfg->dpdk_file_prefix), "sluice");

@@ -166,6 +166,10 @@ struct ctl_config {
 
 #define CTL_KAFKA_CACHE_AUTO UINT64_MAX
 #define CTL_KAFKA_UNLIMITED  UINT64_MAX
+/* Kafka's log.retention.hours=168; segments smaller than Kafka's 1 GiB
+ * suit a broker with many small topics. */
+#define CTL_KAFKA_RETENTION_MS_DEFAULT  (7ull * 24 * 3600 * 1000)
+#define CTL_KAFKA_SEGMENT_BYTES_DEFAULT (256ull << 20)
 
 /* Fills cfg with every default. */
 void ctl_config_defaults(struct ctl_config *cfg);

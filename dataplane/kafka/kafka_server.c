@@ -496,25 +496,32 @@ static bool str_is(struct kafka_str s, const char *lit)
         return s.len >= 0 && (size_t)s.len == strlen(lit) && !memcmp(s.ptr, lit, (size_t)s.len);
 }
 
-/* The topic configs CreateTopics acts on, as META_TOPIC_* flags in *flags:
- * message.timestamp.type (CreateTime | LogAppendTime, else INVALID_CONFIG).
- * Other keys are accepted and ignored (topics use storage's defaults). */
-static int16_t create_topic_flags(const struct kafka_val *t, int64_t *flags)
+/* The topic configs CreateTopics acts on (ctl_kafka_topic_config_parse):
+ * retention.ms, retention.bytes, segment.bytes into a config the control
+ * thread stores with the topic, message.timestamp.type as META_TOPIC_*
+ * flags; a bad value is INVALID_CONFIG for the topic, with a message. */
+static int16_t create_topic_configs(struct kafka_req *r, const struct kafka_val *t,
+                                    struct kafka_pop *p, const char **msg)
 {
         const struct kafka_val *ca = kafka_val_array(t, KAFKA_CREATE_TOPICS_REQ_TOPICS_CONFIGS);
-        *flags = 0;
+        struct ctl_kafka_topic_cfg *own = kafka_arena_alloc(&r->arena, sizeof(*own));
+        if (!own)
+                return KERR_INVALID_REQUEST;
+        memset(own, 0, sizeof(*own));
+        uint32_t flags = 0;
         for (int32_t i = 0; i < ca->len; i++) {
                 const struct kafka_val *c = kafka_val_array_elem(ca, i);
-                if (!str_is(kafka_val_get_str(c, KAFKA_CREATE_TOPICS_REQ_TOPICS_CONFIGS_NAME),
-                            "message.timestamp.type"))
-                        continue;
+                struct kafka_str k =
+                    kafka_val_get_str(c, KAFKA_CREATE_TOPICS_REQ_TOPICS_CONFIGS_NAME);
                 struct kafka_str v =
                     kafka_val_get_str(c, KAFKA_CREATE_TOPICS_REQ_TOPICS_CONFIGS_VALUE);
-                if (str_is(v, "LogAppendTime"))
-                        *flags = META_TOPIC_LOG_APPEND_TIME;
-                else if (!str_is(v, "CreateTime"))
-                        return KERR_INVALID_CONFIG;
+                int16_t err = ctl_kafka_topic_config_parse(
+                    (const char *)k.ptr, k.len, (const char *)v.ptr, v.len, own, &flags, msg);
+                if (err)
+                        return err;
         }
+        p->timestamp = flags;
+        p->topic_cfg = own;
         return 0;
 }
 
@@ -542,7 +549,7 @@ static void handle_create_topics(struct kafka_worker *kw, struct kafka_req *r)
                         p->batch = name.ptr;
                         p->len = (uint32_t)(name.len < 0 ? 0 : name.len);
                         p->offset = np;
-                        int16_t cerr = create_topic_flags(t, &p->timestamp);
+                        int16_t cerr = create_topic_configs(r, t, p, &p->err_msg);
                         if (!ctl_kafka_topic_name_valid((const char *)name.ptr, p->len))
                                 p->err = KERR_INVALID_TOPIC;
                         else if (cerr)
@@ -571,6 +578,9 @@ static void handle_create_topics(struct kafka_worker *kw, struct kafka_req *r)
                 kafka_val_set_str(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_NAME, p->batch,
                                   (int32_t)p->len);
                 kafka_val_set_int16(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_ERROR_CODE, p->err);
+                if (r->h.api_version >= 1 && p->err && p->err_msg)
+                        kafka_val_set_cstr(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_ERROR_MESSAGE,
+                                           p->err_msg);
                 const struct ctl_kafka_topic *t =
                     ctl_kafka_snap_find(kw->snap, (const char *)p->batch, p->len);
                 if (r->h.api_version >= 5) {
@@ -1458,8 +1468,36 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
         kafka_req_done(kw, r);
 }
 
-/* DescribeConfigs: the topic configs clients read, from the topic's log
- * config; brokers answer with no entries. Config sources: 5 = default. */
+/* The topic configs DescribeConfigs reports, in this order. */
+#define DESCRIBED_KEYS 6
+static const char *const described_keys[DESCRIBED_KEYS] = {
+    "cleanup.policy", "retention.ms",      "retention.bytes",
+    "segment.bytes",  "max.message.bytes", "message.timestamp.type"};
+
+/* A topic's values of described_keys and where each comes from
+ * (ctl_kafka_cfg_source). Returns DESCRIBED_KEYS. */
+static int32_t topic_configs(const struct ctl_kafka_topic *t, char vals[][32], uint8_t *srcs)
+{
+        snprintf(vals[0], 32, "delete");
+        srcs[0] = CTL_KAFKA_SRC_DEFAULT;
+        snprintf(vals[1], 32, "%lld", (long long)t->cfg.retention_ms);
+        srcs[1] = t->src_retention_ms;
+        snprintf(vals[2], 32, "%lld", (long long)t->cfg.retention_bytes);
+        srcs[2] = t->src_retention_bytes;
+        snprintf(vals[3], 32, "%llu", (unsigned long long)t->cfg.segment_bytes);
+        srcs[3] = t->src_segment_bytes;
+        snprintf(vals[4], 32, "%u", t->cfg.max_batch_bytes);
+        srcs[4] = CTL_KAFKA_SRC_DEFAULT;
+        snprintf(vals[5], 32, "%s", t->log_append_time ? "LogAppendTime" : "CreateTime");
+        srcs[5] = t->log_append_time || (t->set & CTL_KAFKA_SET_TIMESTAMP_TYPE)
+                      ? CTL_KAFKA_SRC_TOPIC
+                      : CTL_KAFKA_SRC_DEFAULT;
+        return DESCRIBED_KEYS;
+}
+
+/* DescribeConfigs: the topic configs clients read, the topic's effective
+ * values (its own over the broker's [kafka] defaults) with their sources;
+ * brokers answer with no entries. */
 static void handle_describe_configs(struct kafka_worker *kw, struct kafka_req *r)
 {
         const struct kafka_val *ra =
@@ -1492,52 +1530,57 @@ static void handle_describe_configs(struct kafka_worker *kw, struct kafka_req *r
                                              KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS, 0);
                         continue;
                 }
-                char vals[6][32];
-                const char *keys[6] = {"cleanup.policy",    "retention.ms",
-                                       "retention.bytes",   "segment.bytes",
-                                       "max.message.bytes", "message.timestamp.type"};
+                char vals[DESCRIBED_KEYS][32];
+                uint8_t srcs[DESCRIBED_KEYS];
                 int32_t nk = 0;
-                if (t) {
-                        snprintf(vals[0], sizeof(vals[0]), "delete");
-                        snprintf(vals[1], sizeof(vals[1]), "%lld", (long long)t->cfg.retention_ms);
-                        snprintf(vals[2], sizeof(vals[2]), "%lld",
-                                 (long long)t->cfg.retention_bytes);
-                        snprintf(vals[3], sizeof(vals[3]), "%llu",
-                                 (unsigned long long)t->cfg.segment_bytes);
-                        snprintf(vals[4], sizeof(vals[4]), "%u", t->cfg.max_batch_bytes);
-                        snprintf(vals[5], sizeof(vals[5]), "%s",
-                                 t->log_append_time ? "LogAppendTime" : "CreateTime");
-                        nk = 6;
+                if (t)
+                        nk = topic_configs(t, vals, srcs);
+                /* v1+: only the keys asked for (null = all) */
+                const struct kafka_val *want =
+                    kafka_val_array(q, KAFKA_DESCRIBE_CONFIGS_REQ_RESOURCES_CONFIGURATION_KEYS);
+                bool pick[DESCRIBED_KEYS];
+                int32_t npick = 0;
+                for (int32_t k = 0; k < nk; k++) {
+                        pick[k] = !want || want->len < 0;
+                        for (int32_t j = 0; !pick[k] && j < want->len; j++) {
+                                const struct kafka_val *w = kafka_val_array_elem(want, j);
+                                pick[k] =
+                                    str_is((struct kafka_str){w->u.ptr, w->len}, described_keys[k]);
+                        }
+                        npick += pick[k];
                 }
                 if (!kafka_val_array_init(&r->arena, e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS,
-                                          nk) &&
-                    nk)
+                                          npick) &&
+                    npick)
                         goto nomem;
-                for (int32_t k = 0; k < nk; k++) {
+                for (int32_t k = 0, out = 0; k < nk; k++) {
+                        if (!pick[k])
+                                continue;
                         struct kafka_val *ce = kafka_val_array_elem(
-                            kafka_val_array(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS), k);
+                            kafka_val_array(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS), out++);
                         size_t vl = strlen(vals[k]);
                         char *vp = kafka_arena_alloc(&r->arena, vl + 1);
                         if (!vp)
                                 goto nomem;
                         memcpy(vp, vals[k], vl + 1);
                         kafka_val_set_cstr(ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_NAME,
-                                           keys[k]);
+                                           described_keys[k]);
                         kafka_val_set_cstr(ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_VALUE,
                                            vp);
+                        /* No AlterConfigs: a topic's configs are fixed at
+                         * creation. */
                         kafka_val_set_bool(
                             ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_READ_ONLY, true);
-                        /* Set at creation: a topic config (source 1), else
-                         * the default (5). */
-                        bool dflt = !(k == 5 && t->log_append_time);
+                        /* v0 has only is_default: true unless the topic
+                         * set the value itself. */
                         if (v == 0)
                                 kafka_val_set_bool(
                                     ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_IS_DEFAULT,
-                                    dflt);
+                                    srcs[k] != CTL_KAFKA_SRC_TOPIC);
                         else
                                 kafka_val_set_int8(
                                     ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_CONFIG_SOURCE,
-                                    dflt ? 5 : 1);
+                                    (int8_t)srcs[k]);
                         if (v >= 1)
                                 kafka_val_array_init(
                                     &r->arena, ce,
@@ -1880,6 +1923,9 @@ static void kafka_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx
                 emit(ctx, "sluice_kafka_log_synced_bytes_total", "counter",
                      "Bytes made durable by those fdatasyncs",
                      (double)atomic_load_explicit(&lm->synced_bytes, memory_order_relaxed));
+                emit(ctx, "sluice_kafka_log_segments_deleted_total", "counter",
+                     "Segments of this worker's partitions deleted by retention",
+                     (double)atomic_load_explicit(&lm->segments_deleted, memory_order_relaxed));
                 emit(ctx, "sluice_kafka_log_zero_fill_bytes_total", "counter",
                      "Zeros written ahead of fsync partitions' tails (appends then overwrite "
                      "written blocks)",
@@ -1935,6 +1981,7 @@ static int kafka_worker_init(struct sl_worker *w)
         }
         snprintf(kw->data_dir, sizeof(kw->data_dir), "%s", w->cfg->data_dir);
         kw->producer_expiry_ms = w->cfg->kafka_producer_id_expiration_ms;
+        kw->retention_interval_ms = w->cfg->kafka_retention_check_interval_ms;
         /* Read once here, so a test can make a producer retry a request the
          * log already holds (idempotence across a lost response). */
         const char *drop = getenv("SLUICE_TEST_KAFKA_DROP_PRODUCE");

@@ -1,0 +1,260 @@
+"""Kafka topic retention and topic configs, as Kafka users expect: CreateTopics
+configs (segment.bytes, retention.bytes, retention.ms) applied, validated
+(INVALID_CONFIG) and durable across a restart; DescribeConfigs reporting the
+values and their sources; the broker's [kafka] defaults for topics without
+their own; and retention actually moving the log start (ListOffsets earliest,
+OFFSET_OUT_OF_RANGE below it, old segment files gone, /metrics). Real
+clients (confluent-kafka-python) in subprocesses with hard timeouts; the
+broker checks retention every 100 ms here; every wait polls a condition
+with a deadline."""
+import os
+import struct
+
+from harness import wait_until
+from test_kafka import bootstrap, fetch_v4, list_offsets_v1, raw_conn, recv_frame, run_py, start
+
+CHECK_MS = "100"
+MIB = 1 << 20
+
+# Creates the topics given as JSON {name: {config}} (one partition each) and
+# produces `mib` MiB of 16 KiB records to each (acks=all), optionally with a
+# record timestamp `ts` (ms) instead of now.
+CREATE_AND_PRODUCE = r"""
+import json, sys
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+b, topics, mib, ts = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+a = AdminClient({'bootstrap.servers': b})
+fs = a.create_topics([NewTopic(t, num_partitions=1, replication_factor=1, config=c)
+                      for t, c in topics.items()])
+for t, f in fs.items():
+    f.result(30)
+p = Producer({'bootstrap.servers': b, 'acks': 'all', 'linger.ms': 5})
+n = int(mib * 64)
+for t in topics:
+    for i in range(n):
+        kw = {'timestamp': ts} if ts > 0 else {}
+        while True:
+            try:
+                p.produce(t, bytes([i % 251]) * 16384, partition=0, **kw)
+                break
+            except BufferError:
+                p.poll(0.1)
+assert p.flush(60) == 0
+print("ok", n)
+"""
+
+# DescribeConfigs of the named topics: {topic: {key: [value, source, is_default]}}.
+DESCRIBE = r"""
+import json, sys
+from confluent_kafka.admin import AdminClient, ConfigResource
+b, names = sys.argv[1], sys.argv[2].split(',')
+a = AdminClient({'bootstrap.servers': b})
+out = {}
+for r, f in a.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, n)
+                                for n in names]).items():
+    out[r.name] = {k: [v.value, int(getattr(v.source, 'value', v.source)), bool(v.is_default)]
+                   for k, v in f.result(30).items()}
+print(json.dumps(out))
+"""
+
+# CreateTopics with a bad config: INVALID_CONFIG per topic, nothing created,
+# while a good topic of the same request is created.
+BAD_CONFIGS = r"""
+import sys
+from confluent_kafka import KafkaError
+from confluent_kafka.admin import AdminClient, NewTopic
+b = sys.argv[1]
+a = AdminClient({'bootstrap.servers': b})
+bad = {'bad-ms': {'retention.ms': 'abc'}, 'bad-ms2': {'retention.ms': '-2'},
+       'bad-seg': {'segment.bytes': '1000'}, 'bad-seg2': {'segment.bytes': '2147483648'},
+       'bad-bytes': {'retention.bytes': '1g'}, 'bad-compact': {'cleanup.policy': 'compact'},
+       'bad-ts': {'message.timestamp.type': 'Sometime'}}
+topics = [NewTopic(t, num_partitions=1, replication_factor=1, config=c) for t, c in bad.items()]
+topics.append(NewTopic('good', num_partitions=1, replication_factor=1,
+                       config={'retention.ms': '60000'}))
+for t, f in a.create_topics(topics).items():
+    if t == 'good':
+        f.result(30)
+        continue
+    try:
+        f.result(30)
+        raise AssertionError("created with a bad config: " + t)
+    except Exception as e:
+        err = e.args[0]
+        assert err.code() == KafkaError.INVALID_CONFIG, (t, err)
+md = a.list_topics(timeout=10).topics
+assert 'good' in md and not (set(bad) & set(md)), sorted(md)
+print("ok")
+"""
+
+# Reads the partition from the earliest offset to the high watermark:
+# "first count".
+CONSUME_FROM_EARLIEST = r"""
+import sys, time
+from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+b, t = sys.argv[1], sys.argv[2]
+c = Consumer({'bootstrap.servers': b, 'group.id': 'ret', 'enable.auto.commit': False,
+              'fetch.wait.max.ms': 100})
+lo, hi = c.get_watermark_offsets(TopicPartition(t, 0), timeout=10)
+c.assign([TopicPartition(t, 0, OFFSET_BEGINNING)])
+first, n, deadline = None, 0, time.time() + 60
+while n < hi - lo:
+    m = c.poll(0.5)
+    assert time.time() < deadline, (n, lo, hi)
+    if m is None or m.error():
+        continue
+    first = m.offset() if first is None else first
+    n += 1
+c.close()
+print(lo, hi, first, n)
+"""
+
+
+def topic_dir(s):
+    """The one partition directory of the broker's one topic."""
+    topics = os.path.join(s.data_dir, "topics")
+    dirs = os.listdir(topics)
+    assert len(dirs) == 1, dirs
+    return os.path.join(topics, dirs[0])
+
+
+def earliest(c, topic, corr):
+    c.sendall(list_offsets_v1(topic, 0, -2, corr))
+    r = recv_frame(c)
+    (nlen,) = struct.unpack(">h", r[8:10])
+    p = 10 + nlen + 4
+    idx, err, _, offset = struct.unpack(">ihqq", r[p:p + 22])
+    assert (idx, err) == (0, 0), (idx, err)
+    return offset
+
+
+def fetch_error(c, topic, offset, corr):
+    c.sendall(fetch_v4(topic, 0, offset, corr))
+    r = recv_frame(c)
+    (nlen,) = struct.unpack(">h", r[12:14])
+    off = 14 + nlen + 4
+    idx, err, hw = struct.unpack(">ihq", r[off:off + 14])
+    return err
+
+
+def produce(s, topics, mib, ts=0):
+    import json
+    assert run_py(CREATE_AND_PRODUCE, bootstrap(s), json.dumps(topics), str(mib),
+                  str(ts)).startswith(b"ok")
+
+
+def describe(s, *names):
+    import json
+    return json.loads(run_py(DESCRIBE, bootstrap(s), ",".join(names)))
+
+
+def assert_retention_moved_start(s, topic):
+    """Retention moved the log start past 0: ListOffsets earliest, the old
+    segment's files gone, a fetch below the start is OFFSET_OUT_OF_RANGE
+    (1), and a consumer from the beginning starts at the new start and
+    reads every record above it."""
+    c = raw_conn(s)
+    d = topic_dir(s)
+    wait_until(lambda: earliest(c, topic, 1) > 0, 30, "ListOffsets earliest past 0")
+    wait_until(lambda: not os.path.exists(os.path.join(d, "%020d.log" % 0)), 30,
+               "the first segment's file to go")
+    start_offset = earliest(c, topic, 2)
+    assert not os.path.exists(os.path.join(d, "%020d.index" % 0))
+    assert fetch_error(c, topic, 0, 3) == 1
+    assert fetch_error(c, topic, start_offset - 1, 4) == 1
+    assert fetch_error(c, topic, start_offset, 5) == 0
+    c.close()
+    lo, hi, first, n = map(int, run_py(CONSUME_FROM_EARLIEST, bootstrap(s), topic).split())
+    assert lo >= start_offset and first == lo and n == hi - lo, (start_offset, lo, hi, first, n)
+    m = s.metrics()
+    assert s.metric_sum("sluice_kafka_log_segments_deleted_total") >= 1
+    key = 'sluice_kafka_partition_log_start_offset{topic="%s",partition="0"}' % topic
+    wait_until(lambda: s.metrics().get(key, -1) >= start_offset, 10, "the published log start")
+    return start_offset, m
+
+
+def test_topic_retention_bytes_deletes_old_segments(make_sluiced):
+    s = start(make_sluiced, extra={"kafka": {"retention_check_interval_ms": CHECK_MS}})
+    produce(s, {"ret": {"segment.bytes": str(MIB), "retention.bytes": str(MIB)}}, 3.5)
+    assert_retention_moved_start(s, "ret")
+    # What is left is about retention.bytes plus the segment being written.
+    d = topic_dir(s)
+    logs = [f for f in os.listdir(d) if f.endswith(".log")]
+    assert 1 <= len(logs) <= 3, logs
+
+
+def test_topic_retention_ms_deletes_old_segments(make_sluiced):
+    s = start(make_sluiced, extra={"kafka": {"retention_check_interval_ms": CHECK_MS}})
+    # Records stamped a day ago in a topic keeping an hour: every closed
+    # segment is past retention.ms (the one being written always stays).
+    import time
+    day_ago_ms = int(time.time() * 1000) - 86400 * 1000
+    produce(s, {"old": {"segment.bytes": str(MIB), "retention.ms": "3600000"}}, 2.5, day_ago_ms)
+    assert_retention_moved_start(s, "old")
+
+
+def test_broker_default_retention_for_topics_without_their_own(make_sluiced):
+    s = start(make_sluiced, extra={"kafka": {"retention_check_interval_ms": CHECK_MS,
+                                             "segment_bytes": "1m", "retention_bytes": "1m"}})
+    produce(s, {"plain": {}}, 3.5)
+    assert_retention_moved_start(s, "plain")
+
+
+def test_unlimited_retention_keeps_everything(make_sluiced):
+    # The same load without limits: the start stays at 0 across many
+    # retention checks and every segment stays.
+    s = start(make_sluiced, extra={"kafka": {"retention_check_interval_ms": CHECK_MS,
+                                             "segment_bytes": "1m"}})
+    produce(s, {"keep": {"retention.ms": "-1"}}, 3.5)
+    d = topic_dir(s)
+    c = raw_conn(s)
+    key = 'sluice_kafka_partition_log_start_offset{topic="keep",partition="0"}'
+    wait_until(lambda: s.metrics().get(key) == 0, 10, "the published log start")
+    assert earliest(c, "keep", 1) == 0
+    assert fetch_error(c, "keep", 0, 2) == 0
+    assert len([f for f in os.listdir(d) if f.endswith(".log")]) >= 3
+    assert s.metric_sum("sluice_kafka_log_segments_deleted_total") == 0
+    c.close()
+
+
+def test_describe_configs_values_sources_and_restart(make_sluiced):
+    s = start(make_sluiced, extra={"kafka": {"retention_bytes": "10m"}})
+    produce(s, {"own": {"segment.bytes": str(2 * MIB), "retention.bytes": str(3 * MIB),
+                        "retention.ms": "3600000", "message.timestamp.type": "LogAppendTime"},
+                "plain": {}}, 0)
+    TOPIC, STATIC, DEFAULT = 1, 4, 5
+
+    def check(want_plain_bytes):
+        got = describe(s, "own", "plain")
+        own, plain = got["own"], got["plain"]
+        assert own["segment.bytes"][:2] == [str(2 * MIB), TOPIC], own
+        assert own["retention.bytes"][:2] == [str(3 * MIB), TOPIC], own
+        assert own["retention.ms"][:2] == ["3600000", TOPIC], own
+        assert own["message.timestamp.type"][:2] == ["LogAppendTime", TOPIC], own
+        assert not own["retention.ms"][2]
+        assert plain["segment.bytes"][:2] == [str(256 * MIB), DEFAULT], plain
+        assert plain["retention.ms"][:2] == [str(7 * 86400 * 1000), DEFAULT], plain
+        assert plain["retention.bytes"][:2] == [str(want_plain_bytes), STATIC], plain
+        assert plain["cleanup.policy"][0] == "delete", plain
+        assert plain["message.timestamp.type"][:2] == ["CreateTime", DEFAULT], plain
+
+    check(10 * MIB)
+    # The topic's own values are in the metadata log: they survive a crash.
+    s.kill()
+    s.start()
+    check(10 * MIB)
+    # A topic without its own value follows the broker's default when that
+    # changes; one with its own keeps it.
+    s.stop()
+    s.sections["kafka"]["retention_bytes"] = "20m"
+    s.write_conf()
+    s.start()
+    check(20 * MIB)
+
+
+def test_create_topics_bad_config_is_invalid_config(make_sluiced):
+    s = start(make_sluiced)
+    assert run_py(BAD_CONFIGS, bootstrap(s)).startswith(b"ok")
+    # and nothing of them reached the disk
+    assert len(os.listdir(os.path.join(s.data_dir, "topics"))) == 1
