@@ -496,6 +496,34 @@ static bool str_is(struct kafka_str s, const char *lit)
         return s.len >= 0 && (size_t)s.len == strlen(lit) && !memcmp(s.ptr, lit, (size_t)s.len);
 }
 
+/* The topic configs DescribeConfigs (and CreateTopics v5+) report, in this
+ * order. */
+#define DESCRIBED_KEYS 6
+static const char *const described_keys[DESCRIBED_KEYS] = {
+    "cleanup.policy", "retention.ms",      "retention.bytes",
+    "segment.bytes",  "max.message.bytes", "message.timestamp.type"};
+
+/* A topic's values of described_keys and where each comes from
+ * (ctl_kafka_cfg_source). Returns DESCRIBED_KEYS. */
+static int32_t topic_configs(const struct ctl_kafka_topic *t, char vals[][32], uint8_t *srcs)
+{
+        snprintf(vals[0], 32, "delete");
+        srcs[0] = CTL_KAFKA_SRC_DEFAULT;
+        snprintf(vals[1], 32, "%lld", (long long)t->cfg.retention_ms);
+        srcs[1] = t->src_retention_ms;
+        snprintf(vals[2], 32, "%lld", (long long)t->cfg.retention_bytes);
+        srcs[2] = t->src_retention_bytes;
+        snprintf(vals[3], 32, "%llu", (unsigned long long)t->cfg.segment_bytes);
+        srcs[3] = t->src_segment_bytes;
+        snprintf(vals[4], 32, "%u", t->cfg.max_batch_bytes);
+        srcs[4] = CTL_KAFKA_SRC_DEFAULT;
+        snprintf(vals[5], 32, "%s", t->log_append_time ? "LogAppendTime" : "CreateTime");
+        srcs[5] = t->log_append_time || (t->set & CTL_KAFKA_SET_TIMESTAMP_TYPE)
+                      ? CTL_KAFKA_SRC_TOPIC
+                      : CTL_KAFKA_SRC_DEFAULT;
+        return DESCRIBED_KEYS;
+}
+
 /* The topic configs CreateTopics acts on (ctl_kafka_topic_config_parse):
  * retention.ms, retention.bytes, segment.bytes into a config the control
  * thread stores with the topic, message.timestamp.type as META_TOPIC_*
@@ -523,6 +551,41 @@ static int16_t create_topic_configs(struct kafka_req *r, const struct kafka_val 
         p->timestamp = flags;
         p->topic_cfg = own;
         return 0;
+}
+
+/* CreateTopics v5+ (KIP-525): a created topic's configs, as DescribeConfigs
+ * reports them; null for a topic not created. */
+static bool create_topic_resp_configs(struct kafka_req *r, struct kafka_val *te,
+                                      const struct ctl_kafka_topic *t)
+{
+        if (!t) {
+                kafka_val_array_set_null(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS);
+                return true;
+        }
+        char vals[DESCRIBED_KEYS][32];
+        uint8_t srcs[DESCRIBED_KEYS];
+        int32_t nk = topic_configs(t, vals, srcs);
+        struct kafka_val *ca =
+            kafka_val_array_init(&r->arena, te, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS, nk);
+        if (!ca)
+                return false;
+        for (int32_t k = 0; k < nk; k++) {
+                struct kafka_val *ce = kafka_val_array_elem(
+                    kafka_val_array(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS), k);
+                size_t vl = strlen(vals[k]);
+                char *vp = kafka_arena_alloc(&r->arena, vl + 1);
+                if (!vp)
+                        return false;
+                memcpy(vp, vals[k], vl + 1);
+                kafka_val_set_cstr(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_NAME,
+                                   described_keys[k]);
+                kafka_val_set_cstr(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_VALUE, vp);
+                kafka_val_set_bool(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_READ_ONLY, true);
+                kafka_val_set_int8(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_CONFIG_SOURCE,
+                                   (int8_t)srcs[k]);
+                kafka_val_set_bool(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_IS_SENSITIVE, false);
+        }
+        return true;
 }
 
 static void handle_create_topics(struct kafka_worker *kw, struct kafka_req *r)
@@ -578,9 +641,10 @@ static void handle_create_topics(struct kafka_worker *kw, struct kafka_req *r)
                 kafka_val_set_str(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_NAME, p->batch,
                                   (int32_t)p->len);
                 kafka_val_set_int16(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_ERROR_CODE, p->err);
-                if (r->h.api_version >= 1 && p->err && p->err_msg)
+                /* null unless there is something to say, as Kafka */
+                if (r->h.api_version >= 1)
                         kafka_val_set_cstr(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_ERROR_MESSAGE,
-                                           p->err_msg);
+                                           p->err ? p->err_msg : NULL);
                 const struct ctl_kafka_topic *t =
                     ctl_kafka_snap_find(kw->snap, (const char *)p->batch, p->len);
                 if (r->h.api_version >= 5) {
@@ -596,8 +660,8 @@ static void handle_create_topics(struct kafka_worker *kw, struct kafka_req *r)
                                 kafka_val_set_int16(
                                     te, KAFKA_CREATE_TOPICS_RESP_TOPICS_REPLICATION_FACTOR, -1);
                         }
-                        kafka_val_array_init(&r->arena, te, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS,
-                                             t && !p->err ? 0 : -1);
+                        if (!create_topic_resp_configs(r, te, p->err ? NULL : t))
+                                goto nomem;
                 }
                 if (r->h.api_version >= 7 && t)
                         kafka_val_set_uuid(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_TOPIC_ID, t->uuid);
@@ -1466,33 +1530,6 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
         if (r->h.api_version >= 7)
                 kafka_val_set_int32(r->resp.root, KAFKA_FETCH_RESP_SESSION_ID, sid);
         kafka_req_done(kw, r);
-}
-
-/* The topic configs DescribeConfigs reports, in this order. */
-#define DESCRIBED_KEYS 6
-static const char *const described_keys[DESCRIBED_KEYS] = {
-    "cleanup.policy", "retention.ms",      "retention.bytes",
-    "segment.bytes",  "max.message.bytes", "message.timestamp.type"};
-
-/* A topic's values of described_keys and where each comes from
- * (ctl_kafka_cfg_source). Returns DESCRIBED_KEYS. */
-static int32_t topic_configs(const struct ctl_kafka_topic *t, char vals[][32], uint8_t *srcs)
-{
-        snprintf(vals[0], 32, "delete");
-        srcs[0] = CTL_KAFKA_SRC_DEFAULT;
-        snprintf(vals[1], 32, "%lld", (long long)t->cfg.retention_ms);
-        srcs[1] = t->src_retention_ms;
-        snprintf(vals[2], 32, "%lld", (long long)t->cfg.retention_bytes);
-        srcs[2] = t->src_retention_bytes;
-        snprintf(vals[3], 32, "%llu", (unsigned long long)t->cfg.segment_bytes);
-        srcs[3] = t->src_segment_bytes;
-        snprintf(vals[4], 32, "%u", t->cfg.max_batch_bytes);
-        srcs[4] = CTL_KAFKA_SRC_DEFAULT;
-        snprintf(vals[5], 32, "%s", t->log_append_time ? "LogAppendTime" : "CreateTime");
-        srcs[5] = t->log_append_time || (t->set & CTL_KAFKA_SET_TIMESTAMP_TYPE)
-                      ? CTL_KAFKA_SRC_TOPIC
-                      : CTL_KAFKA_SRC_DEFAULT;
-        return DESCRIBED_KEYS;
 }
 
 /* DescribeConfigs: the topic configs clients read, the topic's effective

@@ -11,7 +11,8 @@ import os
 import struct
 
 from harness import wait_until
-from test_kafka import bootstrap, fetch_v4, list_offsets_v1, raw_conn, recv_frame, run_py, start
+from test_kafka import (bootstrap, fetch_v4, frame, list_offsets_v1, raw_conn, recv_frame, run_py,
+                        start)
 
 CHECK_MS = "100"
 MIB = 1 << 20
@@ -258,3 +259,109 @@ def test_create_topics_bad_config_is_invalid_config(make_sluiced):
     assert run_py(BAD_CONFIGS, bootstrap(s)).startswith(b"ok")
     # and nothing of them reached the disk
     assert len(os.listdir(os.path.join(s.data_dir, "topics"))) == 1
+
+
+# ---- CreateTopics v5 on a raw socket (KIP-525: the answer carries the
+# created topic's configs; no Debian client sends v5) ------------------------
+
+def uvarint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def cstr(s):
+    return b"\x00" if s is None else uvarint(len(s) + 1) + s.encode()
+
+
+class Reader:
+    def __init__(self, b):
+        self.b, self.p = b, 0
+
+    def take(self, fmt):
+        v = struct.unpack_from(fmt, self.b, self.p)
+        self.p += struct.calcsize(fmt)
+        return v[0]
+
+    def uvarint(self):
+        n = shift = 0
+        while True:
+            c = self.b[self.p]
+            self.p += 1
+            n |= (c & 0x7F) << shift
+            shift += 7
+            if not c & 0x80:
+                return n
+
+    def cstr(self):
+        n = self.uvarint()
+        if n == 0:
+            return None
+        s = self.b[self.p:self.p + n - 1].decode()
+        self.p += n - 1
+        return s
+
+    def tags(self):
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            self.p += self.uvarint()
+
+
+def create_topics_v5(topics, corr):
+    body = uvarint(len(topics) + 1)
+    for name, configs in topics:
+        body += cstr(name) + struct.pack(">ih", 1, 1) + uvarint(1)
+        body += uvarint(len(configs) + 1)
+        for k, v in configs.items():
+            body += cstr(k) + cstr(v) + b"\x00"
+        body += b"\x00"
+    body += struct.pack(">ib", 30000, 0) + b"\x00"
+    return frame(19, 5, corr, body, flexible=True)
+
+
+def create_topics_v5_result(r):
+    """{name: (error, message, {config: (value, source)} or None)}"""
+    rd = Reader(r)
+    rd.take(">i")  # correlation id
+    rd.tags()
+    rd.take(">i")  # throttle
+    out = {}
+    for _ in range(rd.uvarint() - 1):
+        name, err, msg = rd.cstr(), rd.take(">h"), None
+        msg = rd.cstr()
+        rd.take(">i"), rd.take(">h")
+        n, cfg = rd.uvarint(), None
+        if n:
+            cfg = {}
+            for _ in range(n - 1):
+                k, v = rd.cstr(), rd.cstr()
+                rd.take(">b")
+                src = rd.take(">b")
+                rd.take(">b")
+                rd.tags()
+                cfg[k] = (v, src)
+        rd.tags()
+        out[name] = (err, msg, cfg)
+    return out
+
+
+def test_create_topics_v5_answers_configs_and_config_errors(make_sluiced):
+    # Regression: a v5+ answer for a topic in error asked the codec for an
+    # array of -1 elements (null configs) and the broker aborted.
+    s = start(make_sluiced)
+    c = raw_conn(s)
+    c.sendall(create_topics_v5([("v5own", {"segment.bytes": "1048576", "retention.ms": "-1"}),
+                                ("v5bad", {"segment.bytes": "1k"})], 1))
+    got = create_topics_v5_result(recv_frame(c))
+    err, msg, cfg = got["v5own"]
+    assert (err, msg) == (0, None), got
+    assert cfg["segment.bytes"] == ("1048576", 1) and cfg["retention.ms"] == ("-1", 1), cfg
+    assert cfg["retention.bytes"] == ("-1", 5) and cfg["cleanup.policy"][0] == "delete", cfg
+    err, msg, cfg = got["v5bad"]
+    assert err == 40 and "segment.bytes" in msg and cfg is None, got
+    c.close()
