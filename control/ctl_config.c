@@ -206,6 +206,7 @@ static const struct key_desc keys[] = {
     U64("kafka", "retention_bytes", kafka_retention_bytes, 0, 1024 * 1024 * GIB,
         KF_BYTES | KF_NEG1),
     U64("kafka", "segment_bytes", kafka_segment_bytes, MIB, 2 * GIB, KF_BYTES),
+    U64("kafka", "segment_ms", kafka_segment_ms, 1, INT64_MAX, 0),
     U32("kafka", "retention_check_interval_ms", kafka_retention_check_interval_ms, 10, CTL_MS_MAX,
         0),
 
@@ -650,6 +651,7 @@ void ctl_config_defaults(struct ctl_config *cfg)
         cfg->kafka_retention_ms = CTL_KAFKA_RETENTION_MS_DEFAULT;
         cfg->kafka_retention_bytes = CTL_KAFKA_UNLIMITED;
         cfg->kafka_segment_bytes = CTL_KAFKA_SEGMENT_BYTES_DEFAULT;
+        cfg->kafka_segment_ms = CTL_KAFKA_SEGMENT_MS_DEFAULT;
         cfg->kafka_retention_check_interval_ms = 10000;
 
         str_set(cfg->dpdk_file_prefix, sizeof(cfg->dpdk_file_prefix), "sluice");

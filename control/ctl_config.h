@@ -159,6 +159,9 @@ struct ctl_config {
         uint64_t kafka_retention_ms;
         uint64_t kafka_retention_bytes;
         uint64_t kafka_segment_bytes;
+        /* log.roll.ms: a segment this old is closed at the next append, so
+         * time retention can remove a slow topic's data too. */
+        uint64_t kafka_segment_ms;
         /* How often a worker applies retention to its partitions (Kafka's
          * log.retention.check.interval.ms). */
         uint32_t kafka_retention_check_interval_ms;
@@ -170,6 +173,7 @@ struct ctl_config {
  * suit a broker with many small topics. */
 #define CTL_KAFKA_RETENTION_MS_DEFAULT  (7ull * 24 * 3600 * 1000)
 #define CTL_KAFKA_SEGMENT_BYTES_DEFAULT (256ull << 20)
+#define CTL_KAFKA_SEGMENT_MS_DEFAULT    (7ull * 24 * 3600 * 1000) /* log.roll.hours=168 */
 
 /* Fills cfg with every default. */
 void ctl_config_defaults(struct ctl_config *cfg);

@@ -384,6 +384,8 @@ static void on_create(const struct sl_msg *m)
                         cfg.retention_bytes = own->retention_bytes;
                 if (own->set & CTL_KAFKA_SET_SEGMENT_BYTES)
                         cfg.segment_bytes = (uint64_t)own->segment_bytes;
+                if (own->set & CTL_KAFKA_SET_SEGMENT_MS)
+                        cfg.segment_ms = (uint64_t)own->segment_ms;
         }
         const struct meta_topic *t = NULL;
         op->cbs_pending = 1;

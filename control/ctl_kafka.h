@@ -73,10 +73,11 @@ struct ctl_kafka_part {
 #define CTL_KAFKA_SET_RETENTION_BYTES (1u << 9)
 #define CTL_KAFKA_SET_SEGMENT_BYTES   (1u << 10)
 #define CTL_KAFKA_SET_TIMESTAMP_TYPE  (1u << 11)
-#define CTL_KAFKA_SET_MASK            (0xfu << 8)
+#define CTL_KAFKA_SET_SEGMENT_MS      (1u << 12)
+#define CTL_KAFKA_SET_MASK            (0x1fu << 8)
 struct ctl_kafka_topic_cfg {
         uint32_t set; /* CTL_KAFKA_SET_* */
-        int64_t retention_ms, retention_bytes, segment_bytes;
+        int64_t retention_ms, retention_bytes, segment_bytes, segment_ms;
 };
 
 /* Where a topic config's value comes from (DescribeConfigs config_source). */
@@ -95,7 +96,8 @@ struct ctl_kafka_topic {
         struct log_config cfg; /* the topic's own values over the broker's defaults */
         uint32_t set;          /* CTL_KAFKA_SET_*: which values are the topic's own */
         bool log_append_time;  /* message.timestamp.type=LogAppendTime */
-        uint8_t src_retention_ms, src_retention_bytes, src_segment_bytes; /* ctl_kafka_cfg_source */
+        /* ctl_kafka_cfg_source of each */
+        uint8_t src_retention_ms, src_retention_bytes, src_segment_bytes, src_segment_ms;
 };
 
 /* Immutable once published. */
@@ -159,7 +161,7 @@ void ctl_kafka_metrics(struct ctl_text *t);
 
 /* Topic configs from CreateTopics (name, value as Kafka strings; value
  * NULL = a null value): 0 when applied to *cfg (retention.ms,
- * retention.bytes, segment.bytes, message.timestamp.type into *flags,
+ * retention.bytes, segment.bytes, segment.ms, message.timestamp.type into *flags,
  * cleanup.policy=delete) or ignored (a key this broker does not act on),
  * else Kafka's INVALID_CONFIG (40) and a static message. */
 int16_t ctl_kafka_topic_config_parse(const char *name, int32_t name_len, const char *value,
@@ -168,7 +170,7 @@ int16_t ctl_kafka_topic_config_parse(const char *name, int32_t name_len, const c
 
 struct ctl_config;
 /* The broker's topic defaults ([kafka] retention_ms, retention_bytes,
- * segment_bytes) as a log config. */
+ * segment_bytes, segment_ms) as a log config. */
 void ctl_kafka_log_config(const struct ctl_config *c, struct log_config *out);
 /* A topic's effective config: its own values (`stored`, those `flags`
  * marks CTL_KAFKA_SET_*) over the broker's defaults, and each value's

@@ -81,6 +81,13 @@ int16_t ctl_kafka_topic_config_parse(const char *name, int32_t name_len, const c
                 }
                 cfg->segment_bytes = v;
                 cfg->set |= CTL_KAFKA_SET_SEGMENT_BYTES;
+        } else if (is(name, name_len, "segment.ms")) {
+                if (!parse_long(value, value_len, &v) || v < 1) {
+                        *msg = "Invalid value for configuration segment.ms: a long of at least 1.";
+                        return KERR_INVALID_CONFIG;
+                }
+                cfg->segment_ms = v;
+                cfg->set |= CTL_KAFKA_SET_SEGMENT_MS;
         } else if (is(name, name_len, "message.timestamp.type")) {
                 if (is(value, value_len, "LogAppendTime")) {
                         *flags |= META_TOPIC_LOG_APPEND_TIME;
@@ -115,6 +122,7 @@ void ctl_kafka_log_config(const struct ctl_config *c, struct log_config *out)
 {
         log_config_default(out);
         out->segment_bytes = c->kafka_segment_bytes;
+        out->segment_ms = c->kafka_segment_ms;
         out->retention_ms = limit(c->kafka_retention_ms);
         out->retention_bytes = limit(c->kafka_retention_bytes);
         /* Less preallocation than storage's default: a broker with many
@@ -139,6 +147,13 @@ void ctl_kafka_topic_resolve(const struct ctl_config *c, const struct log_config
         t->src_segment_bytes = c->kafka_segment_bytes != CTL_KAFKA_SEGMENT_BYTES_DEFAULT
                                    ? CTL_KAFKA_SRC_STATIC
                                    : CTL_KAFKA_SRC_DEFAULT;
+        t->src_segment_ms = c->kafka_segment_ms != CTL_KAFKA_SEGMENT_MS_DEFAULT
+                                ? CTL_KAFKA_SRC_STATIC
+                                : CTL_KAFKA_SRC_DEFAULT;
+        if (flags & CTL_KAFKA_SET_SEGMENT_MS) {
+                t->cfg.segment_ms = stored->segment_ms;
+                t->src_segment_ms = CTL_KAFKA_SRC_TOPIC;
+        }
         if (flags & CTL_KAFKA_SET_RETENTION_MS) {
                 t->cfg.retention_ms = stored->retention_ms;
                 t->src_retention_ms = CTL_KAFKA_SRC_TOPIC;

@@ -498,10 +498,10 @@ static bool str_is(struct kafka_str s, const char *lit)
 
 /* The topic configs DescribeConfigs (and CreateTopics v5+) report, in this
  * order. */
-#define DESCRIBED_KEYS 6
+#define DESCRIBED_KEYS 7
 static const char *const described_keys[DESCRIBED_KEYS] = {
-    "cleanup.policy", "retention.ms",      "retention.bytes",
-    "segment.bytes",  "max.message.bytes", "message.timestamp.type"};
+    "cleanup.policy",    "retention.ms",           "retention.bytes", "segment.bytes",
+    "max.message.bytes", "message.timestamp.type", "segment.ms"};
 
 /* A topic's values of described_keys and where each comes from
  * (ctl_kafka_cfg_source). Returns DESCRIBED_KEYS. */
@@ -521,6 +521,8 @@ static int32_t topic_configs(const struct ctl_kafka_topic *t, char vals[][32], u
         srcs[5] = t->log_append_time || (t->set & CTL_KAFKA_SET_TIMESTAMP_TYPE)
                       ? CTL_KAFKA_SRC_TOPIC
                       : CTL_KAFKA_SRC_DEFAULT;
+        snprintf(vals[6], 32, "%llu", (unsigned long long)t->cfg.segment_ms);
+        srcs[6] = t->src_segment_ms;
         return DESCRIBED_KEYS;
 }
 

@@ -1,5 +1,5 @@
 """Kafka topic retention and topic configs, as Kafka users expect: CreateTopics
-configs (segment.bytes, retention.bytes, retention.ms) applied, validated
+configs (segment.bytes, segment.ms, retention.bytes, retention.ms) applied, validated
 (INVALID_CONFIG) and durable across a restart; DescribeConfigs reporting the
 values and their sources; the broker's [kafka] defaults for topics without
 their own; and retention actually moving the log start (ListOffsets earliest,
@@ -69,6 +69,7 @@ b = sys.argv[1]
 a = AdminClient({'bootstrap.servers': b})
 bad = {'bad-ms': {'retention.ms': 'abc'}, 'bad-ms2': {'retention.ms': '-2'},
        'bad-seg': {'segment.bytes': '1000'}, 'bad-seg2': {'segment.bytes': '2147483648'},
+       'bad-segms': {'segment.ms': '0'},
        'bad-bytes': {'retention.bytes': '1g'}, 'bad-compact': {'cleanup.policy': 'compact'},
        'bad-ts': {'message.timestamp.type': 'Sometime'}}
 topics = [NewTopic(t, num_partitions=1, replication_factor=1, config=c) for t, c in bad.items()]
@@ -195,6 +196,47 @@ def test_topic_retention_ms_deletes_old_segments(make_sluiced):
     assert_retention_moved_start(s, "old")
 
 
+# A slow topic: one record at a time, stamped a day ago, into a topic that
+# keeps an hour and closes a segment once it is 50 ms old; produced until
+# ListOffsets earliest moves (the first segment closed by age and removed by
+# time), with a deadline. Prints the earliest offset and the records sent.
+SLOW_TOPIC = r"""
+import sys, time
+from confluent_kafka import Producer, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+b = sys.argv[1]
+a = AdminClient({'bootstrap.servers': b})
+for t, f in a.create_topics([NewTopic('slow', num_partitions=1, replication_factor=1,
+                                      config={'segment.ms': '50',
+                                              'retention.ms': '3600000'})]).items():
+    f.result(30)
+p = Producer({'bootstrap.servers': b, 'acks': 'all', 'linger.ms': 0})
+c = Consumer({'bootstrap.servers': b, 'group.id': 'slow'})
+day_ago = int(time.time() * 1000) - 86400 * 1000
+deadline, n, lo = time.time() + 30, 0, 0
+while lo == 0:
+    assert time.time() < deadline, ("earliest never moved", n)
+    p.produce('slow', b'x', partition=0, timestamp=day_ago)
+    assert p.flush(10) == 0
+    n += 1
+    lo, hi = c.get_watermark_offsets(TopicPartition('slow', 0), timeout=10)
+c.close()
+print(lo, n)
+"""
+
+
+def test_segment_ms_closes_slow_segments_for_time_retention(make_sluiced):
+    # Without segment.ms a topic under 256 MiB never closes its segment, so
+    # retention.ms would never remove anything from it.
+    s = start(make_sluiced, extra={"kafka": {"retention_check_interval_ms": CHECK_MS}})
+    lo, n = map(int, run_py(SLOW_TOPIC, bootstrap(s)).split())
+    assert 0 < lo < n, (lo, n)
+    c = raw_conn(s)
+    assert fetch_error(c, "slow", 0, 1) == 1
+    c.close()
+    assert s.metric_sum("sluice_kafka_log_segments_deleted_total") >= 1
+
+
 def test_broker_default_retention_for_topics_without_their_own(make_sluiced):
     s = start(make_sluiced, extra={"kafka": {"retention_check_interval_ms": CHECK_MS,
                                              "segment_bytes": "1m", "retention_bytes": "1m"}})
@@ -222,7 +264,8 @@ def test_unlimited_retention_keeps_everything(make_sluiced):
 def test_describe_configs_values_sources_and_restart(make_sluiced):
     s = start(make_sluiced, extra={"kafka": {"retention_bytes": "10m"}})
     produce(s, {"own": {"segment.bytes": str(2 * MIB), "retention.bytes": str(3 * MIB),
-                        "retention.ms": "3600000", "message.timestamp.type": "LogAppendTime"},
+                        "retention.ms": "3600000", "message.timestamp.type": "LogAppendTime",
+                        "segment.ms": "600000"},
                 "plain": {}}, 0)
     TOPIC, STATIC, DEFAULT = 1, 4, 5
 
@@ -233,9 +276,12 @@ def test_describe_configs_values_sources_and_restart(make_sluiced):
         assert own["retention.bytes"][:2] == [str(3 * MIB), TOPIC], own
         assert own["retention.ms"][:2] == ["3600000", TOPIC], own
         assert own["message.timestamp.type"][:2] == ["LogAppendTime", TOPIC], own
+        assert own["segment.ms"][:2] == ["600000", TOPIC], own
         assert not own["retention.ms"][2]
         assert plain["segment.bytes"][:2] == [str(256 * MIB), DEFAULT], plain
         assert plain["retention.ms"][:2] == [str(7 * 86400 * 1000), DEFAULT], plain
+        assert plain["segment.ms"][:2] == [str(7 * 86400 * 1000), DEFAULT], plain
+        assert plain["retention.ms"][2] and not own["segment.bytes"][2]
         assert plain["retention.bytes"][:2] == [str(want_plain_bytes), STATIC], plain
         assert plain["cleanup.policy"][0] == "delete", plain
         assert plain["message.timestamp.type"][:2] == ["CreateTime", DEFAULT], plain

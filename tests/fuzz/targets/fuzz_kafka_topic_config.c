@@ -11,8 +11,8 @@
 
 #include "ctl_kafka.h"
 
-static const char *const keys[] = {"retention.ms", "retention.bytes", "segment.bytes",
-                                   "message.timestamp.type", "cleanup.policy"};
+static const char *const keys[] = {"retention.ms",           "retention.bytes", "segment.bytes",
+                                   "message.timestamp.type", "cleanup.policy",  "segment.ms"};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -45,6 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
         if ((cfg.set & CTL_KAFKA_SET_SEGMENT_BYTES) &&
             (cfg.segment_bytes < (1 << 20) || cfg.segment_bytes > INT32_MAX))
+                abort();
+        if ((cfg.set & CTL_KAFKA_SET_SEGMENT_MS) && cfg.segment_ms < 1)
                 abort();
         if (cfg.set & ~CTL_KAFKA_SET_MASK)
                 abort();

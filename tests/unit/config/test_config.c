@@ -894,13 +894,18 @@ static void test_kafka_retention_keys(void **state)
         assert_true(cfg.kafka_retention_bytes == CTL_KAFKA_UNLIMITED);
         assert_true(cfg.kafka_segment_bytes == 256ull << 20);
         assert_int_equal(cfg.kafka_retention_check_interval_ms, 10000);
+        assert_true(cfg.kafka_segment_ms == 604800000ull);
+        assert_int_not_equal(load(&cfg, "[kafka]\nsegment_ms = 0\n"), 0);
+        assert_int_not_equal(load(&cfg, "[kafka]\nsegment_ms = -1\n"), 0);
         assert_int_equal(load(&cfg, "[kafka]\nretention_ms = -1\nretention_bytes = 10m\n"
-                                    "segment_bytes = 1m\nretention_check_interval_ms = 100\n"),
+                                    "segment_bytes = 1m\nretention_check_interval_ms = 100\n"
+                                    "segment_ms = 1000\n"),
                          0);
         assert_true(cfg.kafka_retention_ms == CTL_KAFKA_UNLIMITED);
         assert_true(cfg.kafka_retention_bytes == 10ull << 20);
         assert_true(cfg.kafka_segment_bytes == 1ull << 20);
         assert_int_equal(cfg.kafka_retention_check_interval_ms, 100);
+        assert_true(cfg.kafka_segment_ms == 1000);
         assert_round_trip(&cfg);
         char *out = print_to_string(&cfg);
         assert_contains(out, "\nretention_ms = -1\n");

@@ -36,8 +36,10 @@ static void test_valid_values_are_taken(void **state)
         assert_int_equal(parse("segment.bytes", "1048576", &c, &flags), 0);
         assert_true(c.segment_bytes == 1048576);
         assert_int_equal(parse("segment.bytes", "2147483647", &c, &flags), 0);
+        assert_int_equal(parse("segment.ms", "1", &c, &flags), 0);
+        assert_true(c.segment_ms == 1);
         assert_int_equal(c.set, CTL_KAFKA_SET_RETENTION_MS | CTL_KAFKA_SET_RETENTION_BYTES |
-                                    CTL_KAFKA_SET_SEGMENT_BYTES);
+                                    CTL_KAFKA_SET_SEGMENT_BYTES | CTL_KAFKA_SET_SEGMENT_MS);
         assert_int_equal(parse("message.timestamp.type", "LogAppendTime", &c, &flags), 0);
         assert_int_equal(flags, META_TOPIC_LOG_APPEND_TIME);
         assert_int_equal(parse("cleanup.policy", "delete", &c, &flags), 0);
@@ -61,6 +63,8 @@ static void test_bad_values_are_invalid_config(void **state)
             {"segment.bytes", "1048575"}, /* Kafka 4.0's minimum is 1 MiB */
             {"segment.bytes", "2147483648"},
             {"segment.bytes", "-1"},
+            {"segment.ms", "0"},
+            {"segment.ms", "-1"},
             {"message.timestamp.type", "Now"},
             {"cleanup.policy", "compact"},
             {"cleanup.policy", "compact,delete"},
@@ -80,11 +84,13 @@ static void test_resolve_own_over_broker_defaults(void **state)
         cfg.kafka_retention_ms = CTL_KAFKA_RETENTION_MS_DEFAULT;
         cfg.kafka_retention_bytes = CTL_KAFKA_UNLIMITED;
         cfg.kafka_segment_bytes = CTL_KAFKA_SEGMENT_BYTES_DEFAULT;
+        cfg.kafka_segment_ms = CTL_KAFKA_SEGMENT_MS_DEFAULT;
         struct log_config stored;
         log_config_default(&stored);
         stored.retention_ms = 1000;
         stored.retention_bytes = 5 << 20;
         stored.segment_bytes = 1 << 20;
+        stored.segment_ms = 100;
         struct ctl_kafka_topic t;
         /* nothing of its own (also: a topic record from before these keys) */
         ctl_kafka_topic_resolve(&cfg, &stored, 0, &t);
@@ -94,6 +100,8 @@ static void test_resolve_own_over_broker_defaults(void **state)
         assert_int_equal(t.src_retention_ms, CTL_KAFKA_SRC_DEFAULT);
         assert_int_equal(t.src_retention_bytes, CTL_KAFKA_SRC_DEFAULT);
         assert_int_equal(t.src_segment_bytes, CTL_KAFKA_SRC_DEFAULT);
+        assert_true(t.cfg.segment_ms == CTL_KAFKA_SEGMENT_MS_DEFAULT);
+        assert_int_equal(t.src_segment_ms, CTL_KAFKA_SRC_DEFAULT);
         assert_false(t.log_append_time);
         /* the broker file moved a default: the topic follows, source static */
         cfg.kafka_retention_bytes = 64 << 20;
@@ -114,8 +122,11 @@ static void test_resolve_own_over_broker_defaults(void **state)
         assert_true(t.log_append_time);
         assert_int_equal(t.set, CTL_KAFKA_SET_RETENTION_BYTES | CTL_KAFKA_SET_SEGMENT_BYTES);
         cfg.kafka_retention_ms = CTL_KAFKA_UNLIMITED;
-        ctl_kafka_topic_resolve(&cfg, &stored, CTL_KAFKA_SET_RETENTION_MS, &t);
+        ctl_kafka_topic_resolve(&cfg, &stored,
+                                CTL_KAFKA_SET_RETENTION_MS | CTL_KAFKA_SET_SEGMENT_MS, &t);
         assert_true(t.cfg.retention_ms == 1000);
+        assert_true(t.cfg.segment_ms == 100);
+        assert_int_equal(t.src_segment_ms, CTL_KAFKA_SRC_TOPIC);
         ctl_kafka_topic_resolve(&cfg, &stored, 0, &t);
         assert_true(t.cfg.retention_ms == -1);
         assert_int_equal(t.src_retention_ms, CTL_KAFKA_SRC_STATIC);
