@@ -90,16 +90,18 @@ assert 'good' in md and not (set(bad) & set(md)), sorted(md)
 print("ok")
 """
 
-# Reads the partition from the earliest offset to the high watermark:
-# "first count".
+# Reads the partition to the high watermark, from the beginning or (argv[3]
+# "0") from offset 0, which retention removed: the fetch there is
+# OFFSET_OUT_OF_RANGE and auto.offset.reset=earliest moves the consumer to
+# the log start. Prints "earliest hw first count".
 CONSUME_FROM_EARLIEST = r"""
 import sys, time
 from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
-b, t = sys.argv[1], sys.argv[2]
+b, t, at = sys.argv[1], sys.argv[2], sys.argv[3]
 c = Consumer({'bootstrap.servers': b, 'group.id': 'ret', 'enable.auto.commit': False,
-              'fetch.wait.max.ms': 100})
+              'fetch.wait.max.ms': 100, 'auto.offset.reset': 'earliest'})
 lo, hi = c.get_watermark_offsets(TopicPartition(t, 0), timeout=10)
-c.assign([TopicPartition(t, 0, OFFSET_BEGINNING)])
+c.assign([TopicPartition(t, 0, OFFSET_BEGINNING if at == 'beginning' else int(at))])
 first, n, deadline = None, 0, time.time() + 60
 while n < hi - lo:
     m = c.poll(0.5)
@@ -167,8 +169,10 @@ def assert_retention_moved_start(s, topic):
     assert fetch_error(c, topic, start_offset - 1, 4) == 1
     assert fetch_error(c, topic, start_offset, 5) == 0
     c.close()
-    lo, hi, first, n = map(int, run_py(CONSUME_FROM_EARLIEST, bootstrap(s), topic).split())
-    assert lo >= start_offset and first == lo and n == hi - lo, (start_offset, lo, hi, first, n)
+    for at in ("beginning", "0"):
+        lo, hi, first, n = map(int, run_py(CONSUME_FROM_EARLIEST, bootstrap(s), topic, at).split())
+        assert lo >= start_offset and first == lo and n == hi - lo, (at, start_offset, lo, hi,
+                                                                      first, n)
     m = s.metrics()
     assert s.metric_sum("sluice_kafka_log_segments_deleted_total") >= 1
     key = 'sluice_kafka_partition_log_start_offset{topic="%s",partition="0"}' % topic
