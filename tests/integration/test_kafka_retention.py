@@ -415,3 +415,37 @@ def test_create_topics_v5_answers_configs_and_config_errors(make_sluiced):
     err, msg, cfg = got["v5bad"]
     assert err == 40 and "segment.bytes" in msg and cfg is None, got
     c.close()
+
+
+# kafka-python's admin client: CreateTopics with topic_configs (one bad),
+# then DescribeConfigs of two keys only (the configuration_keys filter).
+KAFKA_PYTHON_ADMIN = r"""
+import sys
+from kafka.admin import KafkaAdminClient, NewTopic, ConfigResource, ConfigResourceType
+from kafka.errors import InvalidConfigurationError
+b = sys.argv[1]
+a = KafkaAdminClient(bootstrap_servers=b, request_timeout_ms=30000)
+r = a.create_topics([NewTopic('kp', 1, 1, topic_configs={'retention.bytes': '5242880',
+                                                         'segment.bytes': '1048576'})],
+                    timeout_ms=30000)
+assert [t[:2] for t in r.topic_errors] == [('kp', 0)], r
+try:
+    a.create_topics([NewTopic('kpbad', 1, 1, topic_configs={'retention.ms': 'soon'})],
+                    timeout_ms=30000)
+    raise AssertionError("created with retention.ms=soon")
+except InvalidConfigurationError:
+    pass
+r = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, 'kp',
+                                       configs={'retention.bytes': None, 'segment.ms': None})])
+res = (r[0] if isinstance(r, list) else r).resources
+assert len(res) == 1 and res[0][0] == 0, res
+got = {e[0]: e[1] for e in res[0][4]}
+assert got == {'retention.bytes': '5242880', 'segment.ms': '604800000'}, got
+a.close()
+print("ok")
+"""
+
+
+def test_kafka_python_admin_topic_configs(make_sluiced):
+    s = start(make_sluiced)
+    assert run_py(KAFKA_PYTHON_ADMIN, bootstrap(s)).startswith(b"ok")
