@@ -496,34 +496,105 @@ static bool str_is(struct kafka_str s, const char *lit)
         return s.len >= 0 && (size_t)s.len == strlen(lit) && !memcmp(s.ptr, lit, (size_t)s.len);
 }
 
-/* The topic configs DescribeConfigs (and CreateTopics v5+) report, in this
- * order. */
-#define DESCRIBED_KEYS 7
-static const char *const described_keys[DESCRIBED_KEYS] = {
-    "cleanup.policy",    "retention.ms",           "retention.bytes", "segment.bytes",
-    "max.message.bytes", "message.timestamp.type", "segment.ms"};
-
-/* A topic's values of described_keys and where each comes from
- * (ctl_kafka_cfg_source). Returns DESCRIBED_KEYS. */
-static int32_t topic_configs(const struct ctl_kafka_topic *t, char vals[][32], uint8_t *srcs)
+static char *arena_strdup(struct kafka_arena *a, const char *s)
 {
-        snprintf(vals[0], 32, "delete");
-        srcs[0] = CTL_KAFKA_SRC_DEFAULT;
-        snprintf(vals[1], 32, "%lld", (long long)t->cfg.retention_ms);
-        srcs[1] = t->src_retention_ms;
-        snprintf(vals[2], 32, "%lld", (long long)t->cfg.retention_bytes);
-        srcs[2] = t->src_retention_bytes;
-        snprintf(vals[3], 32, "%llu", (unsigned long long)t->cfg.segment_bytes);
-        srcs[3] = t->src_segment_bytes;
-        snprintf(vals[4], 32, "%u", t->cfg.max_batch_bytes);
-        srcs[4] = CTL_KAFKA_SRC_DEFAULT;
-        snprintf(vals[5], 32, "%s", t->log_append_time ? "LogAppendTime" : "CreateTime");
-        srcs[5] = t->log_append_time || (t->set & CTL_KAFKA_SET_TIMESTAMP_TYPE)
-                      ? CTL_KAFKA_SRC_TOPIC
-                      : CTL_KAFKA_SRC_DEFAULT;
-        snprintf(vals[6], 32, "%llu", (unsigned long long)t->cfg.segment_ms);
-        srcs[6] = t->src_segment_ms;
-        return DESCRIBED_KEYS;
+        size_t n = strlen(s) + 1;
+        char *p = kafka_arena_alloc(a, n);
+        if (p)
+                memcpy(p, s, n);
+        return p;
+}
+
+/* DescribeConfigs resource types */
+#define KAFKA_RESOURCE_TOPIC  2
+#define KAFKA_RESOURCE_BROKER 4
+
+/* A config as DescribeConfigs (and CreateTopics v5+) report it. */
+struct described_cfg {
+        const char *key;
+        char val[32];
+        uint8_t src; /* ctl_kafka_cfg_source */
+};
+#define DESCRIBED_MAX 12
+
+static int32_t described_str(struct described_cfg *out, int32_t n, const char *key, uint8_t src,
+                             const char *val)
+{
+        out[n].key = key;
+        out[n].src = src;
+        snprintf(out[n].val, sizeof(out[n].val), "%s", val);
+        return n + 1;
+}
+
+static int32_t described_num(struct described_cfg *out, int32_t n, const char *key, uint8_t src,
+                             long long val)
+{
+        out[n].key = key;
+        out[n].src = src;
+        snprintf(out[n].val, sizeof(out[n].val), "%lld", val);
+        return n + 1;
+}
+
+/* A topic's configs, its own values over the broker's defaults, each with
+ * where it comes from. Returns the count. */
+static int32_t topic_configs(const struct ctl_kafka_topic *t, struct described_cfg *out)
+{
+        int32_t n = 0;
+        n = described_str(out, n, "cleanup.policy", CTL_KAFKA_SRC_DEFAULT, "delete");
+        n = described_num(out, n, "retention.ms", t->src_retention_ms,
+                          (long long)t->cfg.retention_ms);
+        n = described_num(out, n, "retention.bytes", t->src_retention_bytes,
+                          (long long)t->cfg.retention_bytes);
+        n = described_num(out, n, "segment.bytes", t->src_segment_bytes,
+                          (long long)t->cfg.segment_bytes);
+        n = described_num(out, n, "max.message.bytes", CTL_KAFKA_SRC_DEFAULT,
+                          (long long)t->cfg.max_batch_bytes);
+        n = described_str(out, n, "message.timestamp.type",
+                          t->log_append_time || (t->set & CTL_KAFKA_SET_TIMESTAMP_TYPE)
+                              ? CTL_KAFKA_SRC_TOPIC
+                              : CTL_KAFKA_SRC_DEFAULT,
+                          t->log_append_time ? "LogAppendTime" : "CreateTime");
+        n = described_num(out, n, "segment.ms", t->src_segment_ms, (long long)t->cfg.segment_ms);
+        return n;
+}
+
+static long long broker_limit(uint64_t v)
+{
+        return v == CTL_KAFKA_UNLIMITED ? -1 : (long long)v;
+}
+
+/* This broker's (node 0) configs behind the topic defaults, by Kafka's
+ * names: static (4) when the config file moved them off the built-in
+ * default, else default (5). */
+static int32_t broker_configs(const struct ctl_config *c, struct described_cfg *out)
+{
+        struct ctl_config d; /* 10 KiB on the stack, on an admin request only */
+        ctl_config_defaults(&d);
+#define SRC(field) (c->field != d.field ? CTL_KAFKA_SRC_STATIC : CTL_KAFKA_SRC_DEFAULT)
+        int32_t n = 0;
+        n = described_str(out, n, "log.cleanup.policy", CTL_KAFKA_SRC_DEFAULT, "delete");
+        n = described_num(out, n, "log.retention.ms", SRC(kafka_retention_ms),
+                          broker_limit(c->kafka_retention_ms));
+        n = described_num(out, n, "log.retention.bytes", SRC(kafka_retention_bytes),
+                          broker_limit(c->kafka_retention_bytes));
+        n = described_num(out, n, "log.segment.bytes", SRC(kafka_segment_bytes),
+                          (long long)c->kafka_segment_bytes);
+        n = described_num(out, n, "log.roll.ms", SRC(kafka_segment_ms),
+                          (long long)c->kafka_segment_ms);
+        n = described_num(out, n, "log.retention.check.interval.ms",
+                          SRC(kafka_retention_check_interval_ms),
+                          (long long)c->kafka_retention_check_interval_ms);
+        n = described_num(out, n, "num.partitions", SRC(kafka_default_partitions),
+                          (long long)c->kafka_default_partitions);
+        n = described_str(out, n, "auto.create.topics.enable", SRC(kafka_auto_create),
+                          c->kafka_auto_create ? "true" : "false");
+        n = described_num(out, n, "connections.max.idle.ms", SRC(kafka_idle_ms),
+                          (long long)c->kafka_idle_ms);
+        n = described_num(out, n, "producer.id.expiration.ms", SRC(kafka_producer_id_expiration_ms),
+                          (long long)c->kafka_producer_id_expiration_ms);
+#undef SRC
+        SL_ASSERT(n <= DESCRIBED_MAX);
+        return n;
 }
 
 /* The topic configs CreateTopics acts on (ctl_kafka_topic_config_parse):
@@ -564,9 +635,8 @@ static bool create_topic_resp_configs(struct kafka_req *r, struct kafka_val *te,
                 kafka_val_array_set_null(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS);
                 return true;
         }
-        char vals[DESCRIBED_KEYS][32];
-        uint8_t srcs[DESCRIBED_KEYS];
-        int32_t nk = topic_configs(t, vals, srcs);
+        struct described_cfg cf[DESCRIBED_MAX];
+        int32_t nk = topic_configs(t, cf);
         struct kafka_val *ca =
             kafka_val_array_init(&r->arena, te, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS, nk);
         if (!ca)
@@ -574,17 +644,14 @@ static bool create_topic_resp_configs(struct kafka_req *r, struct kafka_val *te,
         for (int32_t k = 0; k < nk; k++) {
                 struct kafka_val *ce = kafka_val_array_elem(
                     kafka_val_array(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS), k);
-                size_t vl = strlen(vals[k]);
-                char *vp = kafka_arena_alloc(&r->arena, vl + 1);
+                char *vp = arena_strdup(&r->arena, cf[k].val);
                 if (!vp)
                         return false;
-                memcpy(vp, vals[k], vl + 1);
-                kafka_val_set_cstr(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_NAME,
-                                   described_keys[k]);
+                kafka_val_set_cstr(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_NAME, cf[k].key);
                 kafka_val_set_cstr(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_VALUE, vp);
                 kafka_val_set_bool(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_READ_ONLY, true);
                 kafka_val_set_int8(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_CONFIG_SOURCE,
-                                   (int8_t)srcs[k]);
+                                   (int8_t)cf[k].src);
                 kafka_val_set_bool(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_IS_SENSITIVE, false);
         }
         return true;
@@ -1536,7 +1603,7 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
 
 /* DescribeConfigs: the topic configs clients read, the topic's effective
  * values (its own over the broker's [kafka] defaults) with their sources;
- * brokers answer with no entries. */
+ * broker 0: the [kafka] keys behind them by Kafka's names. */
 static void handle_describe_configs(struct kafka_worker *kw, struct kafka_req *r)
 {
         const struct kafka_val *ra =
@@ -1558,33 +1625,42 @@ static void handle_describe_configs(struct kafka_worker *kw, struct kafka_req *r
                 kafka_val_set_int8(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_RESOURCE_TYPE, type);
                 kafka_val_set_str(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_RESOURCE_NAME, name.ptr,
                                   name.len < 0 ? 0 : name.len);
-                const struct ctl_kafka_topic *t =
-                    type == 2 && name.len > 0
-                        ? ctl_kafka_snap_find(kw->snap, (const char *)name.ptr, (uint32_t)name.len)
-                        : NULL;
-                if (type == 2 && !t) {
-                        kafka_val_set_int16(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_ERROR_CODE,
-                                            KERR_UNKNOWN_TOPIC_OR_PARTITION);
+                struct described_cfg cf[DESCRIBED_MAX];
+                int32_t nk = 0;
+                int16_t err = 0;
+                if (type == KAFKA_RESOURCE_TOPIC) {
+                        const struct ctl_kafka_topic *t =
+                            name.len > 0 ? ctl_kafka_snap_find(kw->snap, (const char *)name.ptr,
+                                                               (uint32_t)name.len)
+                                         : NULL;
+                        if (t)
+                                nk = topic_configs(t, cf);
+                        else
+                                err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
+                } else if (type == KAFKA_RESOURCE_BROKER) {
+                        /* This broker is node 0; "" names the cluster-wide
+                         * dynamic defaults, of which there are none. */
+                        if (str_is(name, "0"))
+                                nk = broker_configs(kw->w->cfg, cf);
+                        else if (name.len > 0)
+                                err = KERR_INVALID_REQUEST;
+                }
+                if (err) {
+                        kafka_val_set_int16(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_ERROR_CODE, err);
                         kafka_val_array_init(&r->arena, e,
                                              KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS, 0);
                         continue;
                 }
-                char vals[DESCRIBED_KEYS][32];
-                uint8_t srcs[DESCRIBED_KEYS];
-                int32_t nk = 0;
-                if (t)
-                        nk = topic_configs(t, vals, srcs);
-                /* v1+: only the keys asked for (null = all) */
+                /* only the keys asked for (null = all) */
                 const struct kafka_val *want =
                     kafka_val_array(q, KAFKA_DESCRIBE_CONFIGS_REQ_RESOURCES_CONFIGURATION_KEYS);
-                bool pick[DESCRIBED_KEYS];
+                bool pick[DESCRIBED_MAX];
                 int32_t npick = 0;
                 for (int32_t k = 0; k < nk; k++) {
                         pick[k] = !want || want->len < 0;
                         for (int32_t j = 0; !pick[k] && j < want->len; j++) {
                                 const struct kafka_val *w = kafka_val_array_elem(want, j);
-                                pick[k] =
-                                    str_is((struct kafka_str){w->u.ptr, w->len}, described_keys[k]);
+                                pick[k] = str_is((struct kafka_str){w->u.ptr, w->len}, cf[k].key);
                         }
                         npick += pick[k];
                 }
@@ -1597,29 +1673,29 @@ static void handle_describe_configs(struct kafka_worker *kw, struct kafka_req *r
                                 continue;
                         struct kafka_val *ce = kafka_val_array_elem(
                             kafka_val_array(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS), out++);
-                        size_t vl = strlen(vals[k]);
-                        char *vp = kafka_arena_alloc(&r->arena, vl + 1);
+                        char *vp = arena_strdup(&r->arena, cf[k].val);
                         if (!vp)
                                 goto nomem;
-                        memcpy(vp, vals[k], vl + 1);
                         kafka_val_set_cstr(ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_NAME,
-                                           described_keys[k]);
+                                           cf[k].key);
                         kafka_val_set_cstr(ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_VALUE,
                                            vp);
-                        /* No AlterConfigs: a topic's configs are fixed at
-                         * creation. */
+                        /* No AlterConfigs: configs are fixed at creation
+                         * (topics) or start (the broker). */
                         kafka_val_set_bool(
                             ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_READ_ONLY, true);
                         /* v0 has only is_default: true unless the topic
-                         * set the value itself. */
+                         * (or the broker's file) set the value. */
                         if (v == 0)
                                 kafka_val_set_bool(
                                     ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_IS_DEFAULT,
-                                    srcs[k] != CTL_KAFKA_SRC_TOPIC);
+                                    type == KAFKA_RESOURCE_TOPIC
+                                        ? cf[k].src != CTL_KAFKA_SRC_TOPIC
+                                        : cf[k].src == CTL_KAFKA_SRC_DEFAULT);
                         else
                                 kafka_val_set_int8(
                                     ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_CONFIG_SOURCE,
-                                    (int8_t)srcs[k]);
+                                    (int8_t)cf[k].src);
                         if (v >= 1)
                                 kafka_val_array_init(
                                     &r->arena, ce,

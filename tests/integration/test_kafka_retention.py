@@ -449,3 +449,90 @@ print("ok")
 def test_kafka_python_admin_topic_configs(make_sluiced):
     s = start(make_sluiced)
     assert run_py(KAFKA_PYTHON_ADMIN, bootstrap(s)).startswith(b"ok")
+
+
+# DescribeConfigs of broker 0: the [kafka] keys by Kafka's names.
+DESCRIBE_BROKER = r"""
+import json, sys
+from confluent_kafka.admin import AdminClient, ConfigResource
+b = sys.argv[1]
+a = AdminClient({'bootstrap.servers': b})
+fs = a.describe_configs([ConfigResource(ConfigResource.Type.BROKER, '0')])
+out = {k: [v.value, int(getattr(v.source, 'value', v.source))]
+       for k, v in list(fs.values())[0].result(30).items()}
+print(json.dumps(out))
+"""
+
+
+def pstr(s):
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def describe_configs_v0(resources, corr):
+    body = struct.pack(">i", len(resources))
+    for rtype, name in resources:
+        body += struct.pack(">b", rtype) + pstr(name) + struct.pack(">i", -1)
+    return frame(32, 0, corr, body)
+
+
+def describe_configs_v0_result(r):
+    """[(error, type, name, {key: (value, is_default)})]"""
+    p = 8  # correlation id, throttle
+    (n,) = struct.unpack_from(">i", r, p)
+    p += 4
+
+    def rstr():
+        nonlocal p
+        (ln,) = struct.unpack_from(">h", r, p)
+        p += 2
+        if ln < 0:
+            return None
+        v = r[p:p + ln].decode()
+        p += ln
+        return v
+    out = []
+    for _ in range(n):
+        (err,) = struct.unpack_from(">h", r, p)
+        p += 2
+        rstr()
+        (rtype,) = struct.unpack_from(">b", r, p)
+        p += 1
+        name = rstr()
+        (nc,) = struct.unpack_from(">i", r, p)
+        p += 4
+        cfg = {}
+        for _ in range(max(nc, 0)):
+            k, v = rstr(), rstr()
+            _ro, dflt, _sens = struct.unpack_from(">bbb", r, p)
+            p += 3
+            cfg[k] = (v, bool(dflt))
+        out.append((err, rtype, name, cfg))
+    return out
+
+
+def test_describe_broker_configs(make_sluiced):
+    import json
+    s = start(make_sluiced, extra={"kafka": {"retention_bytes": "1g",
+                                             "retention_check_interval_ms": CHECK_MS}})
+    got = json.loads(run_py(DESCRIBE_BROKER, bootstrap(s)))
+    STATIC, DEFAULT = 4, 5
+    assert got["log.retention.bytes"] == [str(1 << 30), STATIC], got
+    assert got["log.retention.check.interval.ms"] == [CHECK_MS, STATIC], got
+    assert got["log.retention.ms"] == [str(7 * 86400 * 1000), DEFAULT], got
+    assert got["log.segment.bytes"] == [str(256 * MIB), DEFAULT], got
+    assert got["log.roll.ms"] == [str(7 * 86400 * 1000), DEFAULT], got
+    assert got["num.partitions"] == ["1", DEFAULT], got
+    # v0 (is_default, no source), raw: broker 0, another broker id
+    # (INVALID_REQUEST, as Kafka), a topic's own value and a default one.
+    produce(s, {"v0t": {"retention.ms": "60000"}}, 0)
+    c = raw_conn(s)
+    c.sendall(describe_configs_v0([(4, "0"), (4, "7"), (2, "v0t"), (2, "nope")], 1))
+    b0, b7, t, nope = describe_configs_v0_result(recv_frame(c))
+    c.close()
+    assert b0[0] == 0 and b0[3]["log.retention.bytes"] == (str(1 << 30), False), b0
+    assert b0[3]["log.retention.ms"] == (str(7 * 86400 * 1000), True), b0
+    assert b7[0] == 42 and b7[3] == {}, b7
+    assert t[0] == 0 and t[3]["retention.ms"] == ("60000", False), t
+    assert t[3]["segment.bytes"] == (str(256 * MIB), True), t
+    assert nope[0] == 3, nope
