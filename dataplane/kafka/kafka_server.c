@@ -598,9 +598,10 @@ static int32_t broker_configs(const struct ctl_config *c, struct described_cfg *
 }
 
 /* The topic configs CreateTopics acts on (ctl_kafka_topic_config_parse):
- * retention.ms, retention.bytes, segment.bytes into a config the control
- * thread stores with the topic, message.timestamp.type as META_TOPIC_*
- * flags; a bad value is INVALID_CONFIG for the topic, with a message. */
+ * retention.ms, retention.bytes, segment.bytes, segment.ms into a config the
+ * control thread stores with the topic, message.timestamp.type as
+ * META_TOPIC_* flags, cleanup.policy checked; a bad value is INVALID_CONFIG
+ * for the topic, with a message. */
 static int16_t create_topic_configs(struct kafka_req *r, const struct kafka_val *t,
                                     struct kafka_pop *p, const char **msg)
 {
