@@ -515,7 +515,7 @@ struct described_cfg {
         char val[32];
         uint8_t src; /* ctl_kafka_cfg_source */
 };
-#define DESCRIBED_MAX 12
+#define DESCRIBED_MAX 16
 
 static int32_t described_str(struct described_cfg *out, int32_t n, const char *key, uint8_t src,
                              const char *val)
@@ -592,6 +592,12 @@ static int32_t broker_configs(const struct ctl_config *c, struct described_cfg *
                           (long long)c->kafka_idle_ms);
         n = described_num(out, n, "producer.id.expiration.ms", SRC(kafka_producer_id_expiration_ms),
                           (long long)c->kafka_producer_id_expiration_ms);
+        n = described_str(out, n, "log.message.timestamp.type", CTL_KAFKA_SRC_DEFAULT,
+                          "CreateTime");
+        struct log_config lc;
+        ctl_kafka_log_config(c, &lc);
+        n = described_num(out, n, "message.max.bytes", CTL_KAFKA_SRC_DEFAULT,
+                          (long long)lc.max_batch_bytes);
 #undef SRC
         SL_ASSERT(n <= DESCRIBED_MAX);
         return n;
@@ -1602,6 +1608,60 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
         kafka_req_done(kw, r);
 }
 
+/* The broker config a topic config falls back to, by Kafka's names. */
+static const char *broker_synonym(const char *topic_key)
+{
+        static const char *const map[][2] = {
+            {"cleanup.policy", "log.cleanup.policy"},
+            {"retention.ms", "log.retention.ms"},
+            {"retention.bytes", "log.retention.bytes"},
+            {"segment.bytes", "log.segment.bytes"},
+            {"segment.ms", "log.roll.ms"},
+            {"message.timestamp.type", "log.message.timestamp.type"},
+            {"max.message.bytes", "message.max.bytes"},
+        };
+        for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+                if (!strcmp(map[i][0], topic_key))
+                        return map[i][1];
+        return NULL;
+}
+
+/* DescribeConfigs v1+ with include_synonyms: where a value could come from,
+ * most specific first, as Kafka lists them: the topic's own value, then the
+ * broker's (from the file or built in). A broker config is its own only
+ * synonym. */
+static bool describe_synonyms(struct kafka_req *r, struct kafka_val *ce, bool topic,
+                              const struct described_cfg *c, const struct described_cfg *broker,
+                              int32_t nbroker)
+{
+        const struct described_cfg *syn[2];
+        int32_t ns = 0;
+        if (!topic || c->src == CTL_KAFKA_SRC_TOPIC)
+                syn[ns++] = c;
+        const char *bk = topic ? broker_synonym(c->key) : NULL;
+        for (int32_t i = 0; bk && i < nbroker; i++)
+                if (!strcmp(broker[i].key, bk))
+                        syn[ns++] = &broker[i];
+        if (!kafka_val_array_init(&r->arena, ce,
+                                  KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_SYNONYMS, ns) &&
+            ns)
+                return false;
+        for (int32_t i = 0; i < ns; i++) {
+                struct kafka_val *se = kafka_val_array_elem(
+                    kafka_val_array(ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_SYNONYMS), i);
+                char *vp = arena_strdup(&r->arena, syn[i]->val);
+                if (!vp)
+                        return false;
+                kafka_val_set_cstr(se, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_SYNONYMS_NAME,
+                                   syn[i]->key);
+                kafka_val_set_cstr(se, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_SYNONYMS_VALUE,
+                                   vp);
+                kafka_val_set_int8(se, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_SYNONYMS_SOURCE,
+                                   (int8_t)syn[i]->src);
+        }
+        return true;
+}
+
 /* DescribeConfigs: the topic configs clients read, the topic's effective
  * values (its own over the broker's [kafka] defaults) with their sources;
  * broker 0: the [kafka] keys behind them by Kafka's names. */
@@ -1615,6 +1675,10 @@ static void handle_describe_configs(struct kafka_worker *kw, struct kafka_req *r
         struct kafka_val *rt = r->resp.root;
         if (!kafka_val_array_init(&r->arena, rt, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS, n) && n)
                 goto nomem;
+        bool synonyms =
+            v >= 1 && kafka_val_get_bool(r->msg.root, KAFKA_DESCRIBE_CONFIGS_REQ_INCLUDE_SYNONYMS);
+        struct described_cfg broker[DESCRIBED_MAX];
+        int32_t nbroker = synonyms ? broker_configs(kw->w->cfg, broker) : 0;
         for (int32_t i = 0; i < n; i++) {
                 const struct kafka_val *q = kafka_val_array_elem(ra, i);
                 struct kafka_val *e = kafka_val_array_elem(
@@ -1697,10 +1761,13 @@ static void handle_describe_configs(struct kafka_worker *kw, struct kafka_req *r
                                 kafka_val_set_int8(
                                     ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_CONFIG_SOURCE,
                                     (int8_t)cf[k].src);
-                        if (v >= 1)
+                        if (v >= 1 && !synonyms)
                                 kafka_val_array_init(
                                     &r->arena, ce,
                                     KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_SYNONYMS, 0);
+                        else if (v >= 1 && !describe_synonyms(r, ce, type == KAFKA_RESOURCE_TOPIC,
+                                                              &cf[k], broker, nbroker))
+                                goto nomem;
                 }
         }
         kafka_req_done(kw, r);

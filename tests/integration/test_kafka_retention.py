@@ -536,3 +536,36 @@ def test_describe_broker_configs(make_sluiced):
     assert t[0] == 0 and t[3]["retention.ms"] == ("60000", False), t
     assert t[3]["segment.bytes"] == (str(256 * MIB), True), t
     assert nope[0] == 3, nope
+
+
+# kafka-python asks for synonyms (DescribeConfigs v1+ include_synonyms):
+# the topic's own value first, then the broker's, by Kafka's names.
+KAFKA_PYTHON_SYNONYMS = r"""
+import json, sys
+from kafka.admin import KafkaAdminClient, NewTopic, ConfigResource, ConfigResourceType
+b = sys.argv[1]
+a = KafkaAdminClient(bootstrap_servers=b, request_timeout_ms=30000)
+a.create_topics([NewTopic('syn', 1, 1, topic_configs={'retention.bytes': '5242880'})],
+                timeout_ms=30000)
+out = {}
+for rtype, name in ((ConfigResourceType.TOPIC, 'syn'), (ConfigResourceType.BROKER, '0')):
+    r = a.describe_configs([ConfigResource(rtype, name)], include_synonyms=True)
+    res = (r[0] if isinstance(r, list) else r).resources
+    assert len(res) == 1 and res[0][0] == 0, res
+    out[name] = {e[0]: [list(s) for s in e[5]] for e in res[0][4]}
+a.close()
+print(json.dumps(out))
+"""
+
+
+def test_describe_configs_synonyms(make_sluiced):
+    import json
+    s = start(make_sluiced, extra={"kafka": {"segment_bytes": "64m"}})
+    got = json.loads(run_py(KAFKA_PYTHON_SYNONYMS, bootstrap(s)))
+    TOPIC, STATIC, DEFAULT = 1, 4, 5
+    syn, broker = got["syn"], got["0"]
+    assert syn["retention.bytes"] == [["retention.bytes", "5242880", TOPIC],
+                                      ["log.retention.bytes", "-1", DEFAULT]], syn
+    assert syn["segment.bytes"] == [["log.segment.bytes", str(64 * MIB), STATIC]], syn
+    assert syn["segment.ms"] == [["log.roll.ms", str(7 * 86400 * 1000), DEFAULT]], syn
+    assert broker["log.segment.bytes"] == [["log.segment.bytes", str(64 * MIB), STATIC]], broker
