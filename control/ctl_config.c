@@ -50,6 +50,7 @@ enum key_flag {
         KF_POW2 = 4,   /* must be a power of two */
         KF_ALIAS = 8,  /* a second spelling of a key printed elsewhere */
         KF_AUTO = 16,  /* U64: "auto" is UINT64_MAX, a default resolved at start */
+        KF_NEG1 = 32,  /* U64: "-1" is UINT64_MAX, Kafka's spelling of "unlimited" */
 };
 
 /* STR_WORDS: blank-separated words of printable characters (argument and
@@ -197,6 +198,17 @@ static const struct key_desc keys[] = {
     U32("kafka", "connections_max_idle_ms", kafka_idle_ms, 0, CTL_MS_MAX, KF_RELOAD),
     U32("kafka", "producer_id_expiration_ms", kafka_producer_id_expiration_ms, 0, CTL_MS_MAX, 0),
     U64("kafka", "cache_bytes", kafka_cache_bytes, 0, 64 * GIB, KF_BYTES | KF_AUTO),
+    /* Topic defaults (Kafka's log.retention.ms, log.retention.bytes,
+     * log.segment.bytes): a topic created without its own value follows
+     * these. segment_bytes: Kafka 4.0's minimum (KIP-1030) up to what
+     * storage allows. */
+    U64("kafka", "retention_ms", kafka_retention_ms, 0, INT64_MAX, KF_NEG1),
+    U64("kafka", "retention_bytes", kafka_retention_bytes, 0, 1024 * 1024 * GIB,
+        KF_BYTES | KF_NEG1),
+    U64("kafka", "segment_bytes", kafka_segment_bytes, MIB, 2 * GIB, KF_BYTES),
+    U64("kafka", "segment_ms", kafka_segment_ms, 1, INT64_MAX, 0),
+    U32("kafka", "retention_check_interval_ms", kafka_retention_check_interval_ms, 10, CTL_MS_MAX,
+        0),
 
     U32("nats", "ping_interval_ms", nats_ping_interval_ms, 10, CTL_MS_MAX, KF_RELOAD),
     U32("nats", "ping_max_outstanding", nats_ping_max_outstanding, 1, 1000, KF_RELOAD),
@@ -636,6 +648,11 @@ void ctl_config_defaults(struct ctl_config *cfg)
         cfg->kafka_idle_ms = 600000;                     /* Kafka's connections.max.idle.ms */
         cfg->kafka_producer_id_expiration_ms = 86400000; /* Kafka's default: one day */
         cfg->kafka_cache_bytes = CTL_KAFKA_CACHE_AUTO;
+        cfg->kafka_retention_ms = CTL_KAFKA_RETENTION_MS_DEFAULT;
+        cfg->kafka_retention_bytes = CTL_KAFKA_UNLIMITED;
+        cfg->kafka_segment_bytes = CTL_KAFKA_SEGMENT_BYTES_DEFAULT;
+        cfg->kafka_segment_ms = CTL_KAFKA_SEGMENT_MS_DEFAULT;
+        cfg->kafka_retention_check_interval_ms = 10000;
 
         str_set(cfg->dpdk_file_prefix, sizeof(cfg->dpdk_file_prefix), "sluice");
         cfg->dpdk_hugepages = 1;
@@ -686,6 +703,8 @@ static void key_format(const struct key_desc *k, const struct ctl_config *cfg, c
                         v = *(const uint64_t *)key_cptr(k, cfg);
                 if ((k->flags & KF_AUTO) && v == UINT64_MAX)
                         snprintf(buf, len, "auto");
+                else if ((k->flags & KF_NEG1) && v == UINT64_MAX)
+                        snprintf(buf, len, "-1");
                 else if (k->flags & KF_BYTES)
                         bytes_format(v, buf, len);
                 else
@@ -855,7 +874,8 @@ static int key_int_parse(struct parse_ctx *ctx, const struct key_desc *k, const 
         char range[80];
         range_format(k, range, sizeof(range));
 
-        if ((k->flags & KF_AUTO) && strcmp(value, "auto") == 0) {
+        if (((k->flags & KF_AUTO) && strcmp(value, "auto") == 0) ||
+            ((k->flags & KF_NEG1) && strcmp(value, "-1") == 0)) {
                 *(uint64_t *)key_ptr(k, ctx->cfg) = UINT64_MAX;
                 return 0;
         }
@@ -877,8 +897,11 @@ static int key_int_parse(struct parse_ctx *ctx, const struct key_desc *k, const 
                 const char *what = (k->flags & KF_POW2)    ? "a power of two"
                                    : (k->flags & KF_BYTES) ? "a size"
                                                            : "an integer";
-                const char *hint =
-                    (k->flags & KF_BYTES) ? " (suffix k, m or g: powers of 1024)" : "";
+                const char *hint = (k->flags & KF_BYTES) && (k->flags & KF_NEG1)
+                                       ? " (suffix k, m or g: powers of 1024) or -1 (unlimited)"
+                                   : (k->flags & KF_BYTES) ? " (suffix k, m or g: powers of 1024)"
+                                   : (k->flags & KF_NEG1)  ? " or -1 (unlimited)"
+                                                           : "";
                 ctx_fail(ctx, "[%s] %s: expected %s in %s%s, got \"%s\"", k->section, k->name, what,
                          range, hint, value);
                 return -EINVAL;

@@ -152,9 +152,28 @@ struct ctl_config {
          * CTL_KAFKA_CACHE_AUTO ("auto", the default) = min(RAM / 8 /
          * worker_count, 1 GiB), resolved by the workers at start. */
         uint64_t kafka_cache_bytes;
+        /* Topic defaults for topics created without their own
+         * retention.ms / retention.bytes / segment.bytes (Kafka's
+         * log.retention.ms, log.retention.bytes, log.segment.bytes);
+         * CTL_KAFKA_UNLIMITED (-1 in the file) = no limit. Read at start. */
+        uint64_t kafka_retention_ms;
+        uint64_t kafka_retention_bytes;
+        uint64_t kafka_segment_bytes;
+        /* log.roll.ms: a segment this old is closed at the next append, so
+         * time retention can remove a slow topic's data too. */
+        uint64_t kafka_segment_ms;
+        /* How often a worker applies retention to its partitions (Kafka's
+         * log.retention.check.interval.ms). */
+        uint32_t kafka_retention_check_interval_ms;
 };
 
 #define CTL_KAFKA_CACHE_AUTO UINT64_MAX
+#define CTL_KAFKA_UNLIMITED  UINT64_MAX
+/* Kafka's log.retention.hours=168; segments smaller than Kafka's 1 GiB
+ * suit a broker with many small topics. */
+#define CTL_KAFKA_RETENTION_MS_DEFAULT  (7ull * 24 * 3600 * 1000)
+#define CTL_KAFKA_SEGMENT_BYTES_DEFAULT (256ull << 20)
+#define CTL_KAFKA_SEGMENT_MS_DEFAULT    (7ull * 24 * 3600 * 1000) /* log.roll.hours=168 */
 
 /* Fills cfg with every default. */
 void ctl_config_defaults(struct ctl_config *cfg);

@@ -208,8 +208,7 @@ static struct ctl_kafka_snap *snap_build(void)
                 t->name_len = (uint16_t)strlen(t->name);
                 memcpy(t->uuid, mt->uuid, 16);
                 t->nparts = mt->partitions;
-                t->cfg = mt->cfg;
-                t->log_append_time = mt->flags & META_TOPIC_LOG_APPEND_TIME;
+                ctl_kafka_topic_resolve(K.cp->current, &mt->cfg, mt->flags, t);
                 for (uint32_t p = 0; p < mt->partitions; p++) {
                         int32_t wk = mt->worker ? mt->worker[p] : -1;
                         /* Unplaced, or placed on a worker this run does not
@@ -307,17 +306,6 @@ static void op_durable_cb(void *ctx, int res)
         }
 }
 
-static struct log_config topic_cfg(void)
-{
-        struct log_config c;
-        log_config_default(&c);
-        /* Smaller segments and preallocation than the storage defaults: a
-         * broker with many small topics should not claim GiBs up front. */
-        c.segment_bytes = 256ull << 20;
-        c.prealloc_bytes = 16ull << 20;
-        return c;
-}
-
 static void on_delete(const struct sl_msg *m)
 {
         char name[META_NAME_MAX + 1];
@@ -380,10 +368,27 @@ static void on_create(const struct sl_msg *m)
         buf[len] = 0;
         if (meta_topic_find(K.meta, buf))
                 goto settled; /* created meanwhile: answer once it is published */
-        struct log_config cfg = topic_cfg();
+        /* The record keeps the broker's values of the time for the keys
+         * the topic did not set, but only the ones `flags` marks as its own
+         * are read back (ctl_kafka_topic_resolve): the others follow the
+         * broker's [kafka] defaults, also after they change. */
+        struct log_config cfg;
+        ctl_kafka_log_config(K.cp->current, &cfg);
+        const struct ctl_kafka_topic_cfg *own = m->a.ptr[3];
+        uint32_t flags = (uint32_t)m->a.u64[2] & META_TOPIC_LOG_APPEND_TIME;
+        if (own) {
+                flags |= own->set & CTL_KAFKA_SET_MASK;
+                if (own->set & CTL_KAFKA_SET_RETENTION_MS)
+                        cfg.retention_ms = own->retention_ms;
+                if (own->set & CTL_KAFKA_SET_RETENTION_BYTES)
+                        cfg.retention_bytes = own->retention_bytes;
+                if (own->set & CTL_KAFKA_SET_SEGMENT_BYTES)
+                        cfg.segment_bytes = (uint64_t)own->segment_bytes;
+                if (own->set & CTL_KAFKA_SET_SEGMENT_MS)
+                        cfg.segment_ms = (uint64_t)own->segment_ms;
+        }
         const struct meta_topic *t = NULL;
         op->cbs_pending = 1;
-        uint32_t flags = (uint32_t)m->a.u64[2] & META_TOPIC_LOG_APPEND_TIME;
         int rc = meta_topic_create_flags(K.meta, buf, (uint32_t)nparts, &cfg, flags, op_durable_cb,
                                          op, &t);
         if (rc) {
@@ -728,10 +733,12 @@ static void label_put(struct ctl_text *t, const char *s)
         }
 }
 
-static int64_t published(uint32_t pid, bool end)
+/* which: 0 high watermark, 1 log end, 2 log start */
+static int64_t published(uint32_t pid, int which)
 {
         const struct ctl_kafka_offsets *o = &ctl_kafka_published[pid];
-        return atomic_load_explicit(end ? &o->end : &o->hw, memory_order_relaxed);
+        const _Atomic int64_t *v = which == 0 ? &o->hw : which == 1 ? &o->end : &o->start;
+        return atomic_load_explicit(v, memory_order_relaxed);
 }
 
 void ctl_kafka_metrics(struct ctl_text *t)
@@ -739,12 +746,15 @@ void ctl_kafka_metrics(struct ctl_text *t)
         if (!K.on || !K.cur)
                 return;
         const struct ctl_kafka_snap *s = K.cur;
-        static const char *const part_names[2] = {"sluice_kafka_partition_high_watermark",
-                                                  "sluice_kafka_partition_log_end_offset"};
-        static const char *const part_help[2] = {
+        static const char *const part_names[3] = {"sluice_kafka_partition_high_watermark",
+                                                  "sluice_kafka_partition_log_end_offset",
+                                                  "sluice_kafka_partition_log_start_offset"};
+        static const char *const part_help[3] = {
             "Offset below which records are visible (durable for fsync topics).",
-            "Offset the next appended record gets."};
-        for (int which = 0; which < 2; which++) {
+            "Offset the next appended record gets.",
+            "Oldest offset still in the log (moved by retention; as of the owner's last "
+            "retention check)."};
+        for (int which = 0; which < 3; which++) {
                 ctl_text_printf(t, "# HELP %s %s\n# TYPE %s gauge\n", part_names[which],
                                 part_help[which], part_names[which]);
                 for (uint32_t i = 0; i < s->ntopics; i++)
@@ -752,7 +762,7 @@ void ctl_kafka_metrics(struct ctl_text *t)
                                 ctl_text_printf(
                                     t, "%s{topic=\"%s\",partition=\"%u\"} %lld\n",
                                     part_names[which], s->topics[i].name, p,
-                                    (long long)published(s->topics[i].parts[p].pid, which == 1));
+                                    (long long)published(s->topics[i].parts[p].pid, which));
                         }
         }
         ctl_text_printf(t, "# HELP sluice_kafka_partition_worker Worker that owns the "
@@ -785,7 +795,7 @@ void ctl_kafka_metrics(struct ctl_text *t)
                                 continue;
                         int64_t v = off;
                         if (which == 1) {
-                                int64_t hw = published(tp->parts[part].pid, false);
+                                int64_t hw = published(tp->parts[part].pid, 0);
                                 v = hw > off ? hw - off : 0;
                         }
                         ctl_text_printf(t, "%s{group=\"", grp_names[which]);

@@ -29,7 +29,9 @@ enum ctl_kafka_msg {
         /* worker -> control request: create a topic. a.ptr[0] = name (not
          * NUL-terminated, borrowed until the reply), u32 = name length,
          * i64[1] = partitions (<= 0: the default), u64[2] = META_TOPIC_*
-         * flags (topic configs). Reply: u32 = Kafka error
+         * flags (topic configs), ptr[3] = const struct ctl_kafka_topic_cfg *
+         * (the topic's own retention and segment values, borrowed until the
+         * reply; NULL = broker defaults). Reply: u32 = Kafka error
          * code; sent once every worker has the snapshot with the topic. */
         CTL_KAFKA_MSG_CREATE,
         /* worker -> worker (owner) request, see kafka_internal.h */
@@ -62,14 +64,40 @@ struct ctl_kafka_part {
         uint32_t pid;
 };
 
+/* The configs a topic may set for itself at CreateTopics; the ones it
+ * does not set follow the broker's [kafka] defaults, also when those
+ * change later (as in Kafka, where only overrides are stored). Which ones
+ * it set is kept in the topic record's flags (META_TOPIC_* is bit 0 of
+ * that word; the bits below are Kafka's own). */
+#define CTL_KAFKA_SET_RETENTION_MS    (1u << 8)
+#define CTL_KAFKA_SET_RETENTION_BYTES (1u << 9)
+#define CTL_KAFKA_SET_SEGMENT_BYTES   (1u << 10)
+#define CTL_KAFKA_SET_TIMESTAMP_TYPE  (1u << 11)
+#define CTL_KAFKA_SET_SEGMENT_MS      (1u << 12)
+#define CTL_KAFKA_SET_MASK            (0x1fu << 8)
+struct ctl_kafka_topic_cfg {
+        uint32_t set; /* CTL_KAFKA_SET_* */
+        int64_t retention_ms, retention_bytes, segment_bytes, segment_ms;
+};
+
+/* Where a topic config's value comes from (DescribeConfigs config_source). */
+enum ctl_kafka_cfg_source {
+        CTL_KAFKA_SRC_TOPIC = 1,   /* DYNAMIC_TOPIC_CONFIG: set at CreateTopics */
+        CTL_KAFKA_SRC_STATIC = 4,  /* STATIC_BROKER_CONFIG: [kafka] in the config file */
+        CTL_KAFKA_SRC_DEFAULT = 5, /* DEFAULT_CONFIG */
+};
+
 struct ctl_kafka_topic {
         char name[META_NAME_MAX + 1];
         uint16_t name_len;
         uint8_t uuid[16];
         uint32_t nparts;
         struct ctl_kafka_part *parts;
-        struct log_config cfg;
-        bool log_append_time; /* message.timestamp.type=LogAppendTime */
+        struct log_config cfg; /* the topic's own values over the broker's defaults */
+        uint32_t set;          /* CTL_KAFKA_SET_*: which values are the topic's own */
+        bool log_append_time;  /* message.timestamp.type=LogAppendTime */
+        /* ctl_kafka_cfg_source of each */
+        uint8_t src_retention_ms, src_retention_bytes, src_segment_bytes, src_segment_ms;
 };
 
 /* Immutable once published. */
@@ -114,13 +142,14 @@ void ctl_kafka_group_fini(void);
 
 /* Published by the owning worker of each partition (relaxed stores, one
  * writer per partition id), read by the control thread for /metrics: the
- * high watermark after each acknowledged append and the log end offset
- * after each append. No lock or ring on the produce path. One cache line
+ * high watermark after each acknowledged append, the log end offset
+ * after each append and the log start offset at open and after each
+ * retention check. No lock or ring on the produce path. One cache line
  * per partition: neighbouring ids are placed on different workers, which
  * would otherwise bounce a shared line between cores on every append
  * (256 KiB for CTL_KAFKA_PIDS_MAX instead of 64 KiB). */
 struct ctl_kafka_offsets {
-        _Atomic int64_t hw, end;
+        _Atomic int64_t hw, end, start;
 } sl_cacheline_aligned;
 extern struct ctl_kafka_offsets ctl_kafka_published[CTL_KAFKA_PIDS_MAX];
 
@@ -129,6 +158,25 @@ struct ctl_text;
  * committed offset), committed offsets, and each partition's high
  * watermark and log end, as Prometheus text. */
 void ctl_kafka_metrics(struct ctl_text *t);
+
+/* Topic configs from CreateTopics (name, value as Kafka strings; value
+ * NULL = a null value): 0 when applied to *cfg (retention.ms,
+ * retention.bytes, segment.bytes, segment.ms, message.timestamp.type into *flags,
+ * cleanup.policy=delete) or ignored (a key this broker does not act on),
+ * else Kafka's INVALID_CONFIG (40) and a static message. */
+int16_t ctl_kafka_topic_config_parse(const char *name, int32_t name_len, const char *value,
+                                     int32_t value_len, struct ctl_kafka_topic_cfg *cfg,
+                                     uint32_t *flags, const char **msg);
+
+struct ctl_config;
+/* The broker's topic defaults ([kafka] retention_ms, retention_bytes,
+ * segment_bytes, segment_ms) as a log config. */
+void ctl_kafka_log_config(const struct ctl_config *c, struct log_config *out);
+/* A topic's effective config: its own values (`stored`, those `flags`
+ * marks CTL_KAFKA_SET_*) over the broker's defaults, and each value's
+ * source, into t->cfg, t->set, t->log_append_time and t->src_*. */
+void ctl_kafka_topic_resolve(const struct ctl_config *c, const struct log_config *stored,
+                             uint32_t flags, struct ctl_kafka_topic *t);
 
 /* Kafka's topic name rule: 1..249 of [a-zA-Z0-9._-], not "." or "..". */
 bool ctl_kafka_topic_name_valid(const char *name, uint32_t len);

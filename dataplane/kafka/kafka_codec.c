@@ -134,6 +134,15 @@ struct kafka_val *kafka_val_array_init(struct kafka_arena *a, struct kafka_val *
         return e;
 }
 
+void kafka_val_array_set_null(struct kafka_val *s, unsigned id)
+{
+        struct kafka_val *arr = &s[id];
+        SL_ASSERT(arr->type == KAFKA_T_ARRAY);
+        arr->u.elems = NULL;
+        arr->len = -1;
+        arr->flags |= KAFKA_VAL_SET;
+}
+
 int kafka_msg_init(struct kafka_msg *m, struct kafka_arena *a, int16_t api_key, int16_t version,
                    enum kafka_dir dir)
 {

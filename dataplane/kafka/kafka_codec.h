@@ -158,6 +158,9 @@ ssize_t kafka_msg_size(const struct kafka_msg *m);
  * struct s; returns the element storage or NULL when the arena is full. */
 struct kafka_val *kafka_val_array_init(struct kafka_arena *a, struct kafka_val *s, unsigned id,
                                        int32_t n);
+/* Set array field id of struct s to null (only where the version allows
+ * it: else the encoder refuses the message with -EINVAL). */
+void kafka_val_array_set_null(struct kafka_val *s, unsigned id);
 
 static inline uint16_t kafka_val_stride(const struct kafka_val *arr)
 {

@@ -85,6 +85,10 @@ struct kafka_pop {
         int64_t offset, timestamp;
         uint8_t *dest;
         uint32_t cap, max;
+        /* create: the topic's own configs (in the request's arena), NULL
+         * for an auto-create */
+        const struct ctl_kafka_topic_cfg *topic_cfg;
+        const char *err_msg; /* static; a topic's error_message (CreateTopics) */
         /* owner's progress */
         uint32_t done_bytes;
         uint32_t appends_pending;
@@ -204,6 +208,9 @@ struct kafka_worker {
         uint32_t starved_conns; /* connections paused for want of a request slot */
         char data_dir[CTL_PATH_MAX];
         uint64_t producer_expiry_ms;
+        /* [kafka] retention_check_interval_ms, and when the next check is
+         * due (kafka_part.c) */
+        uint64_t retention_interval_ms, retention_next_ms;
         /* Test hook, off (0) unless SLUICE_TEST_KAFKA_DROP_PRODUCE=N is set
          * at start: every Nth answered produce is appended, then its
          * connection is dropped instead of answered (kafka_server.c). */

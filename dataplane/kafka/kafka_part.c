@@ -65,6 +65,7 @@ static bool pop_send(struct kafka_worker *kw, struct kafka_pop *p, uint16_t dst)
                 m.u32 = p->len;
                 m.a.i64[1] = p->offset;
                 m.a.i64[2] = p->timestamp; /* create: META_TOPIC_* flags */
+                m.a.ptr[3] = p->op == KAFKA_POP_CREATE ? (void *)p->topic_cfg : NULL;
         } else {
                 m.type = CTL_KAFKA_MSG_POP;
                 m.a.ptr[0] = p;
@@ -97,6 +98,12 @@ static void offsets_publish(const struct kafka_part *kp)
         struct ctl_kafka_offsets *o = &ctl_kafka_published[kp->pid];
         atomic_store_explicit(&o->hw, log_high_watermark(kp->log), memory_order_relaxed);
         atomic_store_explicit(&o->end, log_end_offset(kp->log), memory_order_relaxed);
+}
+
+static void start_publish(const struct kafka_part *kp)
+{
+        atomic_store_explicit(&ctl_kafka_published[kp->pid].start, log_start_offset(kp->log),
+                              memory_order_relaxed);
 }
 
 static void append_cb(void *ctx, int64_t base, int res)
@@ -751,6 +758,7 @@ static void snap_apply(struct kafka_worker *kw, const struct ctl_kafka_snap *s)
                         kp->log_append_time = t->log_append_time;
                         kafka_cache_part_init(&kp->cache);
                         offsets_publish(kp);
+                        start_publish(kp);
                         producers_rebuild(kw, kp, t->name, p);
                         kw->parts[cp->pid] = kp;
                 }
@@ -815,6 +823,29 @@ void kafka_part_msg(struct sl_worker *w, const struct sl_msg *m)
 
 /* ---- poll, init ---------------------------------------------------------- */
 
+/* Retention (Kafka's log.retention.check.interval.ms): every partition of
+ * this worker drops the whole segments its retention.ms / retention.bytes
+ * no longer keeps, and publishes its new start for /metrics. A check is a
+ * few comparisons per partition, the deletes go through the log's io_uring
+ * (storage's unlink requests): no system call here, never per message.
+ * Returns the segments deleted. */
+static uint32_t retention_check(struct kafka_worker *kw)
+{
+        kw->retention_next_ms = kw->w->now_ms + kw->retention_interval_ms;
+        uint64_t wall_ms = sl_realtime_ms(); /* retention.ms is against record timestamps */
+        uint32_t deleted = 0;
+        for (uint32_t pid = 0; pid < CTL_KAFKA_PIDS_MAX; pid++) {
+                struct kafka_part *kp = kw->parts[pid];
+                if (!kp)
+                        continue;
+                int n = log_retention_run(kp->log, wall_ms);
+                if (n > 0)
+                        deleted += (uint32_t)n;
+                start_publish(kp);
+        }
+        return deleted;
+}
+
 uint32_t kafka_part_poll(struct kafka_worker *kw)
 {
         uint32_t work = 0;
@@ -849,6 +880,8 @@ uint32_t kafka_part_poll(struct kafka_worker *kw)
                 last_scan_ms = kw->w->now_ms;
                 work += waiters_expire(kw);
         }
+        if (kw->w->now_ms >= kw->retention_next_ms)
+                work += retention_check(kw);
         /* Storage I/O in flight is not work: its completions wake us. */
         if (log_owner_ready(kw->owner) || kw->retry_head || kw->send_head)
                 work++;

@@ -496,26 +496,172 @@ static bool str_is(struct kafka_str s, const char *lit)
         return s.len >= 0 && (size_t)s.len == strlen(lit) && !memcmp(s.ptr, lit, (size_t)s.len);
 }
 
-/* The topic configs CreateTopics acts on, as META_TOPIC_* flags in *flags:
- * message.timestamp.type (CreateTime | LogAppendTime, else INVALID_CONFIG).
- * Other keys are accepted and ignored (topics use storage's defaults). */
-static int16_t create_topic_flags(const struct kafka_val *t, int64_t *flags)
+static char *arena_strdup(struct kafka_arena *a, const char *s)
+{
+        size_t n = strlen(s) + 1;
+        char *p = kafka_arena_alloc(a, n);
+        if (p)
+                memcpy(p, s, n);
+        return p;
+}
+
+/* DescribeConfigs resource types */
+#define KAFKA_RESOURCE_TOPIC  2
+#define KAFKA_RESOURCE_BROKER 4
+
+/* A config as DescribeConfigs (and CreateTopics v5+) report it. */
+struct described_cfg {
+        const char *key;
+        char val[32];
+        uint8_t src; /* ctl_kafka_cfg_source */
+};
+#define DESCRIBED_MAX 16
+
+static int32_t described_str(struct described_cfg *out, int32_t n, const char *key, uint8_t src,
+                             const char *val)
+{
+        out[n].key = key;
+        out[n].src = src;
+        snprintf(out[n].val, sizeof(out[n].val), "%s", val);
+        return n + 1;
+}
+
+static int32_t described_num(struct described_cfg *out, int32_t n, const char *key, uint8_t src,
+                             long long val)
+{
+        out[n].key = key;
+        out[n].src = src;
+        snprintf(out[n].val, sizeof(out[n].val), "%lld", val);
+        return n + 1;
+}
+
+/* A topic's configs, its own values over the broker's defaults, each with
+ * where it comes from. Returns the count. */
+static int32_t topic_configs(const struct ctl_kafka_topic *t, struct described_cfg *out)
+{
+        int32_t n = 0;
+        n = described_str(out, n, "cleanup.policy", CTL_KAFKA_SRC_DEFAULT, "delete");
+        n = described_num(out, n, "retention.ms", t->src_retention_ms,
+                          (long long)t->cfg.retention_ms);
+        n = described_num(out, n, "retention.bytes", t->src_retention_bytes,
+                          (long long)t->cfg.retention_bytes);
+        n = described_num(out, n, "segment.bytes", t->src_segment_bytes,
+                          (long long)t->cfg.segment_bytes);
+        n = described_num(out, n, "max.message.bytes", CTL_KAFKA_SRC_DEFAULT,
+                          (long long)t->cfg.max_batch_bytes);
+        n = described_str(out, n, "message.timestamp.type",
+                          t->log_append_time || (t->set & CTL_KAFKA_SET_TIMESTAMP_TYPE)
+                              ? CTL_KAFKA_SRC_TOPIC
+                              : CTL_KAFKA_SRC_DEFAULT,
+                          t->log_append_time ? "LogAppendTime" : "CreateTime");
+        n = described_num(out, n, "segment.ms", t->src_segment_ms, (long long)t->cfg.segment_ms);
+        return n;
+}
+
+static long long broker_limit(uint64_t v)
+{
+        return v == CTL_KAFKA_UNLIMITED ? -1 : (long long)v;
+}
+
+/* This broker's (node 0) configs behind the topic defaults, by Kafka's
+ * names: static (4) when the config file moved them off the built-in
+ * default, else default (5). */
+static int32_t broker_configs(const struct ctl_config *c, struct described_cfg *out)
+{
+        struct ctl_config d; /* 10 KiB on the stack, on an admin request only */
+        ctl_config_defaults(&d);
+#define SRC(field) (c->field != d.field ? CTL_KAFKA_SRC_STATIC : CTL_KAFKA_SRC_DEFAULT)
+        int32_t n = 0;
+        n = described_str(out, n, "log.cleanup.policy", CTL_KAFKA_SRC_DEFAULT, "delete");
+        n = described_num(out, n, "log.retention.ms", SRC(kafka_retention_ms),
+                          broker_limit(c->kafka_retention_ms));
+        n = described_num(out, n, "log.retention.bytes", SRC(kafka_retention_bytes),
+                          broker_limit(c->kafka_retention_bytes));
+        n = described_num(out, n, "log.segment.bytes", SRC(kafka_segment_bytes),
+                          (long long)c->kafka_segment_bytes);
+        n = described_num(out, n, "log.roll.ms", SRC(kafka_segment_ms),
+                          (long long)c->kafka_segment_ms);
+        n = described_num(out, n, "log.retention.check.interval.ms",
+                          SRC(kafka_retention_check_interval_ms),
+                          (long long)c->kafka_retention_check_interval_ms);
+        n = described_num(out, n, "num.partitions", SRC(kafka_default_partitions),
+                          (long long)c->kafka_default_partitions);
+        n = described_str(out, n, "auto.create.topics.enable", SRC(kafka_auto_create),
+                          c->kafka_auto_create ? "true" : "false");
+        n = described_num(out, n, "connections.max.idle.ms", SRC(kafka_idle_ms),
+                          (long long)c->kafka_idle_ms);
+        n = described_num(out, n, "producer.id.expiration.ms", SRC(kafka_producer_id_expiration_ms),
+                          (long long)c->kafka_producer_id_expiration_ms);
+        n = described_str(out, n, "log.message.timestamp.type", CTL_KAFKA_SRC_DEFAULT,
+                          "CreateTime");
+        struct log_config lc;
+        ctl_kafka_log_config(c, &lc);
+        n = described_num(out, n, "message.max.bytes", CTL_KAFKA_SRC_DEFAULT,
+                          (long long)lc.max_batch_bytes);
+#undef SRC
+        SL_ASSERT(n <= DESCRIBED_MAX);
+        return n;
+}
+
+/* The topic configs CreateTopics acts on (ctl_kafka_topic_config_parse):
+ * retention.ms, retention.bytes, segment.bytes, segment.ms into a config the
+ * control thread stores with the topic, message.timestamp.type as
+ * META_TOPIC_* flags, cleanup.policy checked; a bad value is INVALID_CONFIG
+ * for the topic, with a message. */
+static int16_t create_topic_configs(struct kafka_req *r, const struct kafka_val *t,
+                                    struct kafka_pop *p, const char **msg)
 {
         const struct kafka_val *ca = kafka_val_array(t, KAFKA_CREATE_TOPICS_REQ_TOPICS_CONFIGS);
-        *flags = 0;
+        struct ctl_kafka_topic_cfg *own = kafka_arena_alloc(&r->arena, sizeof(*own));
+        if (!own)
+                return KERR_INVALID_REQUEST;
+        memset(own, 0, sizeof(*own));
+        uint32_t flags = 0;
         for (int32_t i = 0; i < ca->len; i++) {
                 const struct kafka_val *c = kafka_val_array_elem(ca, i);
-                if (!str_is(kafka_val_get_str(c, KAFKA_CREATE_TOPICS_REQ_TOPICS_CONFIGS_NAME),
-                            "message.timestamp.type"))
-                        continue;
+                struct kafka_str k =
+                    kafka_val_get_str(c, KAFKA_CREATE_TOPICS_REQ_TOPICS_CONFIGS_NAME);
                 struct kafka_str v =
                     kafka_val_get_str(c, KAFKA_CREATE_TOPICS_REQ_TOPICS_CONFIGS_VALUE);
-                if (str_is(v, "LogAppendTime"))
-                        *flags = META_TOPIC_LOG_APPEND_TIME;
-                else if (!str_is(v, "CreateTime"))
-                        return KERR_INVALID_CONFIG;
+                int16_t err = ctl_kafka_topic_config_parse(
+                    (const char *)k.ptr, k.len, (const char *)v.ptr, v.len, own, &flags, msg);
+                if (err)
+                        return err;
         }
+        p->timestamp = flags;
+        p->topic_cfg = own;
         return 0;
+}
+
+/* CreateTopics v5+ (KIP-525): a created topic's configs, as DescribeConfigs
+ * reports them; null for a topic not created. */
+static bool create_topic_resp_configs(struct kafka_req *r, struct kafka_val *te,
+                                      const struct ctl_kafka_topic *t)
+{
+        if (!t) {
+                kafka_val_array_set_null(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS);
+                return true;
+        }
+        struct described_cfg cf[DESCRIBED_MAX];
+        int32_t nk = topic_configs(t, cf);
+        struct kafka_val *ca =
+            kafka_val_array_init(&r->arena, te, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS, nk);
+        if (!ca)
+                return false;
+        for (int32_t k = 0; k < nk; k++) {
+                struct kafka_val *ce = kafka_val_array_elem(
+                    kafka_val_array(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS), k);
+                char *vp = arena_strdup(&r->arena, cf[k].val);
+                if (!vp)
+                        return false;
+                kafka_val_set_cstr(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_NAME, cf[k].key);
+                kafka_val_set_cstr(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_VALUE, vp);
+                kafka_val_set_bool(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_READ_ONLY, true);
+                kafka_val_set_int8(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_CONFIG_SOURCE,
+                                   (int8_t)cf[k].src);
+                kafka_val_set_bool(ce, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS_IS_SENSITIVE, false);
+        }
+        return true;
 }
 
 static void handle_create_topics(struct kafka_worker *kw, struct kafka_req *r)
@@ -542,7 +688,7 @@ static void handle_create_topics(struct kafka_worker *kw, struct kafka_req *r)
                         p->batch = name.ptr;
                         p->len = (uint32_t)(name.len < 0 ? 0 : name.len);
                         p->offset = np;
-                        int16_t cerr = create_topic_flags(t, &p->timestamp);
+                        int16_t cerr = create_topic_configs(r, t, p, &p->err_msg);
                         if (!ctl_kafka_topic_name_valid((const char *)name.ptr, p->len))
                                 p->err = KERR_INVALID_TOPIC;
                         else if (cerr)
@@ -571,6 +717,10 @@ static void handle_create_topics(struct kafka_worker *kw, struct kafka_req *r)
                 kafka_val_set_str(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_NAME, p->batch,
                                   (int32_t)p->len);
                 kafka_val_set_int16(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_ERROR_CODE, p->err);
+                /* null unless there is something to say, as Kafka */
+                if (r->h.api_version >= 1)
+                        kafka_val_set_cstr(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_ERROR_MESSAGE,
+                                           p->err ? p->err_msg : NULL);
                 const struct ctl_kafka_topic *t =
                     ctl_kafka_snap_find(kw->snap, (const char *)p->batch, p->len);
                 if (r->h.api_version >= 5) {
@@ -586,8 +736,8 @@ static void handle_create_topics(struct kafka_worker *kw, struct kafka_req *r)
                                 kafka_val_set_int16(
                                     te, KAFKA_CREATE_TOPICS_RESP_TOPICS_REPLICATION_FACTOR, -1);
                         }
-                        kafka_val_array_init(&r->arena, te, KAFKA_CREATE_TOPICS_RESP_TOPICS_CONFIGS,
-                                             t && !p->err ? 0 : -1);
+                        if (!create_topic_resp_configs(r, te, p->err ? NULL : t))
+                                goto nomem;
                 }
                 if (r->h.api_version >= 7 && t)
                         kafka_val_set_uuid(te, KAFKA_CREATE_TOPICS_RESP_TOPICS_TOPIC_ID, t->uuid);
@@ -1458,8 +1608,63 @@ static void handle_fetch(struct kafka_worker *kw, struct kafka_req *r)
         kafka_req_done(kw, r);
 }
 
-/* DescribeConfigs: the topic configs clients read, from the topic's log
- * config; brokers answer with no entries. Config sources: 5 = default. */
+/* The broker config a topic config falls back to, by Kafka's names. */
+static const char *broker_synonym(const char *topic_key)
+{
+        static const char *const map[][2] = {
+            {"cleanup.policy", "log.cleanup.policy"},
+            {"retention.ms", "log.retention.ms"},
+            {"retention.bytes", "log.retention.bytes"},
+            {"segment.bytes", "log.segment.bytes"},
+            {"segment.ms", "log.roll.ms"},
+            {"message.timestamp.type", "log.message.timestamp.type"},
+            {"max.message.bytes", "message.max.bytes"},
+        };
+        for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+                if (!strcmp(map[i][0], topic_key))
+                        return map[i][1];
+        return NULL;
+}
+
+/* DescribeConfigs v1+ with include_synonyms: where a value could come from,
+ * most specific first, as Kafka lists them: the topic's own value, then the
+ * broker's (from the file or built in). A broker config is its own only
+ * synonym. */
+static bool describe_synonyms(struct kafka_req *r, struct kafka_val *ce, bool topic,
+                              const struct described_cfg *c, const struct described_cfg *broker,
+                              int32_t nbroker)
+{
+        const struct described_cfg *syn[2];
+        int32_t ns = 0;
+        if (!topic || c->src == CTL_KAFKA_SRC_TOPIC)
+                syn[ns++] = c;
+        const char *bk = topic ? broker_synonym(c->key) : NULL;
+        for (int32_t i = 0; bk && i < nbroker; i++)
+                if (!strcmp(broker[i].key, bk))
+                        syn[ns++] = &broker[i];
+        if (!kafka_val_array_init(&r->arena, ce,
+                                  KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_SYNONYMS, ns) &&
+            ns)
+                return false;
+        for (int32_t i = 0; i < ns; i++) {
+                struct kafka_val *se = kafka_val_array_elem(
+                    kafka_val_array(ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_SYNONYMS), i);
+                char *vp = arena_strdup(&r->arena, syn[i]->val);
+                if (!vp)
+                        return false;
+                kafka_val_set_cstr(se, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_SYNONYMS_NAME,
+                                   syn[i]->key);
+                kafka_val_set_cstr(se, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_SYNONYMS_VALUE,
+                                   vp);
+                kafka_val_set_int8(se, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_SYNONYMS_SOURCE,
+                                   (int8_t)syn[i]->src);
+        }
+        return true;
+}
+
+/* DescribeConfigs: the topic configs clients read, the topic's effective
+ * values (its own over the broker's [kafka] defaults) with their sources;
+ * broker 0: the [kafka] keys behind them by Kafka's names. */
 static void handle_describe_configs(struct kafka_worker *kw, struct kafka_req *r)
 {
         const struct kafka_val *ra =
@@ -1470,6 +1675,10 @@ static void handle_describe_configs(struct kafka_worker *kw, struct kafka_req *r
         struct kafka_val *rt = r->resp.root;
         if (!kafka_val_array_init(&r->arena, rt, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS, n) && n)
                 goto nomem;
+        bool synonyms =
+            v >= 1 && kafka_val_get_bool(r->msg.root, KAFKA_DESCRIBE_CONFIGS_REQ_INCLUDE_SYNONYMS);
+        struct described_cfg broker[DESCRIBED_MAX];
+        int32_t nbroker = synonyms ? broker_configs(kw->w->cfg, broker) : 0;
         for (int32_t i = 0; i < n; i++) {
                 const struct kafka_val *q = kafka_val_array_elem(ra, i);
                 struct kafka_val *e = kafka_val_array_elem(
@@ -1481,67 +1690,84 @@ static void handle_describe_configs(struct kafka_worker *kw, struct kafka_req *r
                 kafka_val_set_int8(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_RESOURCE_TYPE, type);
                 kafka_val_set_str(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_RESOURCE_NAME, name.ptr,
                                   name.len < 0 ? 0 : name.len);
-                const struct ctl_kafka_topic *t =
-                    type == 2 && name.len > 0
-                        ? ctl_kafka_snap_find(kw->snap, (const char *)name.ptr, (uint32_t)name.len)
-                        : NULL;
-                if (type == 2 && !t) {
-                        kafka_val_set_int16(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_ERROR_CODE,
-                                            KERR_UNKNOWN_TOPIC_OR_PARTITION);
+                struct described_cfg cf[DESCRIBED_MAX];
+                int32_t nk = 0;
+                int16_t err = 0;
+                if (type == KAFKA_RESOURCE_TOPIC) {
+                        const struct ctl_kafka_topic *t =
+                            name.len > 0 ? ctl_kafka_snap_find(kw->snap, (const char *)name.ptr,
+                                                               (uint32_t)name.len)
+                                         : NULL;
+                        if (t)
+                                nk = topic_configs(t, cf);
+                        else
+                                err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
+                } else if (type == KAFKA_RESOURCE_BROKER) {
+                        /* This broker is node 0; "" names the cluster-wide
+                         * dynamic defaults, of which there are none. */
+                        if (str_is(name, "0"))
+                                nk = broker_configs(kw->w->cfg, cf);
+                        else if (name.len > 0)
+                                err = KERR_INVALID_REQUEST;
+                }
+                if (err) {
+                        kafka_val_set_int16(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_ERROR_CODE, err);
                         kafka_val_array_init(&r->arena, e,
                                              KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS, 0);
                         continue;
                 }
-                char vals[6][32];
-                const char *keys[6] = {"cleanup.policy",    "retention.ms",
-                                       "retention.bytes",   "segment.bytes",
-                                       "max.message.bytes", "message.timestamp.type"};
-                int32_t nk = 0;
-                if (t) {
-                        snprintf(vals[0], sizeof(vals[0]), "delete");
-                        snprintf(vals[1], sizeof(vals[1]), "%lld", (long long)t->cfg.retention_ms);
-                        snprintf(vals[2], sizeof(vals[2]), "%lld",
-                                 (long long)t->cfg.retention_bytes);
-                        snprintf(vals[3], sizeof(vals[3]), "%llu",
-                                 (unsigned long long)t->cfg.segment_bytes);
-                        snprintf(vals[4], sizeof(vals[4]), "%u", t->cfg.max_batch_bytes);
-                        snprintf(vals[5], sizeof(vals[5]), "%s",
-                                 t->log_append_time ? "LogAppendTime" : "CreateTime");
-                        nk = 6;
+                /* only the keys asked for (null = all) */
+                const struct kafka_val *want =
+                    kafka_val_array(q, KAFKA_DESCRIBE_CONFIGS_REQ_RESOURCES_CONFIGURATION_KEYS);
+                bool pick[DESCRIBED_MAX];
+                int32_t npick = 0;
+                for (int32_t k = 0; k < nk; k++) {
+                        pick[k] = !want || want->len < 0;
+                        for (int32_t j = 0; !pick[k] && j < want->len; j++) {
+                                const struct kafka_val *w = kafka_val_array_elem(want, j);
+                                pick[k] = str_is((struct kafka_str){w->u.ptr, w->len}, cf[k].key);
+                        }
+                        npick += pick[k];
                 }
                 if (!kafka_val_array_init(&r->arena, e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS,
-                                          nk) &&
-                    nk)
+                                          npick) &&
+                    npick)
                         goto nomem;
-                for (int32_t k = 0; k < nk; k++) {
+                for (int32_t k = 0, out = 0; k < nk; k++) {
+                        if (!pick[k])
+                                continue;
                         struct kafka_val *ce = kafka_val_array_elem(
-                            kafka_val_array(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS), k);
-                        size_t vl = strlen(vals[k]);
-                        char *vp = kafka_arena_alloc(&r->arena, vl + 1);
+                            kafka_val_array(e, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS), out++);
+                        char *vp = arena_strdup(&r->arena, cf[k].val);
                         if (!vp)
                                 goto nomem;
-                        memcpy(vp, vals[k], vl + 1);
                         kafka_val_set_cstr(ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_NAME,
-                                           keys[k]);
+                                           cf[k].key);
                         kafka_val_set_cstr(ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_VALUE,
                                            vp);
+                        /* No AlterConfigs: configs are fixed at creation
+                         * (topics) or start (the broker). */
                         kafka_val_set_bool(
                             ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_READ_ONLY, true);
-                        /* Set at creation: a topic config (source 1), else
-                         * the default (5). */
-                        bool dflt = !(k == 5 && t->log_append_time);
+                        /* v0 has only is_default: true unless the topic
+                         * (or the broker's file) set the value. */
                         if (v == 0)
                                 kafka_val_set_bool(
                                     ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_IS_DEFAULT,
-                                    dflt);
+                                    type == KAFKA_RESOURCE_TOPIC
+                                        ? cf[k].src != CTL_KAFKA_SRC_TOPIC
+                                        : cf[k].src == CTL_KAFKA_SRC_DEFAULT);
                         else
                                 kafka_val_set_int8(
                                     ce, KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_CONFIG_SOURCE,
-                                    dflt ? 5 : 1);
-                        if (v >= 1)
+                                    (int8_t)cf[k].src);
+                        if (v >= 1 && !synonyms)
                                 kafka_val_array_init(
                                     &r->arena, ce,
                                     KAFKA_DESCRIBE_CONFIGS_RESP_RESULTS_CONFIGS_SYNONYMS, 0);
+                        else if (v >= 1 && !describe_synonyms(r, ce, type == KAFKA_RESOURCE_TOPIC,
+                                                              &cf[k], broker, nbroker))
+                                goto nomem;
                 }
         }
         kafka_req_done(kw, r);
@@ -1880,6 +2106,9 @@ static void kafka_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx
                 emit(ctx, "sluice_kafka_log_synced_bytes_total", "counter",
                      "Bytes made durable by those fdatasyncs",
                      (double)atomic_load_explicit(&lm->synced_bytes, memory_order_relaxed));
+                emit(ctx, "sluice_kafka_log_segments_deleted_total", "counter",
+                     "Segments of this worker's partitions deleted by retention",
+                     (double)atomic_load_explicit(&lm->segments_deleted, memory_order_relaxed));
                 emit(ctx, "sluice_kafka_log_zero_fill_bytes_total", "counter",
                      "Zeros written ahead of fsync partitions' tails (appends then overwrite "
                      "written blocks)",
@@ -1935,6 +2164,7 @@ static int kafka_worker_init(struct sl_worker *w)
         }
         snprintf(kw->data_dir, sizeof(kw->data_dir), "%s", w->cfg->data_dir);
         kw->producer_expiry_ms = w->cfg->kafka_producer_id_expiration_ms;
+        kw->retention_interval_ms = w->cfg->kafka_retention_check_interval_ms;
         /* Read once here, so a test can make a producer retry a request the
          * log already holds (idempotence across a lost response). */
         const char *drop = getenv("SLUICE_TEST_KAFKA_DROP_PRODUCE");

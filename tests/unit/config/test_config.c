@@ -883,6 +883,45 @@ static void test_kafka_keys(void **state)
         assert_int_not_equal(load(&cfg, "[kafka]\ncache_bytes = lots\n"), 0);
 }
 
+/* Topic retention defaults: Kafka's spelling (-1 = unlimited), Kafka 4.0's
+ * segment.bytes minimum of 1 MiB, and -1 printed back as -1. */
+static void test_kafka_retention_keys(void **state)
+{
+        (void)state;
+        struct ctl_config cfg;
+        ctl_config_defaults(&cfg);
+        assert_true(cfg.kafka_retention_ms == 604800000ull);
+        assert_true(cfg.kafka_retention_bytes == CTL_KAFKA_UNLIMITED);
+        assert_true(cfg.kafka_segment_bytes == 256ull << 20);
+        assert_int_equal(cfg.kafka_retention_check_interval_ms, 10000);
+        assert_true(cfg.kafka_segment_ms == 604800000ull);
+        assert_int_not_equal(load(&cfg, "[kafka]\nsegment_ms = 0\n"), 0);
+        assert_int_not_equal(load(&cfg, "[kafka]\nsegment_ms = -1\n"), 0);
+        assert_int_equal(load(&cfg, "[kafka]\nretention_ms = -1\nretention_bytes = 10m\n"
+                                    "segment_bytes = 1m\nretention_check_interval_ms = 100\n"
+                                    "segment_ms = 1000\n"),
+                         0);
+        assert_true(cfg.kafka_retention_ms == CTL_KAFKA_UNLIMITED);
+        assert_true(cfg.kafka_retention_bytes == 10ull << 20);
+        assert_true(cfg.kafka_segment_bytes == 1ull << 20);
+        assert_int_equal(cfg.kafka_retention_check_interval_ms, 100);
+        assert_true(cfg.kafka_segment_ms == 1000);
+        assert_round_trip(&cfg);
+        char *out = print_to_string(&cfg);
+        assert_contains(out, "\nretention_ms = -1\n");
+        free(out);
+        assert_int_equal(load(&cfg, "[kafka]\nretention_ms = 0\nretention_bytes = -1\n"), 0);
+        assert_true(cfg.kafka_retention_ms == 0);
+        assert_true(cfg.kafka_retention_bytes == CTL_KAFKA_UNLIMITED);
+        assert_round_trip(&cfg);
+        assert_int_not_equal(load(&cfg, "[kafka]\nretention_ms = -2\n"), 0);
+        assert_int_not_equal(load(&cfg, "[kafka]\nretention_bytes = -5\n"), 0);
+        assert_int_not_equal(load(&cfg, "[kafka]\nsegment_bytes = 1048575\n"), 0);
+        assert_int_not_equal(load(&cfg, "[kafka]\nsegment_bytes = 3g\n"), 0);
+        assert_int_not_equal(load(&cfg, "[kafka]\nsegment_bytes = -1\n"), 0);
+        assert_int_not_equal(load(&cfg, "[kafka]\nretention_check_interval_ms = 0\n"), 0);
+}
+
 static void test_print_round_trip(void **state)
 {
         (void)state;
@@ -1314,6 +1353,7 @@ int main(void)
             cmocka_unit_test(test_validate_warns_control_shares_worker_core),
             cmocka_unit_test(test_validate_warns_more_workers_than_cpus),
             cmocka_unit_test(test_kafka_keys),
+            cmocka_unit_test(test_kafka_retention_keys),
             cmocka_unit_test(test_print_round_trip),
             cmocka_unit_test(test_print_content_and_core_plan),
             cmocka_unit_test(test_reload_allowed),
