@@ -40,6 +40,18 @@ def run_py(code, *args):
 # ---- raw protocol -----------------------------------------------------------
 
 
+def uvarint(n):
+    """Unsigned varint, as the flexible versions' compact lengths use."""
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
 def frame(api_key, version, corr, body=b"", client_id=b"raw", flexible=False):
     hdr = struct.pack(">hhi", api_key, version, corr) + struct.pack(">h", len(client_id)) + client_id
     if flexible:

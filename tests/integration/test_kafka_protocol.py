@@ -8,7 +8,7 @@ import os
 import struct
 
 from test_kafka import (CONSUME_ALL, batch_v2, bootstrap, frame, produce_result, produce_v3,
-                        raw_conn, recv_frame, run_py, start)
+                        raw_conn, recv_frame, run_py, start, uvarint)
 
 
 def init_producer_id_v0(corr):
@@ -263,17 +263,6 @@ c.close()
 
 
 # ---- Fetch v13+ (topic ids) and KIP-227 sessions -------------------------------
-
-
-def uvarint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
 
 
 def read_uvarint(buf, off):

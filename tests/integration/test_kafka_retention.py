@@ -12,7 +12,7 @@ import struct
 
 from harness import wait_until
 from test_kafka import (bootstrap, fetch_v4, frame, list_offsets_v1, raw_conn, recv_frame, run_py,
-                        start)
+                        start, uvarint)
 
 CHECK_MS = "100"
 MIB = 1 << 20
@@ -313,17 +313,6 @@ def test_create_topics_bad_config_is_invalid_config(make_sluiced):
 
 # ---- CreateTopics v5 on a raw socket (KIP-525: the answer carries the
 # created topic's configs; no Debian client sends v5) ------------------------
-
-def uvarint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
-
 
 def cstr(s):
     return b"\x00" if s is None else uvarint(len(s) + 1) + s.encode()
