@@ -116,6 +116,7 @@ static const struct key_desc keys[] = {
     STR("server", "data_dir", data_dir, STR_PATH, 0),
     STR("server", "name", name, STR_NAME, 0),
     ENUM("server", "log_level", log_level, level_names, KF_RELOAD),
+    U32("server", "recycle_segments", recycle_segments, 0, 4, 0),
 
     {.section = "cores", .name = "workers", .type = KT_WORKERS},
     {.section = "cores",
@@ -640,6 +641,7 @@ void ctl_config_defaults(struct ctl_config *cfg)
         l->amqp_disk_free_limit_bytes = 50 * MIB; /* RabbitMQ's default */
         l->amqp_message_bytes_max = 128 * MIB;    /* RabbitMQ's max_message_size */
 
+        cfg->recycle_segments = 2; /* storage's default */
         cfg->nats_ping_interval_ms = 120000;
         cfg->nats_ping_max_outstanding = 2;
         cfg->nats_auth_timeout_ms = 2000;

@@ -77,6 +77,9 @@ struct ctl_config {
         char data_dir[CTL_PATH_MAX];
         char name[64];
         enum ctl_log_level log_level;
+        /* deleted log segments kept per partition/queue for reuse
+         * (storage's log_config.recycle_segments, 0..LOG_RECYCLE_MAX) */
+        uint32_t recycle_segments;
 
         /* [cores] */
         uint32_t worker_count;

@@ -128,6 +128,7 @@ void ctl_kafka_log_config(const struct ctl_config *c, struct log_config *out)
         /* Less preallocation than storage's default: a broker with many
          * small topics should not claim GiBs up front. */
         out->prealloc_bytes = 16ull << 20;
+        out->recycle_segments = c->recycle_segments;
 }
 
 void ctl_kafka_topic_resolve(const struct ctl_config *c, const struct log_config *stored,

@@ -587,6 +587,7 @@ static int dq_open_at(struct amqp_worker *aw, struct amqp_queue *q, const char *
         /* Many queues, most of them short: preallocate 1 MiB ahead, not a
          * whole segment per queue. */
         cfg.prealloc_bytes = 1u << 20;
+        cfg.recycle_segments = aw->w->cfg->recycle_segments;
         struct amqp_plog *pl = calloc(1, sizeof(*pl));
         if (!pl)
                 return -ENOMEM;

@@ -2109,6 +2109,10 @@ static void kafka_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx
                 emit(ctx, "sluice_kafka_log_segments_deleted_total", "counter",
                      "Segments of this worker's partitions deleted by retention",
                      (double)atomic_load_explicit(&lm->segments_deleted, memory_order_relaxed));
+                emit(ctx, "sluice_kafka_log_segments_reused_total", "counter",
+                     "New segments written over a deleted segment's file ([server] "
+                     "recycle_segments)",
+                     (double)atomic_load_explicit(&lm->segments_reused, memory_order_relaxed));
                 emit(ctx, "sluice_kafka_log_zero_fill_bytes_total", "counter",
                      "Zeros written ahead of fsync partitions' tails (appends then overwrite "
                      "written blocks)",

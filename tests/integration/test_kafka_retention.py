@@ -17,7 +17,8 @@ from test_kafka import (bootstrap, fetch_v4, frame, list_offsets_v1, raw_conn, r
 CHECK_MS = "100"
 MIB = 1 << 20
 
-# Creates the topics given as JSON {name: {config}} (one partition each) and
+# Creates the topics given as JSON {name: {config}} (one partition each;
+# config null: the topic exists already) and
 # produces `mib` MiB of 16 KiB records to each (acks=all), optionally with a
 # record timestamp `ts` (ms) instead of now.
 CREATE_AND_PRODUCE = r"""
@@ -26,9 +27,9 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 b, topics, mib, ts = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 a = AdminClient({'bootstrap.servers': b})
-fs = a.create_topics([NewTopic(t, num_partitions=1, replication_factor=1, config=c)
-                      for t, c in topics.items()])
-for t, f in fs.items():
+new = [NewTopic(t, num_partitions=1, replication_factor=1, config=c)
+       for t, c in topics.items() if c is not None]
+for t, f in (a.create_topics(new) if new else {}).items():
     f.result(30)
 p = Producer({'bootstrap.servers': b, 'acks': 'all', 'linger.ms': 5})
 n = int(mib * 64)
@@ -188,6 +189,42 @@ def test_topic_retention_bytes_deletes_old_segments(make_sluiced):
     d = topic_dir(s)
     logs = [f for f in os.listdir(d) if f.endswith(".log")]
     assert 1 <= len(logs) <= 3, logs
+
+
+def recycle_run(make_sluiced, recycle):
+    """Retention deletes segments of a 1 MiB-segment topic; a second round
+    of produce rolls new segments. Returns (spare files seen, new segments
+    written over a deleted one's file)."""
+    extra = {"kafka": {"retention_check_interval_ms": CHECK_MS}}
+    if recycle is not None:
+        extra["server"] = {"recycle_segments": str(recycle)}
+    s = start(make_sluiced, extra=extra)
+    cfg = {"segment.bytes": str(MIB), "retention.bytes": str(MIB)}
+    produce(s, {"rec": cfg}, 3.5)
+    assert_retention_moved_start(s, "rec")
+    d = topic_dir(s)
+    spares = [f for f in os.listdir(d) if f.startswith("recycle-")]
+    produce(s, {"rec": None}, 3.5)
+    wait_until(lambda: s.metric_sum("sluice_kafka_log_segments_deleted_total") >= 4, 30,
+               "retention of the second round")
+    reused = s.metric_sum("sluice_kafka_log_segments_reused_total")
+    # every record from the log start on reads back (a reused file's old
+    # batches past the appends are never served)
+    lo, hi, first, n = map(int, run_py(CONSUME_FROM_EARLIEST, bootstrap(s), "rec",
+                                       "beginning").split())
+    assert first == lo and n == hi - lo and hi > lo, (lo, hi, first, n)
+    return spares, reused
+
+
+def test_retention_recycles_segment_files(make_sluiced):
+    spares, reused = recycle_run(make_sluiced, None)  # the default: 2
+    assert spares and all(f.endswith(".seg") for f in spares), spares
+    assert reused >= 1, reused
+
+
+def test_recycle_segments_zero_unlinks(make_sluiced):
+    spares, reused = recycle_run(make_sluiced, 0)
+    assert spares == [] and reused == 0, (spares, reused)
 
 
 def test_topic_retention_ms_deletes_old_segments(make_sluiced):

@@ -112,6 +112,7 @@ static void test_defaults(void **state)
         assert_string_equal(cfg.data_dir, "/var/lib/sluice");
         assert_string_equal(cfg.name, "sluice");
         assert_int_equal(cfg.log_level, CTL_LOG_INFO);
+        assert_int_equal(cfg.recycle_segments, 2);
 
         /* one worker per usable CPU, each pinned to its own, in order */
         cpu_set_t set;
@@ -200,6 +201,7 @@ static const char every_key[] = "; every key of the file, none at its default\n"
                                 "data_dir = /srv/sluice\n"
                                 "name = broker-7\n"
                                 "log_level = debug\n"
+                                "recycle_segments = 0\n"
                                 "[cores]\n"
                                 "workers = 2,3,5-7\n"
                                 "control = 1\n"
@@ -255,6 +257,7 @@ static void test_every_key_parsed(void **state)
         assert_string_equal(cfg.data_dir, "/srv/sluice");
         assert_string_equal(cfg.name, "broker-7");
         assert_int_equal(cfg.log_level, CTL_LOG_DEBUG);
+        assert_int_equal(cfg.recycle_segments, 0);
 
         assert_int_equal(cfg.worker_count, 5);
         const int cores[] = {2, 3, 5, 6, 7};
