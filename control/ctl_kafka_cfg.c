@@ -137,34 +137,25 @@ void ctl_kafka_topic_resolve(const struct ctl_config *c, const struct log_config
         ctl_kafka_log_config(c, &t->cfg);
         t->set = flags & CTL_KAFKA_SET_MASK;
         t->log_append_time = flags & META_TOPIC_LOG_APPEND_TIME;
-        /* The broker's value is "static" when the file moved it off the
+        /* Each config: the topic's own value when it set one, else the
+         * broker's, which is "static" when the file moved it off the
          * built-in default, as Kafka tells server.properties apart. */
-        t->src_retention_ms = c->kafka_retention_ms != CTL_KAFKA_RETENTION_MS_DEFAULT
-                                  ? CTL_KAFKA_SRC_STATIC
-                                  : CTL_KAFKA_SRC_DEFAULT;
-        t->src_retention_bytes = c->kafka_retention_bytes != CTL_KAFKA_UNLIMITED
-                                     ? CTL_KAFKA_SRC_STATIC
-                                     : CTL_KAFKA_SRC_DEFAULT;
-        t->src_segment_bytes = c->kafka_segment_bytes != CTL_KAFKA_SEGMENT_BYTES_DEFAULT
-                                   ? CTL_KAFKA_SRC_STATIC
-                                   : CTL_KAFKA_SRC_DEFAULT;
-        t->src_segment_ms = c->kafka_segment_ms != CTL_KAFKA_SEGMENT_MS_DEFAULT
-                                ? CTL_KAFKA_SRC_STATIC
-                                : CTL_KAFKA_SRC_DEFAULT;
-        if (flags & CTL_KAFKA_SET_SEGMENT_MS) {
-                t->cfg.segment_ms = stored->segment_ms;
-                t->src_segment_ms = CTL_KAFKA_SRC_TOPIC;
-        }
-        if (flags & CTL_KAFKA_SET_RETENTION_MS) {
-                t->cfg.retention_ms = stored->retention_ms;
-                t->src_retention_ms = CTL_KAFKA_SRC_TOPIC;
-        }
-        if (flags & CTL_KAFKA_SET_RETENTION_BYTES) {
-                t->cfg.retention_bytes = stored->retention_bytes;
-                t->src_retention_bytes = CTL_KAFKA_SRC_TOPIC;
-        }
-        if (flags & CTL_KAFKA_SET_SEGMENT_BYTES) {
-                t->cfg.segment_bytes = stored->segment_bytes;
-                t->src_segment_bytes = CTL_KAFKA_SRC_TOPIC;
-        }
+#define RESOLVE(field, set_flag, broker_value, builtin)                                            \
+        do {                                                                                       \
+                t->src_##field =                                                                   \
+                    (broker_value) != (builtin) ? CTL_KAFKA_SRC_STATIC : CTL_KAFKA_SRC_DEFAULT;    \
+                if (flags & (set_flag)) {                                                          \
+                        t->cfg.field = stored->field;                                              \
+                        t->src_##field = CTL_KAFKA_SRC_TOPIC;                                      \
+                }                                                                                  \
+        } while (0)
+        RESOLVE(retention_ms, CTL_KAFKA_SET_RETENTION_MS, c->kafka_retention_ms,
+                CTL_KAFKA_RETENTION_MS_DEFAULT);
+        RESOLVE(retention_bytes, CTL_KAFKA_SET_RETENTION_BYTES, c->kafka_retention_bytes,
+                CTL_KAFKA_UNLIMITED);
+        RESOLVE(segment_bytes, CTL_KAFKA_SET_SEGMENT_BYTES, c->kafka_segment_bytes,
+                CTL_KAFKA_SEGMENT_BYTES_DEFAULT);
+        RESOLVE(segment_ms, CTL_KAFKA_SET_SEGMENT_MS, c->kafka_segment_ms,
+                CTL_KAFKA_SEGMENT_MS_DEFAULT);
+#undef RESOLVE
 }
