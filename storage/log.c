@@ -339,15 +339,12 @@ static void issue_writes(struct log_partition *p)
                  * and io_uring punts it to io-wq. Written apart, the
                  * block's rewrite is a plain overwrite and the rest lies in
                  * one unwritten extent: both are issued inline. */
-                if (p->s_sub % B && to > from + B &&
-                    (zs->zero_end == UINT64_MAX || to - ws->sbase > zs->zero_end))
-                        to = from + B;
-                /* Likewise a write starting in written blocks (a recycled
-                 * segment, or zero-filled space) stops where they end. */
                 uint64_t written = zs->zero_end == UINT64_MAX ? 0 : log_align_down(zs->zero_end, B);
-                if (from - ws->sbase < written && to - ws->sbase > written)
-                        to = ws->sbase + written;
-                /* Never overlap the zero-fill write in flight (the device
+                if (p->s_sub % B && to > from + B && to - ws->sbase > written)
+                        to = from + B;
+                else if (from - ws->sbase < written && to - ws->sbase > written)
+                        to = ws->sbase + written; /* likewise from written blocks (recycled,
+                                                     zero-filled) into fresh ones */                /* Never overlap the zero-fill write in flight (the device
                  * does not order overlapping writes): it starts past every
                  * byte appended when it was issued, so only appends that
                  * outran it get here; they go up to its start and wait. */
