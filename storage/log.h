@@ -75,6 +75,10 @@ struct log_config {
          * happens), then two go at once. Spares found at open are unlinked:
          * what a roll that a crash interrupted left in one is unknown. */
         uint32_t recycle_segments;
+        /* While a write of the partition is in flight, a write stops at the
+         * last full block and the partly filled one waits for the next
+         * (see issue_writes). false = write it at once (A/B runs). */
+        bool defer_tail_block;
 };
 #define LOG_RECYCLE_MAX 4
 void log_config_default(struct log_config *cfg);

@@ -176,8 +176,9 @@ struct log_partition {
          * doomed for the next log_start round, dooming for the one in flight */
         struct log_seg *doomed, *doomed_tail, *dooming;
 
-        struct log_partition *work_next, *all_next, *all_prev;
+        struct log_partition *work_next, *all_next, *all_prev, *ack_next;
         bool in_work;
+        bool ack_due; /* writes or a sync completed: acks run at the step's end */
 };
 
 struct log_owner {

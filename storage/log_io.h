@@ -133,6 +133,9 @@ struct log_io_fake_stats {
         /* writes covering both blocks written before and never-written
          * ones (ext4 punts those to io-wq) */
         uint64_t writes_over_old_and_new;
+        /* segment writes starting in a block an earlier write covered (the
+         * partly filled tail block's rewrite) */
+        uint64_t block_rewrites;
 };
 void log_io_fake_stats(struct log_io *io, struct log_io_fake_stats *st);
 

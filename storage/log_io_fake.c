@@ -171,6 +171,8 @@ static void fake_submit(struct log_io *io, struct log_io_req *r)
                         struct ffile *ff = &f->files[e->file];
                         if (r->off < ff->written_end && r->off + r->len > ff->written_end)
                                 f->st.writes_over_old_and_new++;
+                        if (r->off < ff->written_end)
+                                f->st.block_rewrites++;
                         if (r->off + r->len > ff->written_end)
                                 ff->written_end = r->off + r->len;
                 }

@@ -380,6 +380,9 @@ static struct result log_run(enum log_durability pol, int appenders, uint32_t de
         if (getenv("BENCH_PREALLOC_AHEAD_MS"))
                 cfg.prealloc_ahead_ms =
                     (uint32_t)strtoul(getenv("BENCH_PREALLOC_AHEAD_MS"), NULL, 0);
+        /* BENCH_TAIL_NOW=1: write the partly filled tail block at once (A/B) */
+        if (getenv("BENCH_TAIL_NOW"))
+                cfg.defer_tail_block = false;
         if (getenv("BENCH_ZERO_ALL")) {
                 cfg.zero_fill_all = true;
                 cfg.zero_fill_max_sync_bytes = 0;

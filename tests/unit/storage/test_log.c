@@ -332,6 +332,118 @@ static void test_sync_round_covers_writes_in_flight(void **state)
         reopen_check_free(&s);
 }
 
+/* A `none` partition under load writes whole blocks only: with a write in
+ * flight, the block an append ended in waits for the next write instead of
+ * going now and being rewritten by a 4 KiB write of its own (which kept the
+ * block layer from merging the sequential writes). Same appends, same
+ * completion order, with and without: far fewer block rewrites, no
+ * overlap, every batch acked and read back. */
+static void test_tail_block_waits_for_the_next_write(void **state)
+{
+        (void)state;
+        uint64_t rewrites[2];
+        for (int defer = 0; defer < 2; defer++) {
+                struct st_part s;
+                st_part_init(&s, log_io_fake_create(21));
+                s.cfg.durability = LOG_DURABILITY_NONE;
+                s.cfg.defer_tail_block = defer;
+                s.cfg.segment_bytes = 1 << 20;
+                s.cfg.ring_bytes = 256 * 1024;
+                st_part_open(&s);
+                log_io_fake_set_order(s.io, 2); /* a wait completes the oldest only */
+                struct log_io_fake_stats st0, st;
+                log_io_fake_stats(s.io, &st0);
+                for (int i = 0; i < 12; i++) {
+                        assert_int_equal(st_append(&s, 1, 6000, i), 0);
+                        log_owner_poll(s.o); /* submits; completes nothing */
+                        if (i % 3 == 2)
+                                s.io->ops->wait(s.io); /* the oldest write completes */
+                }
+                st_drain(s.o);
+                log_io_fake_stats(s.io, &st);
+                for (int i = 0; i < s.nb; i++)
+                        assert_true(s.b[i].acked);
+                assert_int_equal(st.overlap_violations, 0);
+                rewrites[defer] = st.block_rewrites - st0.block_rewrites;
+                reopen_check_free(&s);
+        }
+        /* at once: a rewrite whenever the block was written with a write
+         * still in flight; deferred: only after the partition was idle */
+        assert_true(rewrites[0] >= 4); /* measured 4 */
+        assert_true(rewrites[1] <= 1); /* the first write's tail, once */
+}
+
+/* A write's worth staged goes to the backend from log_append itself, not
+ * at the next poll step: the device works while the caller copies its next
+ * batches. Less than that waits for the step (one submission per step). */
+static void test_full_write_staged_goes_at_once(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, log_io_fake_create(22));
+        s.cfg.durability = LOG_DURABILITY_NONE;
+        s.cfg.zero_ahead_bytes = 0;
+        s.cfg.max_write_bytes = 8192;
+        st_part_open(&s);
+        st_drain(s.o);
+        assert_int_equal(st_append(&s, 1, 1000, 0), 0);
+        assert_int_equal(s.io->inflight, 0); /* small: waits for the step */
+        assert_int_equal(st_append(&s, 1, 9000, 1), 0);
+        assert_true(s.io->inflight > 0); /* a full write: submitted now */
+        st_drain(s.o);
+        assert_true(s.b[0].acked && s.b[1].acked);
+        reopen_check_free(&s);
+}
+
+/* Acks run at the end of a poll step, after the step's writes went to the
+ * backend: an ack's callback that appends (a closed-loop producer) must not
+ * hold back writes already staged. Here a second batch is staged while the
+ * first one's write is in flight; when that completes, the second one's
+ * write is in flight by the time the first one's ack runs. */
+struct ack_probe {
+        struct st_part *s;
+        unsigned inflight_at_ack;
+        bool acked;
+};
+
+static void ack_probe_cb(void *ctx, int64_t base, int res)
+{
+        struct ack_probe *a = ctx;
+        (void)base;
+        a->acked = res == 0;
+        a->inflight_at_ack = a->s->io->inflight;
+}
+
+static void test_acks_run_after_staged_writes_go(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, log_io_fake_create(23));
+        s.cfg.durability = LOG_DURABILITY_NONE;
+        s.cfg.zero_ahead_bytes = 0;
+        st_part_open(&s);
+        st_drain(s.o);
+        log_io_fake_set_order(s.io, 2); /* a wait completes the oldest only */
+        uint8_t *buf = malloc(16384);
+        struct ack_probe a = {.s = &s};
+        uint32_t n = st_batch(buf, 1, 4000, 0, 1);
+        assert_int_equal(log_append(s.p, buf, n, ack_probe_cb, &a, NULL), 0);
+        log_owner_poll(s.o); /* its write goes */
+        assert_int_equal(s.io->inflight, 1);
+        n = st_batch(buf, 1, 4000, 1, 2);
+        assert_int_equal(log_append(s.p, buf, n, NULL, NULL, NULL), 0); /* staged */
+        s.io->ops->wait(s.io); /* the first write completes */
+        assert_false(a.acked);  /* not inside the completion */
+        log_owner_poll(s.o);
+        assert_true(a.acked);
+        assert_true(a.inflight_at_ack > 0); /* the second write went first */
+        st_drain(s.o);
+        free(buf);
+        log_partition_close(s.p);
+        s.p = NULL;
+        st_part_free(&s);
+}
+
 static void test_by_time(void **state)
 {
         (void)state;
@@ -1197,6 +1309,9 @@ int main(void)
             cmocka_unit_test(test_full_blocks_pass_a_tail_write_in_flight),
             cmocka_unit_test(test_partial_block_rewrite_apart_from_fresh_blocks),
             cmocka_unit_test(test_sync_round_covers_writes_in_flight),
+            cmocka_unit_test(test_tail_block_waits_for_the_next_write),
+            cmocka_unit_test(test_full_write_staged_goes_at_once),
+            cmocka_unit_test(test_acks_run_after_staged_writes_go),
             cmocka_unit_test(test_by_time),
             cmocka_unit_test(test_by_time_below_trim_point),
             cmocka_unit_test(test_visibility_and_waits),
