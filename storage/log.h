@@ -94,6 +94,9 @@ struct log_metrics {
         _Atomic uint64_t io_errors, segments_rolled, segments_deleted, waits_woken;
         /* deleted segments kept as spares, and rolls that wrote over one */
         _Atomic uint64_t segments_recycled, segments_reused;
+        /* spares found at open holding the log's next batches (a roll's
+         * rename a crash took back), kept as the segments they were */
+        _Atomic uint64_t segments_adopted;
         _Atomic uint64_t recovery_scanned_bytes; /* read by recovery scans and log_tail_scan */
         /* index chunks an append had to allocate (the poll step reserves
          * them ahead; nonzero means a burst outran it) */

@@ -111,12 +111,15 @@ struct log_bdir {
  * (cfg.recycle_segments; log.c, "recycling"). */
 enum log_spare_state {
         LOG_SPARE_FREE = 0,
-        LOG_SPARE_MOVING, /* a rename to or from its name is in flight */
-        LOG_SPARE_READY,
+        LOG_SPARE_MOVING, /* a rename to or from its name, or its directory
+                             fsync and open, is in flight */
+        LOG_SPARE_READY,  /* its name is durable and fd is open */
 };
 struct log_spare {
         uint8_t state;
+        int fd;           /* open while READY: a roll writes to it at once */
         uint64_t written; /* file bytes [0, written) were written in its old life */
+        uint64_t alloc;   /* its size (allocated in its old life) */
         char name[24];    /* "recycle-<slot>.seg": not a segment name */
 };
 

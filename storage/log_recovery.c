@@ -575,6 +575,85 @@ static int64_t start_load(struct log_partition *p)
         return crc == log_crc32c(0, b + 8, 8) ? v : -1;
 }
 
+/* The base offset of the valid batch at a spare's start if it lies past
+ * `after` (the last segment's base), else -1. Such a spare is a segment a
+ * roll wrote to before its rename to the segment's name was durable (log.c,
+ * roll): the spare's own name was, and its data may be acknowledged. A
+ * spare's old life holds batches below the log start only, which never
+ * qualify. */
+static int64_t spare_next_base(struct log_partition *p, const char *name, int64_t after)
+{
+        struct log_io *io = p->o->io;
+        int fd = io->ops->open(io, p->dirfd, name, O_RDONLY | O_DIRECT, 0);
+        if (fd < 0)
+                return -1;
+        size_t cap = log_align_up((uint64_t)p->cfg.max_batch_bytes + 4096, 4096);
+        uint8_t *b = aligned_alloc(4096, cap);
+        ssize_t n = b ? pread(fd, b, cap, 0) : -1;
+        int64_t base = -1;
+        if (n >= LOG_BATCH_HEADER_BYTES && log_batch_len(b) <= (uint64_t)n &&
+            log_batch_validate(b, log_batch_len(b), p->cfg.max_batch_bytes) == 0 &&
+            log_batch_base_offset(b) > after)
+                base = log_batch_base_offset(b);
+        free(b);
+        close(fd);
+        return base;
+}
+
+static int bases_push(int64_t **bases, size_t *nb, size_t *capb, int64_t base)
+{
+        if (*nb == *capb) {
+                size_t cap = *capb ? *capb * 2 : 16;
+                int64_t *n = realloc(*bases, cap * sizeof(*n));
+                if (!n)
+                        return -ENOMEM;
+                *bases = n;
+                *capb = cap;
+        }
+        (*bases)[(*nb)++] = base;
+        return 0;
+}
+
+/* Spares found at open: one holding the log's next batches becomes the
+ * segment it was (see spare_next_base), in base order; the rest are
+ * unlinked (an old life, or a roll's that a crash cut short). The
+ * continuity checks that follow treat an adopted segment like any other
+ * in the last write window. */
+static int spares_settle(struct log_partition *p, char (*names)[24], int n, int64_t **bases,
+                         size_t *nb, size_t *capb)
+{
+        struct log_io *io = p->o->io;
+        int64_t next[8];
+        int order[8];
+        int64_t last = *nb ? (*bases)[*nb - 1] : INT64_MAX;
+        for (int i = 0; i < n; i++) {
+                next[i] = spare_next_base(p, names[i], last);
+                order[i] = i;
+        }
+        for (int i = 1; i < n; i++) /* by base: adopted ones join in order */
+                for (int j = i; j > 0 && next[order[j]] < next[order[j - 1]]; j--) {
+                        int t = order[j];
+                        order[j] = order[j - 1];
+                        order[j - 1] = t;
+                }
+        bool adopted = false;
+        for (int k = 0; k < n; k++) {
+                int i = order[k];
+                char name[40];
+                snprintf(name, sizeof(name), "%020lld.log", (long long)next[i]);
+                if (next[i] < 0 || io->ops->rename_now(io, p->dirfd, names[i], name) < 0) {
+                        (void)io->ops->unlink_now(io, p->dirfd, names[i]);
+                        continue;
+                }
+                int rc = bases_push(bases, nb, capb, next[i]);
+                if (rc < 0)
+                        return rc;
+                adopted = true;
+                LOG_STAT_ADD(&p->o->m, segments_adopted, 1);
+        }
+        return adopted ? io->ops->fsync_now(io, p->dirfd) : 0;
+}
+
 int log_part_load(struct log_partition *p)
 {
         struct log_io *io = p->o->io;
@@ -600,34 +679,33 @@ int log_part_load(struct log_partition *p)
                 goto fail;
         }
         struct dirent *de;
+        char spares[8][24];
+        int nspares = 0;
         while ((de = readdir(d))) {
                 long long base;
                 char tail[16];
-                /* A spare's content is known only while the partition is
-                 * open: after a crash it may hold batches a roll wrote
-                 * before its rename was durable. Never reuse one found. */
+                /* A spare is never reused across opens (what a crash left
+                 * in it is unknown), but it may be a segment: see below. */
                 if (!strncmp(de->d_name, "recycle-", 8)) {
-                        (void)io->ops->unlink_now(io, p->dirfd, de->d_name);
+                        if (nspares < 8 && strlen(de->d_name) < sizeof(spares[0]))
+                                snprintf(spares[nspares++], sizeof(spares[0]), "%s", de->d_name);
+                        else
+                                (void)io->ops->unlink_now(io, p->dirfd, de->d_name);
                         continue;
                 }
                 if (strlen(de->d_name) != 24 ||
                     sscanf(de->d_name, "%20lld%15s", &base, tail) != 2 || strcmp(tail, ".log"))
                         continue;
-                if (nb == capb) {
-                        capb = capb ? capb * 2 : 16;
-                        int64_t *n = realloc(bases, capb * sizeof(*n));
-                        if (!n) {
-                                closedir(d);
-                                rc = -ENOMEM;
-                                goto fail;
-                        }
-                        bases = n;
+                if ((rc = bases_push(&bases, &nb, &capb, base)) < 0) {
+                        closedir(d);
+                        goto fail;
                 }
-                bases[nb++] = base;
         }
         closedir(d);
         if (nb)
                 qsort(bases, nb, sizeof(*bases), cmp_i64);
+        if (nspares && (rc = spares_settle(p, spares, nspares, &bases, &nb, &capb)) < 0)
+                goto fail;
         /* Segments wholly below the durable start were deleted (their file
          * operations go only after the start is durable, see start_persist)
          * but a power cut may have kept some: drop them all, so no gap is
@@ -824,8 +902,12 @@ void log_part_unload(struct log_partition *p)
         sl_dio_free(p->ring, p->cfg.ring_bytes);
         p->ring = NULL;
         p->nws = 0;
-        for (int i = 0; i < LOG_RECYCLE_MAX; i++)
+        for (int i = 0; i < LOG_RECYCLE_MAX; i++) {
+                if (p->spares[i].fd >= 0)
+                        close(p->spares[i].fd);
+                p->spares[i].fd = -1;
                 p->spares[i].state = LOG_SPARE_FREE;
+        }
         p->fenced = false;
 }
 

@@ -240,6 +240,63 @@ static void test_recycled_file_stale_batches_beyond_cut(void **state)
         st_part_free(&s);
 }
 
+/* A roll writes to a spare (a recycled file) before its rename to the new
+ * segment's name is durable; a power cut may take the rename back and
+ * leave the newest batches, acknowledged ones too, under the spare's name.
+ * Recovery adopts a spare whose first batch is valid and past the last
+ * segment's base, under the segment's name; a spare of an older life
+ * (batches below the start) is unlinked. */
+static void test_spare_holding_the_next_segment_is_adopted(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        st_part_open(&s);
+        for (int i = 0; i < 200; i++)
+                st_append_ok(&s, 1, 1500, i); /* five 64 KiB segments */
+        st_drain(s.o);
+        crash_close(&s);
+        /* the tail segment's rename "taken back" */
+        int64_t tail = 0;
+        char path[512], spare[512];
+        for (int i = 0; i < s.nb; i++) {
+                seg_path(&s, s.b[i].base, path, sizeof(path));
+                if (access(path, F_OK) == 0)
+                        tail = s.b[i].base;
+        }
+        assert_true(tail > 0);
+        seg_path(&s, tail, path, sizeof(path));
+        snprintf(spare, sizeof(spare), "%s/recycle-1.seg", s.dir);
+        assert_int_equal(rename(path, spare), 0);
+        /* and a spare of an older life: a copy of the first segment */
+        char first[512], old[512], cmd[1200];
+        seg_path(&s, 0, first, sizeof(first));
+        snprintf(old, sizeof(old), "%s/recycle-0.seg", s.dir);
+        snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", first, old);
+        assert_int_equal(system(cmd), 0);
+        unlink(first); /* below the start now, as retention leaves it */
+        snprintf(cmd, sizeof(cmd), "%s/%020lld.index", s.dir, 0ll);
+        unlink(cmd);
+        snprintf(cmd, sizeof(cmd), "%s/%020lld.timeindex", s.dir, 0ll);
+        unlink(cmd);
+        st_part_open(&s);
+        struct log_metrics *m = log_owner_metrics(s.o);
+        assert_int_equal(m->segments_adopted, 1);
+        assert_int_equal(log_partition_state(s.p), 0); /* not fenced */
+        assert_int_equal(log_end_offset(s.p), s.b[s.nb - 1].base + 1);
+        assert_int_equal(access(path, F_OK), 0);   /* under its segment name */
+        assert_int_equal(access(spare, F_OK), -1); /* adopted */
+        assert_int_equal(access(old, F_OK), -1);   /* older life: unlinked */
+        /* every batch from the start reads back */
+        int from = st_find(&s, log_start_offset(s.p));
+        for (int i = from; i < s.nb; i++) {
+                struct log_read r;
+                assert_true(st_read(&s, &r, s.b[i].base, false, 0, 1) > 0);
+                assert_int_equal(st_check_view(&s, &r, s.b[i].base), 1);
+        }
+        st_part_free(&s);
+}
+
 static int64_t nth_segment_base(const struct st_part *s, int n)
 {
         char path[512];
@@ -440,6 +497,7 @@ int main(void)
             cmocka_unit_test(test_crc_mismatch_truncates),
             cmocka_unit_test(test_stale_valid_batch_beyond_cut),
             cmocka_unit_test(test_recycled_file_stale_batches_beyond_cut),
+            cmocka_unit_test(test_spare_holding_the_next_segment_is_adopted),
             cmocka_unit_test(test_damage_beyond_tail_fences),
             cmocka_unit_test(test_short_unindexed_recent_segment_is_a_crash),
             cmocka_unit_test(test_recovery_point_bounds_scan),
