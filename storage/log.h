@@ -72,8 +72,9 @@ struct log_config {
          * (RESULTS.md). Costs up to this many segments of disk beyond
          * retention. Default 2: a deletion often comes one roll late (the
          * sealed segment is still in the write window when the next roll
-         * happens), then two go at once. Spares found at open are unlinked:
-         * what a roll that a crash interrupted left in one is unknown. */
+         * happens), then two go at once. At open, a spare holding the log's
+         * next batches (a roll whose rename a crash took back) is adopted as
+         * that segment; other spares are unlinked. */
         uint32_t recycle_segments;
         /* While a write of the partition is in flight, a write stops at the
          * last full block and the partly filled one waits for the next
