@@ -59,16 +59,10 @@ uint32_t log_batch_crc(const void *batch)
 
 int log_batch_validate(const void *batch, uint32_t len, uint32_t max_bytes)
 {
+        int rc = log_batch_check_header(batch, len, max_bytes);
+        if (rc < 0)
+                return rc;
         const uint8_t *b = batch;
-        if (len < LOG_BATCH_HEADER_BYTES)
-                return -EBADMSG;
-        if (len > max_bytes)
-                return -EMSGSIZE;
-        if (be32(b + 8) != len - 12 || b[16] != 2)
-                return -EBADMSG;
-        int32_t count = (int32_t)be32(b + 57);
-        if (count < 1 || log_batch_last_delta(b) != count - 1)
-                return -EBADMSG;
         if (log_crc32c(0, b + 21, len - 21) != be32(b + 17))
                 return -EBADMSG;
         return 0;
