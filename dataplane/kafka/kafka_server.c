@@ -2113,6 +2113,10 @@ static void kafka_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx
                      "New segments written over a deleted segment's file ([server] "
                      "recycle_segments)",
                      (double)atomic_load_explicit(&lm->segments_reused, memory_order_relaxed));
+                emit(ctx, "sluice_kafka_log_segments_adopted_total", "counter",
+                     "Spares found at open holding a segment whose rename a crash took back, "
+                     "kept as that segment",
+                     (double)atomic_load_explicit(&lm->segments_adopted, memory_order_relaxed));
                 emit(ctx, "sluice_kafka_log_zero_fill_bytes_total", "counter",
                      "Zeros written ahead of fsync partitions' tails (appends then overwrite "
                      "written blocks)",

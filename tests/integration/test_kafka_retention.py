@@ -253,6 +253,37 @@ def test_recycle_segments_zero_unlinks(make_sluiced):
     assert spares == [] and reused == 0, (spares, reused)
 
 
+def test_roll_whose_rename_a_crash_took_back_is_adopted(make_sluiced):
+    """A roll writes to an open spare at once and renames it to the new
+    segment's name alongside. Here the crash comes after the tail
+    segment's writes but "before" its rename was durable: sluiced is
+    killed and the tail file is put back under a spare's name. At the next
+    start the partition adopts it as that segment: every acknowledged
+    record is back, values intact, and the spare name is gone."""
+    extra = {"kafka": {"retention_check_interval_ms": CHECK_MS}}
+    s = start(make_sluiced, extra=extra)
+    cfg = {"segment.bytes": str(MIB), "retention.bytes": str(4 * MIB)}
+    produce(s, {"rec": cfg}, 3.5)
+    lo, hi, n = map(int, run_py(CONSUME_CHECK_VALUES, bootstrap(s), "rec", "224").split())
+    assert hi > lo and n >= 1, (lo, hi, n)
+    s.kill()
+    d = topic_dir(s)
+    bases = sorted(int(f[:20]) for f in os.listdir(d) if f.endswith(".log"))
+    assert len(bases) >= 2, bases
+    tail = "%020d" % bases[-1]
+    os.rename(os.path.join(d, tail + ".log"), os.path.join(d, "recycle-3.seg"))
+    for ext in (".index", ".timeindex"):
+        if os.path.exists(os.path.join(d, tail + ext)):
+            os.unlink(os.path.join(d, tail + ext))
+    s.start()
+    wait_until(lambda: s.metric_sum("sluice_kafka_log_segments_adopted_total") >= 1, 30,
+               "the spare adopted")
+    assert os.path.exists(os.path.join(d, tail + ".log"))
+    assert not os.path.exists(os.path.join(d, "recycle-3.seg"))
+    lo2, hi2, n2 = map(int, run_py(CONSUME_CHECK_VALUES, bootstrap(s), "rec", "224").split())
+    assert hi2 == hi and lo2 <= hi2 and n2 == hi2 - lo2, (lo, hi, lo2, hi2, n2)
+
+
 def test_topic_retention_ms_deletes_old_segments(make_sluiced):
     s = start(make_sluiced, extra={"kafka": {"retention_check_interval_ms": CHECK_MS}})
     # Records stamped a day ago in a topic keeping an hour: every closed
