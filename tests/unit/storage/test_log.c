@@ -433,7 +433,7 @@ static void test_acks_run_after_staged_writes_go(void **state)
         n = st_batch(buf, 1, 4000, 1, 2);
         assert_int_equal(log_append(s.p, buf, n, NULL, NULL, NULL), 0); /* staged */
         s.io->ops->wait(s.io); /* the first write completes */
-        assert_false(a.acked);  /* not inside the completion */
+        assert_false(a.acked); /* not inside the completion */
         log_owner_poll(s.o);
         assert_true(a.acked);
         assert_true(a.inflight_at_ack > 0); /* the second write went first */
