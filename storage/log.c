@@ -352,9 +352,11 @@ static void issue_writes(struct log_partition *p)
                 uint64_t written = zs->zero_end == UINT64_MAX ? 0 : log_align_down(zs->zero_end, B);
                 if (p->s_sub % B && to > from + B && to - ws->sbase > written)
                         to = from + B;
+                /* likewise from written blocks (recycled, zero-filled) into
+                 * fresh ones */
                 else if (from - ws->sbase < written && to - ws->sbase > written)
-                        to = ws->sbase + written; /* likewise from written blocks (recycled,
-                                                     zero-filled) into fresh ones */                /* Never overlap the zero-fill write in flight (the device
+                        to = ws->sbase + written;
+                /* Never overlap the zero-fill write in flight (the device
                  * does not order overlapping writes): it starts past every
                  * byte appended when it was issued, so only appends that
                  * outran it get here; they go up to its start and wait. */
@@ -1457,17 +1459,22 @@ static void unlink_done(struct log_io_req *req, int res)
         log_seg_put(s);
 }
 
+/* The end of a spare's preparation: a roll may take it. */
+static void spare_ready(struct log_seg *s)
+{
+        struct log_partition *p = s->p;
+        p->spares[s->spare_slot].state = LOG_SPARE_READY;
+        s->spare_slot = -1;
+        LOG_STAT_ADD(&p->o->m, segments_recycled, 1);
+        log_seg_put(s);
+}
+
 static void spare_allocated(struct log_io_req *req, int res)
 {
         struct log_seg *s = (struct log_seg *)req->buf;
-        struct log_partition *p = s->p;
-        struct log_spare *sp = &p->spares[s->spare_slot];
-        s->spare_slot = -1;
-        if (res == 0)
-                sp->alloc = req->off + req->len;
-        sp->state = LOG_SPARE_READY;
-        LOG_STAT_ADD(&p->o->m, segments_recycled, 1);
-        log_seg_put(s);
+        if (res == 0) /* else the roll's own preallocation retries */
+                s->p->spares[s->spare_slot].alloc = req->off + req->len;
+        spare_ready(s);
 }
 
 static void spare_opened(struct log_io_req *req, int res)
@@ -1495,7 +1502,7 @@ static void spare_opened(struct log_io_req *req, int res)
                         log_io_submit(p->o->io, req);
                         return;
                 }
-                spare_allocated(req, -1);
+                spare_ready(s);
                 return;
         }
         /* left under its spare name: the next open unlinks it */
@@ -1530,8 +1537,8 @@ static void recycle_done(struct log_io_req *req, int res)
         struct log_seg *s = (struct log_seg *)req->buf;
         struct log_partition *p = s->p;
         struct log_spare *sp = &p->spares[s->spare_slot];
-        s->spare_slot = -1;
         if (res < 0) {
+                s->spare_slot = -1;
                 sp->state = LOG_SPARE_FREE;
                 req->op = LOG_IO_UNLINK;
                 req->cb = unlink_done;
@@ -1542,8 +1549,8 @@ static void recycle_done(struct log_io_req *req, int res)
          * power cut must not bring the old segment's name back over new
          * batches; recovery adopts a spare holding the log's next batches,
          * see log_part_load), then it is opened, so a roll needs no system
-         * call before its first write. */
-        s->spare_slot = (int8_t)(sp - p->spares);
+         * call before its first write. s->spare_slot stays set until the
+         * chain ends (spare_ready). */
         *req = (struct log_io_req){
             .op = LOG_IO_FSYNC, .fd = p->dirfd, .buf = s, .cb = spare_dir_synced};
         log_io_submit(p->o->io, req);

@@ -614,6 +614,10 @@ static int bases_push(int64_t **bases, size_t *nb, size_t *capb, int64_t base)
         return 0;
 }
 
+/* Spare files looked at per open (more than LOG_RECYCLE_MAX: the setting
+ * may have been lowered since); any beyond are unlinked. */
+#define SPARES_SEEN_MAX 8
+
 /* Spares found at open: one holding the log's next batches becomes the
  * segment it was (see spare_next_base), in base order; the rest are
  * unlinked (an old life, or a roll's that a crash cut short). The
@@ -623,8 +627,8 @@ static int spares_settle(struct log_partition *p, char (*names)[24], int n, int6
                          size_t *nb, size_t *capb)
 {
         struct log_io *io = p->o->io;
-        int64_t next[8];
-        int order[8];
+        int64_t next[SPARES_SEEN_MAX];
+        int order[SPARES_SEEN_MAX];
         int64_t last = *nb ? (*bases)[*nb - 1] : INT64_MAX;
         for (int i = 0; i < n; i++) {
                 next[i] = spare_next_base(p, names[i], last);
@@ -679,7 +683,7 @@ int log_part_load(struct log_partition *p)
                 goto fail;
         }
         struct dirent *de;
-        char spares[8][24];
+        char spares[SPARES_SEEN_MAX][24];
         int nspares = 0;
         while ((de = readdir(d))) {
                 long long base;
@@ -687,7 +691,7 @@ int log_part_load(struct log_partition *p)
                 /* A spare is never reused across opens (what a crash left
                  * in it is unknown), but it may be a segment: see below. */
                 if (!strncmp(de->d_name, "recycle-", 8)) {
-                        if (nspares < 8 && strlen(de->d_name) < sizeof(spares[0]))
+                        if (nspares < SPARES_SEEN_MAX && strlen(de->d_name) < sizeof(spares[0]))
                                 snprintf(spares[nspares++], sizeof(spares[0]), "%s", de->d_name);
                         else
                                 (void)io->ops->unlink_now(io, p->dirfd, de->d_name);
