@@ -658,6 +658,21 @@ static int spares_settle(struct log_partition *p, char (*names)[24], int n, int6
         return adopted ? io->ops->fsync_now(io, p->dirfd) : 0;
 }
 
+/* When the tail segment's age (segment_ms) started: as Kafka's
+ * rollingBasedTimestamp, the max timestamp of its first batch, so a restart
+ * does not give an old segment a new life. Now when the segment is empty,
+ * its first batch has no timestamp, or claims the future. blk: an aligned
+ * block of scratch. */
+static uint64_t tail_rolling_ms(struct log_partition *p, struct log_seg *tail, uint8_t *blk)
+{
+        uint64_t now = sl_realtime_ms();
+        if (tail->size < LOG_BATCH_HEADER_BYTES ||
+            pread(tail->fd, blk, p->align, 0) < (ssize_t)LOG_BATCH_HEADER_BYTES)
+                return now;
+        int64_t ts = log_batch_max_timestamp(blk);
+        return ts >= 0 && (uint64_t)ts < now ? (uint64_t)ts : now;
+}
+
 int log_part_load(struct log_partition *p)
 {
         struct log_io *io = p->o->io;
@@ -785,7 +800,6 @@ int log_part_load(struct log_partition *p)
                 struct log_seg *s = p->segs[i];
                 bool recent = i >= recent_from;
                 struct stat st;
-                s->created_ms = sl_realtime_ms();
                 bool had_index = idx_load(p, s);
                 if (had_index && (fstat(s->fd, &st) < 0 || (uint64_t)st.st_size < s->size))
                         p->fenced = true; /* the index proves bytes the file lost */
@@ -838,6 +852,7 @@ int log_part_load(struct log_partition *p)
                         p->fenced = true;
                 p->total_bytes += s->size;
         }
+        tail->created_ms = tail_rolling_ms(p, tail, sb.b);
         struct stat tst;
         tail->alloc_end = fstat(tail->fd, &tst) == 0 ? (uint64_t)tst.st_size : 0;
         if (created || tail->size == 0) {

@@ -107,6 +107,35 @@ static void test_append_read(void **state)
         st_part_free(&s);
 }
 
+/* Roll by age (segment_ms) across a restart: the tail segment's age counts
+ * from its first batch's max timestamp, as Kafka's rollingBasedTimestamp,
+ * so a restart does not give an old segment a new life; a tail whose first
+ * batch is recent stays. */
+static void test_roll_by_age_survives_restart(void **state)
+{
+        (void)state;
+        struct st_part s;
+        st_part_init(&s, uring());
+        s.cfg.segment_ms = 60000;
+        st_part_open(&s);
+        int64_t now = (int64_t)sl_realtime_ms();
+        st_append_ok(&s, 1, 100, now - 120000);
+        st_append_ok(&s, 1, 100, now - 120000);
+        st_drain(s.o);
+        /* live, the age runs from the segment's creation: no roll yet */
+        assert_int_equal(count_files(s.dir, ".log"), 1);
+        st_part_reopen(&s);
+        st_append_ok(&s, 1, 100, now);
+        st_drain(s.o);
+        assert_int_equal(count_files(s.dir, ".log"), 2);
+        st_part_reopen(&s);
+        st_append_ok(&s, 1, 100, now);
+        st_drain(s.o);
+        assert_int_equal(count_files(s.dir, ".log"), 2);
+        check_all_offsets(&s);
+        st_part_free(&s);
+}
+
 static void test_roll_and_index_boundaries(void **state)
 {
         (void)state;
@@ -1304,6 +1333,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_append_read),
             cmocka_unit_test(test_roll_and_index_boundaries),
+            cmocka_unit_test(test_roll_by_age_survives_restart),
             cmocka_unit_test(test_index_grows_ahead_of_appends),
             cmocka_unit_test(test_roll_opens_segment_async),
             cmocka_unit_test(test_full_blocks_pass_a_tail_write_in_flight),
