@@ -48,8 +48,7 @@ void sl_assert_fail(const char *expr, const char *file, int line, const char *fu
             (ptr), atomic_load_explicit((ptr), memory_order_relaxed) + (uint64_t)(delta),          \
             memory_order_relaxed)
 
-/* memcpy for views
- that may be empty with a NULL pointer (memcpy's
+/* memcpy for views that may be empty with a NULL pointer (memcpy's
  * arguments must be valid even for zero bytes). */
 static inline void sl_copy(void *dst, const void *src, size_t n)
 {
@@ -69,6 +68,12 @@ static inline void sl_copy(void *dst, const void *src, size_t n)
  * NULL on failure; free with sl_dio_free(p, the same len). */
 void *sl_dio_alloc(size_t len);
 void sl_dio_free(void *p, size_t len);
+
+/* memcpy into memory nobody reads soon (a cache far bigger than the CPU's):
+ * non-temporal stores, which skip reading each destination line before
+ * writing it, so a copy into cold memory costs one pass, not two. Ends with
+ * a store fence: the bytes are visible before whatever publishes them. */
+void sl_copy_stream(void *dst, const void *src, size_t n);
 
 static inline uint64_t sl_time_ns(void)
 
