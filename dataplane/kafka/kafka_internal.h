@@ -138,6 +138,7 @@ struct kafka_req {
         bool on_timer;
         /* produce/metadata: topics being created first */
         bool creating;
+        bool awaiting_topics;         /* a produce waiting for auto-created topics */
         struct ctl_kafka_gcall gcall; /* group APIs: lent to the control thread */
 };
 

@@ -933,11 +933,14 @@ static void handle_produce(struct kafka_worker *kw, struct kafka_req *r)
                         names[i] = kafka_val_get_str(kafka_val_array_elem(td, i),
                                                      KAFKA_PRODUCE_REQ_TOPIC_DATA_NAME);
                 if (names && kafka_auto_create(kw) &&
-                    create_missing(kw, r, names, (uint32_t)nt, -1))
+                    create_missing(kw, r, names, (uint32_t)nt, -1)) {
+                        r->awaiting_topics = true;
                         return;
+                }
         }
         if (r->pending)
                 return;
+        r->awaiting_topics = false;
         if (r->next_pop == 0) {
                 /* Appends: one pop per partition, to its owner. */
                 r->next_pop = 1;
@@ -1891,6 +1894,19 @@ void kafka_pop_complete(struct kafka_worker *kw, struct kafka_pop *p)
 
 /* ---- frames ---------------------------------------------------------------- */
 
+/* Is an earlier produce on this connection not yet appending (waiting for
+ * its topics, or queued behind one that is)? */
+static bool produce_held_back(const struct kafka_conn *kc)
+{
+        for (uint32_t i = 0; i + 1 < kc->count; i++) {
+                const struct kafka_req *e = kc->ring[(kc->head + i) % KAFKA_CONN_INFLIGHT];
+                if (e->h.api_key == KAFKA_API_PRODUCE &&
+                    (e->awaiting_topics || e->state == KAFKA_REQ_QUEUED))
+                        return true;
+        }
+        return false;
+}
+
 static int frame_dispatch(struct kafka_worker *kw, struct sl_conn *c, struct kafka_req *r)
 {
         struct kafka_conn *kc = c->proto_state;
@@ -1923,8 +1939,13 @@ static int frame_dispatch(struct kafka_worker *kw, struct sl_conn *c, struct kaf
         uint32_t slot = (kc->head + kc->count) % KAFKA_CONN_INFLIGHT;
         kc->ring[slot] = r;
         kc->count++;
-        /* Fetch waits for the head; everything else starts now. */
-        if (r->h.api_key != KAFKA_API_FETCH || kc->count == 1) {
+        /* Fetch waits for the head; so does a produce behind one that waits
+         * for topics to be created (or itself waits): appends go in request
+         * order, as Kafka's one request at a time per connection gives.
+         * Everything else starts now. */
+        bool wait_head = r->h.api_key == KAFKA_API_FETCH ||
+                         (r->h.api_key == KAFKA_API_PRODUCE && produce_held_back(kc));
+        if (!wait_head || kc->count == 1) {
                 r->state = KAFKA_REQ_RUNNING;
                 req_run(kw, r);
         }

@@ -210,6 +210,20 @@ def test_idempotent_producer_sequences(make_sluiced):
     c.close()
 
 
+def test_pipelined_produces_to_a_new_topic_keep_their_order(make_sluiced):
+    # Each request names a topic that does not exist yet: every one waits
+    # for its creation. They must still be appended in request order (Kafka
+    # handles a connection's requests one at a time).
+    s = start(make_sluiced)
+    c = raw_conn(s)
+    c.sendall(b"".join(produce_v3("fresh", batch_v2(-1, -1, -1, b"p%d" % i), i) for i in range(6)))
+    for i in range(6):
+        r = recv_frame(c)
+        assert struct.unpack(">i", r[:4])[0] == i
+        assert produce_result(r) == (0, i), (i, produce_result(r))
+    c.close()
+
+
 def fetch_v4(topic, partition, offset, corr, max_wait=0):
     t = topic.encode()
     body = struct.pack(">iiiib", -1, max_wait, 1, 1 << 20, 0) + struct.pack(">ih", 1, len(t)) + t
