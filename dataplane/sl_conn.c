@@ -54,6 +54,12 @@ static void conn_rx_maybe_arm(struct sl_worker *w, struct sl_conn *c)
         if (c->state != SL_CONN_OPEN ||
             (c->flags & (SL_CONN_RX_ARMED | SL_CONN_RX_PAUSED | SL_CONN_RX_HELD | SL_CONN_RX_EOF)))
                 return;
+        if (c->rx_direct) {
+                /* into the protocol's own buffer: no receive buffer pinned */
+                c->flags |= SL_CONN_RX_ARMED;
+                w->net->rx_arm_direct(w, c);
+                return;
+        }
         uint64_t pinned = atomic_load_explicit(&w->stats.pinned_bytes, memory_order_relaxed);
         if (pinned >= w->limits.pinned_bytes_per_worker_max ||
             (w->chaos && net_chaos_exhaust(w->chaos))) {
@@ -134,6 +140,62 @@ void net_conn_rx_nobufs(struct sl_worker *w, struct sl_conn *c)
         c->flags |= SL_CONN_RX_STARVED;
         c->next_starved = w->starved;
         w->starved = c;
+}
+
+bool sl_conn_rx_direct(struct sl_conn *c, struct sl_buf *b, uint32_t off, uint32_t len)
+{
+        struct sl_worker *w = c->w;
+        if (!w->net->rx_arm_direct || w->chaos || c->state != SL_CONN_OPEN || len == 0)
+                return false;
+        /* from recv (the held bytes all consumed: released right after) or
+         * from recv_direct: no receive is in flight */
+        SL_ASSERT(!(c->flags & SL_CONN_RX_ARMED) && !c->rx_direct);
+        SL_ASSERT((uint64_t)off + len <= b->cap);
+        sl_buf_ref(b);
+        c->rx_direct = b;
+        c->rx_direct_off = off;
+        c->rx_direct_len = len;
+        return true;
+}
+
+static void conn_rx_direct_drop(struct sl_worker *w, struct sl_conn *c)
+{
+        if (c->rx_direct) {
+                sl_worker_buf_put(w, c->rx_direct);
+                c->rx_direct = NULL;
+        }
+}
+
+void net_conn_rx_direct(struct sl_worker *w, struct sl_conn *c, long res)
+{
+        c->flags &= ~SL_CONN_RX_ARMED;
+        if (res == -EINTR || res == -EAGAIN) {
+                /* the target stays; armed again on the next iteration */
+                if (!(c->flags & SL_CONN_RX_STARVED)) {
+                        c->flags |= SL_CONN_RX_STARVED;
+                        c->next_starved = w->starved;
+                        w->starved = c;
+                }
+                return;
+        }
+        struct sl_buf *b = c->rx_direct;
+        c->rx_direct = NULL;
+        if (res <= 0 || c->state != SL_CONN_OPEN) {
+                sl_worker_buf_put(w, b);
+                if (res <= 0)
+                        net_conn_rx_end(w, c, (int)res);
+                return;
+        }
+        c->last_rx_ms = w->now_ms;
+        stat_add(&c->pub.rx_bytes, res);
+        stat_add(&w->stats.rx_bytes[c->proto], res);
+        long r = c->ops->recv_direct(c, b, c->rx_direct_off, (uint32_t)res);
+        sl_worker_buf_put(w, b);
+        if (r < 0) {
+                sl_conn_close(c, SL_CLOSE_PROTOCOL);
+                return;
+        }
+        conn_rx_maybe_arm(w, c);
 }
 
 void net_conn_rx_end(struct sl_worker *w SL_UNUSED, struct sl_conn *c, int err)
@@ -883,6 +945,7 @@ void net_conn_released(struct sl_worker *w, struct sl_conn *c)
                 return;
         }
         conn_tx_discard(w, c);
+        conn_rx_direct_drop(w, c); /* asked for, never armed */
         w->net->release(w, c);
 
         atomic_fetch_sub(&w->rt->conns_total, 1);

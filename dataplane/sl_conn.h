@@ -86,6 +86,11 @@ struct sl_proto_ops {
         /* Bytes received. Returns bytes consumed (0..n) or a negative value to
          * close (after what it queued has been sent). */
         long (*recv)(struct sl_conn *c, const uint8_t *p, size_t n);
+        /* n bytes (> 0) landed at b->data + off, where the protocol asked
+         * with sl_conn_rx_direct. The protocol owns them at once (nothing is
+         * held). 0, or negative to close as for recv. Optional: only a
+         * protocol that calls sl_conn_rx_direct needs it. */
+        long (*recv_direct)(struct sl_conn *c, struct sl_buf *b, uint32_t off, uint32_t n);
         /* Queued output fell below half of the cap after -ENOBUFS. */
         void (*writable)(struct sl_conn *c);
         /* About every 100 ms: protocol timers (pings, auth timeout, ...). */
@@ -152,6 +157,10 @@ struct sl_conn {
         uint32_t held_len;
         uint32_t rx_token; /* backend's handle of the pinned receive buffer */
         uint32_t pinned_bytes;
+        /* direct receive target (sl_conn_rx_direct): the layer holds a
+         * reference on it until the receive into it completes */
+        struct sl_buf *rx_direct;
+        uint32_t rx_direct_off, rx_direct_len;
 
         /* send: a chain of pool chunks */
         struct sl_buf *tx_head, *tx_tail;
@@ -227,6 +236,17 @@ static inline void sl_conn_want_writable(struct sl_conn *c)
 /* Stop / restart offering received bytes to the protocol. */
 void sl_conn_rx_pause(struct sl_conn *c);
 void sl_conn_rx_resume(struct sl_conn *c);
+
+/* Direct receive: the next receive puts up to len bytes at b->data + off
+ * instead of into a backend receive buffer, and proto->recv_direct reports
+ * them. For a protocol whose frames are larger than a receive buffer (Kafka
+ * produce): received in place, they skip the copy that reassembles them.
+ * The layer takes a reference on b until that receive completes (the
+ * protocol may drop its own, e.g. when the connection closes meanwhile).
+ * Call with nothing held (from recv after consuming everything, or from
+ * recv_direct). False when the transport cannot (DPDK, the chaos layer):
+ * bytes keep coming through recv. */
+bool sl_conn_rx_direct(struct sl_conn *c, struct sl_buf *b, uint32_t off, uint32_t len);
 
 /* The protocol is (not) in the middle of a frame: drives the partial-frame
  * timeout. */

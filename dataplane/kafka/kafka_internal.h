@@ -114,8 +114,9 @@ struct kafka_req {
         bool in_step;
         bool waited;
         bool waiting;
-        struct sl_buf *frame; /* header + body, no size prefix */
-        uint32_t frame_len;
+        struct sl_buf *frame; /* holds header + body (no size prefix) ... */
+        uint32_t frame_off;   /* ... from data + frame_off (received in place: */
+        uint32_t frame_len;   /* one buffer holds several frames) */
         struct kafka_req_header h;
         struct kafka_msg msg;  /* decoded request: views into frame */
         struct kafka_msg resp; /* built when done, encoded when at the head */
@@ -207,6 +208,12 @@ struct kafka_worker {
         uint64_t next_token;
         uint32_t next_session;  /* fetch session ids */
         uint32_t starved_conns; /* connections paused for want of a request slot */
+        /* connections receiving in place (kafka_server.c, "frames received
+         * in place") whose waiting frames run at the next poll: slots,
+         * each listed once (rxb_due_flag) */
+        uint32_t *rxb_due;
+        uint8_t *rxb_due_flag;
+        uint32_t rxb_due_n;
         char data_dir[CTL_PATH_MAX];
         uint64_t producer_expiry_ms;
         /* [kafka] retention_check_interval_ms, and when the next check is
@@ -218,6 +225,7 @@ struct kafka_worker {
         uint32_t test_drop_every, test_drop_count;
         /* counters for /metrics */
         _Atomic uint64_t requests, produce_batches, fetch_bytes, errors_closed;
+        _Atomic uint64_t frames_in_place, in_place_moved_bytes;
         /* where fetched partitions were answered from (owner side) */
         _Atomic uint64_t fetch_reads_mem, fetch_reads_cache, fetch_reads_disk, fetch_reads_ahead;
 };

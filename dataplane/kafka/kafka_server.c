@@ -28,6 +28,10 @@ struct kafka_conn {
         uint8_t szn;
         bool paused;
         bool starved;
+        /* receiving in place: frames land here; [rxb_start, rxb->len) is
+         * not dispatched yet (NULL: frames come through receive buffers) */
+        struct sl_buf *rxb;
+        uint32_t rxb_start;
         struct kafka_fsession *fs; /* KIP-227 fetch session, NULL = none */
 };
 
@@ -102,9 +106,10 @@ static void conn_starve(struct sl_conn *c)
         sl_conn_rx_pause(c);
 }
 
+static void conn_rx_continue(struct kafka_worker *kw, struct sl_conn *c);
+
 static void starved_wake(struct kafka_worker *kw)
 {
-        (void)kw;
         while (starved_n) {
                 struct kafka_starved s = starved_ring[starved_head];
                 starved_head = (starved_head + 1) % SL_ARRAY_LEN(starved_ring);
@@ -114,7 +119,7 @@ static void starved_wake(struct kafka_worker *kw)
                 struct kafka_conn *kc = s.c->proto_state;
                 kc->starved = false;
                 if (!kc->paused)
-                        sl_conn_rx_resume(s.c);
+                        conn_rx_continue(kw, s.c);
                 return;
         }
 }
@@ -192,7 +197,7 @@ void kafka_conn_flush(struct kafka_worker *kw, struct sl_conn *c)
         if (kc->paused && kc->count < cap && c->state == SL_CONN_OPEN) {
                 kc->paused = false;
                 if (!kc->starved)
-                        sl_conn_rx_resume(c);
+                        conn_rx_continue(kw, c);
         }
 }
 
@@ -1910,7 +1915,7 @@ static bool produce_held_back(const struct kafka_conn *kc)
 static int frame_dispatch(struct kafka_worker *kw, struct sl_conn *c, struct kafka_req *r)
 {
         struct kafka_conn *kc = c->proto_state;
-        const uint8_t *f = r->frame->data;
+        const uint8_t *f = r->frame->data + r->frame_off;
         ssize_t hn = kafka_req_header_decode(&r->h, f, r->frame_len);
         atomic_fetch_add_explicit(&kw->requests, 1, memory_order_relaxed);
         const struct kafka_api_range *api = hn >= 0 ? api_find(r->h.api_key) : NULL;
@@ -1950,6 +1955,199 @@ static int frame_dispatch(struct kafka_worker *kw, struct sl_conn *c, struct kaf
                 req_run(kw, r);
         }
         return 0;
+}
+
+/* ---- frames received in place -----------------------------------------------
+ * A frame larger than a receive buffer (the backend's are 64 KiB; produce
+ * requests carry batches of up to frame_bytes_max) used to be copied piece
+ * by piece into a frame buffer. Once a connection sends one of at least
+ * KAFKA_IN_PLACE_MIN bytes, it receives in place (sl_conn_rx_direct): into
+ * a LARGE pool buffer of its own, kc->rxb, as much as the socket has, up to
+ * the buffer's end. Whole frames are dispatched where they lie, each request
+ * holding a reference on the buffer; a frame cut by the buffer's end moves to
+ * a fresh buffer (the only copy, a fraction of a frame per buffer). When a
+ * receive brings only small frames and ends on a frame boundary, the
+ * connection goes back to the backend's buffers. A connection that goes
+ * quiet right after a large frame keeps its buffer (its receive is armed
+ * into it) until it sends again or closes: so that quiet producers cannot
+ * take the pool, in-place receiving starts only while at most half of the
+ * worker's LARGE buffers are in use. */
+#define KAFKA_IN_PLACE_MIN (32u << 10)
+
+static bool rxb_affordable(struct kafka_worker *kw)
+{
+        const struct sl_buf_pool *pool = &kw->w->pool;
+        uint64_t used =
+            atomic_load_explicit(&pool->stats.in_use[SL_BUF_LARGE], memory_order_relaxed);
+        return used < pool->count[SL_BUF_LARGE] / 2;
+}
+
+static void rxb_drop(struct kafka_worker *kw, struct kafka_conn *kc)
+{
+        if (kc->rxb) {
+                sl_worker_buf_put(kw->w, kc->rxb);
+                kc->rxb = NULL;
+        }
+}
+
+/* From kafka_recv, everything offered consumed, r's frame incomplete: the
+ * rest of it, and what follows, is received into its buffer. */
+static void rxb_begin(struct kafka_worker *kw, struct sl_conn *c, struct kafka_req *r)
+{
+        struct kafka_conn *kc = c->proto_state;
+        struct sl_buf *b = r->frame;
+        if (!rxb_affordable(kw) || b->cap <= b->len)
+                return;
+        sl_buf_ref(b);
+        kc->rxb = b;
+        kc->rxb_start = 0; /* r's frame at 0 stays kc->asm_req until whole */
+        if (!sl_conn_rx_direct(c, b, b->len, b->cap - b->len))
+                rxb_drop(kw, kc);
+}
+
+static uint32_t be32_at(const uint8_t *q)
+{
+        return (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3];
+}
+
+/* Dispatches the whole frames in kc->rxb, in order, until the in-flight cap
+ * or the request pool stops it. *large: one was KAFKA_IN_PLACE_MIN or more.
+ * -1: close (a bad frame size, as kafka_recv). */
+static int rxb_parse(struct kafka_worker *kw, struct sl_conn *c, bool *large)
+{
+        struct kafka_conn *kc = c->proto_state;
+        uint32_t cap = SL_MIN(c->w->limits.inflight_requests_max, KAFKA_CONN_INFLIGHT);
+        struct kafka_req *r = kc->asm_req;
+        if (r) {
+                /* the frame in assembly when receiving in place began: at
+                 * offset 0, without its size */
+                if (kc->rxb->len < r->frame_len)
+                        return 0;
+                kc->asm_req = NULL;
+                kc->rxb_start = r->frame_len;
+                *large = true;
+                atomic_fetch_add_explicit(&kw->frames_in_place, 1, memory_order_relaxed);
+                if (frame_dispatch(kw, c, r) != 0)
+                        return -1;
+        }
+        /* A request may close the connection (and drop kc->rxb): check the
+         * state before touching the buffer again. */
+        while (c->state == SL_CONN_OPEN && kc->rxb->len - kc->rxb_start >= 4) {
+                struct sl_buf *b = kc->rxb;
+                uint32_t size = be32_at(b->data + kc->rxb_start);
+                if (size < 8 || size > c->w->limits.frame_bytes_max) {
+                        SL_DEBUG("kafka: closing %s: frame of %u bytes", c->peer_str, size);
+                        atomic_fetch_add_explicit(&kw->errors_closed, 1, memory_order_relaxed);
+                        return -1;
+                }
+                if (b->len - kc->rxb_start - 4 < size)
+                        break;
+                if (kc->count >= cap) {
+                        kc->paused = true;
+                        sl_conn_rx_pause(c);
+                        break;
+                }
+                r = req_alloc(kw, c);
+                if (!r) {
+                        conn_starve(c);
+                        break;
+                }
+                sl_buf_ref(b);
+                r->frame = b;
+                r->frame_off = kc->rxb_start + 4;
+                r->frame_len = size;
+                kc->rxb_start += 4 + size;
+                if (size >= KAFKA_IN_PLACE_MIN)
+                        *large = true;
+                atomic_fetch_add_explicit(&kw->frames_in_place, 1, memory_order_relaxed);
+                if (frame_dispatch(kw, c, r) != 0)
+                        return -1;
+        }
+        return 0;
+}
+
+/* Dispatches what kc->rxb holds, then says where the next bytes go: on in
+ * place (moving a frame the buffer cannot finish to a fresh one), or back
+ * to receive buffers. Nothing while paused or starved: conn_rx_continue
+ * brings the connection back here. -1: close. */
+static int rxb_step(struct kafka_worker *kw, struct sl_conn *c)
+{
+        struct kafka_conn *kc = c->proto_state;
+        bool large = false;
+        if (rxb_parse(kw, c, &large) != 0)
+                return -1;
+        if (c->state != SL_CONN_OPEN || kc->paused || kc->starved)
+                return 0;
+        struct sl_buf *b = kc->rxb;
+        uint32_t pending = b->len - kc->rxb_start;
+        sl_conn_set_partial(c, pending > 0 || kc->asm_req);
+        if (kc->asm_req)
+                return sl_conn_rx_direct(c, b, b->len, b->cap - b->len) ? 0 : -1;
+        if (pending == 0 && (!large || !rxb_affordable(kw))) {
+                rxb_drop(kw, kc); /* small frames again: receive buffers */
+                return 0;
+        }
+        uint32_t need = pending >= 4 ? 4 + be32_at(b->data + kc->rxb_start) : 4;
+        if ((uint64_t)kc->rxb_start + need > b->cap || b->cap - b->len < (4u << 10)) {
+                struct sl_buf *nb = sl_buf_alloc(&kw->w->pool, SL_BUF_LARGE);
+                if (!nb) {
+                        conn_starve(c); /* a freed buffer or request wakes it */
+                        return 0;
+                }
+                memcpy(nb->data, b->data + kc->rxb_start, pending);
+                nb->len = pending;
+                atomic_fetch_add_explicit(&kw->in_place_moved_bytes, pending, memory_order_relaxed);
+                rxb_drop(kw, kc);
+                kc->rxb = b = nb;
+                kc->rxb_start = 0;
+        }
+        return sl_conn_rx_direct(c, b, b->len, b->cap - b->len) ? 0 : -1;
+}
+
+static long kafka_recv_direct(struct sl_conn *c, struct sl_buf *b, uint32_t off, uint32_t n)
+{
+        struct kafka_conn *kc = c->proto_state;
+        SL_ASSERT(b == kc->rxb && off == b->len && n <= b->cap - b->len);
+        (void)off;
+        b->len += n;
+        return rxb_step(kafka_kw(c->w), c);
+}
+
+/* A paused or starved connection may read again. Receiving in place, the
+ * frames already in its buffer go first, at the next poll (not from inside
+ * the response or free path that called this). */
+static void conn_rx_continue(struct kafka_worker *kw, struct sl_conn *c)
+{
+        struct kafka_conn *kc = c->proto_state;
+        if (!kc->rxb) {
+                sl_conn_rx_resume(c);
+                return;
+        }
+        if (!kw->rxb_due_flag[c->slot]) {
+                kw->rxb_due_flag[c->slot] = 1;
+                kw->rxb_due[kw->rxb_due_n++] = c->slot;
+        }
+}
+
+static uint32_t rxb_due_run(struct kafka_worker *kw)
+{
+        uint32_t work = 0;
+        while (kw->rxb_due_n) {
+                uint32_t slot = kw->rxb_due[--kw->rxb_due_n];
+                kw->rxb_due_flag[slot] = 0;
+                struct sl_conn *c = &kw->w->conns[slot];
+                if (c->state != SL_CONN_OPEN || c->proto != CTL_PROTO_KAFKA)
+                        continue; /* closed meanwhile; the slot may be another's */
+                struct kafka_conn *kc = c->proto_state;
+                if (!kc->rxb || kc->paused || kc->starved)
+                        continue;
+                work++;
+                if (rxb_step(kw, c) != 0)
+                        sl_conn_close(c, SL_CLOSE_PROTOCOL);
+                else if (c->state == SL_CONN_OPEN && !kc->paused && !kc->starved)
+                        sl_conn_rx_resume(c);
+        }
+        return work;
 }
 
 static long kafka_recv(struct sl_conn *c, const uint8_t *p, size_t n)
@@ -2014,6 +2212,8 @@ static long kafka_recv(struct sl_conn *c, const uint8_t *p, size_t n)
                 used += take;
                 if (r->frame->len < r->frame_len) {
                         sl_conn_set_partial(c, true);
+                        if (r->frame_len >= KAFKA_IN_PLACE_MIN)
+                                rxb_begin(kw, c, r); /* used == n: nothing left here */
                         break;
                 }
                 kc->asm_req = NULL;
@@ -2057,6 +2257,7 @@ static void kafka_closed(struct sl_conn *c, enum sl_close_reason why)
                 kc->asm_req = NULL;
                 req_free(kw, r);
         }
+        rxb_drop(kw, kc);
         while (kc->count) {
                 struct kafka_req *r = kc->ring[kc->head];
                 kc->ring[kc->head] = NULL;
@@ -2074,7 +2275,8 @@ static void kafka_tick(struct sl_conn *c, uint64_t now_ms)
 {
         struct kafka_conn *kc = c->proto_state;
         uint32_t idle = c->w->cfg->kafka_idle_ms;
-        if (idle && !kc->count && !kc->asm_req && now_ms - c->last_rx_ms >= idle)
+        bool partial = kc->asm_req || (kc->rxb && kc->rxb->len > kc->rxb_start);
+        if (idle && !kc->count && !partial && now_ms - c->last_rx_ms >= idle)
                 sl_conn_close(c, SL_CLOSE_IDLE);
 }
 
@@ -2091,6 +2293,12 @@ static void kafka_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx
                 return;
         emit(ctx, "sluice_kafka_requests_total", "counter", "Kafka requests received",
              (double)atomic_load_explicit(&kw->requests, memory_order_relaxed));
+        emit(ctx, "sluice_kafka_frames_in_place_total", "counter",
+             "Requests received in place: no copy out of a receive buffer",
+             (double)atomic_load_explicit(&kw->frames_in_place, memory_order_relaxed));
+        emit(ctx, "sluice_kafka_in_place_moved_bytes_total", "counter",
+             "Bytes of frames cut by a buffer's end, moved to the next buffer",
+             (double)atomic_load_explicit(&kw->in_place_moved_bytes, memory_order_relaxed));
         emit(ctx, "sluice_kafka_fetch_bytes_total", "counter", "Record bytes returned by Fetch",
              (double)atomic_load_explicit(&kw->fetch_bytes, memory_order_relaxed));
         emit(ctx, "sluice_kafka_fetch_reads_mem_total", "counter",
@@ -2149,7 +2357,7 @@ static void kafka_metrics(struct sl_worker *w, sl_metric_emit_fn emit, void *ctx
 static uint32_t kafka_poll(struct sl_worker *w, void *arg)
 {
         struct kafka_worker *kw = arg;
-        uint32_t work = kafka_part_poll(kw);
+        uint32_t work = rxb_due_run(kw) + kafka_part_poll(kw);
         while (kw->timers) {
                 struct kafka_req *due = NULL;
                 for (struct kafka_req *r = kw->timers; r; r = r->next_timer)
@@ -2179,10 +2387,13 @@ static int kafka_worker_init(struct sl_worker *w)
         if (!kw)
                 return -ENOMEM;
         kw->w = w;
+        int rc = 0;
         kw->arena_mem = malloc((size_t)KAFKA_REQS_PER_WORKER * KAFKA_ARENA_BYTES);
         kw->enc_cap = (size_t)w->pool.bytes[SL_BUF_LARGE] + KAFKA_ARENA_BYTES;
         kw->enc = malloc(kw->enc_cap);
-        if (!kw->arena_mem || !kw->enc)
+        kw->rxb_due = calloc(w->conns_max, sizeof(*kw->rxb_due));
+        kw->rxb_due_flag = calloc(w->conns_max, 1);
+        if (!kw->arena_mem || !kw->enc || !kw->rxb_due || !kw->rxb_due_flag)
                 goto fail;
         for (uint32_t i = KAFKA_REQS_PER_WORKER; i-- > 0;) {
                 struct kafka_req *r = &kw->reqs[i];
@@ -2198,20 +2409,18 @@ static int kafka_worker_init(struct sl_worker *w)
          * log already holds (idempotence across a lost response). */
         const char *drop = getenv("SLUICE_TEST_KAFKA_DROP_PRODUCE");
         kw->test_drop_every = drop ? (uint32_t)strtoul(drop, NULL, 10) : 0;
-        int rc = kafka_part_init(kw);
-        if (rc) {
-                free(kw->arena_mem);
-                free(kw->enc);
-                free(kw);
-                return rc;
-        }
+        rc = kafka_part_init(kw);
+        if (rc)
+                goto fail;
         w->proto_ctx[CTL_PROTO_KAFKA] = kw;
         return sl_worker_add_poller(w, kafka_poll, kw);
 fail:
+        free(kw->rxb_due);
+        free(kw->rxb_due_flag);
         free(kw->arena_mem);
         free(kw->enc);
         free(kw);
-        return -ENOMEM;
+        return rc ? rc : -ENOMEM;
 }
 
 static void kafka_worker_fini(struct sl_worker *w)
@@ -2220,6 +2429,8 @@ static void kafka_worker_fini(struct sl_worker *w)
         if (!kw)
                 return;
         kafka_part_fini(kw);
+        free(kw->rxb_due);
+        free(kw->rxb_due_flag);
         free(kw->arena_mem);
         free(kw->enc);
         free(kw);
@@ -2235,6 +2446,7 @@ const struct sl_proto_ops kafka_proto_ops = {
     .worker_fini = kafka_worker_fini,
     .open = kafka_open,
     .recv = kafka_recv,
+    .recv_direct = kafka_recv_direct,
     .writable = kafka_writable,
     .tick = kafka_tick,
     .closed = kafka_closed,

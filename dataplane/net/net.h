@@ -18,6 +18,10 @@ struct sl_net_ops {
         uint32_t (*poll)(struct sl_worker *w);
         /* Start receiving on c (no receive in flight, not paused, not held). */
         void (*rx_arm)(struct sl_worker *w, struct sl_conn *c);
+        /* Start a receive into c->rx_direct + c->rx_direct_off, at most
+         * c->rx_direct_len bytes; net_conn_rx_direct reports it. NULL: the
+         * backend has none (sl_conn_rx_direct then says no). */
+        void (*rx_arm_direct)(struct sl_worker *w, struct sl_conn *c);
         /* Send c->iov[0..n) (built by the generic layer); one send in flight. */
         void (*tx_submit)(struct sl_worker *w, struct sl_conn *c, int iovcnt);
         /* Return the receive buffer behind token to the backend. */
@@ -51,12 +55,22 @@ void net_kernel_release(struct sl_worker *w, struct sl_conn *c);
 void net_conn_rx(struct sl_worker *w, struct sl_conn *c, const uint8_t *p, uint32_t n,
                  uint32_t token);
 void net_conn_rx_nobufs(struct sl_worker *w, struct sl_conn *c);
+/* A direct receive finished: res bytes (> 0), 0 at end of stream, or
+ * -errno. */
+void net_conn_rx_direct(struct sl_worker *w, struct sl_conn *c, long res);
 void net_conn_rx_end(struct sl_worker *w, struct sl_conn *c, int err);
 void net_conn_tx_done(struct sl_worker *w, struct sl_conn *c, long res);
 void net_conn_released(struct sl_worker *w, struct sl_conn *c);
 
 /* user_data layout shared by completion-based backends. */
-enum net_op { NET_OP_ACCEPT = 1, NET_OP_RECV, NET_OP_SEND, NET_OP_WAKE, NET_OP_CANCEL };
+enum net_op {
+        NET_OP_ACCEPT = 1,
+        NET_OP_RECV,
+        NET_OP_SEND,
+        NET_OP_WAKE,
+        NET_OP_CANCEL,
+        NET_OP_RECV_DIRECT,
+};
 
 static inline uint64_t net_ud(enum net_op op, uint32_t slot, uint32_t gen)
 {

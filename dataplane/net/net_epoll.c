@@ -143,6 +143,16 @@ static void epoll_read(struct sl_worker *w, struct sl_conn *c)
         struct net_epoll *e = w->net_state;
         if (!(c->flags & SL_CONN_RX_ARMED))
                 return;
+        if (c->rx_direct) {
+                ssize_t n = recv(c->fd, c->rx_direct->data + c->rx_direct_off, c->rx_direct_len,
+                                 MSG_DONTWAIT);
+                if (n < 0 && errno == EAGAIN)
+                        return; /* still armed: the next readiness retries */
+                net_conn_rx_direct(w, c, n < 0 ? -errno : n);
+                if (c->state != SL_CONN_FREE && c->state != SL_CONN_DRAINING)
+                        epoll_set(w, c, conn_events(c));
+                return;
+        }
         if (e->nfree == 0) {
                 net_conn_rx_nobufs(w, c);
                 epoll_set(w, c, conn_events(c));
@@ -239,6 +249,7 @@ const struct sl_net_ops net_epoll_ops = {
     .fini = epoll_fini,
     .poll = epoll_poll,
     .rx_arm = epoll_rx_arm,
+    .rx_arm_direct = epoll_rx_arm,
     .tx_submit = epoll_tx_submit,
     .rx_release = epoll_rx_release,
     .shutdown = epoll_shutdown,

@@ -141,6 +141,16 @@ static void uring_rx_arm(struct sl_worker *w, struct sl_conn *c)
         io_uring_sqe_set_data64(sqe, net_ud(NET_OP_RECV, c->slot, c->gen));
 }
 
+/* Into the protocol's buffer (sl_conn_rx_direct): no buffer selected, so a
+ * connection's large frame arrives where it will be parsed. */
+static void uring_rx_arm_direct(struct sl_worker *w, struct sl_conn *c)
+{
+        struct net_uring *u = w->net_state;
+        struct io_uring_sqe *sqe = uring_sqe(w, u);
+        io_uring_prep_recv(sqe, c->fd, c->rx_direct->data + c->rx_direct_off, c->rx_direct_len, 0);
+        io_uring_sqe_set_data64(sqe, net_ud(NET_OP_RECV_DIRECT, c->slot, c->gen));
+}
+
 static void uring_tx_submit(struct sl_worker *w, struct sl_conn *c, int iovcnt)
 {
         struct net_uring *u = w->net_state;
@@ -234,6 +244,13 @@ static void uring_cqe(struct sl_worker *w, struct net_uring *u, struct io_uring_
                 }
                 uring_maybe_released(w, c);
                 return;
+        case NET_OP_RECV_DIRECT:
+                c = uring_conn(w, ud);
+                if (!c)
+                        return;
+                net_conn_rx_direct(w, c, cqe->res);
+                uring_maybe_released(w, c);
+                return;
         case NET_OP_SEND:
                 c = uring_conn(w, ud);
                 if (!c)
@@ -310,6 +327,7 @@ const struct sl_net_ops net_uring_ops = {
     .fini = uring_fini,
     .poll = uring_poll,
     .rx_arm = uring_rx_arm,
+    .rx_arm_direct = uring_rx_arm_direct,
     .tx_submit = uring_tx_submit,
     .rx_release = uring_rx_release,
     .shutdown = uring_shutdown,
