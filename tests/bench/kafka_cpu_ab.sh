@@ -7,7 +7,13 @@
 # context switches, page faults. CPU and switch counts, not wall time: they
 # depend far less on how busy the shared cores are than MB/s does.
 #   tests/bench/kafka_cpu_ab.sh SLUICED_A SLUICED_B [MIB] [SIZE]
-#     (default 256 MiB of 1024 B records; ROUNDS=3, BUILD_DIR=build for sluice-bench)
+#     (default 256 MiB of 1024 B records; ROUNDS=3, BUILD_DIR=build for sluice-bench,
+#      CACHE_BYTES=auto: [kafka] cache_bytes)
+# STEADY=SEGMENT_BYTES (e.g. 64m): as kafka.sh's STEADY, the run produces
+# into a topic in its steady state (segment_bytes, retention 4 segments, 6
+# segments per partition produced first, untimed), not a fresh one whose
+# first fill also pays page faults and fresh extents; with CACHE_BYTES=128m
+# the recent-data cache is recycling blocks by then too.
 # One line per run, then the medians. Not a test.
 set -eu
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -23,11 +29,26 @@ pid=""
 . "$src/tests/bench/kafka_lib.sh"
 trap 'kafka_sluiced_stop; rm -rf "$tmp"' EXIT
 
+steady=${STEADY:-}
+topic_args=""
+if [ -n "$steady" ]; then
+	seg=$(numfmt --from=iec "$(echo "$steady" | tr a-z A-Z)")
+	KAFKA_EXTRA_CONF="segment_bytes = $seg
+retention_bytes = $((4 * seg))
+retention_check_interval_ms = 100"
+	export KAFKA_EXTRA_CONF
+	topic_args="--topic steady"
+fi
+
 run() { # SLUICED: prints "task_ms switches faults MB/s" of one produce run
-	kafka_sluiced_start "$1" auto
+	kafka_sluiced_start "$1" "${CACHE_BYTES:-auto}"
+	if [ -n "$steady" ]; then
+		"$bench" kafka produce --url "127.0.0.1:$kport" $topic_args --size "$size" -n 2 \
+			--window 1M --count $((6 * 2 * seg / size)) --json >/dev/null
+	fi
 	perf stat -x, -e task-clock,context-switches,page-faults -p "$pid" -o "$tmp/stat" &
 	local sp=$!
-	"$bench" kafka produce --url "127.0.0.1:$kport" --size "$size" -n 2 --window 1M \
+	"$bench" kafka produce --url "127.0.0.1:$kport" $topic_args --size "$size" -n 2 --window 1M \
 		--count $((mib * 1024 * 1024 / size)) --json >"$tmp/out"
 	kill -INT "$sp"
 	wait "$sp" || true
