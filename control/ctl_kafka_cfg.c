@@ -129,12 +129,6 @@ void ctl_kafka_log_config(const struct ctl_config *c, struct log_config *out)
          * small topics should not claim GiBs up front. */
         out->prealloc_bytes = 16ull << 20;
         out->recycle_segments = c->recycle_segments;
-        /* Produce requests keep arriving while a partition's writes are in
-         * flight: a round that waited for them also waited for the newest,
-         * just submitted. Syncing as soon as the oldest append is written:
-         * 1 KiB records, steady, 1406 -> 1614 MB/s, 585 -> 333 KB per
-         * fdatasync, 50% -> 74% of raw write(S)+fdatasync (RESULTS.md). */
-        out->sync_waits_for_writes = false;
 }
 
 void ctl_kafka_topic_resolve(const struct ctl_config *c, const struct log_config *stored,

@@ -42,7 +42,6 @@ void log_config_default(struct log_config *c)
         c->recycle_segments = 2;
         c->zero_fill_max_sync_bytes = 512u << 10;
         c->defer_tail_block = true;
-        c->sync_waits_for_writes = true;
 }
 
 /* ---- owner ---------------------------------------------------------- */
@@ -588,8 +587,6 @@ static bool sync_due(struct log_partition *p, uint64_t now_ns)
                  * would wait behind it. */
                 if (p->npend && p->pend[p->pend_head].s_end > p->s_written)
                         return false;
-                if (!p->cfg.sync_waits_for_writes)
-                        return true;
                 /* ... and covering the writes already submitted then: they
                  * complete about together, and an fdatasync issued on the
                  * first completion would leave the others to the next round,

@@ -80,14 +80,6 @@ struct log_config {
          * last full block and the partly filled one waits for the next
          * (see issue_writes). false = write it at once (A/B runs). */
         bool defer_tail_block;
-        /* `fsync` policy: a round that becomes due when the oldest waiting
-         * append's write completes also waits for the partition's writes
-         * already submitted then (true: fewer, larger fdatasyncs, what a
-         * pipelined appender whose writes finish together gains from), or
-         * goes at once (false: the least wait per ack, where appends keep
-         * arriving from many requests and a fresh write is nearly always in
-         * flight: Kafka). RESULTS.md, Storage and Kafka, session 8. */
-        bool sync_waits_for_writes;
 };
 #define LOG_RECYCLE_MAX 4
 void log_config_default(struct log_config *cfg);

@@ -361,36 +361,6 @@ static void test_sync_round_covers_writes_in_flight(void **state)
         reopen_check_free(&s);
 }
 
-/* The same appends with sync_waits_for_writes off (Kafka): the round goes
- * as soon as the first append is written, and acks it while the second's
- * writes are still in flight; the second gets a round of its own. */
-static void test_sync_round_goes_at_first_write(void **state)
-{
-        (void)state;
-        struct st_part s;
-        st_part_init(&s, log_io_fake_create(5));
-        s.cfg.zero_ahead_bytes = 0;
-        s.cfg.sync_waits_for_writes = false;
-        st_part_open(&s);
-        st_append_ok(&s, 1, 100, 0);
-        st_drain(s.o);
-        log_io_fake_set_order(s.io, 2); /* a wait completes the oldest request only */
-        struct log_io_fake_stats st0, st;
-        log_io_fake_stats(s.io, &st0);
-        assert_int_equal(st_append(&s, 1, 100, 1), 0);
-        log_owner_poll(s.o);
-        assert_int_equal(st_append(&s, 1, 6000, 2), 0);
-        for (int i = 0; i < 100 && !s.b[1].acked; i++)
-                log_owner_poll_wait(s.o); /* one completion each, oldest first */
-        assert_true(s.b[1].acked);
-        assert_false(s.b[2].acked);
-        st_drain(s.o);
-        log_io_fake_stats(s.io, &st);
-        assert_true(s.b[2].acked);
-        assert_int_equal(st.fsyncs - st0.fsyncs, 2);
-        reopen_check_free(&s);
-}
-
 /* A `none` partition under load writes whole blocks only: with a write in
  * flight, the block an append ended in waits for the next write instead of
  * going now and being rewritten by a 4 KiB write of its own (which kept the
@@ -1369,7 +1339,6 @@ int main(void)
             cmocka_unit_test(test_full_blocks_pass_a_tail_write_in_flight),
             cmocka_unit_test(test_partial_block_rewrite_apart_from_fresh_blocks),
             cmocka_unit_test(test_sync_round_covers_writes_in_flight),
-            cmocka_unit_test(test_sync_round_goes_at_first_write),
             cmocka_unit_test(test_tail_block_waits_for_the_next_write),
             cmocka_unit_test(test_full_write_staged_goes_at_once),
             cmocka_unit_test(test_acks_run_after_staged_writes_go),
