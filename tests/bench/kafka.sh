@@ -49,11 +49,7 @@ trap 'stop_sluiced; rm -rf "$tmp"' EXIT
 
 steady=${STEADY:-}
 if [ -n "$steady" ]; then
-	seg=$(numfmt --from=iec "$(echo "$steady" | tr a-z A-Z)")
-	KAFKA_EXTRA_CONF="segment_bytes = $seg
-retention_bytes = $((4 * seg))
-retention_check_interval_ms = 100"
-	export KAFKA_EXTRA_CONF
+	kafka_steady_conf "$steady"
 fi
 start_sluiced() { kafka_sluiced_start "$sluiced" "$cache_bytes"; }
 

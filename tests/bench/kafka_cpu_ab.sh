@@ -32,11 +32,7 @@ trap 'kafka_sluiced_stop; rm -rf "$tmp"' EXIT
 steady=${STEADY:-}
 topic_args=""
 if [ -n "$steady" ]; then
-	seg=$(numfmt --from=iec "$(echo "$steady" | tr a-z A-Z)")
-	KAFKA_EXTRA_CONF="segment_bytes = $seg
-retention_bytes = $((4 * seg))
-retention_check_interval_ms = 100"
-	export KAFKA_EXTRA_CONF
+	kafka_steady_conf "$steady"
 	topic_args="--topic steady"
 fi
 

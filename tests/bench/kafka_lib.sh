@@ -39,6 +39,18 @@ CONF
 	aport=$(jq .admin "$tmp/data/ports.json")
 }
 
+# kafka_steady_conf SEGMENT_BYTES (e.g. 64m): the [kafka] lines of a topic in
+# its steady state under retention (segment_bytes, retention_bytes 4 times
+# that, retention checked every 100 ms) into KAFKA_EXTRA_CONF; sets $seg to
+# the segment size in bytes.
+kafka_steady_conf() {
+	seg=$(numfmt --from=iec "$(echo "$1" | tr a-z A-Z)")
+	KAFKA_EXTRA_CONF="segment_bytes = $seg
+retention_bytes = $((4 * seg))
+retention_check_interval_ms = 100"
+	export KAFKA_EXTRA_CONF
+}
+
 # Stops that sluiced (waiting for it, so its files are closed) and removes
 # its data dir.
 kafka_sluiced_stop() {

@@ -336,15 +336,21 @@ def fetched_values(r):
     return out
 
 
-def read_varint(buf, p):
+def read_uvarint(buf, off):
     n = shift = 0
     while True:
-        b = buf[p]
-        p += 1
+        b = buf[off]
+        off += 1
         n |= (b & 0x7F) << shift
         shift += 7
         if not b & 0x80:
-            return (n >> 1) ^ -(n & 1), p
+            return n, off
+
+
+def read_varint(buf, off):
+    """Zigzag varint, as record fields use."""
+    n, off = read_uvarint(buf, off)
+    return (n >> 1) ^ -(n & 1), off
 
 
 def fetch_v4(topic, partition, offset, corr, max_wait=0):

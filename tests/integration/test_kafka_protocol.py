@@ -8,7 +8,7 @@ import os
 import struct
 
 from test_kafka import (CONSUME_ALL, batch_v2, bootstrap, frame, produce_result, produce_v3,
-                        raw_conn, recv_frame, run_py, start, uvarint)
+                        raw_conn, read_uvarint, recv_frame, run_py, start, uvarint)
 
 
 def init_producer_id_v0(corr):
@@ -263,17 +263,6 @@ c.close()
 
 
 # ---- Fetch v13+ (topic ids) and KIP-227 sessions -------------------------------
-
-
-def read_uvarint(buf, off):
-    n = shift = 0
-    while True:
-        b = buf[off]
-        off += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, off
 
 
 def fetch_v13(topic_id, partition, offset, corr, session_id=0, epoch=-1, forget=(), parts=None):
