@@ -158,6 +158,18 @@ bool sl_conn_rx_direct(struct sl_conn *c, struct sl_buf *b, uint32_t off, uint32
         return true;
 }
 
+bool sl_conn_rx_direct_cancel(struct sl_conn *c)
+{
+        struct sl_worker *w = c->w;
+        if (!c->rx_direct || !(c->flags & SL_CONN_RX_ARMED) || c->state != SL_CONN_OPEN)
+                return false;
+        if (w->net->rx_cancel_direct)
+                w->net->rx_cancel_direct(w, c);
+        else
+                net_conn_rx_direct(w, c, -ECANCELED);
+        return true;
+}
+
 static void conn_rx_direct_drop(struct sl_worker *w, struct sl_conn *c)
 {
         if (c->rx_direct) {
@@ -180,15 +192,19 @@ void net_conn_rx_direct(struct sl_worker *w, struct sl_conn *c, long res)
         }
         struct sl_buf *b = c->rx_direct;
         c->rx_direct = NULL;
-        if (res <= 0 || c->state != SL_CONN_OPEN) {
+        if (res == -ECANCELED && c->state == SL_CONN_OPEN)
+                res = 0; /* sl_conn_rx_direct_cancel: reported as no bytes */
+        else if (res <= 0 || c->state != SL_CONN_OPEN) {
                 sl_worker_buf_put(w, b);
                 if (res <= 0)
                         net_conn_rx_end(w, c, (int)res);
                 return;
         }
-        c->last_rx_ms = w->now_ms;
-        stat_add(&c->pub.rx_bytes, res);
-        stat_add(&w->stats.rx_bytes[c->proto], res);
+        if (res > 0) {
+                c->last_rx_ms = w->now_ms;
+                stat_add(&c->pub.rx_bytes, res);
+                stat_add(&w->stats.rx_bytes[c->proto], res);
+        }
         long r = c->ops->recv_direct(c, b, c->rx_direct_off, (uint32_t)res);
         sl_worker_buf_put(w, b);
         if (r < 0) {

@@ -86,10 +86,11 @@ struct sl_proto_ops {
         /* Bytes received. Returns bytes consumed (0..n) or a negative value to
          * close (after what it queued has been sent). */
         long (*recv)(struct sl_conn *c, const uint8_t *p, size_t n);
-        /* n bytes (> 0) landed at b->data + off, where the protocol asked
-         * with sl_conn_rx_direct. The protocol owns them at once (nothing is
-         * held). 0, or negative to close as for recv. Optional: only a
-         * protocol that calls sl_conn_rx_direct needs it. */
+        /* n bytes landed at b->data + off, where the protocol asked with
+         * sl_conn_rx_direct; n == 0: the receive was cancelled
+         * (sl_conn_rx_direct_cancel). The protocol owns the bytes at once
+         * (nothing is held). 0, or negative to close as for recv. Optional:
+         * only a protocol that calls sl_conn_rx_direct needs it. */
         long (*recv_direct)(struct sl_conn *c, struct sl_buf *b, uint32_t off, uint32_t n);
         /* Queued output fell below half of the cap after -ENOBUFS. */
         void (*writable)(struct sl_conn *c);
@@ -247,6 +248,13 @@ void sl_conn_rx_resume(struct sl_conn *c);
  * recv_direct). False when the transport cannot (DPDK, the chaos layer):
  * bytes keep coming through recv. */
 bool sl_conn_rx_direct(struct sl_conn *c, struct sl_buf *b, uint32_t off, uint32_t len);
+
+/* Gives up a direct receive that waits for bytes (a quiet connection need
+ * not pin the protocol's buffer): recv_direct then reports n == 0 (or the
+ * bytes, if they came first), possibly before this returns, and the
+ * protocol says where the next bytes go as usual. False when no direct
+ * receive is armed. */
+bool sl_conn_rx_direct_cancel(struct sl_conn *c);
 
 /* The protocol is (not) in the middle of a frame: drives the partial-frame
  * timeout. */

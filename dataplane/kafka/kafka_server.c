@@ -32,6 +32,7 @@ struct kafka_conn {
          * not dispatched yet (NULL: frames come through receive buffers) */
         struct sl_buf *rxb;
         uint32_t rxb_start;
+        bool rxb_cancel;           /* kafka_tick gave up the receive into it */
         struct kafka_fsession *fs; /* KIP-227 fetch session, NULL = none */
 };
 
@@ -1968,11 +1969,14 @@ static int frame_dispatch(struct kafka_worker *kw, struct sl_conn *c, struct kaf
  * a fresh buffer (the only copy, a fraction of a frame per buffer). When a
  * receive brings only small frames and ends on a frame boundary, the
  * connection goes back to the backend's buffers. A connection that goes
- * quiet right after a large frame keeps its buffer (its receive is armed
- * into it) until it sends again or closes: so that quiet producers cannot
- * take the pool, in-place receiving starts only while at most half of the
- * worker's LARGE buffers are in use. */
+ * quiet keeps its buffer armed for the next frame for a second at most
+ * (kafka_tick cancels that receive), and in-place receiving starts only
+ * while at most half of the worker's LARGE buffers are in use: quiet
+ * producers cannot take the pool. */
 #define KAFKA_IN_PLACE_MIN (32u << 10)
+/* A connection receiving in place that sent nothing for this long gives its
+ * buffer back (kafka_tick cancels the receive armed into it). */
+#define KAFKA_IN_PLACE_IDLE_MS 1000u
 
 static bool rxb_affordable(struct kafka_worker *kw)
 {
@@ -2001,6 +2005,7 @@ static void rxb_begin(struct kafka_worker *kw, struct sl_conn *c, struct kafka_r
         sl_buf_ref(b);
         kc->rxb = b;
         kc->rxb_start = 0; /* r's frame at 0 stays kc->asm_req until whole */
+        kc->rxb_cancel = false;
         if (!sl_conn_rx_direct(c, b, b->len, b->cap - b->len))
                 rxb_drop(kw, kc);
 }
@@ -2107,10 +2112,21 @@ static int rxb_step(struct kafka_worker *kw, struct sl_conn *c)
 static long kafka_recv_direct(struct sl_conn *c, struct sl_buf *b, uint32_t off, uint32_t n)
 {
         struct kafka_conn *kc = c->proto_state;
+        struct kafka_worker *kw = kafka_kw(c->w);
         SL_ASSERT(b == kc->rxb && off == b->len && n <= b->cap - b->len);
         (void)off;
+        kc->rxb_cancel = false;
+        if (n == 0) {
+                /* cancelled by kafka_tick: quiet, nothing pending, so back
+                 * to receive buffers (else, a race: on in place) */
+                if (b->len == kc->rxb_start && !kc->asm_req) {
+                        rxb_drop(kw, kc);
+                        return 0;
+                }
+                return sl_conn_rx_direct(c, b, b->len, b->cap - b->len) ? 0 : -1;
+        }
         b->len += n;
-        return rxb_step(kafka_kw(c->w), c);
+        return rxb_step(kw, c);
 }
 
 /* A paused or starved connection may read again. Receiving in place, the
@@ -2276,8 +2292,17 @@ static void kafka_tick(struct sl_conn *c, uint64_t now_ms)
         struct kafka_conn *kc = c->proto_state;
         uint32_t idle = c->w->cfg->kafka_idle_ms;
         bool partial = kc->asm_req || (kc->rxb && kc->rxb->len > kc->rxb_start);
-        if (idle && !kc->count && !partial && now_ms - c->last_rx_ms >= idle)
+        if (idle && !kc->count && !partial && now_ms - c->last_rx_ms >= idle) {
                 sl_conn_close(c, SL_CLOSE_IDLE);
+                return;
+        }
+        /* last: the cancel may report back (recv_direct) before it returns */
+        if (kc->rxb && !partial && !kc->rxb_cancel &&
+            now_ms - c->last_rx_ms >= KAFKA_IN_PLACE_IDLE_MS) {
+                kc->rxb_cancel = true; /* recv_direct clears it, maybe at once */
+                if (!sl_conn_rx_direct_cancel(c))
+                        kc->rxb_cancel = false;
+        }
 }
 
 static void kafka_refused(struct sl_conn *c, enum sl_close_reason why)

@@ -22,6 +22,11 @@ struct sl_net_ops {
          * c->rx_direct_len bytes; net_conn_rx_direct reports it. NULL: the
          * backend has none (sl_conn_rx_direct then says no). */
         void (*rx_arm_direct)(struct sl_worker *w, struct sl_conn *c);
+        /* Cancel c's direct receive in flight: it completes through
+         * net_conn_rx_direct with -ECANCELED, or with data if that came
+         * first. NULL: nothing is ever in the kernel (epoll reads on
+         * readiness), so the layer completes it as cancelled at once. */
+        void (*rx_cancel_direct)(struct sl_worker *w, struct sl_conn *c);
         /* Send c->iov[0..n) (built by the generic layer); one send in flight. */
         void (*tx_submit)(struct sl_worker *w, struct sl_conn *c, int iovcnt);
         /* Return the receive buffer behind token to the backend. */

@@ -151,6 +151,15 @@ static void uring_rx_arm_direct(struct sl_worker *w, struct sl_conn *c)
         io_uring_sqe_set_data64(sqe, net_ud(NET_OP_RECV_DIRECT, c->slot, c->gen));
 }
 
+static void uring_rx_cancel_direct(struct sl_worker *w, struct sl_conn *c)
+{
+        struct net_uring *u = w->net_state;
+        struct io_uring_sqe *sqe = uring_sqe(w, u);
+        io_uring_prep_cancel64(sqe, net_ud(NET_OP_RECV_DIRECT, c->slot, c->gen), 0);
+        /* its own completion says nothing the receive's does not */
+        io_uring_sqe_set_data64(sqe, net_ud(NET_OP_CANCEL, c->slot, c->gen));
+}
+
 static void uring_tx_submit(struct sl_worker *w, struct sl_conn *c, int iovcnt)
 {
         struct net_uring *u = w->net_state;
@@ -328,6 +337,7 @@ const struct sl_net_ops net_uring_ops = {
     .poll = uring_poll,
     .rx_arm = uring_rx_arm,
     .rx_arm_direct = uring_rx_arm_direct,
+    .rx_cancel_direct = uring_rx_cancel_direct,
     .tx_submit = uring_tx_submit,
     .rx_release = uring_rx_release,
     .shutdown = uring_shutdown,
