@@ -131,15 +131,23 @@ void net_conn_rx(struct sl_worker *w, struct sl_conn *c, const uint8_t *p, uint3
         }
 }
 
-void net_conn_rx_nobufs(struct sl_worker *w, struct sl_conn *c)
+/* The receive could not go now: armed again on the next iteration
+ * (sl_conn_retry_held). False if it already waits. */
+static bool conn_rx_retry_later(struct sl_worker *w, struct sl_conn *c)
 {
         c->flags &= ~SL_CONN_RX_ARMED;
         if (c->flags & SL_CONN_RX_STARVED)
-                return;
-        stat_add(&w->stats.rx_nobufs, 1);
+                return false;
         c->flags |= SL_CONN_RX_STARVED;
         c->next_starved = w->starved;
         w->starved = c;
+        return true;
+}
+
+void net_conn_rx_nobufs(struct sl_worker *w, struct sl_conn *c)
+{
+        if (conn_rx_retry_later(w, c))
+                stat_add(&w->stats.rx_nobufs, 1);
 }
 
 bool sl_conn_rx_direct(struct sl_conn *c, struct sl_buf *b, uint32_t off, uint32_t len)
@@ -182,12 +190,7 @@ void net_conn_rx_direct(struct sl_worker *w, struct sl_conn *c, long res)
 {
         c->flags &= ~SL_CONN_RX_ARMED;
         if (res == -EINTR || res == -EAGAIN) {
-                /* the target stays; armed again on the next iteration */
-                if (!(c->flags & SL_CONN_RX_STARVED)) {
-                        c->flags |= SL_CONN_RX_STARVED;
-                        c->next_starved = w->starved;
-                        w->starved = c;
-                }
+                (void)conn_rx_retry_later(w, c); /* the target stays */
                 return;
         }
         struct sl_buf *b = c->rx_direct;

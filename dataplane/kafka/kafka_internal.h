@@ -225,7 +225,7 @@ struct kafka_worker {
         uint32_t test_drop_every, test_drop_count;
         /* counters for /metrics */
         _Atomic uint64_t requests, produce_batches, fetch_bytes, errors_closed;
-        _Atomic uint64_t frames_in_place, in_place_moved_bytes;
+        _Atomic uint64_t frames_in_place, in_place_moved_bytes; /* sl_counter_add: owner only */
         /* where fetched partitions were answered from (owner side) */
         _Atomic uint64_t fetch_reads_mem, fetch_reads_cache, fetch_reads_disk, fetch_reads_ahead;
 };

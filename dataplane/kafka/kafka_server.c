@@ -2010,9 +2010,18 @@ static void rxb_begin(struct kafka_worker *kw, struct sl_conn *c, struct kafka_r
                 rxb_drop(kw, kc);
 }
 
-static uint32_t be32_at(const uint8_t *q)
+/* The frame size after a 4-byte prefix, or 0 for one Kafka refuses (below
+ * 8 or above frame_bytes_max): like Kafka's InvalidReceiveException, no
+ * answer, the connection goes, nothing is buffered. Counted here. */
+static uint32_t frame_size_checked(struct kafka_worker *kw, struct sl_conn *c,
+                                   const uint8_t *prefix)
 {
-        return (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3];
+        ssize_t fn = kafka_frame_size(prefix, KAFKA_FRAME_PREFIX, c->w->limits.frame_bytes_max);
+        if (fn >= KAFKA_FRAME_PREFIX + 8)
+                return (uint32_t)(fn - KAFKA_FRAME_PREFIX);
+        SL_DEBUG("kafka: closing %s: frame size refused (%zd)", c->peer_str, fn);
+        atomic_fetch_add_explicit(&kw->errors_closed, 1, memory_order_relaxed);
+        return 0;
 }
 
 /* Dispatches the whole frames in kc->rxb, in order, until the in-flight cap
@@ -2031,21 +2040,18 @@ static int rxb_parse(struct kafka_worker *kw, struct sl_conn *c, bool *large)
                 kc->asm_req = NULL;
                 kc->rxb_start = r->frame_len;
                 *large = true;
-                atomic_fetch_add_explicit(&kw->frames_in_place, 1, memory_order_relaxed);
+                sl_counter_add(&kw->frames_in_place, 1);
                 if (frame_dispatch(kw, c, r) != 0)
                         return -1;
         }
         /* A request may close the connection (and drop kc->rxb): check the
          * state before touching the buffer again. */
-        while (c->state == SL_CONN_OPEN && kc->rxb->len - kc->rxb_start >= 4) {
+        while (c->state == SL_CONN_OPEN && kc->rxb->len - kc->rxb_start >= KAFKA_FRAME_PREFIX) {
                 struct sl_buf *b = kc->rxb;
-                uint32_t size = be32_at(b->data + kc->rxb_start);
-                if (size < 8 || size > c->w->limits.frame_bytes_max) {
-                        SL_DEBUG("kafka: closing %s: frame of %u bytes", c->peer_str, size);
-                        atomic_fetch_add_explicit(&kw->errors_closed, 1, memory_order_relaxed);
+                uint32_t size = frame_size_checked(kw, c, b->data + kc->rxb_start);
+                if (!size)
                         return -1;
-                }
-                if (b->len - kc->rxb_start - 4 < size)
+                if (b->len - kc->rxb_start - KAFKA_FRAME_PREFIX < size)
                         break;
                 if (kc->count >= cap) {
                         kc->paused = true;
@@ -2059,12 +2065,12 @@ static int rxb_parse(struct kafka_worker *kw, struct sl_conn *c, bool *large)
                 }
                 sl_buf_ref(b);
                 r->frame = b;
-                r->frame_off = kc->rxb_start + 4;
+                r->frame_off = kc->rxb_start + KAFKA_FRAME_PREFIX;
                 r->frame_len = size;
-                kc->rxb_start += 4 + size;
+                kc->rxb_start += KAFKA_FRAME_PREFIX + size;
                 if (size >= KAFKA_IN_PLACE_MIN)
                         *large = true;
-                atomic_fetch_add_explicit(&kw->frames_in_place, 1, memory_order_relaxed);
+                sl_counter_add(&kw->frames_in_place, 1);
                 if (frame_dispatch(kw, c, r) != 0)
                         return -1;
         }
@@ -2092,8 +2098,10 @@ static int rxb_step(struct kafka_worker *kw, struct sl_conn *c)
                 rxb_drop(kw, kc); /* small frames again: receive buffers */
                 return 0;
         }
-        uint32_t need = pending >= 4 ? 4 + be32_at(b->data + kc->rxb_start) : 4;
-        if ((uint64_t)kc->rxb_start + need > b->cap || b->cap - b->len < (4u << 10)) {
+        /* a whole size prefix was checked by rxb_parse */
+        ssize_t fn = kafka_frame_size(b->data + kc->rxb_start, pending, UINT32_MAX);
+        uint64_t need = fn > 0 ? (uint64_t)fn : KAFKA_FRAME_PREFIX;
+        if (kc->rxb_start + need > b->cap || b->cap - b->len < (4u << 10)) {
                 struct sl_buf *nb = sl_buf_alloc(&kw->w->pool, SL_BUF_LARGE);
                 if (!nb) {
                         conn_starve(c); /* a freed buffer or request wakes it */
@@ -2101,7 +2109,7 @@ static int rxb_step(struct kafka_worker *kw, struct sl_conn *c)
                 }
                 memcpy(nb->data, b->data + kc->rxb_start, pending);
                 nb->len = pending;
-                atomic_fetch_add_explicit(&kw->in_place_moved_bytes, pending, memory_order_relaxed);
+                sl_counter_add(&kw->in_place_moved_bytes, pending);
                 rxb_drop(kw, kc);
                 kc->rxb = b = nb;
                 kc->rxb_start = 0;
@@ -2187,26 +2195,17 @@ static long kafka_recv(struct sl_conn *c, const uint8_t *p, size_t n)
                                 sl_conn_set_partial(c, true);
                                 break;
                         }
-                        int32_t size =
-                            (int32_t)((uint32_t)kc->szb[0] << 24 | (uint32_t)kc->szb[1] << 16 |
-                                      (uint32_t)kc->szb[2] << 8 | kc->szb[3]);
-                        if (size < 8 || (uint32_t)size > c->w->limits.frame_bytes_max) {
-                                /* Like Kafka's InvalidReceiveException: no answer,
-                                 * the connection goes, nothing is buffered. */
-                                SL_DEBUG("kafka: closing %s: frame of %d bytes", c->peer_str, size);
-                                atomic_fetch_add_explicit(&kw->errors_closed, 1,
-                                                          memory_order_relaxed);
+                        uint32_t size = frame_size_checked(kw, c, kc->szb);
+                        if (!size)
                                 return -1;
-                        }
                         if (kc->count >= cap) {
                                 kc->paused = true;
                                 sl_conn_rx_pause(c);
                                 break;
                         }
                         r = req_alloc(kw, c);
-                        enum sl_buf_class cls = (uint32_t)size <= c->w->pool.bytes[SL_BUF_CHUNK]
-                                                    ? SL_BUF_CHUNK
-                                                    : SL_BUF_LARGE;
+                        enum sl_buf_class cls =
+                            size <= c->w->pool.bytes[SL_BUF_CHUNK] ? SL_BUF_CHUNK : SL_BUF_LARGE;
                         struct sl_buf *b = r ? sl_buf_alloc(&c->w->pool, cls) : NULL;
                         if (!b) {
                                 if (r) {
